@@ -1,0 +1,77 @@
+# switchyard build.
+#   make            release-ish build (-O2 -g) into build/
+#   make test       sanitizer build (ASan+UBSan) and the whole suite: unit + integration
+#   make unit       unit tests only (sanitizer build)
+#   make SANITIZE=address,undefined   any build with sanitizers
+#   make WERROR=1   warnings are errors (CI sets this)
+
+PKGS     := libuv libpq openssl hiredis
+CC       ?= cc
+BUILD    ?= build
+SANITIZE ?=
+WERROR   ?=
+
+WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
+ifneq ($(WERROR),)
+WARN     += -Werror
+endif
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=gnu11 $(WARN) -fno-strict-aliasing -D_GNU_SOURCE -I. $(shell pkg-config --cflags $(PKGS))
+LDLIBS   += $(shell pkg-config --libs $(PKGS)) -lpthread
+ifneq ($(SANITIZE),)
+CFLAGS   += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS  += -fsanitize=$(SANITIZE)
+endif
+
+PROTO_SRC := $(wildcard protocol/*.c)
+CONF_SRC  := $(wildcard conf/*.c)
+PROXY_SRC := $(wildcard proxy/*.c)
+LIB_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(PROTO_SRC) $(CONF_SRC))
+PROXY_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(PROXY_SRC))
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+UNIT_BIN  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+TOOL_SRC  := $(wildcard tests/tools/*.c)
+TOOL_BIN  := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
+
+.PHONY: all test unit integration clean asan
+
+all: $(BUILD)/switchyard $(UNIT_BIN) $(TOOL_BIN)
+
+$(BUILD)/%.o: %.c $(wildcard */*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/libsy.a: $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(AR) rcs $@ $^
+
+$(BUILD)/switchyard: $(PROXY_OBJ) $(BUILD)/libsy.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libsy.a tests/unit/unit.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libsy.a $(LDLIBS)
+
+$(BUILD)/tools/%: tests/tools/%.c $(BUILD)/libsy.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libsy.a $(LDLIBS)
+
+# The test target always uses the sanitizer build, in its own directory.
+ASAN_BUILD := build-asan
+ASAN_VARS  := BUILD=$(ASAN_BUILD) SANITIZE=address,undefined CFLAGS="-O1 -g"
+
+asan:
+	$(MAKE) $(ASAN_VARS) all
+
+unit: asan
+	@set -e; for t in $(patsubst tests/unit/%.c,$(ASAN_BUILD)/tests/%,$(UNIT_SRC)); do echo "== $$t"; $$t; done
+
+integration: asan
+	SWITCHYARD_BIN=$(CURDIR)/$(ASAN_BUILD)/switchyard SWITCHYARD_TOOLS=$(CURDIR)/$(ASAN_BUILD)/tools \
+	  /usr/bin/python3 tests/integration/run.py $(TESTS)
+
+test: asan
+	/usr/bin/python3 tests/run_all.py --build $(ASAN_BUILD)
+
+clean:
+	rm -rf build build-asan

@@ -1,0 +1,173 @@
+/*
+ * conf.h - switchyard's configuration model: listeners, routes, targets.
+ *
+ * Sources, later ones win:
+ *   1. built-in defaults (the container's layout, see conf/switchyard.conf)
+ *   2. the config file (--config FILE; without it, built-in defaults only)
+ *   3. the process environment, snapshotted once at startup (conf_env_snapshot)
+ *   4. the env file (--env-file): KEY=VALUE lines; it overrides the process environment,
+ *      so that editing it and reloading retargets a route
+ *   5. command-line overrides (-o section.name.key=value / --set)
+ *
+ * Config file format (INI, like pgbouncer.ini):
+ *
+ *     [switchyard]                 global settings
+ *     key = value                  ; or # comments; blank lines ignored
+ *
+ *     [listener NAME]              protocol = postgres|redis, listen = host:port, ...
+ *     [route NAME]                 listener = NAME, databases = a,b, builtin = ..., ...
+ *
+ * Targets:
+ *   - Postgres built-in: a libpq conninfo string ("host=127.0.0.1 port=5433 sslmode=disable"),
+ *     parsed with PQconninfoParse.
+ *   - Postgres external: every variable libpq reads (PQconndefaults() lists keyword and
+ *     environment variable pairs), taken from the merged environment with the route's
+ *     prefix ("" for PG*, "CODEINTEL_" for CODEINTEL_PG*), stripped, with libpq's meaning.
+ *     PGDATESTYLE/PGTZ/PGGEQO become "-c" entries in options, as libpq sends them.
+ *     A route has an external target when <prefix>PGHOST, <prefix>PGHOSTADDR or
+ *     <prefix>PGSERVICE is set.
+ *   - Redis built-in: an endpoint (protocol/endpoint.h) from the config file.
+ *   - Redis external: the first set variable of the route's external_env list
+ *     (e.g. "REDIS_STORE_ENDPOINT,REDIS_ENDPOINT").
+ *   For Postgres targets, user and dbname left unset mean "the client's own".
+ *
+ * Only reads files; no sockets. Every error names the file (or variable), the key and
+ * the problem, e.g. "conf/switchyard.conf:12: [route pg] port: must be 1..65535".
+ */
+#ifndef SY_CONF_H
+#define SY_CONF_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include "protocol/endpoint.h"
+
+typedef enum { CONF_PROTO_PG = 1, CONF_PROTO_REDIS } conf_proto_t;
+typedef enum { CONF_BUILTIN = 0, CONF_EXTERNAL = 1 } conf_which_t;
+typedef enum { CONF_LOG_LOGFMT = 0, CONF_LOG_JSON } conf_log_format_t;
+
+/* A NULL-terminated keyword/value list, ready for PQconnectStartParams. */
+typedef struct conf_kv_s {
+    size_t n;
+    char **keys;                /* n + 1 entries, last NULL */
+    char **vals;                /* n + 1 entries, last NULL */
+} conf_kv_t;
+
+typedef struct conf_target_s {
+    int          defined;       /* 0: this route has no such target */
+    conf_which_t which;
+    char        *source;        /* where it came from: "config [route pg] builtin" or "env PG*" */
+    /* Postgres */
+    conf_kv_t    pg;            /* libpq keywords; passwords included (never print them) */
+    /* Redis */
+    sy_endpoint_t redis;
+    char        *tls_ca_file;   /* NULL: system trust store */
+    char        *tls_cert;      /* optional client certificate */
+    char        *tls_key;
+    int          tls_insecure_skip_verify;  /* only by the loudly named option */
+    /* display */
+    char        *display;       /* masked: "host=db port=5432 user=sg password=****" / endpoint */
+    char        *hostport;      /* "host:port" or "host1:5432,host2:5432" or "/run/pg:5433" for messages */
+} conf_target_t;
+
+typedef struct conf_listener_s {
+    char        *name;
+    conf_proto_t proto;
+    char        *host;          /* listen address; NULL/empty: no TCP */
+    int          port;
+    char        *unix_path;     /* pg: a directory (socket .s.PGSQL.<port>); redis: a socket path */
+    char        *tls_cert;      /* client-side TLS (pg: answer 'S' to SSLRequest) */
+    char        *tls_key;
+    char        *auth_password; /* client auth (required to listen beyond loopback) */
+} conf_listener_t;
+
+typedef struct conf_route_s {
+    char          *name;
+    char          *listener;    /* listener name */
+    conf_proto_t   proto;
+    char         **databases;   /* pg: database names this route serves, NULL-terminated */
+    int            is_default;  /* pg: serves databases no route names */
+    char          *env_prefix;  /* pg: "" or "CODEINTEL_" ... */
+    char          *external_env;/* redis: comma-separated variable names, first set wins */
+    char          *client_password; /* redis: password clients must AUTH with; NULL: any AUTH ok */
+    conf_target_t  builtin;
+    conf_target_t  external;
+    conf_which_t   active;      /* external if defined, else builtin; "active = builtin" overrides */
+} conf_route_t;
+
+typedef struct conf_s {
+    /* [switchyard] */
+    uint32_t   max_message_size;     /* pg: largest message accepted either way, default 256 MiB */
+    uint64_t   redis_max_bulk;       /* largest bulk string, default 512 MiB */
+    uint32_t   redis_max_pipeline;   /* unanswered commands per client before back-pressure, 1024 */
+    int        connect_timeout;      /* seconds when the target sets none, default 10 */
+    int        drain_timeout;        /* seconds, default 30 (switchover, SIGTERM) */
+    int        pause_max;            /* seconds a PAUSE lasts at most, default 60 */
+    char      *admin_password;       /* console password; NULL: loopback/unix only */
+    char      *metrics_listen;       /* "127.0.0.1:9187"; NULL or "off": disabled */
+    conf_log_format_t log_format;
+    int        log_level;            /* 0 error, 1 warn, 2 info, 3 debug */
+
+    conf_listener_t *listeners;  size_t nlisteners;
+    conf_route_t    *routes;     size_t nroutes;
+
+    char *config_path;               /* as loaded, may be NULL */
+    char *env_file;                  /* may be NULL */
+} conf_t;
+
+/* The environment to resolve external targets from: a snapshot of the process
+ * environment taken at startup, so reloads see the same base. */
+typedef struct conf_env_s {
+    size_t n;
+    char **vars;                     /* "KEY=VALUE" strings, owned */
+} conf_env_t;
+
+/* Snapshot environ. */
+void conf_env_snapshot(conf_env_t *env);
+void conf_env_free(conf_env_t *env);
+/* Look up KEY in env; NULL when unset. */
+const char *conf_env_get(const conf_env_t *env, const char *key);
+
+typedef struct conf_args_s {
+    const char  *config_path;        /* NULL: conf/switchyard.conf only if present, else defaults */
+    const char  *env_file;           /* NULL: none */
+    const char **overrides;          /* "listener.pg.listen=127.0.0.1:15432", "switchyard.log_level=debug" */
+    size_t       noverrides;
+} conf_args_t;
+
+/*
+ * Build a configuration from defaults, file, environment, env file and overrides, then
+ * validate it. Returns 0 and fills *c, or -1 with a message in err[0..errlen) that names
+ * the file/variable, the key and the problem (never a secret value).
+ * Validation includes: unique names; each route's listener exists and has the same
+ * protocol; at most one default route per listener; no two routes of a listener claim
+ * the same database; ports 1..65535; a non-loopback listen address requires
+ * auth_password; a route with no built-in and no external target is an error.
+ */
+int conf_load(conf_t *c, const conf_args_t *args, const conf_env_t *env, char *err, size_t errlen);
+void conf_free(conf_t *c);
+
+/* Find a listener / route by name; NULL if none. */
+const conf_listener_t *conf_listener(const conf_t *c, const char *name);
+const conf_route_t *conf_route(const conf_t *c, const char *name);
+
+/* Route for a database name on a pg listener: exact match, else the listener's default
+ * route, else NULL. */
+const conf_route_t *conf_route_for_database(const conf_t *c, const char *listener, const char *db);
+
+/* Print the effective configuration (--check): listeners, routes with both targets
+ * (masked), which is active and why. Passwords are always shown as ****. */
+void conf_print(const conf_t *c, FILE *out);
+
+/* Value of a libpq keyword in a target's list, or NULL. */
+const char *conf_kv_get(const conf_kv_t *kv, const char *key);
+
+/* Every libpq environment variable name (PGHOST, PGSSLMODE, ...), NULL-terminated, so
+ * main can unset them in the process after the snapshot: libpq must only ever see what a
+ * target passes explicitly, or a CODEINTEL_ route would silently pick up PGHOST. */
+const char *const *conf_libpq_env_names(void);
+
+/* The --help text. */
+const char *conf_usage(void);
+
+#endif /* SY_CONF_H */
