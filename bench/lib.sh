@@ -1,0 +1,190 @@
+# bench/lib.sh - helpers shared by bench/pg_bench.sh and bench/redis_bench.sh (sourced).
+#
+# Every server and proxy a bench starts lives in one throwaway directory, listens on a free
+# 127.0.0.1 port below the ephemeral range (so the thousands of client sockets a -C run opens
+# never collide with a listener), and is registered with bench_track so that bench_cleanup
+# (run on EXIT, and so on Ctrl-C) stops it and removes the directory.
+#
+# CPU accounting: a proxy's CPU time is utime + stime of its process in /proc/PID/stat (for a
+# multi-threaded proxy such as haproxy this is the sum over its threads), sampled right before
+# and right after a workload, in clock ticks (getconf CLK_TCK, 10 ms on Debian).
+
+BENCH_SECONDS=${BENCH_SECONDS:-10}
+BENCH_ROUNDS=${BENCH_ROUNDS:-3}
+BENCH_KEEP=${BENCH_KEEP:-}          # non-empty: keep the temp dir (logs) after the run
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SWITCHYARD_BIN=${SWITCHYARD_BIN:-$REPO/build/switchyard}
+CLK_TCK=$(getconf CLK_TCK)
+
+BENCH_DIR=
+declare -A BENCH_PIDS=()            # name -> pid of every process to stop on exit
+declare -A BENCH_PORTS=()           # ports handed out in this run
+BENCH_PG_PIDS=()                    # postmasters: fast shutdown (SIGINT) on exit
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+is_root() { [ "$(id -u)" -eq 0 ]; }
+
+# Run a command as the postgres user when we are root (Postgres refuses to run as root).
+as_pg() {
+	if is_root; then
+		runuser -u postgres -- "$@"
+	else
+		"$@"
+	fi
+}
+
+# bench_init NAME: make the temp dir and install the cleanup trap.
+bench_init() {
+	BENCH_DIR=$(mktemp -d "${TMPDIR:-/tmp}/sy-bench-$1.XXXXXX")
+	chmod 755 "$BENCH_DIR"
+	# Servers that drop root (postgres, pgbouncer -u) must be able to write here.
+	if is_root; then chown postgres: "$BENCH_DIR"; fi
+	trap bench_cleanup EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+}
+
+bench_cleanup() {
+	local rc=$? name pid i
+	trap - EXIT INT TERM
+	for pid in "${BENCH_PG_PIDS[@]}"; do
+		kill -INT "$pid" 2>/dev/null || true
+	done
+	for name in "${!BENCH_PIDS[@]}"; do
+		kill -TERM "${BENCH_PIDS[$name]}" 2>/dev/null || true
+	done
+	for i in 1 2 3 4 5 6 7 8 9 10; do
+		local alive=0
+		for name in "${!BENCH_PIDS[@]}"; do
+			kill -0 "${BENCH_PIDS[$name]}" 2>/dev/null && alive=1
+		done
+		[ $alive -eq 0 ] && break
+		sleep 0.2
+	done
+	for name in "${!BENCH_PIDS[@]}"; do
+		kill -KILL "${BENCH_PIDS[$name]}" 2>/dev/null || true
+	done
+	for pid in "${BENCH_PG_PIDS[@]}"; do
+		kill -KILL "$pid" 2>/dev/null || true
+	done
+	wait 2>/dev/null || true
+	if [ -n "$BENCH_DIR" ] && [ -d "$BENCH_DIR" ]; then
+		if [ -n "$BENCH_KEEP" ]; then
+			log "kept $BENCH_DIR"
+		else
+			rm -rf "$BENCH_DIR"
+		fi
+	fi
+	exit $rc
+}
+
+bench_track() { BENCH_PIDS[$1]=$2; }
+
+# free_port VAR: a port in 20000..32000 nobody listens on and not yet handed out here.
+free_port() {
+	local p
+	while :; do
+		p=$((20000 + RANDOM % 12000))
+		[ -n "${BENCH_PORTS[$p]:-}" ] && continue
+		[ -n "$(ss -Hltn "sport = :$p" 2>/dev/null)" ] && continue
+		break
+	done
+	BENCH_PORTS[$p]=1
+	printf -v "$1" '%s' "$p"
+}
+
+# wait_port PORT [SECONDS] [PID]: until 127.0.0.1:PORT accepts; fails early if PID dies.
+wait_port() {
+	local port=$1 secs=${2:-10} pid=${3:-} i
+	for ((i = 0; i < secs * 10; i++)); do
+		if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+		if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then return 1; fi
+		sleep 0.1
+	done
+	return 1
+}
+
+# cpu_ticks PID: utime + stime of the process, in clock ticks. Field 2 (comm) may hold
+# spaces, so cut everything up to its closing parenthesis; utime/stime are then fields 12/13.
+cpu_ticks() {
+	local s
+	s=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
+	s=${s##*) }
+	awk '{print $12 + $13}' <<<"$s"
+}
+
+# per100k TICKS COUNT: CPU seconds per 100k operations.
+per100k() {
+	awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN { if (n > 0) printf "%.2f", t / hz / n * 100000; else print "n/a" }'
+}
+
+# median V...: median of the numeric arguments, ignoring "n/a"; "n/a" when none.
+median() {
+	local v
+	for v in "$@"; do
+		if [ "$v" != n/a ] && [ -n "$v" ]; then echo "$v"; fi
+	done | sort -g |
+		awk '{ a[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+
+# ratio A B: A / B with two decimals; n/a when either is n/a.
+ratio() {
+	awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a" || b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'
+}
+
+# fmt NUMBER [DECIMALS]
+fmt() {
+	awk -v a="$1" -v d="${2:-0}" 'BEGIN { if (a == "n/a" || a == "") print "n/a"; else printf "%.*f", d, a }'
+}
+
+# Postgres binaries: the newest installed major version.
+pg_bin_dir() {
+	local d
+	d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+	[ -n "$d" ] || die "no Postgres server found (run scripts/install-deps.sh as root)"
+	echo "$d"
+}
+
+# start_postgres DATADIR PORT: a throwaway cluster with trust auth for the superuser
+# "postgres", listening on 127.0.0.1:PORT and a unix socket in DATADIR/../pg-sock.
+# Sets PG_PID. Tuned for a benchmark, not for durability. The postmaster runs as a child
+# of this script (not through pg_ctl, which orphans it), so its exit is reaped here.
+start_postgres() {
+	local data=$1 port=$2 sock i
+	PG_BIN=${PG_BIN:-$(pg_bin_dir)}
+	sock="$(dirname "$data")/pg-sock"
+	as_pg mkdir -p "$data" "$sock"
+	as_pg "$PG_BIN/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --no-locale >"$BENCH_DIR/initdb.log" 2>&1 ||
+		{ cat "$BENCH_DIR/initdb.log" >&2; die "initdb failed"; }
+	as_pg "$PG_BIN/postgres" -D "$data" -c listen_addresses=127.0.0.1 -p "$port" -k "$sock" \
+		-c max_connections=200 -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+		-c shared_buffers=128MB >"$data/../postgres.log" 2>&1 &
+	bench_track "postgres-$port" $!
+	for ((i = 0; i < 300; i++)); do
+		if "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$port"; then break; fi
+		kill -0 $! 2>/dev/null || { cat "$data/../postgres.log" >&2; die "postgres did not start"; }
+		sleep 0.1
+	done
+	"$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$port" || die "postgres not ready on port $port"
+	PG_PID=$(head -n 1 "$data/postmaster.pid")
+	# Stop it with a fast shutdown on exit (SIGINT to the postmaster itself, not to runuser).
+	BENCH_PG_PIDS+=("$PG_PID")
+}
+
+# switchyard_usable: the binary exists and runs.
+switchyard_usable() {
+	[ -x "$SWITCHYARD_BIN" ] && "$SWITCHYARD_BIN" --help >/dev/null 2>&1
+}
+
+# Environment for switchyard in a bench: no external targets from the caller's shell.
+switchyard_env() {
+	local v args=()
+	for v in $(compgen -e); do
+		case $v in
+		PG* | *_PG* | REDIS_*ENDPOINT) args+=(-u "$v") ;;
+		esac
+	done
+	env "${args[@]}" "$@"
+}
