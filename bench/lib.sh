@@ -178,13 +178,85 @@ switchyard_usable() {
 	[ -x "$SWITCHYARD_BIN" ] && "$SWITCHYARD_BIN" --help >/dev/null 2>&1
 }
 
-# Environment for switchyard in a bench: no external targets from the caller's shell.
-switchyard_env() {
-	local v args=()
+# switchyard_env_args: fills SY_ENV_ARGS with "env -u" options that drop every external-target
+# variable of the caller's shell (PG*, CODEINTEL_PG*, REDIS_*ENDPOINT...), so the bench's
+# switchyard only knows its built-in targets. Used as a simple command (env ... BIN &) so
+# that $! is the proxy's own pid, whose CPU is measured.
+switchyard_env_args() {
+	local v
+	SY_ENV_ARGS=()
 	for v in $(compgen -e); do
 		case $v in
-		PG* | *_PG* | REDIS_*ENDPOINT) args+=(-u "$v") ;;
+		PG* | *_PG* | REDIS_*ENDPOINT) SY_ENV_ARGS+=(-u "$v") ;;
 		esac
 	done
-	env "${args[@]}" "$@"
+}
+
+# ---- targets ------------------------------------------------------------------------------
+# Every bench fills these: TARGETS in start order, PORT[target], PID[target] (the process whose
+# CPU is measured; none for direct).
+TARGETS=()
+declare -A PORT=() PID=()
+add_target() { TARGETS+=("$1"); PORT[$1]=$2; [ -n "${3:-}" ] && PID[$1]=$3; return 0; }
+
+# start_haproxy BACKEND_PORT: haproxy in tcp mode in front of 127.0.0.1:BACKEND_PORT.
+# Threads: haproxy's default (one per CPU) unless HAPROXY_NBTHREAD is set.
+start_haproxy() {
+	local d=$BENCH_DIR/haproxy port pid nb=
+	mkdir -p "$d"
+	free_port port
+	if [ -n "${HAPROXY_NBTHREAD:-}" ]; then nb="nbthread $HAPROXY_NBTHREAD"; fi
+	cat >"$d/haproxy.cfg" <<-EOF
+		global
+		    maxconn 4000
+		    $nb
+		defaults
+		    mode tcp
+		    timeout connect 5s
+		    timeout client 1h
+		    timeout server 1h
+		listen bench
+		    bind 127.0.0.1:$port
+		    server upstream 127.0.0.1:$1
+	EOF
+	haproxy -db -f "$d/haproxy.cfg" >"$d/haproxy.log" 2>&1 &
+	pid=$!
+	bench_track haproxy "$pid"
+	if wait_port "$port" 10 "$pid"; then
+		add_target haproxy "$port" "$pid"
+		log "haproxy pid $pid on 127.0.0.1:$port"
+	else
+		log "haproxy did not start: $(tail -n 3 "$d/haproxy.log")"
+	fi
+}
+
+# start_switchyard WRITE_CONF PROBE: build/switchyard with the config that the function
+# WRITE_CONF FILE PORT writes, checked with --check, then probed with PROBE PORT (a real
+# client request through it). On any failure SWITCHYARD_NA says why and the bench goes on
+# without it.
+SWITCHYARD_NA=
+start_switchyard() {
+	local write_conf=$1 probe=$2 d=$BENCH_DIR/switchyard port pid
+	mkdir -p "$d"
+	if ! switchyard_usable; then
+		SWITCHYARD_NA="$SWITCHYARD_BIN missing or not runnable"
+		return 0
+	fi
+	free_port port
+	"$write_conf" "$d/switchyard.conf" "$port"
+	switchyard_env_args
+	if ! env "${SY_ENV_ARGS[@]}" "$SWITCHYARD_BIN" --config "$d/switchyard.conf" --check >"$d/check.log" 2>&1; then
+		SWITCHYARD_NA="--check failed: $(tail -n 2 "$d/check.log" | tr '\n' ' ')"
+		return 0
+	fi
+	env "${SY_ENV_ARGS[@]}" "$SWITCHYARD_BIN" --config "$d/switchyard.conf" >"$d/switchyard.log" 2>&1 &
+	pid=$!
+	bench_track switchyard "$pid"
+	if wait_port "$port" 10 "$pid" && "$probe" "$port" >"$d/probe.log" 2>&1; then
+		add_target switchyard "$port" "$pid"
+		log "switchyard pid $pid on 127.0.0.1:$port"
+	else
+		SWITCHYARD_NA="did not serve: $(tail -n 2 "$d/switchyard.log" "$d/probe.log" 2>/dev/null | tr '\n' ' ')"
+	fi
+	return 0
 }

@@ -47,9 +47,7 @@ log "postgres pid $PG_PID on 127.0.0.1:$PG_PORT"
 "$PGBENCH" -i -q -s "$BENCH_SCALE" -h 127.0.0.1 -p "$PG_PORT" -U postgres "$DB" >"$BENCH_DIR/pgbench-init.log" 2>&1 ||
 	{ cat "$BENCH_DIR/pgbench-init.log" >&2; die "pgbench -i failed"; }
 
-declare -A PORT=() PID=()
-TARGETS=(direct)
-PORT[direct]=$PG_PORT
+add_target direct "$PG_PORT"
 
 # ---- pgbouncer ----------------------------------------------------------------------------
 start_pgbouncer() {
@@ -81,40 +79,10 @@ start_pgbouncer() {
 	pid=$!
 	bench_track pgbouncer "$pid"
 	if wait_port "$port" 10 "$pid"; then
-		TARGETS+=(pgbouncer); PORT[pgbouncer]=$port; PID[pgbouncer]=$pid
+		add_target pgbouncer "$port" "$pid"
 		log "pgbouncer pid $pid on 127.0.0.1:$port"
 	else
 		log "pgbouncer did not start: $(tail -n 3 "$d/pgbouncer.log" "$d/stderr.log" 2>/dev/null)"
-	fi
-}
-
-# ---- haproxy ------------------------------------------------------------------------------
-start_haproxy() {
-	local d=$BENCH_DIR/haproxy port pid nb=
-	mkdir -p "$d"
-	free_port port
-	[ -n "${HAPROXY_NBTHREAD:-}" ] && nb="nbthread $HAPROXY_NBTHREAD"
-	cat >"$d/haproxy.cfg" <<-EOF
-		global
-		    maxconn 4000
-		    $nb
-		defaults
-		    mode tcp
-		    timeout connect 5s
-		    timeout client 1h
-		    timeout server 1h
-		listen pg
-		    bind 127.0.0.1:$port
-		    server pg 127.0.0.1:$PG_PORT
-	EOF
-	haproxy -db -f "$d/haproxy.cfg" >"$d/haproxy.log" 2>&1 &
-	pid=$!
-	bench_track haproxy "$pid"
-	if wait_port "$port" 10 "$pid"; then
-		TARGETS+=(haproxy); PORT[haproxy]=$port; PID[haproxy]=$pid
-		log "haproxy pid $pid on 127.0.0.1:$port"
-	else
-		log "haproxy did not start: $(tail -n 3 "$d/haproxy.log")"
 	fi
 }
 
@@ -139,35 +107,13 @@ write_switchyard_conf() {
 	EOF
 }
 
-SWITCHYARD_NA=
-start_switchyard() {
-	local d=$BENCH_DIR/switchyard port pid
-	mkdir -p "$d"
-	if ! switchyard_usable; then
-		SWITCHYARD_NA="$SWITCHYARD_BIN missing or not runnable"
-		return
-	fi
-	free_port port
-	write_switchyard_conf "$d/switchyard.conf" "$port"
-	if ! switchyard_env "$SWITCHYARD_BIN" --config "$d/switchyard.conf" --check >"$d/check.log" 2>&1; then
-		SWITCHYARD_NA="--check failed: $(tail -n 2 "$d/check.log" | tr '\n' ' ')"
-		return
-	fi
-	switchyard_env "$SWITCHYARD_BIN" --config "$d/switchyard.conf" >"$d/switchyard.log" 2>&1 &
-	pid=$!
-	bench_track switchyard "$pid"
-	if wait_port "$port" 10 "$pid" &&
-		"$PSQL" -X -qAt -h 127.0.0.1 -p "$port" -U postgres -d "$DB" -c 'select 1' >/dev/null 2>>"$d/psql.log"; then
-		TARGETS+=(switchyard); PORT[switchyard]=$port; PID[switchyard]=$pid
-		log "switchyard pid $pid on 127.0.0.1:$port"
-	else
-		SWITCHYARD_NA="did not serve: $(tail -n 2 "$d/switchyard.log" "$d/psql.log" 2>/dev/null | tr '\n' ' ')"
-	fi
+probe_pg() {
+	"$PSQL" -X -qAt -h 127.0.0.1 -p "$1" -U postgres -d "$DB" -c 'select 1'
 }
 
-start_switchyard
+start_switchyard write_switchyard_conf probe_pg
 start_pgbouncer
-start_haproxy
+start_haproxy "$PG_PORT"
 [ -n "$SWITCHYARD_NA" ] && log "switchyard: n/a ($SWITCHYARD_NA)"
 
 # ---- runs ---------------------------------------------------------------------------------
