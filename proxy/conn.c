@@ -1,0 +1,119 @@
+/*
+ * conn.c - a socket, its poll handle and the plain transport.
+ *
+ * A connection is an fd we (or libpq) own, watched with a uv_poll_t. The poll handle is
+ * started only when the wanted event set changes: libuv's uv_poll_start removes and
+ * re-adds the fd to epoll every time, two system calls we do not want per message.
+ * The handle is heap-allocated and freed in its close callback (libuv's lifetime rule),
+ * so a connection can be closed from inside its own callback.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include "proxy/sy.h"
+
+static ssize_t plain_read(sy_conn_t *c, void *buf, size_t len)
+{
+    for (;;) {
+        ssize_t n = recv(c->fd, buf, len, 0);
+        if (n >= 0)
+            return n;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            c->rd_wait = UV_READABLE;
+            return SY_EAGAIN;
+        }
+        return -errno;
+    }
+}
+
+static ssize_t plain_write(sy_conn_t *c, const void *buf, size_t len)
+{
+    for (;;) {
+        ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL);
+        if (n >= 0)
+            return n;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            c->wr_wait = UV_WRITABLE;
+            return SY_EAGAIN;
+        }
+        return -errno;
+    }
+}
+
+const sy_transport_t sy_plain_transport = { plain_read, plain_write, "plain" };
+
+void sy_conn_init(sy_conn_t *c, int fd, void *data)
+{
+    memset(c, 0, sizeof(*c));
+    c->fd = fd;
+    c->tp = &sy_plain_transport;
+    c->own_fd = 1;
+    c->rd_wait = UV_READABLE;
+    c->wr_wait = UV_WRITABLE;
+    c->data = data;
+}
+
+static void conn_poll_cb(uv_poll_t *h, int status, int events)
+{
+    sy_conn_t *c = h->data;
+    if (c != NULL && c->cb != NULL)
+        c->cb(c, status, events);
+}
+
+static void free_handle_cb(uv_handle_t *h)
+{
+    free(h);
+}
+
+int sy_conn_watch(sy_conn_t *c, int events, sy_conn_cb cb)
+{
+    int r;
+    c->cb = cb;
+    if (c->poll == NULL) {
+        c->poll = malloc(sizeof(*c->poll));
+        if (c->poll == NULL)
+            return UV_ENOMEM;
+        r = uv_poll_init(sy_server.loop, c->poll, c->fd);
+        if (r != 0) {
+            free(c->poll);
+            c->poll = NULL;
+            return r;
+        }
+        c->poll->data = c;
+        c->events = 0;
+    }
+    if (events == c->events)
+        return 0;
+    c->events = events;
+    if (events == 0)
+        return uv_poll_stop(c->poll);
+    return uv_poll_start(c->poll, events, conn_poll_cb);
+}
+
+void sy_conn_unwatch(sy_conn_t *c)
+{
+    if (c->poll == NULL)
+        return;
+    uv_poll_stop(c->poll);
+    c->poll->data = NULL;
+    uv_close((uv_handle_t *)c->poll, free_handle_cb);
+    c->poll = NULL;
+    c->events = 0;
+}
+
+void sy_conn_close(sy_conn_t *c)
+{
+    sy_conn_unwatch(c);
+    if (c->ssl != NULL && c->ssl_owned) {
+        SSL_free(c->ssl);
+    }
+    c->ssl = NULL;
+    if (c->fd >= 0 && c->own_fd)
+        close(c->fd);
+    c->fd = -1;
+}

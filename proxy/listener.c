@@ -1,0 +1,202 @@
+/*
+ * listener.c - the sockets switchyard accepts on.
+ *
+ * Each configured listener has a TCP socket and optionally a unix socket (for Postgres a
+ * directory holding .s.PGSQL.<port>, as libpq expects). We create the sockets ourselves
+ * and accept with accept4 from a uv_poll_t, so accepted fds go straight to sessions,
+ * which drive them with their own poll handles (see conn.c).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include "proxy/sy.h"
+
+static int listen_tcp(const char *host, int port, char *err, size_t errlen)
+{
+    struct addrinfo hints, *res = NULL;
+    char portstr[16];
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    int r = getaddrinfo(host, portstr, &hints, &res);
+    if (r != 0) {
+        snprintf(err, errlen, "cannot resolve listen address %s: %s", host, gai_strerror(r));
+        return -1;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        freeaddrinfo(res);
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
+        snprintf(err, errlen, "cannot listen on %s:%d: %s", host, port, strerror(errno));
+        close(fd);
+        freeaddrinfo(res);
+        return -1;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+static int listen_unix(const char *path, char *err, size_t errlen)
+{
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        snprintf(err, errlen, "unix socket path too long: %.200s", path);
+        return -1;
+    }
+    strcpy(sa.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        return -1;
+    }
+    unlink(path);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 1024) != 0) {
+        snprintf(err, errlen, "cannot listen on %.200s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    chmod(path, 0777);
+    return fd;
+}
+
+int sy_is_loopback_peer(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (getpeername(fd, (struct sockaddr *)&ss, &len) != 0)
+        return 0;
+    if (ss.ss_family == AF_UNIX)
+        return 1;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)&ss;
+        return (ntohl(s4->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&ss;
+        if (IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr))
+            return 1;
+        if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr))
+            return s6->sin6_addr.s6_addr[12] == 127;
+    }
+    return 0;
+}
+
+static void accept_cb(uv_poll_t *h, int status, int events)
+{
+    sy_listener_t *l = h->data;
+    int lfd = -1;
+    for (int i = 0; i < l->nfd; i++)
+        if (&l->poll[i] == h)
+            lfd = l->fd[i];
+    if (status < 0 || lfd < 0)
+        return;
+    for (int n = 0; n < 64; n++) {
+        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                sy_warn("event=accept_failed listener=%s error=\"%s\"", l->conf->name, strerror(errno));
+            return;
+        }
+        if (sy_server.stopping) {
+            close(fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        int trusted = sy_is_loopback_peer(fd);
+        if (l->conf->proto == CONF_PROTO_PG)
+            pg_session_start(l, fd, trusted);
+        else
+            redis_session_start(l, fd, trusted);
+    }
+}
+
+int sy_listeners_start(char *err, size_t errlen)
+{
+    const conf_t *c = &sy_server.conf;
+    sy_server.nlisteners = c->nlisteners;
+    sy_server.listeners = calloc(c->nlisteners ? c->nlisteners : 1, sizeof(sy_listener_t));
+    if (sy_server.listeners == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < c->nlisteners; i++) {
+        sy_listener_t *l = &sy_server.listeners[i];
+        const conf_listener_t *cl = &c->listeners[i];
+        char lerr[512];
+        l->conf = cl;
+        if (cl->tls_cert && cl->tls_cert[0]) {
+            l->tls_ctx = sy_tls_server_ctx(cl->tls_cert, cl->tls_key ? cl->tls_key : cl->tls_cert,
+                                           lerr, sizeof(lerr));
+            if (l->tls_ctx == NULL) {
+                snprintf(err, errlen, "[listener %s] %.400s", cl->name, lerr);
+                return -1;
+            }
+        }
+        if (cl->host && cl->host[0]) {
+            int fd = listen_tcp(cl->host, cl->port, lerr, sizeof(lerr));
+            if (fd < 0) {
+                snprintf(err, errlen, "[listener %s] %.400s", cl->name, lerr);
+                return -1;
+            }
+            l->fd[l->nfd++] = fd;
+        }
+        if (cl->unix_path && cl->unix_path[0]) {
+            char path[512];
+            if (cl->proto == CONF_PROTO_PG)
+                snprintf(path, sizeof(path), "%s/.s.PGSQL.%d", cl->unix_path, cl->port ? cl->port : 5432);
+            else
+                snprintf(path, sizeof(path), "%s", cl->unix_path);
+            int fd = listen_unix(path, lerr, sizeof(lerr));
+            if (fd < 0) {
+                snprintf(err, errlen, "[listener %s] %.400s", cl->name, lerr);
+                return -1;
+            }
+            l->fd[l->nfd++] = fd;
+        }
+        for (int k = 0; k < l->nfd; k++) {
+            uv_poll_init(sy_server.loop, &l->poll[k], l->fd[k]);
+            l->poll[k].data = l;
+            uv_poll_start(&l->poll[k], UV_READABLE, accept_cb);
+        }
+        sy_info("event=listen listener=%s protocol=%s address=%s:%d%s%s", cl->name,
+                cl->proto == CONF_PROTO_PG ? "postgres" : "redis", cl->host ? cl->host : "",
+                cl->port, cl->unix_path ? " unix=" : "", cl->unix_path ? cl->unix_path : "");
+    }
+    return 0;
+}
+
+void sy_listeners_stop(void)
+{
+    for (size_t i = 0; i < sy_server.nlisteners; i++) {
+        sy_listener_t *l = &sy_server.listeners[i];
+        for (int k = 0; k < l->nfd; k++) {
+            if (l->fd[k] < 0)
+                continue;
+            uv_poll_stop(&l->poll[k]);
+            uv_close((uv_handle_t *)&l->poll[k], NULL);
+            close(l->fd[k]);
+            l->fd[k] = -1;
+        }
+    }
+}

@@ -1,0 +1,189 @@
+/*
+ * main.c - switchyard's entry point: parse flags, load and validate the configuration,
+ * open the listeners and run the loop.
+ *
+ * The process environment is snapshotted once (conf_env_snapshot) and then every libpq
+ * variable is removed from it: libpq must only see what a target passes explicitly,
+ * or a CODEINTEL_ route with no CODEINTEL_PGHOST would quietly inherit PGHOST.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/random.h>
+#include "proxy/sy.h"
+
+sy_server_t sy_server;
+
+static uv_signal_t sig_term, sig_int;
+static uv_timer_t drain_timer;
+
+void sy_random(void *out, size_t len)
+{
+    uint8_t *p = out;
+    while (len > 0) {
+        ssize_t n = getrandom(p, len, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            abort();
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+}
+
+sy_route_t *sy_route_find(const char *name)
+{
+    for (size_t i = 0; i < sy_server.nroutes; i++)
+        if (strcmp(sy_server.routes[i].conf->name, name) == 0)
+            return &sy_server.routes[i];
+    return NULL;
+}
+
+sy_route_t *sy_route_for_database(const sy_listener_t *l, const char *db)
+{
+    const conf_route_t *cr = conf_route_for_database(&sy_server.conf, l->conf->name, db);
+    return cr ? sy_route_find(cr->name) : NULL;
+}
+
+sy_route_t *sy_route_for_listener(const sy_listener_t *l)
+{
+    for (size_t i = 0; i < sy_server.nroutes; i++)
+        if (strcmp(sy_server.routes[i].conf->listener, l->conf->name) == 0)
+            return &sy_server.routes[i];
+    return NULL;
+}
+
+static void drain_timeout_cb(uv_timer_t *t)
+{
+    sy_info("event=shutdown reason=drain_deadline clients=%llu", (unsigned long long)sy_server.nclients);
+    exit(0);
+}
+
+static void signal_cb(uv_signal_t *h, int signum)
+{
+    if (sy_server.stopping) {
+        sy_info("event=shutdown reason=second_signal");
+        exit(0);
+    }
+    sy_server.stopping = 1;
+    sy_info("event=shutdown_begin signal=%d clients=%llu", signum, (unsigned long long)sy_server.nclients);
+    sy_listeners_stop();
+    if (sy_server.nclients == 0) {
+        uv_stop(sy_server.loop);
+        return;
+    }
+    uv_timer_init(sy_server.loop, &drain_timer);
+    uv_timer_start(&drain_timer, drain_timeout_cb, (uint64_t)sy_server.conf.drain_timeout * 1000, 0);
+    uv_unref((uv_handle_t *)&drain_timer);
+}
+
+void sy_server_client_gone(void)
+{
+    if (sy_server.stopping && sy_server.nclients == 0)
+        uv_stop(sy_server.loop);
+}
+
+static void usage(FILE *f)
+{
+    fputs(conf_usage(), f);
+}
+
+/* Hide secrets given with -o from ps: overwrite the value in argv. */
+static void scrub_arg(char *arg)
+{
+    char *eq = strchr(arg, '=');
+    if (eq == NULL)
+        return;
+    if (strstr(arg, "password") == NULL && strstr(arg, "PASSWORD") == NULL)
+        return;
+    for (char *p = eq + 1; *p; p++)
+        *p = '*';
+}
+
+int main(int argc, char **argv)
+{
+    conf_args_t args;
+    const char **overrides = calloc((size_t)argc + 1, sizeof(char *));
+    int check = 0;
+    char err[1024];
+
+    memset(&args, 0, sizeof(args));
+    args.overrides = overrides;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(a, "--version") == 0) {
+            printf("switchyard %s\n", SY_VERSION);
+            return 0;
+        } else if (strcmp(a, "--check") == 0) {
+            check = 1;
+        } else if ((strcmp(a, "--config") == 0 || strcmp(a, "-c") == 0) && i + 1 < argc) {
+            args.config_path = argv[++i];
+        } else if (strncmp(a, "--config=", 9) == 0) {
+            args.config_path = a + 9;
+        } else if (strcmp(a, "--env-file") == 0 && i + 1 < argc) {
+            args.env_file = argv[++i];
+        } else if (strncmp(a, "--env-file=", 11) == 0) {
+            args.env_file = a + 11;
+        } else if ((strcmp(a, "-o") == 0 || strcmp(a, "--set") == 0) && i + 1 < argc) {
+            overrides[args.noverrides++] = strdup(argv[++i]);
+            scrub_arg(argv[i]);
+        } else {
+            fprintf(stderr, "switchyard: unknown argument '%s' (see --help)\n", a);
+            return 2;
+        }
+    }
+
+    conf_env_snapshot(&sy_server.env);
+    if (conf_load(&sy_server.conf, &args, &sy_server.env, err, sizeof(err)) != 0) {
+        fprintf(stderr, "switchyard: %s\n", err);
+        return 1;
+    }
+    if (check) {
+        conf_print(&sy_server.conf, stdout);
+        return 0;
+    }
+    for (const char *const *v = conf_libpq_env_names(); *v; v++)
+        unsetenv(*v);
+
+    sy_log_level = sy_server.conf.log_level;
+    sy_log_json = sy_server.conf.log_format == CONF_LOG_JSON;
+    signal(SIGPIPE, SIG_IGN);
+    if (sy_tls_init() != 0) {
+        fprintf(stderr, "switchyard: cannot initialise OpenSSL\n");
+        return 1;
+    }
+
+    sy_server.loop = uv_default_loop();
+    sy_server.nroutes = sy_server.conf.nroutes;
+    sy_server.routes = calloc(sy_server.nroutes ? sy_server.nroutes : 1, sizeof(sy_route_t));
+    for (size_t i = 0; i < sy_server.nroutes; i++) {
+        sy_route_t *r = &sy_server.routes[i];
+        r->conf = &sy_server.conf.routes[i];
+        r->active = r->conf->active;
+        const conf_target_t *t = r->active == CONF_EXTERNAL ? &r->conf->external : &r->conf->builtin;
+        char q[512];
+        sy_info("event=route route=%s active=%s target=%s", r->conf->name,
+                r->active == CONF_EXTERNAL ? "external" : "builtin",
+                sy_logq(q, sizeof(q), t->display ? t->display : ""));
+    }
+    if (sy_listeners_start(err, sizeof(err)) != 0) {
+        fprintf(stderr, "switchyard: %s\n", err);
+        return 1;
+    }
+    uv_signal_init(sy_server.loop, &sig_term);
+    uv_signal_start(&sig_term, signal_cb, SIGTERM);
+    uv_signal_init(sy_server.loop, &sig_int);
+    uv_signal_start(&sig_int, signal_cb, SIGINT);
+    sy_info("event=ready version=%s pid=%d", SY_VERSION, (int)getpid());
+
+    uv_run(sy_server.loop, UV_RUN_DEFAULT);
+    sy_info("event=exit");
+    return 0;
+}

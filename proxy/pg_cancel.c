@@ -1,0 +1,139 @@
+/*
+ * pg_cancel.c - CancelRequest routing.
+ *
+ * Each Postgres session hands its client a BackendKeyData with the upstream backend's
+ * real process id and a secret key of our own (libpq 15 cannot tell us the upstream's
+ * key). The key maps back to the session here; a CancelRequest whose key is unknown, or
+ * whose process id is not that session's backend, is ignored, so a cancel can never
+ * reach the wrong backend. The cancel itself is PQcancel on the session's PGcancel,
+ * run on libuv's thread pool because it connects and waits.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <libpq-fe.h>
+#include "proxy/sy.h"
+#include "proxy/pg_session.h"
+
+typedef struct slot_s {
+    uint32_t      key;       /* 0: empty */
+    pg_session_t *s;
+} slot_t;
+
+static slot_t  *table;
+static uint32_t tcap, tused, tdead;
+#define TOMB ((pg_session_t *)1)
+
+static void rehash(uint32_t ncap)
+{
+    slot_t *old = table;
+    uint32_t ocap = tcap;
+    table = calloc(ncap, sizeof(slot_t));
+    if (table == NULL)
+        abort();
+    tcap = ncap;
+    tused = tdead = 0;
+    for (uint32_t i = 0; i < ocap; i++) {
+        if (old[i].key != 0 && old[i].s != TOMB) {
+            uint32_t h = old[i].key & (tcap - 1);
+            while (table[h].key != 0)
+                h = (h + 1) & (tcap - 1);
+            table[h] = old[i];
+            tused++;
+        }
+    }
+    free(old);
+}
+
+pg_session_t *pg_cancel_lookup(uint32_t key)
+{
+    if (key == 0 || tcap == 0)
+        return NULL;
+    for (uint32_t h = key & (tcap - 1);; h = (h + 1) & (tcap - 1)) {
+        if (table[h].key == 0)
+            return NULL;
+        if (table[h].key == key && table[h].s != TOMB)
+            return table[h].s;
+    }
+}
+
+uint32_t pg_cancel_register(pg_session_t *s)
+{
+    if ((tused + tdead + 1) * 2 > tcap)
+        rehash(tcap == 0 ? 256 : (tused + 1) * 4 > tcap ? tcap * 2 : tcap);
+    uint32_t key;
+    do {
+        sy_random(&key, sizeof(key));
+    } while (key == 0 || pg_cancel_lookup(key) != NULL);
+    uint32_t h = key & (tcap - 1);
+    while (table[h].key != 0 && table[h].s != TOMB)
+        h = (h + 1) & (tcap - 1);
+    if (table[h].s == TOMB)
+        tdead--;
+    table[h].key = key;
+    table[h].s = s;
+    tused++;
+    return key;
+}
+
+void pg_cancel_unregister(uint32_t key)
+{
+    if (key == 0 || tcap == 0)
+        return;
+    for (uint32_t h = key & (tcap - 1);; h = (h + 1) & (tcap - 1)) {
+        if (table[h].key == 0)
+            return;
+        if (table[h].key == key && table[h].s != TOMB) {
+            table[h].s = TOMB;
+            tused--;
+            tdead++;
+            return;
+        }
+    }
+}
+
+typedef struct cancel_work_s {
+    uv_work_t     req;
+    pg_session_t *s;
+    PGcancel     *cancel;
+    int           ok;
+    char          err[256];
+} cancel_work_t;
+
+static void cancel_work(uv_work_t *req)
+{
+    cancel_work_t *w = req->data;
+    w->ok = PQcancel(w->cancel, w->err, sizeof(w->err));
+}
+
+static void cancel_done(uv_work_t *req, int status)
+{
+    cancel_work_t *w = req->data;
+    if (w->ok)
+        sy_info("event=cancel_sent conn=%llu", (unsigned long long)pg_session_id(w->s));
+    else
+        sy_warn("event=cancel_failed conn=%llu error=\"%s\"", (unsigned long long)pg_session_id(w->s),
+                w->err);
+    pg_session_unref(w->s);
+    free(w);
+}
+
+void pg_cancel_request(uint32_t pid, uint32_t key)
+{
+    pg_session_t *s = pg_cancel_lookup(key);
+    PGcancel *c = s ? pg_session_cancel_handle(s, pid) : NULL;
+    if (c == NULL) {
+        sy_info("event=cancel_ignored reason=unknown_key");
+        return;
+    }
+    cancel_work_t *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return;
+    w->req.data = w;
+    w->s = s;
+    w->cancel = c;
+    pg_session_ref(s);
+    if (uv_queue_work(sy_server.loop, &w->req, cancel_work, cancel_done) != 0) {
+        pg_session_unref(s);
+        free(w);
+    }
+}

@@ -1,0 +1,1104 @@
+/*
+ * pg_session.c - one Postgres client and the upstream session serving it.
+ *
+ *   client ──SSLRequest?──▶ 'N' (or 'S' + TLS) ──StartupMessage──▶ route by database
+ *          ──▶ resolve upstream names off the loop (uv_getaddrinfo)
+ *          ──▶ libpq connects non-blocking (PQconnectStartParams / PQconnectPoll)
+ *          ──▶ greeting to the client: AuthenticationOk, ParameterStatus*,
+ *              BackendKeyData(upstream pid, our key), ReadyForQuery
+ *          ──▶ relay: two pipes, each framed by pgw_scan so the session knows the
+ *              transaction status, what is in flight and whether COPY is running
+ *
+ * States (one enum, moved only by pg_set_state):
+ *
+ *   STARTUP     reading the client's startup packets
+ *   CLIENT_TLS  TLS handshake with the client after answering 'S'
+ *   AUTH        waiting for the client's password (listeners with auth_password)
+ *   RESOLVING   resolving upstream host names on the thread pool
+ *   CONNECTING  libpq is connecting; its socket may change between polls
+ *   RELAY       relaying both ways
+ *   CLOSING     flushing a last ErrorResponse to the client, then closing
+ *
+ * The upstream fd and TLS session belong to libpq: we adopt them after PQconnectPoll
+ * says OK, and give them back through PQfinish when the session ends.
+ *
+ * Lifetime: a session is reference counted. The session holds one reference until it
+ * closes; each thread-pool request and the timer's close callback hold one. Memory is
+ * freed when the last reference goes, never inside a callback that still uses it.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <libpq-fe.h>
+#include "proxy/sy.h"
+#include "proxy/pg_session.h"
+#include "protocol/pg_wire.h"
+
+typedef enum {
+    PGS_STARTUP = 0,
+    PGS_CLIENT_TLS,
+    PGS_AUTH,
+    PGS_RESOLVING,
+    PGS_CONNECTING,
+    PGS_RELAY,
+    PGS_CLOSING,
+    PGS_CLOSED
+} pg_state_t;
+
+static const char *const state_names[] = {
+    "startup", "client_tls", "auth", "resolving", "connecting", "relay", "closing", "closed"
+};
+
+/* Parameters the server reports with ParameterStatus (GUC_REPORT) in 15..17. libpq has
+ * no call to enumerate what it received, so we ask for each by name. */
+static const char *const reported_params[] = {
+    "application_name", "client_encoding", "DateStyle", "default_transaction_read_only",
+    "in_hot_standby", "integer_datetimes", "IntervalStyle", "is_superuser",
+    "scram_iterations", "search_path", "server_encoding", "server_version",
+    "session_authorization", "standard_conforming_strings", "TimeZone", NULL
+};
+
+#define PG_MAX_HOSTS 64
+
+struct pg_session_s {
+    uint64_t       id;
+    int            refs;
+    pg_state_t     state;
+    sy_listener_t *listener;
+    sy_route_t    *route;
+    const conf_target_t *target;
+    conf_which_t   which;
+    int            trusted;
+    int            ssl_answered;      /* SSLRequest or GSSENCRequest seen */
+    int            terminating;       /* client sent Terminate */
+
+    sy_conn_t      client;
+    sy_conn_t      server;
+    sy_pipe_t      c2s, s2c;
+    pgw_scan_t     cscan, sscan;
+
+    /* startup */
+    uint8_t       *startup;           /* copy of the client's StartupMessage */
+    pgw_startup_t  st;
+    const char    *user, *database;
+
+    /* upstream connect */
+    PGconn        *pg;
+    PGcancel      *cancel;
+    uint32_t       key;
+    uint32_t       be_pid;
+    uv_timer_t     timer;
+    int            timer_on;
+    uv_getaddrinfo_t gai;
+    char          *hosts[PG_MAX_HOSTS];   /* host list being resolved */
+    char          *addrs[PG_MAX_HOSTS];   /* comma-joined addresses per host, "" = as is */
+    int            nhosts, ihost;
+    char          *resolve_err;
+
+    /* protocol state (the part switchover builds on) */
+    uint8_t        txn;               /* 'I', 'T', 'E' from the last ReadyForQuery */
+    uint32_t       inflight;          /* Query/Sync sent, ReadyForQuery not yet seen */
+    int            copy_in, copy_out;
+
+    uint8_t        bufs[2 * SY_PIPE_BUF];
+};
+
+static void pg_close(pg_session_t *s, const char *sqlstate, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void pg_connect_step(pg_session_t *s);
+static void pg_relay_begin(pg_session_t *s);
+static void client_cb(sy_conn_t *c, int status, int events);
+static void server_cb(sy_conn_t *c, int status, int events);
+
+uint64_t pg_session_id(const pg_session_t *s)
+{
+    return s->id;
+}
+
+void pg_session_ref(pg_session_t *s)
+{
+    s->refs++;
+}
+
+static void pg_free(pg_session_t *s)
+{
+    for (int i = 0; i < s->nhosts; i++) {
+        free(s->hosts[i]);
+        free(s->addrs[i]);
+    }
+    free(s->resolve_err);
+    free(s->startup);
+    if (s->cancel)
+        PQfreeCancel(s->cancel);
+    free(s);
+}
+
+void pg_session_unref(pg_session_t *s)
+{
+    if (--s->refs == 0)
+        pg_free(s);
+}
+
+PGcancel *pg_session_cancel_handle(pg_session_t *s, uint32_t pid)
+{
+    if (s->state != PGS_RELAY || s->cancel == NULL || s->be_pid != pid)
+        return NULL;
+    return s->cancel;
+}
+
+static void pg_set_state(pg_session_t *s, pg_state_t to)
+{
+    /* The only legal moves; anything else is a bug. */
+    static const unsigned allowed[] = {
+        [PGS_STARTUP]    = 1u << PGS_CLIENT_TLS | 1u << PGS_AUTH | 1u << PGS_RESOLVING | 1u << PGS_CLOSING | 1u << PGS_STARTUP,
+        [PGS_CLIENT_TLS] = 1u << PGS_STARTUP | 1u << PGS_CLOSING,
+        [PGS_AUTH]       = 1u << PGS_RESOLVING | 1u << PGS_CLOSING,
+        [PGS_RESOLVING]  = 1u << PGS_CONNECTING | 1u << PGS_CLOSING,
+        [PGS_CONNECTING] = 1u << PGS_RELAY | 1u << PGS_CLOSING,
+        [PGS_RELAY]      = 1u << PGS_CLOSING,
+        [PGS_CLOSING]    = 1u << PGS_CLOSED,
+        [PGS_CLOSED]     = 0,
+    };
+    if (!(allowed[s->state] & (1u << to))) {
+        sy_err("event=bug conn=%llu from=%s to=%s", (unsigned long long)s->id,
+               state_names[s->state], state_names[to]);
+        abort();
+    }
+    s->state = to;
+}
+
+/* ---- teardown ------------------------------------------------------------------ */
+
+static void timer_close_cb(uv_handle_t *h)
+{
+    pg_session_unref(h->data);
+}
+
+static void pg_timer_stop(pg_session_t *s)
+{
+    if (s->timer_on)
+        uv_timer_stop(&s->timer);
+}
+
+static void pg_finish_upstream(pg_session_t *s)
+{
+    sy_conn_unwatch(&s->server);
+    if (s->pg != NULL) {
+        PQfinish(s->pg);   /* sends Terminate, frees libpq's SSL, closes its socket */
+        s->pg = NULL;
+        if (s->route)
+            s->route->upstreams--;
+    }
+    s->server.fd = -1;
+    s->server.ssl = NULL;
+}
+
+static void pg_destroy(pg_session_t *s)
+{
+    if (s->state == PGS_CLOSED)
+        return;
+    pg_set_state(s, PGS_CLOSED);
+    pg_cancel_unregister(s->key);
+    s->key = 0;
+    pg_finish_upstream(s);
+    sy_conn_close(&s->client);
+    if (s->route)
+        s->route->clients--;
+    sy_server.nclients--;
+    sy_debug("event=disconnect conn=%llu", (unsigned long long)s->id);
+    if (s->timer_on) {
+        uv_timer_stop(&s->timer);
+        s->timer_on = 0;
+        uv_close((uv_handle_t *)&s->timer, timer_close_cb);   /* its ref goes in the callback */
+    }
+    pg_session_unref(s);
+    sy_server_client_gone();
+}
+
+static void closing_timeout_cb(uv_timer_t *t)
+{
+    pg_destroy(t->data);
+}
+
+static void pg_closing_drive(pg_session_t *s)
+{
+    int r = sy_pipe_flush(&s->s2c);
+    if (r < 0 || !sy_pipe_pending(&s->s2c)) {
+        pg_destroy(s);
+        return;
+    }
+    sy_conn_watch(&s->client, sy_pipe_dst_events(&s->s2c), client_cb);
+}
+
+/* End the session. With a sqlstate, the client first gets a FATAL ErrorResponse whose
+ * message is "switchyard: " + fmt; it is written only at a message boundary of the
+ * server->client stream (otherwise the client would misparse it) and the session waits
+ * at most 5 s for it to drain. */
+static void pg_close(pg_session_t *s, const char *sqlstate, const char *fmt, ...)
+{
+    if (s->state == PGS_CLOSING || s->state == PGS_CLOSED)
+        return;
+    char msg[1024];
+    int boundary = pgw_scan_at_boundary(&s->sscan) && s->s2c.fwd == s->s2c.end;
+    pg_set_state(s, PGS_CLOSING);
+    pg_finish_upstream(s);
+    pg_timer_stop(s);
+    s->c2s.reading = 0;
+    if (sqlstate != NULL) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = snprintf(msg, sizeof(msg), "switchyard: ");
+        vsnprintf(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
+        va_end(ap);
+        char q[1100];
+        sy_info("event=client_error conn=%llu route=%s sqlstate=%s message=%s", (unsigned long long)s->id,
+                s->route ? s->route->conf->name : "-", sqlstate, sy_logq(q, sizeof(q), msg));
+        if (s->route)
+            s->route->nerrors++;
+        if (boundary) {
+            uint8_t out[1400];
+            size_t len = pgw_build_error(out, sizeof(out), "FATAL", sqlstate, msg, NULL);
+            if (len > 0)
+                sy_pipe_inject(&s->s2c, out, len);
+        }
+    }
+    if (!sy_pipe_pending(&s->s2c)) {
+        pg_destroy(s);
+        return;
+    }
+    if (!s->timer_on) {
+        uv_timer_init(sy_server.loop, &s->timer);
+        s->timer.data = s;
+        s->refs++;
+        s->timer_on = 1;
+    }
+    uv_timer_start(&s->timer, closing_timeout_cb, 5000, 0);
+    pg_closing_drive(s);
+}
+
+/* ---- relay --------------------------------------------------------------------- */
+
+/* client -> server: count what expects a ReadyForQuery, watch COPY and Terminate. */
+static int c2s_scan(void *arg, sy_pipe_t *p)
+{
+    pg_session_t *s = arg;
+    while (p->scanned < p->end) {
+        pgw_event_t ev;
+        ssize_t n = pgw_scan(&s->cscan, p->buf + p->scanned, p->end - p->scanned, &ev);
+        if (n < 0) {
+            pg_close(s, "08P01", "route %s: protocol violation from the client: %s",
+                     s->route->conf->name, s->cscan.err);
+            return -1;
+        }
+        p->scanned += (uint32_t)n;
+        if (ev != PGW_EV_HEADER)
+            continue;
+        switch (s->cscan.type) {
+        case 'Q':
+        case 'S':
+            s->inflight++;
+            break;
+        case 'c':
+        case 'f':
+            s->copy_in = 0;
+            break;
+        case 'X':
+            /* Keep the Terminate: PQfinish sends its own and closes cleanly. */
+            s->terminating = 1;
+            p->fwd = p->scanned - 5;
+            p->end = p->scanned = p->fwd;
+            return 0;
+        default:
+            break;
+        }
+    }
+    p->fwd = p->scanned;
+    return 0;
+}
+
+/* server -> client: transaction status, in-flight count, COPY. */
+static int s2c_scan(void *arg, sy_pipe_t *p)
+{
+    pg_session_t *s = arg;
+    while (p->scanned < p->end) {
+        pgw_event_t ev;
+        ssize_t n = pgw_scan(&s->sscan, p->buf + p->scanned, p->end - p->scanned, &ev);
+        if (n < 0) {
+            p->fwd = p->scanned;
+            pg_close(s, "08P01", "route %s: protocol violation from %s: %s", s->route->conf->name,
+                     s->target->hostport, s->sscan.err);
+            return -1;
+        }
+        p->scanned += (uint32_t)n;
+        if (ev != PGW_EV_HEADER)
+            continue;
+        switch (s->sscan.type) {
+        case 'Z':
+            s->txn = s->sscan.status;
+            if (s->inflight > 0)
+                s->inflight--;
+            s->copy_in = s->copy_out = 0;
+            break;
+        case 'G':
+            s->copy_in = 1;
+            break;
+        case 'H':
+            s->copy_out = 1;
+            break;
+        case 'W':
+            s->copy_in = s->copy_out = 1;
+            break;
+        case 'c':
+            s->copy_out = 0;
+            break;
+        default:
+            break;
+        }
+    }
+    p->fwd = p->scanned;
+    return 0;
+}
+
+static void pg_update_polls(pg_session_t *s)
+{
+    if (s->state != PGS_RELAY)
+        return;
+    sy_conn_watch(&s->client, sy_pipe_src_events(&s->c2s) | sy_pipe_dst_events(&s->s2c), client_cb);
+    sy_conn_watch(&s->server, sy_pipe_src_events(&s->s2c) | sy_pipe_dst_events(&s->c2s), server_cb);
+}
+
+static void upstream_lost(pg_session_t *s, int err)
+{
+    const char *why = s->server.tls_err ? s->server.tls_err : err ? strerror(-err) : "server closed the connection";
+    pg_close(s, "08006", "route %s: connection to %s lost: %s", s->route->conf->name,
+             s->target->hostport, why);
+}
+
+/* Handle a pump result. Returns 0 to carry on, -1 when the session is closing. */
+static int pump_result(pg_session_t *s, sy_pipe_t *p, int r)
+{
+    if (r == SY_PUMP_OK)
+        return 0;
+    if (r == SY_PUMP_CLOSING)
+        return -1;
+    int from_client = (p == &s->c2s) == (r != SY_PUMP_DST_ERR);
+    if (from_client) {
+        /* The client went away (or we could not write to it): nothing to tell it. */
+        pg_close(s, NULL, NULL);
+    } else {
+        upstream_lost(s, r == SY_PUMP_EOF ? 0 : p->err);
+    }
+    return -1;
+}
+
+static void pg_relay_drive(pg_session_t *s, sy_conn_t *c, int events)
+{
+    sy_pipe_t *in = (c == &s->client) ? &s->c2s : &s->s2c;    /* c is its source */
+    sy_pipe_t *out = (c == &s->client) ? &s->s2c : &s->c2s;   /* c is its destination */
+    int r;
+
+    if (out->fwd > out->start && (events == 0 || (events & c->wr_wait))) {
+        r = sy_pipe_flush(out);
+        if (r < 0) {
+            out->err = r;
+            pump_result(s, out, SY_PUMP_DST_ERR);
+            return;
+        }
+    }
+    /* The other side stopped reading while this buffer was full: resume it. */
+    if (out->full && out->end - out->start < out->cap) {
+        r = sy_pipe_pump(s, out);
+        if (pump_result(s, out, r) < 0)
+            return;
+    }
+    if (events == 0 || (events & c->rd_wait)) {
+        r = sy_pipe_pump(s, in);
+        if (pump_result(s, in, r) < 0)
+            return;
+    }
+    if (s->terminating && !sy_pipe_pending(&s->c2s)) {
+        pg_close(s, NULL, NULL);
+        return;
+    }
+    pg_update_polls(s);
+}
+
+static void client_cb(sy_conn_t *c, int status, int events);
+static void server_cb(sy_conn_t *c, int status, int events)
+{
+    pg_session_t *s = c->data;
+    if (s->state == PGS_RELAY) {
+        pg_relay_drive(s, c, events);
+    }
+}
+
+/* ---- greeting and hand-over ------------------------------------------------------ */
+
+static void pg_relay_begin(pg_session_t *s)
+{
+    uint8_t out[4096];
+    size_t off = 0;
+
+    PQsetnonblocking(s->pg, 1);   /* PQfinish must never block the loop */
+    s->be_pid = (uint32_t)PQbackendPID(s->pg);
+    s->cancel = PQgetCancel(s->pg);
+    s->key = pg_cancel_register(s);
+    if (PQsslInUse(s->pg)) {
+        SSL *ssl = PQsslStruct(s->pg, "OpenSSL");
+        if (ssl == NULL) {
+            pg_close(s, "08001", "route %s: cannot take over the TLS session to %s", s->route->conf->name,
+                     s->target->hostport);
+            return;
+        }
+        sy_tls_adopt(&s->server, ssl);
+    }
+    s->server.own_fd = 0;
+
+    off += pgw_build_auth_ok(out + off, sizeof(out) - off);
+    for (const char *const *p = reported_params; *p; p++) {
+        const char *v = PQparameterStatus(s->pg, *p);
+        if (v != NULL) {
+            size_t n = pgw_build_parameter_status(out + off, sizeof(out) - off, *p, v);
+            off += n;
+        }
+    }
+    off += pgw_build_backend_key(out + off, sizeof(out) - off, s->be_pid, s->key);
+    off += pgw_build_ready(out + off, sizeof(out) - off, 'I');
+    s->txn = 'I';
+
+    pg_set_state(s, PGS_RELAY);
+    pg_timer_stop(s);
+    /* The client's startup bytes are consumed; anything it pipelined after the
+     * StartupMessage stays in c2s and goes upstream now. */
+    s->c2s.reading = 1;
+    s->s2c.reading = 1;
+    sy_pipe_inject(&s->s2c, out, off);
+    sy_info("event=session_ready conn=%llu route=%s target=%s upstream=%s backend_pid=%u tls=%s",
+            (unsigned long long)s->id, s->route->conf->name,
+            s->which == CONF_EXTERNAL ? "external" : "builtin", s->target->hostport, s->be_pid,
+            PQsslInUse(s->pg) ? "on" : "off");
+    if (c2s_scan(s, &s->c2s) != 0)
+        return;
+    /* Start both directions: TLS may already hold decrypted bytes. */
+    int r = sy_pipe_flush(&s->s2c);
+    if (r < 0) {
+        pg_close(s, NULL, NULL);
+        return;
+    }
+    pg_relay_drive(s, &s->server, 0);
+    if (s->state == PGS_RELAY)
+        pg_relay_drive(s, &s->client, 0);
+}
+
+/* ---- upstream connect ------------------------------------------------------------- */
+
+static int is_auth_failure(const char *msg)
+{
+    return strstr(msg, "password authentication failed") != NULL ||
+           strstr(msg, "authentication failed for user") != NULL ||
+           strstr(msg, "no password supplied") != NULL ||
+           strstr(msg, "SCRAM authentication") != NULL ||
+           strstr(msg, "pg_hba.conf rejects") != NULL ||
+           strstr(msg, "no pg_hba.conf entry") != NULL;
+}
+
+static void connect_failed(pg_session_t *s, const char *why)
+{
+    char cause[900];
+    size_t o = 0;
+    /* libpq's message may span lines (one per host tried); keep it on one line. */
+    for (const char *p = why; *p && o + 3 < sizeof(cause); p++) {
+        if (*p == '\n') {
+            if (p[1] != '\0') {
+                cause[o++] = ';';
+                cause[o++] = ' ';
+            }
+        } else if (*p != '\r') {
+            cause[o++] = *p;
+        }
+    }
+    cause[o] = '\0';
+    pg_close(s, is_auth_failure(cause) ? "28P01" : "08001", "route %s: cannot connect to %s: %s",
+             s->route->conf->name, s->target->hostport, cause);
+}
+
+static void connect_timeout_cb(uv_timer_t *t)
+{
+    pg_session_t *s = t->data;
+    if (s->state == PGS_CONNECTING || s->state == PGS_RESOLVING) {
+        connect_failed(s, "timeout expired");
+    }
+}
+
+static void connect_poll_cb(sy_conn_t *c, int status, int events)
+{
+    pg_session_t *s = c->data;
+    if (s->state != PGS_CONNECTING)
+        return;
+    pg_connect_step(s);
+}
+
+/* One PQconnectPoll step. The poll handle is stopped before libpq runs (it may close
+ * the socket), and replaced when libpq's socket changes. */
+static void pg_connect_step(pg_session_t *s)
+{
+    sy_conn_watch(&s->server, 0, connect_poll_cb);
+    PostgresPollingStatusType st = PQconnectPoll(s->pg);
+    if (st == PGRES_POLLING_FAILED) {
+        connect_failed(s, PQerrorMessage(s->pg));
+        return;
+    }
+    int fd = PQsocket(s->pg);
+    if (fd != s->server.fd) {
+        sy_conn_unwatch(&s->server);
+        s->server.fd = fd;
+    }
+    if (st == PGRES_POLLING_OK) {
+        pg_relay_begin(s);
+        return;
+    }
+    if (fd < 0) {
+        connect_failed(s, "libpq returned no socket");
+        return;
+    }
+    int r = sy_conn_watch(&s->server, st == PGRES_POLLING_READING ? UV_READABLE : UV_WRITABLE,
+                          connect_poll_cb);
+    if (r != 0)
+        connect_failed(s, uv_strerror(r));
+}
+
+/* Append "-c name=value" to an options string, escaping spaces and backslashes the way
+ * the server splits options. */
+static void options_add(char *out, size_t cap, const char *name, const char *value)
+{
+    size_t o = strlen(out);
+    int n = snprintf(out + o, cap - o, "%s-c %s=", o ? " " : "", name);
+    if (n < 0 || (size_t)n >= cap - o)
+        return;
+    o += (size_t)n;
+    for (const char *p = value; *p && o + 2 < cap; p++) {
+        if (*p == ' ' || *p == '\\' || *p == '\t')
+            out[o++] = '\\';
+        out[o++] = *p;
+    }
+    out[o] = '\0';
+}
+
+/* Join comma lists for host/hostaddr/port after resolution: each host becomes one
+ * entry per address, so libpq tries them in order and still verifies against the name. */
+static void pg_connect_start(pg_session_t *s)
+{
+    const conf_kv_t *kv = &s->target->pg;
+    const char *keys[64];
+    const char *vals[64];
+    size_t n = 0;
+    char options[2048] = "";
+    char hostlist[4096] = "", addrlist[4096] = "", portlist[1024] = "";
+    const char *client_appname = NULL, *client_encoding = NULL;
+    int have_user = 0, have_db = 0;
+
+    /* Client parameters: user/database are mapped; the rest go upstream. */
+    size_t off = 0;
+    const char *name, *value;
+    while (pgw_startup_next(&s->st, &off, &name, &value)) {
+        if (strcmp(name, "user") == 0 || strcmp(name, "database") == 0 || strncmp(name, "_pq_.", 5) == 0)
+            continue;
+        if (strcmp(name, "application_name") == 0)
+            client_appname = value;
+        else if (strcmp(name, "client_encoding") == 0)
+            client_encoding = value;
+        else if (strcmp(name, "options") == 0)
+            ;   /* appended below, after the target's own */
+        else
+            options_add(options, sizeof(options), name, value);
+    }
+    const char *target_opts = conf_kv_get(kv, "options");
+    const char *client_opts = pgw_startup_get(&s->st, "options");
+    char alloptions[4096];
+    snprintf(alloptions, sizeof(alloptions), "%s%s%s%s%s", target_opts ? target_opts : "",
+             target_opts && (client_opts || options[0]) ? " " : "", client_opts ? client_opts : "",
+             client_opts && options[0] ? " " : "", options);
+
+    /* Expanded host lists, when we resolved names. */
+    const char *ports = conf_kv_get(kv, "port");
+    int nports = 0;
+    const char *portv[PG_MAX_HOSTS];
+    char portbuf[1024];
+    if (s->nhosts > 0 && conf_kv_get(kv, "hostaddr") == NULL) {
+        snprintf(portbuf, sizeof(portbuf), "%s", ports ? ports : "");
+        for (char *save = NULL, *t = ports ? strtok_r(portbuf, ",", &save) : NULL; t && nports < PG_MAX_HOSTS;
+             t = strtok_r(NULL, ",", &save))
+            portv[nports++] = t;
+        for (int i = 0; i < s->nhosts; i++) {
+            const char *port = nports == 0 ? "" : nports == 1 ? portv[0] : i < nports ? portv[i] : "";
+            const char *a = s->addrs[i];
+            if (a == NULL)
+                continue;   /* resolution failed: libpq would skip it too */
+            /* one entry per address */
+            const char *p = a;
+            do {
+                const char *comma = strchr(p, ',');
+                size_t alen = comma ? (size_t)(comma - p) : strlen(p);
+                size_t hl = strlen(hostlist), al = strlen(addrlist), pl = strlen(portlist);
+                snprintf(hostlist + hl, sizeof(hostlist) - hl, "%s%s", hl || al || pl ? "," : "", s->hosts[i]);
+                snprintf(addrlist + al, sizeof(addrlist) - al, "%s%.*s", hl || al || pl ? "," : "", (int)alen, p);
+                snprintf(portlist + pl, sizeof(portlist) - pl, "%s%s", hl || al || pl ? "," : "", port);
+                p = comma ? comma + 1 : NULL;
+            } while (p);
+        }
+        if (hostlist[0] == '\0' && addrlist[0] == '\0') {
+            connect_failed(s, s->resolve_err ? s->resolve_err : "could not resolve any host");
+            return;
+        }
+    }
+
+    for (size_t i = 0; i < kv->n && n < 50; i++) {
+        const char *k = kv->keys[i];
+        if (strcmp(k, "options") == 0 || strcmp(k, "application_name") == 0 ||
+            strcmp(k, "client_encoding") == 0)
+            continue;
+        if (s->nhosts > 0 && addrlist[0] != '\0' &&
+            (strcmp(k, "host") == 0 || strcmp(k, "port") == 0))
+            continue;
+        if (strcmp(k, "user") == 0)
+            have_user = 1;
+        if (strcmp(k, "dbname") == 0)
+            have_db = 1;
+        keys[n] = k;
+        vals[n] = kv->vals[i];
+        n++;
+    }
+    if (s->nhosts > 0 && addrlist[0] != '\0') {
+        keys[n] = "host", vals[n++] = hostlist;
+        keys[n] = "hostaddr", vals[n++] = addrlist;
+        if (nports > 0)
+            keys[n] = "port", vals[n++] = portlist;
+    }
+    if (!have_user)
+        keys[n] = "user", vals[n++] = s->user;
+    if (!have_db)
+        keys[n] = "dbname", vals[n++] = s->database;
+    if (alloptions[0])
+        keys[n] = "options", vals[n++] = alloptions;
+    const char *appname = client_appname ? client_appname : conf_kv_get(kv, "application_name");
+    if (appname)
+        keys[n] = "application_name", vals[n++] = appname;
+    const char *enc = client_encoding ? client_encoding : conf_kv_get(kv, "client_encoding");
+    if (enc)
+        keys[n] = "client_encoding", vals[n++] = enc;
+    keys[n] = NULL;
+    vals[n] = NULL;
+
+    s->pg = PQconnectStartParams(keys, vals, 0);
+    if (s->pg == NULL) {
+        connect_failed(s, "out of memory");
+        return;
+    }
+    s->route->upstreams++;
+    if (PQstatus(s->pg) == CONNECTION_BAD) {
+        connect_failed(s, PQerrorMessage(s->pg));
+        return;
+    }
+    pg_set_state(s, PGS_CONNECTING);
+    s->server.fd = PQsocket(s->pg);
+    s->server.own_fd = 0;
+    s->server.data = s;
+    if (s->server.fd < 0) {
+        connect_failed(s, PQerrorMessage(s->pg));
+        return;
+    }
+    /* libpq: behave as if PQconnectPoll had returned PGRES_POLLING_WRITING. */
+    int r = sy_conn_watch(&s->server, UV_WRITABLE, connect_poll_cb);
+    if (r != 0)
+        connect_failed(s, uv_strerror(r));
+}
+
+static void resolve_next(pg_session_t *s);
+
+static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    pg_session_t *s = req->data;
+    if (s->state != PGS_RESOLVING) {
+        uv_freeaddrinfo(res);
+        pg_session_unref(s);
+        return;
+    }
+    int i = s->ihost;
+    if (status != 0) {
+        char msg[512];
+        snprintf(msg, sizeof(msg), "could not translate host name \"%s\" to address: %s", s->hosts[i],
+                 uv_strerror(status));
+        free(s->resolve_err);
+        s->resolve_err = strdup(msg);
+    } else {
+        char list[2048] = "";
+        for (struct addrinfo *a = res; a; a = a->ai_next) {
+            char ip[INET6_ADDRSTRLEN];
+            if (a->ai_family == AF_INET)
+                uv_ip4_name((struct sockaddr_in *)a->ai_addr, ip, sizeof(ip));
+            else if (a->ai_family == AF_INET6)
+                uv_ip6_name((struct sockaddr_in6 *)a->ai_addr, ip, sizeof(ip));
+            else
+                continue;
+            if (strstr(list, ip) != NULL)
+                continue;
+            size_t l = strlen(list);
+            snprintf(list + l, sizeof(list) - l, "%s%s", l ? "," : "", ip);
+        }
+        s->addrs[i] = strdup(list);
+    }
+    uv_freeaddrinfo(res);
+    s->ihost++;
+    resolve_next(s);
+    pg_session_unref(s);
+}
+
+static void resolve_next(pg_session_t *s)
+{
+    while (s->ihost < s->nhosts) {
+        const char *h = s->hosts[s->ihost];
+        unsigned char tmp[16];
+        if (h[0] == '\0' || h[0] == '/' || h[0] == '@') {
+            s->addrs[s->ihost] = strdup("");       /* unix socket: nothing to resolve */
+        } else if (inet_pton(AF_INET, h, tmp) == 1 || inet_pton(AF_INET6, h, tmp) == 1) {
+            s->addrs[s->ihost] = strdup(h);
+        } else {
+            struct addrinfo hints;
+            memset(&hints, 0, sizeof(hints));
+            hints.ai_family = AF_UNSPEC;
+            hints.ai_socktype = SOCK_STREAM;
+            s->gai.data = s;
+            s->refs++;
+            int r = uv_getaddrinfo(sy_server.loop, &s->gai, gai_cb, h, NULL, &hints);
+            if (r == 0)
+                return;
+            s->refs--;
+            s->addrs[s->ihost] = NULL;
+        }
+        s->ihost++;
+    }
+    pg_connect_start(s);
+}
+
+/* Resolve the target's host names on the thread pool (libpq's own getaddrinfo would
+ * block the loop), then connect. Targets with hostaddr need no resolution. */
+static void pg_upstream_begin(pg_session_t *s)
+{
+    const conf_kv_t *kv = &s->target->pg;
+    const char *host = conf_kv_get(kv, "host");
+    int timeout = s->route ? sy_server.conf.connect_timeout : 10;
+    const char *ct = conf_kv_get(kv, "connect_timeout");
+    if (ct != NULL && atoi(ct) > 0)
+        timeout = atoi(ct) < 2 ? 2 : atoi(ct);   /* libpq treats 1 as 2 */
+
+    pg_set_state(s, PGS_RESOLVING);
+    uv_timer_init(sy_server.loop, &s->timer);
+    s->timer.data = s;
+    s->refs++;
+    s->timer_on = 1;
+    uv_timer_start(&s->timer, connect_timeout_cb, (uint64_t)timeout * 1000, 0);
+
+    s->c2s.reading = 0;   /* hold anything the client pipelines until upstream is ready */
+    if (host != NULL && conf_kv_get(kv, "hostaddr") == NULL) {
+        char *copy = strdup(host);
+        char *save = NULL;
+        /* keep empty entries: "a,,b" means a default host in libpq */
+        char *p = copy;
+        while (p != NULL && s->nhosts < PG_MAX_HOSTS) {
+            char *comma = strchr(p, ',');
+            if (comma)
+                *comma = '\0';
+            s->hosts[s->nhosts++] = strdup(p);
+            p = comma ? comma + 1 : NULL;
+        }
+        (void)save;
+        free(copy);
+    }
+    s->ihost = 0;
+    resolve_next(s);
+}
+
+/* ---- client startup ------------------------------------------------------------------ */
+
+static int write_small(pg_session_t *s, const void *bytes, size_t len)
+{
+    /* Used only for the one-byte SSL answers on a fresh socket. */
+    ssize_t n = s->client.tp->write(&s->client, bytes, len);
+    return n == (ssize_t)len ? 0 : -1;
+}
+
+static void pg_route_and_connect(pg_session_t *s);
+
+static void handle_startup(pg_session_t *s, size_t plen)
+{
+    sy_pipe_t *p = &s->c2s;
+    switch (s->st.kind) {
+    case PGW_STARTUP_SSL:
+    case PGW_STARTUP_GSSENC: {
+        if (s->ssl_answered) {
+            pg_close(s, "08P01", "unexpected %s after the encryption negotiation",
+                     s->st.kind == PGW_STARTUP_SSL ? "SSLRequest" : "GSSENCRequest");
+            return;
+        }
+        if (p->end > plen) {
+            /* CVE-2021-23222: bytes sent before our answer could be injected by a
+             * man in the middle; the server refuses them, and so do we. */
+            pg_close(s, "08P01", "received unencrypted data after SSL request");
+            return;
+        }
+        s->ssl_answered = 1;
+        p->start = p->fwd = p->scanned = p->end = 0;
+        int tls = s->st.kind == PGW_STARTUP_SSL && s->listener->tls_ctx != NULL;
+        if (write_small(s, tls ? "S" : "N", 1) != 0) {
+            pg_close(s, NULL, NULL);
+            return;
+        }
+        if (tls) {
+            if (sy_tls_attach(&s->client, s->listener->tls_ctx, 1, NULL) != 0) {
+                pg_close(s, NULL, NULL);
+                return;
+            }
+            pg_set_state(s, PGS_CLIENT_TLS);
+        }
+        return;
+    }
+    case PGW_STARTUP_CANCEL:
+        pg_cancel_request(s->st.cancel_pid, s->st.cancel_key);
+        pg_close(s, NULL, NULL);
+        return;
+    case PGW_STARTUP_MESSAGE:
+        break;
+    }
+
+    /* Keep our own copy: the pipe buffer is reused by the relay. */
+    s->startup = malloc(plen);
+    if (s->startup == NULL) {
+        pg_close(s, "53200", "out of memory");
+        return;
+    }
+    memcpy(s->startup, p->buf, plen);
+    pgw_startup_t st;
+    pgw_startup_parse(s->startup, plen, &st);
+    s->st = st;
+    memmove(p->buf, p->buf + plen, p->end - plen);
+    p->end -= (uint32_t)plen;
+    p->start = p->fwd = p->scanned = 0;
+
+    s->user = pgw_startup_get(&s->st, "user");
+    s->database = pgw_startup_get(&s->st, "database");
+    if (s->database == NULL || s->database[0] == '\0')
+        s->database = s->user;
+
+    /* Newer minor versions and _pq_. options: tell the client what we speak. */
+    const char *unknown[32];
+    size_t nunknown = 0, off = 0;
+    const char *name, *value;
+    while (pgw_startup_next(&s->st, &off, &name, &value))
+        if (strncmp(name, "_pq_.", 5) == 0 && nunknown < 32)
+            unknown[nunknown++] = name;
+    if (s->st.minor > 0 || nunknown > 0) {
+        uint8_t out[2048];
+        size_t len = pgw_build_negotiate(out, sizeof(out), 0, unknown, nunknown);
+        if (len == 0 || sy_pipe_inject(&s->s2c, out, len) != 0 || sy_pipe_flush(&s->s2c) < 0) {
+            pg_close(s, NULL, NULL);
+            return;
+        }
+    }
+    if (pgw_startup_get(&s->st, "replication") != NULL) {
+        pg_close(s, "08P01", "replication connections are not supported");
+        return;
+    }
+    pg_route_and_connect(s);
+}
+
+static void pg_route_and_connect(pg_session_t *s)
+{
+    s->route = sy_route_for_database(s->listener, s->database);
+    if (s->route == NULL) {
+        pg_close(s, "3D000", "no route for database \"%s\" on listener %s", s->database,
+                 s->listener->conf->name);
+        return;
+    }
+    s->route->clients++;
+    s->which = s->route->active;
+    s->target = s->which == CONF_EXTERNAL ? &s->route->conf->external : &s->route->conf->builtin;
+    if (!s->target->defined) {
+        pg_close(s, "08001", "route %s: the %s target is not configured", s->route->conf->name,
+                 s->which == CONF_EXTERNAL ? "external" : "builtin");
+        return;
+    }
+    if (!s->trusted && s->listener->conf->auth_password != NULL) {
+        /* AuthenticationCleartextPassword: 'R', len 8, code 3. */
+        static const uint8_t ask[] = { 'R', 0, 0, 0, 8, 0, 0, 0, 3 };
+        pg_set_state(s, PGS_AUTH);
+        sy_pipe_inject(&s->s2c, ask, sizeof(ask));
+        sy_pipe_flush(&s->s2c);
+        sy_conn_watch(&s->client, UV_READABLE | sy_pipe_dst_events(&s->s2c), client_cb);
+        return;
+    }
+    if (!s->trusted) {
+        pg_close(s, "28000", "connections from non-loopback addresses need auth_password on listener %s",
+                 s->listener->conf->name);
+        return;
+    }
+    char q1[256], q2[256];
+    sy_info("event=connect conn=%llu route=%s database=%s user=%s target=%s", (unsigned long long)s->id,
+            s->route->conf->name, sy_logq(q1, sizeof(q1), s->database), sy_logq(q2, sizeof(q2), s->user),
+            s->which == CONF_EXTERNAL ? "external" : "builtin");
+    pg_upstream_begin(s);
+}
+
+/* The client's PasswordMessage, for listeners with auth_password. */
+static void handle_password(pg_session_t *s)
+{
+    sy_pipe_t *p = &s->c2s;
+    if (p->end < 5)
+        return;
+    uint32_t len = ((uint32_t)p->buf[1] << 24) | ((uint32_t)p->buf[2] << 16) | ((uint32_t)p->buf[3] << 8) | p->buf[4];
+    if (p->buf[0] != 'p' || len < 5 || len > 1024) {
+        pg_close(s, "08P01", "expected a password message");
+        return;
+    }
+    if (p->end < len + 1)
+        return;
+    const char *pw = (const char *)p->buf + 5;
+    size_t pwlen = len - 4;
+    const char *want = s->listener->conf->auth_password;
+    int ok = pw[pwlen - 1] == '\0' && strlen(want) == pwlen - 1 && memcmp(pw, want, pwlen - 1) == 0;
+    memset(p->buf, 0, len + 1);
+    memmove(p->buf, p->buf + len + 1, p->end - (len + 1));
+    p->end -= len + 1;
+    if (!ok) {
+        pg_close(s, "28P01", "password authentication failed for user \"%s\"", s->user);
+        return;
+    }
+    pg_upstream_begin(s);
+}
+
+static void client_startup_read(pg_session_t *s)
+{
+    sy_pipe_t *p = &s->c2s;
+    for (;;) {
+        if (s->state == PGS_STARTUP && p->end > 0) {
+            pgw_startup_t st;
+            ssize_t r = pgw_startup_parse(p->buf, p->end, &st);
+            if (r < 0) {
+                pg_close(s, "08P01", "invalid startup packet: %s", st.err ? st.err : "malformed");
+                return;
+            }
+            if (r > 0) {
+                s->st = st;
+                handle_startup(s, (size_t)r);
+                if (s->state == PGS_STARTUP && p->end > 0)
+                    continue;   /* e.g. nothing, but keep parsing what is buffered */
+                if (s->state != PGS_STARTUP)
+                    break;
+            }
+        }
+        if (s->state == PGS_AUTH) {
+            handle_password(s);
+            if (s->state != PGS_AUTH)
+                break;
+        }
+        if (s->state != PGS_STARTUP && s->state != PGS_AUTH)
+            break;
+        uint32_t space = sy_pipe_space(p);
+        if (space == 0) {
+            pg_close(s, "08P01", "startup packet too long");
+            return;
+        }
+        ssize_t n = s->client.tp->read(&s->client, p->buf + p->end, space);
+        if (n == SY_EAGAIN)
+            break;
+        if (n <= 0) {
+            pg_close(s, NULL, NULL);   /* client left during startup */
+            return;
+        }
+        p->end += (uint32_t)n;
+    }
+    if (s->state == PGS_STARTUP || s->state == PGS_AUTH)
+        sy_conn_watch(&s->client, s->client.rd_wait, client_cb);
+    else if (s->state == PGS_CLIENT_TLS)
+        sy_conn_watch(&s->client, UV_READABLE, client_cb);
+}
+
+static void client_tls_step(pg_session_t *s)
+{
+    int r = sy_tls_handshake(&s->client);
+    if (r < 0) {
+        sy_info("event=client_tls_failed conn=%llu error=\"%s\"", (unsigned long long)s->id,
+                s->client.tls_err ? s->client.tls_err : "");
+        pg_close(s, NULL, NULL);
+        return;
+    }
+    if (r == 0) {
+        sy_conn_watch(&s->client, s->client.rd_wait, client_cb);
+        return;
+    }
+    pg_set_state(s, PGS_STARTUP);
+    s->client.rd_wait = UV_READABLE;
+    client_startup_read(s);
+}
+
+static void client_cb(sy_conn_t *c, int status, int events)
+{
+    pg_session_t *s = c->data;
+    switch (s->state) {
+    case PGS_STARTUP:
+    case PGS_AUTH:
+        client_startup_read(s);
+        break;
+    case PGS_CLIENT_TLS:
+        client_tls_step(s);
+        break;
+    case PGS_RELAY:
+        pg_relay_drive(s, c, events);
+        break;
+    case PGS_CLOSING:
+        pg_closing_drive(s);
+        break;
+    case PGS_RESOLVING:
+    case PGS_CONNECTING: {
+        /* Not reading while we connect; a hang-up shows as an event we must not spin on. */
+        sy_conn_watch(&s->client, 0, client_cb);
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+void pg_session_start(sy_listener_t *l, int fd, int trusted)
+{
+    pg_session_t *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        close(fd);
+        return;
+    }
+    s->id = ++sy_server.next_conn_id;
+    s->refs = 1;
+    s->listener = l;
+    s->trusted = trusted;
+    s->state = PGS_STARTUP;
+    sy_server.nclients++;
+    sy_conn_init(&s->client, fd, s);
+    sy_conn_init(&s->server, -1, s);
+    s->server.own_fd = 0;
+    s->c2s = (sy_pipe_t){ .buf = s->bufs, .cap = SY_PIPE_BUF, .src = &s->client, .dst = &s->server,
+                          .scan = c2s_scan, .reading = 1 };
+    s->s2c = (sy_pipe_t){ .buf = s->bufs + SY_PIPE_BUF, .cap = SY_PIPE_BUF, .src = &s->server,
+                          .dst = &s->client, .scan = s2c_scan, .reading = 1 };
+    pgw_scan_init(&s->cscan, sy_server.conf.max_message_size);
+    pgw_scan_init(&s->sscan, sy_server.conf.max_message_size);
+    if (sy_conn_watch(&s->client, UV_READABLE, client_cb) != 0) {
+        sy_conn_close(&s->client);
+        sy_server.nclients--;
+        free(s);
+        return;
+    }
+    sy_debug("event=accept conn=%llu listener=%s", (unsigned long long)s->id, l->conf->name);
+}

@@ -1,0 +1,17 @@
+/*
+ * pg_session.h - what other daemon modules may ask of a Postgres session.
+ */
+#ifndef SY_PG_SESSION_H
+#define SY_PG_SESSION_H
+
+#include <libpq-fe.h>
+#include "proxy/sy.h"
+
+uint64_t  pg_session_id(const pg_session_t *s);
+void      pg_session_ref(pg_session_t *s);
+void      pg_session_unref(pg_session_t *s);
+/* The session's PGcancel when pid is its backend's process id, else NULL. Valid while
+ * the caller holds a reference. */
+PGcancel *pg_session_cancel_handle(pg_session_t *s, uint32_t pid);
+
+#endif

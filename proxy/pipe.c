@@ -1,0 +1,117 @@
+/*
+ * pipe.c - one direction of a relay through a fixed buffer.
+ *
+ * pump: read src into the free tail, let the session's scan hook look at the new bytes
+ * and say how far they may go (fwd), and write [start..fwd) to dst at once. When dst
+ * cannot take more, the bytes stay; when the buffer is full, reading stops until dst
+ * drains: that is all the back-pressure there is, and all the memory a session uses.
+ */
+#include <errno.h>
+#include <string.h>
+#include "proxy/sy.h"
+
+static void pipe_compact(sy_pipe_t *p)
+{
+    if (p->start == 0)
+        return;
+    uint32_t n = p->end - p->start;
+    if (n > 0)
+        memmove(p->buf, p->buf + p->start, n);
+    p->fwd -= p->start;
+    p->scanned -= p->start;
+    p->end = n;
+    p->start = 0;
+}
+
+uint32_t sy_pipe_space(sy_pipe_t *p)
+{
+    if (p->start == p->end && p->start != 0) {
+        p->start = p->fwd = p->scanned = p->end = 0;
+    } else if (p->cap - p->end < p->cap / 4 && p->start > 0) {
+        pipe_compact(p);
+    }
+    return p->cap - p->end;
+}
+
+int sy_pipe_inject(sy_pipe_t *p, const void *bytes, size_t len)
+{
+    if (sy_pipe_space(p) < len) {
+        pipe_compact(p);
+        if (p->cap - p->end < len)
+            return -1;
+    }
+    /* Only valid when everything buffered is already forwardable. */
+    memcpy(p->buf + p->end, bytes, len);
+    p->end += (uint32_t)len;
+    p->scanned = p->end;
+    p->fwd = p->end;
+    return 0;
+}
+
+int sy_pipe_pending(const sy_pipe_t *p)
+{
+    return p->fwd > p->start;
+}
+
+int sy_pipe_flush(sy_pipe_t *p)
+{
+    while (p->fwd > p->start) {
+        ssize_t n = p->dst->tp->write(p->dst, p->buf + p->start, p->fwd - p->start);
+        if (n == SY_EAGAIN)
+            return 0;
+        if (n < 0)
+            return (int)n;
+        p->start += (uint32_t)n;
+        p->bytes += (uint64_t)n;
+    }
+    if (p->start == p->end)
+        p->start = p->fwd = p->scanned = p->end = 0;
+    return 0;
+}
+
+int sy_pipe_pump(void *sess, sy_pipe_t *p)
+{
+    p->full = 0;
+    while (p->reading && !p->src_eof) {
+        uint32_t space = sy_pipe_space(p);
+        if (space == 0) {
+            p->full = 1;
+            return 0;
+        }
+        ssize_t n = p->src->tp->read(p->src, p->buf + p->end, space);
+        if (n == SY_EAGAIN)
+            return 0;
+        if (n == 0) {
+            p->src_eof = 1;
+            return SY_PUMP_EOF;
+        }
+        if (n < 0) {
+            p->err = (int)n;
+            return SY_PUMP_SRC_ERR;
+        }
+        p->end += (uint32_t)n;
+        if (p->scan(sess, p) != 0)
+            return SY_PUMP_CLOSING;
+        int r = sy_pipe_flush(p);
+        if (r < 0) {
+            p->err = r;
+            return SY_PUMP_DST_ERR;
+        }
+        /* A short plain read means the socket is drained; TLS may hold more records. */
+        if ((uint32_t)n < space && p->src->ssl == NULL)
+            return 0;
+    }
+    return 0;
+}
+
+int sy_pipe_src_events(const sy_pipe_t *p)
+{
+    if (!p->reading || p->src_eof || p->end - p->start == p->cap)
+        return 0;
+    return p->src->rd_wait;
+}
+
+int sy_pipe_dst_events(const sy_pipe_t *p)
+{
+    return p->fwd > p->start ? p->dst->wr_wait : 0;
+}

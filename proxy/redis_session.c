@@ -1,0 +1,981 @@
+/*
+ * redis_session.c - one Redis client and the upstream connection serving it.
+ *
+ *   accept ──▶ resolve (uv_getaddrinfo unless numeric) ──▶ non-blocking connect
+ *          ──▶ TLS handshake (rediss://) ──▶ AUTH / SELECT, replies swallowed
+ *          ──▶ relay: c2s framed by the request scanner, s2c by the reply scanner
+ *
+ * One upstream connection per client, so everything Redis offers keeps working. The
+ * session always knows where the protocol stands: replies owed (`pending`), MULTI,
+ * WATCH, subscriptions, blocking commands, MONITOR and CLIENT REPLY modes.
+ *
+ * Commands switchyard answers itself (AUTH, the AUTH part of HELLO, anything sent before
+ * a required AUTH) must be answered in order. When one completes while replies are
+ * still owed, the client stream is held at that command until the owed replies have
+ * passed, then the answer is appended and the stream resumes. Nothing is queued per
+ * command: the state is a few counters.
+ *
+ * States: CONNECTING (client bytes wait in the kernel), FAILED (answer the first
+ * command with the connect error, then close), RELAY, CLOSING, CLOSED.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include "proxy/sy.h"
+#include "protocol/resp.h"
+#include "protocol/resp_cmd.h"
+
+typedef enum { RS_CONNECTING = 0, RS_FAILED, RS_RELAY, RS_CLOSING, RS_CLOSED } rs_state_t;
+static const char *const rs_names[] = { "connecting", "failed", "relay", "closing", "closed" };
+
+typedef enum {
+    LOCAL_NONE = 0,
+    LOCAL_AUTH,        /* AUTH [user] password */
+    LOCAL_HELLO,       /* HELLO with AUTH: check, strip, forward the rest */
+    LOCAL_NOAUTH,      /* a command before a required AUTH */
+    LOCAL_PROTO_ERR    /* malformed request: answer like Redis and close */
+} local_t;
+
+typedef enum { SETUP_NONE = 0, SETUP_AUTH, SETUP_SELECT } setup_t;
+
+typedef struct redis_session_s {
+    uint64_t       id;
+    int            refs;
+    rs_state_t     state;
+    sy_listener_t *listener;
+    sy_route_t    *route;
+    const conf_target_t *target;
+    conf_which_t   which;
+    int            authed;          /* client may send commands */
+    const char    *password;        /* what clients must AUTH with, NULL if nothing */
+
+    sy_conn_t      client, server;
+    sy_pipe_t      c2s, s2c;
+    resp_req_t     rq;
+    resp_reply_t   rp;
+
+    /* connect */
+    uv_getaddrinfo_t gai;
+    struct addrinfo *addrs, *next_addr;
+    uv_timer_t     timer;
+    int            timer_on;
+    int            setup_left;      /* setup replies still to swallow */
+    char           errmsg[600];     /* connect error for FAILED */
+
+    /* protocol state */
+    uint64_t       pending;         /* replies the server still owes the client */
+    uint64_t       sub_count;       /* channels + patterns + shard channels subscribed */
+    int            in_multi, watching, monitoring, blocking, quitting;
+    int            reply_off, reply_skip;
+    int            resp3;
+    local_t        held;            /* a complete command awaiting its local answer */
+    const char    *proto_err;
+
+    uint8_t        bufs[2 * SY_PIPE_BUF];
+} redis_session_t;
+
+static void rs_close(redis_session_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void rs_client_cb(sy_conn_t *c, int status, int events);
+static void rs_server_cb(sy_conn_t *c, int status, int events);
+static void rs_connect_next(redis_session_t *s);
+static int  rs_c2s_scan(void *arg, sy_pipe_t *p);
+static void rs_update_polls(redis_session_t *s);
+
+static void rs_unref(redis_session_t *s)
+{
+    if (--s->refs == 0) {
+        if (s->addrs)
+            uv_freeaddrinfo(s->addrs);
+        free(s);
+    }
+}
+
+static void rs_set_state(redis_session_t *s, rs_state_t to)
+{
+    static const unsigned allowed[] = {
+        [RS_CONNECTING] = 1u << RS_FAILED | 1u << RS_RELAY | 1u << RS_CLOSING,
+        [RS_FAILED]     = 1u << RS_CLOSING,
+        [RS_RELAY]      = 1u << RS_CLOSING,
+        [RS_CLOSING]    = 1u << RS_CLOSED,
+        [RS_CLOSED]     = 0,
+    };
+    if (!(allowed[s->state] & (1u << to))) {
+        sy_err("event=bug conn=%llu from=%s to=%s", (unsigned long long)s->id, rs_names[s->state], rs_names[to]);
+        abort();
+    }
+    s->state = to;
+}
+
+/* ---- teardown ------------------------------------------------------------------ */
+
+static void rs_timer_close_cb(uv_handle_t *h)
+{
+    rs_unref(h->data);
+}
+
+static void rs_destroy(redis_session_t *s)
+{
+    if (s->state == RS_CLOSED)
+        return;
+    rs_set_state(s, RS_CLOSED);
+    if (s->server.fd >= 0 && s->route)
+        s->route->upstreams--;
+    sy_conn_close(&s->server);
+    sy_conn_close(&s->client);
+    if (s->route)
+        s->route->clients--;
+    sy_server.nclients--;
+    if (s->timer_on) {
+        uv_timer_stop(&s->timer);
+        s->timer_on = 0;
+        uv_close((uv_handle_t *)&s->timer, rs_timer_close_cb);
+    }
+    rs_unref(s);
+    sy_server_client_gone();
+}
+
+static void rs_timer_start(redis_session_t *s, uv_timer_cb cb, uint64_t ms)
+{
+    if (!s->timer_on) {
+        uv_timer_init(sy_server.loop, &s->timer);
+        s->timer.data = s;
+        s->refs++;
+        s->timer_on = 1;
+    }
+    uv_timer_start(&s->timer, cb, ms, 0);
+}
+
+static void closing_timeout_cb(uv_timer_t *t)
+{
+    rs_destroy(t->data);
+}
+
+static void rs_closing_drive(redis_session_t *s)
+{
+    int r = sy_pipe_flush(&s->s2c);
+    if (r < 0 || !sy_pipe_pending(&s->s2c)) {
+        rs_destroy(s);
+        return;
+    }
+    sy_conn_watch(&s->client, sy_pipe_dst_events(&s->s2c), rs_client_cb);
+}
+
+/* Append one error reply to the client stream (only at a reply boundary). */
+static int rs_reply_error(redis_session_t *s, const char *msg)
+{
+    uint8_t out[1024];
+    size_t n = resp_build_error(out, sizeof(out), msg);
+    return sy_pipe_inject(&s->s2c, out, n);
+}
+
+static int s2c_at_boundary(redis_session_t *s)
+{
+    return resp_reply_at_boundary(&s->rp) && s->s2c.scanned == s->s2c.end;
+}
+
+/* Close the session; with fmt, each owed reply (at least one) first gets
+ * "-ERR switchyard: <message>". */
+static void rs_close(redis_session_t *s, const char *fmt, ...)
+{
+    if (s->state == RS_CLOSING || s->state == RS_CLOSED)
+        return;
+    int boundary = s2c_at_boundary(s);
+    rs_set_state(s, RS_CLOSING);
+    if (s->server.fd >= 0 && s->route)
+        s->route->upstreams--;
+    sy_conn_close(&s->server);
+    s->c2s.reading = 0;
+    if (fmt != NULL) {
+        char msg[900], line[1000], q[1100];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        snprintf(line, sizeof(line), "ERR switchyard: %s", msg);
+        sy_info("event=client_error conn=%llu route=%s pending=%llu message=%s", (unsigned long long)s->id,
+                s->route ? s->route->conf->name : "-", (unsigned long long)s->pending,
+                sy_logq(q, sizeof(q), line));
+        if (s->route)
+            s->route->nerrors++;
+        if (boundary) {
+            uint64_t n = s->pending ? s->pending : 1;
+            for (uint64_t i = 0; i < n && i < 100000; i++)
+                if (rs_reply_error(s, line) != 0) {
+                    sy_pipe_flush(&s->s2c);
+                    if (rs_reply_error(s, line) != 0)
+                        break;
+                }
+        }
+    }
+    if (!sy_pipe_pending(&s->s2c)) {
+        rs_destroy(s);
+        return;
+    }
+    rs_timer_start(s, closing_timeout_cb, 5000);
+    rs_closing_drive(s);
+}
+
+/* ---- client commands --------------------------------------------------------------- */
+
+static int is_blocking_cmd(const resp_req_t *r)
+{
+    static const char *const cmds[] = { "BLPOP", "BRPOP", "BRPOPLPUSH", "BLMOVE", "BLMPOP", "BZPOPMIN",
+                                        "BZPOPMAX", "BZMPOP", "WAIT", NULL };
+    for (const char *const *c = cmds; *c; c++)
+        if (resp_req_arg_is(r, 0, *c))
+            return 1;
+    if (resp_req_arg_is(r, 0, "XREAD") || resp_req_arg_is(r, 0, "XREADGROUP"))
+        for (uint32_t i = 1; i < r->ncap; i++)
+            if (resp_req_arg_is(r, i, "BLOCK"))
+                return 1;
+    return 0;
+}
+
+/* Does this command need a local answer? */
+static local_t classify_local(redis_session_t *s)
+{
+    const resp_req_t *r = &s->rq;
+    if (resp_req_arg_is(r, 0, "AUTH"))
+        return LOCAL_AUTH;
+    if (resp_req_arg_is(r, 0, "HELLO")) {
+        for (uint32_t i = 1; i < r->ncap; i++)
+            if (resp_req_arg_is(r, i, "AUTH"))
+                return LOCAL_HELLO;
+        if (r->argc > RESP_CAP_ARGS)
+            return LOCAL_HELLO;   /* AUTH may hide beyond the captured arguments */
+    }
+    if (!s->authed && !resp_req_arg_is(r, 0, "QUIT"))
+        return s->password && !resp_req_arg_is(r, 0, "HELLO") ? LOCAL_NOAUTH : LOCAL_NONE;
+    return LOCAL_NONE;
+}
+
+/* Account for a command going upstream: how many replies it owes and what it changes. */
+static void track_command(redis_session_t *s)
+{
+    const resp_req_t *r = &s->rq;
+    uint64_t replies = 1;
+    if (resp_req_arg_is(r, 0, "SUBSCRIBE") || resp_req_arg_is(r, 0, "PSUBSCRIBE") ||
+        resp_req_arg_is(r, 0, "SSUBSCRIBE")) {
+        replies = r->argc > 1 ? r->argc - 1 : 1;
+    } else if (resp_req_arg_is(r, 0, "UNSUBSCRIBE") || resp_req_arg_is(r, 0, "PUNSUBSCRIBE") ||
+               resp_req_arg_is(r, 0, "SUNSUBSCRIBE")) {
+        replies = r->argc > 1 ? r->argc - 1 : (s->sub_count ? s->sub_count : 1);
+    } else if (resp_req_arg_is(r, 0, "MULTI")) {
+        s->in_multi = 1;
+    } else if (resp_req_arg_is(r, 0, "EXEC") || resp_req_arg_is(r, 0, "DISCARD")) {
+        s->in_multi = 0;
+        s->watching = 0;
+    } else if (resp_req_arg_is(r, 0, "WATCH")) {
+        s->watching = 1;
+    } else if (resp_req_arg_is(r, 0, "UNWATCH")) {
+        s->watching = 0;
+    } else if (resp_req_arg_is(r, 0, "MONITOR")) {
+        s->monitoring = 1;
+    } else if (resp_req_arg_is(r, 0, "QUIT")) {
+        s->quitting = 1;
+    } else if (resp_req_arg_is(r, 0, "RESET")) {
+        s->in_multi = s->watching = s->monitoring = 0;
+        s->reply_off = s->reply_skip = 0;
+        s->sub_count = 0;
+        s->resp3 = 0;
+    } else if (resp_req_arg_is(r, 0, "HELLO") && r->ncap > 1) {
+        s->resp3 = strcmp(r->arg[1], "3") == 0;
+    } else if (resp_req_arg_is(r, 0, "CLIENT") && resp_req_arg_is(r, 1, "REPLY")) {
+        if (resp_req_arg_is(r, 2, "OFF")) {
+            s->reply_off = 1;
+            replies = 0;
+        } else if (resp_req_arg_is(r, 2, "SKIP")) {
+            replies = 0;
+            s->reply_skip = s->reply_off ? 0 : 1;   /* no reply to it, nor to the next */
+        } else if (resp_req_arg_is(r, 2, "ON")) {
+            s->reply_off = 0;
+            s->reply_skip = 0;
+            replies = 1;
+        }
+        s->pending += replies;
+        return;
+    }
+    if (is_blocking_cmd(r))
+        s->blocking = 1;
+    if (s->reply_off) {
+        replies = 0;
+    } else if (s->reply_skip) {
+        replies = 0;          /* the one command after CLIENT REPLY SKIP */
+        s->reply_skip = 0;
+    }
+    s->pending += replies;
+}
+
+static int check_password(redis_session_t *s, const char *pw, size_t len)
+{
+    if (s->password == NULL)
+        return 1;
+    return strlen(s->password) == len && memcmp(s->password, pw, len) == 0;
+}
+
+/* Answer the held command locally; the command's bytes are [fwd..scanned) of c2s and
+ * are removed (or, for HELLO, rewritten without AUTH and forwarded). Returns 0 or -1. */
+static int run_local(redis_session_t *s)
+{
+    sy_pipe_t *p = &s->c2s;
+    local_t what = s->held;
+    uint8_t *cmd = p->buf + p->fwd;
+    size_t clen = p->scanned - p->fwd;
+    uint8_t out[1024];
+    size_t olen = 0;
+    resp_arg_t argv[16];
+    int argc = -1;
+
+    s->held = LOCAL_NONE;
+    if (what == LOCAL_PROTO_ERR) {
+        rs_reply_error(s, s->proto_err ? s->proto_err : "ERR Protocol error");
+        rs_close(s, NULL);
+        return -1;
+    }
+    if (what == LOCAL_NOAUTH) {
+        olen = resp_build_error(out, sizeof(out), "NOAUTH Authentication required.");
+    } else if (what == LOCAL_AUTH) {
+        const char *pw = NULL;
+        size_t pwlen = 0;
+        if (!s->rq.inline_cmd)
+            argc = resp_cmd_split(cmd, clen, argv, 16);
+        if (s->rq.inline_cmd && s->rq.ncap >= 2 && s->rq.argc <= 3) {
+            argc = (int)s->rq.argc;
+            pw = s->rq.arg[argc - 1];
+            pwlen = s->rq.arg_len[argc - 1];
+            if (s->rq.arg_trunc[argc - 1])
+                pw = NULL;
+        } else if (argc == 2 || argc == 3) {
+            pw = argv[argc - 1].ptr;
+            pwlen = argv[argc - 1].len;
+        }
+        if (pw == NULL && (argc < 2 || argc > 3)) {
+            olen = resp_build_error(out, sizeof(out), "ERR wrong number of arguments for 'auth' command");
+        } else if (pw != NULL && check_password(s, pw, pwlen)) {
+            s->authed = 1;
+            memcpy(out, "+OK\r\n", 5);
+            olen = 5;
+        } else {
+            olen = resp_build_error(out, sizeof(out),
+                                    "WRONGPASS invalid username-password pair or user is disabled.");
+        }
+    } else if (what == LOCAL_HELLO) {
+        argc = s->rq.inline_cmd ? -1 : resp_cmd_split(cmd, clen, argv, 16);
+        if (argc < 0) {
+            olen = resp_build_error(out, sizeof(out), "ERR switchyard: HELLO with AUTH must be a RESP command");
+        } else {
+            resp_arg_t keep[16];
+            int nkeep = 0, ok = 1;
+            for (int i = 0; i < argc; i++) {
+                if (i > 0 && argv[i].len == 4 && strncasecmp(argv[i].ptr, "AUTH", 4) == 0) {
+                    if (i + 2 >= argc) {
+                        ok = -1;
+                        break;
+                    }
+                    if (!check_password(s, argv[i + 2].ptr, argv[i + 2].len))
+                        ok = 0;
+                    i += 2;
+                    continue;
+                }
+                keep[nkeep++] = argv[i];
+            }
+            if (ok == -1) {
+                olen = resp_build_error(out, sizeof(out), "ERR Syntax error in HELLO option 'auth'");
+            } else if (ok == 0) {
+                olen = resp_build_error(out, sizeof(out),
+                                        "WRONGPASS invalid username-password pair or user is disabled.");
+            } else {
+                /* Forward HELLO without its AUTH part; the server's reply is the answer. */
+                uint8_t rewritten[2048];
+                size_t rlen = resp_cmd_build(rewritten, sizeof(rewritten), nkeep, keep);
+                if (rlen == 0 || rlen > clen) {
+                    olen = resp_build_error(out, sizeof(out), "ERR switchyard: HELLO too long");
+                } else {
+                    s->authed = 1;
+                    memcpy(cmd, rewritten, rlen);
+                    memmove(cmd + rlen, cmd + clen, p->end - p->scanned);
+                    p->end -= (uint32_t)(clen - rlen);
+                    p->scanned = p->fwd + (uint32_t)rlen;
+                    s->resp3 = nkeep > 1 && keep[1].len == 1 && keep[1].ptr[0] == '3';
+                    s->pending++;
+                    p->fwd = p->scanned;
+                    return 0;
+                }
+            }
+        }
+    }
+    /* Drop the command's bytes; the local answer joins the reply stream. */
+    memset(cmd, 0, clen);   /* passwords do not linger in the buffer */
+    memmove(cmd, cmd + clen, p->end - p->scanned);
+    p->end -= (uint32_t)clen;
+    p->scanned = p->fwd;
+    if (sy_pipe_inject(&s->s2c, out, olen) != 0) {
+        rs_close(s, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+static int c2s_try_local(redis_session_t *s)
+{
+    if (s->held == LOCAL_NONE)
+        return 0;
+    if (s->pending > 0 || !s2c_at_boundary(s))
+        return 1;   /* still held */
+    if (run_local(s) != 0)
+        return -1;
+    return 0;
+}
+
+/* client -> server framing. fwd stays at the start of a command until its name shows it
+ * is not one we answer ourselves; large values then stream through. */
+static int rs_c2s_scan(void *arg, sy_pipe_t *p)
+{
+    redis_session_t *s = arg;
+    if (s->state != RS_RELAY && s->state != RS_FAILED)
+        return 0;
+    for (;;) {
+        int h = c2s_try_local(s);
+        if (h < 0)
+            return -1;
+        if (h > 0) {
+            p->reading = 0;   /* resume when owed replies have passed */
+            return 0;
+        }
+        if (p->scanned >= p->end)
+            break;
+        int done = 0;
+        ssize_t n = resp_req_scan(&s->rq, p->buf + p->scanned, p->end - p->scanned, &done);
+        if (n < 0) {
+            /* Like Redis: answer what came before, then the protocol error, then close. */
+            p->end = p->scanned = p->fwd;
+            s->proto_err = s->rq.err;
+            s->held = LOCAL_PROTO_ERR;
+            p->reading = 0;
+            continue;
+        }
+        p->scanned += (uint32_t)n;
+        if (!done) {
+            /* Partial command: stream it only if its name is known and not ours. */
+            if (s->rq.cur_arg >= 1 && !resp_req_arg_is(&s->rq, 0, "AUTH") &&
+                !resp_req_arg_is(&s->rq, 0, "HELLO") && s->authed && s->state == RS_RELAY)
+                p->fwd = p->scanned;
+            continue;
+        }
+        if (s->state == RS_FAILED) {
+            /* The first command gets the connect error; nothing goes upstream. */
+            if (s->rq.argc == 0)
+                continue;
+            rs_close(s, "%s", s->errmsg);
+            return -1;
+        }
+        if (s->rq.argc == 0) {
+            p->fwd = p->scanned;
+            continue;
+        }
+        local_t l = classify_local(s);
+        if (l != LOCAL_NONE) {
+            s->held = l;
+            continue;
+        }
+        track_command(s);
+        p->fwd = p->scanned;
+        if (s->pending >= sy_server.conf.redis_max_pipeline)
+            p->reading = 0;   /* back-pressure: resume as replies drain */
+    }
+    return 0;
+}
+
+/* server -> client framing: count replies, recognise pushes. */
+static int rs_s2c_scan(void *arg, sy_pipe_t *p)
+{
+    redis_session_t *s = arg;
+    while (p->scanned < p->end) {
+        int done = 0;
+        ssize_t n = resp_reply_scan(&s->rp, p->buf + p->scanned, p->end - p->scanned, &done);
+        if (n < 0) {
+            p->fwd = p->scanned;
+            rs_close(s, "route %s: protocol error from %s: %s", s->route->conf->name, s->target->hostport,
+                     s->rp.err);
+            return -1;
+        }
+        p->scanned += (uint32_t)n;
+        if (!done)
+            continue;
+        const resp_reply_t *r = &s->rp;
+        int push = 0;
+        if (r->type == '>') {
+            push = 1;
+        } else if (s->monitoring && r->type == '+' && s->pending == 0) {
+            push = 1;
+        } else if (r->type == '*' && s->sub_count > 0 && r->first_len > 0 &&
+                   (strcasecmp(r->first, "message") == 0 || strcasecmp(r->first, "pmessage") == 0 ||
+                    strcasecmp(r->first, "smessage") == 0)) {
+            push = 1;
+        }
+        if ((r->type == '*' || r->type == '>') && r->has_third_int &&
+            (strcasecmp(r->first, "subscribe") == 0 || strcasecmp(r->first, "psubscribe") == 0 ||
+             strcasecmp(r->first, "ssubscribe") == 0 || strcasecmp(r->first, "unsubscribe") == 0 ||
+             strcasecmp(r->first, "punsubscribe") == 0 || strcasecmp(r->first, "sunsubscribe") == 0)) {
+            s->sub_count = r->third_int > 0 ? (uint64_t)r->third_int : 0;
+            push = 0;
+            if (r->type == '>' && s->pending > 0)
+                s->pending--;   /* RESP3 confirmations come as pushes but answer a command */
+            else if (r->type == '*' && s->pending > 0)
+                s->pending--;
+            continue;
+        }
+        if (!push && s->pending > 0) {
+            s->pending--;
+            if (s->pending == 0)
+                s->blocking = 0;
+        }
+    }
+    p->fwd = p->scanned;
+    /* Owed replies have passed: a held command can be answered now. */
+    if (s->held != LOCAL_NONE && s->pending == 0 && s->state == RS_RELAY) {
+        if (rs_c2s_scan(s, &s->c2s) != 0)
+            return -1;
+        if (s->held == LOCAL_NONE) {
+            s->c2s.reading = 1;
+            if (sy_pipe_flush(&s->c2s) < 0) {
+                rs_close(s, "route %s: connection to %s lost", s->route->conf->name, s->target->hostport);
+                return -1;
+            }
+        }
+    }
+    if (!s->c2s.reading && s->held == LOCAL_NONE && s->pending < sy_server.conf.redis_max_pipeline &&
+        s->state == RS_RELAY)
+        s->c2s.reading = 1;
+    return 0;
+}
+
+/* ---- relay --------------------------------------------------------------------- */
+
+static void rs_update_polls(redis_session_t *s)
+{
+    if (s->state != RS_RELAY)
+        return;
+    sy_conn_watch(&s->client, sy_pipe_src_events(&s->c2s) | sy_pipe_dst_events(&s->s2c), rs_client_cb);
+    sy_conn_watch(&s->server, sy_pipe_src_events(&s->s2c) | sy_pipe_dst_events(&s->c2s), rs_server_cb);
+}
+
+static void rs_upstream_lost(redis_session_t *s, int err)
+{
+    if (s->quitting) {
+        rs_close(s, NULL);
+        return;
+    }
+    const char *why = s->server.tls_err ? s->server.tls_err : err ? strerror(-err) : "server closed the connection";
+    rs_close(s, "route %s: connection to %s lost: %s", s->route->conf->name, s->target->hostport, why);
+}
+
+static int rs_pump_result(redis_session_t *s, sy_pipe_t *p, int r)
+{
+    if (r == SY_PUMP_OK)
+        return 0;
+    if (r == SY_PUMP_CLOSING)
+        return -1;
+    int from_client = (p == &s->c2s) == (r != SY_PUMP_DST_ERR);
+    if (from_client)
+        rs_close(s, NULL);
+    else
+        rs_upstream_lost(s, r == SY_PUMP_EOF ? 0 : p->err);
+    return -1;
+}
+
+static void rs_relay_drive(redis_session_t *s, sy_conn_t *c, int events)
+{
+    sy_pipe_t *in = (c == &s->client) ? &s->c2s : &s->s2c;
+    sy_pipe_t *out = (c == &s->client) ? &s->s2c : &s->c2s;
+    int r;
+
+    if (out->fwd > out->start && (events == 0 || (events & c->wr_wait))) {
+        r = sy_pipe_flush(out);
+        if (r < 0) {
+            out->err = r;
+            rs_pump_result(s, out, SY_PUMP_DST_ERR);
+            return;
+        }
+    }
+    if (out->full && out->end - out->start < out->cap) {
+        r = sy_pipe_pump(s, out);
+        if (rs_pump_result(s, out, r) < 0)
+            return;
+    }
+    if (events == 0 || (events & c->rd_wait)) {
+        r = sy_pipe_pump(s, in);
+        if (rs_pump_result(s, in, r) < 0)
+            return;
+    }
+    rs_update_polls(s);
+}
+
+static void rs_server_cb(sy_conn_t *c, int status, int events);
+
+/* ---- client side outside the relay ----------------------------------------------- */
+
+static void rs_failed_read(redis_session_t *s)
+{
+    int r = sy_pipe_pump(s, &s->c2s);
+    if (s->state != RS_FAILED)
+        return;
+    if (r != SY_PUMP_OK) {
+        rs_close(s, NULL);
+        return;
+    }
+    sy_conn_watch(&s->client, s->client.rd_wait, rs_client_cb);
+}
+
+static void rs_client_cb(sy_conn_t *c, int status, int events)
+{
+    redis_session_t *s = c->data;
+    switch (s->state) {
+    case RS_RELAY:
+        rs_relay_drive(s, c, events);
+        break;
+    case RS_FAILED:
+        rs_failed_read(s);
+        break;
+    case RS_CLOSING:
+        rs_closing_drive(s);
+        break;
+    case RS_CONNECTING:
+        sy_conn_watch(&s->client, 0, rs_client_cb);   /* bytes wait until we are ready */
+        break;
+    default:
+        break;
+    }
+}
+
+/* ---- upstream connect ---------------------------------------------------------------- */
+
+static void rs_connect_failed(redis_session_t *s, const char *cause)
+{
+    if (s->state != RS_CONNECTING)
+        return;
+    snprintf(s->errmsg, sizeof(s->errmsg), "route %s: cannot connect to %s: %s", s->route->conf->name,
+             s->target->hostport, cause);
+    char q[700];
+    sy_info("event=upstream_failed conn=%llu route=%s error=%s", (unsigned long long)s->id, s->route->conf->name,
+            sy_logq(q, sizeof(q), s->errmsg));
+    s->route->nerrors++;
+    if (s->server.fd >= 0)
+        s->route->upstreams--;
+    sy_conn_close(&s->server);
+    if (s->timer_on)
+        uv_timer_stop(&s->timer);
+    rs_set_state(s, RS_FAILED);
+    rs_timer_start(s, closing_timeout_cb, 10000);   /* a client that never sends is not kept */
+    s->c2s.reading = 1;
+    /* A command may already be buffered or waiting in the socket. */
+    if (rs_c2s_scan(s, &s->c2s) != 0)
+        return;
+    rs_failed_read(s);
+}
+
+static void rs_connect_timeout_cb(uv_timer_t *t)
+{
+    redis_session_t *s = t->data;
+    if (s->state == RS_CONNECTING)
+        rs_connect_failed(s, "timeout expired");
+}
+
+static void rs_relay_start(redis_session_t *s)
+{
+    if (s->timer_on)
+        uv_timer_stop(&s->timer);
+    rs_set_state(s, RS_RELAY);
+    s->c2s.reading = 1;
+    s->s2c.reading = 1;
+    sy_info("event=session_ready conn=%llu route=%s target=%s upstream=%s tls=%s", (unsigned long long)s->id,
+            s->route->conf->name, s->which == CONF_EXTERNAL ? "external" : "builtin", s->target->hostport,
+            s->server.ssl ? "on" : "off");
+    rs_relay_drive(s, &s->server, 0);
+    if (s->state == RS_RELAY)
+        rs_relay_drive(s, &s->client, 0);
+}
+
+/* Swallow the replies to our AUTH / SELECT. */
+static void rs_setup_read(redis_session_t *s)
+{
+    sy_pipe_t *p = &s->s2c;
+    for (;;) {
+        while (p->scanned < p->end && s->setup_left > 0) {
+            int done = 0;
+            ssize_t n = resp_reply_scan(&s->rp, p->buf + p->scanned, p->end - p->scanned, &done);
+            if (n < 0) {
+                rs_connect_failed(s, s->rp.err);
+                return;
+            }
+            p->scanned += (uint32_t)n;
+            if (!done)
+                continue;
+            if (s->rp.type == '-' || s->rp.type == '!') {
+                char cause[300];
+                snprintf(cause, sizeof(cause), "%s", s->rp.first);
+                rs_connect_failed(s, cause);
+                return;
+            }
+            s->setup_left--;
+        }
+        /* Setup replies are not the client's. */
+        memmove(p->buf, p->buf + p->scanned, p->end - p->scanned);
+        p->end -= p->scanned;
+        p->start = p->fwd = p->scanned = 0;
+        if (s->setup_left == 0) {
+            rs_relay_start(s);
+            return;
+        }
+        ssize_t n = s->server.tp->read(&s->server, p->buf + p->end, p->cap - p->end);
+        if (n == SY_EAGAIN)
+            break;
+        if (n <= 0) {
+            rs_connect_failed(s, s->server.tls_err ? s->server.tls_err : n == 0 ? "server closed the connection"
+                                                                            : strerror((int)-n));
+            return;
+        }
+        p->end += (uint32_t)n;
+    }
+    sy_conn_watch(&s->server, s->server.rd_wait, rs_server_cb);
+}
+
+static void rs_send_setup(redis_session_t *s)
+{
+    const sy_endpoint_t *ep = &s->target->redis;
+    uint8_t out[1200];
+    size_t o = 0;
+    char dbs[16];
+    resp_arg_t a[3];
+    s->setup_left = 0;
+    if (ep->has_password) {
+        int n = 0;
+        a[n++] = (resp_arg_t){ "AUTH", 4 };
+        if (ep->has_user)
+            a[n++] = (resp_arg_t){ ep->user, strlen(ep->user) };
+        a[n++] = (resp_arg_t){ ep->password, strlen(ep->password) };
+        o += resp_cmd_build(out + o, sizeof(out) - o, n, a);
+        s->setup_left++;
+    }
+    if (ep->db != 0) {
+        snprintf(dbs, sizeof(dbs), "%d", ep->db);
+        a[0] = (resp_arg_t){ "SELECT", 6 };
+        a[1] = (resp_arg_t){ dbs, strlen(dbs) };
+        o += resp_cmd_build(out + o, sizeof(out) - o, 2, a);
+        s->setup_left++;
+    }
+    if (o > 0) {
+        ssize_t n = s->server.tp->write(&s->server, out, o);
+        memset(out, 0, sizeof(out));
+        if (n != (ssize_t)o) {
+            rs_connect_failed(s, "cannot send AUTH/SELECT");
+            return;
+        }
+    }
+    rs_setup_read(s);
+}
+
+static void rs_tls_step(redis_session_t *s)
+{
+    int r = sy_tls_handshake(&s->server);
+    if (r < 0) {
+        char cause[300];
+        snprintf(cause, sizeof(cause), "TLS handshake failed: %s", s->server.tls_err ? s->server.tls_err : "");
+        rs_connect_failed(s, cause);
+        return;
+    }
+    if (r == 0) {
+        sy_conn_watch(&s->server, s->server.rd_wait, rs_server_cb);
+        return;
+    }
+    s->server.rd_wait = UV_READABLE;
+    s->server.wr_wait = UV_WRITABLE;
+    s->setup_left = -1;
+    rs_send_setup(s);
+}
+
+static SSL_CTX *rs_tls_ctx(redis_session_t *s, char *err, size_t errlen)
+{
+    int w = s->which == CONF_EXTERNAL;
+    if (s->route->tls_ctx[w] == NULL) {
+        const conf_target_t *t = s->target;
+        s->route->tls_ctx[w] = sy_tls_client_ctx(t->tls_ca_file, t->tls_cert, t->tls_key,
+                                                 t->tls_insecure_skip_verify, err, errlen);
+    }
+    return s->route->tls_ctx[w];
+}
+
+static void rs_connected(redis_session_t *s)
+{
+    int one = 1;
+    setsockopt(s->server.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (s->target->redis.tls) {
+        char err[300];
+        SSL_CTX *ctx = rs_tls_ctx(s, err, sizeof(err));
+        if (ctx == NULL || sy_tls_attach(&s->server, ctx, 0, s->target->redis.host) != 0) {
+            rs_connect_failed(s, ctx == NULL ? err : "cannot start TLS");
+            return;
+        }
+        s->setup_left = -2;   /* handshaking */
+        rs_tls_step(s);
+        return;
+    }
+    rs_send_setup(s);
+}
+
+static void rs_server_cb(sy_conn_t *c, int status, int events)
+{
+    redis_session_t *s = c->data;
+    if (s->state == RS_RELAY) {
+        rs_relay_drive(s, c, events);
+        return;
+    }
+    if (s->state != RS_CONNECTING)
+        return;
+    if (s->setup_left == -3) {
+        /* non-blocking connect finished */
+        int err = 0;
+        socklen_t len = sizeof(err);
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err != 0) {
+            snprintf(s->errmsg, sizeof(s->errmsg), "%s", strerror(err));
+            sy_conn_close(&s->server);
+            s->route->upstreams--;
+            rs_connect_next(s);
+            return;
+        }
+        rs_connected(s);
+    } else if (s->setup_left == -2) {
+        rs_tls_step(s);
+    } else {
+        rs_setup_read(s);
+    }
+}
+
+static void rs_connect_next(redis_session_t *s)
+{
+    while (s->next_addr != NULL) {
+        struct addrinfo *a = s->next_addr;
+        s->next_addr = a->ai_next;
+        int fd = socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            snprintf(s->errmsg, sizeof(s->errmsg), "%s", strerror(errno));
+            continue;
+        }
+        ((struct sockaddr_in *)a->ai_addr)->sin_port = htons(s->target->redis.port);
+        int r = connect(fd, a->ai_addr, a->ai_addrlen);
+        if (r != 0 && errno != EINPROGRESS) {
+            snprintf(s->errmsg, sizeof(s->errmsg), "%s", strerror(errno));
+            close(fd);
+            continue;
+        }
+        sy_conn_init(&s->server, fd, s);
+        s->route->upstreams++;
+        s->setup_left = -3;
+        if (sy_conn_watch(&s->server, UV_WRITABLE, rs_server_cb) != 0) {
+            rs_connect_failed(s, "cannot watch the socket");
+            return;
+        }
+        return;
+    }
+    char cause[600];
+    snprintf(cause, sizeof(cause), "%s", s->errmsg[0] ? s->errmsg : "no address");
+    s->errmsg[0] = '\0';
+    rs_connect_failed(s, cause);
+}
+
+static void rs_gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    redis_session_t *s = req->data;
+    if (s->state != RS_CONNECTING) {
+        uv_freeaddrinfo(res);
+        rs_unref(s);
+        return;
+    }
+    if (status != 0) {
+        char cause[300];
+        snprintf(cause, sizeof(cause), "cannot resolve %s: %s", s->target->redis.host, uv_strerror(status));
+        rs_connect_failed(s, cause);
+    } else {
+        s->addrs = res;
+        s->next_addr = res;
+        rs_connect_next(s);
+    }
+    rs_unref(s);
+}
+
+void redis_session_start(sy_listener_t *l, int fd, int trusted)
+{
+    redis_session_t *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        close(fd);
+        return;
+    }
+    s->id = ++sy_server.next_conn_id;
+    s->refs = 1;
+    s->listener = l;
+    s->state = RS_CONNECTING;
+    sy_server.nclients++;
+    sy_conn_init(&s->client, fd, s);
+    sy_conn_init(&s->server, -1, s);
+    s->c2s = (sy_pipe_t){ .buf = s->bufs, .cap = SY_PIPE_BUF, .src = &s->client, .dst = &s->server,
+                          .scan = rs_c2s_scan, .reading = 0 };
+    s->s2c = (sy_pipe_t){ .buf = s->bufs + SY_PIPE_BUF, .cap = SY_PIPE_BUF, .src = &s->server,
+                          .dst = &s->client, .scan = rs_s2c_scan, .reading = 0 };
+    resp_req_init(&s->rq, sy_server.conf.redis_max_bulk);
+    resp_reply_init(&s->rp, sy_server.conf.redis_max_bulk);
+
+    s->route = sy_route_for_listener(l);
+    if (s->route == NULL) {   /* validation prevents this; close rather than guess */
+        rs_set_state(s, RS_CLOSING);
+        rs_destroy(s);
+        return;
+    }
+    s->route->clients++;
+    s->which = s->route->active;
+    s->target = s->which == CONF_EXTERNAL ? &s->route->conf->external : &s->route->conf->builtin;
+    s->password = s->route->conf->client_password ? s->route->conf->client_password : l->conf->auth_password;
+    s->authed = s->password == NULL;
+    if (!trusted && s->password == NULL) {
+        rs_set_state(s, RS_FAILED);
+        snprintf(s->errmsg, sizeof(s->errmsg), "connections from non-loopback addresses need a password");
+        s->c2s.reading = 1;
+        rs_failed_read(s);
+        return;
+    }
+    sy_conn_watch(&s->client, UV_READABLE, rs_client_cb);
+    sy_debug("event=connect conn=%llu route=%s target=%s", (unsigned long long)s->id, s->route->conf->name,
+             s->which == CONF_EXTERNAL ? "external" : "builtin");
+
+    rs_timer_start(s, rs_connect_timeout_cb, (uint64_t)sy_server.conf.connect_timeout * 1000);
+    const char *host = s->target->redis.host;
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_family = AF_UNSPEC;
+    unsigned char tmp[16];
+    if (inet_pton(AF_INET, host, tmp) == 1 || inet_pton(AF_INET6, host, tmp) == 1)
+        hints.ai_flags = AI_NUMERICHOST;
+    if (hints.ai_flags & AI_NUMERICHOST) {
+        struct addrinfo *res = NULL;
+        int r = getaddrinfo(host, NULL, &hints, &res);   /* numeric: no lookup, no blocking */
+        s->gai.data = s;
+        s->refs++;
+        rs_gai_cb(&s->gai, r == 0 ? 0 : UV_EINVAL, r == 0 ? res : NULL);
+        return;
+    }
+    s->gai.data = s;
+    s->refs++;
+    if (uv_getaddrinfo(sy_server.loop, &s->gai, rs_gai_cb, host, NULL, &hints) != 0) {
+        s->refs--;
+        rs_connect_failed(s, "cannot resolve");
+    }
+}

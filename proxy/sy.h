@@ -1,0 +1,206 @@
+/*
+ * sy.h - switchyard's shared daemon types: the server, connections (an fd, its poll
+ * handle and its transport), pipes (one direction of a relay), logging.
+ *
+ *   listener --accept--> session --+-- client conn  (plain or TLS, ours)
+ *                                  +-- upstream conn (plain or TLS: ours for Redis,
+ *                                                     libpq's SSL for Postgres)
+ *
+ * Every socket is driven through a uv_poll_t and a transport ops table, so the relay
+ * does not care whether bytes are encrypted, nor who set the TLS session up. Reads land
+ * in the pipe's fixed buffer and are written from it to the other side: no copies, no
+ * per-message allocation, and back-pressure for free (a full buffer stops reading).
+ */
+#ifndef SY_SY_H
+#define SY_SY_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/types.h>
+#include <uv.h>
+#include <openssl/ssl.h>
+#include "conf/conf.h"
+
+#define SY_VERSION "0.1.0"
+
+/* ---- logging (log.c) ------------------------------------------------------------- */
+
+enum { SY_LOG_ERROR = 0, SY_LOG_WARN = 1, SY_LOG_INFO = 2, SY_LOG_DEBUG = 3 };
+extern int sy_log_level;
+extern int sy_log_json;
+
+/* One line per event. `fmt` produces logfmt pairs ("event=connect conn=12 route=pg");
+ * with the JSON option the pairs are converted. Never pass a secret. */
+void sy_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define sy_err(...)   sy_log(SY_LOG_ERROR, __VA_ARGS__)
+#define sy_warn(...)  sy_log(SY_LOG_WARN, __VA_ARGS__)
+#define sy_info(...)  do { if (sy_log_level >= SY_LOG_INFO) sy_log(SY_LOG_INFO, __VA_ARGS__); } while (0)
+#define sy_debug(...) do { if (sy_log_level >= SY_LOG_DEBUG) sy_log(SY_LOG_DEBUG, __VA_ARGS__); } while (0)
+
+/* Quote a value for logfmt into out (always NUL-terminated). Returns out. */
+const char *sy_logq(char *out, size_t cap, const char *s);
+
+/* ---- connections (conn.c, tls.c) -------------------------------------------------- */
+
+#define SY_EAGAIN (-EAGAIN)
+
+typedef struct sy_conn_s sy_conn_t;
+typedef void (*sy_conn_cb)(sy_conn_t *c, int status, int events);
+
+typedef struct sy_transport_s {
+    /* >0 bytes, 0 EOF, SY_EAGAIN (c->rd_wait says which readiness to await), <0 -errno */
+    ssize_t (*read)(sy_conn_t *c, void *buf, size_t len);
+    /* >0 bytes, SY_EAGAIN (c->wr_wait set), <0 -errno */
+    ssize_t (*write)(sy_conn_t *c, const void *buf, size_t len);
+    const char *name;
+} sy_transport_t;
+
+extern const sy_transport_t sy_plain_transport;
+extern const sy_transport_t sy_tls_transport;
+
+struct sy_conn_s {
+    int         fd;
+    uv_poll_t  *poll;       /* NULL until sy_conn_watch; freed in its close callback */
+    int         events;     /* events the poll handle is started with */
+    const sy_transport_t *tp;
+    SSL        *ssl;        /* with sy_tls_transport */
+    int         ssl_owned;  /* 1: we SSL_free it; 0: libpq does (PQfinish) */
+    int         own_fd;     /* 1: we close fd; 0: libpq does */
+    int         rd_wait;    /* UV_READABLE or UV_WRITABLE: what the last read EAGAIN awaits */
+    int         wr_wait;
+    const char *tls_err;    /* last TLS error text (static or from OpenSSL's table) */
+    sy_conn_cb  cb;
+    void       *data;
+};
+
+void sy_conn_init(sy_conn_t *c, int fd, void *data);
+/* (Re)start watching c->fd for events with cb; allocates the poll handle on first use.
+ * Only calls into libuv when the event set changes. Returns 0 or a libuv error. */
+int  sy_conn_watch(sy_conn_t *c, int events, sy_conn_cb cb);
+/* Stop watching and release the poll handle (freed in its close callback). */
+void sy_conn_unwatch(sy_conn_t *c);
+/* Unwatch, free our SSL and close our fd (what we own). */
+void sy_conn_close(sy_conn_t *c);
+
+/* TLS (tls.c): all OpenSSL calls of the daemon live there. */
+int  sy_tls_init(void);
+SSL_CTX *sy_tls_server_ctx(const char *cert, const char *key, char *err, size_t errlen);
+SSL_CTX *sy_tls_client_ctx(const char *ca_file, const char *cert, const char *key,
+                           int insecure, char *err, size_t errlen);
+/* Attach a new SSL to c (server or client side); c switches to the TLS transport.
+ * For client side, sni/verify name is `host`. Returns 0 or -1. */
+int  sy_tls_attach(sy_conn_t *c, SSL_CTX *ctx, int server, const char *host);
+/* Adopt an SSL we do not own (libpq's). */
+void sy_tls_adopt(sy_conn_t *c, SSL *ssl);
+/* Step the handshake: 1 done, 0 in progress (c->rd_wait set), -1 failed (c->tls_err). */
+int  sy_tls_handshake(sy_conn_t *c);
+/* Bytes already decrypted and buffered inside the TLS session. */
+int  sy_tls_pending(sy_conn_t *c);
+
+/* ---- pipes (pipe.c) --------------------------------------------------------------- */
+
+/*
+ * One direction of a relay: bytes read from src land in buf[end..cap), the session's
+ * scan hook looks at [scanned..end) and moves `fwd` (what may be written to dst) up to
+ * where it likes, and writes go out from [start..fwd).
+ *
+ *     0      start        fwd        scanned       end        cap
+ *     |------|== to dst ==|== held ===|== new ======|-- free --|
+ */
+typedef struct sy_pipe_s sy_pipe_t;
+typedef int (*sy_scan_cb)(void *sess, sy_pipe_t *p);   /* 0 ok, -1 session is closing */
+
+struct sy_pipe_s {
+    uint8_t   *buf;
+    uint32_t   cap, start, fwd, scanned, end;
+    sy_conn_t *src, *dst;
+    sy_scan_cb scan;
+    int        src_eof;
+    int        reading;     /* 0: do not read src (held by the session) */
+    uint64_t   bytes;       /* forwarded to dst */
+    int        err;         /* -errno of the last failed read or write */
+    int        full;        /* the last pump stopped because the buffer was full */
+};
+
+enum { SY_PUMP_OK = 0, SY_PUMP_EOF, SY_PUMP_SRC_ERR, SY_PUMP_DST_ERR, SY_PUMP_CLOSING };
+
+#define SY_PIPE_BUF (64 * 1024)
+
+/* Space left at the end (compacts first when that helps). */
+uint32_t sy_pipe_space(sy_pipe_t *p);
+/* Append synthesized bytes after everything already there, forwardable at once.
+ * Only call at a message boundary of the stream. Returns 0 or -1 if it does not fit. */
+int  sy_pipe_inject(sy_pipe_t *p, const void *bytes, size_t len);
+/* Write [start..fwd) to dst until done or EAGAIN. 0 ok, <0 -errno (dst failed). */
+int  sy_pipe_flush(sy_pipe_t *p);
+/* Read src into the buffer until EAGAIN, EOF or full, calling scan after each read and
+ * flushing as it goes. Returns SY_PUMP_OK, SY_PUMP_EOF, SY_PUMP_SRC_ERR / SY_PUMP_DST_ERR
+ * (p->err holds -errno) or SY_PUMP_CLOSING when the scan hook returned -1. */
+int  sy_pipe_pump(void *sess, sy_pipe_t *p);
+int  sy_pipe_pending(const sy_pipe_t *p);   /* bytes waiting to be written */
+/* Poll events src and dst need for this pipe. */
+int  sy_pipe_src_events(const sy_pipe_t *p);
+int  sy_pipe_dst_events(const sy_pipe_t *p);
+
+/* ---- the server (main.c, listener.c) ---------------------------------------------- */
+
+typedef struct sy_route_s sy_route_t;
+typedef struct sy_listener_s sy_listener_t;
+
+struct sy_route_s {
+    const conf_route_t *conf;
+    conf_which_t        active;
+    SSL_CTX            *tls_ctx[2];   /* redis: per target, lazily built */
+    uint64_t            clients, upstreams;
+    uint64_t            nerrors;
+};
+
+struct sy_listener_s {
+    const conf_listener_t *conf;
+    uv_poll_t  poll[2];           /* TCP and unix */
+    int        fd[2];
+    int        nfd;
+    SSL_CTX   *tls_ctx;            /* client-side TLS termination, if configured */
+};
+
+typedef struct sy_server_s {
+    uv_loop_t     *loop;
+    conf_t         conf;
+    conf_env_t     env;
+    sy_listener_t *listeners;
+    size_t         nlisteners;
+    sy_route_t    *routes;
+    size_t         nroutes;
+    uint64_t       next_conn_id;
+    uint64_t       nclients;
+    int            stopping;
+} sy_server_t;
+
+extern sy_server_t sy_server;
+
+sy_route_t *sy_route_find(const char *name);
+sy_route_t *sy_route_for_database(const sy_listener_t *l, const char *db);
+sy_route_t *sy_route_for_listener(const sy_listener_t *l);   /* redis: the listener's route */
+
+/* Sessions call this when a client leaves; during shutdown the last one stops the loop. */
+void sy_server_client_gone(void);
+
+int  sy_listeners_start(char *err, size_t errlen);
+void sy_listeners_stop(void);
+int  sy_is_loopback_peer(int fd);
+
+/* Sessions (pg_session.c, redis_session.c). */
+void pg_session_start(sy_listener_t *l, int fd, int trusted);
+void redis_session_start(sy_listener_t *l, int fd, int trusted);
+
+/* Postgres cancel keys (pg_cancel.c). */
+typedef struct pg_session_s pg_session_t;
+uint32_t pg_cancel_register(pg_session_t *s);
+void     pg_cancel_unregister(uint32_t key);
+void     pg_cancel_request(uint32_t pid, uint32_t key);
+pg_session_t *pg_cancel_lookup(uint32_t key);
+
+/* Random bytes for keys (getrandom). */
+void sy_random(void *out, size_t len);
+
+#endif /* SY_SY_H */
