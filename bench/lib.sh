@@ -242,14 +242,16 @@ start_switchyard() {
 		SWITCHYARD_NA="$SWITCHYARD_BIN missing or not runnable"
 		return 0
 	fi
+	# Run a copy: a rebuild during the bench must not change what is measured.
+	cp "$SWITCHYARD_BIN" "$d/switchyard"
 	free_port port
 	"$write_conf" "$d/switchyard.conf" "$port"
 	switchyard_env_args
-	if ! env "${SY_ENV_ARGS[@]}" "$SWITCHYARD_BIN" --config "$d/switchyard.conf" --check >"$d/check.log" 2>&1; then
+	if ! env "${SY_ENV_ARGS[@]}" "$d/switchyard" --config "$d/switchyard.conf" --check >"$d/check.log" 2>&1; then
 		SWITCHYARD_NA="--check failed: $(tail -n 2 "$d/check.log" | tr '\n' ' ')"
 		return 0
 	fi
-	env "${SY_ENV_ARGS[@]}" "$SWITCHYARD_BIN" --config "$d/switchyard.conf" >"$d/switchyard.log" 2>&1 &
+	env "${SY_ENV_ARGS[@]}" "$d/switchyard" --config "$d/switchyard.conf" >"$d/switchyard.log" 2>&1 &
 	pid=$!
 	bench_track switchyard "$pid"
 	if wait_port "$port" 10 "$pid" && "$probe" "$port" >"$d/probe.log" 2>&1; then
