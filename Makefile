@@ -75,3 +75,10 @@ test: asan
 
 clean:
 	rm -rf build build-asan
+
+# Benchmarks, not part of `make test`: direct vs switchyard vs peer proxies on this machine,
+# one table per script (BENCH_SECONDS, BENCH_ROUNDS: see bench/*.sh).
+.PHONY: bench
+bench: $(BUILD)/switchyard
+	bench/pg_bench.sh
+	bench/redis_bench.sh
