@@ -80,5 +80,5 @@ clean:
 # one table per script (BENCH_SECONDS, BENCH_ROUNDS: see bench/*.sh).
 .PHONY: bench
 bench: $(BUILD)/switchyard
-	bench/pg_bench.sh
-	bench/redis_bench.sh
+	SWITCHYARD_BIN=$(abspath $(BUILD))/switchyard bench/pg_bench.sh
+	SWITCHYARD_BIN=$(abspath $(BUILD))/switchyard bench/redis_bench.sh
