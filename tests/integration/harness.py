@@ -1339,3 +1339,21 @@ class Context:
         for c in (self._builtin, self._external):
             if c is not None and c.proc is not None and c.proc.poll() is not None:
                 c.start()
+
+
+def external_env(ctx, user="scram_user", db="sourcegraph", sslmode="verify-full", host="localhost",
+                 prefix="", **extra):
+    """The libpq variables that point a route (by prefix) at the shared external cluster:
+    TLS verified against CA A, password from USERS."""
+    e = {"PGHOST": host, "PGPORT": str(ctx.external.port), "PGUSER": user, "PGDATABASE": db,
+         "PGSSLMODE": sslmode, "PGSSLROOTCERT": ctx.tls.ca_a, "PGCONNECT_TIMEOUT": "10"}
+    if user in USERS:
+        e["PGPASSWORD"] = USERS[user][0]
+    e.update({k: str(v) for k, v in extra.items()})
+    return prefixed(prefix, e)
+
+
+def start_default(ctx, env=None, **kw):
+    """switchyard with the container's three routes (built-ins on ctx.builtin) and `env`."""
+    port = free_port()
+    return Switchyard(default_pg_conf(port, ctx.builtin), env=env, **kw)

@@ -1,0 +1,344 @@
+"""
+test_pg_basic.py - issue 2, case 3: real clients through switchyard.
+
+Unless a test says otherwise the route `pg` (database sourcegraph) points at the shared
+external cluster over TLS (verify-full against CA A) as scram_user, the way an operator would
+set PG*; clients connect as "postgres" with no password and are mapped.
+"""
+
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+
+import harness
+from harness import PgError, PgWire, check, fail, psql, psql_ok
+
+
+def _sy(ctx, **kw):
+    return harness.start_default(ctx, env=harness.external_env(ctx), **kw)
+
+
+def test_check_masks_password(ctx):
+    """--check prints the effective routes and exits 0, never showing the password."""
+    port = harness.free_port()
+    conf_path = os.path.join(harness.tmpdir("chk"), "sy.conf")
+    with open(conf_path, "w") as f:
+        f.write(harness.default_pg_conf(port, ctx.builtin))
+    env = harness.clean_env(harness.external_env(ctx))
+    env["PGPASSWORD"] = "very-secret-passw0rd"
+    r = harness.run([harness.switchyard_bin(), "--config", conf_path, "--check"], env=env, timeout=30)
+    out = r.stdout + r.stderr
+    check(r.returncode == 0, "--check exited %d: %s" % (r.returncode, out[-1000:]))
+    check("very-secret-passw0rd" not in out, "--check printed the password:\n" + out)
+    for name in ("pg", "pg-codeintel", "pg-codeinsights"):
+        check(name in out, "--check output does not mention route %s:\n%s" % (name, out))
+    check("localhost" in out and str(ctx.external.port) in out,
+          "--check does not show the external target:\n" + out)
+
+
+def test_psql_c(ctx):
+    sy = _sy(ctx)
+    out = psql_ok(sy.port, "SELECT current_user, current_database(), current_setting('sy.cluster'), "
+                           "(SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid())")
+    check(out == "scram_user|sourcegraph|external|t", "unexpected upstream identity: %r" % out)
+    # a client asking for TLS (sslmode=require) is refused by default: no certificate is
+    # configured on the listener, so SSLRequest is answered N
+    r = psql(sy.port, "SELECT 1", env={"PGSSLMODE": "require"})
+    check(r.returncode != 0 and "server does not support SSL" in r.stderr,
+          "sslmode=require towards switchyard without a listener certificate: %r %r" % (r.stdout, r.stderr))
+    sy.stop()
+
+
+def test_startup_sequence_and_backend_pid(ctx):
+    """AuthenticationOk, ParameterStatus..., BackendKeyData with the upstream's real pid,
+    ReadyForQuery."""
+    sy = _sy(ctx)
+    with PgWire(sy.port) as w:
+        w.startup(database="sourcegraph")
+        check(w.order[0] == "R", "first message is %r, not AuthenticationOk" % w.order[0])
+        check(w.order[-1] == "Z" and w.order[-2] == "K",
+              "BackendKeyData/ReadyForQuery not last: %s" % "".join(w.order))
+        check(set(w.order[1:-2]) <= {"S"}, "unexpected messages between auth and key: %s" % "".join(w.order))
+        for p in ("server_version", "client_encoding", "DateStyle", "TimeZone", "integer_datetimes",
+                  "standard_conforming_strings"):
+            check(p in w.params, "ParameterStatus %s missing (got %s)" % (p, sorted(w.params)))
+        pid = int(w.query("SELECT pg_backend_pid()")[0][0])
+        check(pid == w.pid, "BackendKeyData pid %s != pg_backend_pid() %s" % (w.pid, pid))
+        check(pid in ctx.external.backend_pids(), "pid %d is not a backend of the external cluster" % pid)
+        check(w.status == "I", "status %r after a query" % w.status)
+        w.terminate()
+    sy.stop()
+
+
+def test_error_in_transaction_then_rollback(ctx):
+    sy = _sy(ctx)
+    with PgWire(sy.port) as w:
+        w.startup(database="sourcegraph")
+        w.query("BEGIN")
+        check(w.status == "T", "status after BEGIN: %r" % w.status)
+        try:
+            w.query("SELECT 1/0")
+            fail("division by zero did not fail")
+        except PgError as e:
+            check(e.sqlstate == "22012", "sqlstate %s" % e.sqlstate)
+        check(w.status == "E", "status after error in transaction: %r" % w.status)
+        try:
+            w.query("SELECT 1")
+            fail("query in a failed transaction did not fail")
+        except PgError as e:
+            check(e.sqlstate == "25P02", "sqlstate %s" % e.sqlstate)
+        w.query("ROLLBACK")
+        check(w.status == "I", "status after ROLLBACK: %r" % w.status)
+        check(w.query("SELECT 41 + 1") == [("42",)], "query after ROLLBACK")
+    r = psql(sy.port, None, args=["-f", "-"],
+             input="BEGIN;\nSELECT 1/0;\nSELECT 2;\nROLLBACK;\nSELECT 'after-rollback';\n")
+    check("division by zero" in r.stderr, "psql did not report the error: %r" % r.stderr)
+    check("current transaction is aborted" in r.stderr, "psql: no aborted-transaction error: %r" % r.stderr)
+    check("after-rollback" in r.stdout, "psql: no result after ROLLBACK: %r %r" % (r.stdout, r.stderr))
+    sy.stop()
+
+
+def test_listen_notify(ctx):
+    sy = _sy(ctx)
+    with PgWire(sy.port) as a, PgWire(sy.port) as b:
+        a.startup(database="sourcegraph")
+        b.startup(database="sourcegraph")
+        a.query("LISTEN sy_chan")
+        b.query("NOTIFY sy_chan, 'hello from b'")
+        n = a.wait_notification(timeout=10)
+        check(n is not None, "notification not delivered within 10 s")
+        check(n[1] == "sy_chan" and n[2] == "hello from b", "wrong notification %r" % (n,))
+        check(n[0] == b.pid, "notification pid %d != sender's BackendKeyData pid %d" % (n[0], b.pid))
+        # and from a psql client on another connection
+        psql_ok(sy.port, "NOTIFY sy_chan, 'from psql'")
+        n = a.wait_notification(timeout=10)
+        check(n is not None and n[2] == "from psql", "second notification: %r" % (n,))
+    sy.stop()
+
+
+def test_pgbench(ctx):
+    """pgbench -i, then -c 8 in simple, extended and prepared modes: no failures."""
+    sy = _sy(ctx)
+    base = [harness.PGBENCH, "-h", "127.0.0.1", "-p", str(sy.port), "-U", "postgres"]
+    env = harness.clean_env()
+    r = harness.run(base + ["-i", "-s", "2", "-q", "sourcegraph"], env=env, timeout=180)
+    check(r.returncode == 0, "pgbench -i failed: %s" % (r.stderr[-2000:]))
+    n = ctx.external.sql("SELECT count(*) FROM pgbench_accounts", db="sourcegraph")
+    check(n == "200000", "pgbench_accounts has %s rows upstream" % n)
+    for mode in ("simple", "extended", "prepared"):
+        r = harness.run(base + ["-c", "8", "-j", "2", "-T", "4", "-M", mode, "-n", "sourcegraph"],
+                        env=env, timeout=120)
+        out = r.stdout + r.stderr
+        check(r.returncode == 0, "pgbench -M %s exited %d: %s" % (mode, r.returncode, out[-2000:]))
+        check("aborted" not in out, "pgbench -M %s: clients aborted: %s" % (mode, out[-2000:]))
+        m = re.search(r"number of transactions actually processed: (\d+)", out)
+        check(m and int(m.group(1)) > 0, "pgbench -M %s processed nothing: %s" % (mode, out[-1000:]))
+        m = re.search(r"number of failed transactions: (\d+)", out)
+        check(m is None or m.group(1) == "0", "pgbench -M %s had failures: %s" % (mode, out[-1000:]))
+    sy.check_alive()
+    sy.stop()
+
+
+test_pgbench.timeout = 240
+
+
+def test_copy_in_out_100mb(ctx):
+    sy = _sy(ctx)
+    d = harness.tmpdir("copy")
+    src = os.path.join(d, "in.txt")
+    nrows, width = 110_000, 1000
+    h = hashlib.md5()
+    with open(src, "wb") as f:
+        pad = b"x" * (width - 9)
+        for i in range(nrows):
+            line = b"%08d%s\n" % (i, pad)
+            h.update(line)
+            f.write(line)
+    size = os.path.getsize(src)
+    check(size >= 100 * 1000 * 1000, "generated only %d bytes" % size)
+    psql_ok(sy.port, "DROP TABLE IF EXISTS sy_copy; CREATE TABLE sy_copy (v text)")
+    with open(src, "rb") as f:
+        r = psql(sy.port, "COPY sy_copy FROM STDIN", input=f, timeout=300)
+    check(r.returncode == 0 and "COPY %d" % nrows in r.stdout,
+          "COPY FROM STDIN through switchyard: rc %d %r %r" % (r.returncode, r.stdout[-300:], r.stderr[-1000:]))
+    got = ctx.external.sql("SELECT count(*), sum(length(v) + 1) FROM sy_copy", db="sourcegraph")
+    check(got == "%d|%d" % (nrows, size), "upstream has %s, want %d rows/%d bytes" % (got, nrows, size))
+    dst = os.path.join(d, "out.txt")
+    r = psql(sy.port, "COPY (SELECT v FROM sy_copy ORDER BY v) TO STDOUT", stdout_file=dst, timeout=300)
+    check(r.returncode == 0, "COPY TO STDOUT through switchyard failed: %s" % r.stderr[-1000:])
+    h2 = hashlib.md5()
+    with open(dst, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h2.update(chunk)
+    check(os.path.getsize(dst) == size, "COPY out gave %d bytes, want %d" % (os.path.getsize(dst), size))
+    check(h2.hexdigest() == h.hexdigest(), "COPY out differs from what went in")
+    psql_ok(sy.port, "DROP TABLE sy_copy")
+    sy.stop()
+
+
+test_copy_in_out_100mb.timeout = 300
+
+
+def test_bytea_50mb_row(ctx):
+    """A 50 MB bytea value written through switchyard (a ~100 MB Query message) and read back
+    (a ~100 MB DataRow)."""
+    sy = _sy(ctx)
+    d = harness.tmpdir("bytea")
+    blob = os.urandom(50 * 1024 * 1024)
+    md5 = hashlib.md5(blob).hexdigest()
+    sqlf = os.path.join(d, "insert.sql")
+    with open(sqlf, "wb") as f:
+        f.write(b"DROP TABLE IF EXISTS sy_bytea;\nCREATE TABLE sy_bytea (id int, b bytea);\n")
+        f.write(b"INSERT INTO sy_bytea VALUES (1, '\\x" + blob.hex().encode() + b"');\n")
+    r = psql(sy.port, None, args=["-v", "ON_ERROR_STOP=1", "-f", sqlf], timeout=240)
+    check(r.returncode == 0, "insert of a 50 MB row failed: %s" % r.stderr[-1000:])
+    got = ctx.external.sql("SELECT length(b), md5(b) FROM sy_bytea WHERE id = 1", db="sourcegraph")
+    check(got == "%d|%s" % (len(blob), md5), "upstream row: %s" % got)
+    out = os.path.join(d, "out.txt")
+    r = psql(sy.port, "SELECT b FROM sy_bytea WHERE id = 1", stdout_file=out, timeout=240)
+    check(r.returncode == 0, "select of a 50 MB row failed: %s" % r.stderr[-1000:])
+    with open(out, "rb") as f:
+        text = f.read().strip()
+    check(text.startswith(b"\\x"), "unexpected output start %r" % text[:20])
+    check(len(text) == 2 + 2 * len(blob), "row came back with %d chars, want %d" % (len(text), 2 + 2 * len(blob)))
+    check(hashlib.md5(bytes.fromhex(text[2:].decode())).hexdigest() == md5, "row came back different")
+    psql_ok(sy.port, "DROP TABLE sy_bytea")
+    sy.stop()
+
+
+test_bytea_50mb_row.timeout = 300
+
+
+def test_100_concurrent_clients(ctx):
+    sy = _sy(ctx)
+    app = "sy-conc-%d" % os.getpid()
+    procs = []
+    for i in range(100):
+        procs.append(subprocess.Popen(
+            [harness.PSQL, "-X", "-A", "-t", "-h", "127.0.0.1", "-p", str(sy.port), "-U", "postgres",
+             "-d", "sourcegraph", "-c", "SELECT %d, pg_sleep(4)" % i],
+            env=harness.clean_env({"PGAPPNAME": app}), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, start_new_session=True))
+    try:
+        peak = 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            n = int(ctx.external.sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = '%s' "
+                                     "AND state = 'active'" % app))
+            peak = max(peak, n)
+            if n >= 100 or all(p.poll() is not None for p in procs):
+                break
+            time.sleep(0.2)
+        bad = []
+        for i, p in enumerate(procs):
+            out, err = p.communicate(timeout=60)
+            if p.returncode != 0 or out.strip() != "%d|" % i:
+                bad.append("client %d: rc %d %r %r" % (i, p.returncode, out.strip(), err.strip()[:200]))
+        check(not bad, "%d of 100 clients failed:\n%s" % (len(bad), "\n".join(bad[:10])))
+        check(peak >= 100, "only %d of 100 clients were active upstream at once" % peak)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    sy.check_alive()
+    sy.stop()
+
+
+test_100_concurrent_clients.timeout = 150
+
+
+def _active(cluster, pid):
+    return cluster.sql("SELECT state FROM pg_stat_activity WHERE pid = %d" % pid) == "active"
+
+
+def test_cancel(ctx):
+    """CancelRequest with switchyard's key stops the right query within 2 s; a wrong key is
+    ignored; psql's Ctrl-C (SIGINT) works."""
+    sy = _sy(ctx)
+    ext = ctx.external
+    with PgWire(sy.port) as x, PgWire(sy.port) as y:
+        x.startup(database="sourcegraph")
+        y.startup(database="sourcegraph")
+        check(x.pid != y.pid, "two sessions share a backend pid")
+        x.send_query("SELECT pg_sleep(30)")
+        y.send_query("SELECT pg_sleep(30)")
+        deadline = time.monotonic() + 10
+        while not (_active(ext, x.pid) and _active(ext, y.pid)):
+            check(time.monotonic() < deadline, "queries did not start upstream")
+            time.sleep(0.1)
+        # wrong secret, and a pid switchyard never issued: both ignored
+        harness.cancel_request(sy.port, x.pid, x.secret ^ 0x5A5A)
+        harness.cancel_request(sy.port, 1, x.secret)
+        time.sleep(1.5)
+        check(_active(ext, x.pid), "a cancel with a wrong key stopped the query")
+        t0 = time.monotonic()
+        harness.cancel_request(sy.port, x.pid, x.secret)
+        try:
+            x.read_result()
+            fail("cancelled query returned normally")
+        except PgError as e:
+            check(e.sqlstate == "57014", "cancelled query: %s" % e)
+        dt = time.monotonic() - t0
+        check(dt < 2.0, "cancel took %.2fs" % dt)
+        check(_active(ext, y.pid), "cancelling x also stopped y's query")
+        check(x.query("SELECT 'x-alive'") == [("x-alive",)], "session x after its cancel")
+        harness.cancel_request(sy.port, y.pid, y.secret)
+        try:
+            y.read_result()
+            fail("cancelled query y returned normally")
+        except PgError as e:
+            check(e.sqlstate == "57014", "cancelled query y: %s" % e)
+    # psql's Ctrl-C
+    p = subprocess.Popen([harness.PSQL, "-X", "-h", "127.0.0.1", "-p", str(sy.port), "-U", "postgres",
+                          "-d", "sourcegraph", "-c", "SELECT pg_sleep(30)"],
+                         env=harness.clean_env({"PGAPPNAME": "sy-cancel-psql"}), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while ext.sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sy-cancel-psql' "
+                      "AND state = 'active'") != "1":
+            check(time.monotonic() < deadline, "psql's query did not start upstream")
+            if p.poll() is not None:
+                fail("psql exited early: %s" % (p.communicate()[1],))
+            time.sleep(0.1)
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        try:
+            _out, err = p.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            fail("psql did not return within 5 s of SIGINT")
+        dt = time.monotonic() - t0
+        check("canceling statement due to user request" in err, "psql after SIGINT: %r" % err)
+        check(dt < 2.0, "psql cancel took %.2fs" % dt)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    sy.stop()
+
+
+def test_terminate_closes_upstream(ctx):
+    """Terminate from the client ends the upstream session (no leaked backends)."""
+    sy = _sy(ctx)
+    w = PgWire(sy.port)
+    w.startup(database="sourcegraph")
+    pid = w.pid
+    check(pid in ctx.external.backend_pids(), "upstream backend not found")
+    w.terminate()
+    deadline = time.monotonic() + 5
+    while pid in ctx.external.backend_pids():
+        check(time.monotonic() < deadline, "upstream backend %d still there 5 s after Terminate" % pid)
+        time.sleep(0.1)
+    # and an abrupt client close too
+    w = PgWire(sy.port)
+    w.startup(database="sourcegraph")
+    pid = w.pid
+    w.close()
+    deadline = time.monotonic() + 5
+    while pid in ctx.external.backend_pids():
+        check(time.monotonic() < deadline, "upstream backend %d still there 5 s after client close" % pid)
+        time.sleep(0.1)
+    sy.stop()

@@ -1,0 +1,139 @@
+"""
+test_pg_parity.py - issue 2, case 1: with the same environment, switchyard reaches the
+external server exactly when psql does, and when both fail the client's error carries the
+same cause.
+
+The matrix: every PGSSLMODE x server TLS on/off x PGSSLROOTCERT {CA A, absent, CA B} x host
+{localhost, 127.0.0.1, a name not in the certificate (PGHOST=notincert.example with
+PGHOSTADDR=127.0.0.1)} = 108 cases. "TLS on" is the shared external cluster (hostssl and host
+lines, scram-sha-256 for scram_user); "TLS off" is the shared built-in cluster (no TLS, trust).
+
+One switchyard serves the whole matrix: case i is route m<i> on database m<i>, whose external
+target comes from the M<i>_PG* family. Its HOME and psql's are the same empty directory, so
+~/.postgresql/root.crt is absent in both (and we check the passwd home has none either, since
+libpq 15 may look there).
+
+For each case both sides run
+    SELECT ssl, current_setting('sy.cluster') FROM pg_stat_ssl WHERE pid = pg_backend_pid()
+so a success also has to agree on whether the upstream leg is encrypted and which server it
+reached.
+"""
+
+import concurrent.futures
+import os
+import pwd
+import re
+
+import harness
+from harness import PSQL, check, fail
+
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+SERVERS = ("tls", "plain")
+ROOTS = ("ca_a", "absent", "ca_b")
+HOSTS = ("localhost", "127.0.0.1", "notincert")
+QUERY = "SELECT ssl, current_setting('sy.cluster') FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+USER = "scram_user"
+
+
+def _cases(ctx):
+    out = []
+    for sslmode in SSLMODES:
+        for server in SERVERS:
+            for root in ROOTS:
+                for host in HOSTS:
+                    cluster = ctx.external if server == "tls" else ctx.builtin
+                    env = {"PGPORT": str(cluster.port), "PGUSER": USER,
+                           "PGPASSWORD": harness.USERS[USER][0], "PGDATABASE": "postgres",
+                           "PGSSLMODE": sslmode, "PGCONNECT_TIMEOUT": "5"}
+                    if host == "notincert":
+                        env["PGHOST"] = "notincert.example"
+                        env["PGHOSTADDR"] = "127.0.0.1"
+                    else:
+                        env["PGHOST"] = host
+                    if root == "ca_a":
+                        env["PGSSLROOTCERT"] = ctx.tls.ca_a
+                    elif root == "ca_b":
+                        env["PGSSLROOTCERT"] = ctx.tls.ca_b
+                    out.append(("%s/%s/%s/%s" % (sslmode, server, root, host), env))
+    return out
+
+
+def _normalize_cause(c):
+    c = c.strip()
+    for p in ("FATAL:  ", "ERROR:  "):
+        if c.startswith(p):
+            c = c[len(p):]
+    return c
+
+
+def _outcome(r):
+    if r.returncode == 0:
+        return ("ok", r.stdout.strip())
+    return ("fail", _normalize_cause(harness.libpq_cause(r.stderr)), r.stderr.strip())
+
+
+def _check_home(home):
+    pw_home = pwd.getpwuid(os.geteuid()).pw_dir
+    for h in (home, pw_home):
+        p = os.path.join(h, ".postgresql", "root.crt")
+        if os.path.exists(p):
+            fail("prerequisite: %s exists, so the 'absent root cert' cases cannot be absent" % p)
+
+
+def test_parity_matrix(ctx):
+    cases = _cases(ctx)
+    home = harness.empty_home()
+    _check_home(home)
+
+    def direct(env):
+        return _outcome(harness.run([PSQL, "-X", "-A", "-t", "-c", QUERY],
+                                    env=harness.clean_env(env, home=home), timeout=30))
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        direct_results = list(pool.map(lambda c: direct(c[1]), cases))
+
+    # Sanity: the matrix must contain both outcomes and the causes we expect, or the
+    # environment is not what this test assumes (and a proxy could "agree" by accident).
+    causes = " | ".join(d[1] for d in direct_results if d[0] == "fail")
+    oks = sum(1 for d in direct_results if d[0] == "ok")
+    for want in ("server does not support SSL, but SSL was required", "certificate verify failed",
+                 "does not match host name", "root certificate file"):
+        check(want in causes, "direct psql never failed with %r; environment is off: %s" % (want, causes[:500]))
+    check(oks >= 30, "direct psql succeeded in only %d cases" % oks)
+
+    routes = []
+    env = {"HOME": home}
+    for i, (_name, cenv) in enumerate(cases):
+        routes.append(harness.pg_route("m%d" % i, "m%d" % i, env_prefix="M%d_" % i))
+        env.update(harness.prefixed("M%d_" % i, cenv))
+    port = harness.free_port()
+    sy = harness.Switchyard(harness.pg_conf(port, routes), env=env)
+
+    def proxied(i):
+        return _outcome(harness.run([PSQL, "-X", "-A", "-t", "-h", "127.0.0.1", "-p", str(port),
+                                     "-U", "postgres", "-d", "m%d" % i, "-c", QUERY],
+                                    env=harness.clean_env({"PGCONNECT_TIMEOUT": "20"}, home=home),
+                                    timeout=60))
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        proxy_results = list(pool.map(proxied, range(len(cases))))
+
+    mismatches = []
+    for i, ((name, _env), d, p) in enumerate(zip(cases, direct_results, proxy_results)):
+        if d[0] != p[0]:
+            mismatches.append("%s: psql %s (%s), switchyard %s (%s)" % (name, d[0], d[1][:120], p[0], p[1][:200]))
+        elif d[0] == "ok" and d[1] != p[1]:
+            mismatches.append("%s: psql got %r, switchyard got %r (ssl, server)" % (name, d[1], p[1]))
+        elif d[0] == "fail":
+            want = d[1].splitlines()[0] if d[1] else ""
+            if not want or want not in p[2]:
+                mismatches.append("%s: cause differs: psql %r; switchyard %r" % (name, want, p[2][:300]))
+            elif not re.search(r"\bm%d\b" % i, p[2]):
+                mismatches.append("%s: switchyard's error does not name the route: %r" % (name, p[2][:300]))
+    sy.check_alive()
+    sy.stop()
+    if mismatches:
+        fail("%d of %d cases differ:\n%s" % (len(mismatches), len(cases), "\n".join(mismatches)))
+
+
+test_parity_matrix.timeout = 240
