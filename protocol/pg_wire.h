@@ -73,7 +73,7 @@ ssize_t pgw_startup_parse(const uint8_t *buf, size_t len, pgw_startup_t *out);
 
 /*
  * Iterate parameters of a parsed StartupMessage. *off starts at 0.
- * Returns 1 and sets *name/*value (NUL-terminated, pointing into the buffer), or 0 at end.
+ * Returns 1 and sets *name and *value (NUL-terminated, pointing into the buffer), or 0 at end.
  */
 int pgw_startup_next(const pgw_startup_t *st, size_t *off, const char **name, const char **value);
 
