@@ -15,8 +15,8 @@ WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno
 ifneq ($(WERROR),)
 WARN     += -Werror
 endif
-CFLAGS   ?= -O2 -g
-CFLAGS   += -std=gnu11 $(WARN) -fno-strict-aliasing -D_GNU_SOURCE -I. $(shell pkg-config --cflags $(PKGS))
+OPT      ?= -O2 -g
+CFLAGS   += $(OPT) -std=gnu11 $(WARN) -fno-strict-aliasing -D_GNU_SOURCE -I. $(shell pkg-config --cflags $(PKGS))
 LDLIBS   += $(shell pkg-config --libs $(PKGS)) -lpthread
 ifneq ($(SANITIZE),)
 CFLAGS   += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -58,7 +58,7 @@ $(BUILD)/tools/%: tests/tools/%.c $(BUILD)/libsy.a
 
 # The test target always uses the sanitizer build, in its own directory.
 ASAN_BUILD := build-asan
-ASAN_VARS  := BUILD=$(ASAN_BUILD) SANITIZE=address,undefined CFLAGS="-O1 -g"
+ASAN_VARS  := BUILD=$(ASAN_BUILD) SANITIZE=address,undefined OPT="-O1 -g"
 
 asan:
 	$(MAKE) $(ASAN_VARS) all
