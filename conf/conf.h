@@ -93,6 +93,10 @@ typedef struct conf_route_s {
     conf_target_t  builtin;
     conf_target_t  external;
     conf_which_t   active;      /* external if defined, else builtin; "active = builtin" overrides */
+    char          *active_reason; /* why `active` is what it is, for --check and status:
+                                   * "PGHOST is set", "none of REDIS_STORE_ENDPOINT,
+                                   * REDIS_ENDPOINT is set", "active = builtin in the
+                                   * configuration (...)"; never contains a value */
 } conf_route_t;
 
 typedef struct conf_s {
@@ -129,7 +133,8 @@ void conf_env_free(conf_env_t *env);
 const char *conf_env_get(const conf_env_t *env, const char *key);
 
 typedef struct conf_args_s {
-    const char  *config_path;        /* NULL: conf/switchyard.conf only if present, else defaults */
+    const char  *config_path;        /* NULL: built-in defaults only (they equal
+                                      * conf/switchyard.conf; pass that path to load it) */
     const char  *env_file;           /* NULL: none */
     const char **overrides;          /* "listener.pg.listen=127.0.0.1:15432", "switchyard.log_level=debug" */
     size_t       noverrides;
@@ -152,7 +157,7 @@ const conf_listener_t *conf_listener(const conf_t *c, const char *name);
 const conf_route_t *conf_route(const conf_t *c, const char *name);
 
 /* Route for a database name on a pg listener: exact match, else the listener's default
- * route, else NULL. */
+ * route, else NULL. On a redis listener: its one route (db is ignored, may be NULL). */
 const conf_route_t *conf_route_for_database(const conf_t *c, const char *listener, const char *db);
 
 /* Print the effective configuration (--check): listeners, routes with both targets

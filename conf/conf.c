@@ -1,0 +1,879 @@
+/*
+ * conf.c - conf_load: from the layers of configuration to one typed, validated conf_t.
+ *
+ *     built-in defaults (builtin_text below, the same as conf/switchyard.conf)
+ *       + config file          conf_file.c; its [listener]/[route] sections, if it has
+ *                              any, replace the built-in set; [switchyard] keys override
+ *                              one by one
+ *       + -o overrides         may create sections
+ *       = raw sections ──────▶ build(): type every value, build both targets of each
+ *                              route from the merged environment (conf_target.c), check
+ *                              everything conf.h promises
+ *
+ * Errors are detected as early as the information allows and always name where the bad
+ * value came from: "FILE:LINE: [route pg] listener: no [listener pgx]", "-o
+ * listener.pg.listen: [listener pg] listen: port must be 1..65535", "env REDIS_ENDPOINT:
+ * port must be 1..65535". A value is never repeated in a message (it may be a password);
+ * names (of sections, keys, variables, databases) may be.
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "conf/conf_internal.h"
+
+/* The container's layout. conf/switchyard.conf says the same with comments; the unit test
+ * checks that the two load to the same configuration. */
+static const char builtin_text[] =
+    "[switchyard]\n"
+    "max_message_size = 256M\n"
+    "redis_max_bulk = 512M\n"
+    "redis_max_pipeline = 1024\n"
+    "connect_timeout = 10\n"
+    "drain_timeout = 30\n"
+    "pause_max = 60\n"
+    "metrics_listen = 127.0.0.1:9187\n"
+    "log_format = logfmt\n"
+    "log_level = info\n"
+    "[listener pg]\n"
+    "protocol = postgres\n"
+    "listen = 127.0.0.1:5432\n"
+    "[listener redis-store]\n"
+    "protocol = redis\n"
+    "listen = 127.0.0.1:6379\n"
+    "[listener redis-cache]\n"
+    "protocol = redis\n"
+    "listen = 127.0.0.1:6380\n"
+    "[route pg]\n"
+    "listener = pg\n"
+    "databases = sourcegraph\n"
+    "default = true\n"
+    "env_prefix = \"\"\n"
+    "builtin = \"host=127.0.0.1 port=5433 sslmode=disable\"\n"
+    "[route pg-codeintel]\n"
+    "listener = pg\n"
+    "databases = sourcegraph-codeintel\n"
+    "env_prefix = CODEINTEL_\n"
+    "builtin = \"host=127.0.0.1 port=5433 sslmode=disable\"\n"
+    "[route pg-codeinsights]\n"
+    "listener = pg\n"
+    "databases = sourcegraph-codeinsights\n"
+    "env_prefix = CODEINSIGHTS_\n"
+    "builtin = \"host=127.0.0.1 port=5433 sslmode=disable\"\n"
+    "[route redis-store]\n"
+    "listener = redis-store\n"
+    "builtin = 127.0.0.1:6381\n"
+    "external_env = REDIS_STORE_ENDPOINT,REDIS_ENDPOINT\n"
+    "[route redis-cache]\n"
+    "listener = redis-cache\n"
+    "builtin = 127.0.0.1:6382\n"
+    "external_env = REDIS_CACHE_ENDPOINT,REDIS_ENDPOINT\n";
+
+/* ---- helpers shared by conf/ ----------------------------------------------------------- */
+
+int conf__err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+void *conf__xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q) {
+        fputs("switchyard: out of memory reading the configuration\n", stderr);
+        abort();
+    }
+    return q;
+}
+
+char *conf__strdup(const char *s)
+{
+    if (!s)
+        return NULL;
+    size_t n = strlen(s) + 1;
+    return memcpy(conf__xrealloc(NULL, n), s, n);
+}
+
+char *conf__asprintf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    char *s = conf__xrealloc(NULL, (size_t)n + 1);
+    va_start(ap, fmt);
+    vsnprintf(s, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+char *conf__parse_value(const char *s, const char *comment_chars, const char **problem)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    char *out = conf__xrealloc(NULL, n + 1), *o = out;
+    const char *p = s;
+
+    if (*p == '"' || *p == '\'') {
+        char q = *p++;
+        for (;;) {
+            if (*p == '\0') {
+                free(out);
+                *problem = q == '"' ? "unterminated double quote" : "unterminated single quote";
+                return NULL;
+            }
+            if (*p == q)
+                break;
+            if (q == '"' && *p == '\\' && (p[1] == '"' || p[1] == '\\'))
+                p++;
+            *o++ = *p++;
+        }
+        p++;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (*p && !strchr(comment_chars, *p)) {
+            free(out);
+            *problem = "text after the closing quote";
+            return NULL;
+        }
+        *o = '\0';
+        return out;
+    }
+    for (; *p; p++) {
+        if ((*p == ' ' || *p == '\t') && strchr(comment_chars, p[1]) && p[1])
+            break;
+        *o++ = *p;
+    }
+    while (o > out && (o[-1] == ' ' || o[-1] == '\t'))
+        o--;
+    *o = '\0';
+    return out;
+}
+
+/* ---- value parsers: return NULL or a static problem ------------------------------------ */
+
+/* A decimal number; with sizes, an optional binary k/M/G suffix (256M, 256MiB, 256MB). */
+static const char *parse_uint(const char *v, int sizes, uint64_t *out)
+{
+    uint64_t n = 0;
+    const char *p = v;
+    if (!isdigit((unsigned char)*p))
+        return sizes ? "must be a number, optionally with a k, M or G suffix"
+                     : "must be a number";
+    for (; isdigit((unsigned char)*p); p++) {
+        if (n > (UINT64_MAX - 9) / 10)
+            return "is too large";
+        n = n * 10 + (uint64_t)(*p - '0');
+    }
+    if (sizes && *p) {
+        unsigned shift = 0;
+        switch (*p) {
+        case 'k': case 'K': shift = 10; break;
+        case 'm': case 'M': shift = 20; break;
+        case 'g': case 'G': shift = 30; break;
+        default: return "has an unknown suffix (use k, M or G)";
+        }
+        p++;
+        if (*p == 'i')
+            p++;
+        if (*p == 'B' || *p == 'b')
+            p++;
+        if (n > (UINT64_MAX >> shift))
+            return "is too large";
+        n <<= shift;
+    }
+    if (*p)
+        return sizes ? "must be a number, optionally with a k, M or G suffix"
+                     : "must be a number";
+    *out = n;
+    return NULL;
+}
+
+static const char *parse_bool(const char *v, int *out)
+{
+    static const char *const t[] = { "true", "yes", "on", "1", NULL };
+    static const char *const f[] = { "false", "no", "off", "0", NULL };
+    for (size_t i = 0; t[i]; i++) {
+        if (strcasecmp(v, t[i]) == 0) { *out = 1; return NULL; }
+        if (strcasecmp(v, f[i]) == 0) { *out = 0; return NULL; }
+    }
+    return "must be true or false";
+}
+
+static int is_loopback(const char *h)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (strcasecmp(h, "localhost") == 0)
+        return 1;
+    if (inet_pton(AF_INET, h, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, h, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6) || (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
+    return 0;
+}
+
+/* "host:port" or "[v6]:port" into *host (malloc'd, no brackets) and *port. */
+static const char *parse_hostport(const char *v, char **host, int *port)
+{
+    const char *hs, *he, *ps;
+    if (*v == '[') {
+        hs = v + 1;
+        he = strchr(hs, ']');
+        if (!he)
+            return "unterminated IPv6 address (expected [ADDR]:PORT)";
+        if (he[1] != ':')
+            return "expected [ADDR]:PORT";
+        ps = he + 2;
+    } else {
+        hs = v;
+        he = strrchr(v, ':');
+        if (!he)
+            return "expected HOST:PORT";
+        if (memchr(hs, ':', (size_t)(he - hs)))
+            return "an IPv6 address must be in brackets: [ADDR]:PORT";
+        ps = he + 1;
+    }
+    if (he == hs)
+        return "missing host (use 0.0.0.0 or [::] for all addresses)";
+    for (const char *c = hs; c < he; c++)
+        if (isspace((unsigned char)*c) || *c == '/' || *c == '[' || *c == ']')
+            return "bad host";
+    long p = 0;
+    const char *c = ps;
+    for (; isdigit((unsigned char)*c) && p <= 65535; c++)
+        p = p * 10 + (*c - '0');
+    if (c == ps || *c || p < 1 || p > 65535)
+        return "port must be 1..65535";
+    char *h = strndup(hs, (size_t)(he - hs));
+    if (!h)
+        abort();
+    if (*v == '[') {
+        struct in6_addr a6;
+        if (inet_pton(AF_INET6, h, &a6) != 1) {
+            free(h);
+            return "bad IPv6 address";
+        }
+    }
+    *host = h;
+    *port = (int)p;
+    return NULL;
+}
+
+static int env_name_ok(const char *s, size_t n, int allow_empty, int allow_digit_first)
+{
+    if (n == 0)
+        return allow_empty;
+    if (!allow_digit_first && isdigit((unsigned char)s[0]))
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && s[i] != '_')
+            return 0;
+    return 1;
+}
+
+static char *nonempty_dup(const char *v)
+{
+    return v && *v ? conf__strdup(v) : NULL;
+}
+
+/* ---- building ---------------------------------------------------------------------------*/
+
+typedef struct build_s {
+    conf_t            *c;
+    const conf_raw_t  *raw;
+    const conf_menv_t *env;
+    char              *err;
+    size_t             errlen;
+    /* per listener / route: its raw section, for origins in later checks */
+    const conf_raw_sec_t **lsec;
+    const conf_raw_sec_t **rsec;
+    const char          **metrics_origin;
+} build_t;
+
+/* "ORIGIN: [listener pg] KEY: " prefix helper */
+#define KV_ERR(b, s, kv, ...) kv_err((b), (s), (kv), __VA_ARGS__)
+
+__attribute__((format(printf, 4, 5)))
+static int kv_err(build_t *b, const conf_raw_sec_t *s, const conf_raw_kv_t *kv,
+                  const char *fmt, ...)
+{
+    char lbl[100], msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    conf__sec_label(s, lbl, sizeof lbl);
+    if (kv)
+        return conf__err(b->err, b->errlen, "%s: %s %s: %s", kv->origin, lbl, kv->key, msg);
+    return conf__err(b->err, b->errlen, "%s: %s: %s", s->origin, lbl, msg);
+}
+
+static int build_switchyard(build_t *b, const conf_raw_sec_t *s)
+{
+    conf_t *c = b->c;
+    for (size_t i = 0; i < s->nkv; i++) {
+        const conf_raw_kv_t *kv = &s->kv[i];
+        const char *k = kv->key, *v = kv->val, *pr;
+        uint64_t n = 0;
+        struct { const char *key; int sizes; uint64_t min, max; const char *range; } nums[] = {
+            { "max_message_size", 1, 1024, 0x7fffffff, "1k..2147483647 bytes" },
+            { "redis_max_bulk", 1, 1, INT64_MAX, "1..9223372036854775807 bytes" },
+            { "redis_max_pipeline", 0, 1, 1048576, "1..1048576" },
+            { "connect_timeout", 0, 1, 3600, "1..3600 seconds" },
+            { "drain_timeout", 0, 0, 86400, "0..86400 seconds" },
+            { "pause_max", 0, 1, 86400, "1..86400 seconds" },
+        };
+        size_t j;
+        for (j = 0; j < sizeof nums / sizeof nums[0]; j++)
+            if (strcmp(k, nums[j].key) == 0)
+                break;
+        if (j < sizeof nums / sizeof nums[0]) {
+            if ((pr = parse_uint(v, nums[j].sizes, &n)) != NULL)
+                return KV_ERR(b, s, kv, "%s", pr);
+            if (n < nums[j].min || n > nums[j].max)
+                return KV_ERR(b, s, kv, "must be %s", nums[j].range);
+            switch (j) {
+            case 0: c->max_message_size = (uint32_t)n; break;
+            case 1: c->redis_max_bulk = n; break;
+            case 2: c->redis_max_pipeline = (uint32_t)n; break;
+            case 3: c->connect_timeout = (int)n; break;
+            case 4: c->drain_timeout = (int)n; break;
+            default: c->pause_max = (int)n; break;
+            }
+        } else if (strcmp(k, "admin_password") == 0) {
+            free(c->admin_password);
+            c->admin_password = nonempty_dup(v);
+        } else if (strcmp(k, "metrics_listen") == 0) {
+            free(c->metrics_listen);
+            c->metrics_listen = NULL;
+            *b->metrics_origin = kv->origin;
+            if (*v && strcmp(v, "off") != 0) {
+                char *h = NULL;
+                int p;
+                if ((pr = parse_hostport(v, &h, &p)) != NULL)
+                    return KV_ERR(b, s, kv, "%s (or off)", pr);
+                free(h);
+                c->metrics_listen = conf__strdup(v);
+            }
+        } else if (strcmp(k, "log_format") == 0) {
+            if (strcmp(v, "logfmt") == 0)
+                c->log_format = CONF_LOG_LOGFMT;
+            else if (strcmp(v, "json") == 0)
+                c->log_format = CONF_LOG_JSON;
+            else
+                return KV_ERR(b, s, kv, "must be logfmt or json");
+        } else if (strcmp(k, "log_level") == 0) {
+            static const char *const lv[] = { "error", "warn", "info", "debug", NULL };
+            int l;
+            for (l = 0; lv[l] && strcmp(lv[l], v) != 0; l++)
+                ;
+            if (!lv[l])
+                return KV_ERR(b, s, kv, "must be error, warn, info or debug");
+            c->log_level = l;
+        } else {
+            return KV_ERR(b, s, kv, "unknown key");         /* conf_file.c checks this */
+        }
+    }
+    return 0;
+}
+
+static int build_listener(build_t *b, const conf_raw_sec_t *s, conf_listener_t *l)
+{
+    const conf_raw_kv_t *kv;
+    const char *pr;
+
+    l->name = conf__strdup(s->name);
+    if (!(kv = conf__raw_get(s, "protocol")))
+        return KV_ERR(b, s, NULL, "protocol: missing (postgres or redis)");
+    if (strcmp(kv->val, "postgres") == 0 || strcmp(kv->val, "postgresql") == 0 ||
+        strcmp(kv->val, "pg") == 0)
+        l->proto = CONF_PROTO_PG;
+    else if (strcmp(kv->val, "redis") == 0)
+        l->proto = CONF_PROTO_REDIS;
+    else
+        return KV_ERR(b, s, kv, "must be postgres or redis");
+
+    if ((kv = conf__raw_get(s, "listen")) && kv->val[0]) {
+        if ((pr = parse_hostport(kv->val, &l->host, &l->port)) != NULL)
+            return KV_ERR(b, s, kv, "%s", pr);
+    } else {
+        l->port = l->proto == CONF_PROTO_PG ? 5432 : 0;  /* pg: names the unix socket */
+    }
+    if ((kv = conf__raw_get(s, "unix_socket")) && kv->val[0]) {
+        size_t max = 107 - (l->proto == CONF_PROTO_PG ? strlen("/.s.PGSQL.65535") : 0);
+        if (strlen(kv->val) > max)
+            return KV_ERR(b, s, kv, "longer than %zu bytes (the limit of a unix socket "
+                          "address)", max);
+        l->unix_path = conf__strdup(kv->val);
+    }
+    if ((kv = conf__raw_get(s, "tls_cert")))
+        l->tls_cert = nonempty_dup(kv->val);
+    if ((kv = conf__raw_get(s, "tls_key")))
+        l->tls_key = nonempty_dup(kv->val);
+    if ((kv = conf__raw_get(s, "auth_password")))
+        l->auth_password = nonempty_dup(kv->val);
+
+    if (!l->host && !l->unix_path)
+        return KV_ERR(b, s, conf__raw_get(s, "listen"),
+                      "no listen address and no unix_socket: the listener would accept nothing");
+    if (l->host && !is_loopback(l->host) && !l->auth_password)
+        return KV_ERR(b, s, conf__raw_get(s, "listen"),
+                      "%s is not a loopback address: set auth_password, switchyard attaches "
+                      "real credentials upstream and must not be open to the network", l->host);
+    if (!l->tls_cert != !l->tls_key)
+        return KV_ERR(b, s, conf__raw_get(s, l->tls_cert ? "tls_cert" : "tls_key"),
+                      "tls_cert and tls_key go together");
+    return 0;
+}
+
+static int same_addr(const char *h1, int p1, const char *h2, int p2)
+{
+    return h1 && h2 && p1 == p2 && strcasecmp(h1, h2) == 0;
+}
+
+/* Listen addresses and socket paths must not collide with each other or metrics. */
+static int check_addresses(build_t *b)
+{
+    conf_t *c = b->c;
+    char *mh = NULL;
+    int mp = 0;
+    if (c->metrics_listen)
+        parse_hostport(c->metrics_listen, &mh, &mp);
+    int rc = 0;
+    for (size_t i = 0; i < c->nlisteners && rc == 0; i++) {
+        const conf_listener_t *l = &c->listeners[i];
+        const conf_raw_sec_t *s = b->lsec[i];
+        for (size_t j = 0; j < i && rc == 0; j++) {
+            const conf_listener_t *o = &c->listeners[j];
+            if (same_addr(l->host, l->port, o->host, o->port))
+                rc = KV_ERR(b, s, conf__raw_get(s, "listen"), "same address as [listener %s]",
+                            o->name);
+            else if (l->unix_path && o->unix_path && strcmp(l->unix_path, o->unix_path) == 0 &&
+                     (l->proto == CONF_PROTO_REDIS || o->proto == CONF_PROTO_REDIS ||
+                      l->port == o->port))
+                rc = KV_ERR(b, s, conf__raw_get(s, "unix_socket"),
+                            "same socket as [listener %s]", o->name);
+        }
+        if (rc == 0 && same_addr(l->host, l->port, mh, mp))
+            rc = conf__err(b->err, b->errlen, "%s: [switchyard] metrics_listen: same address "
+                           "as [listener %s]", *b->metrics_origin, l->name);
+    }
+    free(mh);
+    return rc;
+}
+
+/* Keys that only make sense for one protocol. */
+static int check_proto_keys(build_t *b, const conf_raw_sec_t *s, const conf_listener_t *l)
+{
+    static const char *const pg_only[] = { "databases", "default", "env_prefix", NULL };
+    static const char *const redis_only[] = {
+        "external_env", "client_password", "builtin_tls_ca_file", "builtin_tls_cert",
+        "builtin_tls_key", "external_tls_ca_file", "external_tls_cert", "external_tls_key",
+        "tls_insecure_skip_verify_i_know", NULL
+    };
+    const char *const *bad = l->proto == CONF_PROTO_PG ? redis_only : pg_only;
+    for (; *bad; bad++) {
+        const conf_raw_kv_t *kv = conf__raw_get(s, *bad);
+        if (!kv)
+            continue;
+        if (l->proto == CONF_PROTO_PG)
+            return KV_ERR(b, s, kv, "only for redis routes; [listener %s] is postgres (%s)",
+                          l->name, strstr(*bad, "tls") ? "Postgres TLS goes in builtin as "
+                          "sslmode/sslrootcert/sslcert/sslkey, or in PGSSL* variables"
+                          : "clients of a postgres listener authenticate with its auth_password");
+        return KV_ERR(b, s, kv, "only for postgres routes; [listener %s] is redis", l->name);
+    }
+    return 0;
+}
+
+static int build_route(build_t *b, size_t ri)
+{
+    conf_t *c = b->c;
+    const conf_raw_sec_t *s = b->rsec[ri];
+    conf_route_t *r = &c->routes[ri];
+    const conf_raw_kv_t *kv;
+    const char *pr;
+    int rc;
+
+    r->name = conf__strdup(s->name);
+    if (!(kv = conf__raw_get(s, "listener")))
+        return KV_ERR(b, s, NULL, "listener: missing (the name of a [listener] section)");
+    const conf_listener_t *l = conf_listener(c, kv->val);
+    if (!l)
+        return KV_ERR(b, s, kv, "no [listener %s]", kv->val);
+    r->listener = conf__strdup(l->name);
+    r->proto = l->proto;
+    if ((rc = check_proto_keys(b, s, l)) != 0)
+        return rc;
+
+    if ((kv = conf__raw_get(s, "default")) && (pr = parse_bool(kv->val, &r->is_default)))
+        return KV_ERR(b, s, kv, "%s", pr);
+    if ((kv = conf__raw_get(s, "databases"))) {
+        size_t n = 0;
+        const char *p = kv->val;
+        r->databases = conf__xrealloc(NULL, sizeof *r->databases);
+        r->databases[0] = NULL;
+        for (;;) {
+            const char *e = strchr(p, ',');
+            size_t len = e ? (size_t)(e - p) : strlen(p);
+            while (len && isspace((unsigned char)*p))
+                p++, len--;
+            while (len && isspace((unsigned char)p[len - 1]))
+                len--;
+            if (len == 0 && (e || n || *kv->val))
+                return KV_ERR(b, s, kv, "empty database name in the list");
+            if (len) {
+                char *db = strndup(p, len);
+                if (!db)
+                    abort();
+                for (size_t i = 0; i < n; i++)
+                    if (strcmp(r->databases[i], db) == 0) {
+                        rc = KV_ERR(b, s, kv, "%s is listed twice", db);
+                        free(db);
+                        return rc;
+                    }
+                r->databases = conf__xrealloc(r->databases, (n + 2) * sizeof *r->databases);
+                r->databases[n++] = db;
+                r->databases[n] = NULL;
+            }
+            if (!e)
+                break;
+            p = e + 1;
+        }
+    }
+    if (r->proto == CONF_PROTO_PG && !r->is_default && (!r->databases || !r->databases[0]))
+        return KV_ERR(b, s, conf__raw_get(s, "databases"),
+                      "a postgres route needs databases, or default = true");
+
+    r->env_prefix = conf__strdup("");
+    if ((kv = conf__raw_get(s, "env_prefix"))) {
+        if (!env_name_ok(kv->val, strlen(kv->val), 1, 0))
+            return KV_ERR(b, s, kv, "must be letters, digits and '_', like CODEINTEL_");
+        free(r->env_prefix);
+        r->env_prefix = conf__strdup(kv->val);
+    }
+    if ((kv = conf__raw_get(s, "external_env")) && kv->val[0]) {
+        const char *p = kv->val;
+        for (;;) {
+            const char *e = strchr(p, ',');
+            size_t len = e ? (size_t)(e - p) : strlen(p);
+            while (len && isspace((unsigned char)*p))
+                p++, len--;
+            while (len && isspace((unsigned char)p[len - 1]))
+                len--;
+            if (!env_name_ok(p, len, 0, 0))
+                return KV_ERR(b, s, kv, "must be a comma-separated list of environment "
+                              "variable names");
+            if (!e)
+                break;
+            p = e + 1;
+        }
+        r->external_env = conf__strdup(kv->val);
+    }
+    if ((kv = conf__raw_get(s, "client_password")))
+        r->client_password = nonempty_dup(kv->val);
+    if (r->proto == CONF_PROTO_REDIS && !r->client_password)
+        r->client_password = conf__strdup(l->auth_password);
+
+    /* targets */
+    conf_tctx_t x = { .route = r->name, .env = b->env };
+    char *ext_why = NULL;
+    if ((kv = conf__raw_get(s, "builtin")) && kv->val[0]) {
+        rc = r->proto == CONF_PROTO_PG
+           ? conf__pg_builtin(&r->builtin, &x, kv->val, kv->origin, b->err, b->errlen)
+           : conf__redis_builtin(&r->builtin, &x, kv->val, kv->origin, b->err, b->errlen);
+        if (rc)
+            return rc;
+    }
+    rc = r->proto == CONF_PROTO_PG
+       ? conf__pg_external(&r->external, &x, r->env_prefix, &ext_why, b->err, b->errlen)
+       : conf__redis_external(&r->external, &x, r->external_env, &ext_why, b->err, b->errlen);
+    if (rc) {
+        free(ext_why);
+        return rc;
+    }
+    if (r->proto == CONF_PROTO_REDIS) {
+        static const char *const tk[2][3] = {
+            { "builtin_tls_ca_file", "builtin_tls_cert", "builtin_tls_key" },
+            { "external_tls_ca_file", "external_tls_cert", "external_tls_key" },
+        };
+        for (int w = 0; w < 2; w++) {
+            conf_target_t *t = w ? &r->external : &r->builtin;
+            const conf_raw_kv_t *ca = conf__raw_get(s, tk[w][0]);
+            const conf_raw_kv_t *ce = conf__raw_get(s, tk[w][1]);
+            const conf_raw_kv_t *ke = conf__raw_get(s, tk[w][2]);
+            t->tls_ca_file = nonempty_dup(ca ? ca->val : NULL);
+            t->tls_cert = nonempty_dup(ce ? ce->val : NULL);
+            t->tls_key = nonempty_dup(ke ? ke->val : NULL);
+            if (!t->tls_cert != !t->tls_key) {
+                free(ext_why);
+                return KV_ERR(b, s, t->tls_cert ? ce : ke, "%s and %s go together", tk[w][1],
+                              tk[w][2]);
+            }
+        }
+        if ((kv = conf__raw_get(s, "tls_insecure_skip_verify_i_know")) &&
+            (pr = parse_bool(kv->val, &r->external.tls_insecure_skip_verify))) {
+            free(ext_why);
+            return KV_ERR(b, s, kv, "%s", pr);
+        }
+    }
+
+    /* which target is active, and why */
+    const char *mode = "auto";
+    const conf_raw_kv_t *akv = conf__raw_get(s, "active");
+    if (akv)
+        mode = akv->val;
+    rc = 0;
+    if (strcmp(mode, "auto") == 0 || mode[0] == '\0') {
+        if (r->external.defined) {
+            r->active = CONF_EXTERNAL;
+            r->active_reason = ext_why;
+            ext_why = NULL;
+        } else if (r->builtin.defined) {
+            r->active = CONF_BUILTIN;
+            r->active_reason = ext_why;
+            ext_why = NULL;
+        } else {
+            rc = KV_ERR(b, s, NULL, "no target: builtin is not set and %s", ext_why);
+        }
+    } else if (strcmp(mode, "builtin") == 0) {
+        if (!r->builtin.defined)
+            rc = KV_ERR(b, s, akv, "builtin, but builtin is not set");
+        r->active = CONF_BUILTIN;
+        r->active_reason = conf__asprintf("active = builtin in the configuration (%s)",
+                                          akv->origin);
+    } else if (strcmp(mode, "external") == 0) {
+        if (!r->external.defined)
+            rc = KV_ERR(b, s, akv, "external, but %s", ext_why);
+        r->active = CONF_EXTERNAL;
+        r->active_reason = conf__asprintf("active = external in the configuration (%s); %s",
+                                          akv->origin, ext_why);
+    } else {
+        rc = KV_ERR(b, s, akv, "must be auto, builtin or external");
+    }
+    free(ext_why);
+    if (rc)
+        return rc;
+
+    /* against the routes before this one */
+    for (size_t j = 0; j < ri; j++) {
+        const conf_route_t *o = &c->routes[j];
+        if (strcmp(o->listener, r->listener) != 0)
+            continue;
+        if (r->proto == CONF_PROTO_REDIS)
+            return KV_ERR(b, s, conf__raw_get(s, "listener"), "[listener %s] already serves "
+                          "[route %s]; a redis listener serves exactly one route", l->name,
+                          o->name);
+        if (r->is_default && o->is_default)
+            return KV_ERR(b, s, conf__raw_get(s, "default"), "[listener %s] already has a "
+                          "default route, [route %s]", l->name, o->name);
+        for (char **d = r->databases; d && *d; d++)
+            for (char **e = o->databases; e && *e; e++)
+                if (strcmp(*d, *e) == 0)
+                    return KV_ERR(b, s, conf__raw_get(s, "databases"), "database %s is "
+                                  "already served by [route %s] on [listener %s]", *d,
+                                  o->name, l->name);
+    }
+    return 0;
+}
+
+static void defaults(conf_t *c)
+{
+    c->max_message_size = 256u << 20;
+    c->redis_max_bulk = 512ull << 20;
+    c->redis_max_pipeline = 1024;
+    c->connect_timeout = 10;
+    c->drain_timeout = 30;
+    c->pause_max = 60;
+    c->log_format = CONF_LOG_LOGFMT;
+    c->log_level = 2;
+}
+
+static int build(build_t *b)
+{
+    conf_t *c = b->c;
+    const conf_raw_t *raw = b->raw;
+    const char *metrics_origin = "built-in defaults";
+    size_t nl = 0, nr = 0;
+    int rc = 0;
+
+    defaults(c);
+    b->metrics_origin = &metrics_origin;
+    for (size_t i = 0; i < raw->nsec; i++) {
+        if (raw->sec[i].type == CONF_SEC_LISTENER)
+            nl++;
+        else if (raw->sec[i].type == CONF_SEC_ROUTE)
+            nr++;
+    }
+    c->listeners = conf__xrealloc(NULL, nl * sizeof *c->listeners);
+    c->routes = conf__xrealloc(NULL, nr * sizeof *c->routes);
+    b->lsec = conf__xrealloc(NULL, nl * sizeof *b->lsec);
+    b->rsec = conf__xrealloc(NULL, nr * sizeof *b->rsec);
+    memset(c->listeners, 0, nl * sizeof *c->listeners);
+    memset(c->routes, 0, nr * sizeof *c->routes);
+
+    for (size_t i = 0; i < raw->nsec && rc == 0; i++)
+        if (raw->sec[i].type == CONF_SEC_SWITCHYARD)
+            rc = build_switchyard(b, &raw->sec[i]);
+    for (size_t i = 0; i < raw->nsec && rc == 0; i++) {
+        if (raw->sec[i].type != CONF_SEC_LISTENER)
+            continue;
+        b->lsec[c->nlisteners] = &raw->sec[i];
+        rc = build_listener(b, &raw->sec[i], &c->listeners[c->nlisteners++]);
+    }
+    if (rc == 0)
+        rc = check_addresses(b);
+    for (size_t i = 0; i < raw->nsec && rc == 0; i++) {
+        if (raw->sec[i].type != CONF_SEC_ROUTE)
+            continue;
+        b->rsec[c->nroutes] = &raw->sec[i];
+        rc = build_route(b, c->nroutes++);
+    }
+    for (size_t i = 0; i < c->nlisteners && rc == 0; i++) {
+        size_t used = 0;
+        for (size_t j = 0; j < c->nroutes; j++)
+            used += strcmp(c->routes[j].listener, c->listeners[i].name) == 0;
+        if (!used)
+            rc = KV_ERR(b, b->lsec[i], NULL, "no route uses this listener");
+    }
+    if (rc == 0 && c->nlisteners == 0)
+        rc = conf__err(b->err, b->errlen, "%s: no [listener] and no [route] sections",
+                       c->config_path ? c->config_path : "configuration");
+    free(b->lsec);
+    free(b->rsec);
+    return rc;
+}
+
+int conf_load(conf_t *c, const conf_args_t *args, const conf_env_t *env, char *err,
+              size_t errlen)
+{
+    conf_raw_t raw = { 0 }, file = { 0 };
+    conf_menv_t menv = { 0 };
+    int rc;
+
+    memset(c, 0, sizeof *c);
+    if (err && errlen)
+        err[0] = '\0';
+    c->config_path = args ? conf__strdup(args->config_path) : NULL;
+    c->env_file = args ? conf__strdup(args->env_file) : NULL;
+
+    FILE *f = fmemopen((void *)builtin_text, sizeof builtin_text - 1, "r");
+    if (!f)
+        abort();
+    rc = conf__raw_parse(&raw, f, "built-in defaults", 0, err, errlen);
+    fclose(f);
+    if (rc == 0 && c->config_path) {
+        rc = conf__raw_parse_path(&file, c->config_path, err, errlen);
+        if (rc == 0)
+            conf__raw_merge(&raw, &file);
+    }
+    for (size_t i = 0; rc == 0 && args && i < args->noverrides; i++)
+        rc = conf__raw_override(&raw, args->overrides[i], err, errlen);
+
+    conf__menv_init(&menv, env);
+    if (rc == 0 && c->env_file)
+        rc = conf__menv_load_file(&menv, c->env_file, err, errlen);
+
+    if (rc == 0) {
+        build_t b = { .c = c, .raw = &raw, .env = &menv, .err = err, .errlen = errlen };
+        rc = build(&b);
+    }
+    conf__raw_free(&raw);
+    conf__raw_free(&file);
+    conf__menv_free(&menv);
+    if (rc)
+        conf_free(c);
+    return rc;
+}
+
+static void free_secret(char *s)
+{
+    if (s) {
+        explicit_bzero(s, strlen(s));
+        free(s);
+    }
+}
+
+void conf_free(conf_t *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->nlisteners; i++) {
+        conf_listener_t *l = &c->listeners[i];
+        free(l->name);
+        free(l->host);
+        free(l->unix_path);
+        free(l->tls_cert);
+        free(l->tls_key);
+        free_secret(l->auth_password);
+    }
+    for (size_t i = 0; i < c->nroutes; i++) {
+        conf_route_t *r = &c->routes[i];
+        free(r->name);
+        free(r->listener);
+        for (char **d = r->databases; d && *d; d++)
+            free(*d);
+        free(r->databases);
+        free(r->env_prefix);
+        free(r->external_env);
+        free_secret(r->client_password);
+        free(r->active_reason);
+        conf__target_free(&r->builtin);
+        conf__target_free(&r->external);
+    }
+    free(c->listeners);
+    free(c->routes);
+    free_secret(c->admin_password);
+    free(c->metrics_listen);
+    free(c->config_path);
+    free(c->env_file);
+    memset(c, 0, sizeof *c);
+}
+
+const conf_listener_t *conf_listener(const conf_t *c, const char *name)
+{
+    for (size_t i = 0; c && name && i < c->nlisteners; i++)
+        if (strcmp(c->listeners[i].name, name) == 0)
+            return &c->listeners[i];
+    return NULL;
+}
+
+const conf_route_t *conf_route(const conf_t *c, const char *name)
+{
+    for (size_t i = 0; c && name && i < c->nroutes; i++)
+        if (strcmp(c->routes[i].name, name) == 0)
+            return &c->routes[i];
+    return NULL;
+}
+
+const conf_route_t *conf_route_for_database(const conf_t *c, const char *listener,
+                                            const char *db)
+{
+    const conf_route_t *def = NULL;
+    for (size_t i = 0; c && listener && i < c->nroutes; i++) {
+        const conf_route_t *r = &c->routes[i];
+        if (strcmp(r->listener, listener) != 0)
+            continue;
+        if (r->proto == CONF_PROTO_REDIS)
+            return r;
+        for (char **d = r->databases; db && d && *d; d++)
+            if (strcmp(*d, db) == 0)
+                return r;
+        if (r->is_default)
+            def = r;
+    }
+    return def;
+}
