@@ -143,7 +143,7 @@ int main(int argc, char **argv)
     conf_env_snapshot(&sy_server.env);
     if (conf_load(&sy_server.conf, &args, &sy_server.env, err, sizeof(err)) != 0) {
         fprintf(stderr, "switchyard: %s\n", err);
-        return 1;
+        return 2;   /* bad configuration, as --help documents */
     }
     if (check) {
         conf_print(&sy_server.conf, stdout);
