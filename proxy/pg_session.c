@@ -517,6 +517,8 @@ static void connect_failed(pg_session_t *s, const char *why)
                 cause[o++] = ';';
                 cause[o++] = ' ';
             }
+        } else if (*p == '\t') {
+            cause[o++] = ' ';
         } else if (*p != '\r') {
             cause[o++] = *p;
         }
