@@ -61,6 +61,14 @@ typedef struct resp_req_s {
     int      inline_quote;
     uint32_t inline_len;
     uint64_t bytes_in_cmd;
+    int      num_neg;           /* number being parsed: '-' seen */
+    int      num_bad;           /* number being parsed: not a valid integer */
+    int      line_cr;           /* '\r' seen on the current line */
+    int      line_nul;          /* NUL seen: Redis's strchr() cannot see this line end */
+    int      line_first;        /* first byte of a bulk header line (must be '$') */
+    int      inline_hex;        /* first hex digit of a pending "\xHH" escape */
+    int      inline_bad;        /* quote error seen; reported at the line end as Redis does */
+    char     err_buf[48];       /* err when it quotes a byte ("expected '$', got 'x'") */
 
     const char *err;            /* static message after RESP_ERR */
 } resp_req_t;
@@ -116,6 +124,12 @@ typedef struct resp_reply_s {
     int      capturing;
     uint32_t line_len;
     uint64_t bytes_in_reply;
+    uint64_t num_mag;           /* number being parsed: magnitude */
+    int      num_bad;           /* number being parsed: not a valid integer */
+    int      line_cr;           /* '\r' seen on the current line */
+    int      top_seen;          /* the top-level value's own header (not an attribute) was read */
+    uint64_t top_total;         /* elements of the top-level aggregate (2n for a map) */
+    char     err_buf[48];       /* err when it quotes a byte */
 
     const char *err;
 } resp_reply_t;

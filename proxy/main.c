@@ -16,6 +16,24 @@
 #include "proxy/sy.h"
 
 sy_server_t sy_server;
+sy_session_link_t sy_sessions = { &sy_sessions, &sy_sessions, NULL, CONF_BUILTIN, NULL };
+
+void sy_session_link(sy_session_link_t *l)
+{
+    l->next = &sy_sessions;
+    l->prev = sy_sessions.prev;
+    sy_sessions.prev->next = l;
+    sy_sessions.prev = l;
+}
+
+void sy_session_unlink(sy_session_link_t *l)
+{
+    if (l->next == NULL)
+        return;
+    l->prev->next = l->next;
+    l->next->prev = l->prev;
+    l->next = l->prev = NULL;
+}
 
 static uv_signal_t sig_term, sig_int;
 static uv_timer_t drain_timer;

@@ -17,6 +17,7 @@
  *   RESOLVING   resolving upstream host names on the thread pool
  *   CONNECTING  libpq is connecting; its socket may change between polls
  *   RELAY       relaying both ways
+ *   ADMIN       serving the admin console (database "switchyard", admin.c)
  *   CLOSING     flushing a last ErrorResponse to the client, then closing
  *
  * The upstream fd and TLS session belong to libpq: we adopt them after PQconnectPoll
@@ -37,6 +38,8 @@
 #include "proxy/sy.h"
 #include "proxy/pg_session.h"
 #include "protocol/pg_wire.h"
+#include "protocol/pg_result.h"
+#include "proxy/admin.h"
 
 typedef enum {
     PGS_STARTUP = 0,
@@ -45,12 +48,13 @@ typedef enum {
     PGS_RESOLVING,
     PGS_CONNECTING,
     PGS_RELAY,
+    PGS_ADMIN,
     PGS_CLOSING,
     PGS_CLOSED
 } pg_state_t;
 
 static const char *const state_names[] = {
-    "startup", "client_tls", "auth", "resolving", "connecting", "relay", "closing", "closed"
+    "startup", "client_tls", "auth", "resolving", "connecting", "relay", "admin", "closing", "closed"
 };
 
 /* Parameters the server reports with ParameterStatus (GUC_REPORT) in 15..17. libpq has
@@ -65,6 +69,7 @@ static const char *const reported_params[] = {
 #define PG_MAX_HOSTS 64
 
 struct pg_session_s {
+    sy_session_link_t link;           /* on sy_sessions; first member */
     uint64_t       id;
     int            refs;
     pg_state_t     state;
@@ -104,6 +109,12 @@ struct pg_session_s {
     uint32_t       inflight;          /* Query/Sync sent, ReadyForQuery not yet seen */
     int            copy_in, copy_out;
 
+    /* admin console */
+    pgr_buf_t      admin_out;
+    size_t         admin_sent;
+    int            admin_busy;        /* an asynchronous command is running */
+    int            admin;             /* this is a console session */
+
     uint8_t        bufs[2 * SY_PIPE_BUF];
 };
 
@@ -132,6 +143,7 @@ static void pg_free(pg_session_t *s)
     }
     free(s->resolve_err);
     free(s->startup);
+    pgr_buf_free(&s->admin_out);
     if (s->cancel)
         PQfreeCancel(s->cancel);
     free(s);
@@ -154,12 +166,14 @@ static void pg_set_state(pg_session_t *s, pg_state_t to)
 {
     /* The only legal moves; anything else is a bug. */
     static const unsigned allowed[] = {
-        [PGS_STARTUP]    = 1u << PGS_CLIENT_TLS | 1u << PGS_AUTH | 1u << PGS_RESOLVING | 1u << PGS_CLOSING | 1u << PGS_STARTUP,
+        [PGS_STARTUP]    = 1u << PGS_CLIENT_TLS | 1u << PGS_AUTH | 1u << PGS_RESOLVING | 1u << PGS_CLOSING |
+                           1u << PGS_STARTUP | 1u << PGS_ADMIN,
         [PGS_CLIENT_TLS] = 1u << PGS_STARTUP | 1u << PGS_CLOSING,
-        [PGS_AUTH]       = 1u << PGS_RESOLVING | 1u << PGS_CLOSING,
+        [PGS_AUTH]       = 1u << PGS_RESOLVING | 1u << PGS_CLOSING | 1u << PGS_ADMIN,
         [PGS_RESOLVING]  = 1u << PGS_CONNECTING | 1u << PGS_CLOSING,
         [PGS_CONNECTING] = 1u << PGS_RELAY | 1u << PGS_CLOSING,
         [PGS_RELAY]      = 1u << PGS_CLOSING,
+        [PGS_ADMIN]      = 1u << PGS_CLOSING,
         [PGS_CLOSING]    = 1u << PGS_CLOSED,
         [PGS_CLOSED]     = 0,
     };
@@ -202,6 +216,7 @@ static void pg_destroy(pg_session_t *s)
     if (s->state == PGS_CLOSED)
         return;
     pg_set_state(s, PGS_CLOSED);
+    sy_session_unlink(&s->link);
     pg_cancel_unregister(s->key);
     s->key = 0;
     pg_finish_upstream(s);
@@ -917,8 +932,168 @@ static void handle_startup(pg_session_t *s, size_t plen)
     pg_route_and_connect(s);
 }
 
+/* ---- admin console ------------------------------------------------------------------ */
+
+static void admin_drive(pg_session_t *s);
+
+/* Move console output into the client pipe as space allows, then write it. */
+static int admin_flush(pg_session_t *s)
+{
+    sy_pipe_t *p = &s->s2c;
+    while (s->admin_sent < s->admin_out.len) {
+        uint32_t space = sy_pipe_space(p);
+        if (space == 0)
+            break;
+        size_t n = s->admin_out.len - s->admin_sent;
+        if (n > space)
+            n = space;
+        sy_pipe_inject(p, s->admin_out.data + s->admin_sent, n);
+        s->admin_sent += n;
+        if (sy_pipe_flush(p) < 0)
+            return -1;
+        if (sy_pipe_pending(p))
+            break;
+    }
+    if (sy_pipe_flush(p) < 0)
+        return -1;
+    if (s->admin_sent == s->admin_out.len && !sy_pipe_pending(p)) {
+        s->admin_out.len = 0;
+        s->admin_sent = 0;
+    }
+    return 0;
+}
+
+static void admin_ready(pg_session_t *s)
+{
+    uint8_t z[8];
+    pgr_append(&s->admin_out, z, pgw_build_ready(z, sizeof(z), 'I'));
+}
+
+static void admin_done(void *ctx, pgr_buf_t *out)
+{
+    pg_session_t *s = ctx;
+    s->admin_busy = 0;
+    if (s->state == PGS_ADMIN) {
+        admin_ready(s);
+        admin_drive(s);
+    }
+    pg_session_unref(s);
+}
+
+/* Read and run console commands; one at a time, in order. */
+static void admin_drive(pg_session_t *s)
+{
+    sy_pipe_t *p = &s->c2s;
+    if (admin_flush(s) < 0) {
+        pg_close(s, NULL, NULL);
+        return;
+    }
+    while (!s->admin_busy && s->admin_out.len == 0) {
+        /* Scan what is buffered; a pending CAPTURED event may come with 0 bytes. */
+        pgw_event_t ev = PGW_EV_NONE;
+        ssize_t n = pgw_scan(&s->cscan, p->buf + p->scanned, p->end - p->scanned, &ev);
+        if (n < 0) {
+            pg_close(s, "08P01", "protocol violation on the console: %s", s->cscan.err);
+            return;
+        }
+        p->scanned += (uint32_t)n;
+        if (ev == PGW_EV_HEADER) {
+            uint8_t t = s->cscan.type;
+            if (t == 'X') {
+                pg_close(s, NULL, NULL);
+                return;
+            }
+            if (t != 'Q' || s->cscan.len - 4 > PGW_CAPTURE_MAX) {
+                uint8_t e[512];
+                pgr_append(&s->admin_out, e, pgw_build_error(e, sizeof(e), "ERROR", "0A000",
+                           t == 'Q' ? "switchyard: console command too long"
+                                    : "switchyard: the console speaks the simple query protocol only", NULL));
+                if (t == 'Q' || t == 'S')
+                    admin_ready(s);
+            }
+            continue;
+        }
+        if (ev == PGW_EV_CAPTURED) {
+            char sql[PGW_CAPTURE_MAX + 1];
+            size_t len = s->cscan.cap_len;
+            memcpy(sql, s->cscan.cap, len);
+            sql[len] = '\0';
+            /* The query text ends at its NUL (also an embedded one), as the server reads it. */
+            char q[300];
+            sy_info("event=console conn=%llu command=%s", (unsigned long long)s->id, sy_logq(q, sizeof(q), sql));
+            s->refs++;
+            if (admin_execute(sql, s->user, &s->admin_out, admin_done, s)) {
+                s->refs--;
+                admin_ready(s);
+            } else {
+                s->admin_busy = 1;
+            }
+            continue;
+        }
+        /* Nothing to report: need more bytes. */
+        if (p->scanned == p->end) {
+            p->start = p->fwd = p->scanned = p->end = 0;
+            ssize_t r = s->client.tp->read(&s->client, p->buf, p->cap);
+            if (r == SY_EAGAIN)
+                break;
+            if (r <= 0) {
+                pg_close(s, NULL, NULL);
+                return;
+            }
+            p->end = (uint32_t)r;
+        }
+    }
+    if (admin_flush(s) < 0) {
+        pg_close(s, NULL, NULL);
+        return;
+    }
+    int ev = sy_pipe_dst_events(&s->s2c);
+    if (!s->admin_busy && s->admin_out.len == 0)
+        ev |= s->client.rd_wait;
+    else if (s->admin_sent < s->admin_out.len)
+        ev |= s->client.wr_wait;
+    sy_conn_watch(&s->client, ev, client_cb);
+}
+
+static void pg_admin_begin(pg_session_t *s)
+{
+    static const char *const params[][2] = {
+        { "server_version", "15.0 (switchyard " SY_VERSION ")" }, { "server_encoding", "UTF8" },
+        { "client_encoding", "UTF8" }, { "DateStyle", "ISO, MDY" }, { "integer_datetimes", "on" },
+        { "standard_conforming_strings", "on" }, { "application_name", "switchyard" },
+    };
+    uint8_t out[1024];
+    size_t off = pgw_build_auth_ok(out, sizeof(out));
+    for (size_t i = 0; i < sizeof(params) / sizeof(params[0]); i++)
+        off += pgw_build_parameter_status(out + off, sizeof(out) - off, params[i][0], params[i][1]);
+    off += pgw_build_backend_key(out + off, sizeof(out) - off, 0, 0);
+    off += pgw_build_ready(out + off, sizeof(out) - off, 'I');
+    pg_set_state(s, PGS_ADMIN);
+    pgw_scan_capture(&s->cscan, 'Q');
+    pgr_append(&s->admin_out, out, off);
+    sy_info("event=console_open conn=%llu", (unsigned long long)s->id);
+    admin_drive(s);
+}
+
 static void pg_route_and_connect(pg_session_t *s)
 {
+    if (strcmp(s->database, SY_ADMIN_DATABASE) == 0) {
+        s->admin = 1;
+        if (!s->trusted && sy_server.conf.admin_password == NULL) {
+            pg_close(s, "28000", "the console is open to loopback and unix-socket clients only");
+            return;
+        }
+        if (!s->trusted) {
+            static const uint8_t ask[] = { 'R', 0, 0, 0, 8, 0, 0, 0, 3 };
+            pg_set_state(s, PGS_AUTH);
+            sy_pipe_inject(&s->s2c, ask, sizeof(ask));
+            sy_pipe_flush(&s->s2c);
+            sy_conn_watch(&s->client, UV_READABLE | sy_pipe_dst_events(&s->s2c), client_cb);
+            return;
+        }
+        pg_admin_begin(s);
+        return;
+    }
     s->route = sy_route_for_database(s->listener, s->database);
     if (s->route == NULL) {
         pg_close(s, "3D000", "no route for database \"%s\" on listener %s", s->database,
@@ -927,6 +1102,8 @@ static void pg_route_and_connect(pg_session_t *s)
     }
     s->route->clients++;
     s->which = s->route->active;
+    s->link.route = s->route;
+    s->link.which = s->which;
     s->target = s->which == CONF_EXTERNAL ? &s->route->conf->external : &s->route->conf->builtin;
     if (!s->target->defined) {
         pg_close(s, "08001", "route %s: the %s target is not configured", s->route->conf->name,
@@ -969,7 +1146,7 @@ static void handle_password(pg_session_t *s)
         return;
     const char *pw = (const char *)p->buf + 5;
     size_t pwlen = len - 4;
-    const char *want = s->listener->conf->auth_password;
+    const char *want = s->admin ? sy_server.conf.admin_password : s->listener->conf->auth_password;
     int ok = pw[pwlen - 1] == '\0' && strlen(want) == pwlen - 1 && memcmp(pw, want, pwlen - 1) == 0;
     memset(p->buf, 0, len + 1);
     memmove(p->buf, p->buf + len + 1, p->end - (len + 1));
@@ -978,7 +1155,10 @@ static void handle_password(pg_session_t *s)
         pg_close(s, "28P01", "password authentication failed for user \"%s\"", s->user);
         return;
     }
-    pg_upstream_begin(s);
+    if (s->admin)
+        pg_admin_begin(s);
+    else
+        pg_upstream_begin(s);
 }
 
 static void client_startup_read(pg_session_t *s)
@@ -1060,6 +1240,9 @@ static void client_cb(sy_conn_t *c, int status, int events)
     case PGS_RELAY:
         pg_relay_drive(s, c, events);
         break;
+    case PGS_ADMIN:
+        admin_drive(s);
+        break;
     case PGS_CLOSING:
         pg_closing_drive(s);
         break;
@@ -1074,6 +1257,19 @@ static void client_cb(sy_conn_t *c, int status, int events)
     }
 }
 
+static void pg_describe(const sy_session_link_t *l, char cols[][128])
+{
+    const pg_session_t *s = (const pg_session_t *)l;
+    snprintf(cols[0], 128, "%llu", (unsigned long long)s->id);
+    snprintf(cols[1], 128, "%s", s->admin ? "console" : "postgres");
+    snprintf(cols[2], 128, "%s", s->route ? s->route->conf->name : "");
+    snprintf(cols[3], 128, "%s", s->target ? s->target->hostport : "");
+    snprintf(cols[4], 128, "%s", state_names[s->state]);
+    snprintf(cols[5], 128, "txn=%c inflight=%u copy=%s db=%.40s user=%.40s", s->txn ? s->txn : '-', s->inflight,
+             s->copy_in || s->copy_out ? "yes" : "no", s->database ? s->database : "",
+             s->user ? s->user : "");
+}
+
 void pg_session_start(sy_listener_t *l, int fd, int trusted)
 {
     pg_session_t *s = calloc(1, sizeof(*s));
@@ -1086,6 +1282,8 @@ void pg_session_start(sy_listener_t *l, int fd, int trusted)
     s->listener = l;
     s->trusted = trusted;
     s->state = PGS_STARTUP;
+    s->link.describe = pg_describe;
+    sy_session_link(&s->link);
     sy_server.nclients++;
     sy_conn_init(&s->client, fd, s);
     sy_conn_init(&s->server, -1, s);
@@ -1098,6 +1296,7 @@ void pg_session_start(sy_listener_t *l, int fd, int trusted)
     pgw_scan_init(&s->sscan, sy_server.conf.max_message_size);
     if (sy_conn_watch(&s->client, UV_READABLE, client_cb) != 0) {
         sy_conn_close(&s->client);
+        sy_session_unlink(&s->link);
         sy_server.nclients--;
         free(s);
         return;

@@ -47,6 +47,7 @@ typedef enum {
 typedef enum { SETUP_NONE = 0, SETUP_AUTH, SETUP_SELECT } setup_t;
 
 typedef struct redis_session_s {
+    sy_session_link_t link;         /* on sy_sessions; first member */
     uint64_t       id;
     int            refs;
     rs_state_t     state;
@@ -126,6 +127,7 @@ static void rs_destroy(redis_session_t *s)
     if (s->state == RS_CLOSED)
         return;
     rs_set_state(s, RS_CLOSED);
+    sy_session_unlink(&s->link);
     if (s->server.fd >= 0 && s->route)
         s->route->upstreams--;
     sy_conn_close(&s->server);
@@ -912,6 +914,19 @@ static void rs_gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     rs_unref(s);
 }
 
+static void rs_describe(const sy_session_link_t *l, char cols[][128])
+{
+    const redis_session_t *s = (const redis_session_t *)l;
+    snprintf(cols[0], 128, "%llu", (unsigned long long)s->id);
+    snprintf(cols[1], 128, "redis");
+    snprintf(cols[2], 128, "%s", s->route ? s->route->conf->name : "");
+    snprintf(cols[3], 128, "%s", s->target ? s->target->hostport : "");
+    snprintf(cols[4], 128, "%s", rs_names[s->state]);
+    snprintf(cols[5], 128, "pending=%llu multi=%d watch=%d subs=%llu blocked=%d monitor=%d resp3=%d",
+             (unsigned long long)s->pending, s->in_multi, s->watching, (unsigned long long)s->sub_count,
+             s->blocking, s->monitoring, s->resp3);
+}
+
 void redis_session_start(sy_listener_t *l, int fd, int trusted)
 {
     redis_session_t *s = calloc(1, sizeof(*s));
@@ -923,6 +938,8 @@ void redis_session_start(sy_listener_t *l, int fd, int trusted)
     s->refs = 1;
     s->listener = l;
     s->state = RS_CONNECTING;
+    s->link.describe = rs_describe;
+    sy_session_link(&s->link);
     sy_server.nclients++;
     sy_conn_init(&s->client, fd, s);
     sy_conn_init(&s->server, -1, s);
@@ -941,6 +958,8 @@ void redis_session_start(sy_listener_t *l, int fd, int trusted)
     }
     s->route->clients++;
     s->which = s->route->active;
+    s->link.route = s->route;
+    s->link.which = s->which;
     s->target = s->which == CONF_EXTERNAL ? &s->route->conf->external : &s->route->conf->builtin;
     s->password = s->route->conf->client_password ? s->route->conf->client_password : l->conf->auth_password;
     s->authed = s->password == NULL;

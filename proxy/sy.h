@@ -153,7 +153,23 @@ struct sy_route_s {
     SSL_CTX            *tls_ctx[2];   /* redis: per target, lazily built */
     uint64_t            clients, upstreams;
     uint64_t            nerrors;
+    uint64_t            switches;
+    double              last_switch_ms;
 };
+
+/* Every live client session is on one list, for the console (SHOW CLIENTS) and for
+ * switchover. describe fills the SHOW CLIENTS columns: id, protocol, route, target,
+ * state, detail. */
+typedef struct sy_session_link_s sy_session_link_t;
+struct sy_session_link_s {
+    sy_session_link_t *prev, *next;
+    sy_route_t        *route;       /* NULL until routed */
+    conf_which_t       which;       /* target it is connected to */
+    void             (*describe)(const sy_session_link_t *l, char cols[][128]);
+};
+extern sy_session_link_t sy_sessions;   /* list head */
+void sy_session_link(sy_session_link_t *l);
+void sy_session_unlink(sy_session_link_t *l);
 
 struct sy_listener_s {
     const conf_listener_t *conf;

@@ -1,0 +1,494 @@
+/*
+ * admin.c - the admin console: `psql -h 127.0.0.1 -p 5432 switchyard`.
+ *
+ * A Postgres session whose client asks for database "switchyard" (from loopback, the
+ * unix socket, or with the admin password) is served here instead of upstream. It speaks
+ * the simple query protocol: each Query is one console command, answered with a result
+ * set (RowDescription, DataRow*, CommandComplete) or an ErrorResponse, built into a
+ * growable buffer that the session then writes.
+ *
+ *   SHOW HELP | ROUTES | CLIENTS | STATS
+ *   SWITCH <route> TO builtin|external [FORCE]
+ *
+ * SWITCH first opens a full session to the new target on the thread pool (TLS, auth,
+ * SELECT 1 / PING) and refuses with the cause if that fails, unless FORCE is given. It
+ * then points the route at the new target: every new connection goes there from that
+ * moment. Moving sessions that are already open is the next step of hot switchover;
+ * until then SWITCH reports how many stay on the old target until they reconnect.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <libpq-fe.h>
+#include "proxy/sy.h"
+#include "proxy/admin.h"
+#include "protocol/pg_wire.h"
+#include "protocol/resp.h"
+#include "protocol/resp_cmd.h"
+
+/* ---- helpers ---------------------------------------------------------------------- */
+
+static void result_error(pgr_buf_t *out, const char *sqlstate, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void result_error(pgr_buf_t *out, const char *sqlstate, const char *fmt, ...)
+{
+    char msg[1024];
+    uint8_t m[1400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    size_t n = pgw_build_error(m, sizeof(m), "ERROR", sqlstate, msg, NULL);
+    pgr_append(out, m, n);
+}
+
+static const char *which_name(conf_which_t w)
+{
+    return w == CONF_EXTERNAL ? "external" : "builtin";
+}
+
+static const conf_target_t *route_target(const sy_route_t *r, conf_which_t w)
+{
+    return w == CONF_EXTERNAL ? &r->conf->external : &r->conf->builtin;
+}
+
+/* Split into at most max upper-cased words; returns the count, -1 if too many. */
+static int words(const char *sql, char w[][128], int max)
+{
+    int n = 0;
+    const char *p = sql;
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == ';')
+            p++;
+        if (!*p)
+            return n;
+        if (n == max)
+            return -1;
+        size_t k = 0;
+        while (*p && *p != ' ' && *p != '\t' && *p != '\n' && *p != '\r' && *p != ';') {
+            if (k + 1 < 128)
+                w[n][k++] = *p;
+            p++;
+        }
+        w[n][k] = '\0';
+        n++;
+    }
+}
+
+/* ---- SHOW ------------------------------------------------------------------------- */
+
+static void show_help(pgr_buf_t *out)
+{
+    static const char *const lines[] = {
+        "SHOW HELP                                  this list",
+        "SHOW ROUTES                                routes, active target, sessions",
+        "SHOW CLIENTS                               one row per client session",
+        "SHOW STATS                                 per-route counters",
+        "SWITCH <route> TO builtin|external [FORCE] point a route at its other target",
+        NULL
+    };
+    const char *col = "command";
+    pgr_row_description(out, 1, &col);
+    for (const char *const *l = lines; *l; l++)
+        pgr_data_row(out, 1, l);
+    pgr_command_complete(out, "SHOW");
+}
+
+static void show_routes(pgr_buf_t *out)
+{
+    static const char *const cols[] = { "route", "listener", "protocol", "active", "builtin", "external",
+                                        "clients", "upstreams", "pinned" };
+    pgr_row_description(out, 9, cols);
+    for (size_t i = 0; i < sy_server.nroutes; i++) {
+        const sy_route_t *r = &sy_server.routes[i];
+        char clients[24], ups[24];
+        snprintf(clients, sizeof(clients), "%llu", (unsigned long long)r->clients);
+        snprintf(ups, sizeof(ups), "%llu", (unsigned long long)r->upstreams);
+        const char *v[9] = {
+            r->conf->name, r->conf->listener, r->conf->proto == CONF_PROTO_PG ? "postgres" : "redis",
+            which_name(r->active),
+            r->conf->builtin.defined ? r->conf->builtin.display : NULL,
+            r->conf->external.defined ? r->conf->external.display : NULL,
+            clients, ups, "0"
+        };
+        pgr_data_row(out, 9, v);
+    }
+    pgr_command_complete(out, "SHOW");
+}
+
+static void show_stats(pgr_buf_t *out)
+{
+    static const char *const cols[] = { "route", "clients", "upstreams", "errors", "switches",
+                                        "last_switch_ms" };
+    pgr_row_description(out, 6, cols);
+    for (size_t i = 0; i < sy_server.nroutes; i++) {
+        const sy_route_t *r = &sy_server.routes[i];
+        char a[24], b[24], c[24], d[24], e[24];
+        snprintf(a, sizeof(a), "%llu", (unsigned long long)r->clients);
+        snprintf(b, sizeof(b), "%llu", (unsigned long long)r->upstreams);
+        snprintf(c, sizeof(c), "%llu", (unsigned long long)r->nerrors);
+        snprintf(d, sizeof(d), "%llu", (unsigned long long)r->switches);
+        snprintf(e, sizeof(e), "%.1f", r->last_switch_ms);
+        const char *v[6] = { r->conf->name, a, b, c, d, e };
+        pgr_data_row(out, 6, v);
+    }
+    pgr_command_complete(out, "SHOW");
+}
+
+static void show_clients(pgr_buf_t *out)
+{
+    static const char *const cols[] = { "id", "protocol", "route", "target", "state", "detail" };
+    pgr_row_description(out, 6, cols);
+    for (sy_session_link_t *l = sy_sessions.next; l != &sy_sessions; l = l->next) {
+        char c[6][128];
+        memset(c, 0, sizeof(c));
+        l->describe(l, c);
+        const char *v[6] = { c[0], c[1], c[2], c[3], c[4], c[5] };
+        pgr_data_row(out, 6, v);
+    }
+    pgr_command_complete(out, "SHOW");
+}
+
+/* ---- SWITCH ----------------------------------------------------------------------- */
+
+typedef struct precheck_s {
+    uv_work_t     req;
+    sy_route_t   *route;
+    conf_which_t  to;
+    int           force;
+    char        **keys, **vals;    /* pg: our own copies */
+    size_t        nkv;
+    int           ok;
+    char          err[600];
+    uint64_t      started_ms;
+    admin_done_cb cb;
+    void         *ctx;
+    pgr_buf_t    *out;
+} precheck_t;
+
+static void precheck_pg(precheck_t *w)
+{
+    PGconn *c = PQconnectdbParams((const char *const *)w->keys, (const char *const *)w->vals, 0);
+    if (PQstatus(c) != CONNECTION_OK) {
+        snprintf(w->err, sizeof(w->err), "%s", PQerrorMessage(c));
+    } else {
+        PGresult *r = PQexec(c, "SELECT 1");
+        if (PQresultStatus(r) == PGRES_TUPLES_OK)
+            w->ok = 1;
+        else
+            snprintf(w->err, sizeof(w->err), "SELECT 1 failed: %s", PQerrorMessage(c));
+        PQclear(r);
+    }
+    PQfinish(c);
+    for (char *p = w->err; *p; p++)
+        if (*p == '\n' || *p == '\t')
+            *p = ' ';
+}
+
+/* Blocking RESP exchange for the precheck thread: send, then read n replies. */
+static int redis_roundtrip(int fd, SSL *ssl, const uint8_t *req, size_t len, int n, char *err, size_t errlen)
+{
+    size_t off = 0;
+    while (off < len) {
+        ssize_t k = ssl ? SSL_write(ssl, req + off, (int)(len - off)) : send(fd, req + off, len - off, MSG_NOSIGNAL);
+        if (k <= 0) {
+            snprintf(err, errlen, "write failed");
+            return -1;
+        }
+        off += (size_t)k;
+    }
+    resp_reply_t rp;
+    resp_reply_init(&rp, 1 << 20);
+    uint8_t buf[4096];
+    while (n > 0) {
+        ssize_t k = ssl ? SSL_read(ssl, buf, sizeof(buf)) : recv(fd, buf, sizeof(buf), 0);
+        if (k <= 0) {
+            snprintf(err, errlen, "connection closed or timed out");
+            return -1;
+        }
+        size_t pos = 0;
+        while (pos < (size_t)k && n > 0) {
+            int done = 0;
+            ssize_t r = resp_reply_scan(&rp, buf + pos, (size_t)k - pos, &done);
+            if (r < 0) {
+                snprintf(err, errlen, "%s", rp.err);
+                return -1;
+            }
+            pos += (size_t)r;
+            if (done) {
+                if (rp.type == '-') {
+                    snprintf(err, errlen, "%s", rp.first);
+                    return -1;
+                }
+                n--;
+            }
+        }
+    }
+    return 0;
+}
+
+static void precheck_redis(precheck_t *w)
+{
+    const conf_target_t *t = route_target(w->route, w->to);
+    const sy_endpoint_t *ep = &t->redis;
+    struct addrinfo hints, *res = NULL;
+    char port[8];
+    int fd = -1;
+    SSL *ssl = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_STREAM;
+    snprintf(port, sizeof(port), "%u", ep->port);
+    int r = getaddrinfo(ep->host, port, &hints, &res);
+    if (r != 0) {
+        snprintf(w->err, sizeof(w->err), "cannot resolve %s: %s", ep->host, gai_strerror(r));
+        return;
+    }
+    for (struct addrinfo *a = res; a; a = a->ai_next) {
+        fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            continue;
+        struct timeval tv = { sy_server.conf.connect_timeout, 0 };
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+        if (connect(fd, a->ai_addr, a->ai_addrlen) == 0)
+            break;
+        snprintf(w->err, sizeof(w->err), "%s", strerror(errno));
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        return;
+    if (ep->tls) {
+        SSL_CTX *ctx = sy_tls_client_ctx(t->tls_ca_file, t->tls_cert, t->tls_key, t->tls_insecure_skip_verify,
+                                         w->err, sizeof(w->err));
+        if (ctx == NULL)
+            goto done;
+        ssl = SSL_new(ctx);
+        SSL_CTX_free(ctx);   /* the SSL keeps its own reference */
+        SSL_set_fd(ssl, fd);
+        SSL_set_tlsext_host_name(ssl, ep->host);
+        SSL_set1_host(ssl, ep->host);
+        if (SSL_connect(ssl) != 1) {
+            long vr = SSL_get_verify_result(ssl);
+            snprintf(w->err, sizeof(w->err), "TLS handshake failed: %s",
+                     vr != X509_V_OK ? X509_verify_cert_error_string(vr) : "handshake error");
+            goto done;
+        }
+    }
+    uint8_t req[1200];
+    size_t len = 0;
+    int n = 0;
+    resp_arg_t a[3];
+    char db[16];
+    if (ep->has_password) {
+        int k = 0;
+        a[k++] = (resp_arg_t){ "AUTH", 4 };
+        if (ep->has_user)
+            a[k++] = (resp_arg_t){ ep->user, strlen(ep->user) };
+        a[k++] = (resp_arg_t){ ep->password, strlen(ep->password) };
+        len += resp_cmd_build(req + len, sizeof(req) - len, k, a);
+        n++;
+    }
+    if (ep->db) {
+        snprintf(db, sizeof(db), "%d", ep->db);
+        a[0] = (resp_arg_t){ "SELECT", 6 };
+        a[1] = (resp_arg_t){ db, strlen(db) };
+        len += resp_cmd_build(req + len, sizeof(req) - len, 2, a);
+        n++;
+    }
+    a[0] = (resp_arg_t){ "PING", 4 };
+    len += resp_cmd_build(req + len, sizeof(req) - len, 1, a);
+    n++;
+    if (redis_roundtrip(fd, ssl, req, len, n, w->err, sizeof(w->err)) == 0)
+        w->ok = 1;
+    memset(req, 0, sizeof(req));
+done:
+    if (ssl)
+        SSL_free(ssl);
+    close(fd);
+}
+
+static void precheck_work(uv_work_t *req)
+{
+    precheck_t *w = req->data;
+    if (w->route->conf->proto == CONF_PROTO_PG)
+        precheck_pg(w);
+    else
+        precheck_redis(w);
+}
+
+static void precheck_free(precheck_t *w)
+{
+    for (size_t i = 0; i < w->nkv; i++) {
+        free(w->keys[i]);
+        if (w->vals[i]) {
+            memset(w->vals[i], 0, strlen(w->vals[i]));
+            free(w->vals[i]);
+        }
+    }
+    free(w->keys);
+    free(w->vals);
+    free(w);
+}
+
+static void precheck_done(uv_work_t *req, int status)
+{
+    precheck_t *w = req->data;
+    sy_route_t *r = w->route;
+    const conf_target_t *t = route_target(r, w->to);
+    char q[700];
+
+    if (!w->ok && !w->force) {
+        sy_warn("event=switch_refused route=%s to=%s error=%s", r->conf->name, which_name(w->to),
+                sy_logq(q, sizeof(q), w->err));
+        result_error(w->out, "08001", "switchyard: SWITCH refused: route %s: cannot connect to %s: %s",
+                     r->conf->name, t->hostport, w->err);
+    } else {
+        if (!w->ok)
+            sy_warn("event=switch_forced route=%s to=%s error=%s", r->conf->name, which_name(w->to),
+                    sy_logq(q, sizeof(q), w->err));
+        conf_which_t from = r->active;
+        r->active = w->to;
+        r->switches++;
+        r->last_switch_ms = (double)(uv_now(sy_server.loop) - w->started_ms);
+        uint64_t left = 0;
+        for (sy_session_link_t *l = sy_sessions.next; l != &sy_sessions; l = l->next)
+            if (l->route == r && l->which != w->to)
+                left++;
+        sy_info("event=switch route=%s from=%s to=%s precheck=%s sessions_on_old_target=%llu", r->conf->name,
+                which_name(from), which_name(w->to), w->ok ? "ok" : "failed_forced", (unsigned long long)left);
+        static const char *const cols[] = { "route", "from", "to", "precheck", "sessions_on_old_target" };
+        char lefts[24];
+        snprintf(lefts, sizeof(lefts), "%llu", (unsigned long long)left);
+        const char *v[5] = { r->conf->name, which_name(from), which_name(w->to),
+                             w->ok ? "ok" : "failed (FORCE)", lefts };
+        pgr_row_description(w->out, 5, cols);
+        pgr_data_row(w->out, 5, v);
+        pgr_command_complete(w->out, "SWITCH");
+    }
+    w->cb(w->ctx, w->out);
+    precheck_free(w);
+}
+
+static int do_switch(char w[][128], int n, const char *user, pgr_buf_t *out, admin_done_cb cb, void *ctx)
+{
+    if (n < 4 || strcasecmp(w[2], "TO") != 0) {
+        result_error(out, "42601", "usage: SWITCH <route> TO builtin|external [GRADUAL] [FORCE]");
+        return 1;
+    }
+    sy_route_t *r = sy_route_find(w[1]);
+    if (r == NULL) {
+        result_error(out, "42704", "switchyard: no route named \"%s\"", w[1]);
+        return 1;
+    }
+    conf_which_t to;
+    if (strcasecmp(w[3], "builtin") == 0)
+        to = CONF_BUILTIN;
+    else if (strcasecmp(w[3], "external") == 0)
+        to = CONF_EXTERNAL;
+    else {
+        result_error(out, "42601", "switchyard: target must be builtin or external, not \"%s\"", w[3]);
+        return 1;
+    }
+    int force = 0;
+    for (int i = 4; i < n; i++) {
+        if (strcasecmp(w[i], "FORCE") == 0)
+            force = 1;
+        else if (strcasecmp(w[i], "GRADUAL") != 0) {
+            result_error(out, "42601", "switchyard: unknown SWITCH option \"%s\"", w[i]);
+            return 1;
+        }
+    }
+    const conf_target_t *t = route_target(r, to);
+    if (!t->defined) {
+        result_error(out, "55000", "switchyard: route %s has no %s target configured", r->conf->name,
+                     which_name(to));
+        return 1;
+    }
+    precheck_t *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        result_error(out, "53200", "out of memory");
+        return 1;
+    }
+    p->req.data = p;
+    p->route = r;
+    p->to = to;
+    p->force = force;
+    p->cb = cb;
+    p->ctx = ctx;
+    p->out = out;
+    p->started_ms = uv_now(sy_server.loop);
+    if (r->conf->proto == CONF_PROTO_PG) {
+        const conf_kv_t *kv = &t->pg;
+        p->keys = calloc(kv->n + 4, sizeof(char *));
+        p->vals = calloc(kv->n + 4, sizeof(char *));
+        int has_user = 0, has_db = 0, has_ct = 0;
+        for (size_t i = 0; i < kv->n; i++) {
+            p->keys[p->nkv] = strdup(kv->keys[i]);
+            p->vals[p->nkv++] = strdup(kv->vals[i]);
+            has_user |= strcmp(kv->keys[i], "user") == 0;
+            has_db |= strcmp(kv->keys[i], "dbname") == 0;
+            has_ct |= strcmp(kv->keys[i], "connect_timeout") == 0;
+        }
+        /* Like a client session: unset user/dbname mean the client's (here: the admin's). */
+        if (!has_user) {
+            p->keys[p->nkv] = strdup("user");
+            p->vals[p->nkv++] = strdup(user);
+        }
+        if (!has_db) {
+            p->keys[p->nkv] = strdup("dbname");
+            p->vals[p->nkv++] = strdup(r->conf->databases && r->conf->databases[0] ? r->conf->databases[0] : user);
+        }
+        if (!has_ct) {
+            char ct[16];
+            snprintf(ct, sizeof(ct), "%d", sy_server.conf.connect_timeout);
+            p->keys[p->nkv] = strdup("connect_timeout");
+            p->vals[p->nkv++] = strdup(ct);
+        }
+    }
+    if (uv_queue_work(sy_server.loop, &p->req, precheck_work, precheck_done) != 0) {
+        precheck_free(p);
+        result_error(out, "53000", "switchyard: cannot start the precheck");
+        return 1;
+    }
+    return 0;
+}
+
+int admin_execute(const char *sql, const char *user, pgr_buf_t *out, admin_done_cb cb, void *ctx)
+{
+    char w[8][128];
+    int n = words(sql, w, 8);
+    if (n == 0) {
+        pgr_empty_query(out);
+        return 1;
+    }
+    if (n < 0) {
+        result_error(out, "42601", "switchyard: unknown command (SHOW HELP lists them)");
+        return 1;
+    }
+    if (strcasecmp(w[0], "SHOW") == 0 && n == 2) {
+        if (strcasecmp(w[1], "HELP") == 0)
+            show_help(out);
+        else if (strcasecmp(w[1], "ROUTES") == 0)
+            show_routes(out);
+        else if (strcasecmp(w[1], "CLIENTS") == 0)
+            show_clients(out);
+        else if (strcasecmp(w[1], "STATS") == 0)
+            show_stats(out);
+        else
+            result_error(out, "42601", "switchyard: unknown SHOW item \"%s\" (SHOW HELP lists them)", w[1]);
+        return 1;
+    }
+    if (strcasecmp(w[0], "SWITCH") == 0)
+        return do_switch(w, n, user, out, cb, ctx);
+    result_error(out, "42601", "switchyard: unknown command \"%s\" (SHOW HELP lists them)", w[0]);
+    return 1;
+}

@@ -1,0 +1,23 @@
+/*
+ * admin.h - the admin console (admin.c), served on the Postgres listener as database
+ * "switchyard".
+ */
+#ifndef SY_ADMIN_H
+#define SY_ADMIN_H
+
+#include "protocol/pg_result.h"
+
+#define SY_ADMIN_DATABASE "switchyard"
+
+/* Called when an asynchronous command (SWITCH) has written its result into out. */
+typedef void (*admin_done_cb)(void *ctx, pgr_buf_t *out);
+
+/*
+ * Run one console command (the text of a simple Query). Appends the result messages
+ * (without ReadyForQuery) to out and returns 1, or returns 0 when the command runs on
+ * the thread pool: cb(ctx, out) follows, and out and ctx must stay valid until then.
+ * `user` is the console user, used where a target leaves the user unset.
+ */
+int admin_execute(const char *sql, const char *user, pgr_buf_t *out, admin_done_cb cb, void *ctx);
+
+#endif
