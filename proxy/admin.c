@@ -163,8 +163,7 @@ typedef struct precheck_s {
     sy_route_t   *route;
     conf_which_t  to;
     int           force;
-    char        **keys, **vals;    /* pg: our own copies */
-    size_t        nkv;
+    char          user[128];
     int           ok;
     char          err[600];
     uint64_t      started_ms;
@@ -173,23 +172,49 @@ typedef struct precheck_s {
     pgr_buf_t    *out;
 } precheck_t;
 
-static void precheck_pg(precheck_t *w)
+static int probe_pg(const sy_route_t *r, const conf_target_t *t, const char *user, char *err, size_t errlen)
 {
-    PGconn *c = PQconnectdbParams((const char *const *)w->keys, (const char *const *)w->vals, 0);
+    const conf_kv_t *kv = &t->pg;
+    const char *keys[80], *vals[80];
+    size_t n = 0;
+    int has_user = 0, has_db = 0, has_ct = 0, ok = 0;
+    char ct[16];
+    for (size_t i = 0; i < kv->n && n < 70; i++) {
+        keys[n] = kv->keys[i];
+        vals[n++] = kv->vals[i];
+        has_user |= strcmp(kv->keys[i], "user") == 0;
+        has_db |= strcmp(kv->keys[i], "dbname") == 0;
+        has_ct |= strcmp(kv->keys[i], "connect_timeout") == 0;
+    }
+    /* Like a client session: unset user/dbname mean the client's (here: the caller's). */
+    if (!has_user)
+        keys[n] = "user", vals[n++] = user;
+    if (!has_db)
+        keys[n] = "dbname", vals[n++] = r->conf->databases && r->conf->databases[0] ? r->conf->databases[0] : user;
+    if (!has_ct) {
+        snprintf(ct, sizeof(ct), "%d", sy_server.conf.connect_timeout);
+        keys[n] = "connect_timeout", vals[n++] = ct;
+    }
+    keys[n] = vals[n] = NULL;
+    PGconn *c = PQconnectdbParams(keys, vals, 0);
     if (PQstatus(c) != CONNECTION_OK) {
-        snprintf(w->err, sizeof(w->err), "%s", PQerrorMessage(c));
+        snprintf(err, errlen, "%s", PQerrorMessage(c));
     } else {
-        PGresult *r = PQexec(c, "SELECT 1");
-        if (PQresultStatus(r) == PGRES_TUPLES_OK)
-            w->ok = 1;
+        PGresult *res = PQexec(c, "SELECT 1");
+        if (PQresultStatus(res) == PGRES_TUPLES_OK)
+            ok = 1;
         else
-            snprintf(w->err, sizeof(w->err), "SELECT 1 failed: %s", PQerrorMessage(c));
-        PQclear(r);
+            snprintf(err, errlen, "SELECT 1 failed: %s", PQerrorMessage(c));
+        PQclear(res);
     }
     PQfinish(c);
-    for (char *p = w->err; *p; p++)
+    size_t len = strlen(err);
+    while (len > 0 && (err[len - 1] == '\n' || err[len - 1] == ' '))
+        err[--len] = '\0';
+    for (char *p = err; *p; p++)
         if (*p == '\n' || *p == '\t')
             *p = ' ';
+    return ok ? 0 : -1;
 }
 
 /* Blocking RESP exchange for the precheck thread: send, then read n replies. */
@@ -234,10 +259,10 @@ static int redis_roundtrip(int fd, SSL *ssl, const uint8_t *req, size_t len, int
     return 0;
 }
 
-static void precheck_redis(precheck_t *w)
+static int probe_redis(const conf_target_t *t, char *werr, size_t werrlen)
 {
-    const conf_target_t *t = route_target(w->route, w->to);
     const sy_endpoint_t *ep = &t->redis;
+    int ok = 0;
     struct addrinfo hints, *res = NULL;
     char port[8];
     int fd = -1;
@@ -247,8 +272,8 @@ static void precheck_redis(precheck_t *w)
     snprintf(port, sizeof(port), "%u", ep->port);
     int r = getaddrinfo(ep->host, port, &hints, &res);
     if (r != 0) {
-        snprintf(w->err, sizeof(w->err), "cannot resolve %s: %s", ep->host, gai_strerror(r));
-        return;
+        snprintf(werr, werrlen, "cannot resolve %s: %s", ep->host, gai_strerror(r));
+        return -1;
     }
     for (struct addrinfo *a = res; a; a = a->ai_next) {
         fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -259,16 +284,16 @@ static void precheck_redis(precheck_t *w)
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
         if (connect(fd, a->ai_addr, a->ai_addrlen) == 0)
             break;
-        snprintf(w->err, sizeof(w->err), "%s", strerror(errno));
+        snprintf(werr, werrlen, "%s", strerror(errno));
         close(fd);
         fd = -1;
     }
     freeaddrinfo(res);
     if (fd < 0)
-        return;
+        return -1;
     if (ep->tls) {
         SSL_CTX *ctx = sy_tls_client_ctx(t->tls_ca_file, t->tls_cert, t->tls_key, t->tls_insecure_skip_verify,
-                                         w->err, sizeof(w->err));
+                                         werr, werrlen);
         if (ctx == NULL)
             goto done;
         ssl = SSL_new(ctx);
@@ -278,7 +303,7 @@ static void precheck_redis(precheck_t *w)
         SSL_set1_host(ssl, ep->host);
         if (SSL_connect(ssl) != 1) {
             long vr = SSL_get_verify_result(ssl);
-            snprintf(w->err, sizeof(w->err), "TLS handshake failed: %s",
+            snprintf(werr, werrlen, "TLS handshake failed: %s",
                      vr != X509_V_OK ? X509_verify_cert_error_string(vr) : "handshake error");
             goto done;
         }
@@ -307,35 +332,37 @@ static void precheck_redis(precheck_t *w)
     a[0] = (resp_arg_t){ "PING", 4 };
     len += resp_cmd_build(req + len, sizeof(req) - len, 1, a);
     n++;
-    if (redis_roundtrip(fd, ssl, req, len, n, w->err, sizeof(w->err)) == 0)
-        w->ok = 1;
+    if (redis_roundtrip(fd, ssl, req, len, n, werr, werrlen) == 0)
+        ok = 1;
     memset(req, 0, sizeof(req));
 done:
     if (ssl)
         SSL_free(ssl);
     close(fd);
+    return ok ? 0 : -1;
+}
+
+int sy_target_probe(const sy_route_t *r, conf_which_t which, const char *user, char *err, size_t errlen)
+{
+    const conf_target_t *t = route_target(r, which);
+    err[0] = '\0';
+    if (!t->defined) {
+        snprintf(err, errlen, "no %s target configured", which_name(which));
+        return -1;
+    }
+    if (r->conf->proto == CONF_PROTO_PG)
+        return probe_pg(r, t, user, err, errlen);
+    return probe_redis(t, err, errlen);
 }
 
 static void precheck_work(uv_work_t *req)
 {
     precheck_t *w = req->data;
-    if (w->route->conf->proto == CONF_PROTO_PG)
-        precheck_pg(w);
-    else
-        precheck_redis(w);
+    w->ok = sy_target_probe(w->route, w->to, w->user, w->err, sizeof(w->err)) == 0;
 }
 
 static void precheck_free(precheck_t *w)
 {
-    for (size_t i = 0; i < w->nkv; i++) {
-        free(w->keys[i]);
-        if (w->vals[i]) {
-            memset(w->vals[i], 0, strlen(w->vals[i]));
-            free(w->vals[i]);
-        }
-    }
-    free(w->keys);
-    free(w->vals);
     free(w);
 }
 
@@ -426,34 +453,7 @@ static int do_switch(char w[][128], int n, const char *user, pgr_buf_t *out, adm
     p->ctx = ctx;
     p->out = out;
     p->started_ms = uv_now(sy_server.loop);
-    if (r->conf->proto == CONF_PROTO_PG) {
-        const conf_kv_t *kv = &t->pg;
-        p->keys = calloc(kv->n + 4, sizeof(char *));
-        p->vals = calloc(kv->n + 4, sizeof(char *));
-        int has_user = 0, has_db = 0, has_ct = 0;
-        for (size_t i = 0; i < kv->n; i++) {
-            p->keys[p->nkv] = strdup(kv->keys[i]);
-            p->vals[p->nkv++] = strdup(kv->vals[i]);
-            has_user |= strcmp(kv->keys[i], "user") == 0;
-            has_db |= strcmp(kv->keys[i], "dbname") == 0;
-            has_ct |= strcmp(kv->keys[i], "connect_timeout") == 0;
-        }
-        /* Like a client session: unset user/dbname mean the client's (here: the admin's). */
-        if (!has_user) {
-            p->keys[p->nkv] = strdup("user");
-            p->vals[p->nkv++] = strdup(user);
-        }
-        if (!has_db) {
-            p->keys[p->nkv] = strdup("dbname");
-            p->vals[p->nkv++] = strdup(r->conf->databases && r->conf->databases[0] ? r->conf->databases[0] : user);
-        }
-        if (!has_ct) {
-            char ct[16];
-            snprintf(ct, sizeof(ct), "%d", sy_server.conf.connect_timeout);
-            p->keys[p->nkv] = strdup("connect_timeout");
-            p->vals[p->nkv++] = strdup(ct);
-        }
-    }
+    snprintf(p->user, sizeof(p->user), "%s", user ? user : "postgres");
     if (uv_queue_work(sy_server.loop, &p->req, precheck_work, precheck_done) != 0) {
         precheck_free(p);
         result_error(out, "53000", "switchyard: cannot start the precheck");

@@ -21,3 +21,13 @@ typedef void (*admin_done_cb)(void *ctx, pgr_buf_t *out);
 int admin_execute(const char *sql, const char *user, pgr_buf_t *out, admin_done_cb cb, void *ctx);
 
 #endif
+
+#include "proxy/sy.h"
+
+/*
+ * Open a full session to a route's target and close it again: libpq + SELECT 1 for
+ * Postgres (user/dbname default to `user` and the route's first database), TCP/TLS +
+ * AUTH/SELECT + PING for Redis. Blocking: call it on the thread pool only. Returns 0, or
+ * -1 with the cause in err (never a password).
+ */
+int sy_target_probe(const sy_route_t *r, conf_which_t which, const char *user, char *err, size_t errlen);

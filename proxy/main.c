@@ -14,6 +14,8 @@
 #include <unistd.h>
 #include <sys/random.h>
 #include "proxy/sy.h"
+#include "proxy/cli.h"
+#include "proxy/metrics.h"
 
 sy_server_t sy_server;
 sy_session_link_t sy_sessions = { &sy_sessions, &sy_sessions, NULL, CONF_BUILTIN, NULL };
@@ -90,6 +92,7 @@ static void signal_cb(uv_signal_t *h, int signum)
     sy_server.stopping = 1;
     sy_info("event=shutdown_begin signal=%d clients=%llu", signum, (unsigned long long)sy_server.nclients);
     sy_listeners_stop();
+    sy_metrics_stop();
     if (sy_server.nclients == 0) {
         uv_stop(sy_server.loop);
         return;
@@ -129,6 +132,8 @@ int main(int argc, char **argv)
     int check = 0;
     char err[1024];
 
+    if (sy_cli_is_subcommand(argc, argv))
+        return sy_cli_main(argc, argv);
     memset(&args, 0, sizeof(args));
     args.overrides = overrides;
     for (int i = 1; i < argc; i++) {
@@ -192,6 +197,10 @@ int main(int argc, char **argv)
                 sy_logq(q, sizeof(q), t->display ? t->display : ""));
     }
     if (sy_listeners_start(err, sizeof(err)) != 0) {
+        fprintf(stderr, "switchyard: %s\n", err);
+        return 1;
+    }
+    if (sy_metrics_start(err, sizeof(err)) != 0) {
         fprintf(stderr, "switchyard: %s\n", err);
         return 1;
     }

@@ -152,9 +152,20 @@ struct sy_route_s {
     conf_which_t        active;
     SSL_CTX            *tls_ctx[2];   /* redis: per target, lazily built */
     uint64_t            clients, upstreams;
-    uint64_t            nerrors;
+    uint64_t            nerrors;          /* all errors sent to clients */
+    uint64_t            err_connect;      /* upstream could not be reached or rejected us */
+    uint64_t            err_lost;         /* upstream died under a session */
+    uint64_t            err_protocol;     /* malformed bytes from a client or server */
+    uint64_t            transactions;     /* pg: ReadyForQuery relayed; redis: replies relayed */
+    uint64_t            bytes_in;         /* client -> upstream, counted when sessions end */
+    uint64_t            bytes_out;        /* upstream -> client */
     uint64_t            switches;
     double              last_switch_ms;
+    uint64_t            closed_at_deadline;
+    uint64_t            moved;            /* sessions moved by switchovers */
+    int                 paused;
+    int                 healthy;          /* last health probe of the active target: 1 ok */
+    char                health_err[256];  /* its cause when not ok */
 };
 
 /* Every live client session is on one list, for the console (SHOW CLIENTS) and for

@@ -1,0 +1,19 @@
+/*
+ * metrics.h - Prometheus text metrics and health on a loopback HTTP port (metrics.c).
+ *
+ *   GET /metrics   counters and gauges per route (text format 0.0.4)
+ *   GET /healthz   200 "ok" when every route's active target answered its last probe,
+ *                  else 503 with one line per failing route and the cause
+ *
+ * The listen address is conf.metrics_listen ("off" or empty disables it). Probes run on
+ * the thread pool every few seconds with sy_target_probe and set route->healthy.
+ */
+#ifndef SY_METRICS_H
+#define SY_METRICS_H
+
+#include <stddef.h>
+
+int  sy_metrics_start(char *err, size_t errlen);
+void sy_metrics_stop(void);
+
+#endif
