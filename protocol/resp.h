@@ -45,7 +45,9 @@ typedef struct resp_req_s {
     /* result of the last completed command (valid when resp_req_scan sets *done) */
     int      inline_cmd;        /* 1 if the command was an inline line */
     uint32_t argc;              /* number of arguments, command name included */
-    uint32_t ncap;              /* arguments captured: min(argc, RESP_CAP_ARGS) */
+    uint32_t ncap;              /* arguments captured: min(argc, RESP_CAP_ARGS); while a
+                                 * command is still arriving, the arguments already
+                                 * complete, so resp_req_arg_is() works on them early */
     uint32_t arg_len[RESP_CAP_ARGS];   /* real length of each captured argument */
     uint8_t  arg_trunc[RESP_CAP_ARGS]; /* 1 if arg_len > RESP_CAP_LEN (capture truncated) */
     char     arg[RESP_CAP_ARGS][RESP_CAP_LEN + 1]; /* NUL-terminated captured bytes */
