@@ -736,6 +736,7 @@ class PgWire:
         self.notices = []
         self.notifications = []
         self.order = []
+        self.negotiate = None
 
     def close(self):
         try:
@@ -814,7 +815,7 @@ class PgWire:
             elif typ == "N":
                 self.notices.append(parse_error_fields(body))
             elif typ == "v":
-                continue  # NegotiateProtocolVersion
+                self.negotiate = body  # NegotiateProtocolVersion
             else:
                 raise ConnectionClosed("unexpected message %r during startup" % typ)
 
@@ -973,11 +974,24 @@ def connect_error(port, db="sourcegraph", user=SUPERUSER, timeout=30.0, **params
 # --------------------------------------------------------------------------------------------
 # switchyard
 
+_bin_copy = None
+
+
 def switchyard_bin():
+    """$SWITCHYARD_BIN, copied once per run into the temporary base, so that a rebuild while
+    the suite runs cannot change the binary under test halfway."""
+    global _bin_copy
     b = os.environ.get("SWITCHYARD_BIN")
     if not b:
         fail("SWITCHYARD_BIN is not set (run through `make integration` or tests/run_all.py)")
-    return require_file(b, "switchyard binary")
+    require_file(b, "switchyard binary")
+    with _lock:
+        if _bin_copy is None:
+            dst = os.path.join(tmpdir("bin"), "switchyard")
+            shutil.copy2(b, dst)
+            os.chmod(dst, 0o755)
+            _bin_copy = dst
+    return _bin_copy
 
 
 def tool(name):
@@ -987,7 +1001,27 @@ def tool(name):
     return require_file(os.path.join(d, name), "test tool " + name)
 
 
-_LISTEN_RE = re.compile(r"^\s*listen\s*=\s*(\S+):(\d+)\s*$", re.M)
+def listen_ports(conf_text, args=()):
+    """{listener name: TCP port} from a config text and its -o listener.NAME.listen=... overrides,
+    in the order the listeners appear."""
+    out, section = {}, None
+    for line in conf_text.splitlines():
+        line = line.split("#")[0].split(";")[0].strip()
+        m = re.match(r"^\[\s*listener\s+(\S+)\s*\]$", line)
+        if m:
+            section = m.group(1)
+            continue
+        if line.startswith("["):
+            section = None
+            continue
+        m = re.match(r"^listen\s*=\s*(\S+):(\d+)$", line)
+        if section and m:
+            out[section] = int(m.group(2))
+    for a in args:
+        m = re.match(r"^listener\.([^.]+)\.listen=(\S+):(\d+)$", a)
+        if m:
+            out[m.group(1)] = int(m.group(3))
+    return out
 
 
 class Switchyard:
@@ -1030,13 +1064,13 @@ class Switchyard:
         self.env = e
         self.stop_timeout = stop_timeout
         self.stopped = False
-        self.ports = [int(p) for _h, p in _LISTEN_RE.findall(conf_text)]
-        for a in args:
-            m = re.match(r".*\.listen=(\S+):(\d+)$", a)
-            if m:
-                self.ports.append(int(m.group(2)))
+        self.listeners = listen_ports(conf_text, args)
+        self.ports = list(self.listeners.values())
         self.port = self.ports[0] if self.ports else None
-        self.proc = Proc(argv, env=e, log=self.logfile, name="switchyard")
+        try:
+            self.proc = Proc(argv, env=e, log=self.logfile, name="switchyard")
+        except OSError as ex:
+            fail("cannot start switchyard %s: %s" % (self.bin, ex))
         _unregister(self.proc)
         _register(self)
         self.pid = self.proc.pid
