@@ -421,6 +421,23 @@ def _lit(s):
     return "'" + s.replace("'", "''") + "'"
 
 
+def child_pids(ppid):
+    """Direct children of ppid, from /proc."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == ppid:
+            out.append(int(d))
+    return out
+
+
 class PgCluster:
     """
     A throwaway Postgres 15 cluster on 127.0.0.1:<free port>, socket in a temp directory.
@@ -538,6 +555,14 @@ host    all  all           127.0.0.1/32   trust
         """SIGKILL the postmaster and every backend at once (the machine dies): clients see
         their TCP connection close with no message."""
         if self.proc is not None:
+            # backends call setsid(), so they are not in the postmaster's group: find them.
+            # Stop the postmaster first so it cannot react (crash recovery) meanwhile.
+            self.proc.send_signal(signal.SIGSTOP)
+            for pid in child_pids(self.proc.pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             self.proc.kill_group(signal.SIGKILL)
             try:
                 self.proc.wait(timeout=10)

@@ -1,0 +1,176 @@
+"""
+test_pg_failures.py - issue 2, case 6: a target that is down, slow or dies gives the client
+the documented error in time, and other sessions are untouched. Only loopback addresses.
+"""
+
+import re
+import socket
+import threading
+import time
+
+import harness
+from harness import PgError, PgWire, check, fail, psql, psql_ok
+
+
+def _names(err, route, hostport):
+    msg = err.message + " " + err.fields.get("D", "")
+    problems = []
+    if not re.search(r"\b%s\b" % re.escape(route), msg):
+        problems.append("message does not name route %s: %r" % (route, msg))
+    if hostport not in msg:
+        problems.append("message does not name %s: %r" % (hostport, msg))
+    return problems
+
+
+def test_closed_port_08001_fast(ctx):
+    port = harness.closed_port()
+    env = {"PGHOST": "127.0.0.1", "PGPORT": str(port), "PGUSER": "postgres", "PGSSLMODE": "disable"}
+    sy = harness.start_default(ctx, env=env)
+    err, secs = harness.connect_error(sy.port, db="sourcegraph")
+    problems = []
+    if err.sqlstate != "08001":
+        problems.append("SQLSTATE %s, want 08001" % err.sqlstate)
+    if secs > 2:
+        problems.append("took %.2fs" % secs)
+    problems += _names(err, "pg", "127.0.0.1:%d" % port)
+    if "Connection refused" not in err.message + err.fields.get("D", ""):
+        problems.append("libpq's cause (Connection refused) missing: %r" % err.message)
+    r = psql(sy.port, "SELECT 1")
+    if r.returncode == 0 or "Connection refused" not in r.stderr:
+        problems.append("psql: %r" % r.stderr)
+    # the other routes are fine
+    if psql_ok(sy.port, "SELECT current_setting('sy.cluster')", db="sourcegraph-codeintel") != "builtin":
+        problems.append("codeintel route broken")
+    sy.stop()
+    check(not problems, "\n".join(problems))
+
+
+def test_silent_target_connect_timeout(ctx):
+    """A loopback listener that accepts and never answers, PGCONNECT_TIMEOUT=2: an error
+    within 3 s."""
+    silent = harness.SilentListener()
+    env = {"PGHOST": "127.0.0.1", "PGPORT": str(silent.port), "PGUSER": "postgres", "PGCONNECT_TIMEOUT": "2"}
+    sy = harness.start_default(ctx, env=env)
+    problems = []
+    err, secs = harness.connect_error(sy.port, db="sourcegraph", timeout=15)
+    if err.sqlstate not in ("08001", "08006"):
+        problems.append("SQLSTATE %s, want 08001 or 08006" % err.sqlstate)
+    if secs > 3.0:
+        problems.append("error after %.2fs, want within 3 s" % secs)
+    if secs < 1.5:
+        problems.append("error after %.2fs: earlier than PGCONNECT_TIMEOUT, so not the timeout" % secs)
+    problems += _names(err, "pg", "127.0.0.1:%d" % silent.port)
+    check(silent.received, "the silent listener never got a byte: was it reached at all?")
+    # the loop is not blocked meanwhile: a concurrent session on the built-in route works
+    t = threading.Thread(target=lambda: harness.connect_error(sy.port, db="sourcegraph", timeout=15))
+    t.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    out = psql_ok(sy.port, "SELECT 'other'", db="sourcegraph-codeintel")
+    if out != "other" or time.monotonic() - t0 > 1.5:
+        problems.append("builtin route while another connect waits: %r in %.2fs" % (out, time.monotonic() - t0))
+    t.join()
+    sy.stop()
+    check(not problems, "\n".join(problems))
+
+
+def test_default_connect_timeout(ctx):
+    """Without PGCONNECT_TIMEOUT the error still comes, within 10 s + 1 s."""
+    silent = harness.SilentListener()
+    env = {"PGHOST": "127.0.0.1", "PGPORT": str(silent.port), "PGUSER": "postgres"}
+    sy = harness.start_default(ctx, env=env)
+    err, secs = harness.connect_error(sy.port, db="sourcegraph", timeout=30)
+    sy.stop()
+    check(err.sqlstate in ("08001", "08006"), "SQLSTATE %s" % err.sqlstate)
+    check(secs <= 11.0, "error after %.1fs, want within 11 s" % secs)
+
+
+test_default_connect_timeout.timeout = 60
+
+
+def _upstream_dies(ctx, how):
+    doomed = harness.PgCluster("doomed-" + how, hba="trust", setup=False)
+    doomed.sql('CREATE DATABASE sourcegraph')
+    env = {"PGHOST": "127.0.0.1", "PGPORT": str(doomed.port), "PGUSER": "postgres", "PGSSLMODE": "disable"}
+    sy = harness.start_default(ctx, env=env)
+    hostport = "127.0.0.1:%d" % doomed.port
+    victim = PgWire(sy.port)
+    victim.startup(database="sourcegraph")
+    idle = PgWire(sy.port)
+    idle.startup(database="sourcegraph")
+    bystander = PgWire(sy.port)
+    bystander.startup(database="sourcegraph-codeintel")
+    victim.send_query("SELECT pg_sleep(30)")
+    deadline = time.monotonic() + 10
+    while doomed.sql("SELECT state FROM pg_stat_activity WHERE pid = %d" % victim.pid) != "active":
+        check(time.monotonic() < deadline, "query did not start upstream")
+        time.sleep(0.1)
+    t0 = time.monotonic()
+    if how == "immediate":
+        doomed.kill()
+    else:
+        doomed.kill9()
+    results = {}
+    for name, w in (("victim", victim), ("idle", idle)):
+        try:
+            if name == "victim":
+                w.read_result()
+            else:
+                w.read_msg()   # whatever comes unprompted: an error, then the close
+            results[name] = ("no error", None)
+        except PgError as e:
+            data, closed = w.read_until_close(timeout=5)
+            results[name] = (e, closed)
+        except harness.ConnectionClosed as e:
+            results[name] = ("closed silently: %s" % e, True)
+        except socket.timeout:
+            results[name] = ("no answer within 30 s", False)
+    secs = time.monotonic() - t0
+    problems = []
+    for name, (e, closed) in results.items():
+        if not isinstance(e, PgError):
+            problems.append("%s: %s" % (name, e))
+            continue
+        allowed = ("08006",) if how == "kill9" else ("08006", "57P01")
+        if e.sqlstate not in allowed:
+            problems.append("%s: SQLSTATE %s, want %s (%s)" % (name, e.sqlstate, allowed, e.message))
+        if e.sqlstate == "08006":
+            problems += ["%s: %s" % (name, p) for p in _names(e, "pg", hostport)]
+        if not closed:
+            problems.append("%s: connection not closed after the error" % name)
+    if secs > 10:
+        problems.append("errors took %.1fs" % secs)
+    # other sessions are untouched
+    try:
+        if bystander.query("SELECT current_setting('sy.cluster')") != [("builtin",)]:
+            problems.append("bystander session: wrong answer")
+    except Exception as e:
+        problems.append("bystander session on another route broke: %s" % e)
+    if psql_ok(sy.port, "SELECT 'new'", db="sourcegraph-codeinsights") != "new":
+        problems.append("new session on another route")
+    err, secs = harness.connect_error(sy.port, db="sourcegraph")
+    if err.sqlstate != "08001" or secs > 2:
+        problems.append("new session to the dead target: %s in %.1fs" % (err, secs))
+    sy.check_alive()
+    for w in (victim, idle, bystander):
+        w.close()
+    sy.stop()
+    check(not problems, "\n".join(problems))
+
+
+def test_upstream_immediate_shutdown_mid_query(ctx):
+    """pg_ctl stop -m immediate on the target: the server's own FATAL (57P01) or switchyard's
+    08006 reaches the client, and the connection closes."""
+    _upstream_dies(ctx, "immediate")
+
+
+test_upstream_immediate_shutdown_mid_query.timeout = 90
+
+
+def test_upstream_killed_mid_query(ctx):
+    """SIGKILL of the postmaster and every backend: the TCP connection just closes, so only
+    switchyard can tell the client: 08006 naming the route and target."""
+    _upstream_dies(ctx, "kill9")
+
+
+test_upstream_killed_mid_query.timeout = 90
