@@ -91,7 +91,10 @@ static void show_help(pgr_buf_t *out)
         "SHOW ROUTES                                routes, active target, sessions",
         "SHOW CLIENTS                               one row per client session",
         "SHOW STATS                                 per-route counters",
-        "SWITCH <route> TO builtin|external [FORCE] point a route at its other target",
+        "SWITCH <route> TO builtin|external [GRADUAL] [FORCE]",
+        "                                           move a route and its sessions to the other target",
+        "PAUSE <route>                              hold each session at its next transaction/command",
+        "RESUME <route>                             release held sessions",
         NULL
     };
     const char *col = "command";
@@ -113,7 +116,9 @@ static void show_routes(pgr_buf_t *out)
         snprintf(ups, sizeof(ups), "%llu", (unsigned long long)r->upstreams);
         const char *v[9] = {
             r->conf->name, r->conf->listener, r->conf->proto == CONF_PROTO_PG ? "postgres" : "redis",
-            which_name(r->active),
+            r->sw ? (r->active == CONF_EXTERNAL ? "external (switching)" : "builtin (switching)")
+                  : r->paused ? (r->active == CONF_EXTERNAL ? "external (paused)" : "builtin (paused)")
+                              : which_name(r->active),
             r->conf->builtin.defined ? r->conf->builtin.display : NULL,
             r->conf->external.defined ? r->conf->external.display : NULL,
             clients, ups, "0"
@@ -163,6 +168,8 @@ typedef struct precheck_s {
     sy_route_t   *route;
     conf_which_t  to;
     int           force;
+    int           gradual;
+    conf_which_t  from;
     char          user[128];
     int           ok;
     char          err[600];
@@ -366,6 +373,23 @@ static void precheck_free(precheck_t *w)
     free(w);
 }
 
+static void switch_done(void *ctx, uint64_t moved, uint64_t closed, double ms)
+{
+    precheck_t *w = ctx;
+    static const char *const cols[] = { "route", "from", "to", "precheck", "moved", "closed", "duration_ms" };
+    char a[24], b[24], c[24];
+    snprintf(a, sizeof(a), "%llu", (unsigned long long)moved);
+    snprintf(b, sizeof(b), "%llu", (unsigned long long)closed);
+    snprintf(c, sizeof(c), "%.0f", ms);
+    const char *v[7] = { w->route->conf->name, which_name(w->from), which_name(w->to),
+                         w->ok ? "ok" : "failed (FORCE)", a, b, c };
+    pgr_row_description(w->out, 7, cols);
+    pgr_data_row(w->out, 7, v);
+    pgr_command_complete(w->out, "SWITCH");
+    w->cb(w->ctx, w->out);
+    precheck_free(w);
+}
+
 static void precheck_done(uv_work_t *req, int status)
 {
     precheck_t *w = req->data;
@@ -378,28 +402,16 @@ static void precheck_done(uv_work_t *req, int status)
                 sy_logq(q, sizeof(q), w->err));
         result_error(w->out, "08001", "switchyard: SWITCH refused: route %s: cannot connect to %s: %s",
                      r->conf->name, t->hostport, w->err);
+    } else if (r->sw != NULL) {
+        result_error(w->out, "55006", "switchyard: a switch of route %s is already running", r->conf->name);
     } else {
         if (!w->ok)
             sy_warn("event=switch_forced route=%s to=%s error=%s", r->conf->name, which_name(w->to),
                     sy_logq(q, sizeof(q), w->err));
-        conf_which_t from = r->active;
-        r->active = w->to;
-        r->switches++;
-        r->last_switch_ms = (double)(uv_now(sy_server.loop) - w->started_ms);
-        uint64_t left = 0;
-        for (sy_session_link_t *l = sy_sessions.next; l != &sy_sessions; l = l->next)
-            if (l->route == r && l->which != w->to)
-                left++;
-        sy_info("event=switch route=%s from=%s to=%s precheck=%s sessions_on_old_target=%llu", r->conf->name,
-                which_name(from), which_name(w->to), w->ok ? "ok" : "failed_forced", (unsigned long long)left);
-        static const char *const cols[] = { "route", "from", "to", "precheck", "sessions_on_old_target" };
-        char lefts[24];
-        snprintf(lefts, sizeof(lefts), "%llu", (unsigned long long)left);
-        const char *v[5] = { r->conf->name, which_name(from), which_name(w->to),
-                             w->ok ? "ok" : "failed (FORCE)", lefts };
-        pgr_row_description(w->out, 5, cols);
-        pgr_data_row(w->out, 5, v);
-        pgr_command_complete(w->out, "SWITCH");
+        w->from = r->active;
+        if (sy_switch_start(r, w->to, w->gradual, switch_done, w) == 0)
+            return;   /* switch_done answers */
+        result_error(w->out, "53000", "switchyard: cannot start the switch of route %s", r->conf->name);
     }
     w->cb(w->ctx, w->out);
     precheck_free(w);
@@ -425,11 +437,13 @@ static int do_switch(char w[][128], int n, const char *user, pgr_buf_t *out, adm
         result_error(out, "42601", "switchyard: target must be builtin or external, not \"%s\"", w[3]);
         return 1;
     }
-    int force = 0;
+    int force = 0, gradual = 0;
     for (int i = 4; i < n; i++) {
         if (strcasecmp(w[i], "FORCE") == 0)
             force = 1;
-        else if (strcasecmp(w[i], "GRADUAL") != 0) {
+        else if (strcasecmp(w[i], "GRADUAL") == 0)
+            gradual = 1;
+        else {
             result_error(out, "42601", "switchyard: unknown SWITCH option \"%s\"", w[i]);
             return 1;
         }
@@ -449,6 +463,7 @@ static int do_switch(char w[][128], int n, const char *user, pgr_buf_t *out, adm
     p->route = r;
     p->to = to;
     p->force = force;
+    p->gradual = gradual;
     p->cb = cb;
     p->ctx = ctx;
     p->out = out;
@@ -489,6 +504,21 @@ int admin_execute(const char *sql, const char *user, pgr_buf_t *out, admin_done_
     }
     if (strcasecmp(w[0], "SWITCH") == 0)
         return do_switch(w, n, user, out, cb, ctx);
+    if ((strcasecmp(w[0], "PAUSE") == 0 || strcasecmp(w[0], "RESUME") == 0) && n == 2) {
+        sy_route_t *r = sy_route_find(w[1]);
+        if (r == NULL) {
+            result_error(out, "42704", "switchyard: no route named \"%s\"", w[1]);
+            return 1;
+        }
+        if (strcasecmp(w[0], "PAUSE") == 0) {
+            sy_route_pause(r);
+            pgr_command_complete(out, "PAUSE");
+        } else {
+            sy_route_resume(r, "console");
+            pgr_command_complete(out, "RESUME");
+        }
+        return 1;
+    }
     result_error(out, "42601", "switchyard: unknown command \"%s\" (SHOW HELP lists them)", w[0]);
     return 1;
 }

@@ -18,7 +18,7 @@
 #include "proxy/metrics.h"
 
 sy_server_t sy_server;
-sy_session_link_t sy_sessions = { &sy_sessions, &sy_sessions, NULL, CONF_BUILTIN, NULL };
+sy_session_link_t sy_sessions = { .prev = &sy_sessions, .next = &sy_sessions };
 
 void sy_session_link(sy_session_link_t *l)
 {
@@ -183,6 +183,10 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    /* Switchover moves sessions on the thread pool (libpq connect, state replay); give it
+     * room to move a route's sessions at once. Must be set before the pool starts. */
+    if (getenv("UV_THREADPOOL_SIZE") == NULL)
+        setenv("UV_THREADPOOL_SIZE", "64", 1);
     sy_server.loop = uv_default_loop();
     sy_server.nroutes = sy_server.conf.nroutes;
     sy_server.routes = calloc(sy_server.nroutes ? sy_server.nroutes : 1, sizeof(sy_route_t));

@@ -17,6 +17,7 @@
  *   RESOLVING   resolving upstream host names on the thread pool
  *   CONNECTING  libpq is connecting; its socket may change between polls
  *   RELAY       relaying both ways
+ *   MOVING      switchover: the session is being moved to the route's new target
  *   ADMIN       serving the admin console (database "switchyard", admin.c)
  *   CLOSING     flushing a last ErrorResponse to the client, then closing
  *
@@ -48,13 +49,14 @@ typedef enum {
     PGS_RESOLVING,
     PGS_CONNECTING,
     PGS_RELAY,
+    PGS_MOVING,
     PGS_ADMIN,
     PGS_CLOSING,
     PGS_CLOSED
 } pg_state_t;
 
 static const char *const state_names[] = {
-    "startup", "client_tls", "auth", "resolving", "connecting", "relay", "admin", "closing", "closed"
+    "startup", "client_tls", "auth", "resolving", "connecting", "relay", "moving", "admin", "closing", "closed"
 };
 
 /* Parameters the server reports with ParameterStatus (GUC_REPORT) in 15..17. libpq has
@@ -95,7 +97,8 @@ struct pg_session_s {
     PGconn        *pg;
     PGcancel      *cancel;
     uint32_t       key;
-    uint32_t       be_pid;
+    uint32_t       be_pid;            /* the upstream backend we are connected to now */
+    uint32_t       client_pid;        /* the process id the client was given */
     uv_timer_t     timer;
     int            timer_on;
     uv_getaddrinfo_t gai;
@@ -107,7 +110,12 @@ struct pg_session_s {
     /* protocol state (the part switchover builds on) */
     uint8_t        txn;               /* 'I', 'T', 'E' from the last ReadyForQuery */
     uint32_t       inflight;          /* Query/Sync sent, ReadyForQuery not yet seen */
+    int            unsynced;          /* extended-protocol messages sent since the last Sync */
     int            copy_in, copy_out;
+    /* ParameterStatus values the client has seen, to tell it what a move changes */
+    char           pnames[16][40];
+    char           pvals[16][80];
+    int            nparams;
 
     /* admin console */
     pgr_buf_t      admin_out;
@@ -157,7 +165,7 @@ void pg_session_unref(pg_session_t *s)
 
 PGcancel *pg_session_cancel_handle(pg_session_t *s, uint32_t pid)
 {
-    if (s->state != PGS_RELAY || s->cancel == NULL || s->be_pid != pid)
+    if (s->state != PGS_RELAY || s->cancel == NULL || s->client_pid != pid)
         return NULL;
     return s->cancel;
 }
@@ -172,7 +180,8 @@ static void pg_set_state(pg_session_t *s, pg_state_t to)
         [PGS_AUTH]       = 1u << PGS_RESOLVING | 1u << PGS_CLOSING | 1u << PGS_ADMIN,
         [PGS_RESOLVING]  = 1u << PGS_CONNECTING | 1u << PGS_CLOSING,
         [PGS_CONNECTING] = 1u << PGS_RELAY | 1u << PGS_CLOSING,
-        [PGS_RELAY]      = 1u << PGS_CLOSING,
+        [PGS_RELAY]      = 1u << PGS_CLOSING | 1u << PGS_MOVING,
+        [PGS_MOVING]     = 1u << PGS_RELAY | 1u << PGS_CLOSING,
         [PGS_ADMIN]      = 1u << PGS_CLOSING,
         [PGS_CLOSING]    = 1u << PGS_CLOSED,
         [PGS_CLOSED]     = 0,
@@ -298,11 +307,29 @@ static void pg_close(pg_session_t *s, const char *sqlstate, const char *fmt, ...
 /* ---- relay --------------------------------------------------------------------- */
 
 /* client -> server: count what expects a ReadyForQuery, watch COPY and Terminate. */
+/* Nothing in flight and no transaction open: the next message starts a transaction. */
+static int pg_idle(const pg_session_t *s)
+{
+    return s->txn == 'I' && s->inflight == 0 && !s->unsynced && !s->copy_in && !s->copy_out &&
+           pgw_scan_at_boundary(&s->cscan) && pgw_scan_at_boundary(&s->sscan);
+}
+
 static int c2s_scan(void *arg, sy_pipe_t *p)
 {
     pg_session_t *s = arg;
     while (p->scanned < p->end) {
         pgw_event_t ev;
+        if (s->state == PGS_RELAY && pg_idle(s) && sy_route_should_hold(&s->link)) {
+            /* A pause or a switch: the client's next transaction waits here. */
+            if (!s->link.held) {
+                s->link.held = 1;
+                sy_debug("event=hold conn=%llu route=%s", (unsigned long long)s->id, s->route->conf->name);
+            }
+            p->reading = 0;
+            p->fwd = p->scanned;
+            sy_switch_poke(s->route);
+            return 0;
+        }
         ssize_t n = pgw_scan(&s->cscan, p->buf + p->scanned, p->end - p->scanned, &ev);
         if (n < 0) {
             pg_close(s, "08P01", "route %s: protocol violation from the client: %s",
@@ -314,8 +341,19 @@ static int c2s_scan(void *arg, sy_pipe_t *p)
             continue;
         switch (s->cscan.type) {
         case 'Q':
+            s->inflight++;
+            break;
         case 'S':
             s->inflight++;
+            s->unsynced = 0;
+            break;
+        case 'P':
+        case 'B':
+        case 'D':
+        case 'E':
+        case 'C':
+        case 'H':
+            s->unsynced = 1;
             break;
         case 'c':
         case 'f':
@@ -335,6 +373,30 @@ static int c2s_scan(void *arg, sy_pipe_t *p)
     return 0;
 }
 
+/* Remember a ParameterStatus the client has been sent. */
+static void pg_param_seen(pg_session_t *s, const char *name, const char *value)
+{
+    int i;
+    for (i = 0; i < s->nparams; i++)
+        if (strcmp(s->pnames[i], name) == 0)
+            break;
+    if (i == s->nparams) {
+        if (s->nparams == 16 || strlen(name) >= sizeof(s->pnames[0]))
+            return;
+        s->nparams++;
+        snprintf(s->pnames[i], sizeof(s->pnames[i]), "%s", name);
+    }
+    snprintf(s->pvals[i], sizeof(s->pvals[i]), "%s", value);
+}
+
+static const char *pg_param_get(const pg_session_t *s, const char *name)
+{
+    for (int i = 0; i < s->nparams; i++)
+        if (strcmp(s->pnames[i], name) == 0)
+            return s->pvals[i];
+    return NULL;
+}
+
 /* server -> client: transaction status, in-flight count, COPY. */
 static int s2c_scan(void *arg, sy_pipe_t *p)
 {
@@ -349,6 +411,12 @@ static int s2c_scan(void *arg, sy_pipe_t *p)
             return -1;
         }
         p->scanned += (uint32_t)n;
+        if (ev == PGW_EV_CAPTURED && s->sscan.type == 'S') {
+            const char *name, *value;
+            if (pgw_parse_parameter_status(s->sscan.cap, s->sscan.cap_len, &name, &value) == 0)
+                pg_param_seen(s, name, value);
+            continue;
+        }
         if (ev != PGW_EV_HEADER)
             continue;
         switch (s->sscan.type) {
@@ -357,6 +425,8 @@ static int s2c_scan(void *arg, sy_pipe_t *p)
             if (s->inflight > 0)
                 s->inflight--;
             s->copy_in = s->copy_out = 0;
+            if (s->route)
+                s->route->transactions++;
             break;
         case 'G':
             s->copy_in = 1;
@@ -375,6 +445,8 @@ static int s2c_scan(void *arg, sy_pipe_t *p)
         }
     }
     p->fwd = p->scanned;
+    if (s->route && s->route->sw && pg_idle(s))
+        sy_switch_poke(s->route);
     return 0;
 }
 
@@ -446,9 +518,10 @@ static void client_cb(sy_conn_t *c, int status, int events);
 static void server_cb(sy_conn_t *c, int status, int events)
 {
     pg_session_t *s = c->data;
-    if (s->state == PGS_RELAY) {
+    s->refs++;
+    if (s->state == PGS_RELAY)
         pg_relay_drive(s, c, events);
-    }
+    pg_session_unref(s);
 }
 
 /* ---- greeting and hand-over ------------------------------------------------------ */
@@ -479,9 +552,11 @@ static void pg_relay_begin(pg_session_t *s)
         if (v != NULL) {
             size_t n = pgw_build_parameter_status(out + off, sizeof(out) - off, *p, v);
             off += n;
+            pg_param_seen(s, *p, v);
         }
     }
-    off += pgw_build_backend_key(out + off, sizeof(out) - off, s->be_pid, s->key);
+    s->client_pid = s->be_pid;
+    off += pgw_build_backend_key(out + off, sizeof(out) - off, s->client_pid, s->key);
     off += pgw_build_ready(out + off, sizeof(out) - off, 'I');
     s->txn = 'I';
 
@@ -605,19 +680,36 @@ static void options_add(char *out, size_t cap, const char *name, const char *val
     out[o] = '\0';
 }
 
-/* Join comma lists for host/hostaddr/port after resolution: each host becomes one
- * entry per address, so libpq tries them in order and still verifies against the name. */
-static void pg_connect_start(pg_session_t *s)
-{
-    const conf_kv_t *kv = &s->target->pg;
+/* Everything PQconnectStartParams / PQconnectdbParams needs for one upstream session,
+ * with the storage its strings point into. */
+typedef struct pg_params_s {
     const char *keys[64];
     const char *vals[64];
+    char options[2048];
+    char alloptions[4096];
+    char hostlist[4096], addrlist[4096], portlist[1024];
+    char portbuf[1024];
+} pg_params_t;
+
+/*
+ * Build the upstream parameters for target t: its own keywords, then the client's
+ * startup parameters (user/database only when the target leaves them unset; options,
+ * application_name, client_encoding and every other parameter as "-c name=value").
+ * With `resolved`, host/hostaddr/port come from our off-loop resolution: each host
+ * becomes one entry per address, so libpq tries them in order and still verifies
+ * against the name. Returns 0, or -1 with the cause in *why.
+ */
+static int pg_build_params(pg_session_t *s, const conf_target_t *t, int resolved, pg_params_t *pp,
+                           const char **why)
+{
+    const conf_kv_t *kv = &t->pg;
+    const char **keys = pp->keys, **vals = pp->vals;
     size_t n = 0;
-    char options[2048] = "";
-    char hostlist[4096] = "", addrlist[4096] = "", portlist[1024] = "";
+    char *options = pp->options, *hostlist = pp->hostlist, *addrlist = pp->addrlist, *portlist = pp->portlist;
     const char *client_appname = NULL, *client_encoding = NULL;
     int have_user = 0, have_db = 0;
 
+    options[0] = hostlist[0] = addrlist[0] = portlist[0] = '\0';
     /* Client parameters: user/database are mapped; the rest go upstream. */
     size_t off = 0;
     const char *name, *value;
@@ -631,12 +723,11 @@ static void pg_connect_start(pg_session_t *s)
         else if (strcmp(name, "options") == 0)
             ;   /* appended below, after the target's own */
         else
-            options_add(options, sizeof(options), name, value);
+            options_add(options, sizeof(pp->options), name, value);
     }
     const char *target_opts = conf_kv_get(kv, "options");
     const char *client_opts = pgw_startup_get(&s->st, "options");
-    char alloptions[4096];
-    snprintf(alloptions, sizeof(alloptions), "%s%s%s%s%s", target_opts ? target_opts : "",
+    snprintf(pp->alloptions, sizeof(pp->alloptions), "%s%s%s%s%s", target_opts ? target_opts : "",
              target_opts && (client_opts || options[0]) ? " " : "", client_opts ? client_opts : "",
              client_opts && options[0] ? " " : "", options);
 
@@ -644,32 +735,32 @@ static void pg_connect_start(pg_session_t *s)
     const char *ports = conf_kv_get(kv, "port");
     int nports = 0;
     const char *portv[PG_MAX_HOSTS];
-    char portbuf[1024];
-    if (s->nhosts > 0 && conf_kv_get(kv, "hostaddr") == NULL) {
-        snprintf(portbuf, sizeof(portbuf), "%s", ports ? ports : "");
-        for (char *save = NULL, *t = ports ? strtok_r(portbuf, ",", &save) : NULL; t && nports < PG_MAX_HOSTS;
-             t = strtok_r(NULL, ",", &save))
-            portv[nports++] = t;
+    int use_lists = resolved && s->nhosts > 0 && conf_kv_get(kv, "hostaddr") == NULL;
+    if (use_lists) {
+        snprintf(pp->portbuf, sizeof(pp->portbuf), "%s", ports ? ports : "");
+        for (char *save = NULL, *tk = ports ? strtok_r(pp->portbuf, ",", &save) : NULL; tk && nports < PG_MAX_HOSTS;
+             tk = strtok_r(NULL, ",", &save))
+            portv[nports++] = tk;
         for (int i = 0; i < s->nhosts; i++) {
             const char *port = nports == 0 ? "" : nports == 1 ? portv[0] : i < nports ? portv[i] : "";
             const char *a = s->addrs[i];
             if (a == NULL)
                 continue;   /* resolution failed: libpq would skip it too */
-            /* one entry per address */
             const char *p = a;
             do {
                 const char *comma = strchr(p, ',');
                 size_t alen = comma ? (size_t)(comma - p) : strlen(p);
                 size_t hl = strlen(hostlist), al = strlen(addrlist), pl = strlen(portlist);
-                snprintf(hostlist + hl, sizeof(hostlist) - hl, "%s%s", hl || al || pl ? "," : "", s->hosts[i]);
-                snprintf(addrlist + al, sizeof(addrlist) - al, "%s%.*s", hl || al || pl ? "," : "", (int)alen, p);
-                snprintf(portlist + pl, sizeof(portlist) - pl, "%s%s", hl || al || pl ? "," : "", port);
+                const char *sep = hl || al || pl ? "," : "";
+                snprintf(hostlist + hl, sizeof(pp->hostlist) - hl, "%s%s", sep, s->hosts[i]);
+                snprintf(addrlist + al, sizeof(pp->addrlist) - al, "%s%.*s", sep, (int)alen, p);
+                snprintf(portlist + pl, sizeof(pp->portlist) - pl, "%s%s", sep, port);
                 p = comma ? comma + 1 : NULL;
             } while (p);
         }
         if (hostlist[0] == '\0' && addrlist[0] == '\0') {
-            connect_failed(s, s->resolve_err ? s->resolve_err : "could not resolve any host");
-            return;
+            *why = s->resolve_err ? s->resolve_err : "could not resolve any host";
+            return -1;
         }
     }
 
@@ -678,8 +769,7 @@ static void pg_connect_start(pg_session_t *s)
         if (strcmp(k, "options") == 0 || strcmp(k, "application_name") == 0 ||
             strcmp(k, "client_encoding") == 0)
             continue;
-        if (s->nhosts > 0 && addrlist[0] != '\0' &&
-            (strcmp(k, "host") == 0 || strcmp(k, "port") == 0))
+        if (use_lists && (strcmp(k, "host") == 0 || strcmp(k, "port") == 0))
             continue;
         if (strcmp(k, "user") == 0)
             have_user = 1;
@@ -689,7 +779,7 @@ static void pg_connect_start(pg_session_t *s)
         vals[n] = kv->vals[i];
         n++;
     }
-    if (s->nhosts > 0 && addrlist[0] != '\0') {
+    if (use_lists) {
         keys[n] = "host", vals[n++] = hostlist;
         keys[n] = "hostaddr", vals[n++] = addrlist;
         if (nports > 0)
@@ -699,8 +789,8 @@ static void pg_connect_start(pg_session_t *s)
         keys[n] = "user", vals[n++] = s->user;
     if (!have_db)
         keys[n] = "dbname", vals[n++] = s->database;
-    if (alloptions[0])
-        keys[n] = "options", vals[n++] = alloptions;
+    if (pp->alloptions[0])
+        keys[n] = "options", vals[n++] = pp->alloptions;
     const char *appname = client_appname ? client_appname : conf_kv_get(kv, "application_name");
     if (appname)
         keys[n] = "application_name", vals[n++] = appname;
@@ -709,8 +799,20 @@ static void pg_connect_start(pg_session_t *s)
         keys[n] = "client_encoding", vals[n++] = enc;
     keys[n] = NULL;
     vals[n] = NULL;
+    return 0;
+}
 
-    s->pg = PQconnectStartParams(keys, vals, 0);
+static void pg_connect_start(pg_session_t *s)
+{
+    pg_params_t *pp = malloc(sizeof(*pp));
+    const char *why = "out of memory";
+    if (pp == NULL || pg_build_params(s, s->target, 1, pp, &why) != 0) {
+        free(pp);
+        connect_failed(s, why);
+        return;
+    }
+    s->pg = PQconnectStartParams(pp->keys, pp->vals, 0);
+    free(pp);
     if (s->pg == NULL) {
         connect_failed(s, "out of memory");
         return;
@@ -732,6 +834,322 @@ static void pg_connect_start(pg_session_t *s)
     int r = sy_conn_watch(&s->server, UV_WRITABLE, connect_poll_cb);
     if (r != 0)
         connect_failed(s, uv_strerror(r));
+}
+
+/* ---- switchover: moving a session to another target ------------------------------ */
+
+/*
+ * With the session quiet (ReadyForQuery 'I', nothing in flight), the old upstream is
+ * idle exactly as libpq left it when we adopted it, so libpq can use it again. On the
+ * thread pool:
+ *   1. ask the old session what cannot move (temporary tables, advisory locks, WITH HOLD
+ *      cursors) and what must (SET values, prepared statements, LISTEN channels);
+ *   2. connect to the new target with the client's original startup parameters;
+ *   3. replay the settings, the prepared statements (same names: a driver's statement
+ *      cache keeps working) and the LISTENs.
+ * Back on the loop the new upstream is adopted, the old one finished, and the client is
+ * told about ParameterStatus values that changed, and given any notification that
+ * arrived on the old session meanwhile. None of this traffic reaches the client.
+ */
+typedef struct pg_move_s {
+    uv_work_t     req;
+    pg_session_t *s;
+    PGconn       *old, *conn;
+    pg_params_t   pp;
+    const conf_target_t *target;
+    conf_which_t  which;
+    int           ok;
+    char          err[512];
+    pgr_buf_t     notifies;   /* NotificationResponse messages for the client */
+    uint64_t      started;
+} pg_move_t;
+
+static void no_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
+static PGresult *move_exec(pg_move_t *m, PGconn *c, const char *sql, ExecStatusType want)
+{
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != want) {
+        snprintf(m->err, sizeof(m->err), "%s", PQerrorMessage(c));
+        PQclear(r);
+        return NULL;
+    }
+    return r;
+}
+
+static void move_collect_notifies(pg_move_t *m)
+{
+    PGnotify *n;
+    while ((n = PQnotifies(m->old)) != NULL) {
+        size_t cl = strlen(n->relname) + 1, pl = strlen(n->extra) + 1;
+        uint32_t len = (uint32_t)(4 + 4 + cl + pl);
+        uint8_t hdr[9] = { 'A', (uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8), (uint8_t)len,
+                           (uint8_t)((uint32_t)n->be_pid >> 24), (uint8_t)((uint32_t)n->be_pid >> 16),
+                           (uint8_t)((uint32_t)n->be_pid >> 8), (uint8_t)n->be_pid };
+        pgr_append(&m->notifies, hdr, sizeof(hdr));
+        pgr_append(&m->notifies, n->relname, cl);
+        pgr_append(&m->notifies, n->extra, pl);
+        PQfreemem(n);
+    }
+}
+
+static void move_work(uv_work_t *req)
+{
+    pg_move_t *m = req->data;
+    PGresult *r = NULL, *settings = NULL, *prepared = NULL, *listens = NULL;
+    PQsetnonblocking(m->old, 0);
+    PQsetNoticeProcessor(m->old, no_notice, NULL);
+
+    r = move_exec(m, m->old,
+                  "SELECT (SELECT count(*) FROM pg_catalog.pg_class WHERE relpersistence = 't'"
+                  " AND relnamespace = pg_catalog.pg_my_temp_schema()),"
+                  " (SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory'"
+                  " AND pid = pg_catalog.pg_backend_pid()),"
+                  " (SELECT count(*) FROM pg_catalog.pg_cursors WHERE is_holdable)",
+                  PGRES_TUPLES_OK);
+    if (r == NULL)
+        goto out;
+    if (atoi(PQgetvalue(r, 0, 0)) > 0) {
+        snprintf(m->err, sizeof(m->err), "the session holds temporary tables");
+        goto out;
+    }
+    if (atoi(PQgetvalue(r, 0, 1)) > 0) {
+        snprintf(m->err, sizeof(m->err), "the session holds advisory locks");
+        goto out;
+    }
+    if (atoi(PQgetvalue(r, 0, 2)) > 0) {
+        snprintf(m->err, sizeof(m->err), "the session has WITH HOLD cursors");
+        goto out;
+    }
+    settings = move_exec(m, m->old, "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session'",
+                         PGRES_TUPLES_OK);
+    prepared = settings ? move_exec(m, m->old,
+                                    "SELECT name, statement, from_sql, parameter_types::pg_catalog.oid[]::text"
+                                    " FROM pg_catalog.pg_prepared_statements ORDER BY prepare_time",
+                                    PGRES_TUPLES_OK) : NULL;
+    listens = prepared ? move_exec(m, m->old, "SELECT pg_catalog.pg_listening_channels()", PGRES_TUPLES_OK) : NULL;
+    if (listens == NULL)
+        goto out;
+    move_collect_notifies(m);
+
+    m->conn = PQconnectdbParams(m->pp.keys, m->pp.vals, 0);
+    if (PQstatus(m->conn) != CONNECTION_OK) {
+        snprintf(m->err, sizeof(m->err), "cannot connect: %s", PQerrorMessage(m->conn));
+        goto out;
+    }
+    PQsetNoticeProcessor(m->conn, no_notice, NULL);
+    for (int i = 0; i < PQntuples(settings); i++) {
+        const char *params[2] = { PQgetvalue(settings, i, 0), PQgetvalue(settings, i, 1) };
+        PGresult *x = PQexecParams(m->conn, "SELECT pg_catalog.set_config($1, $2, false)", 2, NULL, params, NULL,
+                                   NULL, 0);
+        int good = PQresultStatus(x) == PGRES_TUPLES_OK;
+        PQclear(x);
+        if (!good) {
+            snprintf(m->err, sizeof(m->err), "cannot restore setting %s: %s", params[0], PQerrorMessage(m->conn));
+            goto out;
+        }
+    }
+    for (int i = 0; i < PQntuples(prepared); i++) {
+        const char *name = PQgetvalue(prepared, i, 0), *stmt = PQgetvalue(prepared, i, 1);
+        PGresult *x;
+        if (strcmp(PQgetvalue(prepared, i, 2), "t") == 0) {
+            x = PQexec(m->conn, stmt);   /* the PREPARE statement as the client wrote it */
+        } else {
+            Oid types[256];
+            int nt = 0;
+            const char *p = PQgetvalue(prepared, i, 3);   /* "{23,25}" */
+            while (*p && nt < 256) {
+                if (*p >= '0' && *p <= '9') {
+                    types[nt++] = (Oid)strtoul(p, (char **)&p, 10);
+                } else {
+                    p++;
+                }
+            }
+            x = PQprepare(m->conn, name, stmt, nt, nt ? types : NULL);
+        }
+        int good = PQresultStatus(x) == PGRES_COMMAND_OK;
+        PQclear(x);
+        if (!good) {
+            snprintf(m->err, sizeof(m->err), "cannot restore prepared statement %s: %s", name,
+                     PQerrorMessage(m->conn));
+            goto out;
+        }
+    }
+    for (int i = 0; i < PQntuples(listens); i++) {
+        char *id = PQescapeIdentifier(m->conn, PQgetvalue(listens, i, 0), strlen(PQgetvalue(listens, i, 0)));
+        char sql[600];
+        snprintf(sql, sizeof(sql), "LISTEN %s", id ? id : "\"\"");
+        PQfreemem(id);
+        PGresult *x = move_exec(m, m->conn, sql, PGRES_COMMAND_OK);
+        if (x == NULL)
+            goto out;
+        PQclear(x);
+    }
+    move_collect_notifies(m);
+    if (PQtransactionStatus(m->conn) != PQTRANS_IDLE) {
+        snprintf(m->err, sizeof(m->err), "the new session is not idle");
+        goto out;
+    }
+    m->ok = 1;
+out:
+    PQclear(r);
+    PQclear(settings);
+    PQclear(prepared);
+    PQclear(listens);
+    for (char *p = m->err; *p; p++)
+        if (*p == '\n' || *p == '\t')
+            *p = ' ';
+    size_t el = strlen(m->err);
+    while (el > 0 && m->err[el - 1] == ' ')
+        m->err[--el] = '\0';
+}
+
+static void pg_release(pg_session_t *s)
+{
+    if (s->state != PGS_RELAY)
+        return;
+    s->link.held = 0;
+    s->c2s.reading = 1;
+    s->refs++;
+    if (c2s_scan(s, &s->c2s) == 0 && s->state == PGS_RELAY) {
+        int r = sy_pipe_flush(&s->c2s);
+        if (r < 0)
+            upstream_lost(s, r);
+        else
+            pg_relay_drive(s, &s->client, 0);
+    }
+    pg_session_unref(s);
+}
+
+static void move_done(uv_work_t *req, int status)
+{
+    pg_move_t *m = req->data;
+    pg_session_t *s = m->s;
+    char q[600];
+
+    if (s->state != PGS_MOVING) {
+        /* The client left while we worked. */
+        if (m->conn)
+            PQfinish(m->conn);
+        goto out;
+    }
+    if (!m->ok) {
+        if (m->conn)
+            PQfinish(m->conn);
+        sy_warn("event=move_failed conn=%llu route=%s error=%s", (unsigned long long)s->id, s->route->conf->name,
+                sy_logq(q, sizeof(q), m->err));
+        pg_close(s, "57P01", "route %s switched to %s; reconnect (%s)", s->route->conf->name,
+                 m->which == CONF_EXTERNAL ? "external" : "builtin", m->err);
+        sy_switch_moved(&s->link, 0);
+        goto out;
+    }
+    /* Swap upstreams: finish the old one, adopt the new socket and TLS session. */
+    PQsetnonblocking(m->old, 1);
+    PQfinish(m->old);
+    s->pg = m->conn;
+    PQsetnonblocking(s->pg, 1);
+    s->server.fd = PQsocket(s->pg);
+    s->server.ssl = NULL;
+    s->server.tp = &sy_plain_transport;
+    s->server.rd_wait = UV_READABLE;
+    s->server.wr_wait = UV_WRITABLE;
+    s->server.tls_err = NULL;
+    if (PQsslInUse(s->pg))
+        sy_tls_adopt(&s->server, PQsslStruct(s->pg, "OpenSSL"));
+    if (s->cancel)
+        PQfreeCancel(s->cancel);
+    s->cancel = PQgetCancel(s->pg);
+    s->be_pid = (uint32_t)PQbackendPID(s->pg);
+    s->target = m->target;
+    s->which = m->which;
+    s->link.target = m->target;
+    s->link.which = m->which;
+    pgw_scan_init(&s->sscan, sy_server.conf.max_message_size);
+    pgw_scan_capture(&s->sscan, 'S');
+
+    /* Tell the client what changed, and hand over notifications that arrived. */
+    uint8_t out[2048];
+    for (const char *const *p = reported_params; *p; p++) {
+        const char *v = PQparameterStatus(s->pg, *p);
+        const char *seen = pg_param_get(s, *p);
+        if (v != NULL && (seen == NULL || strcmp(seen, v) != 0)) {
+            size_t n = pgw_build_parameter_status(out, sizeof(out), *p, v);
+            if (n > 0 && sy_pipe_inject(&s->s2c, out, n) == 0)
+                pg_param_seen(s, *p, v);
+        }
+    }
+    if (m->notifies.len > 0)
+        sy_pipe_inject(&s->s2c, m->notifies.data, m->notifies.len);
+    pg_set_state(s, PGS_RELAY);
+    sy_info("event=moved conn=%llu route=%s target=%s upstream=%s backend_pid=%u ms=%llu", (unsigned long long)s->id,
+            s->route->conf->name, s->which == CONF_EXTERNAL ? "external" : "builtin", s->target->hostport, s->be_pid,
+            (unsigned long long)(uv_now(sy_server.loop) - m->started));
+    s->refs++;
+    if (!sy_route_should_hold(&s->link))
+        pg_release(s);
+    else
+        pg_update_polls(s);
+    if (s->state == PGS_RELAY || s->state == PGS_CLOSING)
+        sy_switch_moved(&s->link, 1);
+    pg_session_unref(s);
+out:
+    pgr_buf_free(&m->notifies);
+    free(m);
+    pg_session_unref(s);
+}
+
+static int pg_link_quiet(sy_session_link_t *l)
+{
+    pg_session_t *s = (pg_session_t *)l;
+    return s->state == PGS_RELAY && pg_idle(s) && s->c2s.start == s->c2s.fwd;
+}
+
+static void pg_link_move(sy_session_link_t *l)
+{
+    pg_session_t *s = (pg_session_t *)l;
+    sy_route_t *r = s->route;
+    pg_move_t *m = calloc(1, sizeof(*m));
+    const char *why = "out of memory";
+    if (m == NULL || pg_build_params(s, r->active == CONF_EXTERNAL ? &r->conf->external : &r->conf->builtin, 0,
+                                     &m->pp, &why) != 0) {
+        free(m);
+        pg_close(s, "57P01", "route %s switched; reconnect (%s)", r->conf->name, why);
+        sy_switch_moved(l, 0);
+        return;
+    }
+    m->req.data = m;
+    m->s = s;
+    m->old = s->pg;
+    m->which = r->active;
+    m->target = r->active == CONF_EXTERNAL ? &r->conf->external : &r->conf->builtin;
+    m->started = uv_now(sy_server.loop);
+    pg_set_state(s, PGS_MOVING);
+    s->c2s.reading = 0;
+    sy_conn_unwatch(&s->server);   /* libpq owns the socket until we take the new one */
+    sy_conn_watch(&s->client, sy_pipe_dst_events(&s->s2c), client_cb);
+    s->refs++;
+    if (uv_queue_work(sy_server.loop, &m->req, move_work, move_done) != 0) {
+        s->refs--;
+        free(m);
+        pg_set_state(s, PGS_RELAY);
+        pg_close(s, "57P01", "route %s switched; reconnect", r->conf->name);
+        sy_switch_moved(l, 0);
+    }
+}
+
+static void pg_link_kick(sy_session_link_t *l, const char *why)
+{
+    pg_session_t *s = (pg_session_t *)l;
+    pg_close(s, "57P01", "%s", why);
+}
+
+static void pg_link_release(sy_session_link_t *l)
+{
+    pg_release((pg_session_t *)l);
 }
 
 static void resolve_next(pg_session_t *s);
@@ -1057,6 +1475,7 @@ static void admin_drive(pg_session_t *s)
 
 static void pg_admin_begin(pg_session_t *s)
 {
+    s->link.console = 1;
     static const char *const params[][2] = {
         { "server_version", "15.0 (switchyard " SY_VERSION ")" }, { "server_encoding", "UTF8" },
         { "client_encoding", "UTF8" }, { "DateStyle", "ISO, MDY" }, { "integer_datetimes", "on" },
@@ -1102,9 +1521,10 @@ static void pg_route_and_connect(pg_session_t *s)
     }
     s->route->clients++;
     s->which = s->route->active;
+    s->target = s->which == CONF_EXTERNAL ? &s->route->conf->external : &s->route->conf->builtin;
     s->link.route = s->route;
     s->link.which = s->which;
-    s->target = s->which == CONF_EXTERNAL ? &s->route->conf->external : &s->route->conf->builtin;
+    s->link.target = s->target;
     if (!s->target->defined) {
         pg_close(s, "08001", "route %s: the %s target is not configured", s->route->conf->name,
                  s->which == CONF_EXTERNAL ? "external" : "builtin");
@@ -1229,6 +1649,7 @@ static void client_tls_step(pg_session_t *s)
 static void client_cb(sy_conn_t *c, int status, int events)
 {
     pg_session_t *s = c->data;
+    s->refs++;   /* the session may close inside; free it only after we return */
     switch (s->state) {
     case PGS_STARTUP:
     case PGS_AUTH:
@@ -1252,9 +1673,16 @@ static void client_cb(sy_conn_t *c, int status, int events)
         sy_conn_watch(&s->client, 0, client_cb);
         break;
     }
+    case PGS_MOVING:
+        if (sy_pipe_flush(&s->s2c) < 0)
+            pg_close(s, NULL, NULL);   /* the move finishes and finds the session closing */
+        else
+            sy_conn_watch(&s->client, sy_pipe_dst_events(&s->s2c), client_cb);
+        break;
     default:
         break;
     }
+    pg_session_unref(s);
 }
 
 static void pg_describe(const sy_session_link_t *l, char cols[][128])
@@ -1283,6 +1711,10 @@ void pg_session_start(sy_listener_t *l, int fd, int trusted)
     s->trusted = trusted;
     s->state = PGS_STARTUP;
     s->link.describe = pg_describe;
+    s->link.quiet = pg_link_quiet;
+    s->link.move = pg_link_move;
+    s->link.kick = pg_link_kick;
+    s->link.release = pg_link_release;
     sy_session_link(&s->link);
     sy_server.nclients++;
     sy_conn_init(&s->client, fd, s);
@@ -1294,6 +1726,7 @@ void pg_session_start(sy_listener_t *l, int fd, int trusted)
                           .dst = &s->client, .scan = s2c_scan, .reading = 1 };
     pgw_scan_init(&s->cscan, sy_server.conf.max_message_size);
     pgw_scan_init(&s->sscan, sy_server.conf.max_message_size);
+    pgw_scan_capture(&s->sscan, 'S');   /* ParameterStatus: what the client knows */
     if (sy_conn_watch(&s->client, UV_READABLE, client_cb) != 0) {
         sy_conn_close(&s->client);
         sy_session_unlink(&s->link);

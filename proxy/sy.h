@@ -164,6 +164,8 @@ struct sy_route_s {
     uint64_t            closed_at_deadline;
     uint64_t            moved;            /* sessions moved by switchovers */
     int                 paused;
+    void               *sw;               /* the switch in progress (switchover.c) */
+    uv_timer_t         *pause_timer;
     int                 healthy;          /* last health probe of the active target: 1 ok */
     char                health_err[256];  /* its cause when not ok */
 };
@@ -176,11 +178,43 @@ struct sy_session_link_s {
     sy_session_link_t *prev, *next;
     sy_route_t        *route;       /* NULL until routed */
     conf_which_t       which;       /* target it is connected to */
+    const conf_target_t *target;    /* ...and that target's settings */
+    int                held;        /* stopped at a boundary by a pause or a switch */
+    int                moving;      /* a move to the route's active target is running */
+    int                console;     /* admin console sessions are never moved */
     void             (*describe)(const sy_session_link_t *l, char cols[][128]);
+    /* Switchover hooks (switchover.c drives them):
+     * quiet: 1 when the session stands at a boundary and can be moved now
+     * move:  start moving to the route's active target; sy_switch_moved() follows
+     * kick:  close the session with the "switched; reconnect" error
+     * release: a hold ended; carry on relaying */
+    int              (*quiet)(sy_session_link_t *l);
+    void             (*move)(sy_session_link_t *l);
+    void             (*kick)(sy_session_link_t *l, const char *why);
+    void             (*release)(sy_session_link_t *l);
 };
 extern sy_session_link_t sy_sessions;   /* list head */
 void sy_session_link(sy_session_link_t *l);
 void sy_session_unlink(sy_session_link_t *l);
+
+/* ---- switchover (switchover.c) ------------------------------------------------------- */
+
+/* Must this session stop at its next boundary? (route paused, or it is on a target the
+ * route no longer uses). Sessions call it where a new transaction or command would start. */
+int  sy_route_should_hold(const sy_session_link_t *l);
+/* A session reached a boundary or changed state that matters to a running switch. */
+void sy_switch_poke(sy_route_t *r);
+/* A session finished moving: ok 1 moved, 0 closed. */
+void sy_switch_moved(sy_session_link_t *l, int ok);
+/* Begin moving a route's sessions to `to` (already prechecked); route->active is set.
+ * done(ctx, moved, closed, ms) is called when the switch has finished. */
+typedef void (*sy_switch_done_cb)(void *ctx, uint64_t moved, uint64_t closed, double ms);
+int  sy_switch_start(sy_route_t *r, conf_which_t to, int gradual, sy_switch_done_cb done, void *ctx);
+/* PAUSE / RESUME. */
+int  sy_route_pause(sy_route_t *r);
+void sy_route_resume(sy_route_t *r, const char *why);
+/* The switch in progress on a route, if any. */
+int  sy_switch_running(const sy_route_t *r);
 
 struct sy_listener_s {
     const conf_listener_t *conf;
