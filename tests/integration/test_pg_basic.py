@@ -214,33 +214,41 @@ test_bytea_50mb_row.timeout = 300
 
 
 def test_100_concurrent_clients(ctx):
+    """100 psql clients at once: each blocks upstream on an advisory lock a direct session
+    holds, so all 100 must be connected and waiting together before any finishes."""
     sy = _sy(ctx)
+    ext = ctx.external
     app = "sy-conc-%d" % os.getpid()
+    holder = PgWire(ext.port)
+    holder.startup(database="sourcegraph")
+    holder.query("SELECT pg_advisory_lock(4242)")
     procs = []
-    for i in range(100):
-        procs.append(subprocess.Popen(
-            [harness.PSQL, "-X", "-A", "-t", "-h", "127.0.0.1", "-p", str(sy.port), "-U", "postgres",
-             "-d", "sourcegraph", "-c", "SELECT %d, pg_sleep(4)" % i],
-            env=harness.clean_env({"PGAPPNAME": app}), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, start_new_session=True))
     try:
-        peak = 0
-        deadline = time.monotonic() + 30
+        for i in range(100):
+            procs.append(subprocess.Popen(
+                [harness.PSQL, "-X", "-A", "-t", "-h", "127.0.0.1", "-p", str(sy.port), "-U", "postgres",
+                 "-d", "sourcegraph", "-c", "SELECT %d FROM (SELECT pg_advisory_lock_shared(4242)) s" % i],
+                env=harness.clean_env({"PGAPPNAME": app}), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True, start_new_session=True))
+        waiting = 0
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            n = int(ctx.external.sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = '%s' "
-                                     "AND state = 'active'" % app))
-            peak = max(peak, n)
-            if n >= 100 or all(p.poll() is not None for p in procs):
+            waiting = int(ext.sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = '%s' "
+                                  "AND wait_event_type = 'Lock'" % app))
+            if waiting >= 100 or any(p.poll() is not None for p in procs):
                 break
             time.sleep(0.2)
+        print("# %d clients waiting upstream after %.1fs" % (waiting, 60 - (deadline - time.monotonic())), flush=True)
+        holder.query("SELECT pg_advisory_unlock(4242)")
         bad = []
         for i, p in enumerate(procs):
             out, err = p.communicate(timeout=60)
-            if p.returncode != 0 or out.strip() != "%d|" % i:
+            if p.returncode != 0 or out.strip() != "%d" % i:
                 bad.append("client %d: rc %d %r %r" % (i, p.returncode, out.strip(), err.strip()[:200]))
         check(not bad, "%d of 100 clients failed:\n%s" % (len(bad), "\n".join(bad[:10])))
-        check(peak >= 100, "only %d of 100 clients were active upstream at once" % peak)
+        check(waiting >= 100, "only %d of 100 clients were waiting upstream at once" % waiting)
     finally:
+        holder.close()
         for p in procs:
             if p.poll() is None:
                 p.kill()
