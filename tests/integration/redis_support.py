@@ -311,8 +311,8 @@ class Resp:
             self.pos = 0
         self.buf += d
 
-    def read(self, timeout=None):
-        """The next reply; raises Closed on EOF, fails on a timeout."""
+    def read(self, timeout=None, what=None):
+        """The next reply; raises Closed on EOF, fails on a timeout (naming `what`)."""
         deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
         while True:
             try:
@@ -325,8 +325,8 @@ class Resp:
             try:
                 self._fill(deadline)
             except socket.timeout:
-                fail("no complete reply from port %d within %.1fs (have %r)"
-                     % (self.port, timeout if timeout is not None else self.timeout,
+                fail("%sno complete reply from port %d within %.1fs (have %r)"
+                     % (what + ": " if what else "", self.port, timeout if timeout is not None else self.timeout,
                         bytes(self.buf[self.pos:self.pos + 200])))
 
     def read_raw(self, n=1, timeout=None):

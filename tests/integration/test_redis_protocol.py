@@ -75,25 +75,31 @@ def test_pubsub_unsubscribe_counts(ctx):
     the session must not wait for more replies (a command switchyard answers itself, AUTH,
     comes back in order and in time), in RESP2 and in RESP3."""
     server, sy = _pair()
+    problems = []
     for proto in (2, 3):
-        with Resp(sy.port) as c:
-            if proto == 3:
-                c.ok("HELLO", "3")
-            c.send_cmds([("SUBSCRIBE", "c1"), ("PSUBSCRIBE", "p1", "p2", "p3")])
-            c.read_raw(4)
-            c.send_cmds([("SUNSUBSCRIBE",)])
-            v = c.read()
-            check(list(v)[:1] == [b"sunsubscribe"], "RESP%d SUNSUBSCRIBE reply: %r" % (proto, c.last_raw))
-            c.send_cmds([("AUTH", "anything"), ("PING",)])
-            a = c.read(timeout=5)
-            check(not isinstance(a, list), "RESP%d: reply to AUTH is %r" % (proto, c.last_raw))
-            p = c.read(timeout=5)
-            check(p in ("PONG", [b"pong", b""]), "RESP%d: reply to PING after AUTH is %r" % (proto, c.last_raw))
-            # still subscribed to c1 and p1..p3: a message still arrives
-            with Resp(sy.port) as pub:
-                check(pub.cmd("PUBLISH", "c1", "hello") == 1, "PUBLISH c1 after SUNSUBSCRIBE")
-            m = c.read(timeout=5)
-            check(list(m) == [b"message", b"c1", b"hello"], "RESP%d message after SUNSUBSCRIBE: %r" % (proto, c.last_raw))
+        try:
+            with Resp(sy.port) as c:
+                if proto == 3:
+                    c.ok("HELLO", "3")
+                c.send_cmds([("SUBSCRIBE", "c1"), ("PSUBSCRIBE", "p1", "p2", "p3")])
+                c.read_raw(4)
+                c.send_cmds([("SUNSUBSCRIBE",)])
+                v = c.read()
+                check(list(v)[:1] == [b"sunsubscribe"], "RESP%d SUNSUBSCRIBE reply: %r" % (proto, c.last_raw))
+                c.send_cmds([("AUTH", "anything"), ("PING",)])
+                a = c.read(timeout=5, what="RESP%d: AUTH after SUBSCRIBE c1, PSUBSCRIBE p1 p2 p3, SUNSUBSCRIBE" % proto)
+                check(not isinstance(a, list), "RESP%d: reply to AUTH is %r" % (proto, c.last_raw))
+                p = c.read(timeout=5)
+                check(p in ("PONG", [b"pong", b""]), "RESP%d: reply to PING after AUTH is %r" % (proto, c.last_raw))
+                # still subscribed to c1 and p1..p3: a message still arrives
+                with Resp(sy.port) as pub:
+                    check(pub.cmd("PUBLISH", "c1", "hello") == 1, "PUBLISH c1 after SUNSUBSCRIBE")
+                m = c.read(timeout=5)
+                check(list(m) == [b"message", b"c1", b"hello"],
+                      "RESP%d message after SUNSUBSCRIBE: %r" % (proto, c.last_raw))
+        except harness.TestFailure as e:
+            problems.append(str(e))
+    check(not problems, "\n".join(problems))
     sy.stop()
 
 
@@ -346,7 +352,7 @@ def _reply_exchange(port, cmds, pipelined):
                 time.sleep(0.01)
         out = b""
         while True:
-            v = r.read(timeout=5)
+            v = r.read(timeout=5, what="waiting for ECHO END after %r (so far %r)" % (cmds, out))
             out += r.last_raw
             if v == b"END":
                 break
