@@ -200,3 +200,31 @@ def test_client_auth(ctx):
     check('"set" "authed" "yes"' in text.lower(), "MONITOR did not see the client's commands:\n%s" % text[-2000:])
     check("app-Secret-7" not in sy.log_text(), "the client password appears in switchyard's log")
     sy.stop()
+
+
+def test_client_auth_hello_needs_auth(ctx):
+    """With client_password set, HELLO without AUTH is a command before AUTH: -NOAUTH, as
+    Redis answers it, and nothing about the upstream (version, id) reaches the client."""
+    server = harness.RedisServer()
+    sy = rs.start_proxy(server, extra="client_password = app-Secret-7")
+    with Resp(sy.port) as r:
+        v = r.cmd("HELLO", "3")
+        check(isinstance(v, Err) and v.startswith("NOAUTH"),
+              "HELLO 3 before AUTH answered %r, expected -NOAUTH" % r.last_raw[:120])
+        v = r.cmd("PING")
+        check(isinstance(v, Err) and v.startswith("NOAUTH"), "PING after HELLO 3 without AUTH: %r" % r.last_raw)
+    sy.stop()
+
+
+def test_auth_inside_multi(ctx):
+    """AUTH inside MULTI is queued like any command: +QUEUED, and EXEC's array has its +OK.
+    Answering +OK at once shifts every reply of the transaction for the client."""
+    server = harness.RedisServer()
+    sy = rs.start_proxy(server, extra="client_password = app-Secret-7")
+    with Resp(sy.port) as r:
+        check(r.cmd("AUTH", "app-Secret-7") == "OK", "AUTH")
+        r.send_cmds([("MULTI",), ("SET", "m", "1"), ("AUTH", "app-Secret-7"), ("INCR", "m"), ("EXEC",)])
+        got = [r.read(timeout=5) for _ in range(5)]
+        check(got == ["OK", "QUEUED", "QUEUED", "QUEUED", ["OK", "OK", 2]],
+              "MULTI / SET / AUTH / INCR / EXEC answered %r, expected +OK +QUEUED x3 and [OK, OK, 2]" % got)
+    sy.stop()
