@@ -1,14 +1,727 @@
-/* metrics.c - placeholder until the metrics endpoint lands (see metrics.h). */
+/*
+ * metrics.c - Prometheus metrics and /healthz on a small loopback HTTP server, and the
+ * health probes behind route->healthy.
+ *
+ * HTTP (not the data path, so a plain uv_tcp_t): one request per connection, answered
+ * with Connection: close. The request head goes through protocol/http_req one read at a
+ * time and is never buffered; the response is built whole (header and body in one
+ * allocation that the connection owns until it is freed) and written once.
+ *
+ *   accept ─▶ READING ──head complete──▶ WRITING ──sent, FIN──▶ LINGER ──EOF──▶ CLOSING ─▶ freed
+ *               │  malformed or > 8 KiB: 400      │ write error     │ 5 s timer  (both handles'
+ *               │  5 s without a whole head: 408   └─────────────────┴──────────▶  close callbacks)
+ *               └─ client gone ───────────────────────────────────────────────▶
+ *
+ * LINGER keeps reading (and discarding) after the response until the client closes, so
+ * that unread request bytes never turn our close into a reset that eats the response.
+ *
+ *   GET /metrics   text format 0.0.4, one family after another, each with HELP and TYPE
+ *   GET /healthz   200 "ok" when every route's last probe of its active target succeeded,
+ *                  else 503 with "route <name>: <host:port>: <cause>" per failing route
+ *   HEAD           as GET without the body; other methods 405; other paths 404
+ *
+ * Probes: a repeating timer (unref'd) looks at every route each second and queues
+ * sy_target_probe on the thread pool for a route whose active target was probed more than
+ * MX_PROBE_EVERY_MS ago, or not at all since a switch. One probe per route at a time, and
+ * at most MX_PROBES_MAX at once: the pool has four threads, and a dead target can hold a
+ * probe for connect_timeout; the sessions' name lookups, cancel requests and the
+ * console's SWITCH precheck need the rest. The result is stored in the after-work
+ * callback, on the loop thread, so route->healthy and route->health_err are only ever
+ * written there. A result for a target that is no longer active is dropped.
+ *
+ * Probes run even when metrics_listen is off: SHOW ROUTES reports health too.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <netdb.h>
 #include "proxy/sy.h"
+#include "proxy/admin.h"
 #include "proxy/metrics.h"
+#include "protocol/http_req.h"
+
+#define MX_TICK_MS          1000
+#define MX_PROBE_EVERY_MS   5000
+#define MX_PROBES_MAX       2
+#define MX_REQUEST_MS       5000    /* a whole request head must arrive within this */
+#define MX_RESPONSE_MS      5000    /* writing the response and lingering after it */
+#define MX_CONNS_MAX        64      /* more concurrent HTTP connections are closed at once */
+#define MX_PROBE_USER       "postgres"
+#define MX_NOT_PROBED       "not probed yet"
+
+#define PROM_CONTENT_TYPE   "text/plain; version=0.0.4; charset=utf-8"
+#define TEXT_CONTENT_TYPE   "text/plain; charset=utf-8"
+
+/* ---- a growable text buffer --------------------------------------------------------- */
+
+typedef struct mx_buf_s {
+    char  *p;
+    size_t len, cap;
+    int    oom;     /* sticky: an allocation failed, the content is incomplete */
+} mx_buf_t;
+
+static void buf_printf(mx_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void buf_printf(mx_buf_t *b, const char *fmt, ...)
+{
+    while (!b->oom) {
+        size_t room = b->cap - b->len;
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p ? b->p + b->len : NULL, room, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->oom = 1;
+            return;
+        }
+        if ((size_t)n < room) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap - b->len <= (size_t)n)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (p == NULL) {
+            b->oom = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+}
+
+/* A Prometheus label value: backslash, double quote and newline escaped. */
+static void buf_label_value(mx_buf_t *b, const char *s)
+{
+    for (; s && *s; s++) {
+        if (*s == '\\' || *s == '"')
+            buf_printf(b, "\\%c", *s);
+        else if (*s == '\n')
+            buf_printf(b, "\\n");
+        else
+            buf_printf(b, "%c", *s);
+    }
+}
+
+/* One line of text for /healthz: control characters become spaces. */
+static void buf_text(mx_buf_t *b, const char *s)
+{
+    for (; s && *s; s++)
+        buf_printf(b, "%c", (unsigned char)*s < 0x20 || *s == 0x7f ? ' ' : *s);
+}
+
+/* ---- probes ------------------------------------------------------------------------- */
+
+typedef struct mx_probe_s {
+    uv_work_t     req;
+    sy_route_t   *route;
+    int           busy;         /* queued or running on the pool */
+    conf_which_t  which;        /* the target being (or last) probed */
+    int           ok;           /* worker's result */
+    char          err[256];     /* worker's cause */
+    int           has_result;   /* a result for `which` was stored in the route */
+    int           last_ok;      /* -1 before the first result: for logging changes */
+    uint64_t      started_ms;
+} mx_probe_t;
+
+static struct {
+    uv_tcp_t     server;
+    int          server_on;
+    uv_timer_t   timer;
+    int          timer_on;
+    int          stopping;
+    mx_probe_t  *probes;        /* one per route */
+    int          inflight;
+    struct mx_conn_s *conns;    /* live HTTP connections, doubly linked */
+    int          nconns;
+    uint64_t     next_id;
+} mx;
+
+static const char *which_name(conf_which_t w)
+{
+    return w == CONF_EXTERNAL ? "external" : "builtin";
+}
+
+static const conf_target_t *route_target(const sy_route_t *r, conf_which_t w)
+{
+    return w == CONF_EXTERNAL ? &r->conf->external : &r->conf->builtin;
+}
+
+static const char *target_hostport(const sy_route_t *r, conf_which_t w)
+{
+    const conf_target_t *t = route_target(r, w);
+    return t->defined && t->hostport ? t->hostport : "(none)";
+}
+
+/* Thread pool: blocking. Reads only the route's configuration, which outlives the loop. */
+static void probe_work(uv_work_t *req)
+{
+    mx_probe_t *p = req->data;
+    p->ok = sy_target_probe(p->route, p->which, MX_PROBE_USER, p->err, sizeof(p->err)) == 0;
+}
+
+static void probe_pump(void);
+
+static void probe_done(uv_work_t *req, int status)
+{
+    mx_probe_t *p = req->data;
+    sy_route_t *r = p->route;
+    p->busy = 0;
+    mx.inflight--;
+    if (status != 0)        /* UV_ECANCELED: sy_metrics_stop took it off the queue */
+        return;
+    if (r->active != p->which) {
+        p->has_result = 0;  /* switched meanwhile: this says nothing about the new target */
+    } else {
+        p->has_result = 1;
+        r->healthy = p->ok;
+        snprintf(r->health_err, sizeof(r->health_err), "%s", p->ok ? "" : p->err);
+        if (p->ok != p->last_ok) {
+            char q[600];
+            if (p->ok)
+                sy_info("event=health route=%s target=%s healthy=1", r->conf->name, which_name(p->which));
+            else
+                sy_warn("event=health route=%s target=%s healthy=0 error=%s", r->conf->name,
+                        which_name(p->which), sy_logq(q, sizeof(q), p->err));
+            p->last_ok = p->ok;
+        }
+    }
+    probe_pump();
+}
+
+/* Queue the probes that are due, up to MX_PROBES_MAX in flight. */
+static void probe_pump(void)
+{
+    if (mx.stopping || mx.probes == NULL)
+        return;
+    uint64_t now = uv_now(sy_server.loop);
+    for (size_t i = 0; i < sy_server.nroutes && mx.inflight < MX_PROBES_MAX; i++) {
+        mx_probe_t *p = &mx.probes[i];
+        sy_route_t *r = p->route;
+        if (p->busy)
+            continue;
+        if (p->has_result && p->which == r->active && now - p->started_ms < MX_PROBE_EVERY_MS)
+            continue;
+        p->which = r->active;
+        p->started_ms = now;
+        p->req.data = p;
+        int rc = uv_queue_work(sy_server.loop, &p->req, probe_work, probe_done);
+        if (rc != 0) {
+            sy_warn("event=health_probe_error route=%s error=%s", r->conf->name, uv_strerror(rc));
+            continue;
+        }
+        p->busy = 1;
+        mx.inflight++;
+    }
+}
+
+static void tick_cb(uv_timer_t *t)
+{
+    probe_pump();
+}
+
+static int probes_start(char *err, size_t errlen)
+{
+    mx.probes = calloc(sy_server.nroutes ? sy_server.nroutes : 1, sizeof(*mx.probes));
+    if (mx.probes == NULL) {
+        snprintf(err, errlen, "out of memory for health probes");
+        return -1;
+    }
+    for (size_t i = 0; i < sy_server.nroutes; i++) {
+        sy_route_t *r = &sy_server.routes[i];
+        mx.probes[i].route = r;
+        mx.probes[i].last_ok = -1;
+        r->healthy = 0;
+        snprintf(r->health_err, sizeof(r->health_err), "%s", MX_NOT_PROBED);
+    }
+    uv_timer_init(sy_server.loop, &mx.timer);
+    mx.timer_on = 1;
+    uv_timer_start(&mx.timer, tick_cb, MX_TICK_MS, MX_TICK_MS);
+    uv_unref((uv_handle_t *)&mx.timer);
+    probe_pump();   /* the first round right away */
+    return 0;
+}
+
+/* ---- /metrics and /healthz ---------------------------------------------------------- */
+
+static const char *proto_name(const sy_route_t *r)
+{
+    return r->conf->proto == CONF_PROTO_PG ? "postgres" : "redis";
+}
+
+static void family(mx_buf_t *b, const char *name, const char *type, const char *help)
+{
+    buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* `name{route="..",protocol=".."[,key="val"]} ` - the value follows. */
+static void series(mx_buf_t *b, const char *name, const sy_route_t *r, const char *key, const char *val)
+{
+    buf_printf(b, "%s{route=\"", name);
+    buf_label_value(b, r->conf->name);
+    buf_printf(b, "\",protocol=\"%s\"", proto_name(r));
+    if (key) {
+        buf_printf(b, ",%s=\"", key);
+        buf_label_value(b, val);
+        buf_printf(b, "\"");
+    }
+    buf_printf(b, "} ");
+}
+
+static void u64_sample(mx_buf_t *b, const char *name, const sy_route_t *r, const char *key, const char *val,
+                       uint64_t v)
+{
+    series(b, name, r, key, val);
+    buf_printf(b, "%llu\n", (unsigned long long)v);
+}
+
+/* Per-route families with one plain series each. */
+typedef struct route_family_s {
+    const char *name, *type, *help;
+    uint64_t  (*get)(const sy_route_t *r);
+} route_family_t;
+
+static uint64_t get_clients(const sy_route_t *r) { return r->clients; }
+static uint64_t get_upstreams(const sy_route_t *r) { return r->upstreams; }
+static uint64_t get_transactions(const sy_route_t *r) { return r->transactions; }
+static uint64_t get_switches(const sy_route_t *r) { return r->switches; }
+static uint64_t get_deadline(const sy_route_t *r) { return r->closed_at_deadline; }
+static uint64_t get_moved(const sy_route_t *r) { return r->moved; }
+static uint64_t get_paused(const sy_route_t *r) { return r->paused != 0; }
+static uint64_t get_healthy(const sy_route_t *r) { return r->healthy == 1; }
+
+static const route_family_t plain_families[] = {
+    { "switchyard_route_clients", "gauge", "Client sessions open on the route.", get_clients },
+    { "switchyard_route_upstream_sessions", "gauge", "Upstream sessions open for the route.", get_upstreams },
+    { "switchyard_route_transactions_total", "counter",
+      "Postgres transactions (ReadyForQuery relayed) or Redis commands (replies relayed).", get_transactions },
+    { "switchyard_route_switches_total", "counter", "Switches of the route between its targets.", get_switches },
+    { "switchyard_route_sessions_closed_at_deadline_total", "counter",
+      "Sessions closed because they could not move before the switchover or shutdown deadline.", get_deadline },
+    { "switchyard_route_sessions_moved_total", "counter", "Sessions moved to the other target by switchovers.",
+      get_moved },
+    { "switchyard_route_paused", "gauge", "1 while the route is paused.", get_paused },
+    { "switchyard_route_healthy", "gauge",
+      "1 when the last health probe of the active target succeeded (0 until the first probe).", get_healthy },
+};
+
+static void render_metrics(mx_buf_t *b)
+{
+    const size_t n = sy_server.nroutes;
+
+    family(b, "switchyard_build_info", "gauge", "switchyard build; the value is always 1.");
+    buf_printf(b, "switchyard_build_info{version=\"%s\"} 1\n", SY_VERSION);
+    family(b, "switchyard_clients", "gauge", "Client connections open, on every listener.");
+    buf_printf(b, "switchyard_clients %llu\n", (unsigned long long)sy_server.nclients);
+
+    family(b, "switchyard_route_active_target", "gauge", "1 for the target the route sends new sessions to.");
+    for (size_t i = 0; i < n; i++) {
+        const sy_route_t *r = &sy_server.routes[i];
+        u64_sample(b, "switchyard_route_active_target", r, "target", "builtin", r->active == CONF_BUILTIN);
+        u64_sample(b, "switchyard_route_active_target", r, "target", "external", r->active == CONF_EXTERNAL);
+    }
+    for (size_t f = 0; f < sizeof(plain_families) / sizeof(plain_families[0]); f++) {
+        const route_family_t *fam = &plain_families[f];
+        family(b, fam->name, fam->type, fam->help);
+        for (size_t i = 0; i < n; i++)
+            u64_sample(b, fam->name, &sy_server.routes[i], NULL, NULL, fam->get(&sy_server.routes[i]));
+    }
+    family(b, "switchyard_route_bytes_total", "counter",
+           "Bytes relayed: in = client to upstream, out = upstream to client (counted when sessions end).");
+    for (size_t i = 0; i < n; i++) {
+        const sy_route_t *r = &sy_server.routes[i];
+        u64_sample(b, "switchyard_route_bytes_total", r, "direction", "in", r->bytes_in);
+        u64_sample(b, "switchyard_route_bytes_total", r, "direction", "out", r->bytes_out);
+    }
+    family(b, "switchyard_route_errors_total", "counter",
+           "Errors sent to clients, by kind: connect (upstream unreachable or rejected us), lost (upstream "
+           "died under a session), protocol (malformed bytes), other.");
+    for (size_t i = 0; i < n; i++) {
+        const sy_route_t *r = &sy_server.routes[i];
+        uint64_t known = r->err_connect + r->err_lost + r->err_protocol;
+        u64_sample(b, "switchyard_route_errors_total", r, "kind", "connect", r->err_connect);
+        u64_sample(b, "switchyard_route_errors_total", r, "kind", "lost", r->err_lost);
+        u64_sample(b, "switchyard_route_errors_total", r, "kind", "protocol", r->err_protocol);
+        u64_sample(b, "switchyard_route_errors_total", r, "kind", "other",
+                   r->nerrors > known ? r->nerrors - known : 0);
+    }
+    family(b, "switchyard_route_last_switch_duration_seconds", "gauge",
+           "How long the last switch of the route took (0 before the first).");
+    for (size_t i = 0; i < n; i++) {
+        const sy_route_t *r = &sy_server.routes[i];
+        double s = r->last_switch_ms > 0 ? r->last_switch_ms / 1000.0 : 0.0;
+        series(b, "switchyard_route_last_switch_duration_seconds", r, NULL, NULL);
+        buf_printf(b, "%.6f\n", s);
+    }
+}
+
+/* Returns the HTTP status: 200 when every route is healthy, else 503. */
+static int render_healthz(mx_buf_t *b)
+{
+    int bad = 0;
+    for (size_t i = 0; i < sy_server.nroutes; i++) {
+        const sy_route_t *r = &sy_server.routes[i];
+        if (r->healthy == 1)
+            continue;
+        bad++;
+        /* The probed target's address: the active one, except for the moment after a
+         * switch before its first probe, when the cause is still the old target's. */
+        const mx_probe_t *p = mx.probes ? &mx.probes[i] : NULL;
+        conf_which_t w = p && p->has_result ? p->which : r->active;
+        buf_printf(b, "route %s: %s: ", r->conf->name, target_hostport(r, w));
+        buf_text(b, r->health_err[0] ? r->health_err : "unhealthy");
+        buf_printf(b, "\n");
+    }
+    if (bad == 0)
+        buf_printf(b, "ok\n");
+    return bad ? 503 : 200;
+}
+
+/* ---- HTTP connections --------------------------------------------------------------- */
+
+typedef enum {
+    MX_READING = 0,   /* reading the request head; the request timer runs */
+    MX_WRITING,       /* the response is being written; reads stopped */
+    MX_LINGER,        /* response sent and FIN queued; reading and discarding until EOF */
+    MX_CLOSING        /* handles closing; freed when both close callbacks ran */
+} mx_conn_state_t;
+
+typedef struct mx_conn_s {
+    uv_tcp_t          tcp;
+    uv_timer_t        timer;
+    uv_write_t        wreq;
+    uv_shutdown_t     sreq;
+    mx_conn_state_t   state;
+    int               open_handles;   /* close callbacks still to come */
+    uint64_t          id;
+    http_req_t        req;
+    char             *resp;           /* header and body, owned until the connection is freed */
+    struct mx_conn_s *prev, *next;
+    char              rbuf[4096];
+} mx_conn_t;
+
+static const char *state_name(mx_conn_state_t s)
+{
+    static const char *const names[] = { "reading", "writing", "linger", "closing" };
+    return (unsigned)s < 4 ? names[s] : "?";
+}
+
+/* The one place a connection changes state; an impossible move is a bug. */
+static void conn_set_state(mx_conn_t *c, mx_conn_state_t to)
+{
+    int ok;
+    switch (c->state) {
+    case MX_READING: ok = to == MX_WRITING || to == MX_CLOSING; break;
+    case MX_WRITING: ok = to == MX_LINGER || to == MX_CLOSING; break;
+    case MX_LINGER:  ok = to == MX_CLOSING; break;
+    default:         ok = 0; break;
+    }
+    if (!ok) {
+        sy_err("event=bug where=metrics conn=m%llu from=%s to=%s", (unsigned long long)c->id,
+               state_name(c->state), state_name(to));
+        abort();
+    }
+    c->state = to;
+}
+
+static void conn_free_cb(uv_handle_t *h)
+{
+    mx_conn_t *c = h->data;
+    if (--c->open_handles > 0)
+        return;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        mx.conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    mx.nconns--;
+    free(c->resp);
+    free(c);
+}
+
+static void conn_close(mx_conn_t *c)
+{
+    if (c->state == MX_CLOSING)
+        return;
+    conn_set_state(c, MX_CLOSING);
+    uv_close((uv_handle_t *)&c->tcp, conn_free_cb);
+    uv_close((uv_handle_t *)&c->timer, conn_free_cb);
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    mx_conn_t *c = h->data;
+    *buf = uv_buf_init(c->rbuf, sizeof(c->rbuf));
+}
+
+static void timer_cb(uv_timer_t *t);
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static void shutdown_cb(uv_shutdown_t *req, int status)
+{
+    mx_conn_t *c = req->data;
+    if (status < 0 && c->state != MX_CLOSING)
+        conn_close(c);
+}
+
+static void write_cb(uv_write_t *req, int status)
+{
+    mx_conn_t *c = req->data;
+    if (c->state == MX_CLOSING)
+        return;
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    conn_set_state(c, MX_LINGER);
+    c->sreq.data = c;
+    if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, shutdown_cb) != 0 ||
+        uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) != 0)
+        conn_close(c);
+}
+
+/* Send one whole response and close after it. extra: more header lines ("Allow: ...\r\n"). */
+static void respond(mx_conn_t *c, int status, const char *reason, const char *ctype, const char *extra,
+                    const char *body, size_t blen, int head_only)
+{
+    char hdr[512];
+    int hn = snprintf(hdr, sizeof(hdr),
+                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%sCache-Control: no-store\r\n"
+                      "Connection: close\r\n\r\n", status, reason, ctype, blen, extra ? extra : "");
+    size_t send_body = head_only ? 0 : blen;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    sy_debug("event=http conn=m%llu method=%s status=%d bytes=%zu", (unsigned long long)c->id,
+             c->req.done ? c->req.method : "-", status, blen);
+    if (hn < 0 || (size_t)hn >= sizeof(hdr) || (c->resp = malloc((size_t)hn + send_body)) == NULL) {
+        conn_close(c);
+        return;
+    }
+    memcpy(c->resp, hdr, (size_t)hn);
+    if (send_body)
+        memcpy(c->resp + hn, body, send_body);
+    conn_set_state(c, MX_WRITING);
+    uv_timer_start(&c->timer, timer_cb, MX_RESPONSE_MS, 0);
+    uv_buf_t wb = uv_buf_init(c->resp, (unsigned)((size_t)hn + send_body));
+    c->wreq.data = c;
+    if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &wb, 1, write_cb) != 0)
+        conn_close(c);
+}
+
+static void respond_text(mx_conn_t *c, int status, const char *reason, const char *extra, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void respond_text(mx_conn_t *c, int status, const char *reason, const char *extra, const char *fmt, ...)
+{
+    char body[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(body, sizeof(body), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n >= sizeof(body))
+        n = sizeof(body) - 1;
+    respond(c, status, reason, TEXT_CONTENT_TYPE, extra, body, (size_t)n, 0);
+}
+
+/* The path of a request target: origin-form "/p?q" or absolute-form "http://h/p?q".
+ * Sets *len; returns NULL for other forms ("*", authority-form). */
+static const char *target_path(const char *t, size_t *len)
+{
+    const char *p = t;
+    if (strncasecmp(t, "http://", 7) == 0 || strncasecmp(t, "https://", 8) == 0) {
+        p = strchr(strstr(t, "//") + 2, '/');
+        if (p == NULL) {
+            *len = 1;
+            return "/";
+        }
+    } else if (*t != '/') {
+        return NULL;
+    }
+    *len = strcspn(p, "?#");
+    return p;
+}
+
+static int path_is(const char *p, size_t len, const char *want)
+{
+    return p && len == strlen(want) && memcmp(p, want, len) == 0;
+}
+
+static void handle_request(mx_conn_t *c)
+{
+    size_t plen = 0;
+    const char *path = target_path(c->req.target, &plen);
+    int is_metrics = path_is(path, plen, "/metrics"), is_healthz = path_is(path, plen, "/healthz");
+    int is_head = strcmp(c->req.method, "HEAD") == 0;
+
+    if (!is_metrics && !is_healthz) {
+        respond_text(c, 404, "Not Found", NULL, "not found; try /metrics or /healthz\n");
+        return;
+    }
+    if (!is_head && strcmp(c->req.method, "GET") != 0) {
+        respond_text(c, 405, "Method Not Allowed", "Allow: GET, HEAD\r\n", "method not allowed\n");
+        return;
+    }
+    mx_buf_t b = { NULL, 0, 0, 0 };
+    int status = 200;
+    if (is_metrics)
+        render_metrics(&b);
+    else
+        status = render_healthz(&b);
+    if (b.oom)
+        respond_text(c, 500, "Internal Server Error", NULL, "out of memory\n");
+    else
+        respond(c, status, status == 200 ? "OK" : "Service Unavailable",
+                is_metrics ? PROM_CONTENT_TYPE : TEXT_CONTENT_TYPE, NULL, b.p ? b.p : "", b.len, is_head);
+    free(b.p);
+}
+
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    mx_conn_t *c = s->data;
+    if (nread == 0)
+        return;
+    switch (c->state) {
+    case MX_READING:
+        if (nread < 0) {        /* the client left before a whole request */
+            conn_close(c);
+            return;
+        }
+        if (http_req_parse(&c->req, (const uint8_t *)buf->base, (size_t)nread) == HTTP_REQ_ERR)
+            respond_text(c, 400, "Bad Request", NULL, "bad request: %s\n", c->req.err);
+        else if (c->req.done)
+            handle_request(c);
+        return;
+    case MX_LINGER:
+        if (nread < 0)
+            conn_close(c);
+        return;
+    default:
+        return;
+    }
+}
+
+static void timer_cb(uv_timer_t *t)
+{
+    mx_conn_t *c = t->data;
+    if (c->state == MX_READING && c->req.head_bytes > 0)
+        respond_text(c, 408, "Request Timeout", NULL, "request timeout\n");
+    else
+        conn_close(c);
+}
+
+static void accept_cb(uv_stream_t *server, int status)
+{
+    if (status < 0) {
+        sy_warn("event=metrics_accept_error error=%s", uv_strerror(status));
+        return;
+    }
+    mx_conn_t *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        sy_warn("event=metrics_accept_error error=\"out of memory\"");
+        return;
+    }
+    c->id = ++mx.next_id;
+    c->state = MX_READING;
+    c->open_handles = 2;
+    uv_tcp_init(sy_server.loop, &c->tcp);
+    uv_timer_init(sy_server.loop, &c->timer);
+    c->tcp.data = c;
+    c->timer.data = c;
+    c->next = mx.conns;
+    if (mx.conns)
+        mx.conns->prev = c;
+    mx.conns = c;
+    mx.nconns++;
+    http_req_init(&c->req, HTTP_REQ_HEAD_MAX);
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        conn_close(c);
+        return;
+    }
+    if (mx.nconns > MX_CONNS_MAX) {
+        sy_warn("event=metrics_busy conn=m%llu open=%d", (unsigned long long)c->id, mx.nconns - 1);
+        conn_close(c);
+        return;
+    }
+    uv_timer_start(&c->timer, timer_cb, MX_REQUEST_MS, 0);
+    if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) != 0)
+        conn_close(c);
+}
+
+/* Split "host:port" / "[v6]:port" (conf has validated the form) and listen on it. */
+static int server_start(const char *addr, char *err, size_t errlen)
+{
+    char host[256];
+    const char *colon = strrchr(addr, ':');
+    const char *hs = addr;
+    size_t hl = colon ? (size_t)(colon - addr) : 0;
+    if (hl >= 2 && addr[0] == '[' && addr[hl - 1] == ']') {
+        hs++;
+        hl -= 2;
+    }
+    if (colon == NULL || hl == 0 || hl >= sizeof(host)) {
+        snprintf(err, errlen, "metrics_listen: bad address %s", addr);
+        return -1;
+    }
+    memcpy(host, hs, hl);
+    host[hl] = '\0';
+
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    int r = getaddrinfo(host, colon + 1, &hints, &res);   /* at startup, before the loop runs */
+    if (r != 0) {
+        snprintf(err, errlen, "cannot resolve %s for metrics: %s", addr, gai_strerror(r));
+        return -1;
+    }
+    uv_tcp_init(sy_server.loop, &mx.server);
+    mx.server_on = 1;
+    int rc = uv_tcp_bind(&mx.server, res->ai_addr, 0);
+    freeaddrinfo(res);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&mx.server, 128, accept_cb);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot listen on %s for metrics: %s", addr, uv_strerror(rc));
+        uv_close((uv_handle_t *)&mx.server, NULL);
+        mx.server_on = 0;
+        return -1;
+    }
+    sy_info("event=metrics_listen addr=%s", addr);
+    return 0;
+}
+
+/* ---- start / stop ------------------------------------------------------------------- */
 
 int sy_metrics_start(char *err, size_t errlen)
 {
-    (void)err;
-    (void)errlen;
-    return 0;
+    const char *addr = sy_server.conf.metrics_listen;
+    if (addr && *addr && strcmp(addr, "off") != 0 && server_start(addr, err, errlen) != 0)
+        return -1;
+    return probes_start(err, errlen);
 }
 
 void sy_metrics_stop(void)
 {
+    if (mx.stopping)
+        return;
+    mx.stopping = 1;
+    if (mx.server_on) {
+        uv_close((uv_handle_t *)&mx.server, NULL);
+        mx.server_on = 0;
+    }
+    for (mx_conn_t *c = mx.conns; c; c = c->next)
+        conn_close(c);
+    if (mx.timer_on) {
+        uv_timer_stop(&mx.timer);
+        uv_close((uv_handle_t *)&mx.timer, NULL);
+        mx.timer_on = 0;
+    }
+    /* Probes still queued are dropped; one already running finishes on its thread and
+     * its result is stored if the loop is still running then. */
+    for (size_t i = 0; mx.probes && i < sy_server.nroutes; i++)
+        if (mx.probes[i].busy)
+            uv_cancel((uv_req_t *)&mx.probes[i].req);
 }

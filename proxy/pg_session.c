@@ -95,6 +95,8 @@ struct pg_session_s {
 
     /* upstream connect */
     PGconn        *pg;
+    PGconn        *pre_conn;          /* switchover: the new upstream, opened ahead of the move */
+    const conf_target_t *pre_target;
     PGcancel      *cancel;
     uint32_t       key;
     uint32_t       be_pid;            /* the upstream backend we are connected to now */
@@ -152,6 +154,8 @@ static void pg_free(pg_session_t *s)
     free(s->resolve_err);
     free(s->startup);
     pgr_buf_free(&s->admin_out);
+    if (s->pre_conn)
+        PQfinish(s->pre_conn);
     if (s->cancel)
         PQfreeCancel(s->cancel);
     free(s);
@@ -904,15 +908,38 @@ static void move_work(uv_work_t *req)
     PQsetnonblocking(m->old, 0);
     PQsetNoticeProcessor(m->old, no_notice, NULL);
 
-    r = move_exec(m, m->old,
-                  "SELECT (SELECT count(*) FROM pg_catalog.pg_class WHERE relpersistence = 't'"
-                  " AND relnamespace = pg_catalog.pg_my_temp_schema()),"
-                  " (SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory'"
-                  " AND pid = pg_catalog.pg_backend_pid()),"
-                  " (SELECT count(*) FROM pg_catalog.pg_cursors WHERE is_holdable)",
-                  PGRES_TUPLES_OK);
-    if (r == NULL)
+    /* One round trip: what cannot move, then what must. */
+    if (!PQsendQuery(m->old,
+                     "SELECT (SELECT count(*) FROM pg_catalog.pg_class WHERE relpersistence = 't'"
+                     " AND relnamespace = pg_catalog.pg_my_temp_schema()),"
+                     " (SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory'"
+                     " AND pid = pg_catalog.pg_backend_pid()),"
+                     " (SELECT count(*) FROM pg_catalog.pg_cursors WHERE is_holdable);"
+                     "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session';"
+                     "SELECT name, statement, from_sql, parameter_types::pg_catalog.oid[]::text"
+                     " FROM pg_catalog.pg_prepared_statements ORDER BY prepare_time;"
+                     "SELECT pg_catalog.pg_listening_channels()")) {
+        snprintf(m->err, sizeof(m->err), "%s", PQerrorMessage(m->old));
         goto out;
+    }
+    PGresult **slots[4] = { &r, &settings, &prepared, &listens };
+    int nres = 0, bad = 0;
+    PGresult *res;
+    while ((res = PQgetResult(m->old)) != NULL) {
+        if (PQresultStatus(res) != PGRES_TUPLES_OK || nres >= 4) {
+            if (!bad)
+                snprintf(m->err, sizeof(m->err), "%s", PQresultErrorMessage(res));
+            bad = 1;
+            PQclear(res);
+            continue;
+        }
+        *slots[nres++] = res;
+    }
+    if (bad || nres != 4) {
+        if (!bad)
+            snprintf(m->err, sizeof(m->err), "unexpected answer to the state query");
+        goto out;
+    }
     if (atoi(PQgetvalue(r, 0, 0)) > 0) {
         snprintf(m->err, sizeof(m->err), "the session holds temporary tables");
         goto out;
@@ -925,18 +952,10 @@ static void move_work(uv_work_t *req)
         snprintf(m->err, sizeof(m->err), "the session has WITH HOLD cursors");
         goto out;
     }
-    settings = move_exec(m, m->old, "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session'",
-                         PGRES_TUPLES_OK);
-    prepared = settings ? move_exec(m, m->old,
-                                    "SELECT name, statement, from_sql, parameter_types::pg_catalog.oid[]::text"
-                                    " FROM pg_catalog.pg_prepared_statements ORDER BY prepare_time",
-                                    PGRES_TUPLES_OK) : NULL;
-    listens = prepared ? move_exec(m, m->old, "SELECT pg_catalog.pg_listening_channels()", PGRES_TUPLES_OK) : NULL;
-    if (listens == NULL)
-        goto out;
     move_collect_notifies(m);
 
-    m->conn = PQconnectdbParams(m->pp.keys, m->pp.vals, 0);
+    if (m->conn == NULL)
+        m->conn = PQconnectdbParams(m->pp.keys, m->pp.vals, 0);
     if (PQstatus(m->conn) != CONNECTION_OK) {
         snprintf(m->err, sizeof(m->err), "cannot connect: %s", PQerrorMessage(m->conn));
         goto out;
@@ -1127,6 +1146,13 @@ static void pg_link_move(sy_session_link_t *l)
     m->which = r->active;
     m->target = r->active == CONF_EXTERNAL ? &r->conf->external : &r->conf->builtin;
     m->started = uv_now(sy_server.loop);
+    if (s->pre_conn != NULL && s->pre_target == m->target && PQstatus(s->pre_conn) == CONNECTION_OK) {
+        m->conn = s->pre_conn;   /* opened while the session was still working */
+        s->pre_conn = NULL;
+    } else if (s->pre_conn != NULL) {
+        PQfinish(s->pre_conn);
+        s->pre_conn = NULL;
+    }
     pg_set_state(s, PGS_MOVING);
     s->c2s.reading = 0;
     sy_conn_unwatch(&s->server);   /* libpq owns the socket until we take the new one */
@@ -1138,6 +1164,65 @@ static void pg_link_move(sy_session_link_t *l)
         pg_set_state(s, PGS_RELAY);
         pg_close(s, "57P01", "route %s switched; reconnect", r->conf->name);
         sy_switch_moved(l, 0);
+    }
+}
+
+typedef struct pg_prep_s {
+    uv_work_t     req;
+    pg_session_t *s;
+    pg_params_t   pp;
+    const conf_target_t *target;
+    PGconn       *conn;
+} pg_prep_t;
+
+static void prep_work(uv_work_t *req)
+{
+    pg_prep_t *w = req->data;
+    w->conn = PQconnectdbParams(w->pp.keys, w->pp.vals, 0);
+}
+
+static void prep_done(uv_work_t *req, int status)
+{
+    pg_prep_t *w = req->data;
+    pg_session_t *s = w->s;
+    if (s->state == PGS_CLOSING || s->state == PGS_CLOSED || PQstatus(w->conn) != CONNECTION_OK) {
+        if (PQstatus(w->conn) != CONNECTION_OK && s->route) {
+            char q[600];
+            sy_warn("event=preconnect_failed conn=%llu route=%s error=%s", (unsigned long long)s->id,
+                    s->route->conf->name, sy_logq(q, sizeof(q), PQerrorMessage(w->conn)));
+        }
+        PQfinish(w->conn);
+    } else {
+        if (s->pre_conn)
+            PQfinish(s->pre_conn);
+        s->pre_conn = w->conn;
+        s->pre_target = w->target;
+    }
+    sy_switch_prepared(&s->link);
+    free(w);
+    pg_session_unref(s);
+}
+
+static void pg_link_prepare(sy_session_link_t *l)
+{
+    pg_session_t *s = (pg_session_t *)l;
+    sy_route_t *r = s->route;
+    const conf_target_t *t = r->active == CONF_EXTERNAL ? &r->conf->external : &r->conf->builtin;
+    const char *why;
+    pg_prep_t *w = calloc(1, sizeof(*w));
+    if (w == NULL || pg_build_params(s, t, 0, &w->pp, &why) != 0) {
+        free(w);
+        sy_switch_prepared(l);   /* the move will connect itself */
+        return;
+    }
+    w->req.data = w;
+    w->s = s;
+    w->target = t;
+    s->refs++;
+    if (uv_queue_work(sy_server.loop, &w->req, prep_work, prep_done) != 0) {
+        s->refs--;
+        free(w);
+        sy_switch_prepared(l);
     }
 }
 
@@ -1712,6 +1797,7 @@ void pg_session_start(sy_listener_t *l, int fd, int trusted)
     s->state = PGS_STARTUP;
     s->link.describe = pg_describe;
     s->link.quiet = pg_link_quiet;
+    s->link.prepare = pg_link_prepare;
     s->link.move = pg_link_move;
     s->link.kick = pg_link_kick;
     s->link.release = pg_link_release;

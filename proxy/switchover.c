@@ -21,6 +21,10 @@
  *
  * PAUSE holds sessions at their boundaries the same way, until RESUME or pause_max.
  *
+ * Before anyone is held, each session's new upstream is opened (connect, TLS, auth) while
+ * the session keeps working on the old one, so the hold only lasts as long as the
+ * in-flight transactions plus the state replay, not a connection setup.
+ *
  * A 20 ms check timer runs while a switch is in progress, so a quiet session that sends
  * nothing is still noticed; sessions also poke the switch when they reach a boundary.
  */
@@ -33,8 +37,10 @@ typedef struct sy_switch_s {
     conf_which_t      to;
     int               gradual;
     int               moving_all;     /* atomic: everyone was quiet, moves started */
+    int               preparing;      /* new upstreams are being opened; nobody is held yet */
     int               past_deadline;
     uint64_t          started;
+    uint64_t          hold_started;   /* when sessions began to be held (preparation done) */
     uint64_t          moved, closed;
     uv_timer_t        deadline;
     uv_timer_t        check;
@@ -58,7 +64,8 @@ int sy_route_should_hold(const sy_session_link_t *l)
 {
     if (l->route == NULL || l->console)
         return 0;
-    return l->route->paused || must_move(l, l->route);
+    const sy_switch_t *sw = l->route->sw;
+    return l->route->paused || (must_move(l, l->route) && (sw == NULL || !sw->preparing));
 }
 
 int sy_switch_running(const sy_route_t *r)
@@ -79,9 +86,11 @@ static void sw_finish(sy_switch_t *sw)
     double ms = (double)(uv_now(sy_server.loop) - sw->started);
     r->sw = NULL;
     r->last_switch_ms = ms;
-    sy_info("event=switch_done route=%s to=%s moved=%llu closed=%llu duration_ms=%.0f", r->conf->name,
+    double hold = sw->hold_started ? (double)(uv_now(sy_server.loop) - sw->hold_started) : 0;
+    r->last_hold_ms = hold;
+    sy_info("event=switch_done route=%s to=%s moved=%llu closed=%llu duration_ms=%.0f hold_ms=%.0f", r->conf->name,
             sw->to == CONF_EXTERNAL ? "external" : "builtin", (unsigned long long)sw->moved,
-            (unsigned long long)sw->closed, ms);
+            (unsigned long long)sw->closed, ms, hold);
     if (sw->done)
         sw->done(sw->ctx, sw->moved, sw->closed, ms);
     uv_timer_stop(&sw->deadline);
@@ -97,6 +106,18 @@ static void sw_step(sy_switch_t *sw)
     sy_route_t *r = sw->route;
     int left = 0, all_quiet = 1, moving = 0;
 
+    if (sw->preparing) {
+        int busy = 0;
+        for (sy_session_link_t *l = sy_sessions.next; l != &sy_sessions; l = l->next)
+            if (must_move(l, r) && l->preparing)
+                busy++;
+        if (busy > 0 && !sw->past_deadline)
+            return;
+        sw->preparing = 0;
+        sw->hold_started = uv_now(sy_server.loop);
+        sy_debug("event=switch_prepared route=%s ms=%llu", r->conf->name,
+                 (unsigned long long)(sw->hold_started - sw->started));
+    }
     for (sy_session_link_t *l = sy_sessions.next; l != &sy_sessions; l = l->next) {
         if (!must_move(l, r))
             continue;
@@ -159,6 +180,13 @@ void sy_switch_moved(sy_session_link_t *l, int ok)
         sw_step(sw);
 }
 
+void sy_switch_prepared(sy_session_link_t *l)
+{
+    l->preparing = 0;
+    if (l->route != NULL && l->route->sw != NULL)
+        sw_step(l->route->sw);
+}
+
 static void sw_check_cb(uv_timer_t *t)
 {
     sw_step(t->data);
@@ -215,6 +243,25 @@ int sy_switch_start(sy_route_t *r, conf_which_t to, int gradual, sy_switch_done_
     uv_timer_start(&sw->check, sw_check_cb, 20, 20);
     sy_info("event=switch_begin route=%s to=%s mode=%s", r->conf->name, to == CONF_EXTERNAL ? "external" : "builtin",
             gradual ? "gradual" : "atomic");
+    /* Open every session's new upstream first; prepare may finish synchronously. */
+    sw->preparing = 1;
+    for (sy_session_link_t *l = sy_sessions.next; l != &sy_sessions; l = l->next)
+        if (must_move(l, r) && l->prepare != NULL)
+            l->preparing = 1;
+    for (;;) {
+        sy_session_link_t *pick = NULL;
+        for (sy_session_link_t *l = sy_sessions.next; l != &sy_sessions; l = l->next)
+            if (must_move(l, r) && l->preparing == 1) {
+                pick = l;
+                break;
+            }
+        if (pick == NULL)
+            break;
+        pick->preparing = 2;   /* started */
+        pick->prepare(pick);
+        if (r->sw != sw)
+            return 0;
+    }
     sw_step(sw);
     return 0;
 }

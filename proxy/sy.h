@@ -161,6 +161,7 @@ struct sy_route_s {
     uint64_t            bytes_out;        /* upstream -> client */
     uint64_t            switches;
     double              last_switch_ms;
+    double              last_hold_ms;     /* how long sessions were held in the last switch */
     uint64_t            closed_at_deadline;
     uint64_t            moved;            /* sessions moved by switchovers */
     int                 paused;
@@ -181,13 +182,16 @@ struct sy_session_link_s {
     const conf_target_t *target;    /* ...and that target's settings */
     int                held;        /* stopped at a boundary by a pause or a switch */
     int                moving;      /* a move to the route's active target is running */
+    int                preparing;   /* its new upstream is being opened ahead of the move */
     int                console;     /* admin console sessions are never moved */
     void             (*describe)(const sy_session_link_t *l, char cols[][128]);
     /* Switchover hooks (switchover.c drives them):
      * quiet: 1 when the session stands at a boundary and can be moved now
      * move:  start moving to the route's active target; sy_switch_moved() follows
      * kick:  close the session with the "switched; reconnect" error
-     * release: a hold ended; carry on relaying */
+     * release: a hold ended; carry on relaying
+     * prepare: open the new upstream ahead of the hold; sy_switch_prepared() follows */
+    void             (*prepare)(sy_session_link_t *l);
     int              (*quiet)(sy_session_link_t *l);
     void             (*move)(sy_session_link_t *l);
     void             (*kick)(sy_session_link_t *l, const char *why);
@@ -206,6 +210,8 @@ int  sy_route_should_hold(const sy_session_link_t *l);
 void sy_switch_poke(sy_route_t *r);
 /* A session finished moving: ok 1 moved, 0 closed. */
 void sy_switch_moved(sy_session_link_t *l, int ok);
+/* A session's new upstream is open (or failed to open: the move will try again). */
+void sy_switch_prepared(sy_session_link_t *l);
 /* Begin moving a route's sessions to `to` (already prechecked); route->active is set.
  * done(ctx, moved, closed, ms) is called when the switch has finished. */
 typedef void (*sy_switch_done_cb)(void *ctx, uint64_t moved, uint64_t closed, double ms);
