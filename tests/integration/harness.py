@@ -780,7 +780,10 @@ class PgWire:
 
     def _recv_exact(self, n):
         while len(self.buf) < n:
-            chunk = self.sock.recv(max(65536, n - len(self.buf)))
+            try:
+                chunk = self.sock.recv(max(65536, n - len(self.buf)))
+            except ConnectionResetError:
+                raise ConnectionClosed("connection reset by peer (%d bytes pending)" % len(self.buf))
             if not chunk:
                 raise ConnectionClosed("connection closed by peer (%d bytes pending)" % len(self.buf))
             self.buf += chunk
@@ -1189,7 +1192,7 @@ def pg_route(name, databases=None, listener="pg", default=False, env_prefix=None
     if default:
         lines.append("default = true")
     if env_prefix is not None:
-        lines.append("env_prefix = %s" % env_prefix)
+        lines.append("env_prefix = %s" % (env_prefix or '""'))
     if builtin:
         lines.append("builtin = %s" % builtin)
     if extra:

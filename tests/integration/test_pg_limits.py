@@ -1,0 +1,196 @@
+"""
+test_pg_limits.py - the listener options and the relay's bounds (issue 2, "The client leg" and
+"The relay"): client-side TLS, the unix socket, the refusal of a non-loopback listener without
+client auth, max_message_size in both directions, and back-pressure from a slow reader on
+either side (memory stays bounded while 200 MB wait to move).
+"""
+
+import os
+import socket
+import struct
+import threading
+import time
+
+import harness
+from harness import PgError, PgWire, check, fail, psql, psql_ok
+
+
+def test_client_tls_listener(ctx):
+    tls = ctx.tls
+    port = harness.free_port()
+    conf = harness.default_pg_conf(port, ctx.builtin,
+                                   listener_extra="tls_cert = %s\ntls_key = %s\n" % (tls.server_crt, tls.server_key))
+    sy = harness.Switchyard(conf)
+    with PgWire(sy.port) as w:
+        check(w.ssl_request() == b"S", "SSLRequest not answered S with a listener certificate")
+    for host in ("localhost", "127.0.0.1"):
+        r = psql(sy.port, "\\conninfo", host=host,
+                 env={"PGSSLMODE": "verify-full", "PGSSLROOTCERT": tls.ca_a})
+        check(r.returncode == 0 and "SSL connection" in r.stdout,
+              "psql verify-full to the TLS listener via %s: %r %r" % (host, r.stdout, r.stderr))
+    out = psql_ok(sy.port, "SELECT current_setting('sy.cluster')", env={"PGSSLMODE": "require"})
+    check(out == "builtin", "query over client TLS: %r" % out)
+    r = psql(sy.port, "SELECT 1", env={"PGSSLMODE": "verify-ca", "PGSSLROOTCERT": tls.ca_b})
+    check(r.returncode != 0 and "certificate verify failed" in r.stderr,
+          "a client trusting CA B accepted the listener: %r" % r.stderr)
+    out = psql_ok(sy.port, "SELECT 'plain still works'", env={"PGSSLMODE": "disable"})
+    check(out == "plain still works", "plaintext client next to TLS: %r" % out)
+    sy.stop()
+
+
+def test_unix_socket_listener(ctx):
+    sockdir = harness.tmpdir("sysock")
+    port = harness.free_port()
+    conf = harness.default_pg_conf(port, ctx.builtin, listener_extra="unix_socket = %s\n" % sockdir)
+    sy = harness.Switchyard(conf)
+    path = os.path.join(sockdir, ".s.PGSQL.%d" % port)
+    deadline = time.monotonic() + 10
+    while not os.path.exists(path):
+        check(time.monotonic() < deadline, "no socket %s after 10 s" % path)
+        time.sleep(0.05)
+    out = psql_ok(port, "SELECT current_setting('sy.cluster'), current_database()", host=sockdir,
+                  db="sourcegraph-codeintel")
+    check(out == "builtin|sourcegraph-codeintel", "via the unix socket: %r" % out)
+    sy.stop()
+
+
+def test_non_loopback_listener_needs_auth(ctx):
+    """Checked with --check only: the test never binds anything but loopback."""
+    d = harness.tmpdir("nonlo")
+    path = os.path.join(d, "sy.conf")
+    with open(path, "w") as f:
+        f.write(harness.default_pg_conf(5432, ctx.builtin).replace("listen = 127.0.0.1:5432",
+                                                                   "listen = 0.0.0.0:5432"))
+    r = harness.run([harness.switchyard_bin(), "--config", path, "--check"],
+                    env=harness.clean_env({"ASAN_OPTIONS": harness.ASAN_OPTIONS}), timeout=30)
+    out = r.stdout + r.stderr
+    check(r.returncode != 0, "--check accepted a non-loopback listener without auth_password:\n" + out)
+    check("listen" in out and "sy.conf" in out, "the error does not name the file and key: %r" % out)
+
+
+def test_max_message_size_both_ways(ctx):
+    port = harness.free_port()
+    sy = harness.Switchyard(harness.default_pg_conf(port, ctx.builtin),
+                            args=["switchyard.max_message_size=1M"])
+    # client -> server: a 2 MB Query
+    with PgWire(sy.port) as w:
+        w.startup(database="sourcegraph")
+        try:
+            w.query("SELECT length('" + "x" * (2 << 20) + "')")
+            fail("a 2 MB query passed a 1 MB max_message_size")
+        except PgError as e:
+            check(e.sqlstate in ("08P01", "54000"), "oversized query: %s" % e)
+        except harness.ConnectionClosed:
+            # Closed while the rest of our 2 MB was unread on its side: the kernel answers
+            # with a reset, which can discard the ErrorResponse before we read it. A close
+            # is acceptable here; hanging or reading the whole message is not.
+            pass
+        else:
+            _data, closed = w.read_until_close(timeout=5)
+            check(closed, "connection not closed after an oversized message")
+    # server -> client: a 2 MB DataRow
+    with PgWire(sy.port) as w:
+        w.startup(database="sourcegraph")
+        check(w.query("SELECT length(repeat('x', 900000))") == [("900000",)], "a 0.9 MB row")
+        try:
+            w.query("SELECT repeat('x', 2 * 1024 * 1024)")
+            fail("a 2 MB row passed a 1 MB max_message_size")
+        except PgError as e:
+            check(e.sqlstate in ("08P01", "54000", "08006"), "oversized row: %s" % e)
+        except harness.ConnectionClosed:
+            fail("oversized row: closed without an error")
+    check(psql_ok(sy.port, "SELECT 'alive'") == "alive", "switchyard after oversized messages")
+    sy.stop()
+
+
+def _drain_rows(w):
+    """Read a big simple-query result without keeping it: (rows, bytes)."""
+    rows = nbytes = 0
+    while True:
+        typ, body = w.read_msg()
+        if typ == "D":
+            rows += 1
+            nbytes += len(body)
+        elif typ == "E":
+            raise PgError(harness.parse_error_fields(body))
+        elif typ == "Z":
+            return rows, nbytes
+
+
+def test_backpressure_slow_client(ctx):
+    """200 MB of result rows for a client that does not read for a while: switchyard stops
+    reading the upstream instead of buffering."""
+    sy = harness.start_default(ctx, asan_extra="quarantine_size_mb=1")
+    with PgWire(sy.port, timeout=120) as w:
+        w.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        w.startup(database="sourcegraph")
+        rss0 = sy.rss_kb()
+        w.send_query("SELECT repeat('x', 1000) FROM generate_series(1, 200000)")
+        time.sleep(4)
+        rss1 = sy.rss_kb()
+        rows, nbytes = _drain_rows(w)
+        check(rows == 200000, "got %d rows" % rows)
+    check(rss1 - rss0 < 48 * 1024, "RSS grew by %d kB while the client did not read" % (rss1 - rss0))
+    sy.stop()
+
+
+test_backpressure_slow_client.timeout = 180
+
+
+def test_backpressure_slow_upstream(ctx):
+    """200 MB of COPY data towards an upstream backend that is not reading (waiting for a
+    table lock): switchyard stops reading the client instead of buffering; once the lock goes
+    the COPY completes."""
+    sy = harness.start_default(ctx, asan_extra="quarantine_size_mb=1")
+    bi = ctx.builtin
+    bi.sql("DROP TABLE IF EXISTS sy_bp; CREATE TABLE sy_bp (v text)", db="sourcegraph")
+    locker = PgWire(bi.port)
+    locker.startup(database="sourcegraph")
+    locker.query("BEGIN; LOCK TABLE sy_bp IN ACCESS EXCLUSIVE MODE")
+    w = PgWire(sy.port, timeout=120)
+    w.startup(database="sourcegraph")   # route pg, on its built-in target here
+    rss0 = sy.rss_kb()
+    line = b"y" * 999 + b"\n"
+    chunk = b"".join(b"d" + struct.pack("!I", 4 + len(line) * 64) + line * 64 for _ in range(16))
+    nrows = 200 * 1024 * 1024 // len(line) // 1024 * 1024
+    sent = {"rows": 0, "err": None}
+
+    def sender():
+        try:
+            w.send_query("COPY sy_bp FROM STDIN")
+            while sent["rows"] < nrows:
+                w.send(chunk)
+                sent["rows"] += 64 * 16
+            w.send(b"c\0\0\0\x04")
+        except OSError as e:
+            sent["err"] = e
+
+    t = threading.Thread(target=sender, daemon=True)
+    t.start()
+    time.sleep(4)
+    rss1 = sy.rss_kb()
+    stalled_at = sent["rows"]
+    locker.query("COMMIT")
+    t.join(timeout=120)
+    check(not t.is_alive(), "sending COPY data did not finish after the lock was released")
+    check(sent["err"] is None, "sending COPY data: %s" % sent["err"])
+    # CopyInResponse, then CommandComplete
+    tag = None
+    while True:
+        typ, body = w.read_msg()
+        if typ == "C":
+            tag = body.rstrip(b"\0").decode()
+        elif typ == "E":
+            fail("COPY failed: %s" % harness.parse_error_fields(body))
+        elif typ == "Z":
+            break
+    w.close()
+    locker.close()
+    check(tag == "COPY %d" % nrows, "COPY tag %r, want COPY %d" % (tag, nrows))
+    check(stalled_at < nrows, "all %d rows were accepted while upstream was not reading" % nrows)
+    check(rss1 - rss0 < 48 * 1024, "RSS grew by %d kB while the upstream did not read" % (rss1 - rss0))
+    bi.sql("DROP TABLE sy_bp", db="sourcegraph")
+    sy.stop()
+
+
+test_backpressure_slow_upstream.timeout = 180
