@@ -159,31 +159,33 @@ BIG = 100 * 1024 * 1024
 CHUNK = 1 << 20
 
 
-def _chunks(seed):
+def _chunks(seed, size):
     rnd = random.Random(seed)
-    for _ in range(BIG // CHUNK):
+    for _ in range(size // CHUNK):
         yield rnd.randbytes(CHUNK)
 
 
-def test_100mb_value_roundtrip(ctx):
-    server, sy = _pair()
+def _value_roundtrip(sy, server, size, key="big"):
+    """SET key to `size` random bytes streamed through switchyard, GET it back streaming,
+    compare length and sha256; the upstream's STRLEN agrees; switchyard's RSS stays flat."""
     r = Resp(sy.port, timeout=120)
     r.cmd("PING")
     rss0 = sy.rss_kb()
 
     h = hashlib.sha256()
-    r.send(b"*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$%d\r\n" % BIG)
-    for c in _chunks(42):
+    r.send(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n" % (len(key), key.encode(), size))
+    for c in _chunks(42, size):
         h.update(c)
         r.sock.sendall(c)
     r.send(b"\r\n")
     want = h.hexdigest()
     v = r.read(timeout=120)
-    check(v == "OK", "SET of 100 MB answered %r" % r.last_raw[:200])
-    check(server.cli("STRLEN", "big").stdout.strip() == str(BIG), "STRLEN big on the upstream is not %d" % BIG)
+    check(v == "OK", "SET of %d bytes answered %r" % (size, r.last_raw[:200]))
+    got_len = server.cli("STRLEN", key, tls=bool(server.tls_port)).stdout.strip()
+    check(got_len == str(size), "STRLEN %s on the upstream is %s, not %d" % (key, got_len, size))
 
-    # read it back, streaming: header, then exactly BIG bytes, then CRLF
-    r.send(encode("GET", "big"))
+    # read it back, streaming: header, then exactly `size` bytes, then CRLF
+    r.send(encode("GET", key))
     sock = r.sock
     sock.settimeout(120)
     head = b""
@@ -192,16 +194,16 @@ def test_100mb_value_roundtrip(ctx):
         check(d, "connection closed while reading the GET header")
         head += d
     line, rest = head.split(b"\r\n", 1)
-    check(line == b"$%d" % BIG, "GET big header %r" % line[:100])
+    check(line == b"$%d" % size, "GET %s header %r" % (key, line[:100]))
     h2 = hashlib.sha256()
     got = 0
     buf = bytearray(rest)
     while True:
-        take = min(len(buf), BIG - got)
+        take = min(len(buf), size - got)
         h2.update(buf[:take])
         got += take
         tail = buf[take:]
-        if got == BIG:
+        if got == size:
             while len(tail) < 2:
                 d = sock.recv(2)
                 check(d, "connection closed before the final CRLF")
@@ -210,17 +212,22 @@ def test_100mb_value_roundtrip(ctx):
             check(len(tail) == 2, "extra bytes after the bulk: %r" % bytes(tail[:50]))
             break
         d = sock.recv(1 << 20)
-        check(d, "connection closed after %d of %d bytes" % (got, BIG))
+        check(d, "connection closed after %d of %d bytes" % (got, size))
         buf = bytearray(d)
-    check(h2.hexdigest() == want, "100 MB value read back differs (sha256 %s != %s)" % (h2.hexdigest(), want))
+    check(h2.hexdigest() == want, "%d-byte value read back differs (sha256 %s != %s)" % (size, h2.hexdigest(), want))
     rss1 = sy.rss_kb()
     # the connection still works
     r.buf = bytearray()
     r.pos = 0
-    check(r.cmd("PING") == "PONG", "PING after the 100 MB round trip: %r" % r.last_raw)
+    check(r.cmd("PING") == "PONG", "PING after the %d-byte round trip: %r" % (size, r.last_raw))
     r.close()
-    check(rss1 - rss0 < 32 * 1024, "switchyard's RSS grew by %d kB while relaying 100 MB each way "
-                                   "(%d -> %d kB): it buffers instead of streaming" % (rss1 - rss0, rss0, rss1))
+    check(rss1 - rss0 < 32 * 1024, "switchyard's RSS grew by %d kB while relaying %d bytes each way "
+                                   "(%d -> %d kB): it buffers instead of streaming" % (rss1 - rss0, size, rss0, rss1))
+
+
+def test_100mb_value_roundtrip(ctx):
+    server, sy = _pair()
+    _value_roundtrip(sy, server, BIG)
     sy.stop()
 
 
@@ -245,3 +252,32 @@ def test_redis_check_tool(ctx):
     res = harness.run([tool, "127.0.0.1", str(harness.closed_port()), "2", "1"], env=harness.clean_env(), timeout=30)
     check(res.returncode == 1, "redis_check towards a closed port exited %d: %s" % (res.returncode, res.stderr[-500:]))
     sy.stop()
+
+
+def test_tls_upstream_under_load(ctx):
+    """The same through a rediss:// upstream: TLS records split and partial TLS writes on
+    a non-blocking socket, with 8 checking clients, a 100k pipeline and a 32 MB value."""
+    server = harness.RedisServer(tls=ctx.tls)
+    sy = rs.start_proxy("127.0.0.1:1", env={"REDIS_ENDPOINT": "rediss://localhost:%d" % server.tls_port},
+                        extra="external_tls_ca_file = %s" % ctx.tls.ca_a)
+    ci = rs.client_info_fields(rs.cli_ok(sy.port, "CLIENT", "INFO"))
+    check(ci.get("laddr") == "127.0.0.1:%d" % server.tls_port, "not on the TLS port: %r" % ci)
+    tool = rs.redis_tool("redis_check")
+    res = harness.run([tool, "127.0.0.1", str(sy.port), "8", "3"], env=harness.clean_env(), timeout=60)
+    check(res.returncode == 0, "redis_check over TLS exited %d:\n%s" % (res.returncode, (res.stdout + res.stderr)[-2000:]))
+    n = 100000
+    cmds, want = _pipeline_cmds(n)
+    r = Resp(sy.port, timeout=60)
+    t = threading.Thread(target=lambda: r.sock.sendall(b"".join(cmds)), daemon=True)
+    t.start()
+    for i in range(n):
+        v = r.read(timeout=60)
+        if v != want[i]:
+            fail("over TLS, reply %d of %d is %r, expected %r" % (i, n, r.last_raw[:100], want[i]))
+    t.join(timeout=10)
+    r.close()
+    _value_roundtrip(sy, server, 32 * 1024 * 1024, key="tlsbig")
+    sy.stop()
+
+
+test_tls_upstream_under_load.timeout = 180
