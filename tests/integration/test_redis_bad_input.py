@@ -257,3 +257,31 @@ def test_unread_replies_back_pressure(ctx):
 
 
 test_unread_replies_back_pressure.timeout = 120
+
+
+def test_slow_subscriber_bounded(ctx):
+    """A subscriber that never reads while 200 MB is published: switchyard holds at most its
+    buffers (back-pressure towards Redis, which applies its own pubsub output limit), its RSS
+    stays flat, and publishers and other clients are served throughout."""
+    server, sy = _setup()
+    sub = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sub.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    sub.connect(("127.0.0.1", sy.port))
+    sub.sendall(encode("SUBSCRIBE", "flood"))
+    time.sleep(0.3)
+    rss0 = sy.rss_kb()
+    msg = b"m" * (100 * 1024)
+    with Resp(sy.port, timeout=30) as pub:
+        for i in range(2000):
+            v = pub.cmd("PUBLISH", "flood", msg)
+            check(isinstance(v, int), "PUBLISH %d answered %r" % (i, pub.last_raw[:200]))
+    rss1 = sy.rss_kb()
+    rs.still_serving(sy.port, "during-flood")
+    check(rss1 - rss0 < 8 * 1024, "switchyard's RSS grew by %d kB with a subscriber that does not read (%d -> %d kB)"
+          % (rss1 - rss0, rss0, rss1))
+    sub.close()
+    sy.check_alive()
+    sy.stop()
+
+
+test_slow_subscriber_bounded.timeout = 120
