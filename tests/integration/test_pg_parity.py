@@ -5,7 +5,8 @@ same cause.
 
 The matrix: every PGSSLMODE x server TLS on/off x PGSSLROOTCERT {CA A, absent, CA B} x host
 {localhost, 127.0.0.1, a name not in the certificate (PGHOST=notincert.example with
-PGHOSTADDR=127.0.0.1)} = 108 cases. "TLS on" is the shared external cluster (hostssl and host
+PGHOSTADDR=127.0.0.1)} = 126 cases, plus
+12 as a user admitted over TLS only. "TLS on" is the shared external cluster (hostssl and host
 lines, scram-sha-256 for scram_user); "TLS off" is the shared built-in cluster (no TLS, trust).
 
 One switchyard serves the whole matrix: case i is route m<i> on database m<i>, whose external
@@ -27,7 +28,7 @@ import re
 import harness
 from harness import PSQL, check, fail
 
-SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full", None)  # None: unset
 SERVERS = ("tls", "plain")
 ROOTS = ("ca_a", "absent", "ca_b")
 HOSTS = ("localhost", "127.0.0.1", "notincert")
@@ -36,25 +37,29 @@ USER = "scram_user"
 
 
 def _cases(ctx):
+    """The full matrix as scram_user (host lines: plaintext and TLS both allowed), plus every
+    mode as tls_user, whom the external cluster only admits over TLS (hostnossl reject), so
+    that `allow` has to retry with TLS after a rejection."""
     out = []
-    for sslmode in SSLMODES:
-        for server in SERVERS:
-            for root in ROOTS:
-                for host in HOSTS:
-                    cluster = ctx.external if server == "tls" else ctx.builtin
-                    env = {"PGPORT": str(cluster.port), "PGUSER": USER,
-                           "PGPASSWORD": harness.USERS[USER][0], "PGDATABASE": "postgres",
-                           "PGSSLMODE": sslmode, "PGCONNECT_TIMEOUT": "5"}
-                    if host == "notincert":
-                        env["PGHOST"] = "notincert.example"
-                        env["PGHOSTADDR"] = "127.0.0.1"
-                    else:
-                        env["PGHOST"] = host
-                    if root == "ca_a":
-                        env["PGSSLROOTCERT"] = ctx.tls.ca_a
-                    elif root == "ca_b":
-                        env["PGSSLROOTCERT"] = ctx.tls.ca_b
-                    out.append(("%s/%s/%s/%s" % (sslmode, server, root, host), env))
+    combos = [(m, s, r, h, USER) for m in SSLMODES for s in SERVERS for r in ROOTS for h in HOSTS]
+    combos += [(m, "tls", r, "localhost", "tls_user") for m in SSLMODES for r in ("ca_a", "absent")]
+    for sslmode, server, root, host, user in combos:
+        cluster = ctx.external if server == "tls" else ctx.builtin
+        env = {"PGPORT": str(cluster.port), "PGUSER": user,
+               "PGPASSWORD": harness.USERS[user][0], "PGDATABASE": "postgres",
+               "PGCONNECT_TIMEOUT": "5"}
+        if sslmode:
+            env["PGSSLMODE"] = sslmode
+        if host == "notincert":
+            env["PGHOST"] = "notincert.example"
+            env["PGHOSTADDR"] = "127.0.0.1"
+        else:
+            env["PGHOST"] = host
+        if root == "ca_a":
+            env["PGSSLROOTCERT"] = ctx.tls.ca_a
+        elif root == "ca_b":
+            env["PGSSLROOTCERT"] = ctx.tls.ca_b
+        out.append(("%s/%s/%s/%s/%s" % (sslmode or "unset", server, root, host, user), env))
     return out
 
 
@@ -100,6 +105,7 @@ def test_parity_matrix(ctx):
                  "does not match host name", "root certificate file"):
         check(want in causes, "direct psql never failed with %r; environment is off: %s" % (want, causes[:500]))
     check(oks >= 30, "direct psql succeeded in only %d cases" % oks)
+    check("no encryption" in causes, "tls_user was admitted without TLS: the hostnossl reject is missing")
 
     routes = []
     env = {"HOME": home}
