@@ -29,6 +29,7 @@
 #include <libpq-fe.h>
 #include "proxy/sy.h"
 #include "proxy/admin.h"
+#include "proxy/redis_dial.h"
 #include "protocol/pg_wire.h"
 #include "protocol/resp.h"
 #include "protocol/resp_cmd.h"
@@ -224,129 +225,16 @@ static int probe_pg(const sy_route_t *r, const conf_target_t *t, const char *use
     return ok ? 0 : -1;
 }
 
-/* Blocking RESP exchange for the precheck thread: send, then read n replies. */
-static int redis_roundtrip(int fd, SSL *ssl, const uint8_t *req, size_t len, int n, char *err, size_t errlen)
+static int probe_redis(const conf_target_t *t, char *err, size_t errlen)
 {
-    size_t off = 0;
-    while (off < len) {
-        ssize_t k = ssl ? SSL_write(ssl, req + off, (int)(len - off)) : send(fd, req + off, len - off, MSG_NOSIGNAL);
-        if (k <= 0) {
-            snprintf(err, errlen, "write failed");
-            return -1;
-        }
-        off += (size_t)k;
-    }
-    resp_reply_t rp;
-    resp_reply_init(&rp, 1 << 20);
-    uint8_t buf[4096];
-    while (n > 0) {
-        ssize_t k = ssl ? SSL_read(ssl, buf, sizeof(buf)) : recv(fd, buf, sizeof(buf), 0);
-        if (k <= 0) {
-            snprintf(err, errlen, "connection closed or timed out");
-            return -1;
-        }
-        size_t pos = 0;
-        while (pos < (size_t)k && n > 0) {
-            int done = 0;
-            ssize_t r = resp_reply_scan(&rp, buf + pos, (size_t)k - pos, &done);
-            if (r < 0) {
-                snprintf(err, errlen, "%s", rp.err);
-                return -1;
-            }
-            pos += (size_t)r;
-            if (done) {
-                if (rp.type == '-') {
-                    snprintf(err, errlen, "%s", rp.first);
-                    return -1;
-                }
-                n--;
-            }
-        }
-    }
-    return 0;
-}
-
-static int probe_redis(const conf_target_t *t, char *werr, size_t werrlen)
-{
-    const sy_endpoint_t *ep = &t->redis;
-    int ok = 0;
-    struct addrinfo hints, *res = NULL;
-    char port[8];
     int fd = -1;
     SSL *ssl = NULL;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_socktype = SOCK_STREAM;
-    snprintf(port, sizeof(port), "%u", ep->port);
-    int r = getaddrinfo(ep->host, port, &hints, &res);
-    if (r != 0) {
-        snprintf(werr, werrlen, "cannot resolve %s: %s", ep->host, gai_strerror(r));
+    static const uint8_t ping[] = "*1\r\n$4\r\nPING\r\n";
+    if (sy_redis_dial(t, &fd, &ssl, err, errlen) != 0)
         return -1;
-    }
-    for (struct addrinfo *a = res; a; a = a->ai_next) {
-        fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-            continue;
-        struct timeval tv = { sy_server.conf.connect_timeout, 0 };
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-        if (connect(fd, a->ai_addr, a->ai_addrlen) == 0)
-            break;
-        snprintf(werr, werrlen, "%s", strerror(errno));
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd < 0)
-        return -1;
-    if (ep->tls) {
-        SSL_CTX *ctx = sy_tls_client_ctx(t->tls_ca_file, t->tls_cert, t->tls_key, t->tls_insecure_skip_verify,
-                                         werr, werrlen);
-        if (ctx == NULL)
-            goto done;
-        ssl = SSL_new(ctx);
-        SSL_CTX_free(ctx);   /* the SSL keeps its own reference */
-        SSL_set_fd(ssl, fd);
-        SSL_set_tlsext_host_name(ssl, ep->host);
-        SSL_set1_host(ssl, ep->host);
-        if (SSL_connect(ssl) != 1) {
-            long vr = SSL_get_verify_result(ssl);
-            snprintf(werr, werrlen, "TLS handshake failed: %s",
-                     vr != X509_V_OK ? X509_verify_cert_error_string(vr) : "handshake error");
-            goto done;
-        }
-    }
-    uint8_t req[1200];
-    size_t len = 0;
-    int n = 0;
-    resp_arg_t a[3];
-    char db[16];
-    if (ep->has_password) {
-        int k = 0;
-        a[k++] = (resp_arg_t){ "AUTH", 4 };
-        if (ep->has_user)
-            a[k++] = (resp_arg_t){ ep->user, strlen(ep->user) };
-        a[k++] = (resp_arg_t){ ep->password, strlen(ep->password) };
-        len += resp_cmd_build(req + len, sizeof(req) - len, k, a);
-        n++;
-    }
-    if (ep->db) {
-        snprintf(db, sizeof(db), "%d", ep->db);
-        a[0] = (resp_arg_t){ "SELECT", 6 };
-        a[1] = (resp_arg_t){ db, strlen(db) };
-        len += resp_cmd_build(req + len, sizeof(req) - len, 2, a);
-        n++;
-    }
-    a[0] = (resp_arg_t){ "PING", 4 };
-    len += resp_cmd_build(req + len, sizeof(req) - len, 1, a);
-    n++;
-    if (redis_roundtrip(fd, ssl, req, len, n, werr, werrlen) == 0)
-        ok = 1;
-    memset(req, 0, sizeof(req));
-done:
-    if (ssl)
-        SSL_free(ssl);
-    close(fd);
-    return ok ? 0 : -1;
+    int r = sy_redis_roundtrip(fd, ssl, ping, sizeof(ping) - 1, 1, err, errlen);
+    sy_redis_hangup(fd, ssl);
+    return r;
 }
 
 int sy_target_probe(const sy_route_t *r, conf_which_t which, const char *user, char *err, size_t errlen)

@@ -578,13 +578,13 @@ static int run_command(const cli_where_t *w, const char *user, const char *passw
 
     PGconn *conn = PQconnectdbParams(keys, vals, 0);
     if (conn == NULL) {
-        fprintf(stderr, "switchyard: cannot reach the console at %s: out of memory\n", w->display);
+        fprintf(stderr, "switchyard: cannot connect to the console at %s: out of memory\n", w->display);
         return CLI_UNREACHABLE;
     }
     if (PQstatus(conn) != CONNECTION_OK) {
         snprintf(cause, sizeof(cause), "%s", PQerrorMessage(conn));
         one_line(cause);
-        fprintf(stderr, "switchyard: cannot reach the console at %s: %s\n", w->display, cause);
+        fprintf(stderr, "switchyard: cannot connect to the console at %s: %s\n", w->display, cause);
         PQfinish(conn);
         return CLI_UNREACHABLE;
     }

@@ -16,7 +16,11 @@
  * command: the state is a few counters.
  *
  * States: CONNECTING (client bytes wait in the kernel), FAILED (answer the first
- * command with the connect error, then close), RELAY, CLOSING, CLOSED.
+ * command with the connect error, then close), RELAY, MOVING (switchover: a new upstream
+ * is being set up on the thread pool), CLOSING, CLOSED.
+ *
+ * For switchover the session also remembers what a new upstream must be told to look
+ * the same: the client's SELECT, CLIENT SETNAME, HELLO version and subscriptions.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -24,6 +28,7 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+#include <fcntl.h>
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -32,9 +37,17 @@
 #include "proxy/sy.h"
 #include "protocol/resp.h"
 #include "protocol/resp_cmd.h"
+#include "proxy/redis_dial.h"
 
-typedef enum { RS_CONNECTING = 0, RS_FAILED, RS_RELAY, RS_CLOSING, RS_CLOSED } rs_state_t;
-static const char *const rs_names[] = { "connecting", "failed", "relay", "closing", "closed" };
+typedef enum { RS_CONNECTING = 0, RS_FAILED, RS_RELAY, RS_MOVING, RS_CLOSING, RS_CLOSED } rs_state_t;
+static const char *const rs_names[] = { "connecting", "failed", "relay", "moving", "closing", "closed" };
+
+/* Subscriptions, kept so a switchover can subscribe again on the new server. */
+enum { SUB_CHANNEL = 0, SUB_PATTERN, SUB_SHARD };
+typedef struct sub_set_s {
+    char  **names;
+    size_t  n, cap;
+} sub_set_t;
 
 typedef enum {
     LOCAL_NONE = 0,
@@ -77,6 +90,15 @@ typedef struct redis_session_s {
     int            in_multi, watching, monitoring, blocking, quitting;
     int            reply_off, reply_skip;
     int            resp3;
+    int            client_db;       /* the client's own SELECT, -1 if none */
+    char           client_name[RESP_CAP_LEN + 1];
+    int            tracking;        /* CLIENT TRACKING ON: cannot move */
+    int            subs_untracked;  /* a subscription we could not record: cannot move */
+    sub_set_t      subs[3];
+    /* switchover */
+    int            pre_fd;
+    SSL           *pre_ssl;
+    const conf_target_t *pre_target;
     local_t        held;            /* a complete command awaiting its local answer */
     const char    *proto_err;
 
@@ -89,14 +111,60 @@ static void rs_server_cb(sy_conn_t *c, int status, int events);
 static void rs_connect_next(redis_session_t *s);
 static int  rs_c2s_scan(void *arg, sy_pipe_t *p);
 static void rs_update_polls(redis_session_t *s);
+static void rs_upstream_lost(redis_session_t *s, int err);
+static void rs_relay_drive(redis_session_t *s, sy_conn_t *c, int events);
+
+static void sub_clear(sub_set_t *set)
+{
+    for (size_t i = 0; i < set->n; i++)
+        free(set->names[i]);
+    free(set->names);
+    memset(set, 0, sizeof(*set));
+}
 
 static void rs_unref(redis_session_t *s)
 {
     if (--s->refs == 0) {
         if (s->addrs)
             uv_freeaddrinfo(s->addrs);
+        for (int i = 0; i < 3; i++)
+            sub_clear(&s->subs[i]);
+        if (s->pre_fd >= 0 || s->pre_ssl)
+            sy_redis_hangup(s->pre_fd, s->pre_ssl);
         free(s);
     }
+}
+
+static int sub_add(sub_set_t *set, const char *name, size_t len)
+{
+    for (size_t i = 0; i < set->n; i++)
+        if (strlen(set->names[i]) == len && memcmp(set->names[i], name, len) == 0)
+            return 0;
+    if (set->n == set->cap) {
+        size_t ncap = set->cap ? set->cap * 2 : 8;
+        char **nn = realloc(set->names, ncap * sizeof(char *));
+        if (nn == NULL)
+            return -1;
+        set->names = nn;
+        set->cap = ncap;
+    }
+    char *c = malloc(len + 1);
+    if (c == NULL)
+        return -1;
+    memcpy(c, name, len);
+    c[len] = '\0';
+    set->names[set->n++] = c;
+    return 0;
+}
+
+static void sub_del(sub_set_t *set, const char *name, size_t len)
+{
+    for (size_t i = 0; i < set->n; i++)
+        if (strlen(set->names[i]) == len && memcmp(set->names[i], name, len) == 0) {
+            free(set->names[i]);
+            set->names[i] = set->names[--set->n];
+            return;
+        }
 }
 
 static void rs_set_state(redis_session_t *s, rs_state_t to)
@@ -104,7 +172,8 @@ static void rs_set_state(redis_session_t *s, rs_state_t to)
     static const unsigned allowed[] = {
         [RS_CONNECTING] = 1u << RS_FAILED | 1u << RS_RELAY | 1u << RS_CLOSING,
         [RS_FAILED]     = 1u << RS_CLOSING,
-        [RS_RELAY]      = 1u << RS_CLOSING,
+        [RS_RELAY]      = 1u << RS_CLOSING | 1u << RS_MOVING,
+        [RS_MOVING]     = 1u << RS_RELAY | 1u << RS_CLOSING,
         [RS_CLOSING]    = 1u << RS_CLOSED,
         [RS_CLOSED]     = 0,
     };
@@ -288,8 +357,22 @@ static void track_command(redis_session_t *s)
         s->reply_off = s->reply_skip = 0;
         s->sub_count = 0;
         s->resp3 = 0;
+        s->client_db = -1;
+        s->client_name[0] = '\0';
+        s->tracking = 0;
+        for (int i = 0; i < 3; i++)
+            sub_clear(&s->subs[i]);
     } else if (resp_req_arg_is(r, 0, "HELLO") && r->ncap > 1) {
         s->resp3 = strcmp(r->arg[1], "3") == 0;
+    } else if (resp_req_arg_is(r, 0, "SELECT") && r->argc == 2 && r->ncap == 2 && !r->arg_trunc[1]) {
+        s->client_db = atoi(r->arg[1]);
+    } else if (resp_req_arg_is(r, 0, "CLIENT") && resp_req_arg_is(r, 1, "SETNAME") && r->argc == 3) {
+        if (r->ncap == 3 && !r->arg_trunc[2])
+            snprintf(s->client_name, sizeof(s->client_name), "%s", r->arg[2]);
+        else
+            s->subs_untracked = 1;   /* a name we cannot replay */
+    } else if (resp_req_arg_is(r, 0, "CLIENT") && resp_req_arg_is(r, 1, "TRACKING")) {
+        s->tracking = resp_req_arg_is(r, 2, "ON");
     } else if (resp_req_arg_is(r, 0, "CLIENT") && resp_req_arg_is(r, 1, "REPLY")) {
         if (resp_req_arg_is(r, 2, "OFF")) {
             s->reply_off = 1;
@@ -439,6 +522,83 @@ static int c2s_try_local(redis_session_t *s)
 
 /* client -> server framing. fwd stays at the start of a command until its name shows it
  * is not one we answer ourselves; large values then stream through. */
+static int is_sub_cmd(const resp_req_t *r)
+{
+    static const char *const cmds[] = { "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE",
+                                        "SUNSUBSCRIBE", NULL };
+    for (const char *const *c = cmds; *c; c++)
+        if (resp_req_arg_is(r, 0, *c))
+            return 1;
+    return 0;
+}
+
+/* Keep the subscription sets in step with a (P|S)(UN)SUBSCRIBE held whole in cmd. */
+static void record_subscriptions(redis_session_t *s, const uint8_t *cmd, size_t len)
+{
+    static const struct { const char *cmd; int kind, unsub; } kinds[] = {
+        { "SUBSCRIBE", SUB_CHANNEL, 0 }, { "UNSUBSCRIBE", SUB_CHANNEL, 1 },
+        { "PSUBSCRIBE", SUB_PATTERN, 0 }, { "PUNSUBSCRIBE", SUB_PATTERN, 1 },
+        { "SSUBSCRIBE", SUB_SHARD, 0 }, { "SUNSUBSCRIBE", SUB_SHARD, 1 },
+    };
+    const resp_req_t *r = &s->rq;
+    int kind = SUB_CHANNEL, unsub = 0;
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+        if (resp_req_arg_is(r, 0, kinds[i].cmd)) {
+            kind = kinds[i].kind;
+            unsub = kinds[i].unsub;
+        }
+    if (unsub && r->argc == 1) {
+        sub_clear(&s->subs[kind]);
+        return;
+    }
+    resp_arg_t stack[64], *argv = stack;
+    int max = 64, argc;
+    if (r->inline_cmd) {
+        if (r->argc > r->ncap) {
+            s->subs_untracked = 1;
+            return;
+        }
+        for (uint32_t i = 0; i < r->ncap; i++) {
+            if (r->arg_trunc[i]) {
+                s->subs_untracked = 1;
+                return;
+            }
+            stack[i] = (resp_arg_t){ r->arg[i], r->arg_len[i] };
+        }
+        argc = (int)r->ncap;
+    } else {
+        if (r->argc > 64) {
+            max = (int)r->argc;
+            argv = malloc(sizeof(resp_arg_t) * (size_t)max);
+            if (argv == NULL) {
+                s->subs_untracked = 1;
+                return;
+            }
+        }
+        argc = resp_cmd_split(cmd, len, argv, max);
+    }
+    if (argc < 0) {
+        s->subs_untracked = 1;
+    } else {
+        for (int i = 1; i < argc; i++) {
+            if (unsub)
+                sub_del(&s->subs[kind], argv[i].ptr, argv[i].len);
+            else if (sub_add(&s->subs[kind], argv[i].ptr, argv[i].len) != 0)
+                s->subs_untracked = 1;
+        }
+    }
+    if (argv != stack)
+        free(argv);
+}
+
+/* No reply owed and nothing half-done: the next command can go to another server. */
+static int rs_idle(const redis_session_t *s)
+{
+    return s->state == RS_RELAY && s->pending == 0 && !s->in_multi && !s->watching && !s->blocking &&
+           !s->monitoring && s->held == LOCAL_NONE && resp_req_at_boundary(&s->rq) &&
+           resp_reply_at_boundary(&s->rp) && s->s2c.scanned == s->s2c.end;
+}
+
 static int rs_c2s_scan(void *arg, sy_pipe_t *p)
 {
     redis_session_t *s = arg;
@@ -454,6 +614,14 @@ static int rs_c2s_scan(void *arg, sy_pipe_t *p)
         }
         if (p->scanned >= p->end)
             break;
+        if (rs_idle(s) && sy_route_should_hold(&s->link)) {
+            /* A pause or a switch: the next command waits here. */
+            s->link.held = 1;
+            p->reading = 0;
+            p->fwd = p->scanned;
+            sy_switch_poke(s->route);
+            return 0;
+        }
         int done = 0;
         ssize_t n = resp_req_scan(&s->rq, p->buf + p->scanned, p->end - p->scanned, &done);
         if (n < 0) {
@@ -467,8 +635,9 @@ static int rs_c2s_scan(void *arg, sy_pipe_t *p)
         p->scanned += (uint32_t)n;
         if (!done) {
             /* Partial command: stream it only if its name is known and not ours. */
-            if (s->rq.cur_arg >= 1 && !resp_req_arg_is(&s->rq, 0, "AUTH") &&
-                !resp_req_arg_is(&s->rq, 0, "HELLO") && s->authed && s->state == RS_RELAY)
+            if (s->rq.ncap >= 1 && !resp_req_arg_is(&s->rq, 0, "AUTH") &&
+                !resp_req_arg_is(&s->rq, 0, "HELLO") && !is_sub_cmd(&s->rq) && s->authed &&
+                s->state == RS_RELAY)
                 p->fwd = p->scanned;
             continue;
         }
@@ -489,6 +658,8 @@ static int rs_c2s_scan(void *arg, sy_pipe_t *p)
             continue;
         }
         track_command(s);
+        if (is_sub_cmd(&s->rq))
+            record_subscriptions(s, p->buf + p->fwd, p->scanned - p->fwd);
         p->fwd = p->scanned;
         if (s->pending >= sy_server.conf.redis_max_pipeline)
             p->reading = 0;   /* back-pressure: resume as replies drain */
@@ -546,7 +717,7 @@ static int rs_s2c_scan(void *arg, sy_pipe_t *p)
     if (s->held != LOCAL_NONE && s->pending == 0 && s->state == RS_RELAY) {
         if (rs_c2s_scan(s, &s->c2s) != 0)
             return -1;
-        if (s->held == LOCAL_NONE) {
+        if (s->held == LOCAL_NONE && !s->link.held) {
             s->c2s.reading = 1;
             if (sy_pipe_flush(&s->c2s) < 0) {
                 rs_close(s, "route %s: connection to %s lost", s->route->conf->name, s->target->hostport);
@@ -555,9 +726,309 @@ static int rs_s2c_scan(void *arg, sy_pipe_t *p)
         }
     }
     if (!s->c2s.reading && s->held == LOCAL_NONE && s->pending < sy_server.conf.redis_max_pipeline &&
-        s->state == RS_RELAY)
+        s->state == RS_RELAY && !s->link.held)
         s->c2s.reading = 1;
+    if (s->route && s->route->sw && rs_idle(s))
+        sy_switch_poke(s->route);
     return 0;
+}
+
+/* ---- switchover: moving a session to another target ------------------------------ */
+
+/*
+ * At a command boundary (no reply owed, not in MULTI/WATCH, not blocked, not
+ * monitoring) the upstream holds no state of the client's beyond what we recorded: its
+ * SELECT, CLIENT SETNAME, HELLO version and subscriptions. The new upstream is dialed
+ * ahead of the hold (prepare), the state replayed on the thread pool (move), and the
+ * socket adopted. Clients using CLIENT TRACKING cannot be moved.
+ */
+typedef struct rs_move_s {
+    uv_work_t        req;
+    redis_session_t *s;
+    const conf_target_t *target;
+    conf_which_t     which;
+    int              fd;
+    SSL             *ssl;
+    int              ok;
+    char             err[512];
+    uint8_t         *replay;   /* the commands to replay, and how many replies they owe */
+    size_t           replay_len;
+    int              replay_replies;
+    uint64_t         started;
+} rs_move_t;
+
+static void rs_append_cmd(uint8_t **buf, size_t *len, size_t *cap, int argc, const resp_arg_t *argv)
+{
+    size_t need = 32;
+    for (int i = 0; i < argc; i++)
+        need += argv[i].len + 24;
+    if (*len + need > *cap) {
+        size_t ncap = (*cap ? *cap * 2 : 1024) + need;
+        uint8_t *nb = realloc(*buf, ncap);
+        if (nb == NULL)
+            return;
+        *buf = nb;
+        *cap = ncap;
+    }
+    *len += resp_cmd_build(*buf + *len, *cap - *len, argc, argv);
+}
+
+/* Commands that make a new upstream look like the old one to this client. */
+static int rs_build_replay(redis_session_t *s, rs_move_t *m)
+{
+    size_t cap = 0;
+    resp_arg_t a[3];
+    char db[16];
+    if (s->resp3) {
+        a[0] = (resp_arg_t){ "HELLO", 5 };
+        a[1] = (resp_arg_t){ "3", 1 };
+        rs_append_cmd(&m->replay, &m->replay_len, &cap, 2, a);
+        m->replay_replies++;
+    }
+    if (s->client_db >= 0) {
+        snprintf(db, sizeof(db), "%d", s->client_db);
+        a[0] = (resp_arg_t){ "SELECT", 6 };
+        a[1] = (resp_arg_t){ db, strlen(db) };
+        rs_append_cmd(&m->replay, &m->replay_len, &cap, 2, a);
+        m->replay_replies++;
+    }
+    if (s->client_name[0]) {
+        a[0] = (resp_arg_t){ "CLIENT", 6 };
+        a[1] = (resp_arg_t){ "SETNAME", 7 };
+        a[2] = (resp_arg_t){ s->client_name, strlen(s->client_name) };
+        rs_append_cmd(&m->replay, &m->replay_len, &cap, 3, a);
+        m->replay_replies++;
+    }
+    static const char *const subcmd[3] = { "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE" };
+    for (int k = 0; k < 3; k++) {
+        const sub_set_t *set = &s->subs[k];
+        if (set->n == 0)
+            continue;
+        resp_arg_t *argv = malloc(sizeof(resp_arg_t) * (set->n + 1));
+        if (argv == NULL)
+            return -1;
+        argv[0] = (resp_arg_t){ subcmd[k], strlen(subcmd[k]) };
+        for (size_t i = 0; i < set->n; i++)
+            argv[i + 1] = (resp_arg_t){ set->names[i], strlen(set->names[i]) };
+        rs_append_cmd(&m->replay, &m->replay_len, &cap, (int)set->n + 1, argv);
+        free(argv);
+        m->replay_replies += (int)set->n;
+    }
+    return 0;
+}
+
+static void rs_move_work(uv_work_t *req)
+{
+    rs_move_t *m = req->data;
+    if (m->fd < 0 && sy_redis_dial(m->target, &m->fd, &m->ssl, m->err, sizeof(m->err)) != 0)
+        return;
+    if (m->replay_len > 0 &&
+        sy_redis_roundtrip(m->fd, m->ssl, m->replay, m->replay_len, m->replay_replies, m->err, sizeof(m->err)) != 0)
+        return;
+    m->ok = 1;
+}
+
+static void rs_release(redis_session_t *s)
+{
+    if (s->state != RS_RELAY)
+        return;
+    s->link.held = 0;
+    s->c2s.reading = 1;
+    s->refs++;
+    if (rs_c2s_scan(s, &s->c2s) == 0 && s->state == RS_RELAY) {
+        if (sy_pipe_flush(&s->c2s) < 0)
+            rs_upstream_lost(s, s->c2s.err);
+        else
+            rs_relay_drive(s, &s->client, 0);
+    }
+    rs_unref(s);
+}
+
+static void rs_move_done(uv_work_t *req, int status)
+{
+    rs_move_t *m = req->data;
+    redis_session_t *s = m->s;
+    char q[600];
+    if (s->state != RS_MOVING) {
+        sy_redis_hangup(m->fd, m->ssl);
+        goto out;
+    }
+    if (!m->ok) {
+        sy_redis_hangup(m->fd, m->ssl);
+        sy_warn("event=move_failed conn=%llu route=%s error=%s", (unsigned long long)s->id, s->route->conf->name,
+                sy_logq(q, sizeof(q), m->err));
+        rs_set_state(s, RS_RELAY);
+        rs_close(s, "route %s switched to %s; reconnect (%s)", s->route->conf->name,
+                 m->which == CONF_EXTERNAL ? "external" : "builtin", m->err);
+        sy_switch_moved(&s->link, 0);
+        goto out;
+    }
+    /* Swap upstreams. */
+    sy_conn_close(&s->server);
+    int fl = fcntl(m->fd, F_GETFL);
+    fcntl(m->fd, F_SETFL, fl | O_NONBLOCK);
+    int one = 1;
+    setsockopt(m->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    sy_conn_init(&s->server, m->fd, s);
+    if (m->ssl != NULL) {
+        s->server.ssl = m->ssl;
+        s->server.ssl_owned = 1;
+        s->server.tp = &sy_tls_transport;
+        SSL_set_mode(m->ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_ENABLE_PARTIAL_WRITE);
+    }
+    m->fd = -1;
+    m->ssl = NULL;
+    s->target = m->target;
+    s->which = m->which;
+    s->link.target = m->target;
+    s->link.which = m->which;
+    resp_reply_init(&s->rp, sy_server.conf.redis_max_bulk);
+    rs_set_state(s, RS_RELAY);
+    sy_info("event=moved conn=%llu route=%s target=%s upstream=%s ms=%llu", (unsigned long long)s->id,
+            s->route->conf->name, s->which == CONF_EXTERNAL ? "external" : "builtin", s->target->hostport,
+            (unsigned long long)(uv_now(sy_server.loop) - m->started));
+    s->refs++;
+    s->s2c.reading = 1;
+    if (!sy_route_should_hold(&s->link))
+        rs_release(s);
+    else
+        rs_update_polls(s);
+    sy_switch_moved(&s->link, 1);
+    rs_unref(s);
+out:
+    free(m->replay);
+    free(m);
+    rs_unref(s);
+}
+
+static int rs_link_quiet(sy_session_link_t *l)
+{
+    redis_session_t *s = (redis_session_t *)l;
+    return rs_idle(s) && s->c2s.start == s->c2s.fwd;
+}
+
+static void rs_link_move(sy_session_link_t *l)
+{
+    redis_session_t *s = (redis_session_t *)l;
+    sy_route_t *r = s->route;
+    if (s->tracking || s->subs_untracked) {
+        rs_close(s, "route %s switched to %s; reconnect (%s)", r->conf->name,
+                 r->active == CONF_EXTERNAL ? "external" : "builtin",
+                 s->tracking ? "CLIENT TRACKING sessions cannot move" : "subscriptions could not be recorded");
+        sy_switch_moved(l, 0);
+        return;
+    }
+    rs_move_t *m = calloc(1, sizeof(*m));
+    if (m == NULL || rs_build_replay(s, m) != 0) {
+        if (m)
+            free(m->replay);
+        free(m);
+        rs_close(s, "route %s switched; reconnect", r->conf->name);
+        sy_switch_moved(l, 0);
+        return;
+    }
+    m->req.data = m;
+    m->s = s;
+    m->which = r->active;
+    m->target = r->active == CONF_EXTERNAL ? &r->conf->external : &r->conf->builtin;
+    m->fd = -1;
+    m->started = uv_now(sy_server.loop);
+    if (s->pre_fd >= 0 && s->pre_target == m->target) {
+        m->fd = s->pre_fd;   /* dialed while the session was still working */
+        m->ssl = s->pre_ssl;
+    } else if (s->pre_fd >= 0) {
+        sy_redis_hangup(s->pre_fd, s->pre_ssl);
+    }
+    s->pre_fd = -1;
+    s->pre_ssl = NULL;
+    rs_set_state(s, RS_MOVING);
+    s->c2s.reading = 0;
+    s->s2c.reading = 0;
+    sy_conn_watch(&s->server, 0, rs_server_cb);
+    sy_conn_watch(&s->client, sy_pipe_dst_events(&s->s2c), rs_client_cb);
+    s->refs++;
+    if (uv_queue_work(sy_server.loop, &m->req, rs_move_work, rs_move_done) != 0) {
+        s->refs--;
+        sy_redis_hangup(m->fd, m->ssl);
+        free(m->replay);
+        free(m);
+        rs_set_state(s, RS_RELAY);
+        rs_close(s, "route %s switched; reconnect", r->conf->name);
+        sy_switch_moved(l, 0);
+    }
+}
+
+typedef struct rs_prep_s {
+    uv_work_t        req;
+    redis_session_t *s;
+    const conf_target_t *target;
+    int              fd;
+    SSL             *ssl;
+    char             err[512];
+} rs_prep_t;
+
+static void rs_prep_work(uv_work_t *req)
+{
+    rs_prep_t *w = req->data;
+    if (sy_redis_dial(w->target, &w->fd, &w->ssl, w->err, sizeof(w->err)) != 0)
+        w->fd = -1;
+}
+
+static void rs_prep_done(uv_work_t *req, int status)
+{
+    rs_prep_t *w = req->data;
+    redis_session_t *s = w->s;
+    if (w->fd < 0 || s->state == RS_CLOSING || s->state == RS_CLOSED) {
+        if (w->fd < 0 && s->route) {
+            char q[600];
+            sy_warn("event=preconnect_failed conn=%llu route=%s error=%s", (unsigned long long)s->id,
+                    s->route->conf->name, sy_logq(q, sizeof(q), w->err));
+        }
+        sy_redis_hangup(w->fd, w->ssl);
+    } else {
+        if (s->pre_fd >= 0)
+            sy_redis_hangup(s->pre_fd, s->pre_ssl);
+        s->pre_fd = w->fd;
+        s->pre_ssl = w->ssl;
+        s->pre_target = w->target;
+    }
+    sy_switch_prepared(&s->link);
+    free(w);
+    rs_unref(s);
+}
+
+static void rs_link_prepare(sy_session_link_t *l)
+{
+    redis_session_t *s = (redis_session_t *)l;
+    sy_route_t *r = s->route;
+    rs_prep_t *w = calloc(1, sizeof(*w));
+    if (w == NULL) {
+        sy_switch_prepared(l);
+        return;
+    }
+    w->req.data = w;
+    w->s = s;
+    w->fd = -1;
+    w->target = r->active == CONF_EXTERNAL ? &r->conf->external : &r->conf->builtin;
+    s->refs++;
+    if (uv_queue_work(sy_server.loop, &w->req, rs_prep_work, rs_prep_done) != 0) {
+        s->refs--;
+        free(w);
+        sy_switch_prepared(l);
+    }
+}
+
+static void rs_link_kick(sy_session_link_t *l, const char *why)
+{
+    redis_session_t *s = (redis_session_t *)l;
+    if (s->state == RS_MOVING)
+        return;
+    rs_close(s, "%s", why);
+}
+
+static void rs_link_release(sy_session_link_t *l)
+{
+    rs_release((redis_session_t *)l);
 }
 
 /* ---- relay --------------------------------------------------------------------- */
@@ -640,6 +1111,7 @@ static void rs_failed_read(redis_session_t *s)
 static void rs_client_cb(sy_conn_t *c, int status, int events)
 {
     redis_session_t *s = c->data;
+    s->refs++;   /* the session may close inside; free it only after we return */
     switch (s->state) {
     case RS_RELAY:
         rs_relay_drive(s, c, events);
@@ -653,9 +1125,16 @@ static void rs_client_cb(sy_conn_t *c, int status, int events)
     case RS_CONNECTING:
         sy_conn_watch(&s->client, 0, rs_client_cb);   /* bytes wait until we are ready */
         break;
+    case RS_MOVING:
+        if (sy_pipe_flush(&s->s2c) < 0)
+            rs_close(s, NULL);
+        else
+            sy_conn_watch(&s->client, sy_pipe_dst_events(&s->s2c), rs_client_cb);
+        break;
     default:
         break;
     }
+    rs_unref(s);
 }
 
 /* ---- upstream connect ---------------------------------------------------------------- */
@@ -833,15 +1312,21 @@ static void rs_connected(redis_session_t *s)
     rs_send_setup(s);
 }
 
+static void rs_server_connecting(redis_session_t *s, sy_conn_t *c);
+
 static void rs_server_cb(sy_conn_t *c, int status, int events)
 {
     redis_session_t *s = c->data;
-    if (s->state == RS_RELAY) {
+    s->refs++;
+    if (s->state == RS_RELAY)
         rs_relay_drive(s, c, events);
-        return;
-    }
-    if (s->state != RS_CONNECTING)
-        return;
+    else if (s->state == RS_CONNECTING)
+        rs_server_connecting(s, c);
+    rs_unref(s);
+}
+
+static void rs_server_connecting(redis_session_t *s, sy_conn_t *c)
+{
     if (s->setup_left == -3) {
         /* non-blocking connect finished */
         int err = 0;
@@ -938,7 +1423,14 @@ void redis_session_start(sy_listener_t *l, int fd, int trusted)
     s->refs = 1;
     s->listener = l;
     s->state = RS_CONNECTING;
+    s->client_db = -1;
+    s->pre_fd = -1;
     s->link.describe = rs_describe;
+    s->link.quiet = rs_link_quiet;
+    s->link.prepare = rs_link_prepare;
+    s->link.move = rs_link_move;
+    s->link.kick = rs_link_kick;
+    s->link.release = rs_link_release;
     sy_session_link(&s->link);
     sy_server.nclients++;
     sy_conn_init(&s->client, fd, s);
@@ -961,6 +1453,7 @@ void redis_session_start(sy_listener_t *l, int fd, int trusted)
     s->link.route = s->route;
     s->link.which = s->which;
     s->target = s->which == CONF_EXTERNAL ? &s->route->conf->external : &s->route->conf->builtin;
+    s->link.target = s->target;
     s->password = s->route->conf->client_password ? s->route->conf->client_password : l->conf->auth_password;
     s->authed = s->password == NULL;
     if (!trusted && s->password == NULL) {
