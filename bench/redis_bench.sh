@@ -5,7 +5,8 @@
 #   BENCH_SECONDS=20 bench/redis_bench.sh
 #
 # Environment: BENCH_SECONDS (default 10): request counts are sized so that each workload
-# takes about that long direct (a short direct calibration run measures the rate);
+# takes about half that long direct (a short direct calibration run measures the rate;
+# proxied runs take longer);
 # BENCH_REQUESTS / BENCH_PIPELINE_REQUESTS / BENCH_LATENCY_REQUESTS fix the counts instead;
 # BENCH_ROUNDS (3), SWITCHYARD_BIN (build/switchyard), HAPROXY_NBTHREAD, BENCH_KEEP=1.
 #
@@ -19,7 +20,9 @@
 #   A  -c 50 -t get,set           GET and SET rps; "ratio" compares the combined rate
 #                                 (2N requests over the time of both tests) with direct's
 #   B  -c 50 -P 16 -t get,set     the same, pipelined 16 deep
-#   L  -c 1 -t get                p50 latency; "+p50" is the median p50 minus direct's
+#   L  -c 1 -t get                p50 latency; "+p50" is the median p50 minus direct's,
+#                                 "+avg" the same for the mean (redis-benchmark's histogram
+#                                 buckets make p50 coarse at these latencies: 8-16 us steps)
 # CPU/100k: the proxy's CPU seconds (utime + stime from /proc/PID/stat) per 100k requests of
 # A or B. For the direct row the column shows redis-server's own CPU, for scale.
 # Everything shares the host's cores: compare within one run.
@@ -107,28 +110,30 @@ csv_field() {
 	awk -F, -v t="\"$2\"" -v c="$3" '$1 == t { gsub(/"/, "", $c); print $c; exit }' "$1"
 }
 
-# size N_PROBE ARGS...: requests for ~BENCH_SECONDS/2 per test at the direct rate.
+# size N_PROBE TESTS ARGS...: requests for ~BENCH_SECONDS/2 per workload of TESTS tests
+# at the direct rate, rounded to 10k.
 size() {
-	local n=$1 out=$BENCH_DIR/calibrate.csv rps
-	shift
+	local n=$1 tests=$2 out=$BENCH_DIR/calibrate.csv rps
+	shift 2
 	redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -n "$n" "$@" -t get --csv >"$out" 2>&1
 	rps=$(csv_field "$out" GET 2)
-	awk -v r="${rps:-0}" -v s="$BENCH_SECONDS" 'BEGIN { n = int(r * s / 2 / 10000 + 0.5) * 10000; if (n < 10000) n = 10000; print n }'
+	awk -v r="${rps:-0}" -v s="$BENCH_SECONDS" -v k="$tests" \
+		'BEGIN { n = int(r * s / 2 / k / 10000 + 0.5) * 10000; if (n < 10000) n = 10000; print n }'
 }
-N_A=${BENCH_REQUESTS:-$(size 100000 -c 50)}
-N_B=${BENCH_PIPELINE_REQUESTS:-$(size 500000 -c 50 -P 16)}
-N_L=${BENCH_LATENCY_REQUESTS:-$(size 10000 -c 1)}
+N_A=${BENCH_REQUESTS:-$(size 100000 2 -c 50)}
+N_B=${BENCH_PIPELINE_REQUESTS:-$(size 500000 2 -c 50 -P 16)}
+N_L=${BENCH_LATENCY_REQUESTS:-$(size 10000 1 -c 1)}
 log "requests: A $N_A per test, B $N_B per test, L $N_L"
 
 # ---- runs ---------------------------------------------------------------------------------
 WORKLOADS=(A B L)
 declare -A WL_ARGS=([A]="-c 50 -t get,set" [B]="-c 50 -P 16 -t get,set" [L]="-c 1 -t get")
 declare -A WL_N=([A]=$N_A [B]=$N_B [L]=$N_L)
-declare -A GET=() SET=() COMB=() CPU=() P50=() SRVCPU=()   # "target:workload" -> per-round values
+declare -A GET=() SET=() COMB=() CPU=() P50=() AVG=() SRVCPU=()   # "target:workload" -> per-round values
 
 # run_one TARGET WORKLOAD ROUND
 run_one() {
-	local t=$1 w=$2 r=$3 n out g s comb=n/a p50=n/a c0=0 c1=0 r0 r1 cpu=n/a srv=n/a
+	local t=$1 w=$2 r=$3 n out g s comb=n/a p50=n/a avg=n/a c0=0 c1=0 r0 r1 cpu=n/a srv=n/a
 	n=${WL_N[$w]}
 	out=$BENCH_DIR/run-$t-$w-$r.csv
 	if [ -n "${PID[$t]:-}" ]; then c0=$(cpu_ticks "${PID[$t]}"); fi
@@ -141,8 +146,9 @@ run_one() {
 	s=$(csv_field "$out" SET 2); s=${s:-n/a}
 	if [ "$w" = L ]; then
 		p50=$(csv_field "$out" GET 5); p50=${p50:-n/a}
-		P50[$t:$w]+="$p50 "
-		log "round $r  $t  redis-benchmark -n $n ${WL_ARGS[$w]}: GET $(fmt "$g") rps, p50 $p50 ms"
+		avg=$(csv_field "$out" GET 3); avg=${avg:-n/a}
+		P50[$t:$w]+="$p50 "; AVG[$t:$w]+="$avg "
+		log "round $r  $t  redis-benchmark -n $n ${WL_ARGS[$w]}: GET $(fmt "$g") rps, p50 $p50 ms, avg $avg ms"
 		[ "$g" = n/a ] && log "  $t failed: $(grep -v '^"' "$out" | head -n 2 | tr '\n' ' ')"
 		return 0
 	fi
@@ -174,24 +180,26 @@ echo
 echo "Redis: redis-benchmark, median of $BENCH_ROUNDS, requests per test A $N_A / B $N_B / L $N_L, $(nproc) CPUs, $(date -u +%Y-%m-%d)"
 echo "A = -c 50 -t get,set   B = -c 50 -P 16 -t get,set   L = -c 1 -t get"
 echo "ratio = combined GET+SET rate vs direct; CPU/100k = proxy CPU s per 100k requests (direct: redis-server's own)"
-F='%-11s | %9s | %9s | %5s | %8s | %10s | %10s | %5s | %8s | %7s | %7s\n'
-printf "$F" target "A GET" "A SET" ratio CPU/100k "B GET" "B SET" ratio CPU/100k "L p50ms" "+p50ms"
-printf '%s\n' "------------|-----------|-----------|-------|----------|------------|------------|-------|----------|---------|--------"
-dA=$(m "${COMB[direct:A]:-}"); dB=$(m "${COMB[direct:B]:-}"); dL=$(m "${P50[direct:L]:-}")
+F='%-11s | %9s | %9s | %5s | %8s | %10s | %10s | %5s | %8s | %7s | %7s | %7s\n'
+printf "$F" target "A GET" "A SET" ratio CPU/100k "B GET" "B SET" ratio CPU/100k "L p50ms" "+p50ms" "+avg ms"
+printf '%s\n' "------------|-----------|-----------|-------|----------|------------|------------|-------|----------|---------|---------|--------"
+dA=$(m "${COMB[direct:A]:-}"); dB=$(m "${COMB[direct:B]:-}")
+dL=$(m "${P50[direct:L]:-}"); dV=$(m "${AVG[direct:L]:-}")
+diff3() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a") print "n/a"; else printf "%+.3f", a - b }'; }
 for t in direct switchyard haproxy nutcracker; do
 	if [ -z "${PORT[$t]:-}" ]; then
-		printf "$F" "$t" n/a n/a n/a n/a n/a n/a n/a n/a n/a n/a
+		printf "$F" "$t" n/a n/a n/a n/a n/a n/a n/a n/a n/a n/a n/a
 		continue
 	fi
 	cA=$(m "${CPU[$t:A]:-}"); cB=$(m "${CPU[$t:B]:-}")
 	if [ "$t" = direct ]; then
 		cA="($(m "${SRVCPU[$t:A]:-}"))"; cB="($(m "${SRVCPU[$t:B]:-}"))"
 	fi
-	p=$(m "${P50[$t:L]:-}")
+	p=$(m "${P50[$t:L]:-}"); v=$(m "${AVG[$t:L]:-}")
 	printf "$F" "$t" \
 		"$(fmt "$(m "${GET[$t:A]:-}")")" "$(fmt "$(m "${SET[$t:A]:-}")")" "$(ratio "$(m "${COMB[$t:A]:-}")" "$dA")" "$cA" \
 		"$(fmt "$(m "${GET[$t:B]:-}")")" "$(fmt "$(m "${SET[$t:B]:-}")")" "$(ratio "$(m "${COMB[$t:B]:-}")" "$dB")" "$cB" \
-		"$(fmt "$p" 3)" "$(awk -v a="$p" -v b="$dL" 'BEGIN { if (a == "n/a" || b == "n/a") print "n/a"; else printf "%+.3f", a - b }')"
+		"$(fmt "$p" 3)" "$(diff3 "$p" "$dL")" "$(diff3 "$v" "$dV")"
 done
 [ -n "$SWITCHYARD_NA" ] && echo "switchyard: n/a ($SWITCHYARD_NA)"
 exit 0
