@@ -7,14 +7,15 @@
  * set (RowDescription, DataRow*, CommandComplete) or an ErrorResponse, built into a
  * growable buffer that the session then writes.
  *
- *   SHOW HELP | ROUTES | CLIENTS | STATS
- *   SWITCH <route> TO builtin|external [FORCE]
+ *   SHOW HELP | ROUTES | CLIENTS | SERVERS | STATS
+ *   SWITCH <route> TO builtin|external [GRADUAL] [FORCE]
+ *   PAUSE <route> | RESUME <route> | RELOAD
  *
  * SWITCH first opens a full session to the new target on the thread pool (TLS, auth,
  * SELECT 1 / PING) and refuses with the cause if that fails, unless FORCE is given. It
- * then points the route at the new target: every new connection goes there from that
- * moment. Moving sessions that are already open is the next step of hot switchover;
- * until then SWITCH reports how many stay on the old target until they reconnect.
+ * then hands the route to switchover.c, which points new connections at the new target
+ * and moves the open sessions; the console answers when the switch has completed, with
+ * how many sessions moved, how many were closed, and how long it took.
  */
 #include <errno.h>
 #include <poll.h>
@@ -92,10 +93,12 @@ static void show_help(pgr_buf_t *out)
         "SHOW ROUTES                                routes, active target, sessions",
         "SHOW CLIENTS                               one row per client session",
         "SHOW STATS                                 per-route counters",
+        "SHOW SERVERS                               one row per upstream session",
         "SWITCH <route> TO builtin|external [GRADUAL] [FORCE]",
         "                                           move a route and its sessions to the other target",
         "PAUSE <route>                              hold each session at its next transaction/command",
         "RESUME <route>                             release held sessions",
+        "RELOAD                                     re-read the config and env files",
         NULL
     };
     const char *col = "command";
@@ -150,13 +153,30 @@ static void show_stats(pgr_buf_t *out)
 
 static void show_clients(pgr_buf_t *out)
 {
-    static const char *const cols[] = { "id", "protocol", "route", "target", "state", "detail" };
-    pgr_row_description(out, 6, cols);
+    static const char *const cols[] = { "id", "protocol", "route", "target", "state", "held", "detail" };
+    pgr_row_description(out, 7, cols);
     for (sy_session_link_t *l = sy_sessions.next; l != &sy_sessions; l = l->next) {
         char c[6][128];
         memset(c, 0, sizeof(c));
         l->describe(l, c);
-        const char *v[6] = { c[0], c[1], c[2], c[3], c[4], c[5] };
+        const char *v[7] = { c[0], c[1], c[2], c[3], c[4], l->held ? "yes" : "no", c[5] };
+        pgr_data_row(out, 7, v);
+    }
+    pgr_command_complete(out, "SHOW");
+}
+
+/* One row per upstream session: which target each client is on right now. */
+static void show_servers(pgr_buf_t *out)
+{
+    static const char *const cols[] = { "client_id", "protocol", "route", "target", "upstream", "state" };
+    pgr_row_description(out, 6, cols);
+    for (sy_session_link_t *l = sy_sessions.next; l != &sy_sessions; l = l->next) {
+        if (l->route == NULL || l->console || l->target == NULL)
+            continue;
+        char c[6][128];
+        memset(c, 0, sizeof(c));
+        l->describe(l, c);
+        const char *v[6] = { c[0], c[1], c[2], which_name(l->which), c[3], c[4] };
         pgr_data_row(out, 6, v);
     }
     pgr_command_complete(out, "SHOW");
@@ -386,12 +406,26 @@ int admin_execute(const char *sql, const char *user, pgr_buf_t *out, admin_done_
             show_clients(out);
         else if (strcasecmp(w[1], "STATS") == 0)
             show_stats(out);
+        else if (strcasecmp(w[1], "SERVERS") == 0)
+            show_servers(out);
         else
             result_error(out, "42601", "switchyard: unknown SHOW item \"%s\" (SHOW HELP lists them)", w[1]);
         return 1;
     }
     if (strcasecmp(w[0], "SWITCH") == 0)
         return do_switch(w, n, user, out, cb, ctx);
+    if (strcasecmp(w[0], "RELOAD") == 0 && n == 1) {
+        char msg[1100];
+        if (sy_reload(msg, sizeof(msg)) != 0) {
+            result_error(out, "F0000", "switchyard: %s", msg);
+        } else {
+            const char *col = "result", *v = msg;
+            pgr_row_description(out, 1, &col);
+            pgr_data_row(out, 1, &v);
+            pgr_command_complete(out, "RELOAD");
+        }
+        return 1;
+    }
     if ((strcasecmp(w[0], "PAUSE") == 0 || strcasecmp(w[0], "RESUME") == 0) && n == 2) {
         sy_route_t *r = sy_route_find(w[1]);
         if (r == NULL) {

@@ -37,7 +37,7 @@ void sy_session_unlink(sy_session_link_t *l)
     l->next = l->prev = NULL;
 }
 
-static uv_signal_t sig_term, sig_int;
+static uv_signal_t sig_term, sig_int, sig_hup;
 static uv_timer_t drain_timer;
 
 void sy_random(void *out, size_t len)
@@ -77,10 +77,41 @@ sy_route_t *sy_route_for_listener(const sy_listener_t *l)
     return NULL;
 }
 
+static void exit_now_cb(uv_timer_t *t)
+{
+    sy_info("event=exit reason=drain_deadline clients=%llu", (unsigned long long)sy_server.nclients);
+    exit(0);
+}
+
+/* The drain deadline: every remaining client gets the "shutting down" error, then we go. */
 static void drain_timeout_cb(uv_timer_t *t)
 {
-    sy_info("event=shutdown reason=drain_deadline clients=%llu", (unsigned long long)sy_server.nclients);
-    exit(0);
+    sy_info("event=shutdown_deadline clients=%llu", (unsigned long long)sy_server.nclients);
+    for (;;) {
+        sy_session_link_t *pick = NULL;
+        for (sy_session_link_t *l = sy_sessions.next; l != &sy_sessions; l = l->next)
+            if (l->kick != NULL && !l->kicked) {
+                pick = l;
+                break;
+            }
+        if (pick == NULL)
+            break;
+        pick->kicked = 1;
+        pick->kick(pick, "switchyard is shutting down; reconnect");
+    }
+    if (sy_server.nclients == 0) {
+        uv_stop(sy_server.loop);
+        return;
+    }
+    uv_timer_start(t, exit_now_cb, 2000, 0);   /* errors get 2 s to reach their clients */
+}
+
+static void sighup_cb(uv_signal_t *h, int signum)
+{
+    char msg[1024];
+    sy_info("event=reload_begin source=SIGHUP");
+    if (sy_reload(msg, sizeof(msg)) != 0)
+        sy_warn("event=reload_refused message=\"%s\"", msg);
 }
 
 static void signal_cb(uv_signal_t *h, int signum)
@@ -172,6 +203,7 @@ int main(int argc, char **argv)
         conf_print(&sy_server.conf, stdout);
         return 0;
     }
+    sy_reload_remember_args(&args);
     for (const char *const *v = conf_libpq_env_names(); *v; v++)
         unsetenv(*v);
 
@@ -212,6 +244,8 @@ int main(int argc, char **argv)
     uv_signal_start(&sig_term, signal_cb, SIGTERM);
     uv_signal_init(sy_server.loop, &sig_int);
     uv_signal_start(&sig_int, signal_cb, SIGINT);
+    uv_signal_init(sy_server.loop, &sig_hup);
+    uv_signal_start(&sig_hup, sighup_cb, SIGHUP);
     sy_info("event=ready version=%s pid=%d", SY_VERSION, (int)getpid());
 
     uv_run(sy_server.loop, UV_RUN_DEFAULT);

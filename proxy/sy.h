@@ -184,6 +184,7 @@ struct sy_session_link_s {
     int                moving;      /* a move to the route's active target is running */
     int                preparing;   /* its new upstream is being opened ahead of the move */
     int                console;     /* admin console sessions are never moved */
+    int                kicked;      /* told to go at the shutdown deadline */
     void             (*describe)(const sy_session_link_t *l, char cols[][128]);
     /* Switchover hooks (switchover.c drives them):
      * quiet: 1 when the session stands at a boundary and can be moved now
@@ -266,6 +267,11 @@ uint32_t pg_cancel_register(pg_session_t *s);
 void     pg_cancel_unregister(uint32_t key);
 void     pg_cancel_request(uint32_t pid, uint32_t key);
 pg_session_t *pg_cancel_lookup(uint32_t key);
+
+/* RELOAD and SIGHUP (reload.c). sy_reload returns 0 with a summary in msg, or -1 with
+ * the reason (nothing changed). */
+void sy_reload_remember_args(const conf_args_t *args);
+int  sy_reload(char *msg, size_t len);
 
 /* Random bytes for keys (getrandom). */
 void sy_random(void *out, size_t len);
