@@ -103,7 +103,7 @@ write_switchyard_conf() {
 		listener = pg
 		databases = $DB
 		default = true
-		builtin = host=127.0.0.1 port=$PG_PORT sslmode=disable
+		builtin = "host=127.0.0.1 port=$PG_PORT sslmode=disable"
 	EOF
 }
 
