@@ -145,6 +145,7 @@ def test_bad_input_error_or_close_memory_flat(ctx):
     sy.check_alive()
     check(keeper.cmd("GET", "keeper") == b"1", "the connected client lost its data")
     keeper.close()
+    print("    RSS over three rounds of bad input: %d -> %d kB" % (rss0, rss1))
     check(rss1 - rss0 < 6 * 1024, "switchyard's RSS grew by %d kB over three rounds of bad input (%d -> %d kB)"
           % (rss1 - rss0, rss0, rss1))
     sy.stop()

@@ -167,7 +167,7 @@ def test_malformed_endpoint_stops_startup(ctx):
     conf = os.path.join(d, "sy.conf")
     with open(conf, "w") as f:
         f.write(rs.redis_conf([rs.Route("redis-store", port, "127.0.0.1:1", "REDIS_STORE_ENDPOINT,REDIS_ENDPOINT")]))
-    for bad in ("redis://:pw@:6379", "127.0.0.1:65536", "127.0.0.1:abc", "redis://127.0.0.1:6379/x"):
+    for bad in ("redis://:pw@:6379", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:abc", "redis://127.0.0.1:6379/x"):
         env = harness.clean_env({"REDIS_ENDPOINT": bad, "ASAN_OPTIONS": "detect_leaks=0"})
         r = harness.run([harness.switchyard_bin(), "--config", conf], env=env, timeout=10)
         out = r.stdout + r.stderr
