@@ -22,12 +22,14 @@
  *
  * Probes: a repeating timer (unref'd) looks at every route each second and queues
  * sy_target_probe on the thread pool for a route whose active target was probed more than
- * MX_PROBE_EVERY_MS ago, or not at all since a switch. One probe per route at a time, and
+ * MX_PROBE_EVERY_MS ago, or not at all since a switch or a RELOAD. One probe per route at a time, and
  * at most MX_PROBES_MAX at once: the pool has four threads, and a dead target can hold a
  * probe for connect_timeout; the sessions' name lookups, cancel requests and the
  * console's SWITCH precheck need the rest. The result is stored in the after-work
  * callback, on the loop thread, so route->healthy and route->health_err are only ever
- * written there. A result for a target that is no longer active is dropped.
+ * written there. A result for a target that is no longer active is dropped. Probe threads
+ * read the route's configuration; RELOAD keeps replaced configurations alive (reload.c),
+ * so that is safe while they run.
  *
  * Probes run even when metrics_listen is off: SHOW ROUTES reports health too.
  */
@@ -119,6 +121,7 @@ typedef struct mx_probe_s {
     sy_route_t   *route;
     int           busy;         /* queued or running on the pool */
     conf_which_t  which;        /* the target being (or last) probed */
+    const conf_route_t *conf;   /* ...under this configuration (RELOAD replaces it) */
     int           ok;           /* worker's result */
     char          err[256];     /* worker's cause */
     int           has_result;   /* a result for `which` was stored in the route */
@@ -172,8 +175,8 @@ static void probe_done(uv_work_t *req, int status)
     mx.inflight--;
     if (status != 0)        /* UV_ECANCELED: sy_metrics_stop took it off the queue */
         return;
-    if (r->active != p->which) {
-        p->has_result = 0;  /* switched meanwhile: this says nothing about the new target */
+    if (r->active != p->which || r->conf != p->conf) {
+        p->has_result = 0;  /* switched or reloaded meanwhile: says nothing about the new target */
     } else {
         p->has_result = 1;
         r->healthy = p->ok;
@@ -202,9 +205,11 @@ static void probe_pump(void)
         sy_route_t *r = p->route;
         if (p->busy)
             continue;
-        if (p->has_result && p->which == r->active && now - p->started_ms < MX_PROBE_EVERY_MS)
+        if (p->has_result && p->which == r->active && p->conf == r->conf &&
+            now - p->started_ms < MX_PROBE_EVERY_MS)
             continue;
         p->which = r->active;
+        p->conf = r->conf;
         p->started_ms = now;
         p->req.data = p;
         int rc = uv_queue_work(sy_server.loop, &p->req, probe_work, probe_done);

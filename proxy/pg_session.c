@@ -874,17 +874,6 @@ static void no_notice(void *arg, const char *message)
     (void)message;
 }
 
-static PGresult *move_exec(pg_move_t *m, PGconn *c, const char *sql, ExecStatusType want)
-{
-    PGresult *r = PQexec(c, sql);
-    if (PQresultStatus(r) != want) {
-        snprintf(m->err, sizeof(m->err), "%s", PQerrorMessage(c));
-        PQclear(r);
-        return NULL;
-    }
-    return r;
-}
-
 static void move_collect_notifies(pg_move_t *m)
 {
     PGnotify *n;
@@ -899,6 +888,81 @@ static void move_collect_notifies(pg_move_t *m)
         pgr_append(&m->notifies, n->extra, pl);
         PQfreemem(n);
     }
+}
+
+/* Replay settings, prepared statements and LISTENs on the new session in one round trip
+ * (libpq pipeline mode). Returns 0, or -1 with the first failure in m->err. */
+static int move_replay(pg_move_t *m, PGresult *settings, PGresult *prepared, PGresult *listens)
+{
+    PGconn *c = m->conn;
+    int sent = 0, ok = 1;
+    char what[160] = "";
+    if (PQntuples(settings) + PQntuples(prepared) + PQntuples(listens) == 0)
+        return 0;
+    if (!PQenterPipelineMode(c)) {
+        snprintf(m->err, sizeof(m->err), "cannot enter pipeline mode: %s", PQerrorMessage(c));
+        return -1;
+    }
+    for (int i = 0; i < PQntuples(settings); i++) {
+        const char *params[2] = { PQgetvalue(settings, i, 0), PQgetvalue(settings, i, 1) };
+        sent += PQsendQueryParams(c, "SELECT pg_catalog.set_config($1, $2, false)", 2, NULL, params, NULL, NULL, 0);
+    }
+    for (int i = 0; i < PQntuples(prepared); i++) {
+        const char *name = PQgetvalue(prepared, i, 0), *stmt = PQgetvalue(prepared, i, 1);
+        if (strcmp(PQgetvalue(prepared, i, 2), "t") == 0) {
+            /* the PREPARE statement as the client wrote it */
+            sent += PQsendQueryParams(c, stmt, 0, NULL, NULL, NULL, NULL, 0);
+        } else {
+            Oid types[256];
+            int nt = 0;
+            const char *p = PQgetvalue(prepared, i, 3);   /* "{23,25}" */
+            while (*p && nt < 256) {
+                if (*p >= '0' && *p <= '9')
+                    types[nt++] = (Oid)strtoul(p, (char **)&p, 10);
+                else
+                    p++;
+            }
+            sent += PQsendPrepare(c, name, stmt, nt, nt ? types : NULL);
+        }
+    }
+    for (int i = 0; i < PQntuples(listens); i++) {
+        const char *ch = PQgetvalue(listens, i, 0);
+        char *id = PQescapeIdentifier(c, ch, strlen(ch));
+        char sql[600];
+        snprintf(sql, sizeof(sql), "LISTEN %s", id ? id : "\"\"");
+        PQfreemem(id);
+        sent += PQsendQueryParams(c, sql, 0, NULL, NULL, NULL, NULL, 0);
+    }
+    if (!PQpipelineSync(c)) {
+        snprintf(m->err, sizeof(m->err), "cannot send the replay: %s", PQerrorMessage(c));
+        return -1;
+    }
+    for (int i = 0; i < sent; i++) {
+        PGresult *r = PQgetResult(c);
+        ExecStatusType st = PQresultStatus(r);
+        if (ok && st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+            ok = 0;
+            int ns = PQntuples(settings), np = PQntuples(prepared);
+            if (i < ns)
+                snprintf(what, sizeof(what), "setting %s", PQgetvalue(settings, i, 0));
+            else if (i < ns + np)
+                snprintf(what, sizeof(what), "prepared statement %s", PQgetvalue(prepared, i - ns, 0));
+            else
+                snprintf(what, sizeof(what), "LISTEN %s", PQgetvalue(listens, i - ns - np, 0));
+            snprintf(m->err, sizeof(m->err), "cannot restore %s: %s", what,
+                     r ? PQresultErrorMessage(r) : PQerrorMessage(c));
+        }
+        PQclear(r);
+        PQclear(PQgetResult(c));   /* the NULL that ends each command's results */
+    }
+    PGresult *sync = PQgetResult(c);
+    if (PQresultStatus(sync) != PGRES_PIPELINE_SYNC && ok) {
+        ok = 0;
+        snprintf(m->err, sizeof(m->err), "replay did not end with a sync: %s", PQerrorMessage(c));
+    }
+    PQclear(sync);
+    PQexitPipelineMode(c);
+    return ok ? 0 : -1;
 }
 
 static void move_work(uv_work_t *req)
@@ -961,53 +1025,8 @@ static void move_work(uv_work_t *req)
         goto out;
     }
     PQsetNoticeProcessor(m->conn, no_notice, NULL);
-    for (int i = 0; i < PQntuples(settings); i++) {
-        const char *params[2] = { PQgetvalue(settings, i, 0), PQgetvalue(settings, i, 1) };
-        PGresult *x = PQexecParams(m->conn, "SELECT pg_catalog.set_config($1, $2, false)", 2, NULL, params, NULL,
-                                   NULL, 0);
-        int good = PQresultStatus(x) == PGRES_TUPLES_OK;
-        PQclear(x);
-        if (!good) {
-            snprintf(m->err, sizeof(m->err), "cannot restore setting %s: %s", params[0], PQerrorMessage(m->conn));
-            goto out;
-        }
-    }
-    for (int i = 0; i < PQntuples(prepared); i++) {
-        const char *name = PQgetvalue(prepared, i, 0), *stmt = PQgetvalue(prepared, i, 1);
-        PGresult *x;
-        if (strcmp(PQgetvalue(prepared, i, 2), "t") == 0) {
-            x = PQexec(m->conn, stmt);   /* the PREPARE statement as the client wrote it */
-        } else {
-            Oid types[256];
-            int nt = 0;
-            const char *p = PQgetvalue(prepared, i, 3);   /* "{23,25}" */
-            while (*p && nt < 256) {
-                if (*p >= '0' && *p <= '9') {
-                    types[nt++] = (Oid)strtoul(p, (char **)&p, 10);
-                } else {
-                    p++;
-                }
-            }
-            x = PQprepare(m->conn, name, stmt, nt, nt ? types : NULL);
-        }
-        int good = PQresultStatus(x) == PGRES_COMMAND_OK;
-        PQclear(x);
-        if (!good) {
-            snprintf(m->err, sizeof(m->err), "cannot restore prepared statement %s: %s", name,
-                     PQerrorMessage(m->conn));
-            goto out;
-        }
-    }
-    for (int i = 0; i < PQntuples(listens); i++) {
-        char *id = PQescapeIdentifier(m->conn, PQgetvalue(listens, i, 0), strlen(PQgetvalue(listens, i, 0)));
-        char sql[600];
-        snprintf(sql, sizeof(sql), "LISTEN %s", id ? id : "\"\"");
-        PQfreemem(id);
-        PGresult *x = move_exec(m, m->conn, sql, PGRES_COMMAND_OK);
-        if (x == NULL)
-            goto out;
-        PQclear(x);
-    }
+    if (move_replay(m, settings, prepared, listens) != 0)
+        goto out;
     move_collect_notifies(m);
     if (PQtransactionStatus(m->conn) != PQTRANS_IDLE) {
         snprintf(m->err, sizeof(m->err), "the new session is not idle");
