@@ -1,0 +1,296 @@
+"""
+switch_support.py - what the switchover tests (test_switch_*.py, issue 4) share, on top of
+harness.py and redis_support.py.
+
+    DRAIN_TIMEOUT, PAUSE_MAX               what every switchyard started here is configured with
+    start_pg(ctx, dead_route=False)        switchyard with route "pg" (database sourcegraph):
+                                           builtin = ctx.builtin, external = ctx.external through
+                                           PG* (TLS verify-full + SCRAM), starting on builtin; and
+                                           optionally route "pg-dead" (database deaddb) whose
+                                           external is a closed port
+    start_redis(builtin, external)         switchyard with route "redis-store": builtin and
+                                           external RedisServers, starting on builtin
+    Console(sy)                            the admin console over a raw protocol-3 socket:
+                                           .rows("SHOW ROUTES") -> list of dicts,
+                                           .switch(route, to, ...) -> (row dict, t_start, t_end)
+                                           (wall-clock times around the command),
+                                           .command(sql) for PAUSE / RESUME
+    Session(port, ...)                     a raw protocol-3 client session (harness.PgWire) with
+                                           .sqlstate_of_close() for sessions closed by a switch
+    pgbench_init(ctx)                      the pgbench schema on both clusters, once per run
+    where(session)                         (sy.cluster, inet_server_port()) of a session
+
+The switch times are taken with time.time() (CLOCK_REALTIME), the clock Postgres uses for
+CURRENT_TIMESTAMP on this same machine, so they can be compared with pgbench_history.mtime.
+"""
+
+import os
+import re
+import select
+import socket
+import struct
+import threading
+import time
+
+import harness
+from harness import check, fail
+
+DRAIN_TIMEOUT = 5
+PAUSE_MAX = 3
+
+GLOBALS = "drain_timeout = %d\npause_max = %d\nconnect_timeout = 5\n" % (DRAIN_TIMEOUT, PAUSE_MAX)
+
+
+# --------------------------------------------------------------------------------------------
+# switchyard configurations
+
+def start_pg(ctx, dead_route=False, extra_env=None):
+    """switchyard with route pg (see the module docstring) on a free port; .dead_port is the
+    closed port of pg-dead's external when dead_route."""
+    port = harness.free_port()
+    head = ("[switchyard]\nmetrics_listen = off\n%s\n"
+            "[listener pg]\nprotocol = postgres\nlisten = 127.0.0.1:%d\n\n" % (GLOBALS, port))
+    conf = head + harness.pg_route("pg", "sourcegraph", default=True, env_prefix="",
+                                   builtin=ctx.builtin.conninfo(), extra="active = builtin")
+    env = harness.external_env(ctx, user="scram_user", db="sourcegraph")
+    dead = None
+    if dead_route:
+        dead = harness.closed_port()
+        conf += harness.pg_route("pg-dead", "deaddb", env_prefix="DEAD_",
+                                 builtin=ctx.builtin.conninfo(dbname="postgres"), extra="active = builtin")
+        env.update({"DEAD_PGHOST": "127.0.0.1", "DEAD_PGPORT": str(dead), "DEAD_PGUSER": "postgres",
+                    "DEAD_PGSSLMODE": "disable", "DEAD_PGCONNECT_TIMEOUT": "3"})
+    env.update(extra_env or {})
+    sy = harness.Switchyard(conf, env=env)
+    sy.dead_port = dead
+    return sy
+
+
+def start_redis(ctx, builtin, external):
+    """switchyard with route redis-store (builtin and external RedisServers, plain, starting on
+    builtin) and a postgres listener for the console (route pg on ctx.builtin). sy.redis_port
+    is the redis listener."""
+    import redis_support as rs
+    port = harness.free_port()
+    conf = rs.redis_conf([rs.Route("redis-store", port, rs.endpoint(builtin), "REDIS_STORE_ENDPOINT",
+                                   extra="active = builtin")],
+                         globals_extra=GLOBALS)
+    # redis_conf writes drain_timeout = 2 itself; ours must be the only one
+    conf = conf.replace("drain_timeout = 2\n", "", 1)
+    conf += ("\n[listener pg]\nprotocol = postgres\nlisten = 127.0.0.1:%d\n\n" % harness.free_port()
+             + harness.pg_route("pg", "sourcegraph", default=True, env_prefix="", builtin=ctx.builtin.conninfo()))
+    sy = harness.Switchyard(conf, env={"REDIS_STORE_ENDPOINT": "redis://127.0.0.1:%d" % external.port})
+    sy.redis_port = port
+    return sy
+
+
+# --------------------------------------------------------------------------------------------
+# the console
+
+class Console:
+    """The admin console (database "switchyard") over a raw protocol-3 socket, so that result
+    sets and ErrorResponses are seen exactly as sent."""
+
+    def __init__(self, sy, timeout=60.0):
+        self.sy = sy
+        self.w = harness.PgWire(sy.listeners["pg"], timeout=timeout)
+        self.w.startup(user="postgres", database="switchyard")
+
+    def close(self):
+        self.w.terminate()
+
+    def result(self, sql):
+        """(column names, rows as tuples) of one command; raises harness.PgError."""
+        w = self.w
+        w.send_query(sql)
+        cols, rows, err = [], [], None
+        while True:
+            typ, body = w.read_msg()
+            if typ == "T":
+                n = struct.unpack("!H", body[:2])[0]
+                off, cols, rows = 2, [], []
+                for _ in range(n):
+                    end = body.index(b"\0", off)
+                    cols.append(body[off:end].decode())
+                    off = end + 1 + 18
+            elif typ == "D":
+                n = struct.unpack("!H", body[:2])[0]
+                off, row = 2, []
+                for _ in range(n):
+                    ln = struct.unpack("!i", body[off:off + 4])[0]
+                    off += 4
+                    if ln < 0:
+                        row.append(None)
+                    else:
+                        row.append(body[off:off + ln].decode("utf-8", "replace"))
+                        off += ln
+                rows.append(tuple(row))
+            elif typ == "E":
+                err = harness.PgError(harness.parse_error_fields(body))
+            elif typ == "Z":
+                w.status = chr(body[0])
+                if err:
+                    raise err
+                return cols, rows
+
+    def rows(self, sql):
+        cols, rows = self.result(sql)
+        return [dict(zip(cols, r)) for r in rows]
+
+    def command(self, sql):
+        return self.result(sql)
+
+    def route(self, name):
+        for r in self.rows("SHOW ROUTES"):
+            if r["route"] == name:
+                return r
+        fail("SHOW ROUTES has no route %s" % name)
+
+    def active(self, name):
+        return self.route(name)["active"]
+
+    def switch(self, route, to, opts=""):
+        """SWITCH route TO to [opts]; returns (the result row as a dict, t_start, t_end) with
+        wall-clock times taken just before sending and just after the answer. Fails the test
+        on an error."""
+        sql = ("SWITCH %s TO %s %s" % (route, to, opts)).strip()
+        t0 = time.time()
+        try:
+            cols, rows = self.result(sql)
+        except harness.PgError as e:
+            fail("%s refused: %s %s" % (sql, e.sqlstate, e.message))
+        t1 = time.time()
+        check(len(rows) == 1, "%s answered %d rows: %r" % (sql, len(rows), rows))
+        row = dict(zip(cols, rows[0]))
+        check(row.get("route") == route and row.get("to") == to,
+              "%s answered %r" % (sql, row))
+        return row, t0, t1
+
+    def switch_error(self, route, to, opts=""):
+        """SWITCH that must be refused: returns the PgError."""
+        sql = ("SWITCH %s TO %s %s" % (route, to, opts)).strip()
+        try:
+            cols, rows = self.result(sql)
+        except harness.PgError as e:
+            return e
+        fail("%s was not refused: %r %r" % (sql, cols, rows))
+
+
+class SwitchThread(threading.Thread):
+    """Console.switch in a thread (SWITCH answers only when the switch has completed), for
+    tests that must act while a switch runs. .join_result(timeout) -> (row, t0, t1)."""
+
+    def __init__(self, sy, route, to, opts=""):
+        super().__init__(daemon=True)
+        self.console = Console(sy)
+        self.args = (route, to, opts)
+        self.result = None
+        self.error = None
+        self.started_at = None
+        self.start()
+
+    def run(self):
+        self.started_at = time.monotonic()
+        try:
+            self.result = self.console.switch(*self.args)
+        except BaseException as e:  # reported by join_result
+            self.error = e
+        finally:
+            self.ended_at = time.monotonic()
+
+    def join_result(self, timeout=30.0):
+        self.join(timeout)
+        if self.is_alive():
+            fail("SWITCH %s TO %s did not complete within %.0fs" % (self.args[0], self.args[1], timeout))
+        self.console.close()
+        if self.error is not None:
+            if isinstance(self.error, harness.TestFailure):
+                raise self.error
+            fail("SWITCH %s TO %s: %s: %s" % (self.args[0], self.args[1], type(self.error).__name__, self.error))
+        return self.result
+
+
+def wait_switching(console, route, timeout=10.0):
+    """Wait until SHOW ROUTES says the route is switching."""
+    deadline = time.monotonic() + timeout
+    while True:
+        a = console.active(route)
+        if "switching" in a:
+            return a
+        if time.monotonic() > deadline:
+            fail("route %s never showed as switching (active=%r)" % (route, a))
+        time.sleep(0.02)
+
+
+# --------------------------------------------------------------------------------------------
+# client sessions
+
+class Session(harness.PgWire):
+    """A protocol-3 client session through switchyard (trusted loopback, user postgres)."""
+
+    def __init__(self, port, db="sourcegraph", timeout=30.0, **params):
+        super().__init__(port, timeout=timeout)
+        self.startup(user="postgres", database=db, **params)
+
+    def one(self, sql):
+        rows = self.query(sql)
+        check(len(rows) == 1 and len(rows[0]) == 1, "%s: rows %r" % (sql, rows))
+        return rows[0][0]
+
+    def reply_within(self, secs):
+        """True when at least one byte (or a close) arrives within secs."""
+        if self.buf:
+            return True
+        r, _, _ = select.select([self.sock], [], [], secs)
+        return bool(r)
+
+    def close_error(self, timeout):
+        """Wait for the server to close the session; returns (ErrorResponse fields or None,
+        seconds waited). Fails when the session stays open."""
+        t0 = time.monotonic()
+        data, closed = self.read_until_close(timeout=timeout)
+        secs = time.monotonic() - t0
+        check(closed, "session not closed within %.0fs (received %r)" % (timeout, data[:300]))
+        errs = harness.error_messages(data)
+        return (errs[-1] if errs else None), secs
+
+
+def where(sess):
+    """(sy.cluster, inet_server_port) of a session: which cluster serves it."""
+    rows = sess.query("SELECT current_setting('sy.cluster'), inet_server_port()")
+    check(len(rows) == 1, "where: %r" % rows)
+    return rows[0][0], int(rows[0][1])
+
+
+def cluster_of(ctx, name):
+    return ctx.builtin if name == "builtin" else ctx.external
+
+
+# --------------------------------------------------------------------------------------------
+# pgbench
+
+_pgbench_ready = set()
+
+
+def pgbench_init(ctx):
+    """The pgbench schema (scale 1) in database sourcegraph on both clusters, owned by the
+    database owner (scram_user, the external target's user; the built-in is reached as the
+    superuser). pgbench_history.mtime becomes timestamptz, so that the instant a row's
+    transaction started (pgbench inserts CURRENT_TIMESTAMP) compares with the wall clock
+    whatever a session's TimeZone. Done once per run; the caller empties pgbench_history."""
+    for c in (ctx.builtin, ctx.external):
+        if c.name in _pgbench_ready:
+            continue
+        r = harness.run([harness.PGBENCH, "-i", "-s", "1", "-q", "-h", c.sockdir, "-p", str(c.port),
+                         "-U", harness.DB_OWNER, "sourcegraph"], env=harness.clean_env(home=c.dir), timeout=180)
+        check(r.returncode == 0, "pgbench -i on %s failed: %s" % (c.name, r.stderr[-2000:]))
+        c.sql("ALTER TABLE pgbench_history ALTER COLUMN mtime TYPE timestamptz", db="sourcegraph")
+        _pgbench_ready.add(c.name)
+
+
+def percentile(values, p):
+    if not values:
+        return float("nan")
+    v = sorted(values)
+    k = min(len(v) - 1, max(0, int(round(p / 100.0 * (len(v) - 1)))))
+    return v[k]
