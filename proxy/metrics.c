@@ -282,10 +282,14 @@ static void u64_sample(mx_buf_t *b, const char *name, const sy_route_t *r, const
     buf_printf(b, "%llu\n", (unsigned long long)v);
 }
 
-/* Per-route families with one plain series each. */
+/* The per-route families, in the order they are written. Most have one series per
+ * route read by `get`; the others have their own kind. */
+typedef enum { RF_PLAIN = 0, RF_ACTIVE, RF_BYTES, RF_ERRORS, RF_SECONDS } route_family_kind_t;
+
 typedef struct route_family_s {
-    const char *name, *type, *help;
-    uint64_t  (*get)(const sy_route_t *r);
+    const char          *name, *type, *help;
+    route_family_kind_t  kind;
+    uint64_t           (*get)(const sy_route_t *r);
 } route_family_t;
 
 static uint64_t get_clients(const sy_route_t *r) { return r->clients; }
@@ -297,68 +301,75 @@ static uint64_t get_moved(const sy_route_t *r) { return r->moved; }
 static uint64_t get_paused(const sy_route_t *r) { return r->paused != 0; }
 static uint64_t get_healthy(const sy_route_t *r) { return r->healthy == 1; }
 
-static const route_family_t plain_families[] = {
-    { "switchyard_route_clients", "gauge", "Client sessions open on the route.", get_clients },
-    { "switchyard_route_upstream_sessions", "gauge", "Upstream sessions open for the route.", get_upstreams },
+static const route_family_t route_families[] = {
+    { "switchyard_route_active_target", "gauge", "1 for the target the route sends new sessions to.",
+      RF_ACTIVE, NULL },
+    { "switchyard_route_clients", "gauge", "Client sessions open on the route.", RF_PLAIN, get_clients },
+    { "switchyard_route_upstream_sessions", "gauge", "Upstream sessions open for the route.", RF_PLAIN,
+      get_upstreams },
     { "switchyard_route_transactions_total", "counter",
-      "Postgres transactions (ReadyForQuery relayed) or Redis commands (replies relayed).", get_transactions },
-    { "switchyard_route_switches_total", "counter", "Switches of the route between its targets.", get_switches },
+      "Postgres transactions (ReadyForQuery relayed) or Redis commands (replies relayed).", RF_PLAIN,
+      get_transactions },
+    { "switchyard_route_bytes_total", "counter",
+      "Bytes relayed: in = client to upstream, out = upstream to client (counted when sessions end).",
+      RF_BYTES, NULL },
+    { "switchyard_route_errors_total", "counter",
+      "Errors sent to clients, by kind: connect (upstream unreachable or rejected us), lost (upstream "
+      "died under a session), protocol (malformed bytes), other.", RF_ERRORS, NULL },
+    { "switchyard_route_switches_total", "counter", "Switches of the route between its targets.", RF_PLAIN,
+      get_switches },
+    { "switchyard_route_last_switch_duration_seconds", "gauge",
+      "How long the last switch of the route took (0 before the first).", RF_SECONDS, NULL },
     { "switchyard_route_sessions_closed_at_deadline_total", "counter",
-      "Sessions closed because they could not move before the switchover or shutdown deadline.", get_deadline },
+      "Sessions closed because they could not move before the switchover or shutdown deadline.", RF_PLAIN,
+      get_deadline },
     { "switchyard_route_sessions_moved_total", "counter", "Sessions moved to the other target by switchovers.",
-      get_moved },
-    { "switchyard_route_paused", "gauge", "1 while the route is paused.", get_paused },
+      RF_PLAIN, get_moved },
+    { "switchyard_route_paused", "gauge", "1 while the route is paused.", RF_PLAIN, get_paused },
     { "switchyard_route_healthy", "gauge",
-      "1 when the last health probe of the active target succeeded (0 until the first probe).", get_healthy },
+      "1 when the last health probe of the active target succeeded (0 until the first probe).", RF_PLAIN,
+      get_healthy },
 };
+
+static void route_samples(mx_buf_t *b, const route_family_t *f, const sy_route_t *r)
+{
+    uint64_t known;
+    switch (f->kind) {
+    case RF_PLAIN:
+        u64_sample(b, f->name, r, NULL, NULL, f->get(r));
+        break;
+    case RF_ACTIVE:
+        u64_sample(b, f->name, r, "target", "builtin", r->active == CONF_BUILTIN);
+        u64_sample(b, f->name, r, "target", "external", r->active == CONF_EXTERNAL);
+        break;
+    case RF_BYTES:
+        u64_sample(b, f->name, r, "direction", "in", r->bytes_in);
+        u64_sample(b, f->name, r, "direction", "out", r->bytes_out);
+        break;
+    case RF_ERRORS:
+        known = r->err_connect + r->err_lost + r->err_protocol;
+        u64_sample(b, f->name, r, "kind", "connect", r->err_connect);
+        u64_sample(b, f->name, r, "kind", "lost", r->err_lost);
+        u64_sample(b, f->name, r, "kind", "protocol", r->err_protocol);
+        u64_sample(b, f->name, r, "kind", "other", r->nerrors > known ? r->nerrors - known : 0);
+        break;
+    case RF_SECONDS:
+        series(b, f->name, r, NULL, NULL);
+        buf_printf(b, "%.6f\n", r->last_switch_ms > 0 ? r->last_switch_ms / 1000.0 : 0.0);
+        break;
+    }
+}
 
 static void render_metrics(mx_buf_t *b)
 {
-    const size_t n = sy_server.nroutes;
-
     family(b, "switchyard_build_info", "gauge", "switchyard build; the value is always 1.");
     buf_printf(b, "switchyard_build_info{version=\"%s\"} 1\n", SY_VERSION);
     family(b, "switchyard_clients", "gauge", "Client connections open, on every listener.");
     buf_printf(b, "switchyard_clients %llu\n", (unsigned long long)sy_server.nclients);
-
-    family(b, "switchyard_route_active_target", "gauge", "1 for the target the route sends new sessions to.");
-    for (size_t i = 0; i < n; i++) {
-        const sy_route_t *r = &sy_server.routes[i];
-        u64_sample(b, "switchyard_route_active_target", r, "target", "builtin", r->active == CONF_BUILTIN);
-        u64_sample(b, "switchyard_route_active_target", r, "target", "external", r->active == CONF_EXTERNAL);
-    }
-    for (size_t f = 0; f < sizeof(plain_families) / sizeof(plain_families[0]); f++) {
-        const route_family_t *fam = &plain_families[f];
-        family(b, fam->name, fam->type, fam->help);
-        for (size_t i = 0; i < n; i++)
-            u64_sample(b, fam->name, &sy_server.routes[i], NULL, NULL, fam->get(&sy_server.routes[i]));
-    }
-    family(b, "switchyard_route_bytes_total", "counter",
-           "Bytes relayed: in = client to upstream, out = upstream to client (counted when sessions end).");
-    for (size_t i = 0; i < n; i++) {
-        const sy_route_t *r = &sy_server.routes[i];
-        u64_sample(b, "switchyard_route_bytes_total", r, "direction", "in", r->bytes_in);
-        u64_sample(b, "switchyard_route_bytes_total", r, "direction", "out", r->bytes_out);
-    }
-    family(b, "switchyard_route_errors_total", "counter",
-           "Errors sent to clients, by kind: connect (upstream unreachable or rejected us), lost (upstream "
-           "died under a session), protocol (malformed bytes), other.");
-    for (size_t i = 0; i < n; i++) {
-        const sy_route_t *r = &sy_server.routes[i];
-        uint64_t known = r->err_connect + r->err_lost + r->err_protocol;
-        u64_sample(b, "switchyard_route_errors_total", r, "kind", "connect", r->err_connect);
-        u64_sample(b, "switchyard_route_errors_total", r, "kind", "lost", r->err_lost);
-        u64_sample(b, "switchyard_route_errors_total", r, "kind", "protocol", r->err_protocol);
-        u64_sample(b, "switchyard_route_errors_total", r, "kind", "other",
-                   r->nerrors > known ? r->nerrors - known : 0);
-    }
-    family(b, "switchyard_route_last_switch_duration_seconds", "gauge",
-           "How long the last switch of the route took (0 before the first).");
-    for (size_t i = 0; i < n; i++) {
-        const sy_route_t *r = &sy_server.routes[i];
-        double s = r->last_switch_ms > 0 ? r->last_switch_ms / 1000.0 : 0.0;
-        series(b, "switchyard_route_last_switch_duration_seconds", r, NULL, NULL);
-        buf_printf(b, "%.6f\n", s);
+    for (size_t f = 0; f < sizeof(route_families) / sizeof(route_families[0]); f++) {
+        family(b, route_families[f].name, route_families[f].type, route_families[f].help);
+        for (size_t i = 0; i < sy_server.nroutes; i++)
+            route_samples(b, &route_families[f], &sy_server.routes[i]);
     }
 }
 
