@@ -234,8 +234,11 @@ static void pg_destroy(pg_session_t *s)
     s->key = 0;
     pg_finish_upstream(s);
     sy_conn_close(&s->client);
-    if (s->route)
+    if (s->route) {
         s->route->clients--;
+        s->route->bytes_in += s->c2s.bytes;
+        s->route->bytes_out += s->s2c.bytes;
+    }
     sy_server.nclients--;
     sy_debug("event=disconnect conn=%llu", (unsigned long long)s->id);
     if (s->timer_on) {
@@ -285,8 +288,15 @@ static void pg_close(pg_session_t *s, const char *sqlstate, const char *fmt, ...
         char q[1100];
         sy_info("event=client_error conn=%llu route=%s sqlstate=%s message=%s", (unsigned long long)s->id,
                 s->route ? s->route->conf->name : "-", sqlstate, sy_logq(q, sizeof(q), msg));
-        if (s->route)
+        if (s->route) {
             s->route->nerrors++;
+            if (strcmp(sqlstate, "08001") == 0 || strcmp(sqlstate, "28P01") == 0)
+                s->route->err_connect++;
+            else if (strcmp(sqlstate, "08006") == 0)
+                s->route->err_lost++;
+            else if (strcmp(sqlstate, "08P01") == 0)
+                s->route->err_protocol++;
+        }
         if (boundary) {
             uint8_t out[1400];
             size_t len = pgw_build_error(out, sizeof(out), "FATAL", sqlstate, msg, NULL);

@@ -201,8 +201,11 @@ static void rs_destroy(redis_session_t *s)
         s->route->upstreams--;
     sy_conn_close(&s->server);
     sy_conn_close(&s->client);
-    if (s->route)
+    if (s->route) {
         s->route->clients--;
+        s->route->bytes_in += s->c2s.bytes;
+        s->route->bytes_out += s->s2c.bytes;
+    }
     sy_server.nclients--;
     if (s->timer_on) {
         uv_timer_stop(&s->timer);
@@ -676,6 +679,7 @@ static int rs_s2c_scan(void *arg, sy_pipe_t *p)
         ssize_t n = resp_reply_scan(&s->rp, p->buf + p->scanned, p->end - p->scanned, &done);
         if (n < 0) {
             p->fwd = p->scanned;
+            s->route->err_protocol++;
             rs_close(s, "route %s: protocol error from %s: %s", s->route->conf->name, s->target->hostport,
                      s->rp.err);
             return -1;
@@ -707,6 +711,7 @@ static int rs_s2c_scan(void *arg, sy_pipe_t *p)
             continue;
         }
         if (!push && s->pending > 0) {
+            s->route->transactions++;
             s->pending--;
             if (s->pending == 0)
                 s->blocking = 0;
@@ -1048,6 +1053,7 @@ static void rs_upstream_lost(redis_session_t *s, int err)
         return;
     }
     const char *why = s->server.tls_err ? s->server.tls_err : err ? strerror(-err) : "server closed the connection";
+    s->route->err_lost++;
     rs_close(s, "route %s: connection to %s lost: %s", s->route->conf->name, s->target->hostport, why);
 }
 
@@ -1149,6 +1155,7 @@ static void rs_connect_failed(redis_session_t *s, const char *cause)
     sy_info("event=upstream_failed conn=%llu route=%s error=%s", (unsigned long long)s->id, s->route->conf->name,
             sy_logq(q, sizeof(q), s->errmsg));
     s->route->nerrors++;
+    s->route->err_connect++;
     if (s->server.fd >= 0)
         s->route->upstreams--;
     sy_conn_close(&s->server);
