@@ -10,6 +10,7 @@ import hashlib
 import os
 import re
 import signal
+import struct
 import subprocess
 import threading
 import time
@@ -139,6 +140,19 @@ def test_pgbench(ctx):
         check(m and int(m.group(1)) > 0, "pgbench -M %s processed nothing: %s" % (mode, out[-1000:]))
         m = re.search(r"number of failed transactions: (\d+)", out)
         check(m is None or m.group(1) == "0", "pgbench -M %s had failures: %s" % (mode, out[-1000:]))
+    # libpq pipeline mode (many extended-protocol queries in flight before one Sync)
+    script = os.path.join(harness.tmpdir("pgbench"), "pipeline.sql")
+    with open(script, "w") as f:
+        f.write("\\set aid random(1, 200000)\n\\startpipeline\n"
+                + "SELECT abalance FROM pgbench_accounts WHERE aid = :aid;\n" * 10
+                + "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = :aid;\n"
+                + "\\endpipeline\n")
+    r = harness.run(base + ["-c", "4", "-j", "2", "-T", "3", "-M", "extended", "-n", "-f", script, "sourcegraph"],
+                    env=env, timeout=120)
+    out = r.stdout + r.stderr
+    check(r.returncode == 0 and "aborted" not in out, "pgbench pipeline mode: %s" % out[-2000:])
+    m = re.search(r"number of transactions actually processed: (\d+)", out)
+    check(m and int(m.group(1)) > 0, "pgbench pipeline mode processed nothing: %s" % out[-1000:])
     sy.check_alive()
     sy.stop()
 
@@ -349,4 +363,90 @@ def test_terminate_closes_upstream(ctx):
     while pid in ctx.external.backend_pids():
         check(time.monotonic() < deadline, "upstream backend %d still there 5 s after client close" % pid)
         time.sleep(0.1)
+    sy.stop()
+
+
+def _msg(typ, body=b""):
+    return typ + struct.pack("!I", len(body) + 4) + body
+
+
+def test_extended_protocol_error_then_sync(ctx):
+    """Parse/Bind/Execute/Sync with an error in the middle: the server skips to Sync, the
+    session recovers; an unnamed and a named statement both work afterwards."""
+    sy = _sy(ctx)
+    with PgWire(sy.port) as w:
+        w.startup(database="sourcegraph")
+
+        def run(param, stmt=b""):
+            out = _msg(b"P", stmt + b"\0SELECT 10 / $1::int\0\0\0")
+            out += _msg(b"B", b"\0" + stmt + b"\0" + struct.pack("!HH", 0, 1)
+                        + struct.pack("!I", len(param)) + param + struct.pack("!H", 0))
+            out += _msg(b"E", b"\0" + struct.pack("!I", 0)) + _msg(b"S")
+            w.send(out)
+            seen, rows, err = [], [], None
+            while True:
+                typ, body = w.read_msg()
+                seen.append(typ)
+                if typ == "D":
+                    rows.append(body[6:].decode())
+                elif typ == "E":
+                    err = harness.parse_error_fields(body)
+                elif typ == "Z":
+                    return "".join(seen), rows, err, chr(body[0])
+
+        seen, rows, err, st = run(b"0")
+        check(err and err.get("C") == "22012", "division by zero in extended protocol: %s %s" % (seen, err))
+        check(seen.endswith("EZ") and st == "I", "after the error: %s status %s" % (seen, st))
+        seen, rows, err, st = run(b"5")
+        check(err is None and rows == ["2"], "after recovery: %s %s %s" % (seen, rows, err))
+        seen, rows, err, st = run(b"2", b"named_stmt")
+        check(err is None and rows == ["5"], "named statement: %s %s %s" % (seen, rows, err))
+        # a pipeline of three syncs, the middle one failing
+        w.send(b"".join(_msg(b"Q", q.encode() + b"\0") for q in ("SELECT 1", "SELECT 1/0", "SELECT 3")))
+        results = []
+        for _ in range(3):
+            try:
+                results.append(w.read_result())
+            except PgError as e:
+                results.append(e.sqlstate)
+        check(results == [[("1",)], "22012", [("3",)]], "pipelined simple queries: %r" % results)
+    sy.stop()
+
+
+def test_copy_fail_and_copy_errors(ctx):
+    """CopyFail from the client, and a COPY the server rejects mid-stream: both end in an
+    error and ReadyForQuery, and the session goes on."""
+    sy = _sy(ctx)
+    psql_ok(sy.port, "DROP TABLE IF EXISTS sy_copyfail; CREATE TABLE sy_copyfail (n int)")
+    with PgWire(sy.port) as w:
+        w.startup(database="sourcegraph")
+        w.send_query("COPY sy_copyfail FROM STDIN")
+        typ, _b = w.read_msg()
+        check(typ == "G", "no CopyInResponse: %r" % typ)
+        w.send(_msg(b"d", b"1\n2\n") + _msg(b"f", b"client gave up\0"))
+        try:
+            w.read_result()
+            fail("CopyFail did not fail the COPY")
+        except PgError as e:
+            check(e.sqlstate == "57014" and "client gave up" in e.message, "CopyFail: %s" % e)
+        check(w.status == "I", "status after CopyFail: %r" % w.status)
+        w.send_query("COPY sy_copyfail FROM STDIN")
+        typ, _b = w.read_msg()
+        check(typ == "G", "no CopyInResponse: %r" % typ)
+        w.send(_msg(b"d", b"1\nnot-a-number\n3\n") + _msg(b"c"))
+        try:
+            w.read_result()
+            fail("bad COPY data did not fail")
+        except PgError as e:
+            check(e.sqlstate == "22P02", "bad COPY data: %s" % e)
+        check(w.query("SELECT count(*) FROM sy_copyfail") == [("0",)], "rows after failed COPYs")
+        w.send_query("COPY (SELECT generate_series(1, 3)) TO STDOUT")
+        seen = []
+        while True:
+            typ, body = w.read_msg()
+            seen.append(typ)
+            if typ == "Z":
+                break
+        check("".join(seen) == "HdddcCZ", "COPY TO STDOUT messages: %s" % "".join(seen))
+    psql_ok(sy.port, "DROP TABLE sy_copyfail")
     sy.stop()
