@@ -1104,8 +1104,10 @@ class Switchyard:
         self.pid = self.proc.pid
         if wait:
             for p in self.ports:
-                wait_port(p, timeout=timeout, proc=self.proc.popen,
-                          what="switchyard (log: %s)" % log_tail(self.logfile, 15))
+                try:
+                    wait_port(p, timeout=timeout, proc=self.proc.popen, what="switchyard")
+                except TestFailure as e:
+                    fail("%s; log:\n%s" % (e, log_tail(self.logfile, 30)))
 
     def __enter__(self):
         return self

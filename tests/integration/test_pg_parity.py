@@ -143,3 +143,95 @@ def test_parity_matrix(ctx):
 
 
 test_parity_matrix.timeout = 240
+
+
+VQUERY = ("SELECT current_user, inet_server_port(), current_setting('search_path'), "
+          "(SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid())")
+
+
+def test_libpq_variables_parity(ctx):
+    """More of what libpq reads, compared the same way: host and hostaddr lists (libpq closes
+    and reopens its socket between hosts), PGCONNECT_TIMEOUT moving on to the next host,
+    PGTARGETSESSIONATTRS, PGSERVICE/PGSERVICEFILE, PGOPTIONS, a client certificate from the
+    wrong CA."""
+    ext, tls = ctx.external, ctx.tls
+    home = harness.empty_home()
+    svc = os.path.join(harness.tmpdir("svc"), "pg_service.conf")
+    closed = harness.closed_port()
+    silent = harness.SilentListener()
+    with open(svc, "w") as f:
+        f.write("[extsvc]\nhost=localhost\nport=%d\nuser=scram_user\npassword=%s\ndbname=postgres\n"
+                "sslmode=verify-full\nsslrootcert=%s\n" % (ext.port, harness.USERS["scram_user"][0], tls.ca_a))
+    base = {"PGUSER": "scram_user", "PGPASSWORD": harness.USERS["scram_user"][0], "PGDATABASE": "postgres"}
+
+    def case(**kw):
+        e = dict(base)
+        e.update({k: str(v) for k, v in kw.items()})
+        return e
+
+    cases = [
+        ("host list", case(PGHOST="127.0.0.1,localhost", PGPORT="%d,%d" % (closed, ext.port), PGSSLMODE="prefer")),
+        ("hostaddr list", case(PGHOST="a.example,b.example", PGHOSTADDR="127.0.0.1,127.0.0.1",
+                               PGPORT="%d,%d" % (closed, ext.port), PGSSLMODE="verify-ca", PGSSLROOTCERT=tls.ca_a)),
+        ("host list, all down", case(PGHOST="127.0.0.1,localhost", PGPORT="%d,%d" % (closed, closed))),
+        ("connect_timeout moves on", case(PGHOST="127.0.0.1,127.0.0.1", PGPORT="%d,%d" % (silent.port, ext.port),
+                                          PGCONNECT_TIMEOUT="2", PGSSLMODE="require")),
+        ("target_session_attrs=standby", case(PGHOST="localhost", PGPORT=ext.port, PGTARGETSESSIONATTRS="standby")),
+        ("target_session_attrs=read-write", case(PGHOST="127.0.0.1,localhost", PGPORT="%d,%d" % (ext.port, ext.port),
+                                                 PGTARGETSESSIONATTRS="read-write")),
+        ("service file", {"PGSERVICE": "extsvc"}),   # PGSERVICEFILE: process-wide, below
+        ("options", case(PGHOST="localhost", PGPORT=ext.port, PGOPTIONS="-c search_path=sy_from_env")),
+        ("client cert from CA B", {"PGHOST": "localhost", "PGPORT": str(ext.port), "PGUSER": "cert_user",
+                                   "PGDATABASE": "postgres", "PGSSLMODE": "verify-full", "PGSSLROOTCERT": tls.ca_a,
+                                   "PGSSLCERT": tls.client_b_crt, "PGSSLKEY": tls.client_b_key}),
+        ("client cert from CA A", {"PGHOST": "localhost", "PGPORT": str(ext.port), "PGUSER": "cert_user",
+                                   "PGDATABASE": "postgres", "PGSSLMODE": "verify-full", "PGSSLROOTCERT": tls.ca_a,
+                                   "PGSSLCERT": tls.client_crt, "PGSSLKEY": tls.client_key}),
+    ]
+
+    def direct(env):
+        # libpq 15 has no keyword for the service file, only the variable; switchyard takes it
+        # from its own environment for every route, so both sides get it the same way
+        return _outcome(harness.run([PSQL, "-X", "-A", "-t", "-c", VQUERY],
+                                    env=harness.clean_env(dict(env, PGSERVICEFILE=svc), home=home), timeout=60))
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        direct_results = list(pool.map(lambda c: direct(c[1]), cases))
+    expect = {"host list": "ok", "hostaddr list": "ok", "host list, all down": "fail",
+              "connect_timeout moves on": "ok", "target_session_attrs=standby": "fail",
+              "target_session_attrs=read-write": "ok", "service file": "ok", "options": "ok",
+              "client cert from CA B": "fail", "client cert from CA A": "ok"}
+    for (name, _e), d in zip(cases, direct_results):
+        check(d[0] == expect[name], "direct psql, %s: %s %s" % (name, d[0], d[1][:300]))
+
+    routes, env = [], {"HOME": home, "PGSERVICEFILE": svc}
+    for i, (_name, cenv) in enumerate(cases):
+        routes.append(harness.pg_route("v%d" % i, "v%d" % i, env_prefix="V%d_" % i))
+        env.update(harness.prefixed("V%d_" % i, cenv))
+    port = harness.free_port()
+    sy = harness.Switchyard(harness.pg_conf(port, routes), env=env)
+
+    def proxied(i):
+        return _outcome(harness.run([PSQL, "-X", "-A", "-t", "-h", "127.0.0.1", "-p", str(port),
+                                     "-U", "postgres", "-d", "v%d" % i, "-c", VQUERY],
+                                    env=harness.clean_env({"PGCONNECT_TIMEOUT": "30"}, home=home), timeout=60))
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        proxy_results = list(pool.map(proxied, range(len(cases))))
+    mismatches = []
+    for i, ((name, _env), d, p) in enumerate(zip(cases, direct_results, proxy_results)):
+        if d[0] != p[0]:
+            mismatches.append("%s: psql %s (%s), switchyard %s (%s)" % (name, d[0], d[1][:200], p[0], p[1][:300]))
+        elif d[0] == "ok" and d[1] != p[1]:
+            mismatches.append("%s: psql got %r, switchyard got %r" % (name, d[1], p[1]))
+        elif d[0] == "fail":
+            want = d[1].splitlines()[0] if d[1] else ""
+            if not want or want not in p[2]:
+                mismatches.append("%s: cause differs: psql %r; switchyard %r" % (name, want, p[2][:400]))
+    sy.check_alive()
+    sy.stop()
+    if mismatches:
+        fail("%d of %d cases differ:\n%s" % (len(mismatches), len(cases), "\n".join(mismatches)))
+
+
+test_libpq_variables_parity.timeout = 180
