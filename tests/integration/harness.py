@@ -329,6 +329,8 @@ class Tls:
     pg_server_key     a copy of the server key the postgres user can read (0600, postgres)
     client_crt/key    signed by A, CN=cert_user (0600, owned by us: libpq checks that)
     client_b_crt/key  signed by B, CN=cert_user
+    crl_empty         a CRL from CA A revoking nothing
+    crl_revoked       a CRL from CA A revoking the server certificate
     """
 
     CLIENT_CN = "cert_user"
@@ -349,6 +351,7 @@ class Tls:
         self.client_b_crt, self.client_b_key = self._leaf(
             "client-b", self.CLIENT_CN, self.ca_b, self.ca_b_key,
             "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")
+        self.crl_empty, self.crl_revoked = self._crls()
         # Postgres wants its key 0600 and owned by the server's user.
         pgdir = tmpdir("tls-pg", owner="postgres", mode=0o700)
         self.pg_server_crt = os.path.join(pgdir, "server.crt")
@@ -366,6 +369,25 @@ class Tls:
             os.chmod(p, 0o644)
         for p in (self.server_key, self.client_key, self.client_b_key):
             os.chmod(p, 0o600)
+
+    def _crls(self):
+        """Two CRLs from CA A: one empty, one revoking the server certificate."""
+        d = os.path.join(self.dir, "ca-a-db")
+        os.mkdir(d)
+        open(os.path.join(d, "index.txt"), "w").close()
+        with open(os.path.join(d, "crlnumber"), "w") as f:
+            f.write("01\n")
+        cnf = os.path.join(d, "ca.cnf")
+        with open(cnf, "w") as f:
+            f.write("[ca]\ndefault_ca = CA_default\n[CA_default]\ndatabase = %s/index.txt\n"
+                    "crlnumber = %s/crlnumber\ndefault_md = sha256\ndefault_crl_days = 3650\n" % (d, d))
+        empty = os.path.join(self.dir, "crl-empty.pem")
+        revoked = os.path.join(self.dir, "crl-server-revoked.pem")
+        ca = ["-config", cnf, "-keyfile", self.ca_a_key, "-cert", self.ca_a]
+        self._openssl("ca", "-gencrl", *ca, "-out", empty)
+        self._openssl("ca", "-revoke", self.server_crt, *ca)
+        self._openssl("ca", "-gencrl", *ca, "-out", revoked)
+        return empty, revoked
 
     def _openssl(self, *args):
         r = run([OPENSSL] + list(args), env=clean_env(home=self.dir), timeout=60)

@@ -152,8 +152,8 @@ VQUERY = ("SELECT current_user, inet_server_port(), current_setting('search_path
 def test_libpq_variables_parity(ctx):
     """More of what libpq reads, compared the same way: host and hostaddr lists (libpq closes
     and reopens its socket between hosts), PGCONNECT_TIMEOUT moving on to the next host,
-    PGTARGETSESSIONATTRS, PGSERVICE/PGSERVICEFILE, PGOPTIONS, a client certificate from the
-    wrong CA."""
+    PGTARGETSESSIONATTRS, PGSERVICE/PGSERVICEFILE, PGOPTIONS, PGSSLCRL, client certificates
+    from the right and the wrong CA."""
     ext, tls = ctx.external, ctx.tls
     home = harness.empty_home()
     svc = os.path.join(harness.tmpdir("svc"), "pg_service.conf")
@@ -181,6 +181,10 @@ def test_libpq_variables_parity(ctx):
                                                  PGTARGETSESSIONATTRS="read-write")),
         ("service file", {"PGSERVICE": "extsvc"}),   # PGSERVICEFILE: process-wide, below
         ("options", case(PGHOST="localhost", PGPORT=ext.port, PGOPTIONS="-c search_path=sy_from_env")),
+        ("CRL revoking the server", case(PGHOST="localhost", PGPORT=ext.port, PGSSLMODE="verify-full",
+                                         PGSSLROOTCERT=tls.ca_a, PGSSLCRL=tls.crl_revoked)),
+        ("CRL revoking nothing", case(PGHOST="localhost", PGPORT=ext.port, PGSSLMODE="verify-full",
+                                      PGSSLROOTCERT=tls.ca_a, PGSSLCRL=tls.crl_empty)),
         ("client cert from CA B", {"PGHOST": "localhost", "PGPORT": str(ext.port), "PGUSER": "cert_user",
                                    "PGDATABASE": "postgres", "PGSSLMODE": "verify-full", "PGSSLROOTCERT": tls.ca_a,
                                    "PGSSLCERT": tls.client_b_crt, "PGSSLKEY": tls.client_b_key}),
@@ -200,7 +204,8 @@ def test_libpq_variables_parity(ctx):
     expect = {"host list": "ok", "hostaddr list": "ok", "host list, all down": "fail",
               "connect_timeout moves on": "ok", "target_session_attrs=standby": "fail",
               "target_session_attrs=read-write": "ok", "service file": "ok", "options": "ok",
-              "client cert from CA B": "fail", "client cert from CA A": "ok"}
+              "client cert from CA B": "fail", "client cert from CA A": "ok",
+              "CRL revoking the server": "fail", "CRL revoking nothing": "ok"}
     for (name, _e), d in zip(cases, direct_results):
         check(d[0] == expect[name], "direct psql, %s: %s %s" % (name, d[0], d[1][:300]))
 
