@@ -294,3 +294,73 @@ def percentile(values, p):
     v = sorted(values)
     k = min(len(v) - 1, max(0, int(round(p / 100.0 * (len(v) - 1)))))
     return v[k]
+
+
+# --------------------------------------------------------------------------------------------
+# a psql process driven through a pipe
+
+class PsqlPipe:
+    """A long-lived psql (-X -A -t, no pager, ON_ERROR_STOP off) fed SQL through stdin, as an
+    interactive user would type it. .run(sql) sends the text followed by an \\echo marker and
+    returns the output lines (stdout and stderr merged, in order) printed before the marker;
+    psql prints asynchronous notifications after the query that received them."""
+
+    def __init__(self, port, db="sourcegraph", user="postgres", env=None):
+        import subprocess
+        import queue
+        self.q = queue.Queue()
+        self.n = 0
+        self.all = []
+        argv = [harness.PSQL, "-X", "-A", "-t", "-h", "127.0.0.1", "-p", str(port), "-U", user, "-d", db,
+                "-v", "ON_ERROR_STOP=0"]
+        # stderr merged into stdout (Proc has no stderr option): sh execs psql with 2>&1
+        argv = ["/bin/sh", "-c", 'exec "$0" "$@" 2>&1'] + argv
+        self.proc = harness.Proc(argv, env=harness.clean_env(dict(env or {}, PAGER="cat")),
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, name="psql")
+        self.t = threading.Thread(target=self._reader, daemon=True)
+        self.t.start()
+
+    def _reader(self):
+        for raw in self.proc.popen.stdout:
+            self.q.put(raw.decode("utf-8", "replace").rstrip("\n"))
+        self.q.put(None)
+
+    def run(self, sql, timeout=30.0):
+        import queue
+        self.n += 1
+        mark = "__sy_mark_%d__" % self.n
+        try:
+            self.proc.popen.stdin.write((sql.rstrip() + "\n\\echo " + mark + "\n").encode())
+            self.proc.popen.stdin.flush()
+        except (BrokenPipeError, OSError) as e:
+            fail("psql is gone (%s); output so far:\n%s" % (e, "\n".join(self.all[-30:])))
+        out = []
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                fail("psql gave no answer to %r within %.0fs; output so far:\n%s"
+                     % (sql[:200], timeout, "\n".join(self.all[-30:])))
+            try:
+                line = self.q.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line is None:
+                fail("psql exited (rc %s) during %r; output:\n%s"
+                     % (self.proc.poll(), sql[:200], "\n".join(self.all[-30:])))
+            self.all.append(line)
+            if line == mark:
+                return out
+            out.append(line)
+
+    def quit(self, timeout=20.0):
+        """\\q and wait; returns psql's exit status."""
+        try:
+            self.proc.popen.stdin.write(b"\\q\n")
+            self.proc.popen.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self.proc.stop(timeout=2)

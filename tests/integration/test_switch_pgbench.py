@@ -162,11 +162,12 @@ def _pgbench_switching(ctx, mode):
         else:
             other.append(ms)
     durs = [float(r["duration_ms"]) for (_f, _t, _a, _b, r) in switches]
+    holds = re.findall(r"event=switch_done route=pg .*?hold_ms=(\d+)", sy.log_text())
     print("    pgbench -M %s: %d transactions; p99 latency %.1f ms during switches (%d txns), %.1f ms "
-          "otherwise (%d txns); p99 added %.1f ms; switch duration_ms %s"
+          "otherwise (%d txns); p99 added %.1f ms; switch duration_ms %s; hold_ms %s"
           % (mode, processed, ss.percentile(during, 99), len(during), ss.percentile(other, 99), len(other),
-             ss.percentile(during, 99) - ss.percentile(other, 99), ",".join("%.0f" % d for d in durs)),
-          flush=True)
+             ss.percentile(during, 99) - ss.percentile(other, 99), ",".join("%.0f" % d for d in durs),
+             ",".join(holds) or "?"), flush=True)
     check(len(lat) == processed, "pgbench -M %s logged %d transactions, reported %d" % (mode, len(lat), processed))
     sy.stop()
 
