@@ -33,12 +33,43 @@ def test_check_masks_password(ctx):
     env["PGPASSWORD"] = "very-secret-passw0rd"
     r = harness.run([harness.switchyard_bin(), "--config", conf_path, "--check"], env=env, timeout=30)
     out = r.stdout + r.stderr
-    check(r.returncode == 0, "--check exited %d: %s" % (r.returncode, out[-1000:]))
+    check(r.returncode == 0, "--check exited %d: %s" % (r.returncode, out[-3000:]))
     check("very-secret-passw0rd" not in out, "--check printed the password:\n" + out)
     for name in ("pg", "pg-codeintel", "pg-codeinsights"):
         check(name in out, "--check output does not mention route %s:\n%s" % (name, out))
     check("localhost" in out and str(ctx.external.port) in out,
           "--check does not show the external target:\n" + out)
+
+
+def test_check_bad_config(ctx):
+    """Bad configuration: non-zero exit, a message naming the file, the key and the problem."""
+    d = harness.tmpdir("badconf")
+    good = harness.default_pg_conf(6543, ctx.builtin)
+    bad_cases = [
+        ("listen port", good.replace("listen = 127.0.0.1:6543", "listen = 127.0.0.1:99999"), "listen"),
+        ("route without listener", good.replace("listener = pg\ndatabases = sourcegraph-codeintel",
+                                                "listener = nope\ndatabases = sourcegraph-codeintel"), "listener"),
+        ("two defaults", good.replace("databases = sourcegraph-codeinsights",
+                                      "databases = sourcegraph-codeinsights\ndefault = true"), "default"),
+        ("unknown key", good.replace("[switchyard]", "[switchyard]\nno_such_key = 1"), "no_such_key"),
+    ]
+    problems = []
+    for name, text, key in bad_cases:
+        check(text != good, "test bug: %s did not change the config" % name)
+        path = os.path.join(d, "bad.conf")
+        with open(path, "w") as f:
+            f.write(text)
+        r = harness.run([harness.switchyard_bin(), "--config", path, "--check"],
+                        env=harness.clean_env({"ASAN_OPTIONS": harness.ASAN_OPTIONS}), timeout=30)
+        out = r.stdout + r.stderr
+        if r.returncode == 0:
+            problems.append("%s: --check exited 0" % name)
+        if "bad.conf" not in out or key not in out:
+            problems.append("%s: message does not name the file and %r: %r" % (name, key, out.strip()[:300]))
+        for m in harness.SANITIZER_MARKERS:
+            if m in out:
+                problems.append("%s: sanitizer report:\n%s" % (name, out[out.index(m) - 100:][:1500]))
+    check(not problems, "\n".join(problems))
 
 
 def test_psql_c(ctx):
