@@ -156,15 +156,22 @@ static void scrub_arg(char *arg)
         *p = '*';
 }
 
+/* Kept for the life of the process: RELOAD applies the same overrides again. */
+static const char **overrides;
+
 int main(int argc, char **argv)
 {
     conf_args_t args;
-    const char **overrides = calloc((size_t)argc + 1, sizeof(char *));
     int check = 0;
     char err[1024];
 
+    if (sy_tls_init() != 0) {
+        fprintf(stderr, "switchyard: cannot initialise OpenSSL\n");
+        return 1;
+    }
     if (sy_cli_is_subcommand(argc, argv))
         return sy_cli_main(argc, argv);
+    overrides = calloc((size_t)argc + 1, sizeof(char *));
     memset(&args, 0, sizeof(args));
     args.overrides = overrides;
     for (int i = 1; i < argc; i++) {
@@ -210,10 +217,6 @@ int main(int argc, char **argv)
     sy_log_level = sy_server.conf.log_level;
     sy_log_json = sy_server.conf.log_format == CONF_LOG_JSON;
     signal(SIGPIPE, SIG_IGN);
-    if (sy_tls_init() != 0) {
-        fprintf(stderr, "switchyard: cannot initialise OpenSSL\n");
-        return 1;
-    }
 
     /* Switchover moves sessions on the thread pool (libpq connect, state replay); give it
      * room to move a route's sessions at once. Must be set before the pool starts. */

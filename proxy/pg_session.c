@@ -80,7 +80,9 @@ struct pg_session_s {
     const conf_target_t *target;
     conf_which_t   which;
     int            trusted;
-    int            ssl_answered;      /* SSLRequest or GSSENCRequest seen */
+    int            ssl_answered;      /* SSLRequest seen */
+    int            gss_answered;      /* GSSENCRequest seen (libpq may follow it with SSLRequest) */
+    int            s2c_cut;           /* the server stream was cut at a message boundary */
     int            terminating;       /* client sent Terminate */
 
     sy_conn_t      client;
@@ -274,7 +276,7 @@ static void pg_close(pg_session_t *s, const char *sqlstate, const char *fmt, ...
     if (s->state == PGS_CLOSING || s->state == PGS_CLOSED)
         return;
     char msg[1024];
-    int boundary = pgw_scan_at_boundary(&s->sscan) && s->s2c.fwd == s->s2c.end;
+    int boundary = (pgw_scan_at_boundary(&s->sscan) || s->s2c_cut) && s->s2c.fwd == s->s2c.end;
     pg_set_state(s, PGS_CLOSING);
     pg_finish_upstream(s);
     pg_timer_stop(s);
@@ -419,7 +421,10 @@ static int s2c_scan(void *arg, sy_pipe_t *p)
         pgw_event_t ev;
         ssize_t n = pgw_scan(&s->sscan, p->buf + p->scanned, p->end - p->scanned, &ev);
         if (n < 0) {
-            p->fwd = p->scanned;
+            /* Drop the bad header: what came before is whole messages, so the client can
+             * still be told why. */
+            p->fwd = p->end = p->scanned;
+            s->s2c_cut = 1;
             pg_close(s, "08P01", "route %s: protocol violation from %s: %s", s->route->conf->name,
                      s->target->hostport, s->sscan.err);
             return -1;
@@ -1388,7 +1393,8 @@ static void handle_startup(pg_session_t *s, size_t plen)
     switch (s->st.kind) {
     case PGW_STARTUP_SSL:
     case PGW_STARTUP_GSSENC: {
-        if (s->ssl_answered) {
+        int *seen = s->st.kind == PGW_STARTUP_SSL ? &s->ssl_answered : &s->gss_answered;
+        if (*seen || s->client.ssl != NULL) {
             pg_close(s, "08P01", "unexpected %s after the encryption negotiation",
                      s->st.kind == PGW_STARTUP_SSL ? "SSLRequest" : "GSSENCRequest");
             return;
@@ -1399,7 +1405,7 @@ static void handle_startup(pg_session_t *s, size_t plen)
             pg_close(s, "08P01", "received unencrypted data after SSL request");
             return;
         }
-        s->ssl_answered = 1;
+        *seen = 1;
         p->start = p->fwd = p->scanned = p->end = 0;
         int tls = s->st.kind == PGW_STARTUP_SSL && s->listener->tls_ctx != NULL;
         if (write_small(s, tls ? "S" : "N", 1) != 0) {
@@ -1451,7 +1457,8 @@ static void handle_startup(pg_session_t *s, size_t plen)
             unknown[nunknown++] = name;
     if (s->st.minor > 0 || nunknown > 0) {
         uint8_t out[2048];
-        size_t len = pgw_build_negotiate(out, sizeof(out), 0, unknown, nunknown);
+        /* The server sends its newest full version here (PG_PROTOCOL_LATEST), and so do we. */
+        size_t len = pgw_build_negotiate(out, sizeof(out), PGW_PROTO_3_0, unknown, nunknown);
         if (len == 0 || sy_pipe_inject(&s->s2c, out, len) != 0 || sy_pipe_flush(&s->s2c) < 0) {
             pg_close(s, NULL, NULL);
             return;

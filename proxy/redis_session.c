@@ -424,7 +424,13 @@ static int run_local(redis_session_t *s)
 
     s->held = LOCAL_NONE;
     if (what == LOCAL_PROTO_ERR) {
-        rs_reply_error(s, s->proto_err ? s->proto_err : "ERR Protocol error");
+        char msg[300];
+        snprintf(msg, sizeof(msg), "ERR %s", s->proto_err ? s->proto_err : "Protocol error");
+        if (s->route) {
+            s->route->nerrors++;
+            s->route->err_protocol++;
+        }
+        rs_reply_error(s, msg);
         rs_close(s, NULL);
         return -1;
     }
@@ -887,7 +893,7 @@ static void rs_move_done(uv_work_t *req, int status)
     s->which = m->which;
     s->link.target = m->target;
     s->link.which = m->which;
-    resp_reply_init(&s->rp, sy_server.conf.redis_max_bulk);
+    resp_reply_init(&s->rp, 0);   /* redis_max_bulk limits what clients send, not replies */
     rs_set_state(s, RS_RELAY);
     sy_info("event=moved conn=%llu route=%s target=%s upstream=%s ms=%llu", (unsigned long long)s->id,
             s->route->conf->name, s->which == CONF_EXTERNAL ? "external" : "builtin", s->target->hostport,
@@ -1447,7 +1453,7 @@ void redis_session_start(sy_listener_t *l, int fd, int trusted)
     s->s2c = (sy_pipe_t){ .buf = s->bufs + SY_PIPE_BUF, .cap = SY_PIPE_BUF, .src = &s->server,
                           .dst = &s->client, .scan = rs_s2c_scan, .reading = 0 };
     resp_req_init(&s->rq, sy_server.conf.redis_max_bulk);
-    resp_reply_init(&s->rp, sy_server.conf.redis_max_bulk);
+    resp_reply_init(&s->rp, 0);   /* redis_max_bulk limits what clients send, not replies */
 
     s->route = sy_route_for_listener(l);
     if (s->route == NULL) {   /* validation prevents this; close rather than guess */

@@ -17,6 +17,8 @@
 #include "proxy/sy.h"
 
 static conf_args_t saved_args;
+static conf_t     **retired;      /* replaced configurations, still referenced */
+static size_t       nretired;
 
 void sy_reload_remember_args(const conf_args_t *args)
 {
@@ -109,6 +111,16 @@ int sy_reload(char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    conf_t **r2 = realloc(retired, (nretired + 1) * sizeof(*retired));
+    if (r2 == NULL) {
+        free(old);
+        conf_free(fresh);
+        free(fresh);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    retired = r2;
+    retired[nretired++] = old;
     *old = sy_server.conf;
     sy_server.conf = *fresh;
     free(fresh);

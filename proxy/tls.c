@@ -75,7 +75,9 @@ const sy_transport_t sy_tls_transport = { tls_read, tls_write, "tls" };
 
 int sy_tls_init(void)
 {
-    return OPENSSL_init_ssl(0, NULL) == 1 ? 0 : -1;
+    /* No atexit cleanup: a thread-pool probe or move may still be inside libpq/OpenSSL
+     * when the process exits, and tearing OpenSSL down under it crashes. */
+    return OPENSSL_init_ssl(OPENSSL_INIT_NO_ATEXIT, NULL) == 1 ? 0 : -1;
 }
 
 static void err_text(char *err, size_t errlen, const char *what)
