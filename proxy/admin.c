@@ -284,15 +284,17 @@ static void precheck_free(precheck_t *w)
 static void switch_done(void *ctx, uint64_t moved, uint64_t closed, double ms)
 {
     precheck_t *w = ctx;
-    static const char *const cols[] = { "route", "from", "to", "precheck", "moved", "closed", "duration_ms" };
-    char a[24], b[24], c[24];
+    static const char *const cols[] = { "route", "from", "to", "precheck", "moved", "closed", "duration_ms",
+                                        "hold_ms" };
+    char a[24], b[24], c[24], d[24];
     snprintf(a, sizeof(a), "%llu", (unsigned long long)moved);
     snprintf(b, sizeof(b), "%llu", (unsigned long long)closed);
     snprintf(c, sizeof(c), "%.0f", ms);
-    const char *v[7] = { w->route->conf->name, which_name(w->from), which_name(w->to),
-                         w->ok ? "ok" : "failed (FORCE)", a, b, c };
-    pgr_row_description(w->out, 7, cols);
-    pgr_data_row(w->out, 7, v);
+    snprintf(d, sizeof(d), "%.0f", w->route->last_hold_ms);
+    const char *v[8] = { w->route->conf->name, which_name(w->from), which_name(w->to),
+                         w->ok ? "ok" : "failed (FORCE)", a, b, c, d };
+    pgr_row_description(w->out, 8, cols);
+    pgr_data_row(w->out, 8, v);
     pgr_command_complete(w->out, "SWITCH");
     w->cb(w->ctx, w->out);
     precheck_free(w);
