@@ -134,8 +134,9 @@ def test_pipeline_100k_in_order(ctx):
     secs = time.monotonic() - t0
     r.close()
     stats = rs.commandstats(server)
-    check(stats.get("incr") == n // 5 and stats.get("echo") == n // 5 and stats.get("ping") == n // 5,
-          "upstream command counts: %r" % stats)
+    # (switchyard's own health probes PING the upstream every few seconds: at least n/5 PINGs)
+    check(stats.get("incr") == n // 5 and stats.get("echo") == n // 5 and stats.get("ping", 0) >= n // 5
+          and stats.get("set") == n // 5 and stats.get("get") == n // 5, "upstream command counts: %r" % stats)
     print("    100k pipeline: %.1fs" % secs)
     sy.stop()
 
