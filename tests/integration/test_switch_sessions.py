@@ -11,12 +11,22 @@ test_switch_redis.py):
   - GRADUAL: idle sessions move at once while another session's transaction is still open;
   - a cancel request with the BackendKeyData the client got at startup still cancels its
     query after the session moved to another server;
-  - a session holding an advisory lock cannot move and gets FATAL 57P01;
+  - a session holding an advisory lock cannot move and gets FATAL 57P01, as does one in the
+    middle of COPY FROM STDIN at the deadline;
+  - a new connection accepted during an atomic switch lands on the new target, but its first
+    transaction waits until the old target's transactions are over (else it writes to the new
+    store before the old store's last write);
+  - startup options (PGOPTIONS) and session settings (DateStyle, TimeZone) survive a move;
+  - prepared statements made by a multi-statement query string move too;
+  - a route paused while it is switched keeps every session, moved or not, held until RESUME,
+    and RESUME releases them all (Postgres and Redis);
   - Redis: the client's SELECT and CLIENT SETNAME are replayed on the new store, PSUBSCRIBE
     is re-issued, a MULTI open when the switch starts completes on the old store before the
-    client moves, and PAUSE/RESUME hold and release a Redis client.
+    client moves, and PAUSE/RESUME hold and release a Redis client; a client that turned
+    replies off (CLIENT REPLY OFF) still gets no reply after a move.
 """
 
+import struct
 import time
 
 import harness
@@ -44,9 +54,6 @@ def test_switch_waits_for_a_short_transaction(ctx):
     sw = ss.SwitchThread(sy, "pg", "external")
     ss.wait_switching(con, "pg")
 
-    # new connections go to the new target at once, while the old sessions are held
-    fresh = ss.Session(sy.port)
-    _where_is(fresh, ctx, "external", "a session opened during the switch")
     e = con.switch_error("pg", "builtin")
     check(e.sqlstate == "55006", "a second SWITCH during a switch: %s %s, want 55006" % (e.sqlstate, e.message))
 
@@ -68,7 +75,7 @@ def test_switch_waits_for_a_short_transaction(ctx):
     check(ctx.builtin.sql("SELECT count(*) FROM sw_short", db="sourcegraph") == "1",
           "the committed transaction is not on builtin")
     ctx.builtin.sql("DROP TABLE sw_short", db="sourcegraph")
-    for s in (txn, other, fresh):
+    for s in (txn, other):
         s.terminate()
     con.close()
     sy.stop()
@@ -194,5 +201,206 @@ def test_switch_redis_session_state_and_multi(ctx):
     check(r.read(timeout=5) == b"v2", "the held GET after RESUME")
     for x in (r, p, m):
         x.close()
+    con.close()
+    sy.stop()
+
+
+def _order_table(ctx):
+    for c in (ctx.builtin, ctx.external):
+        c.sql("DROP TABLE IF EXISTS sw_order; CREATE TABLE sw_order (who text, at timestamptz);"
+              "GRANT ALL ON sw_order TO PUBLIC", db="sourcegraph")
+
+
+def test_switch_new_connection_waits_for_old_transactions(ctx):
+    """Issue 4: "New connections go to the new target from the moment the switch is accepted"
+    and "Nothing is written to the old store after anything reaches the new one": a client
+    that connects while an old session's transaction is still open lands on the new target,
+    and its first transaction waits until the old one has ended."""
+    _order_table(ctx)
+    sy = ss.start_pg(ctx)
+    con = ss.Console(sy)
+    txn = ss.Session(sy.port)
+    txn.query("BEGIN")
+    txn.query("INSERT INTO sw_order VALUES ('old-1', clock_timestamp())")
+    sw = ss.SwitchThread(sy, "pg", "external")
+    ss.wait_switching(con, "pg")
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    fresh = ss.Session(sy.port)
+    check(time.monotonic() - t0 < 3, "a new connection during the switch took %.1fs to start" % (time.monotonic() - t0))
+    fresh.send_query("INSERT INTO sw_order VALUES ('new', clock_timestamp()) RETURNING current_setting('sy.cluster')")
+    early = fresh.reply_within(1.0)
+    txn.query("INSERT INTO sw_order VALUES ('old-2', clock_timestamp())")
+    txn.query("COMMIT")
+    rows = fresh.read_result()
+    check(rows == [("external",)], "the new connection's first transaction ran on %r" % rows)
+    row, _a, _b = sw.join_result(timeout=DRAIN + 20)
+    check(row["moved"] == "1" and row["closed"] == "0", "SWITCH: %r" % row)
+    old_last = float(ctx.builtin.sql("SELECT extract(epoch FROM max(at)) FROM sw_order", db="sourcegraph"))
+    new_first = float(ctx.external.sql("SELECT extract(epoch FROM min(at)) FROM sw_order", db="sourcegraph"))
+    check(not early and old_last < new_first,
+          "a connection opened during the switch wrote to the new store at %.6f, before the old store's "
+          "last write at %.6f (its query was answered while the old transaction was open: %s)"
+          % (new_first, old_last, early))
+    for x in (txn, fresh):
+        x.terminate()
+    con.close()
+    sy.stop()
+
+
+def test_switch_copy_in_progress_closed_at_deadline(ctx):
+    for c in (ctx.builtin, ctx.external):
+        c.sql("CREATE TABLE IF NOT EXISTS sw_copy (a int); GRANT ALL ON sw_copy TO PUBLIC", db="sourcegraph")
+    sy = ss.start_pg(ctx)
+    con = ss.Console(sy)
+    cp = ss.Session(sy.port)
+    cp.send_query("COPY sw_copy FROM STDIN")
+    typ, _body = cp.read_msg()
+    check(typ == "G", "COPY FROM STDIN answered %r" % typ)
+    cp.send(b"d" + struct.pack("!I", 6) + b"1\n")   # one row, and no CopyDone
+    idle = ss.Session(sy.port)
+    t0 = time.monotonic()
+    sw = ss.SwitchThread(sy, "pg", "external")
+    fields, _secs = cp.close_error(timeout=DRAIN + 15)
+    secs = time.monotonic() - t0
+    check(fields is not None and fields.get("C") == "57P01", "the COPY session got %r, want 57P01" % (fields,))
+    check(DRAIN - 0.5 <= secs <= DRAIN + 4, "the COPY session was closed %.1fs after the switch began" % secs)
+    row, _a, _b = sw.join_result(timeout=DRAIN + 20)
+    check(row["moved"] == "1" and row["closed"] == "1", "SWITCH with a COPY in progress: %r" % row)
+    _where_is(idle, ctx, "external", "the idle session")
+    idle.terminate()
+    con.close()
+    sy.stop()
+
+
+def test_switch_keeps_startup_options_and_settings(ctx):
+    sy = ss.start_pg(ctx)
+    con = ss.Console(sy)
+    s = ss.Session(sy.port, options="-c statement_timeout=1234")
+    s.query("SET DateStyle = 'German'")
+    s.query("SET TIME ZONE 'Europe/Paris'")
+    s.query("SET search_path = \"$user\", \"Odd, Schema\", public")
+    q = ("SELECT current_setting('statement_timeout'), '2020-01-02 10:00+00'::timestamptz::text, "
+         "current_setting('search_path')")
+    want = [("1234ms", "02.01.2020 11:00:00 CET", '"$user", "Odd, Schema", public')]
+    check(s.query(q) == want, "settings before the switch: %r" % s.query(q))
+    for to in ("external", "builtin"):
+        row, _a, _b = con.switch("pg", to)
+        check(row["moved"] == "1", "SWITCH pg TO %s: %r" % (to, row))
+        _where_is(s, ctx, to, "the session")
+        got = s.query(q)
+        check(got == want, "settings after SWITCH pg TO %s: %r, want %r" % (to, got, want))
+        check(s.params.get("DateStyle") == "German, DMY" and s.params.get("TimeZone") == "Europe/Paris",
+              "ParameterStatus the client holds after SWITCH pg TO %s: DateStyle %r TimeZone %r"
+              % (to, s.params.get("DateStyle"), s.params.get("TimeZone")))
+    s.terminate()
+    con.close()
+    sy.stop()
+
+
+def test_switch_multi_statement_prepare_moves(ctx):
+    """PREPAREs sent in one multi-statement query string (as many drivers and scripts do):
+    pg_prepared_statements gives the whole string as each statement's text, so it cannot be
+    replayed as it is; the session must still move, without running the string's other
+    statements again on the new target."""
+    _order_table(ctx)
+    sy = ss.start_pg(ctx)
+    con = ss.Console(sy)
+    s = ss.Session(sy.port)
+    s.query("INSERT INTO sw_order VALUES ('once', now()); PREPARE sw_a AS SELECT 1; "
+            "PREPARE sw_b(int) AS SELECT $1 + 1")
+    row, _a, _b = con.switch("pg", "external")
+    check(row["moved"] == "1" and row["closed"] == "0",
+          "a session with PREPAREs from a multi-statement query did not move: %r\n%s"
+          % (row, "\n".join(l for l in sy.log_text().splitlines() if "move_failed" in l)))
+    _where_is(s, ctx, "external", "the session")
+    check(s.query("EXECUTE sw_a") == [("1",)] and s.query("EXECUTE sw_b(41)") == [("42",)],
+          "EXECUTE after the move")
+    check(ctx.external.sql("SELECT count(*) FROM sw_order", db="sourcegraph") == "0",
+          "the INSERT sent with the PREPAREs ran again on the new target")
+    s.terminate()
+    con.close()
+    sy.stop()
+
+
+def test_switch_while_paused_then_resume(ctx):
+    """PAUSE, SWITCH, RESUME (an operator waiting for replication before the switch): every
+    session stays held after the switch until RESUME, and RESUME releases every one of them:
+    one that was held with a query waiting and one that was idle."""
+    sy = ss.start_pg(ctx)
+    con = ss.Console(sy)
+    waiting = ss.Session(sy.port)
+    idle = ss.Session(sy.port)
+    con.command("PAUSE pg")
+    waiting.send_query("SELECT 'waiting', current_setting('sy.cluster')")
+    time.sleep(0.3)
+    row, _a, _b = con.switch("pg", "external")
+    check(row["moved"] == "2" and row["closed"] == "0", "SWITCH while paused: %r" % row)
+    check(con.active("pg") == "external (paused)", "SHOW ROUTES after a switch while paused: %r" % con.route("pg"))
+    idle.send_query("SELECT 'idle', current_setting('sy.cluster')")
+    time.sleep(1.0)
+    # (ParameterStatus may arrive: the new target's user differs; only results count)
+    con.command("RESUME pg")
+    got = {}
+    for name, sess in (("waiting", waiting), ("idle", idle)):
+        sess.sock.settimeout(10)
+        try:
+            got[name] = sess.read_result()
+        except OSError as e:
+            fail("the %s session got no answer within 10s of RESUME after a switch while paused (%s)" % (name, e))
+    check(got == {"waiting": [("waiting", "external")], "idle": [("idle", "external")]},
+          "after RESUME: %r" % got)
+    for x in (waiting, idle):
+        x.terminate()
+    con.close()
+    sy.stop()
+
+
+def test_switch_redis_while_paused_then_resume(ctx):
+    """The Redis side of test_switch_while_paused_then_resume."""
+    builtin = harness.RedisServer()
+    external = harness.RedisServer()
+    sy2 = ss.start_redis(ctx, builtin, external)
+    con2 = ss.Console(sy2)
+    r = rs.Resp(sy2.redis_port)
+    check(r.cmd("PING") == "PONG", "PING")
+    con2.command("PAUSE redis-store")
+    row, _a, _b = con2.switch("redis-store", "external")
+    check(row["moved"] == "1", "SWITCH redis-store while paused: %r" % row)
+    con2.command("RESUME redis-store")
+    r.send_cmds([("SET", "sw:after-resume", "1")])
+    v = r.read(timeout=10, what="a Redis client moved while paused, after RESUME")
+    check(v == "OK", "SET after RESUME: %r" % (v,))
+    check(external.cli("GET", "sw:after-resume").stdout.strip() == "1", "SET after RESUME not on external")
+    r.close()
+    con2.close()
+    sy2.stop()
+
+
+def test_switch_redis_client_reply_off(ctx):
+    """CLIENT REPLY OFF is session state on the server: after a move the client must still get
+    no replies until CLIENT REPLY ON (one +OK for that), else its reply stream is off by one."""
+    builtin = harness.RedisServer()
+    external = harness.RedisServer()
+    sy = ss.start_redis(ctx, builtin, external)
+    con = ss.Console(sy)
+    r = rs.Resp(sy.redis_port)
+    r.send_cmds([("CLIENT", "REPLY", "OFF"), ("SET", "sw:r1", "1")])
+    rs.wait_for(lambda: builtin.cli("EXISTS", "sw:r1").stdout.strip() == "1", what="SET with replies off")
+    row, _a, _b = con.switch("redis-store", "external")
+    if row["closed"] == "1":
+        # not moving such a client is a choice; it must then be told
+        data = r.expect_close(timeout=5)
+        check(data.startswith(b"-ERR"), "a reply-off client closed by the switch got %r" % data)
+    else:
+        check(row["moved"] == "1", "SWITCH: %r" % row)
+        r.send_cmds([("SET", "sw:r2", "2"), ("CLIENT", "REPLY", "ON")])
+        v = r.read(timeout=5, what="CLIENT REPLY ON")
+        check(v == "OK", "CLIENT REPLY ON answered %r" % (v,))
+        check(r.nothing_for(0.5), "a client with replies off got an extra reply after the move: %r"
+              % bytes(r.buf[r.pos:]))
+        check(external.cli("GET", "sw:r2").stdout.strip() == "2", "SET after the move not on external")
+        check(r.cmd("GET", "sw:r2") == b"2", "GET after CLIENT REPLY ON")
+    r.close()
     con.close()
     sy.stop()
