@@ -327,7 +327,7 @@ static local_t classify_local(redis_session_t *s)
             return LOCAL_HELLO;   /* AUTH may hide beyond the captured arguments */
     }
     if (!s->authed && !resp_req_arg_is(r, 0, "QUIT"))
-        return s->password && !resp_req_arg_is(r, 0, "HELLO") ? LOCAL_NOAUTH : LOCAL_NONE;
+        return s->password ? LOCAL_NOAUTH : LOCAL_NONE;
     return LOCAL_NONE;
 }
 
@@ -341,7 +341,10 @@ static void track_command(redis_session_t *s)
         replies = r->argc > 1 ? r->argc - 1 : 1;
     } else if (resp_req_arg_is(r, 0, "UNSUBSCRIBE") || resp_req_arg_is(r, 0, "PUNSUBSCRIBE") ||
                resp_req_arg_is(r, 0, "SUNSUBSCRIBE")) {
-        replies = r->argc > 1 ? r->argc - 1 : (s->sub_count ? s->sub_count : 1);
+        /* Without arguments Redis answers once per subscription of that kind, or once. */
+        int kind = resp_req_arg_is(r, 0, "UNSUBSCRIBE") ? SUB_CHANNEL
+                 : resp_req_arg_is(r, 0, "PUNSUBSCRIBE") ? SUB_PATTERN : SUB_SHARD;
+        replies = r->argc > 1 ? r->argc - 1 : (s->subs[kind].n ? s->subs[kind].n : 1);
     } else if (resp_req_arg_is(r, 0, "MULTI")) {
         s->in_multi = 1;
     } else if (resp_req_arg_is(r, 0, "EXEC") || resp_req_arg_is(r, 0, "DISCARD")) {
@@ -435,7 +438,11 @@ static int run_local(redis_session_t *s)
         return -1;
     }
     if (what == LOCAL_NOAUTH) {
-        olen = resp_build_error(out, sizeof(out), "NOAUTH Authentication required.");
+        olen = resp_build_error(out, sizeof(out), resp_req_arg_is(&s->rq, 0, "HELLO")
+            ? "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO "
+              "<proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP "
+              "protocol version at the same time"
+            : "NOAUTH Authentication required.");
     } else if (what == LOCAL_AUTH) {
         const char *pw = NULL;
         size_t pwlen = 0;
@@ -453,6 +460,24 @@ static int run_local(redis_session_t *s)
         }
         if (pw == NULL && (argc < 2 || argc > 3)) {
             olen = resp_build_error(out, sizeof(out), "ERR wrong number of arguments for 'auth' command");
+        } else if (pw != NULL && check_password(s, pw, pwlen) && s->in_multi) {
+            /* Inside MULTI Redis queues AUTH and answers +OK from EXEC. UNWATCH stands in
+             * for it upstream: queued, +OK, and nothing it could change (EXEC unwatches). */
+            static const char unwatch[] = "*1\r\n$7\r\nUNWATCH\r\n";
+            size_t ulen = sizeof(unwatch) - 1;
+            s->authed = 1;
+            if (clen >= ulen) {
+                memset(cmd, 0, clen);
+                memcpy(cmd, unwatch, ulen);
+                memmove(cmd + ulen, cmd + clen, p->end - p->scanned);
+                p->end -= (uint32_t)(clen - ulen);
+                p->scanned = p->fwd + (uint32_t)ulen;
+                s->pending++;
+                p->fwd = p->scanned;
+                return 0;
+            }
+            memcpy(out, "+QUEUED\r\n", 9);
+            olen = 9;
         } else if (pw != NULL && check_password(s, pw, pwlen)) {
             s->authed = 1;
             memcpy(out, "+OK\r\n", 5);
@@ -506,12 +531,26 @@ static int run_local(redis_session_t *s)
             }
         }
     }
-    /* Drop the command's bytes; the local answer joins the reply stream. */
+    /* Drop the command's bytes; the local answer joins the reply stream, unless the
+     * client asked for no reply (CLIENT REPLY OFF, or SKIP for this one command). */
     memset(cmd, 0, clen);   /* passwords do not linger in the buffer */
     memmove(cmd, cmd + clen, p->end - p->scanned);
     p->end -= (uint32_t)clen;
     p->scanned = p->fwd;
-    if (sy_pipe_inject(&s->s2c, out, olen) != 0) {
+    if (s->reply_skip && !s->reply_off) {
+        /* Upstream saw CLIENT REPLY SKIP too and will skip the next command it gets: give
+         * it a PING to skip, so the command after this one is answered on both sides. */
+        static const char ping[] = "PING\r\n";   /* inline: never longer than the AUTH it replaces */
+        size_t plen = sizeof(ping) - 1;
+        s->reply_skip = 0;
+        memmove(cmd + plen, cmd, p->end - p->scanned);
+        memcpy(cmd, ping, plen);
+        p->end += (uint32_t)plen;
+        p->scanned = p->fwd + (uint32_t)plen;
+        p->fwd = p->scanned;
+        return 0;
+    }
+    if (!s->reply_off && sy_pipe_inject(&s->s2c, out, olen) != 0) {
         rs_close(s, NULL);
         return -1;
     }
@@ -699,7 +738,8 @@ static int rs_s2c_scan(void *arg, sy_pipe_t *p)
             push = 1;
         } else if (s->monitoring && r->type == '+' && s->pending == 0) {
             push = 1;
-        } else if (r->type == '*' && s->sub_count > 0 && r->first_len > 0 &&
+        } else if (r->type == '*' && (s->sub_count > 0 || s->subs[0].n + s->subs[1].n + s->subs[2].n > 0) &&
+                   r->first_len > 0 &&
                    (strcasecmp(r->first, "message") == 0 || strcasecmp(r->first, "pmessage") == 0 ||
                     strcasecmp(r->first, "smessage") == 0)) {
             push = 1;
@@ -1162,6 +1202,9 @@ static void rs_connect_failed(redis_session_t *s, const char *cause)
             sy_logq(q, sizeof(q), s->errmsg));
     s->route->nerrors++;
     s->route->err_connect++;
+    /* Whatever the server said during setup is not the client's to see. */
+    s->s2c.start = s->s2c.fwd = s->s2c.scanned = s->s2c.end = 0;
+    resp_reply_init(&s->rp, 0);
     if (s->server.fd >= 0)
         s->route->upstreams--;
     sy_conn_close(&s->server);
