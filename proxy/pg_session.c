@@ -110,6 +110,14 @@ struct pg_session_s {
     char          *addrs[PG_MAX_HOSTS];   /* comma-joined addresses per host, "" = as is */
     int            nhosts, ihost;
     char          *resolve_err;
+    /* connection attempts: one per host address, each with its own connect_timeout, as
+     * libpq's blocking connect does (PQconnectPoll alone never moves on by itself) */
+    struct pg_params_s *pp;
+    char          *att_host[PG_MAX_HOSTS], *att_addr[PG_MAX_HOSTS], *att_port[PG_MAX_HOSTS];
+    char          *att_buf;
+    int            natt, iatt;
+    uint64_t       timeout_ms;
+    char          *att_errs;           /* what each failed attempt said */
 
     /* protocol state (the part switchover builds on) */
     uint8_t        txn;               /* 'I', 'T', 'E' from the last ReadyForQuery */
@@ -154,6 +162,9 @@ static void pg_free(pg_session_t *s)
         free(s->addrs[i]);
     }
     free(s->resolve_err);
+    free(s->pp);
+    free(s->att_buf);
+    free(s->att_errs);
     free(s->startup);
     pgr_buf_free(&s->admin_out);
     if (s->pre_conn)
@@ -637,10 +648,18 @@ static void connect_failed(pg_session_t *s, const char *why)
              s->route->conf->name, s->target->hostport, cause);
 }
 
+static void attempt_failed(pg_session_t *s, const char *why);
+
 static void connect_timeout_cb(uv_timer_t *t)
 {
     pg_session_t *s = t->data;
-    if (s->state == PGS_CONNECTING || s->state == PGS_RESOLVING) {
+    if (s->state == PGS_CONNECTING && s->natt > 0) {
+        char msg[600];
+        int i = s->iatt;
+        snprintf(msg, sizeof(msg), "connection to server at \"%s\" (%s), port %s failed: timeout expired",
+                 s->att_host[i], s->att_addr[i], s->att_port[i][0] ? s->att_port[i] : "5432");
+        attempt_failed(s, msg);
+    } else if (s->state == PGS_CONNECTING || s->state == PGS_RESOLVING) {
         connect_failed(s, "timeout expired");
     }
 }
@@ -660,7 +679,7 @@ static void pg_connect_step(pg_session_t *s)
     sy_conn_watch(&s->server, 0, connect_poll_cb);
     PostgresPollingStatusType st = PQconnectPoll(s->pg);
     if (st == PGRES_POLLING_FAILED) {
-        connect_failed(s, PQerrorMessage(s->pg));
+        attempt_failed(s, PQerrorMessage(s->pg));
         return;
     }
     int fd = PQsocket(s->pg);
@@ -804,9 +823,12 @@ static int pg_build_params(pg_session_t *s, const conf_target_t *t, int resolved
         if (nports > 0)
             keys[n] = "port", vals[n++] = portlist;
     }
-    if (!have_user)
+    /* user/dbname the target leaves unset are the client's; with a service, libpq takes
+     * them from the service file (then its own defaults), exactly as psql would. */
+    int service = conf_kv_get(kv, "service") != NULL;
+    if (!have_user && !service)
         keys[n] = "user", vals[n++] = s->user;
-    if (!have_db)
+    if (!have_db && !service)
         keys[n] = "dbname", vals[n++] = s->database;
     if (pp->alloptions[0])
         keys[n] = "options", vals[n++] = pp->alloptions;
@@ -821,38 +843,129 @@ static int pg_build_params(pg_session_t *s, const conf_target_t *t, int resolved
     return 0;
 }
 
-static void pg_connect_start(pg_session_t *s)
+/* Start connection attempt s->iatt (or the only one, when libpq handles the list). */
+static void pg_attempt_start(pg_session_t *s)
 {
-    pg_params_t *pp = malloc(sizeof(*pp));
-    const char *why = "out of memory";
-    if (pp == NULL || pg_build_params(s, s->target, 1, pp, &why) != 0) {
-        free(pp);
-        connect_failed(s, why);
-        return;
+    const char *keys[64], *vals[64];
+    size_t n = 0;
+    for (; s->pp->keys[n] != NULL && n < 63; n++) {
+        keys[n] = s->pp->keys[n];
+        vals[n] = s->pp->vals[n];
+        if (s->natt > 0) {
+            if (strcmp(keys[n], "host") == 0)
+                vals[n] = s->att_host[s->iatt];
+            else if (strcmp(keys[n], "hostaddr") == 0)
+                vals[n] = s->att_addr[s->iatt];
+            else if (strcmp(keys[n], "port") == 0)
+                vals[n] = s->att_port[s->iatt];
+        }
     }
-    s->pg = PQconnectStartParams(pp->keys, pp->vals, 0);
-    free(pp);
+    keys[n] = vals[n] = NULL;
+    uv_timer_start(&s->timer, connect_timeout_cb, s->timeout_ms, 0);
+    s->pg = PQconnectStartParams(keys, vals, 0);
     if (s->pg == NULL) {
         connect_failed(s, "out of memory");
         return;
     }
     s->route->upstreams++;
     if (PQstatus(s->pg) == CONNECTION_BAD) {
-        connect_failed(s, PQerrorMessage(s->pg));
+        attempt_failed(s, PQerrorMessage(s->pg));
         return;
     }
-    pg_set_state(s, PGS_CONNECTING);
     s->server.fd = PQsocket(s->pg);
     s->server.own_fd = 0;
     s->server.data = s;
     if (s->server.fd < 0) {
-        connect_failed(s, PQerrorMessage(s->pg));
+        attempt_failed(s, PQerrorMessage(s->pg));
         return;
     }
     /* libpq: behave as if PQconnectPoll had returned PGRES_POLLING_WRITING. */
     int r = sy_conn_watch(&s->server, UV_WRITABLE, connect_poll_cb);
     if (r != 0)
-        connect_failed(s, uv_strerror(r));
+        attempt_failed(s, uv_strerror(r));
+}
+
+/* An attempt failed: remember why, and try the next host, or give up with every cause. */
+static void attempt_failed(pg_session_t *s, const char *why)
+{
+    size_t have = s->att_errs ? strlen(s->att_errs) : 0, add = strlen(why);
+    char *e = realloc(s->att_errs, have + add + 2);
+    if (e != NULL) {
+        memcpy(e + have, why, add + 1);
+        if (add == 0 || why[add - 1] != '\n')
+            strcat(e, "\n");
+        s->att_errs = e;
+    }
+    sy_conn_unwatch(&s->server);
+    if (s->pg != NULL) {
+        PQfinish(s->pg);
+        s->pg = NULL;
+        s->route->upstreams--;
+    }
+    s->server.fd = -1;
+    if (s->natt > 0 && ++s->iatt < s->natt) {
+        pg_attempt_start(s);
+        return;
+    }
+    connect_failed(s, s->att_errs ? s->att_errs : why);
+}
+
+static void pg_connect_start(pg_session_t *s)
+{
+    const char *why = "out of memory";
+    s->pp = malloc(sizeof(*s->pp));
+    if (s->pp == NULL || pg_build_params(s, s->target, 1, s->pp, &why) != 0) {
+        connect_failed(s, why);
+        return;
+    }
+    /* With several resolved host addresses, make one attempt per address. */
+    const char *hl = NULL, *al = NULL, *pl = NULL;
+    for (size_t i = 0; s->pp->keys[i]; i++) {
+        if (s->pp->vals[i] == s->pp->hostlist)
+            hl = s->pp->hostlist;
+        else if (s->pp->vals[i] == s->pp->addrlist)
+            al = s->pp->addrlist;
+        else if (s->pp->vals[i] == s->pp->portlist)
+            pl = s->pp->portlist;
+    }
+    if (hl != NULL && al != NULL && strchr(al, ',') != NULL) {
+        size_t hlen = strlen(hl) + 1, alen = strlen(al) + 1, plen = pl ? strlen(pl) + 1 : 1;
+        s->att_buf = malloc(hlen + alen + plen);
+        if (s->att_buf == NULL) {
+            connect_failed(s, why);
+            return;
+        }
+        char *h = s->att_buf, *a = h + hlen, *p = a + alen;
+        memcpy(h, hl, hlen);
+        memcpy(a, al, alen);
+        memcpy(p, pl ? pl : "", plen);
+        int nh = 0, na = 0, np = 0;
+        for (char *x = h; x && nh < PG_MAX_HOSTS; nh++) {
+            s->att_host[nh] = x;
+            x = strchr(x, ',');
+            if (x)
+                *x++ = '\0';
+        }
+        for (char *x = a; x && na < PG_MAX_HOSTS; na++) {
+            s->att_addr[na] = x;
+            x = strchr(x, ',');
+            if (x)
+                *x++ = '\0';
+        }
+        for (char *x = p; x && np < PG_MAX_HOSTS; np++) {
+            s->att_port[np] = x;
+            x = strchr(x, ',');
+            if (x)
+                *x++ = '\0';
+        }
+        s->natt = nh < na ? nh : na;
+        for (int i = 0; i < s->natt; i++)
+            if (i >= np)
+                s->att_port[i] = np == 1 ? s->att_port[0] : (char *)"";
+    }
+    pg_set_state(s, PGS_CONNECTING);
+    s->iatt = 0;
+    pg_attempt_start(s);
 }
 
 /* ---- switchover: moving a session to another target ------------------------------ */
@@ -1354,7 +1467,8 @@ static void pg_upstream_begin(pg_session_t *s)
     s->timer.data = s;
     s->refs++;
     s->timer_on = 1;
-    uv_timer_start(&s->timer, connect_timeout_cb, (uint64_t)timeout * 1000, 0);
+    s->timeout_ms = (uint64_t)timeout * 1000;
+    uv_timer_start(&s->timer, connect_timeout_cb, s->timeout_ms, 0);
 
     s->c2s.reading = 0;   /* hold anything the client pipelines until upstream is ready */
     if (host != NULL && conf_kv_get(kv, "hostaddr") == NULL) {
