@@ -23,7 +23,9 @@ test_switch_redis.py):
   - Redis: the client's SELECT and CLIENT SETNAME are replayed on the new store, PSUBSCRIBE
     is re-issued, a MULTI open when the switch starts completes on the old store before the
     client moves, and PAUSE/RESUME hold and release a Redis client; a client that turned
-    replies off (CLIENT REPLY OFF) still gets no reply after a move.
+    replies off (CLIENT REPLY OFF) still gets no reply after a move; a SELECT the server
+    refused is not replayed (nor anything RESET cleared), and a name given with
+    HELLO ... SETNAME follows the client.
 """
 
 import struct
@@ -402,5 +404,60 @@ def test_switch_redis_client_reply_off(ctx):
         check(external.cli("GET", "sw:r2").stdout.strip() == "2", "SET after the move not on external")
         check(r.cmd("GET", "sw:r2") == b"2", "GET after CLIENT REPLY ON")
     r.close()
+    con.close()
+    sy.stop()
+
+
+def _redis_pair(ctx):
+    builtin = harness.RedisServer()
+    external = harness.RedisServer()
+    sy = ss.start_redis(ctx, builtin, external)
+    return builtin, external, sy, ss.Console(sy)
+
+
+def _db_of(server, key):
+    return [d for d in range(16) if server.cli("EXISTS", key, db=d).stdout.strip() == "1"]
+
+
+def test_switch_redis_failed_select_not_replayed(ctx):
+    """A SELECT the server refused changed nothing: the move replays the last SELECT that
+    worked (and RESET forgets it)."""
+    builtin, external, sy, con = _redis_pair(ctx)
+    a = rs.Resp(sy.redis_port)
+    check(a.cmd("SELECT", "3") == "OK", "SELECT 3")
+    v = a.cmd("SELECT", "99")
+    check(isinstance(v, rs.Err), "SELECT 99 answered %r" % (v,))
+    r = rs.Resp(sy.redis_port)
+    check(r.cmd("SELECT", "4") == "OK" and r.cmd("CLIENT", "SETNAME", "sw-reset") == "OK", "SELECT / SETNAME")
+    check(r.cmd("RESET") == "RESET", "RESET")
+    row, _a, _b = con.switch("redis-store", "external")
+    check(row["moved"] == "2" and row["closed"] == "0",
+          "SWITCH with a client whose last SELECT failed: %r\n%s"
+          % (row, "\n".join(l for l in sy.log_text().splitlines() if "move_failed" in l)))
+    check(a.cmd("SET", "sw:sel", "1") == "OK", "SET after the move")
+    check(_db_of(external, "sw:sel") == [3], "after a failed SELECT 99 the moved client writes to db %r, want [3]"
+          % _db_of(external, "sw:sel"))
+    check(r.cmd("SET", "sw:reset", "1") == "OK", "SET after the move")
+    check(_db_of(external, "sw:reset") == [0], "after RESET the moved client writes to db %r"
+          % _db_of(external, "sw:reset"))
+    check(r.cmd("CLIENT", "GETNAME") is None, "after RESET the moved client has a name again")
+    for x in (a, r):
+        x.close()
+    con.close()
+    sy.stop()
+
+
+def test_switch_redis_hello_setname_replayed(ctx):
+    """HELLO ... SETNAME names the connection like CLIENT SETNAME; the name must follow it."""
+    builtin, external, sy, con = _redis_pair(ctx)
+    h = rs.Resp(sy.redis_port)
+    v = h.cmd("HELLO", "2", "SETNAME", "sw-hello")
+    check(isinstance(v, list) and v[:2] == [b"server", b"redis"], "HELLO 2 SETNAME answered %r" % (v,))
+    check(h.cmd("CLIENT", "GETNAME") == b"sw-hello", "GETNAME before the switch")
+    row, _a, _b = con.switch("redis-store", "external")
+    check(row["moved"] == "1", "SWITCH: %r" % row)
+    got = h.cmd("CLIENT", "GETNAME")
+    check(got == b"sw-hello", "the name given with HELLO SETNAME after the move: %r" % (got,))
+    h.close()
     con.close()
     sy.stop()
