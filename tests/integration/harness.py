@@ -884,7 +884,14 @@ class PgWire:
     def read_result(self):
         rows, err = [], None
         while True:
-            typ, body = self.read_msg()
+            try:
+                typ, body = self.read_msg()
+            except ConnectionClosed:
+                # A FATAL error followed by the close is how a server (or switchyard) ends
+                # a session: libpq reports the error, so do we.
+                if err is not None:
+                    raise err
+                raise
             if typ == "T":
                 rows = []
             elif typ == "D":

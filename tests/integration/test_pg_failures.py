@@ -116,7 +116,11 @@ def _upstream_dies(ctx, how):
             if name == "victim":
                 w.read_result()
             else:
-                w.read_msg()   # whatever comes unprompted: an error, then the close
+                # whatever comes unprompted: notices, then an error, then the close
+                while True:
+                    typ, body = w.read_msg()
+                    if typ == "E":
+                        raise PgError(harness.parse_error_fields(body))
             results[name] = ("no error", None)
         except PgError as e:
             data, closed = w.read_until_close(timeout=5)
