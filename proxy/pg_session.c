@@ -496,46 +496,21 @@ static void upstream_lost(pg_session_t *s, int err)
 }
 
 /* Handle a pump result. Returns 0 to carry on, -1 when the session is closing. */
-static int pump_result(pg_session_t *s, sy_pipe_t *p, int r)
-{
-    if (r == SY_PUMP_OK)
-        return 0;
-    if (r == SY_PUMP_CLOSING)
-        return -1;
-    int from_client = (p == &s->c2s) == (r != SY_PUMP_DST_ERR);
-    if (from_client) {
-        /* The client went away (or we could not write to it): nothing to tell it. */
-        pg_close(s, NULL, NULL);
-    } else {
-        upstream_lost(s, r == SY_PUMP_EOF ? 0 : p->err);
-    }
-    return -1;
-}
-
+/* One relay step; handles the end of either side. */
 static void pg_relay_drive(pg_session_t *s, sy_conn_t *c, int events)
 {
-    sy_pipe_t *in = (c == &s->client) ? &s->c2s : &s->s2c;    /* c is its source */
-    sy_pipe_t *out = (c == &s->client) ? &s->s2c : &s->c2s;   /* c is its destination */
-    int r;
-
-    if (out->fwd > out->start && (events == 0 || (events & c->wr_wait))) {
-        r = sy_pipe_flush(out);
-        if (r < 0) {
-            out->err = r;
-            pump_result(s, out, SY_PUMP_DST_ERR);
-            return;
-        }
-    }
-    /* The other side stopped reading while this buffer was full: resume it. */
-    if (out->full && out->end - out->start < out->cap) {
-        r = sy_pipe_pump(s, out);
-        if (pump_result(s, out, r) < 0)
-            return;
-    }
-    if (events == 0 || (events & c->rd_wait)) {
-        r = sy_pipe_pump(s, in);
-        if (pump_result(s, in, r) < 0)
-            return;
+    int err;
+    switch (sy_relay_step(s, &s->c2s, &s->s2c, c, events, &err)) {
+    case SY_RELAY_OK:
+        break;
+    case SY_RELAY_CLOSING:
+        return;
+    case SY_RELAY_CLIENT_GONE:
+        pg_close(s, NULL, NULL);   /* nobody left to tell */
+        return;
+    case SY_RELAY_UPSTREAM_GONE:
+        upstream_lost(s, err);
+        return;
     }
     if (s->terminating && !sy_pipe_pending(&s->c2s)) {
         pg_close(s, NULL, NULL);

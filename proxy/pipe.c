@@ -104,6 +104,45 @@ int sy_pipe_pump(void *sess, sy_pipe_t *p)
     return 0;
 }
 
+/* Who is gone after pump result r on pipe p? */
+static sy_relay_t relay_end(sy_pipe_t *p, sy_pipe_t *c2s, int r, int *err)
+{
+    if (r == SY_PUMP_OK)
+        return SY_RELAY_OK;
+    if (r == SY_PUMP_CLOSING)
+        return SY_RELAY_CLOSING;
+    *err = r == SY_PUMP_EOF ? 0 : p->err;
+    /* c2s's source and s2c's destination are the client. */
+    return ((p == c2s) == (r != SY_PUMP_DST_ERR)) ? SY_RELAY_CLIENT_GONE : SY_RELAY_UPSTREAM_GONE;
+}
+
+sy_relay_t sy_relay_step(void *sess, sy_pipe_t *c2s, sy_pipe_t *s2c, sy_conn_t *c, int events, int *err)
+{
+    sy_pipe_t *in = (c == c2s->src) ? c2s : s2c;    /* c is its source */
+    sy_pipe_t *out = (c == c2s->src) ? s2c : c2s;   /* c is its destination */
+    sy_relay_t end;
+    int r;
+
+    *err = 0;
+    if (out->fwd > out->start && (events == 0 || (events & c->wr_wait))) {
+        r = sy_pipe_flush(out);
+        if (r < 0) {
+            out->err = r;
+            return relay_end(out, c2s, SY_PUMP_DST_ERR, err);
+        }
+    }
+    /* The other side stopped reading while this buffer was full: resume it. */
+    if (out->full && out->end - out->start < out->cap) {
+        if ((end = relay_end(out, c2s, sy_pipe_pump(sess, out), err)) != SY_RELAY_OK)
+            return end;
+    }
+    if (events == 0 || (events & c->rd_wait)) {
+        if ((end = relay_end(in, c2s, sy_pipe_pump(sess, in), err)) != SY_RELAY_OK)
+            return end;
+    }
+    return SY_RELAY_OK;
+}
+
 int sy_pipe_src_events(const sy_pipe_t *p)
 {
     if (!p->reading || p->src_eof || p->end - p->start == p->cap)

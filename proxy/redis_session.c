@@ -1103,45 +1103,22 @@ static void rs_upstream_lost(redis_session_t *s, int err)
     rs_close(s, "route %s: connection to %s lost: %s", s->route->conf->name, s->target->hostport, why);
 }
 
-static int rs_pump_result(redis_session_t *s, sy_pipe_t *p, int r)
-{
-    if (r == SY_PUMP_OK)
-        return 0;
-    if (r == SY_PUMP_CLOSING)
-        return -1;
-    int from_client = (p == &s->c2s) == (r != SY_PUMP_DST_ERR);
-    if (from_client)
-        rs_close(s, NULL);
-    else
-        rs_upstream_lost(s, r == SY_PUMP_EOF ? 0 : p->err);
-    return -1;
-}
-
 static void rs_relay_drive(redis_session_t *s, sy_conn_t *c, int events)
 {
-    sy_pipe_t *in = (c == &s->client) ? &s->c2s : &s->s2c;
-    sy_pipe_t *out = (c == &s->client) ? &s->s2c : &s->c2s;
-    int r;
-
-    if (out->fwd > out->start && (events == 0 || (events & c->wr_wait))) {
-        r = sy_pipe_flush(out);
-        if (r < 0) {
-            out->err = r;
-            rs_pump_result(s, out, SY_PUMP_DST_ERR);
-            return;
-        }
+    int err;
+    switch (sy_relay_step(s, &s->c2s, &s->s2c, c, events, &err)) {
+    case SY_RELAY_OK:
+        rs_update_polls(s);
+        break;
+    case SY_RELAY_CLOSING:
+        break;
+    case SY_RELAY_CLIENT_GONE:
+        rs_close(s, NULL);
+        break;
+    case SY_RELAY_UPSTREAM_GONE:
+        rs_upstream_lost(s, err);
+        break;
     }
-    if (out->full && out->end - out->start < out->cap) {
-        r = sy_pipe_pump(s, out);
-        if (rs_pump_result(s, out, r) < 0)
-            return;
-    }
-    if (events == 0 || (events & c->rd_wait)) {
-        r = sy_pipe_pump(s, in);
-        if (rs_pump_result(s, in, r) < 0)
-            return;
-    }
-    rs_update_polls(s);
 }
 
 static void rs_server_cb(sy_conn_t *c, int status, int events);

@@ -138,6 +138,17 @@ int  sy_pipe_flush(sy_pipe_t *p);
  * (p->err holds -errno) or SY_PUMP_CLOSING when the scan hook returned -1. */
 int  sy_pipe_pump(void *sess, sy_pipe_t *p);
 int  sy_pipe_pending(const sy_pipe_t *p);   /* bytes waiting to be written */
+
+/* How a relay step ended, when it did not simply carry on. */
+typedef enum { SY_RELAY_OK = 0, SY_RELAY_CLOSING, SY_RELAY_CLIENT_GONE, SY_RELAY_UPSTREAM_GONE } sy_relay_t;
+/*
+ * One relay step for an event on connection c, which is the client (source of c2s) or
+ * the upstream (source of s2c): flush what waits for c, resume the other side if it
+ * stopped on a full buffer, and read c if it is readable (events 0: try everything).
+ * Returns SY_RELAY_OK, SY_RELAY_CLOSING (a scan hook closed the session), or which side
+ * is gone; then *err holds -errno, or 0 for a clean EOF.
+ */
+sy_relay_t sy_relay_step(void *sess, sy_pipe_t *c2s, sy_pipe_t *s2c, sy_conn_t *c, int events, int *err);
 /* Poll events src and dst need for this pipe. */
 int  sy_pipe_src_events(const sy_pipe_t *p);
 int  sy_pipe_dst_events(const sy_pipe_t *p);
