@@ -180,3 +180,36 @@ def test_upstream_killed_mid_query(ctx):
 
 
 test_upstream_killed_mid_query.timeout = 90
+
+
+def test_upstream_too_many_connections(ctx):
+    """The target refuses with "sorry, too many clients already": the client gets 53300 with
+    the route named, and the sessions already open keep working."""
+    small = harness.PgCluster("small", hba="trust", setup=False,
+                              extra_conf="max_connections = 4\nsuperuser_reserved_connections = 0\n")
+    small.sql("CREATE ROLE app LOGIN")
+    env = {"PGHOST": "127.0.0.1", "PGPORT": str(small.port), "PGUSER": "app", "PGDATABASE": "postgres",
+           "PGSSLMODE": "disable"}
+    sy = harness.start_default(ctx, env=env)
+    opened, err = [], None
+    try:
+        for _ in range(12):
+            w = PgWire(sy.port)
+            try:
+                w.startup(database="sourcegraph")
+                opened.append(w)
+            except PgError as e:
+                err = e
+                w.close()
+                break
+        check(err is not None, "12 sessions opened on a target with max_connections = 4")
+        check(err.sqlstate == "53300", "SQLSTATE %s, want 53300: %s" % (err.sqlstate, err.message))
+        check("too many clients" in err.message + err.fields.get("D", ""), "cause missing: %s" % err.message)
+        check(not _names(err, "pg", "127.0.0.1:%d" % small.port), "; ".join(_names(err, "pg", "127.0.0.1:%d" % small.port)))
+        check(opened, "not a single session opened")
+        for w in opened:
+            check(w.query("SELECT 1") == [("1",)], "an open session broke when another was refused")
+    finally:
+        for w in opened:
+            w.close()
+    sy.stop()

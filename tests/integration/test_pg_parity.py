@@ -136,10 +136,25 @@ def test_parity_matrix(ctx):
                 mismatches.append("%s: cause differs: psql %r; switchyard %r" % (name, want, p[2][:300]))
             elif not re.search(r"\bm%d\b" % i, p[2]):
                 mismatches.append("%s: switchyard's error does not name the route: %r" % (name, p[2][:300]))
+    # the failures carry a connection SQLSTATE (psql does not show it; a raw client does)
+    failing = [i for i, d in enumerate(direct_results) if d[0] == "fail"]
+
+    def sqlstate(i):
+        try:
+            err, secs = harness.connect_error(port, db="m%d" % i, timeout=30)
+            return err.sqlstate, secs
+        except harness.TestFailure as e:
+            return str(e), 0
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        states = list(pool.map(sqlstate, failing))
+    for i, (st, secs) in zip(failing, states):
+        if st not in ("08001", "08006", "28P01", "28000"):
+            mismatches.append("%s: SQLSTATE %s, want 08001/08006/28P01/28000" % (cases[i][0], st))
     sy.check_alive()
     sy.stop()
     if mismatches:
-        fail("%d of %d cases differ:\n%s" % (len(mismatches), len(cases), "\n".join(mismatches)))
+        fail("%d mismatches in %d cases:\n%s" % (len(mismatches), len(cases), "\n".join(mismatches)))
 
 
 test_parity_matrix.timeout = 240
