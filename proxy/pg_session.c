@@ -1230,10 +1230,12 @@ static void move_done(uv_work_t *req, int status)
             s->route->conf->name, s->which == CONF_EXTERNAL ? "external" : "builtin", s->target->hostport, s->be_pid,
             (unsigned long long)(uv_now(sy_server.loop) - m->started));
     s->refs++;
-    if (!sy_route_should_hold(&s->link))
+    if (!sy_route_should_hold(&s->link)) {
         pg_release(s);
-    else
+    } else {
+        s->link.held = 1;   /* paused meanwhile: RESUME releases it */
         pg_update_polls(s);
+    }
     if (s->state == PGS_RELAY || s->state == PGS_CLOSING)
         sy_switch_moved(&s->link, 1);
     pg_session_unref(s);

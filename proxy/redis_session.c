@@ -91,6 +91,15 @@ typedef struct redis_session_s {
     int            reply_off, reply_skip;
     int            resp3;
     int            client_db;       /* the client's own SELECT, -1 if none */
+    /* SELECT / CLIENT SETNAME take effect only when the server says OK: each waits here
+     * for the reply with its sequence number */
+    struct {
+        uint64_t   seq;
+        int        db;              /* >= 0: a SELECT; -1: a SETNAME */
+        char       name[RESP_CAP_LEN + 1];
+    } effects[8];
+    int            neffects;
+    uint64_t       owed_seq, seen_seq;  /* replies owed / seen since the start */
     char           client_name[RESP_CAP_LEN + 1];
     int            tracking;        /* CLIENT TRACKING ON: cannot move */
     int            subs_untracked;  /* a subscription we could not record: cannot move */
@@ -332,10 +341,20 @@ static local_t classify_local(redis_session_t *s)
 }
 
 /* Account for a command going upstream: how many replies it owes and what it changes. */
+static void rs_effect(redis_session_t *s, int has_reply, int db, const char *name);
+
+static void rs_owe(redis_session_t *s, uint64_t replies)
+{
+    s->pending += replies;
+    s->owed_seq += replies;
+}
+
 static void track_command(redis_session_t *s)
 {
     const resp_req_t *r = &s->rq;
     uint64_t replies = 1;
+    int effect_db = -1;           /* a SELECT to apply when its reply says OK */
+    const char *effect = NULL;    /* a SETNAME to apply likewise */
     if (resp_req_arg_is(r, 0, "SUBSCRIBE") || resp_req_arg_is(r, 0, "PSUBSCRIBE") ||
         resp_req_arg_is(r, 0, "SSUBSCRIBE")) {
         replies = r->argc > 1 ? r->argc - 1 : 1;
@@ -365,16 +384,22 @@ static void track_command(redis_session_t *s)
         s->resp3 = 0;
         s->client_db = -1;
         s->client_name[0] = '\0';
+        s->neffects = 0;
         s->tracking = 0;
         for (int i = 0; i < 3; i++)
             sub_clear(&s->subs[i]);
     } else if (resp_req_arg_is(r, 0, "HELLO") && r->ncap > 1) {
         s->resp3 = strcmp(r->arg[1], "3") == 0;
+        for (uint32_t i = 2; i + 1 < r->ncap; i++)
+            if (resp_req_arg_is(r, i, "SETNAME"))
+                effect = r->arg_trunc[i + 1] ? (s->subs_untracked = 1, NULL) : r->arg[i + 1];
+        if (r->argc > r->ncap)
+            s->subs_untracked = 1;   /* a SETNAME may hide beyond what we captured */
     } else if (resp_req_arg_is(r, 0, "SELECT") && r->argc == 2 && r->ncap == 2 && !r->arg_trunc[1]) {
-        s->client_db = atoi(r->arg[1]);
+        effect_db = atoi(r->arg[1]);
     } else if (resp_req_arg_is(r, 0, "CLIENT") && resp_req_arg_is(r, 1, "SETNAME") && r->argc == 3) {
         if (r->ncap == 3 && !r->arg_trunc[2])
-            snprintf(s->client_name, sizeof(s->client_name), "%s", r->arg[2]);
+            effect = r->arg[2];
         else
             s->subs_untracked = 1;   /* a name we cannot replay */
     } else if (resp_req_arg_is(r, 0, "CLIENT") && resp_req_arg_is(r, 1, "TRACKING")) {
@@ -391,7 +416,7 @@ static void track_command(redis_session_t *s)
             s->reply_skip = 0;
             replies = 1;
         }
-        s->pending += replies;
+        rs_owe(s, replies);
         return;
     }
     if (is_blocking_cmd(r))
@@ -402,7 +427,42 @@ static void track_command(redis_session_t *s)
         replies = 0;          /* the one command after CLIENT REPLY SKIP */
         s->reply_skip = 0;
     }
-    s->pending += replies;
+    rs_owe(s, replies);
+    if (effect_db >= 0 || effect != NULL)
+        rs_effect(s, replies == 1, effect_db, effect);
+}
+
+/* A SELECT / SETNAME (effect_db < 0) whose reply is the last one owed. Without a reply
+ * to wait for (CLIENT REPLY OFF/SKIP) it counts at once. */
+static void rs_effect(redis_session_t *s, int has_reply, int db, const char *name)
+{
+    if (!has_reply || s->neffects == 8) {
+        if (db >= 0)
+            s->client_db = db;
+        else
+            snprintf(s->client_name, sizeof(s->client_name), "%s", name);
+        return;
+    }
+    int i = s->neffects++;
+    s->effects[i].seq = s->owed_seq;
+    s->effects[i].db = db;
+    snprintf(s->effects[i].name, sizeof(s->effects[i].name), "%s", name ? name : "");
+}
+
+/* Reply number seen_seq arrived; ok is 0 for an error reply. */
+static void rs_reply_seen(redis_session_t *s, int ok)
+{
+    s->seen_seq++;
+    while (s->neffects > 0 && s->effects[0].seq <= s->seen_seq) {
+        if (s->effects[0].seq == s->seen_seq && ok) {
+            if (s->effects[0].db >= 0)
+                s->client_db = s->effects[0].db;
+            else
+                snprintf(s->client_name, sizeof(s->client_name), "%s", s->effects[0].name);
+        }
+        s->neffects--;
+        memmove(&s->effects[0], &s->effects[1], (size_t)s->neffects * sizeof(s->effects[0]));
+    }
 }
 
 static int check_password(redis_session_t *s, const char *pw, size_t len)
@@ -472,7 +532,7 @@ static int run_local(redis_session_t *s)
                 memmove(cmd + ulen, cmd + clen, p->end - p->scanned);
                 p->end -= (uint32_t)(clen - ulen);
                 p->scanned = p->fwd + (uint32_t)ulen;
-                s->pending++;
+                rs_owe(s, 1);
                 p->fwd = p->scanned;
                 return 0;
             }
@@ -524,7 +584,15 @@ static int run_local(redis_session_t *s)
                     p->end -= (uint32_t)(clen - rlen);
                     p->scanned = p->fwd + (uint32_t)rlen;
                     s->resp3 = nkeep > 1 && keep[1].len == 1 && keep[1].ptr[0] == '3';
-                    s->pending++;
+                    rs_owe(s, 1);
+                    for (int k = 2; k + 1 < nkeep; k++)
+                        if (keep[k].len == 7 && strncasecmp(keep[k].ptr, "SETNAME", 7) == 0) {
+                            char nm[RESP_CAP_LEN + 1];
+                            snprintf(nm, sizeof(nm), "%.*s", (int)keep[k + 1].len, keep[k + 1].ptr);
+                            if (keep[k + 1].len > RESP_CAP_LEN)
+                                s->subs_untracked = 1;
+                            rs_effect(s, 1, -1, nm);
+                        }
                     p->fwd = p->scanned;
                     return 0;
                 }
@@ -750,15 +818,16 @@ static int rs_s2c_scan(void *arg, sy_pipe_t *p)
              strcasecmp(r->first, "punsubscribe") == 0 || strcasecmp(r->first, "sunsubscribe") == 0)) {
             s->sub_count = r->third_int > 0 ? (uint64_t)r->third_int : 0;
             push = 0;
-            if (r->type == '>' && s->pending > 0)
+            if (s->pending > 0) {
                 s->pending--;   /* RESP3 confirmations come as pushes but answer a command */
-            else if (r->type == '*' && s->pending > 0)
-                s->pending--;
+                rs_reply_seen(s, 1);
+            }
             continue;
         }
         if (!push && s->pending > 0) {
             s->route->transactions++;
             s->pending--;
+            rs_reply_seen(s, r->type != '-' && r->type != '!');
             if (s->pending == 0)
                 s->blocking = 0;
         }
@@ -865,6 +934,13 @@ static int rs_build_replay(redis_session_t *s, rs_move_t *m)
         free(argv);
         m->replay_replies += (int)set->n;
     }
+    if (s->reply_off) {
+        /* Last, and it has no reply of its own. */
+        a[0] = (resp_arg_t){ "CLIENT", 6 };
+        a[1] = (resp_arg_t){ "REPLY", 5 };
+        a[2] = (resp_arg_t){ "OFF", 3 };
+        rs_append_cmd(&m->replay, &m->replay_len, &cap, 3, a);
+    }
     return 0;
 }
 
@@ -940,10 +1016,12 @@ static void rs_move_done(uv_work_t *req, int status)
             (unsigned long long)(uv_now(sy_server.loop) - m->started));
     s->refs++;
     s->s2c.reading = 1;
-    if (!sy_route_should_hold(&s->link))
+    if (!sy_route_should_hold(&s->link)) {
         rs_release(s);
-    else
+    } else {
+        s->link.held = 1;   /* paused meanwhile: RESUME releases it */
         rs_update_polls(s);
+    }
     sy_switch_moved(&s->link, 1);
     rs_unref(s);
 out:

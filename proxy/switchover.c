@@ -65,7 +65,32 @@ int sy_route_should_hold(const sy_session_link_t *l)
     if (l->route == NULL || l->console)
         return 0;
     const sy_switch_t *sw = l->route->sw;
-    return l->route->paused || (must_move(l, l->route) && (sw == NULL || !sw->preparing));
+    if (l->route->paused)
+        return 1;
+    if (must_move(l, l->route))
+        return sw == NULL || !sw->preparing;   /* old target: stop at the next boundary */
+    /* New target (a session opened since the switch began): in atomic mode its first
+     * transaction waits until every old session is quiet, so nothing reaches the new store
+     * while the old one may still be written to. */
+    return sw != NULL && !sw->gradual && !sw->moving_all && !sw->past_deadline;
+}
+
+/* Let every held session of r that no longer has to wait carry on. Releasing can close a
+ * session (unlinking it), so the walk restarts each time. */
+static void release_ready(sy_route_t *r)
+{
+    for (;;) {
+        sy_session_link_t *pick = NULL;
+        for (sy_session_link_t *l = sy_sessions.next; l != &sy_sessions; l = l->next)
+            if (l->route == r && l->held && !l->moving && !sy_route_should_hold(l)) {
+                pick = l;
+                break;
+            }
+        if (pick == NULL)
+            return;
+        pick->held = 0;
+        pick->release(pick);
+    }
 }
 
 int sy_switch_running(const sy_route_t *r)
@@ -91,6 +116,7 @@ static void sw_finish(sy_switch_t *sw)
     sy_info("event=switch_done route=%s to=%s moved=%llu closed=%llu duration_ms=%.0f hold_ms=%.0f", r->conf->name,
             sw->to == CONF_EXTERNAL ? "external" : "builtin", (unsigned long long)sw->moved,
             (unsigned long long)sw->closed, ms, hold);
+    release_ready(r);
     if (sw->done)
         sw->done(sw->ctx, sw->moved, sw->closed, ms);
     uv_timer_stop(&sw->deadline);
@@ -135,8 +161,12 @@ static void sw_step(sy_switch_t *sw)
     }
     if (!sw->gradual && !sw->moving_all && !all_quiet && !sw->past_deadline)
         return;   /* atomic: hold until everyone is quiet */
-    if (!sw->gradual)
+    if (!sw->gradual && !sw->moving_all) {
         sw->moving_all = 1;
+        release_ready(r);   /* sessions already on the new target may start now */
+        if (r->sw != sw)
+            return;
+    }
     /* Start every quiet session's move. A move can complete (or close the session)
      * synchronously, so restart the walk after each one. */
     for (;;) {
@@ -306,19 +336,6 @@ void sy_route_resume(sy_route_t *r, const char *why)
         r->pause_timer = NULL;
     }
     sy_info("event=resume route=%s reason=%s", r->conf->name, why);
-    /* Release every held session that no longer has to wait. Releasing can close a
-     * session (unlinking it), so restart the walk each time. */
-    for (;;) {
-        sy_session_link_t *pick = NULL;
-        for (sy_session_link_t *l = sy_sessions.next; l != &sy_sessions; l = l->next)
-            if (l->route == r && l->held && !l->moving && !sy_route_should_hold(l)) {
-                pick = l;
-                break;
-            }
-        if (pick == NULL)
-            break;
-        pick->held = 0;
-        pick->release(pick);
-    }
+    release_ready(r);
     sy_switch_poke(r);
 }
