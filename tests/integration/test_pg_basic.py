@@ -376,6 +376,7 @@ def test_cancel(ctx):
 def test_terminate_closes_upstream(ctx):
     """Terminate from the client ends the upstream session (no leaked backends)."""
     sy = _sy(ctx)
+    logsize = os.path.getsize(ctx.external.logfile)
     w = PgWire(sy.port)
     w.startup(database="sourcegraph")
     pid = w.pid
@@ -385,6 +386,11 @@ def test_terminate_closes_upstream(ctx):
     while pid in ctx.external.backend_pids():
         check(time.monotonic() < deadline, "upstream backend %d still there 5 s after Terminate" % pid)
         time.sleep(0.1)
+    # cleanly: the server saw a Terminate (and a TLS close), not a dropped connection
+    with open(ctx.external.logfile, "rb") as f:
+        f.seek(logsize)
+        new = [l for l in f.read().decode("utf-8", "replace").splitlines() if "[%d]" % pid in l]
+    check(not new, "the upstream logged the session's end as unclean:\n" + "\n".join(new))
     # and an abrupt client close too
     w = PgWire(sy.port)
     w.startup(database="sourcegraph")
