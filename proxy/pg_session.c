@@ -40,6 +40,7 @@
 #include "proxy/pg_session.h"
 #include "protocol/pg_wire.h"
 #include "protocol/pg_result.h"
+#include "protocol/pg_sql.h"
 #include "proxy/admin.h"
 
 typedef enum {
@@ -1013,8 +1014,17 @@ static int move_replay(pg_move_t *m, PGresult *settings, PGresult *prepared, PGr
     for (int i = 0; i < PQntuples(prepared); i++) {
         const char *name = PQgetvalue(prepared, i, 0), *stmt = PQgetvalue(prepared, i, 1);
         if (strcmp(PQgetvalue(prepared, i, 2), "t") == 0) {
-            /* the PREPARE statement as the client wrote it */
-            sent += PQsendQueryParams(c, stmt, 0, NULL, NULL, NULL, NULL, 0);
+            /* The PREPARE statement as the client wrote it, picked out of the query string
+             * it came in (which may hold other statements that must not run again). */
+            size_t at, n;
+            if (pg_sql_find_prepare(stmt, strlen(stmt), name, &at, &n) != 0) {
+                snprintf(m->err, sizeof(m->err), "cannot find the PREPARE of %s in its query", name);
+                PQexitPipelineMode(c);
+                return -1;
+            }
+            char *one = strndup(stmt + at, n);
+            sent += one ? PQsendQueryParams(c, one, 0, NULL, NULL, NULL, NULL, 0) : 0;
+            free(one);
         } else {
             Oid types[256];
             int nt = 0;

@@ -1,0 +1,145 @@
+/*
+ * pg_sql.c - see pg_sql.h.
+ */
+#include <ctype.h>
+#include <strings.h>
+#include <string.h>
+#include "protocol/pg_sql.h"
+
+/* Skip blanks and comments from i; returns the new index. */
+static size_t skip_space(const char *s, size_t len, size_t i)
+{
+    for (;;) {
+        while (i < len && isspace((unsigned char)s[i]))
+            i++;
+        if (i + 1 < len && s[i] == '-' && s[i + 1] == '-') {
+            while (i < len && s[i] != '\n')
+                i++;
+            continue;
+        }
+        if (i + 1 < len && s[i] == '/' && s[i + 1] == '*') {
+            int depth = 0;
+            while (i < len) {
+                if (i + 1 < len && s[i] == '/' && s[i + 1] == '*') {
+                    depth++;
+                    i += 2;
+                } else if (i + 1 < len && s[i] == '*' && s[i + 1] == '/') {
+                    i += 2;
+                    if (--depth == 0)
+                        break;
+                } else {
+                    i++;
+                }
+            }
+            continue;
+        }
+        return i;
+    }
+}
+
+/* Index just past the statement starting at i (at its ';' or at len). */
+static size_t statement_end(const char *s, size_t len, size_t i)
+{
+    while (i < len) {
+        char c = s[i];
+        if (c == ';')
+            return i;
+        if (c == '-' && i + 1 < len && s[i + 1] == '-') {
+            i = skip_space(s, len, i);
+        } else if (c == '/' && i + 1 < len && s[i + 1] == '*') {
+            i = skip_space(s, len, i);
+        } else if (c == '\'') {
+            /* E'...' allows backslash escapes; '' is a quote in both kinds. */
+            int esc = i > 0 && (s[i - 1] == 'E' || s[i - 1] == 'e') &&
+                      (i < 2 || !(isalnum((unsigned char)s[i - 2]) || s[i - 2] == '_'));
+            for (i++; i < len; i++) {
+                if (esc && s[i] == '\\' && i + 1 < len) {
+                    i++;
+                } else if (s[i] == '\'') {
+                    if (i + 1 < len && s[i + 1] == '\'')
+                        i++;
+                    else
+                        break;
+                }
+            }
+            i++;
+        } else if (c == '"') {
+            for (i++; i < len; i++) {
+                if (s[i] == '"') {
+                    if (i + 1 < len && s[i + 1] == '"')
+                        i++;
+                    else
+                        break;
+                }
+            }
+            i++;
+        } else if (c == '$' && (i == 0 || !(isalnum((unsigned char)s[i - 1]) || s[i - 1] == '_'))) {
+            /* $tag$ ... $tag$ (tag may be empty; a $1 parameter is not a dollar quote) */
+            size_t t = i + 1;
+            while (t < len && (isalpha((unsigned char)s[t]) || s[t] == '_' || (t > i + 1 && isdigit((unsigned char)s[t]))))
+                t++;
+            if (t < len && s[t] == '$') {
+                size_t taglen = t - i + 1;
+                size_t j = t + 1;
+                while (j + taglen <= len && memcmp(s + j, s + i, taglen) != 0)
+                    j++;
+                i = j + taglen <= len ? j + taglen : len;
+            } else {
+                i++;
+            }
+        } else {
+            i++;
+        }
+    }
+    return len;
+}
+
+/* Does the statement at s[i..end) read PREPARE <name>? */
+static int is_prepare_of(const char *s, size_t i, size_t end, const char *name)
+{
+    if (end - i < 8 || strncasecmp(s + i, "prepare", 7) != 0 || !isspace((unsigned char)s[i + 7]))
+        return 0;
+    i = skip_space(s, end, i + 7);
+    size_t nlen = strlen(name), k = 0;
+    if (i < end && s[i] == '"') {
+        for (i++; i < end; i++) {
+            if (s[i] == '"') {
+                if (i + 1 < end && s[i + 1] == '"')
+                    i++;
+                else
+                    break;
+            }
+            if (k >= nlen || name[k++] != s[i])
+                return 0;
+        }
+        return i < end && k == nlen;
+    }
+    while (i < end && (isalnum((unsigned char)s[i]) || s[i] == '_' || s[i] == '$' || (unsigned char)s[i] >= 0x80)) {
+        char c = (char)tolower((unsigned char)s[i]);
+        if (k >= nlen || name[k++] != c)
+            return 0;
+        i++;
+    }
+    return k == nlen && k > 0;
+}
+
+int pg_sql_find_prepare(const char *sql, size_t len, const char *name, size_t *start, size_t *stmt_len)
+{
+    size_t i = 0;
+    while (i < len) {
+        i = skip_space(sql, len, i);
+        if (i >= len)
+            break;
+        size_t end = statement_end(sql, len, i);
+        if (is_prepare_of(sql, i, end, name)) {
+            size_t e = end;
+            while (e > i && isspace((unsigned char)sql[e - 1]))
+                e--;
+            *start = i;
+            *stmt_len = e - i;
+            return 0;
+        }
+        i = end + 1;
+    }
+    return -1;
+}
