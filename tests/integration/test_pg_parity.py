@@ -200,6 +200,7 @@ def test_libpq_variables_parity(ctx):
                                          PGSSLROOTCERT=tls.ca_a, PGSSLCRL=tls.crl_revoked)),
         ("CRL revoking nothing", case(PGHOST="localhost", PGPORT=ext.port, PGSSLMODE="verify-full",
                                       PGSSLROOTCERT=tls.ca_a, PGSSLCRL=tls.crl_empty)),
+        ("unix socket host", case(PGHOST=ext.sockdir, PGPORT=ext.port)),
         ("client cert from CA B", {"PGHOST": "localhost", "PGPORT": str(ext.port), "PGUSER": "cert_user",
                                    "PGDATABASE": "postgres", "PGSSLMODE": "verify-full", "PGSSLROOTCERT": tls.ca_a,
                                    "PGSSLCERT": tls.client_b_crt, "PGSSLKEY": tls.client_b_key}),
@@ -220,7 +221,7 @@ def test_libpq_variables_parity(ctx):
               "connect_timeout moves on": "ok", "target_session_attrs=standby": "fail",
               "target_session_attrs=read-write": "ok", "service file": "ok", "options": "ok",
               "client cert from CA B": "fail", "client cert from CA A": "ok",
-              "CRL revoking the server": "fail", "CRL revoking nothing": "ok"}
+              "CRL revoking the server": "fail", "CRL revoking nothing": "ok", "unix socket host": "ok"}
     for (name, _e), d in zip(cases, direct_results):
         check(d[0] == expect[name], "direct psql, %s: %s %s" % (name, d[0], d[1][:300]))
 

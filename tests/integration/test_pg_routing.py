@@ -157,3 +157,23 @@ def test_bad_startup_parameter_reaches_client(ctx):
           "the upstream's reason is missing: %s" % err.fields)
     check(psql_ok(sy.port, "SELECT 1") == "1", "session after a rejected startup")
     sy.stop()
+
+
+def test_builtin_on_unix_socket_and_active_override(ctx):
+    """A built-in target on a unix socket directory; `active = builtin` keeps a route on its
+    built-in although its external variables are set."""
+    bi = ctx.builtin
+    port = harness.free_port()
+    conf = harness.pg_conf(port, [
+        harness.pg_route("pg", "sourcegraph", default=True, env_prefix="",
+                         builtin="host=%s port=%d" % (bi.sockdir, bi.port)),
+        harness.pg_route("pg-codeintel", "sourcegraph-codeintel", env_prefix="CODEINTEL_",
+                         builtin=bi.conninfo(), extra="active = builtin"),
+    ])
+    env = harness.external_env(ctx, prefix="CODEINTEL_", db="sourcegraph-codeintel")
+    sy = harness.Switchyard(conf, env=env)
+    out = psql_ok(sy.port, "SELECT current_setting('sy.cluster'), inet_server_port() IS NULL")
+    check(out == "builtin|t", "built-in over the unix socket: %r" % out)
+    out = psql_ok(sy.port, "SELECT current_setting('sy.cluster')", db="sourcegraph-codeintel")
+    check(out == "builtin", "active = builtin with CODEINTEL_PGHOST set: %r" % out)
+    sy.stop()
