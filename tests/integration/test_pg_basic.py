@@ -95,9 +95,16 @@ def test_startup_sequence_and_backend_pid(ctx):
         check(w.order[-1] == "Z" and w.order[-2] == "K",
               "BackendKeyData/ReadyForQuery not last: %s" % "".join(w.order))
         check(set(w.order[1:-2]) <= {"S"}, "unexpected messages between auth and key: %s" % "".join(w.order))
-        for p in ("server_version", "client_encoding", "DateStyle", "TimeZone", "integer_datetimes",
-                  "standard_conforming_strings"):
-            check(p in w.params, "ParameterStatus %s missing (got %s)" % (p, sorted(w.params)))
+        with PgWire(ctx.external.port) as d:   # what the upstream reports to a direct client
+            d.startup(user="postgres", database="sourcegraph")
+        check(set(w.params) == set(d.params),
+              "ParameterStatus names differ from a direct session's: missing %s, extra %s"
+              % (sorted(set(d.params) - set(w.params)), sorted(set(w.params) - set(d.params))))
+        for k, v in d.params.items():
+            if k not in ("is_superuser", "session_authorization", "application_name"):
+                check(w.params.get(k) == v, "ParameterStatus %s = %r, direct %r" % (k, w.params.get(k), v))
+        check(w.params.get("session_authorization") == "scram_user",
+              "session_authorization %r: not the mapped user" % w.params.get("session_authorization"))
         pid = int(w.query("SELECT pg_backend_pid()")[0][0])
         check(pid == w.pid, "BackendKeyData pid %s != pg_backend_pid() %s" % (w.pid, pid))
         check(pid in ctx.external.backend_pids(), "pid %d is not a backend of the external cluster" % pid)
