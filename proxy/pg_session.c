@@ -304,7 +304,7 @@ static void pg_close(pg_session_t *s, const char *sqlstate, const char *fmt, ...
                 s->route ? s->route->conf->name : "-", sqlstate, sy_logq(q, sizeof(q), msg));
         if (s->route) {
             s->route->nerrors++;
-            if (strcmp(sqlstate, "08001") == 0 || strcmp(sqlstate, "28P01") == 0)
+            if (strcmp(sqlstate, "08001") == 0 || strcmp(sqlstate, "28P01") == 0 || strcmp(sqlstate, "53300") == 0)
                 s->route->err_connect++;
             else if (strcmp(sqlstate, "08006") == 0)
                 s->route->err_lost++;
@@ -620,8 +620,11 @@ static void connect_failed(pg_session_t *s, const char *why)
         }
     }
     cause[o] = '\0';
-    pg_close(s, is_auth_failure(cause) ? "28P01" : "08001", "route %s: cannot connect to %s: %s",
-             s->route->conf->name, s->target->hostport, cause);
+    /* The SQLSTATE the server would have given, where libpq's text tells it. */
+    const char *state = is_auth_failure(cause) ? "28P01"
+                      : strstr(cause, "too many clients") != NULL ||
+                        strstr(cause, "connection slots are reserved") != NULL ? "53300" : "08001";
+    pg_close(s, state, "route %s: cannot connect to %s: %s", s->route->conf->name, s->target->hostport, cause);
 }
 
 static void attempt_failed(pg_session_t *s, const char *why);
