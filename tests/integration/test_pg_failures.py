@@ -213,3 +213,45 @@ def test_upstream_too_many_connections(ctx):
         for w in opened:
             w.close()
     sy.stop()
+
+
+def test_sigterm_exits_promptly(ctx):
+    """SIGTERM with an idle session, a session in a query and a connect stuck on a silent
+    target: exit 0 within drain_timeout (2 s in test configs) plus a little, every client told
+    with an ErrorResponse rather than dropped. A container runtime kills what lingers."""
+    silent = harness.SilentListener()
+    env = harness.prefixed("CODEINSIGHTS_", {"PGHOST": "127.0.0.1", "PGPORT": str(silent.port),
+                                             "PGUSER": "postgres", "PGCONNECT_TIMEOUT": "30"})
+    sy = harness.start_default(ctx, env=env)
+    idle = PgWire(sy.port)
+    idle.startup(database="sourcegraph")
+    busy = PgWire(sy.port)
+    busy.startup(database="sourcegraph-codeintel")
+    busy.send_query("SELECT pg_sleep(30)")
+    stuck = PgWire(sy.port)
+    stuck.send(harness.startup_packet({"user": "postgres", "database": "sourcegraph-codeinsights"}))
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    sy.proc.send_signal(15)
+    try:
+        rc = sy.proc.wait(timeout=15)
+    except Exception:
+        rc = None
+    secs = time.monotonic() - t0
+    problems = []
+    if rc is None:
+        problems.append("still running 15 s after SIGTERM")
+    elif secs > 4.0:
+        problems.append("exited %.1fs after SIGTERM (drain_timeout = 2)" % secs)
+    for name, w in (("idle", idle), ("busy", busy), ("connecting", stuck)):
+        data, closed = w.read_until_close(timeout=2)
+        if not closed:
+            problems.append("%s client not closed" % name)
+        if not harness.error_messages(data):
+            problems.append("%s client closed without an ErrorResponse: %r" % (name, data[-200:]))
+        w.close()
+    problems += sy.cleanup()   # exit status, sanitizer report
+    check(not problems, "\n".join(problems))
+
+
+test_sigterm_exits_promptly.timeout = 60
