@@ -1177,14 +1177,18 @@ class Switchyard:
                 return text[max(0, i - 200):i + 3000]
         return None
 
-    def _stop(self):
-        """SIGTERM and wait; returns a list of problems (empty when clean)."""
+    def _stop(self, signalled=False):
+        """SIGTERM and wait; returns a list of problems (empty when clean). signalled: the
+        test sent SIGTERM itself, so an exit before this call is expected (status must be 0)."""
         if self.stopped:
             return []
         self.stopped = True
         problems = []
         rc = self.proc.poll()
-        if rc is not None:
+        if rc is not None and signalled:
+            if rc != 0:
+                problems.append("switchyard exited with status %s after SIGTERM" % rc)
+        elif rc is not None:
             problems.append("switchyard had already exited with status %s before stop" % rc)
         else:
             self.proc.send_signal(signal.SIGTERM)
@@ -1213,6 +1217,11 @@ class Switchyard:
 
     def cleanup(self):
         return self._stop()
+
+    def exited_problems(self):
+        """After the test sent SIGTERM and the process exited: problems with how it ended
+        (exit status, sanitizer reports), as a list."""
+        return self._stop(signalled=True)
 
 
 def pg_route(name, databases=None, listener="pg", default=False, env_prefix=None, builtin=None,

@@ -250,7 +250,7 @@ def test_sigterm_exits_promptly(ctx):
         if not harness.error_messages(data):
             problems.append("%s client closed without an ErrorResponse: %r" % (name, data[-200:]))
         w.close()
-    problems += sy.cleanup()   # exit status, sanitizer report
+    problems += sy.exited_problems()   # exit status, sanitizer report
     check(not problems, "\n".join(problems))
 
 
