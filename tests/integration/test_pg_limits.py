@@ -35,6 +35,15 @@ def test_client_tls_listener(ctx):
           "a client trusting CA B accepted the listener: %r" % r.stderr)
     out = psql_ok(sy.port, "SELECT 'plain still works'", env={"PGSSLMODE": "disable"})
     check(out == "plain still works", "plaintext client next to TLS: %r" % out)
+    # plaintext bytes behind the SSLRequest (CVE-2021-23222): never used, connection closed
+    s = socket.create_connection(("127.0.0.1", sy.port), timeout=10)
+    s.sendall(struct.pack("!II", 8, harness.SSL_REQUEST_CODE)
+              + harness.startup_packet({"user": "postgres", "database": "sourcegraph"}))
+    data, closed = PgWire(sy.port, sock=s).read_until_close(timeout=10)
+    s.close()
+    check(closed, "TLS listener: not closed after plaintext behind SSLRequest: %r" % data[:100])
+    check(b"R\0\0\0\x08\0\0\0\0" not in data, "TLS listener: the plaintext startup was used: %r" % data[:100])
+    check(psql_ok(sy.port, "SELECT 1", env={"PGSSLMODE": "require"}) == "1", "TLS listener afterwards")
     sy.stop()
 
 
