@@ -494,3 +494,17 @@ def test_copy_fail_and_copy_errors(ctx):
         check("".join(seen) == "HdddcCZ", "COPY TO STDOUT messages: %s" % "".join(seen))
     psql_ok(sy.port, "DROP TABLE sy_copyfail")
     sy.stop()
+
+
+def test_query_pipelined_behind_startup(ctx):
+    """A client may send its first Query right behind the StartupMessage, before
+    AuthenticationOk (a server reads it from its buffer): switchyard must hold it until the
+    upstream is ready, then run it."""
+    sy = _sy(ctx)
+    with PgWire(sy.port) as w:
+        w.send(harness.startup_packet({"user": "postgres", "database": "sourcegraph"})
+               + _msg(b"Q", b"SELECT 40 + 2\0") + _msg(b"Q", b"SELECT current_user\0"))
+        w.read_startup()
+        check(w.read_result() == [("42",)], "first pipelined query")
+        check(w.read_result() == [("scram_user",)], "second pipelined query")
+    sy.stop()

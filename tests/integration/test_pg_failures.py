@@ -3,6 +3,7 @@ test_pg_failures.py - issue 2, case 6: a target that is down, slow or dies gives
 the documented error in time, and other sessions are untouched. Only loopback addresses.
 """
 
+import os
 import re
 import socket
 import threading
@@ -255,3 +256,28 @@ def test_sigterm_exits_promptly(ctx):
 
 
 test_sigterm_exits_promptly.timeout = 60
+
+
+def test_client_leaves_while_connecting(ctx):
+    """Clients that give up while switchyard is still connecting upstream (a silent target):
+    the upstream attempts are dropped and nothing is left open."""
+    silent = harness.SilentListener()
+    env = {"PGHOST": "127.0.0.1", "PGPORT": str(silent.port), "PGUSER": "postgres", "PGCONNECT_TIMEOUT": "3"}
+    sy = harness.start_default(ctx, env=env)
+    time.sleep(0.5)
+    fd0 = len(os.listdir("/proc/%d/fd" % sy.pid))
+    for _ in range(20):
+        w = PgWire(sy.port)
+        w.send(harness.startup_packet({"user": "postgres", "database": "sourcegraph"}))
+        time.sleep(0.05)
+        w.close()
+    deadline = time.monotonic() + 8   # the attempts end at the latest with PGCONNECT_TIMEOUT
+    while True:
+        fd1 = len(os.listdir("/proc/%d/fd" % sy.pid))
+        if fd1 <= fd0 + 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    check(fd1 <= fd0 + 1, "switchyard holds %d descriptors, %d before the abandoned connects" % (fd1, fd0))
+    check(psql_ok(sy.port, "SELECT 'ok'", db="sourcegraph-codeintel") == "ok", "serving afterwards")
+    sy.check_alive()
+    sy.stop()
