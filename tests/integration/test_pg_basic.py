@@ -508,3 +508,21 @@ def test_query_pipelined_behind_startup(ctx):
         check(w.read_result() == [("42",)], "first pipelined query")
         check(w.read_result() == [("scram_user",)], "second pipelined query")
     sy.stop()
+
+
+def test_notices_and_parameter_changes_relayed(ctx):
+    """Asynchronous and in-band messages the upstream sends besides results: 20000
+    NoticeResponses from one statement, ParameterStatus after SET."""
+    sy = _sy(ctx)
+    with PgWire(sy.port) as w:
+        w.startup(database="sourcegraph")
+        w.query("DO $$ BEGIN FOR i IN 1..20000 LOOP RAISE NOTICE 'sy-notice %', i; END LOOP; END $$")
+        got = [n.get("M") for n in w.notices if n.get("M", "").startswith("sy-notice")]
+        check(len(got) == 20000 and got[0] == "sy-notice 1" and got[-1] == "sy-notice 20000",
+              "notices: %d relayed, first %r last %r" % (len(got), got[:1], got[-1:]))
+        w.query("SET application_name = 'changed-mid-session'")
+        check(w.params.get("application_name") == "changed-mid-session",
+              "ParameterStatus after SET application_name: %r" % w.params.get("application_name"))
+        w.query("SET TimeZone = 'Pacific/Auckland'")
+        check(w.params.get("TimeZone") == "Pacific/Auckland", "ParameterStatus after SET TimeZone")
+    sy.stop()
