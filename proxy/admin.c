@@ -111,23 +111,30 @@ static void show_help(pgr_buf_t *out)
 static void show_routes(pgr_buf_t *out)
 {
     static const char *const cols[] = { "route", "listener", "protocol", "active", "builtin", "external",
-                                        "clients", "upstreams", "pinned" };
-    pgr_row_description(out, 9, cols);
+                                        "health", "clients", "upstreams", "pinned" };
+    pgr_row_description(out, 10, cols);
     for (size_t i = 0; i < sy_server.nroutes; i++) {
         const sy_route_t *r = &sy_server.routes[i];
-        char clients[24], ups[24];
+        char clients[24], ups[24], pinned[24], health[300];
+        uint64_t npinned = 0;
+        for (sy_session_link_t *l = sy_sessions.next; l != &sy_sessions; l = l->next)
+            if (l->route == r && l->pinned)
+                npinned++;
         snprintf(clients, sizeof(clients), "%llu", (unsigned long long)r->clients);
         snprintf(ups, sizeof(ups), "%llu", (unsigned long long)r->upstreams);
-        const char *v[9] = {
+        snprintf(pinned, sizeof(pinned), "%llu", (unsigned long long)npinned);
+        snprintf(health, sizeof(health), "%s%s%s", r->healthy ? "ok" : "down",
+                 !r->healthy && r->health_err[0] ? ": " : "", r->healthy ? "" : r->health_err);
+        const char *v[10] = {
             r->conf->name, r->conf->listener, r->conf->proto == CONF_PROTO_PG ? "postgres" : "redis",
             r->sw ? (r->active == CONF_EXTERNAL ? "external (switching)" : "builtin (switching)")
                   : r->paused ? (r->active == CONF_EXTERNAL ? "external (paused)" : "builtin (paused)")
                               : which_name(r->active),
             r->conf->builtin.defined ? r->conf->builtin.display : NULL,
             r->conf->external.defined ? r->conf->external.display : NULL,
-            clients, ups, "0"
+            health, clients, ups, pinned
         };
-        pgr_data_row(out, 9, v);
+        pgr_data_row(out, 10, v);
     }
     pgr_command_complete(out, "SHOW");
 }

@@ -404,6 +404,7 @@ static void track_command(redis_session_t *s)
             s->subs_untracked = 1;   /* a name we cannot replay */
     } else if (resp_req_arg_is(r, 0, "CLIENT") && resp_req_arg_is(r, 1, "TRACKING")) {
         s->tracking = resp_req_arg_is(r, 2, "ON");
+        s->link.pinned = s->tracking || s->subs_untracked;
     } else if (resp_req_arg_is(r, 0, "CLIENT") && resp_req_arg_is(r, 1, "REPLY")) {
         if (resp_req_arg_is(r, 2, "OFF")) {
             s->reply_off = 1;
@@ -776,6 +777,7 @@ static int rs_c2s_scan(void *arg, sy_pipe_t *p)
         track_command(s);
         if (is_sub_cmd(&s->rq))
             record_subscriptions(s, p->buf + p->fwd, p->scanned - p->fwd);
+        s->link.pinned = s->tracking || s->subs_untracked;
         p->fwd = p->scanned;
         if (s->pending >= sy_server.conf.redis_max_pipeline)
             p->reading = 0;   /* back-pressure: resume as replies drain */

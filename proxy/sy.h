@@ -196,6 +196,7 @@ struct sy_session_link_s {
     int                preparing;   /* its new upstream is being opened ahead of the move */
     int                console;     /* admin console sessions are never moved */
     int                kicked;      /* told to go at the shutdown deadline */
+    int                pinned;      /* known to be unmovable (e.g. Redis CLIENT TRACKING) */
     void             (*describe)(const sy_session_link_t *l, char cols[][128]);
     /* Switchover hooks (switchover.c drives them):
      * quiet: 1 when the session stands at a boundary and can be moved now
