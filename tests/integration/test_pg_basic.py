@@ -526,3 +526,70 @@ def test_notices_and_parameter_changes_relayed(ctx):
         w.query("SET TimeZone = 'Pacific/Auckland'")
         check(w.params.get("TimeZone") == "Pacific/Auckland", "ParameterStatus after SET TimeZone")
     sy.stop()
+
+
+def test_cancel_many_sessions_exact(ctx):
+    """20 sessions in a query, half of them cancelled concurrently in random order: exactly
+    those stop, the others are still running."""
+    import concurrent.futures
+    import random as _random
+    sy = _sy(ctx)
+    ext = ctx.external
+    ws = []
+    try:
+        for _ in range(20):
+            w = PgWire(sy.port)
+            w.startup(database="sourcegraph")
+            w.send_query("SELECT pg_sleep(20)")
+            ws.append(w)
+        deadline = time.monotonic() + 15
+        while not all(_active(ext, w.pid) for w in ws):
+            check(time.monotonic() < deadline, "the 20 queries did not all start upstream")
+            time.sleep(0.1)
+        victims = _random.sample(range(20), 10)
+        with concurrent.futures.ThreadPoolExecutor(10) as pool:
+            list(pool.map(lambda i: harness.cancel_request(sy.port, ws[i].pid, ws[i].secret), victims))
+        for i in victims:
+            try:
+                ws[i].read_result()
+                fail("session %d was not cancelled" % i)
+            except PgError as e:
+                check(e.sqlstate == "57014", "session %d: %s" % (i, e))
+        time.sleep(0.5)
+        for i in set(range(20)) - set(victims):
+            check(_active(ext, ws[i].pid), "session %d was stopped by a cancel meant for another" % i)
+    finally:
+        for w in ws:
+            w.close()
+    sy.stop()
+
+
+def test_client_vanishing_commits_nothing(ctx):
+    """A client that disconnects in the middle of a COPY FROM STDIN or of an open
+    transaction: nothing it sent is committed upstream."""
+    sy = _sy(ctx)
+    ext = ctx.external
+    psql_ok(sy.port, "DROP TABLE IF EXISTS sy_vanish; CREATE TABLE sy_vanish (n int)")
+    w = PgWire(sy.port)
+    w.startup(database="sourcegraph")
+    w.send_query("COPY sy_vanish FROM STDIN")
+    typ, _b = w.read_msg()
+    check(typ == "G", "no CopyInResponse: %r" % typ)
+    w.send(_msg(b"d", b"".join(b"%d\n" % i for i in range(1000))))
+    pid1 = w.pid
+    time.sleep(0.3)
+    w.close()
+    w = PgWire(sy.port)
+    w.startup(database="sourcegraph")
+    w.query("BEGIN")
+    w.query("INSERT INTO sy_vanish SELECT generate_series(1, 1000)")
+    pid2 = w.pid
+    w.close()
+    deadline = time.monotonic() + 10
+    while set(ext.backend_pids()) & {pid1, pid2}:
+        check(time.monotonic() < deadline, "upstream sessions of vanished clients still there")
+        time.sleep(0.1)
+    n = ext.sql("SELECT count(*) FROM sy_vanish", db="sourcegraph")
+    check(n == "0", "%s rows committed from clients that vanished mid-COPY / mid-transaction" % n)
+    psql_ok(sy.port, "DROP TABLE sy_vanish")
+    sy.stop()
