@@ -35,7 +35,6 @@ import signal
 import socket
 import struct
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -310,7 +309,7 @@ def run(argv, env=None, timeout=60, input=None, check_rc=False, **kw):
     try:
         r = subprocess.run(argv, env=env, input=input, capture_output=True, timeout=timeout,
                            text=isinstance(input, str) or input is None, **kw)
-    except subprocess.TimeoutExpired as e:
+    except subprocess.TimeoutExpired:
         fail("timed out after %ss: %s" % (timeout, " ".join(map(str, argv))[:300]))
     if check_rc and r.returncode != 0:
         fail("%s exited %d: %s" % (os.path.basename(argv[0]), r.returncode,
@@ -337,7 +336,6 @@ class Tls:
 
     def __init__(self):
         self.dir = tmpdir("tls")
-        d = self.dir
         self.ca_a, self.ca_a_key = self._ca("A")
         self.ca_b, self.ca_b_key = self._ca("B")
         self.server_crt, self.server_key = self._leaf(

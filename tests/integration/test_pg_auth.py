@@ -12,7 +12,7 @@ import os
 import re
 
 import harness
-from harness import check, fail, psql, psql_ok
+from harness import check, psql
 
 WHO = ("SELECT current_user, current_database(), current_setting('sy.cluster'), "
        "(SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid())")

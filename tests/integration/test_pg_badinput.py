@@ -5,14 +5,12 @@ memory does not grow. Also: bytes after SSLRequest before the answer (CVE-2021-2
 GSSENCRequest answered N, NegotiateProtocolVersion for newer minor versions and _pq_ options.
 """
 
-import os
 import random
 import socket
 import struct
-import time
 
 import harness
-from harness import PgWire, check, fail, psql_ok, startup_packet
+from harness import PgWire, check, psql_ok, startup_packet
 
 GOOD = {"user": "postgres", "database": "sourcegraph"}
 

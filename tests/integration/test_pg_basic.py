@@ -12,7 +12,6 @@ import re
 import signal
 import struct
 import subprocess
-import threading
 import time
 
 import harness

@@ -10,7 +10,7 @@ import threading
 import time
 
 import harness
-from harness import PgError, PgWire, check, fail, psql, psql_ok
+from harness import PgError, PgWire, check, psql, psql_ok
 
 
 def _names(err, route, hostport):

@@ -4,10 +4,8 @@ target; the client's startup parameters are visible upstream; configuration sour
 env file, -o) and the isolation of the PG*, CODEINTEL_PG*, CODEINSIGHTS_PG* families.
 """
 
-import os
-
 import harness
-from harness import PgError, PgWire, check, fail, psql, psql_ok
+from harness import PgWire, check, psql, psql_ok
 
 WHO = ("SELECT current_database(), inet_server_port(), current_user, current_setting('sy.cluster'), "
        "(SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid())")
