@@ -306,6 +306,8 @@ def log_tail(path, n=30):
 
 def run(argv, env=None, timeout=60, input=None, check_rc=False, **kw):
     """subprocess.run with text output and a timeout that fails the test instead of hanging."""
+    if input is None and "stdin" not in kw:
+        kw["stdin"] = subprocess.DEVNULL   # CI runs without a usable standard input
     try:
         r = subprocess.run(argv, env=env, input=input, capture_output=True, timeout=timeout,
                            text=isinstance(input, str) or input is None, **kw)
