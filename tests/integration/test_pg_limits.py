@@ -285,3 +285,49 @@ def test_churn_no_fd_or_memory_leak(ctx):
 
 
 test_churn_no_fd_or_memory_leak.timeout = 240
+
+
+def test_client_tls_data_path(ctx):
+    """TLS on both legs (client -> switchyard with the listener's certificate, switchyard ->
+    external with verify-full): pgbench in extended mode and 60 MB each way by COPY."""
+    import hashlib
+    import re
+    tls = ctx.tls
+    port = harness.free_port()
+    conf = harness.default_pg_conf(port, ctx.builtin,
+                                   listener_extra="tls_cert = %s\ntls_key = %s\n" % (tls.server_crt, tls.server_key))
+    sy = harness.Switchyard(conf, env=harness.external_env(ctx))
+    cenv = {"PGSSLMODE": "verify-full", "PGSSLROOTCERT": tls.ca_a}
+    psql_ok(sy.port, "DROP TABLE IF EXISTS sy_tls2; CREATE TABLE sy_tls2 (v text)", host="localhost", env=cenv)
+    d = harness.tmpdir("tls2")
+    src = os.path.join(d, "in.txt")
+    h = hashlib.md5()
+    with open(src, "wb") as f:
+        for i in range(60000):
+            line = b"%08d" % i + b"t" * 991 + b"\n"
+            h.update(line)
+            f.write(line)
+    with open(src, "rb") as f:
+        r = psql(sy.port, "COPY sy_tls2 FROM STDIN", host="localhost", env=cenv, input=f, timeout=180)
+    check(r.returncode == 0 and "COPY 60000" in r.stdout, "COPY in over TLS both ways: %r %r" % (r.stdout, r.stderr[-500:]))
+    dst = os.path.join(d, "out.txt")
+    r = psql(sy.port, "COPY (SELECT v FROM sy_tls2 ORDER BY v) TO STDOUT", host="localhost", env=cenv,
+             stdout_file=dst, timeout=180)
+    check(r.returncode == 0, "COPY out over TLS both ways: %r" % r.stderr[-500:])
+    with open(dst, "rb") as f:
+        check(hashlib.md5(f.read()).hexdigest() == h.hexdigest(), "COPY out over TLS differs from what went in")
+    psql_ok(sy.port, "DROP TABLE sy_tls2", host="localhost", env=cenv)
+    base = [harness.PGBENCH, "-h", "localhost", "-p", str(sy.port), "-U", "postgres"]
+    penv = harness.clean_env(cenv)
+    r = harness.run(base + ["-i", "-s", "1", "-q", "sourcegraph-codeintel"], env=penv, timeout=120)
+    check(r.returncode == 0, "pgbench -i over client TLS: %s" % r.stderr[-1000:])
+    r = harness.run(base + ["-c", "4", "-j", "2", "-T", "3", "-M", "extended", "-n", "sourcegraph-codeintel"],
+                    env=penv, timeout=120)
+    out = r.stdout + r.stderr
+    m = re.search(r"number of transactions actually processed: (\d+)", out)
+    check(r.returncode == 0 and "aborted" not in out and m and int(m.group(1)) > 0,
+          "pgbench over client TLS: %s" % out[-1500:])
+    sy.stop()
+
+
+test_client_tls_data_path.timeout = 240
