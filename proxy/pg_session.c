@@ -1719,6 +1719,17 @@ static void pg_admin_begin(pg_session_t *s)
     admin_drive(s);
 }
 
+/* Ask the client for its password (AuthenticationCleartextPassword: 'R', len 8, code 3);
+ * handle_password checks the answer. */
+static void pg_ask_password(pg_session_t *s)
+{
+    static const uint8_t ask[] = { 'R', 0, 0, 0, 8, 0, 0, 0, 3 };
+    pg_set_state(s, PGS_AUTH);
+    sy_pipe_inject(&s->s2c, ask, sizeof(ask));
+    sy_pipe_flush(&s->s2c);
+    sy_conn_watch(&s->client, UV_READABLE | sy_pipe_dst_events(&s->s2c), client_cb);
+}
+
 static void pg_route_and_connect(pg_session_t *s)
 {
     if (strcmp(s->database, SY_ADMIN_DATABASE) == 0) {
@@ -1728,11 +1739,7 @@ static void pg_route_and_connect(pg_session_t *s)
             return;
         }
         if (!s->trusted) {
-            static const uint8_t ask[] = { 'R', 0, 0, 0, 8, 0, 0, 0, 3 };
-            pg_set_state(s, PGS_AUTH);
-            sy_pipe_inject(&s->s2c, ask, sizeof(ask));
-            sy_pipe_flush(&s->s2c);
-            sy_conn_watch(&s->client, UV_READABLE | sy_pipe_dst_events(&s->s2c), client_cb);
+            pg_ask_password(s);
             return;
         }
         pg_admin_begin(s);
@@ -1756,12 +1763,7 @@ static void pg_route_and_connect(pg_session_t *s)
         return;
     }
     if (!s->trusted && s->listener->conf->auth_password != NULL) {
-        /* AuthenticationCleartextPassword: 'R', len 8, code 3. */
-        static const uint8_t ask[] = { 'R', 0, 0, 0, 8, 0, 0, 0, 3 };
-        pg_set_state(s, PGS_AUTH);
-        sy_pipe_inject(&s->s2c, ask, sizeof(ask));
-        sy_pipe_flush(&s->s2c);
-        sy_conn_watch(&s->client, UV_READABLE | sy_pipe_dst_events(&s->s2c), client_cb);
+        pg_ask_password(s);
         return;
     }
     if (!s->trusted) {
