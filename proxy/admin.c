@@ -111,11 +111,11 @@ static void show_help(pgr_buf_t *out)
 static void show_routes(pgr_buf_t *out)
 {
     static const char *const cols[] = { "route", "listener", "protocol", "active", "builtin", "external",
-                                        "health", "clients", "upstreams", "pinned" };
-    pgr_row_description(out, 10, cols);
+                                        "health", "clients", "upstreams", "pinned", "closed_at_deadline" };
+    pgr_row_description(out, 11, cols);
     for (size_t i = 0; i < sy_server.nroutes; i++) {
         const sy_route_t *r = &sy_server.routes[i];
-        char clients[24], ups[24], pinned[24], health[300];
+        char clients[24], ups[24], pinned[24], health[300], deadline[24];
         uint64_t npinned = 0;
         for (sy_session_link_t *l = sy_sessions.next; l != &sy_sessions; l = l->next)
             if (l->route == r && l->pinned)
@@ -123,37 +123,45 @@ static void show_routes(pgr_buf_t *out)
         snprintf(clients, sizeof(clients), "%llu", (unsigned long long)r->clients);
         snprintf(ups, sizeof(ups), "%llu", (unsigned long long)r->upstreams);
         snprintf(pinned, sizeof(pinned), "%llu", (unsigned long long)npinned);
+        snprintf(deadline, sizeof(deadline), "%llu", (unsigned long long)r->closed_at_deadline);
         snprintf(health, sizeof(health), "%s%s%s", r->healthy ? "ok" : "down",
                  !r->healthy && r->health_err[0] ? ": " : "", r->healthy ? "" : r->health_err);
-        const char *v[10] = {
+        const char *v[11] = {
             r->conf->name, r->conf->listener, r->conf->proto == CONF_PROTO_PG ? "postgres" : "redis",
             r->sw ? (r->active == CONF_EXTERNAL ? "external (switching)" : "builtin (switching)")
                   : r->paused ? (r->active == CONF_EXTERNAL ? "external (paused)" : "builtin (paused)")
                               : which_name(r->active),
             r->conf->builtin.defined ? r->conf->builtin.display : NULL,
             r->conf->external.defined ? r->conf->external.display : NULL,
-            health, clients, ups, pinned
+            health, clients, ups, pinned, deadline
         };
-        pgr_data_row(out, 10, v);
+        pgr_data_row(out, 11, v);
     }
     pgr_command_complete(out, "SHOW");
 }
 
 static void show_stats(pgr_buf_t *out)
 {
-    static const char *const cols[] = { "route", "clients", "upstreams", "errors", "switches",
-                                        "last_switch_ms" };
-    pgr_row_description(out, 6, cols);
+    static const char *const cols[] = { "route", "clients", "upstreams", "transactions", "bytes_in", "bytes_out",
+                                        "errors", "switches", "last_switch_ms", "last_hold_ms", "moved",
+                                        "closed_at_deadline" };
+    pgr_row_description(out, 12, cols);
     for (size_t i = 0; i < sy_server.nroutes; i++) {
         const sy_route_t *r = &sy_server.routes[i];
-        char a[24], b[24], c[24], d[24], e[24];
-        snprintf(a, sizeof(a), "%llu", (unsigned long long)r->clients);
-        snprintf(b, sizeof(b), "%llu", (unsigned long long)r->upstreams);
-        snprintf(c, sizeof(c), "%llu", (unsigned long long)r->nerrors);
-        snprintf(d, sizeof(d), "%llu", (unsigned long long)r->switches);
-        snprintf(e, sizeof(e), "%.1f", r->last_switch_ms);
-        const char *v[6] = { r->conf->name, a, b, c, d, e };
-        pgr_data_row(out, 6, v);
+        char f[12][32];
+        snprintf(f[0], 32, "%llu", (unsigned long long)r->clients);
+        snprintf(f[1], 32, "%llu", (unsigned long long)r->upstreams);
+        snprintf(f[2], 32, "%llu", (unsigned long long)r->transactions);
+        snprintf(f[3], 32, "%llu", (unsigned long long)r->bytes_in);
+        snprintf(f[4], 32, "%llu", (unsigned long long)r->bytes_out);
+        snprintf(f[5], 32, "%llu", (unsigned long long)r->nerrors);
+        snprintf(f[6], 32, "%llu", (unsigned long long)r->switches);
+        snprintf(f[7], 32, "%.1f", r->last_switch_ms);
+        snprintf(f[8], 32, "%.1f", r->last_hold_ms);
+        snprintf(f[9], 32, "%llu", (unsigned long long)r->moved);
+        snprintf(f[10], 32, "%llu", (unsigned long long)r->closed_at_deadline);
+        const char *v[12] = { r->conf->name, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10] };
+        pgr_data_row(out, 12, v);
     }
     pgr_command_complete(out, "SHOW");
 }

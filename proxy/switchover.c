@@ -230,7 +230,7 @@ static void sw_deadline_cb(uv_timer_t *t)
     snprintf(why, sizeof(why), "route %s switched to %s; reconnect", r->conf->name,
              sw->to == CONF_EXTERNAL ? "external" : "builtin");
     sw->past_deadline = 1;
-    sy_warn("event=switch_deadline route=%s", r->conf->name);
+    uint64_t before = r->closed_at_deadline;
     /* Quiet sessions still move; the others are closed. */
     for (;;) {
         sy_session_link_t *pick = NULL;
@@ -245,6 +245,8 @@ static void sw_deadline_cb(uv_timer_t *t)
         sw->closed++;
         pick->kick(pick, why);   /* unlinks it */
     }
+    sy_warn("event=switch_deadline route=%s closed=%llu", r->conf->name,
+            (unsigned long long)(r->closed_at_deadline - before));
     if (r->sw == sw)
         sw_step(sw);
 }
