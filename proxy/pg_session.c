@@ -35,6 +35,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <sys/socket.h>
 #include <libpq-fe.h>
 #include "proxy/sy.h"
 #include "proxy/pg_session.h"
@@ -85,6 +86,7 @@ struct pg_session_s {
     int            gss_answered;      /* GSSENCRequest seen (libpq may follow it with SSLRequest) */
     int            s2c_cut;           /* the server stream was cut at a message boundary */
     int            terminating;       /* client sent Terminate */
+    int            linger;            /* after our last error: read and drop until the client closes */
 
     sy_conn_t      client;
     sy_conn_t      server;
@@ -269,14 +271,37 @@ static void closing_timeout_cb(uv_timer_t *t)
     pg_destroy(t->data);
 }
 
+/*
+ * CLOSING: write what is left for the client. After an error, close the way a server
+ * should (a lingering close): half-close, then read and drop whatever the client still
+ * sends until it closes or the closing timer fires. Closing with unread input would make
+ * the kernel send a reset, and the client could lose the ErrorResponse that explains why.
+ */
 static void pg_closing_drive(pg_session_t *s)
 {
     int r = sy_pipe_flush(&s->s2c);
-    if (r < 0 || !sy_pipe_pending(&s->s2c)) {
+    if (r < 0 || (!sy_pipe_pending(&s->s2c) && !s->linger)) {
         pg_destroy(s);
         return;
     }
-    sy_conn_watch(&s->client, sy_pipe_dst_events(&s->s2c), client_cb);
+    if (sy_pipe_pending(&s->s2c)) {
+        sy_conn_watch(&s->client, sy_pipe_dst_events(&s->s2c), client_cb);
+        return;
+    }
+    if (s->linger == 1) {
+        shutdown(s->client.fd, SHUT_WR);
+        s->linger = 2;
+    }
+    for (;;) {
+        ssize_t n = recv(s->client.fd, s->c2s.buf, s->c2s.cap, 0);
+        if (n > 0)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            break;
+        pg_destroy(s);   /* the client closed (or failed): done */
+        return;
+    }
+    sy_conn_watch(&s->client, UV_READABLE, client_cb);
 }
 
 /* End the session. With a sqlstate, the client first gets a FATAL ErrorResponse whose
@@ -290,6 +315,8 @@ static void pg_close(pg_session_t *s, const char *sqlstate, const char *fmt, ...
     char msg[1024];
     int boundary = (pgw_scan_at_boundary(&s->sscan) || s->s2c_cut) && s->s2c.fwd == s->s2c.end;
     pg_set_state(s, PGS_CLOSING);
+    /* Linger only where the client may still be sending: a protocol violation. */
+    s->linger = sqlstate != NULL && strcmp(sqlstate, "08P01") == 0 && s->client.fd >= 0 && !sy_server.stopping;
     pg_finish_upstream(s);
     pg_timer_stop(s);
     s->c2s.reading = 0;
@@ -318,7 +345,7 @@ static void pg_close(pg_session_t *s, const char *sqlstate, const char *fmt, ...
                 sy_pipe_inject(&s->s2c, out, len);
         }
     }
-    if (!sy_pipe_pending(&s->s2c)) {
+    if (!sy_pipe_pending(&s->s2c) && !s->linger) {
         pg_destroy(s);
         return;
     }
