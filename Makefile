@@ -70,7 +70,10 @@ integration: asan
 	SWITCHYARD_BIN=$(CURDIR)/$(ASAN_BUILD)/switchyard SWITCHYARD_TOOLS=$(CURDIR)/$(ASAN_BUILD)/tools \
 	  /usr/bin/python3 tests/integration/run.py $(TESTS)
 
-test: asan
+# Self-sufficient on a fresh machine: install what is missing first (quick when all is there).
+test:
+	@scripts/install-deps.sh
+	$(MAKE) $(ASAN_VARS) all
 	/usr/bin/python3 tests/run_all.py --build $(ASAN_BUILD)
 
 clean:
