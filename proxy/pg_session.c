@@ -1194,15 +1194,12 @@ static void pg_release(pg_session_t *s)
     if (s->state != PGS_RELAY)
         return;
     s->link.held = 0;
-    s->c2s.reading = 1;
     s->refs++;
-    if (c2s_scan(s, &s->c2s) == 0 && s->state == PGS_RELAY) {
-        int r = sy_pipe_flush(&s->c2s);
-        if (r < 0)
-            upstream_lost(s, r);
-        else
-            pg_relay_drive(s, &s->client, 0);
-    }
+    int r = sy_pipe_resume(s, &s->c2s);
+    if (r == SY_PUMP_DST_ERR)
+        upstream_lost(s, s->c2s.err);
+    else if (r == SY_PUMP_OK && s->state == PGS_RELAY)
+        pg_relay_drive(s, &s->client, 0);
     pg_session_unref(s);
 }
 

@@ -48,6 +48,19 @@ int sy_pipe_inject(sy_pipe_t *p, const void *bytes, size_t len)
     return 0;
 }
 
+int sy_pipe_resume(void *sess, sy_pipe_t *p)
+{
+    p->reading = 1;
+    if (p->scan(sess, p) != 0)
+        return SY_PUMP_CLOSING;
+    int r = sy_pipe_flush(p);
+    if (r < 0) {
+        p->err = r;
+        return SY_PUMP_DST_ERR;
+    }
+    return SY_PUMP_OK;
+}
+
 int sy_pipe_pending(const sy_pipe_t *p)
 {
     return p->fwd > p->start;

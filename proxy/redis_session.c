@@ -962,14 +962,12 @@ static void rs_release(redis_session_t *s)
     if (s->state != RS_RELAY)
         return;
     s->link.held = 0;
-    s->c2s.reading = 1;
     s->refs++;
-    if (rs_c2s_scan(s, &s->c2s) == 0 && s->state == RS_RELAY) {
-        if (sy_pipe_flush(&s->c2s) < 0)
-            rs_upstream_lost(s, s->c2s.err);
-        else
-            rs_relay_drive(s, &s->client, 0);
-    }
+    int r = sy_pipe_resume(s, &s->c2s);
+    if (r == SY_PUMP_DST_ERR)
+        rs_upstream_lost(s, s->c2s.err);
+    else if (r == SY_PUMP_OK && s->state == RS_RELAY)
+        rs_relay_drive(s, &s->client, 0);
     rs_unref(s);
 }
 

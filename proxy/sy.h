@@ -138,6 +138,10 @@ int  sy_pipe_flush(sy_pipe_t *p);
  * (p->err holds -errno) or SY_PUMP_CLOSING when the scan hook returned -1. */
 int  sy_pipe_pump(void *sess, sy_pipe_t *p);
 int  sy_pipe_pending(const sy_pipe_t *p);   /* bytes waiting to be written */
+/* A held pipe resumes: reading is allowed again, the bytes buffered while it was held go
+ * through the scan hook and out. Returns SY_PUMP_OK, SY_PUMP_CLOSING or SY_PUMP_DST_ERR
+ * (p->err holds -errno). */
+int  sy_pipe_resume(void *sess, sy_pipe_t *p);
 
 /* How a relay step ended, when it did not simply carry on. */
 typedef enum { SY_RELAY_OK = 0, SY_RELAY_CLOSING, SY_RELAY_CLIENT_GONE, SY_RELAY_UPSTREAM_GONE } sy_relay_t;
