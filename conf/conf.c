@@ -37,6 +37,7 @@ static const char builtin_text[] =
     "connect_timeout = 10\n"
     "drain_timeout = 30\n"
     "pause_max = 60\n"
+    "workers = auto\n"
     "metrics_listen = 127.0.0.1:9187\n"
     "log_format = logfmt\n"
     "log_level = info\n"
@@ -375,6 +376,14 @@ static int build_switchyard(build_t *b, const conf_raw_sec_t *s)
                 c->log_format = CONF_LOG_JSON;
             else
                 return KV_ERR(b, s, kv, "must be logfmt or json");
+        } else if (strcmp(k, "workers") == 0) {
+            if (strcmp(v, "auto") == 0) {
+                c->workers = 0;
+            } else {
+                if ((pr = parse_uint(v, 0, &n)) != NULL || n < 1 || n > 64)
+                    return KV_ERR(b, s, kv, "must be auto or 1..64");
+                c->workers = (int)n;
+            }
         } else if (strcmp(k, "log_level") == 0) {
             static const char *const lv[] = { "error", "warn", "info", "debug", NULL };
             int l;

@@ -75,6 +75,10 @@ void conf_print(const conf_t *c, FILE *out)
     fprintf(out, "  %-19s= %d s\n", "connect_timeout", c->connect_timeout);
     fprintf(out, "  %-19s= %d s\n", "drain_timeout", c->drain_timeout);
     fprintf(out, "  %-19s= %d s\n", "pause_max", c->pause_max);
+    if (c->workers > 0)
+        fprintf(out, "  %-19s= %d\n", "workers", c->workers);
+    else
+        fprintf(out, "  %-19s= auto (one per CPU)\n", "workers");
     fprintf(out, "  %-19s= %s\n", "admin_password",
             c->admin_password ? "****" : "none (console on loopback and unix socket only)");
     fprintf(out, "  %-19s= %s\n", "metrics_listen", c->metrics_listen ? c->metrics_listen : "off");

@@ -47,9 +47,10 @@ static ssize_t plain_write(sy_conn_t *c, const void *buf, size_t len)
 
 const sy_transport_t sy_plain_transport = { plain_read, plain_write, "plain" };
 
-void sy_conn_init(sy_conn_t *c, int fd, void *data)
+void sy_conn_init(sy_conn_t *c, uv_loop_t *loop, int fd, void *data)
 {
     memset(c, 0, sizeof(*c));
+    c->loop = loop;
     c->fd = fd;
     c->tp = &sy_plain_transport;
     c->own_fd = 1;
@@ -78,7 +79,7 @@ int sy_conn_watch(sy_conn_t *c, int events, sy_conn_cb cb)
         c->poll = malloc(sizeof(*c->poll));
         if (c->poll == NULL)
             return UV_ENOMEM;
-        r = uv_poll_init(sy_server.loop, c->poll, c->fd);
+        r = uv_poll_init(c->loop, c->poll, c->fd);
         if (r != 0) {
             free(c->poll);
             c->poll = NULL;

@@ -124,10 +124,7 @@ static void accept_cb(uv_poll_t *h, int status, int events)
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         int trusted = sy_is_loopback_peer(fd);
-        if (l->conf->proto == CONF_PROTO_PG)
-            pg_session_start(l, fd, trusted);
-        else
-            redis_session_start(l, fd, trusted);
+        sy_dispatch(l, fd, trusted);
     }
 }
 
@@ -175,7 +172,7 @@ int sy_listeners_start(char *err, size_t errlen)
             l->fd[l->nfd++] = fd;
         }
         for (int k = 0; k < l->nfd; k++) {
-            uv_poll_init(sy_server.loop, &l->poll[k], l->fd[k]);
+            uv_poll_init(sy_accept_loop(), &l->poll[k], l->fd[k]);
             l->poll[k].data = l;
             uv_poll_start(&l->poll[k], UV_READABLE, accept_cb);
         }

@@ -113,6 +113,6 @@ void sy_log(int level, const char *fmt, ...)
         fputs("}\n", stderr);
         funlockfile(stderr);
     } else {
-        fprintf(stderr, "ts=%s level=%s %s\n", ts, level_name[level], msg);
+        fprintf(stderr, "ts=%s level=%s %s\n", ts, level_name[level], msg);   /* one call: one line */
     }
 }

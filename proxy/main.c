@@ -23,21 +23,27 @@
 sy_server_t sy_server;
 sy_session_link_t sy_sessions = { .prev = &sy_sessions, .next = &sy_sessions };
 
+/* Workers link and unlink their sessions under sy_shared_mu; the main loop walks the list
+ * with the world stopped, when no worker can be inside these. */
 void sy_session_link(sy_session_link_t *l)
 {
+    pthread_mutex_lock(&sy_shared_mu);
     l->next = &sy_sessions;
     l->prev = sy_sessions.prev;
     sy_sessions.prev->next = l;
     sy_sessions.prev = l;
+    pthread_mutex_unlock(&sy_shared_mu);
 }
 
 void sy_session_unlink(sy_session_link_t *l)
 {
     if (l->next == NULL)
         return;
+    pthread_mutex_lock(&sy_shared_mu);
     l->prev->next = l->next;
     l->next->prev = l->prev;
     l->next = l->prev = NULL;
+    pthread_mutex_unlock(&sy_shared_mu);
 }
 
 static uv_signal_t sig_term, sig_int, sig_hup;
@@ -119,7 +125,7 @@ static void drain_timeout_cb(uv_timer_t *t)
         pick->kick(pick, "switchyard is shutting down; reconnect");
     }
     if (sy_server.nclients == 0) {
-        uv_stop(sy_server.loop);
+        sy_main_quit();
         return;
     }
     uv_timer_start(t, exit_now_cb, 2000, 0);   /* errors get 2 s to reach their clients */
@@ -144,7 +150,7 @@ static void signal_cb(uv_signal_t *h, int signum)
     sy_listeners_stop();
     sy_metrics_stop();
     if (sy_server.nclients == 0) {
-        uv_stop(sy_server.loop);
+        sy_main_quit();
         return;
     }
     uv_timer_init(sy_server.loop, &drain_timer);
@@ -152,10 +158,16 @@ static void signal_cb(uv_signal_t *h, int signum)
     uv_unref((uv_handle_t *)&drain_timer);
 }
 
+/* On a worker, the main loop is asked to look (it calls this again there). */
 void sy_server_client_gone(void)
 {
-    if (sy_server.stopping && sy_server.nclients == 0)
-        uv_stop(sy_server.loop);
+    if (!sy_on_main()) {
+        if (sy_server.stopping)
+            sy_ctl_wake();
+        return;
+    }
+    if (sy_server.stopping && __atomic_load_n(&sy_server.nclients, __ATOMIC_RELAXED) == 0)
+        sy_main_quit();
 }
 
 static void usage(FILE *f)
@@ -254,6 +266,13 @@ int main(int argc, char **argv)
                 r->active == CONF_EXTERNAL ? "external" : "builtin",
                 sy_logq(q, sizeof(q), t->display ? t->display : ""));
     }
+    int nworkers = sy_server.conf.workers > 0 ? sy_server.conf.workers : (int)uv_available_parallelism();
+    if (nworkers > 64)
+        nworkers = 64;
+    if (sy_workers_start(nworkers, err, sizeof(err)) != 0) {
+        fprintf(stderr, "switchyard: %s\n", err);
+        return 1;
+    }
     if (sy_listeners_start(err, sizeof(err)) != 0) {
         fprintf(stderr, "switchyard: %s\n", err);
         return 1;
@@ -268,9 +287,10 @@ int main(int argc, char **argv)
     uv_signal_start(&sig_int, signal_cb, SIGINT);
     uv_signal_init(sy_server.loop, &sig_hup);
     uv_signal_start(&sig_hup, sighup_cb, SIGHUP);
-    sy_info("event=ready version=%s pid=%d", SY_VERSION, (int)getpid());
+    sy_info("event=ready version=%s pid=%d workers=%d", SY_VERSION, (int)getpid(), nworkers);
 
-    uv_run(sy_server.loop, UV_RUN_DEFAULT);
+    sy_world_start();   /* the workers run from here */
+    sy_main_run();
     sy_info("event=exit");
     sy_exit(0);
 }

@@ -7,6 +7,11 @@
  * whose process id is not that session's backend, is ignored, so a cancel can never
  * reach the wrong backend. The cancel itself is PQcancel on the session's PGcancel,
  * run on libuv's thread pool because it connects and waits.
+ *
+ * Sessions register and unregister keys on their worker loops, under sy_shared_mu. A
+ * CancelRequest arrives on any loop, for a session that may live on another: it is looked
+ * up on the main loop with the world stopped, and the cancel's completion runs on the
+ * target session's own loop, which drops the reference taken here.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -44,7 +49,7 @@ static void rehash(uint32_t ncap)
     free(old);
 }
 
-pg_session_t *pg_cancel_lookup(uint32_t key)
+static pg_session_t *lookup(uint32_t key)
 {
     if (key == 0 || tcap == 0)
         return NULL;
@@ -58,12 +63,13 @@ pg_session_t *pg_cancel_lookup(uint32_t key)
 
 uint32_t pg_cancel_register(pg_session_t *s)
 {
+    pthread_mutex_lock(&sy_shared_mu);
     if ((tused + tdead + 1) * 2 > tcap)
         rehash(tcap == 0 ? 256 : (tused + 1) * 4 > tcap ? tcap * 2 : tcap);
     uint32_t key;
     do {
         sy_random(&key, sizeof(key));
-    } while (key == 0 || pg_cancel_lookup(key) != NULL);
+    } while (key == 0 || lookup(key) != NULL);
     uint32_t h = key & (tcap - 1);
     while (table[h].key != 0 && table[h].s != TOMB)
         h = (h + 1) & (tcap - 1);
@@ -72,27 +78,32 @@ uint32_t pg_cancel_register(pg_session_t *s)
     table[h].key = key;
     table[h].s = s;
     tused++;
+    pthread_mutex_unlock(&sy_shared_mu);
     return key;
 }
 
 void pg_cancel_unregister(uint32_t key)
 {
-    if (key == 0 || tcap == 0)
+    if (key == 0)
         return;
-    for (uint32_t h = key & (tcap - 1);; h = (h + 1) & (tcap - 1)) {
+    pthread_mutex_lock(&sy_shared_mu);
+    for (uint32_t h = key & (tcap - 1); tcap > 0; h = (h + 1) & (tcap - 1)) {
         if (table[h].key == 0)
-            return;
+            break;
         if (table[h].key == key && table[h].s != TOMB) {
             table[h].s = TOMB;
             tused--;
             tdead++;
-            return;
+            break;
         }
     }
+    pthread_mutex_unlock(&sy_shared_mu);
 }
 
 typedef struct cancel_work_s {
+    sy_ctl_t      ctl;       /* first: the lookup runs on the main loop */
     uv_work_t     req;
+    uint32_t      pid, key;
     pg_session_t *s;
     PGcancel     *cancel;
     int           ok;
@@ -117,23 +128,34 @@ static void cancel_done(uv_work_t *req, int status)
     free(w);
 }
 
-void pg_cancel_request(uint32_t pid, uint32_t key)
+/* On the main loop, world stopped: find the session and start the cancel on its loop. */
+static void cancel_route(sy_ctl_t *c)
 {
-    pg_session_t *s = pg_cancel_lookup(key);
-    PGcancel *c = s ? pg_session_cancel_handle(s, pid) : NULL;
-    if (c == NULL) {
+    cancel_work_t *w = (cancel_work_t *)c;
+    pg_session_t *s = lookup(w->key);
+    PGcancel *pc = s ? pg_session_cancel_handle(s, w->pid) : NULL;
+    if (pc == NULL) {
         sy_info("event=cancel_ignored reason=unknown_key");
+        free(w);
         return;
     }
-    cancel_work_t *w = calloc(1, sizeof(*w));
-    if (w == NULL)
-        return;
     w->req.data = w;
     w->s = s;
-    w->cancel = c;
+    w->cancel = pc;
     pg_session_ref(s);
-    if (uv_queue_work(sy_server.loop, &w->req, cancel_work, cancel_done) != 0) {
+    if (uv_queue_work(pg_session_loop(s), &w->req, cancel_work, cancel_done) != 0) {
         pg_session_unref(s);
         free(w);
     }
+}
+
+void pg_cancel_request(uint32_t pid, uint32_t key)
+{
+    cancel_work_t *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return;
+    w->pid = pid;
+    w->key = key;
+    w->ctl.fn = cancel_route;
+    sy_ctl_post(&w->ctl);
 }

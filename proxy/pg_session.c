@@ -76,6 +76,7 @@ struct pg_session_s {
     sy_session_link_t link;           /* on sy_sessions; first member */
     uint64_t       id;
     int            refs;
+    uv_loop_t     *loop;           /* the worker loop it lives on */
     pg_state_t     state;
     sy_listener_t *listener;
     sy_route_t    *route;
@@ -136,6 +137,8 @@ struct pg_session_s {
     pgr_buf_t      admin_out;
     size_t         admin_sent;
     int            admin_busy;        /* an asynchronous command is running */
+    sy_ctl_t       admin_ctl;         /* posts a console command to the main loop */
+    char          *admin_sql;         /* ...and its text */
     int            admin;             /* this is a console session */
 
     uint8_t        bufs[2 * SY_PIPE_BUF];
@@ -151,6 +154,11 @@ static void server_cb(sy_conn_t *c, int status, int events);
 uint64_t pg_session_id(const pg_session_t *s)
 {
     return s->id;
+}
+
+uv_loop_t *pg_session_loop(const pg_session_t *s)
+{
+    return s->loop;
 }
 
 void pg_session_ref(pg_session_t *s)
@@ -170,6 +178,7 @@ static void pg_free(pg_session_t *s)
     free(s->att_errs);
     free(s->startup);
     pgr_buf_free(&s->admin_out);
+    free(s->admin_sql);
     if (s->pre_conn)
         PQfinish(s->pre_conn);
     if (s->cancel)
@@ -234,7 +243,7 @@ static void pg_finish_upstream(pg_session_t *s)
         PQfinish(s->pg);   /* sends Terminate, frees libpq's SSL, closes its socket */
         s->pg = NULL;
         if (s->route)
-            s->route->upstreams--;
+            SY_STAT_SUB(s->route->upstreams, 1);
     }
     s->server.fd = -1;
     s->server.ssl = NULL;
@@ -251,11 +260,11 @@ static void pg_destroy(pg_session_t *s)
     pg_finish_upstream(s);
     sy_conn_close(&s->client);
     if (s->route) {
-        s->route->clients--;
-        s->route->bytes_in += s->c2s.bytes;
-        s->route->bytes_out += s->s2c.bytes;
+        SY_STAT_SUB(s->route->clients, 1);
+        SY_STAT_ADD(s->route->bytes_in, s->c2s.bytes);
+        SY_STAT_ADD(s->route->bytes_out, s->s2c.bytes);
     }
-    sy_server.nclients--;
+    SY_STAT_SUB(sy_server.nclients, 1);
     sy_debug("event=disconnect conn=%llu", (unsigned long long)s->id);
     if (s->timer_on) {
         uv_timer_stop(&s->timer);
@@ -330,13 +339,13 @@ static void pg_close(pg_session_t *s, const char *sqlstate, const char *fmt, ...
         sy_info("event=client_error conn=%llu route=%s sqlstate=%s message=%s", (unsigned long long)s->id,
                 s->route ? s->route->conf->name : "-", sqlstate, sy_logq(q, sizeof(q), msg));
         if (s->route) {
-            s->route->nerrors++;
+            SY_STAT_ADD(s->route->nerrors, 1);
             if (strcmp(sqlstate, "08001") == 0 || strcmp(sqlstate, "28P01") == 0 || strcmp(sqlstate, "53300") == 0)
-                s->route->err_connect++;
+                SY_STAT_ADD(s->route->err_connect, 1);
             else if (strcmp(sqlstate, "08006") == 0)
-                s->route->err_lost++;
+                SY_STAT_ADD(s->route->err_lost, 1);
             else if (strcmp(sqlstate, "08P01") == 0)
-                s->route->err_protocol++;
+                SY_STAT_ADD(s->route->err_protocol, 1);
         }
         if (boundary) {
             uint8_t out[1400];
@@ -350,7 +359,7 @@ static void pg_close(pg_session_t *s, const char *sqlstate, const char *fmt, ...
         return;
     }
     if (!s->timer_on) {
-        uv_timer_init(sy_server.loop, &s->timer);
+        uv_timer_init(s->loop, &s->timer);
         s->timer.data = s;
         s->refs++;
         s->timer_on = 1;
@@ -484,7 +493,7 @@ static int s2c_scan(void *arg, sy_pipe_t *p)
                 s->inflight--;
             s->copy_in = s->copy_out = 0;
             if (s->route)
-                s->route->transactions++;
+                SY_STAT_ADD(s->route->transactions, 1);
             break;
         case 'G':
             s->copy_in = 1;
@@ -873,7 +882,7 @@ static void pg_attempt_start(pg_session_t *s)
         connect_failed(s, "out of memory");
         return;
     }
-    s->route->upstreams++;
+    SY_STAT_ADD(s->route->upstreams, 1);
     if (PQstatus(s->pg) == CONNECTION_BAD) {
         attempt_failed(s, PQerrorMessage(s->pg));
         return;
@@ -906,7 +915,7 @@ static void attempt_failed(pg_session_t *s, const char *why)
     if (s->pg != NULL) {
         PQfinish(s->pg);
         s->pg = NULL;
-        s->route->upstreams--;
+        SY_STAT_SUB(s->route->upstreams, 1);
     }
     s->server.fd = -1;
     if (s->natt > 0 && ++s->iatt < s->natt) {
@@ -1265,7 +1274,7 @@ static void move_done(uv_work_t *req, int status)
     pg_set_state(s, PGS_RELAY);
     sy_info("event=moved conn=%llu route=%s target=%s upstream=%s backend_pid=%u ms=%llu", (unsigned long long)s->id,
             s->route->conf->name, s->which == CONF_EXTERNAL ? "external" : "builtin", s->target->hostport, s->be_pid,
-            (unsigned long long)(uv_now(sy_server.loop) - m->started));
+            (unsigned long long)(uv_now(s->loop) - m->started));
     s->refs++;
     if (!sy_route_should_hold(&s->link)) {
         pg_release(s);
@@ -1306,7 +1315,7 @@ static void pg_link_move(sy_session_link_t *l)
     m->old = s->pg;
     m->which = r->active;
     m->target = r->active == CONF_EXTERNAL ? &r->conf->external : &r->conf->builtin;
-    m->started = uv_now(sy_server.loop);
+    m->started = uv_now(s->loop);
     if (s->pre_conn != NULL && s->pre_target == m->target && PQstatus(s->pre_conn) == CONNECTION_OK) {
         m->conn = s->pre_conn;   /* opened while the session was still working */
         s->pre_conn = NULL;
@@ -1319,7 +1328,7 @@ static void pg_link_move(sy_session_link_t *l)
     sy_conn_unwatch(&s->server);   /* libpq owns the socket until we take the new one */
     sy_conn_watch(&s->client, sy_pipe_dst_events(&s->s2c), client_cb);
     s->refs++;
-    if (uv_queue_work(sy_server.loop, &m->req, move_work, move_done) != 0) {
+    if (uv_queue_work(s->loop, &m->req, move_work, move_done) != 0) {
         s->refs--;
         free(m);
         pg_set_state(s, PGS_RELAY);
@@ -1380,7 +1389,7 @@ static void pg_link_prepare(sy_session_link_t *l)
     w->s = s;
     w->target = t;
     s->refs++;
-    if (uv_queue_work(sy_server.loop, &w->req, prep_work, prep_done) != 0) {
+    if (uv_queue_work(s->loop, &w->req, prep_work, prep_done) != 0) {
         s->refs--;
         free(w);
         sy_switch_prepared(l);
@@ -1454,7 +1463,7 @@ static void resolve_next(pg_session_t *s)
             hints.ai_socktype = SOCK_STREAM;
             s->gai.data = s;
             s->refs++;
-            int r = uv_getaddrinfo(sy_server.loop, &s->gai, gai_cb, h, NULL, &hints);
+            int r = uv_getaddrinfo(s->loop, &s->gai, gai_cb, h, NULL, &hints);
             if (r == 0)
                 return;
             s->refs--;
@@ -1477,7 +1486,7 @@ static void pg_upstream_begin(pg_session_t *s)
         timeout = atoi(ct) < 2 ? 2 : atoi(ct);   /* libpq treats 1 as 2 */
 
     pg_set_state(s, PGS_RESOLVING);
-    uv_timer_init(sy_server.loop, &s->timer);
+    uv_timer_init(s->loop, &s->timer);
     s->timer.data = s;
     s->refs++;
     s->timer_on = 1;
@@ -1647,6 +1656,19 @@ static void admin_done(void *ctx, pgr_buf_t *out)
     pg_session_unref(s);
 }
 
+/* A console command posted from a worker loop, on the main loop with the world stopped. */
+static void admin_exec_main(sy_ctl_t *c)
+{
+    pg_session_t *s = (pg_session_t *)((char *)c - offsetof(pg_session_t, admin_ctl));
+    if (s->state != PGS_ADMIN) {
+        s->admin_busy = 0;
+        pg_session_unref(s);
+        return;
+    }
+    if (admin_execute(s->admin_sql, s->user, &s->admin_out, admin_done, s))
+        admin_done(s, &s->admin_out);
+}
+
 /* Read and run console commands; one at a time, in order. */
 static void admin_drive(pg_session_t *s)
 {
@@ -1689,6 +1711,21 @@ static void admin_drive(pg_session_t *s)
             char q[300];
             sy_info("event=console conn=%llu command=%s", (unsigned long long)s->id, sy_logq(q, sizeof(q), sql));
             s->refs++;
+            if (!sy_on_main()) {
+                /* Console commands read and drive every loop's sessions: run it on the
+                 * main loop; admin_done carries on there. */
+                free(s->admin_sql);
+                s->admin_sql = strdup(sql);
+                if (s->admin_sql == NULL) {
+                    s->refs--;
+                    pg_close(s, "53200", "switchyard: out of memory");
+                    return;
+                }
+                s->admin_busy = 1;
+                s->admin_ctl.fn = admin_exec_main;
+                sy_ctl_post(&s->admin_ctl);
+                continue;
+            }
             if (admin_execute(sql, s->user, &s->admin_out, admin_done, s)) {
                 s->refs--;
                 admin_ready(s);
@@ -1775,7 +1812,7 @@ static void pg_route_and_connect(pg_session_t *s)
                  s->listener->conf->name);
         return;
     }
-    s->route->clients++;
+    SY_STAT_ADD(s->route->clients, 1);
     s->which = s->route->active;
     s->target = s->which == CONF_EXTERNAL ? &s->route->conf->external : &s->route->conf->builtin;
     s->link.route = s->route;
@@ -1949,15 +1986,16 @@ static void pg_describe(const sy_session_link_t *l, char cols[][128])
              s->user ? s->user : "");
 }
 
-void pg_session_start(sy_listener_t *l, int fd, int trusted)
+void pg_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *loop)
 {
     pg_session_t *s = calloc(1, sizeof(*s));
     if (s == NULL) {
         close(fd);
         return;
     }
-    s->id = ++sy_server.next_conn_id;
+    s->id = SY_STAT_ADD(sy_server.next_conn_id, 1) + 1;
     s->refs = 1;
+    s->loop = loop;
     s->listener = l;
     s->trusted = trusted;
     s->state = PGS_STARTUP;
@@ -1968,9 +2006,9 @@ void pg_session_start(sy_listener_t *l, int fd, int trusted)
     s->link.kick = pg_link_kick;
     s->link.release = pg_link_release;
     sy_session_link(&s->link);
-    sy_server.nclients++;
-    sy_conn_init(&s->client, fd, s);
-    sy_conn_init(&s->server, -1, s);
+    SY_STAT_ADD(sy_server.nclients, 1);
+    sy_conn_init(&s->client, s->loop, fd, s);
+    sy_conn_init(&s->server, s->loop, -1, s);
     s->server.own_fd = 0;
     s->c2s = (sy_pipe_t){ .buf = s->bufs, .cap = SY_PIPE_BUF, .src = &s->client, .dst = &s->server,
                           .scan = c2s_scan, .reading = 1 };
@@ -1982,7 +2020,7 @@ void pg_session_start(sy_listener_t *l, int fd, int trusted)
     if (sy_conn_watch(&s->client, UV_READABLE, client_cb) != 0) {
         sy_conn_close(&s->client);
         sy_session_unlink(&s->link);
-        sy_server.nclients--;
+        SY_STAT_SUB(sy_server.nclients, 1);
         free(s);
         return;
     }

@@ -8,6 +8,9 @@
 #include "proxy/sy.h"
 
 uint64_t  pg_session_id(const pg_session_t *s);
+/* The loop the session lives on; its references are taken and dropped there, or on the
+ * main loop with the world stopped. */
+uv_loop_t *pg_session_loop(const pg_session_t *s);
 void      pg_session_ref(pg_session_t *s);
 void      pg_session_unref(pg_session_t *s);
 /* The session's PGcancel when pid is its backend's process id, else NULL. Valid while

@@ -63,6 +63,7 @@ typedef struct redis_session_s {
     sy_session_link_t link;         /* on sy_sessions; first member */
     uint64_t       id;
     int            refs;
+    uv_loop_t     *loop;           /* the worker loop it lives on */
     rs_state_t     state;
     sy_listener_t *listener;
     sy_route_t    *route;
@@ -207,15 +208,15 @@ static void rs_destroy(redis_session_t *s)
     rs_set_state(s, RS_CLOSED);
     sy_session_unlink(&s->link);
     if (s->server.fd >= 0 && s->route)
-        s->route->upstreams--;
+        SY_STAT_SUB(s->route->upstreams, 1);
     sy_conn_close(&s->server);
     sy_conn_close(&s->client);
     if (s->route) {
-        s->route->clients--;
-        s->route->bytes_in += s->c2s.bytes;
-        s->route->bytes_out += s->s2c.bytes;
+        SY_STAT_SUB(s->route->clients, 1);
+        SY_STAT_ADD(s->route->bytes_in, s->c2s.bytes);
+        SY_STAT_ADD(s->route->bytes_out, s->s2c.bytes);
     }
-    sy_server.nclients--;
+    SY_STAT_SUB(sy_server.nclients, 1);
     if (s->timer_on) {
         uv_timer_stop(&s->timer);
         s->timer_on = 0;
@@ -228,7 +229,7 @@ static void rs_destroy(redis_session_t *s)
 static void rs_timer_start(redis_session_t *s, uv_timer_cb cb, uint64_t ms)
 {
     if (!s->timer_on) {
-        uv_timer_init(sy_server.loop, &s->timer);
+        uv_timer_init(s->loop, &s->timer);
         s->timer.data = s;
         s->refs++;
         s->timer_on = 1;
@@ -273,7 +274,7 @@ static void rs_close(redis_session_t *s, const char *fmt, ...)
     int boundary = s2c_at_boundary(s);
     rs_set_state(s, RS_CLOSING);
     if (s->server.fd >= 0 && s->route)
-        s->route->upstreams--;
+        SY_STAT_SUB(s->route->upstreams, 1);
     sy_conn_close(&s->server);
     s->c2s.reading = 0;
     if (fmt != NULL) {
@@ -287,7 +288,7 @@ static void rs_close(redis_session_t *s, const char *fmt, ...)
                 s->route ? s->route->conf->name : "-", (unsigned long long)s->pending,
                 sy_logq(q, sizeof(q), line));
         if (s->route)
-            s->route->nerrors++;
+            SY_STAT_ADD(s->route->nerrors, 1);
         if (boundary) {
             uint64_t n = s->pending ? s->pending : 1;
             for (uint64_t i = 0; i < n && i < 100000; i++)
@@ -491,8 +492,8 @@ static int run_local(redis_session_t *s)
         char msg[300];
         snprintf(msg, sizeof(msg), "ERR %s", s->proto_err ? s->proto_err : "Protocol error");
         if (s->route) {
-            s->route->nerrors++;
-            s->route->err_protocol++;
+            SY_STAT_ADD(s->route->nerrors, 1);
+            SY_STAT_ADD(s->route->err_protocol, 1);
         }
         rs_reply_error(s, msg);
         rs_close(s, NULL);
@@ -789,12 +790,14 @@ static int rs_c2s_scan(void *arg, sy_pipe_t *p)
 static int rs_s2c_scan(void *arg, sy_pipe_t *p)
 {
     redis_session_t *s = arg;
+    uint64_t replies = 0;   /* added to the route's shared counter once per read */
     while (p->scanned < p->end) {
         int done = 0;
         ssize_t n = resp_reply_scan(&s->rp, p->buf + p->scanned, p->end - p->scanned, &done);
         if (n < 0) {
             p->fwd = p->scanned;
-            s->route->err_protocol++;
+            SY_STAT_ADD(s->route->transactions, replies);
+            SY_STAT_ADD(s->route->err_protocol, 1);
             rs_close(s, "route %s: protocol error from %s: %s", s->route->conf->name, s->target->hostport,
                      s->rp.err);
             return -1;
@@ -827,7 +830,7 @@ static int rs_s2c_scan(void *arg, sy_pipe_t *p)
             continue;
         }
         if (!push && s->pending > 0) {
-            s->route->transactions++;
+            replies++;
             s->pending--;
             rs_reply_seen(s, r->type != '-' && r->type != '!');
             if (s->pending == 0)
@@ -835,6 +838,8 @@ static int rs_s2c_scan(void *arg, sy_pipe_t *p)
         }
     }
     p->fwd = p->scanned;
+    if (replies > 0)
+        SY_STAT_ADD(s->route->transactions, replies);
     /* Owed replies have passed: a held command can be answered now. */
     if (s->held != LOCAL_NONE && s->pending == 0 && s->state == RS_RELAY) {
         if (rs_c2s_scan(s, &s->c2s) != 0)
@@ -996,7 +1001,7 @@ static void rs_move_done(uv_work_t *req, int status)
     fcntl(m->fd, F_SETFL, fl | O_NONBLOCK);
     int one = 1;
     setsockopt(m->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    sy_conn_init(&s->server, m->fd, s);
+    sy_conn_init(&s->server, s->loop, m->fd, s);
     if (m->ssl != NULL) {
         s->server.ssl = m->ssl;
         s->server.ssl_owned = 1;
@@ -1013,7 +1018,7 @@ static void rs_move_done(uv_work_t *req, int status)
     rs_set_state(s, RS_RELAY);
     sy_info("event=moved conn=%llu route=%s target=%s upstream=%s ms=%llu", (unsigned long long)s->id,
             s->route->conf->name, s->which == CONF_EXTERNAL ? "external" : "builtin", s->target->hostport,
-            (unsigned long long)(uv_now(sy_server.loop) - m->started));
+            (unsigned long long)(uv_now(s->loop) - m->started));
     s->refs++;
     s->s2c.reading = 1;
     if (!sy_route_should_hold(&s->link)) {
@@ -1061,7 +1066,7 @@ static void rs_link_move(sy_session_link_t *l)
     m->which = r->active;
     m->target = r->active == CONF_EXTERNAL ? &r->conf->external : &r->conf->builtin;
     m->fd = -1;
-    m->started = uv_now(sy_server.loop);
+    m->started = uv_now(s->loop);
     if (s->pre_fd >= 0 && s->pre_target == m->target) {
         m->fd = s->pre_fd;   /* dialed while the session was still working */
         m->ssl = s->pre_ssl;
@@ -1076,7 +1081,7 @@ static void rs_link_move(sy_session_link_t *l)
     sy_conn_watch(&s->server, 0, rs_server_cb);
     sy_conn_watch(&s->client, sy_pipe_dst_events(&s->s2c), rs_client_cb);
     s->refs++;
-    if (uv_queue_work(sy_server.loop, &m->req, rs_move_work, rs_move_done) != 0) {
+    if (uv_queue_work(s->loop, &m->req, rs_move_work, rs_move_done) != 0) {
         s->refs--;
         sy_redis_hangup(m->fd, m->ssl);
         free(m->replay);
@@ -1140,7 +1145,7 @@ static void rs_link_prepare(sy_session_link_t *l)
     w->fd = -1;
     w->target = r->active == CONF_EXTERNAL ? &r->conf->external : &r->conf->builtin;
     s->refs++;
-    if (uv_queue_work(sy_server.loop, &w->req, rs_prep_work, rs_prep_done) != 0) {
+    if (uv_queue_work(s->loop, &w->req, rs_prep_work, rs_prep_done) != 0) {
         s->refs--;
         free(w);
         sy_switch_prepared(l);
@@ -1177,7 +1182,7 @@ static void rs_upstream_lost(redis_session_t *s, int err)
         return;
     }
     const char *why = s->server.tls_err ? s->server.tls_err : err ? strerror(-err) : "server closed the connection";
-    s->route->err_lost++;
+    SY_STAT_ADD(s->route->err_lost, 1);
     rs_close(s, "route %s: connection to %s lost: %s", s->route->conf->name, s->target->hostport, why);
 }
 
@@ -1255,13 +1260,13 @@ static void rs_connect_failed(redis_session_t *s, const char *cause)
     char q[700];
     sy_info("event=upstream_failed conn=%llu route=%s error=%s", (unsigned long long)s->id, s->route->conf->name,
             sy_logq(q, sizeof(q), s->errmsg));
-    s->route->nerrors++;
-    s->route->err_connect++;
+    SY_STAT_ADD(s->route->nerrors, 1);
+    SY_STAT_ADD(s->route->err_connect, 1);
     /* Whatever the server said during setup is not the client's to see. */
     s->s2c.start = s->s2c.fwd = s->s2c.scanned = s->s2c.end = 0;
     resp_reply_init(&s->rp, 0);
     if (s->server.fd >= 0)
-        s->route->upstreams--;
+        SY_STAT_SUB(s->route->upstreams, 1);
     sy_conn_close(&s->server);
     if (s->timer_on)
         uv_timer_stop(&s->timer);
@@ -1394,15 +1399,20 @@ static void rs_tls_step(redis_session_t *s)
     rs_send_setup(s);
 }
 
+/* The route's client context for this target, built by the first session that needs it
+ * (loops share it; sy_shared_mu keeps two from building it at once). */
 static SSL_CTX *rs_tls_ctx(redis_session_t *s, char *err, size_t errlen)
 {
     int w = s->which == CONF_EXTERNAL;
+    pthread_mutex_lock(&sy_shared_mu);
     if (s->route->tls_ctx[w] == NULL) {
         const conf_target_t *t = s->target;
         s->route->tls_ctx[w] = sy_tls_client_ctx(t->tls_ca_file, t->tls_cert, t->tls_key,
                                                  t->tls_insecure_skip_verify, err, errlen);
     }
-    return s->route->tls_ctx[w];
+    SSL_CTX *ctx = s->route->tls_ctx[w];
+    pthread_mutex_unlock(&sy_shared_mu);
+    return ctx;
 }
 
 static void rs_connected(redis_session_t *s)
@@ -1446,7 +1456,7 @@ static void rs_server_connecting(redis_session_t *s, sy_conn_t *c)
         if (err != 0) {
             snprintf(s->errmsg, sizeof(s->errmsg), "%s", strerror(err));
             sy_conn_close(&s->server);
-            s->route->upstreams--;
+            SY_STAT_SUB(s->route->upstreams, 1);
             rs_connect_next(s);
             return;
         }
@@ -1475,8 +1485,8 @@ static void rs_connect_next(redis_session_t *s)
             close(fd);
             continue;
         }
-        sy_conn_init(&s->server, fd, s);
-        s->route->upstreams++;
+        sy_conn_init(&s->server, s->loop, fd, s);
+        SY_STAT_ADD(s->route->upstreams, 1);
         s->setup_left = -3;
         if (sy_conn_watch(&s->server, UV_WRITABLE, rs_server_cb) != 0) {
             rs_connect_failed(s, "cannot watch the socket");
@@ -1523,15 +1533,16 @@ static void rs_describe(const sy_session_link_t *l, char cols[][128])
              s->blocking, s->monitoring, s->resp3);
 }
 
-void redis_session_start(sy_listener_t *l, int fd, int trusted)
+void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *loop)
 {
     redis_session_t *s = calloc(1, sizeof(*s));
     if (s == NULL) {
         close(fd);
         return;
     }
-    s->id = ++sy_server.next_conn_id;
+    s->id = SY_STAT_ADD(sy_server.next_conn_id, 1) + 1;
     s->refs = 1;
+    s->loop = loop;
     s->listener = l;
     s->state = RS_CONNECTING;
     s->client_db = -1;
@@ -1543,9 +1554,9 @@ void redis_session_start(sy_listener_t *l, int fd, int trusted)
     s->link.kick = rs_link_kick;
     s->link.release = rs_link_release;
     sy_session_link(&s->link);
-    sy_server.nclients++;
-    sy_conn_init(&s->client, fd, s);
-    sy_conn_init(&s->server, -1, s);
+    SY_STAT_ADD(sy_server.nclients, 1);
+    sy_conn_init(&s->client, s->loop, fd, s);
+    sy_conn_init(&s->server, s->loop, -1, s);
     s->c2s = (sy_pipe_t){ .buf = s->bufs, .cap = SY_PIPE_BUF, .src = &s->client, .dst = &s->server,
                           .scan = rs_c2s_scan, .reading = 0 };
     s->s2c = (sy_pipe_t){ .buf = s->bufs + SY_PIPE_BUF, .cap = SY_PIPE_BUF, .src = &s->server,
@@ -1559,7 +1570,7 @@ void redis_session_start(sy_listener_t *l, int fd, int trusted)
         rs_destroy(s);
         return;
     }
-    s->route->clients++;
+    SY_STAT_ADD(s->route->clients, 1);
     s->which = s->route->active;
     s->link.route = s->route;
     s->link.which = s->which;
@@ -1597,7 +1608,7 @@ void redis_session_start(sy_listener_t *l, int fd, int trusted)
     }
     s->gai.data = s;
     s->refs++;
-    if (uv_getaddrinfo(sy_server.loop, &s->gai, rs_gai_cb, host, NULL, &hints) != 0) {
+    if (uv_getaddrinfo(s->loop, &s->gai, rs_gai_cb, host, NULL, &hints) != 0) {
         s->refs--;
         rs_connect_failed(s, "cannot resolve");
     }

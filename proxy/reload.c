@@ -55,6 +55,10 @@ static int same_shape(const conf_t *a, const conf_t *b, char *err, size_t errlen
         snprintf(err, errlen, "listeners or routes were added or removed; restart switchyard for that");
         return 0;
     }
+    if (a->workers != b->workers) {
+        snprintf(err, errlen, "workers changed; restart switchyard for that");
+        return 0;
+    }
     for (size_t i = 0; i < a->nlisteners; i++) {
         const conf_listener_t *x = &a->listeners[i], *y = &b->listeners[i];
         if (!same_str(x->name, y->name) || x->proto != y->proto || !same_str(x->host, y->host) ||

@@ -27,6 +27,10 @@
  *
  * A 20 ms check timer runs while a switch is in progress, so a quiet session that sends
  * nothing is still noticed; sessions also poke the switch when they reach a boundary.
+ *
+ * Everything here runs on the main loop with the worker loops stopped (worker.c), so it
+ * may walk and drive sessions of every loop; sessions on workers reach it only through
+ * sy_switch_poke, which asks the main loop to step.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -186,10 +190,18 @@ static void sw_step(sy_switch_t *sw)
     (void)moving;
 }
 
+/* Sessions on worker loops only flag the route; the main loop steps the switch (see
+ * worker.c). On the main loop (the world stopped) the step runs at once. */
 void sy_switch_poke(sy_route_t *r)
 {
-    if (r != NULL && r->sw != NULL)
-        sw_step(r->sw);
+    if (r == NULL || r->sw == NULL)
+        return;
+    if (!sy_on_main()) {
+        __atomic_store_n(&r->poke, 1, __ATOMIC_RELEASE);
+        sy_ctl_wake();
+        return;
+    }
+    sw_step(r->sw);
 }
 
 void sy_switch_moved(sy_session_link_t *l, int ok)
@@ -200,21 +212,19 @@ void sy_switch_moved(sy_session_link_t *l, int ok)
         return;
     sy_switch_t *sw = r->sw;
     if (ok) {
-        r->moved++;
+        SY_STAT_ADD(r->moved, 1);
         if (sw)
-            sw->moved++;
+            SY_STAT_ADD(sw->moved, 1);
     } else if (sw) {
-        sw->closed++;
+        SY_STAT_ADD(sw->closed, 1);
     }
-    if (sw != NULL)
-        sw_step(sw);
+    sy_switch_poke(r);
 }
 
 void sy_switch_prepared(sy_session_link_t *l)
 {
     l->preparing = 0;
-    if (l->route != NULL && l->route->sw != NULL)
-        sw_step(l->route->sw);
+    sy_switch_poke(l->route);
 }
 
 static void sw_check_cb(uv_timer_t *t)

@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include <pthread.h>
 #include <uv.h>
 #include <openssl/ssl.h>
 #include "conf/conf.h"
@@ -71,9 +72,10 @@ struct sy_conn_s {
     const char *tls_err;    /* last TLS error text (static or from OpenSSL's table) */
     sy_conn_cb  cb;
     void       *data;
+    uv_loop_t  *loop;       /* the loop its poll handle lives on (its session's) */
 };
 
-void sy_conn_init(sy_conn_t *c, int fd, void *data);
+void sy_conn_init(sy_conn_t *c, uv_loop_t *loop, int fd, void *data);
 /* (Re)start watching c->fd for events with cb; allocates the poll handle on first use.
  * Only calls into libuv when the event set changes. Returns 0 or a libuv error. */
 int  sy_conn_watch(sy_conn_t *c, int events, sy_conn_cb cb);
@@ -157,10 +159,48 @@ sy_relay_t sy_relay_step(void *sess, sy_pipe_t *c2s, sy_pipe_t *s2c, sy_conn_t *
 int  sy_pipe_src_events(const sy_pipe_t *p);
 int  sy_pipe_dst_events(const sy_pipe_t *p);
 
+/* ---- loops (worker.c) -------------------------------------------------------------- */
+
+/*
+ * The main thread runs the control loop (sy_server.loop); sessions run on worker loops.
+ * Control callbacks run with every worker stopped ("the world"), so they may touch any
+ * session. A worker tells the control plane things through sy_ctl_post and route->poke,
+ * never by calling control code itself. See worker.c.
+ */
+typedef struct sy_listener_s sy_listener_t;
+typedef struct sy_ctl_s sy_ctl_t;
+struct sy_ctl_s {
+    sy_ctl_t *next;
+    void    (*fn)(sy_ctl_t *c);   /* runs on the main thread, world stopped */
+};
+/* Run c->fn on the main loop (at once when already there). */
+void sy_ctl_post(sy_ctl_t *c);
+/* Wake the main loop to look at route pokes and at shutdown (no-op on the main thread). */
+void sy_ctl_wake(void);
+int  sy_on_main(void);
+int  sy_nworkers(void);
+/* n worker loops (0: sessions on the main loop). Returns with the world stopped, so the
+ * caller can set up the listeners; sy_world_start lets the workers run. */
+int  sy_workers_start(int n, char *err, size_t errlen);
+void sy_world_stop(void);
+void sy_world_start(void);
+uv_loop_t *sy_accept_loop(void);
+/* Start a session for an accepted socket on the next worker's loop. */
+void sy_dispatch(sy_listener_t *l, int fd, int trusted);
+void sy_main_run(void);
+void sy_main_quit(void);
+/* Guards what workers share as sessions come and go: the session list, cancel keys,
+ * lazily built TLS contexts. Never held across anything that blocks. */
+extern pthread_mutex_t sy_shared_mu;
+
+/* Counters that several loops update. Readers are on the main loop with the world
+ * stopped, so plain reads see settled values. */
+#define SY_STAT_ADD(x, n) __atomic_fetch_add(&(x), (n), __ATOMIC_RELAXED)
+#define SY_STAT_SUB(x, n) __atomic_fetch_sub(&(x), (n), __ATOMIC_RELAXED)
+
 /* ---- the server (main.c, listener.c) ---------------------------------------------- */
 
 typedef struct sy_route_s sy_route_t;
-typedef struct sy_listener_s sy_listener_t;
 
 struct sy_route_s {
     const conf_route_t *conf;
@@ -182,6 +222,7 @@ struct sy_route_s {
     int                 paused;
     void               *sw;               /* the switch in progress (switchover.c) */
     uv_timer_t         *pause_timer;
+    int                 poke;             /* a worker asks the main loop to step the switch */
     int                 healthy;          /* last health probe of the active target: 1 ok */
     char                health_err[256];  /* its cause when not ok */
 };
@@ -273,16 +314,15 @@ int  sy_listeners_start(char *err, size_t errlen);
 void sy_listeners_stop(void);
 int  sy_is_loopback_peer(int fd);
 
-/* Sessions (pg_session.c, redis_session.c). */
-void pg_session_start(sy_listener_t *l, int fd, int trusted);
-void redis_session_start(sy_listener_t *l, int fd, int trusted);
+/* Sessions (pg_session.c, redis_session.c), on the given loop for their whole life. */
+void pg_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *loop);
+void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *loop);
 
 /* Postgres cancel keys (pg_cancel.c). */
 typedef struct pg_session_s pg_session_t;
 uint32_t pg_cancel_register(pg_session_t *s);
 void     pg_cancel_unregister(uint32_t key);
 void     pg_cancel_request(uint32_t pid, uint32_t key);
-pg_session_t *pg_cancel_lookup(uint32_t key);
 
 /* RELOAD and SIGHUP (reload.c). sy_reload returns 0 with a summary in msg, or -1 with
  * the reason (nothing changed). */
