@@ -1,6 +1,7 @@
 # switchyard build.
 #   make            release-ish build (-O2 -g) into build/
-#   make test       sanitizer build (ASan+UBSan) and the whole suite: unit + integration
+#   make test       sanitizer build (ASan+UBSan) and the whole suite: unit + integration,
+#                   then the multi-loop tests again on a ThreadSanitizer build
 #   make unit       unit tests only (sanitizer build)
 #   make SANITIZE=address,undefined   any build with sanitizers
 #   make WERROR=1   warnings are errors (CI sets this)
@@ -33,7 +34,7 @@ UNIT_BIN  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 TOOL_SRC  := $(wildcard tests/tools/*.c)
 TOOL_BIN  := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
 
-.PHONY: all test unit integration clean asan
+.PHONY: all test unit integration clean asan tsan
 
 all: $(BUILD)/switchyard $(UNIT_BIN) $(TOOL_BIN)
 
@@ -63,6 +64,13 @@ ASAN_VARS  := BUILD=$(ASAN_BUILD) SANITIZE=address,undefined OPT="-O1 -g"
 asan:
 	$(MAKE) $(ASAN_VARS) all
 
+# ThreadSanitizer build: sessions run on worker threads (proxy/worker.c).
+TSAN_BUILD := build-tsan
+TSAN_VARS  := BUILD=$(TSAN_BUILD) SANITIZE=thread OPT="-O1 -g"
+
+tsan:
+	$(MAKE) $(TSAN_VARS) all
+
 unit: asan
 	@set -e; for t in $(patsubst tests/unit/%.c,$(ASAN_BUILD)/tests/%,$(UNIT_SRC)); do echo "== $$t"; $$t; done
 
@@ -74,10 +82,11 @@ integration: asan
 test:
 	@scripts/install-deps.sh
 	$(MAKE) $(ASAN_VARS) all
-	/usr/bin/python3 tests/run_all.py --build $(ASAN_BUILD)
+	$(MAKE) $(TSAN_VARS) $(TSAN_BUILD)/switchyard $(patsubst tests/tools/%.c,$(TSAN_BUILD)/tools/%,$(TOOL_SRC))
+	/usr/bin/python3 tests/run_all.py --build $(ASAN_BUILD) --tsan-build $(TSAN_BUILD)
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-tsan
 
 # Benchmarks, not part of `make test`: direct vs switchyard vs peer proxies on this machine,
 # one table per script (BENCH_SECONDS, BENCH_ROUNDS: see bench/*.sh).

@@ -230,7 +230,8 @@ start_haproxy() {
 	fi
 }
 
-# start_switchyard WRITE_CONF PROBE: build/switchyard with the config that the function
+# start_switchyard WRITE_CONF PROBE: build/switchyard (SWITCHYARD_WORKERS sets its worker
+# threads; default auto, one per CPU) with the config that the function
 # WRITE_CONF FILE PORT writes, checked with --check, then probed with PROBE PORT (a real
 # client request through it). On any failure SWITCHYARD_NA says why and the bench goes on
 # without it.
@@ -251,12 +252,14 @@ start_switchyard() {
 		SWITCHYARD_NA="--check failed: $(tail -n 2 "$d/check.log" | tr '\n' ' ')"
 		return 0
 	fi
-	env "${SY_ENV_ARGS[@]}" "$d/switchyard" --config "$d/switchyard.conf" >"$d/switchyard.log" 2>&1 &
+	local extra=()
+	if [ -n "${SWITCHYARD_WORKERS:-}" ]; then extra=(-o "switchyard.workers=$SWITCHYARD_WORKERS"); fi
+	env "${SY_ENV_ARGS[@]}" "$d/switchyard" --config "$d/switchyard.conf" "${extra[@]}" >"$d/switchyard.log" 2>&1 &
 	pid=$!
 	bench_track switchyard "$pid"
 	if wait_port "$port" 10 "$pid" && "$probe" "$port" >"$d/probe.log" 2>&1; then
 		add_target switchyard "$port" "$pid"
-		log "switchyard pid $pid on 127.0.0.1:$port"
+		log "switchyard pid $pid on 127.0.0.1:$port, workers ${SWITCHYARD_WORKERS:-auto}"
 	else
 		SWITCHYARD_NA="did not serve: $(tail -n 2 "$d/switchyard.log" "$d/probe.log" 2>/dev/null | tr '\n' ' ')"
 	fi

@@ -8,7 +8,8 @@
 # takes about half that long direct (a short direct calibration run measures the rate;
 # proxied runs take longer);
 # BENCH_REQUESTS / BENCH_PIPELINE_REQUESTS / BENCH_LATENCY_REQUESTS fix the counts instead;
-# BENCH_ROUNDS (3), SWITCHYARD_BIN (build/switchyard), HAPROXY_NBTHREAD, BENCH_KEEP=1.
+# BENCH_ROUNDS (3), SWITCHYARD_BIN (build/switchyard), SWITCHYARD_WORKERS, HAPROXY_NBTHREAD,
+# BENCH_WORKLOADS ("A B L", or a subset), BENCH_KEEP=1.
 #
 # One throwaway redis-server (no persistence) on a free 127.0.0.1 port, and in front of it:
 #   haproxy    mode tcp
@@ -126,7 +127,7 @@ N_L=${BENCH_LATENCY_REQUESTS:-$(size 10000 1 -c 1)}
 log "requests: A $N_A per test, B $N_B per test, L $N_L"
 
 # ---- runs ---------------------------------------------------------------------------------
-WORKLOADS=(A B L)
+read -r -a WORKLOADS <<<"${BENCH_WORKLOADS:-A B L}"
 declare -A WL_ARGS=([A]="-c 50 -t get,set" [B]="-c 50 -P 16 -t get,set" [L]="-c 1 -t get")
 declare -A WL_N=([A]=$N_A [B]=$N_B [L]=$N_L)
 declare -A GET=() SET=() COMB=() CPU=() P50=() AVG=() SRVCPU=()   # "target:workload" -> per-round values

@@ -37,12 +37,12 @@ void sy_session_link(sy_session_link_t *l)
 
 void sy_session_unlink(sy_session_link_t *l)
 {
-    if (l->next == NULL)
-        return;
-    pthread_mutex_lock(&sy_shared_mu);
-    l->prev->next = l->next;
-    l->next->prev = l->prev;
-    l->next = l->prev = NULL;
+    pthread_mutex_lock(&sy_shared_mu);   /* a neighbour's link or unlink changes our pointers */
+    if (l->next != NULL) {
+        l->prev->next = l->next;
+        l->next->prev = l->prev;
+        l->next = l->prev = NULL;
+    }
     pthread_mutex_unlock(&sy_shared_mu);
 }
 

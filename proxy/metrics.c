@@ -366,6 +366,17 @@ static void render_metrics(mx_buf_t *b)
     buf_printf(b, "switchyard_build_info{version=\"%s\"} 1\n", SY_VERSION);
     family(b, "switchyard_clients", "gauge", "Client connections open, on every listener.");
     buf_printf(b, "switchyard_clients %llu\n", (unsigned long long)sy_server.nclients);
+    /* Sessions per worker loop (the world is stopped while this runs: see worker.c). */
+    int nw = sy_nworkers() > 0 ? sy_nworkers() : 1;
+    uint64_t per[64] = { 0 };
+    for (sy_session_link_t *l = sy_sessions.next; l != &sy_sessions; l = l->next) {
+        int w = sy_loop_index(l->loop);
+        if (w >= 0 && w < 64)
+            per[w]++;
+    }
+    family(b, "switchyard_worker_clients", "gauge", "Client connections open on each worker thread.");
+    for (int w = 0; w < nw && w < 64; w++)
+        buf_printf(b, "switchyard_worker_clients{worker=\"%d\"} %llu\n", w, (unsigned long long)per[w]);
     for (size_t f = 0; f < sizeof(route_families) / sizeof(route_families[0]); f++) {
         family(b, route_families[f].name, route_families[f].type, route_families[f].help);
         for (size_t i = 0; i < sy_server.nroutes; i++)

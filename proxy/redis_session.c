@@ -1543,6 +1543,7 @@ void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *loop)
     s->id = SY_STAT_ADD(sy_server.next_conn_id, 1) + 1;
     s->refs = 1;
     s->loop = loop;
+    s->link.loop = loop;
     s->listener = l;
     s->state = RS_CONNECTING;
     s->client_db = -1;

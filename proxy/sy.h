@@ -179,6 +179,8 @@ void sy_ctl_post(sy_ctl_t *c);
 void sy_ctl_wake(void);
 int  sy_on_main(void);
 int  sy_nworkers(void);
+/* The worker index of a session loop (0 for the main loop when there are no workers). */
+int  sy_loop_index(const uv_loop_t *loop);
 /* n worker loops (0: sessions on the main loop). Returns with the world stopped, so the
  * caller can set up the listeners; sy_world_start lets the workers run. */
 int  sy_workers_start(int n, char *err, size_t errlen);
@@ -233,6 +235,7 @@ struct sy_route_s {
 typedef struct sy_session_link_s sy_session_link_t;
 struct sy_session_link_s {
     sy_session_link_t *prev, *next;
+    uv_loop_t         *loop;        /* the worker loop the session lives on */
     sy_route_t        *route;       /* NULL until routed */
     conf_which_t       which;       /* target it is connected to */
     const conf_target_t *target;    /* ...and that target's settings */

@@ -86,6 +86,14 @@ int sy_nworkers(void)
     return nworkers;
 }
 
+int sy_loop_index(const uv_loop_t *loop)
+{
+    for (int i = 0; i < nworkers; i++)
+        if (&workers[i].loop == loop)
+            return i;
+    return 0;
+}
+
 void sy_world_stop(void)
 {
     if (stw_depth++ > 0 || nworkers == 0)

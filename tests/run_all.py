@@ -2,12 +2,16 @@
 """
 run_all.py - the whole suite: unit test binaries, then the integration tests.
 
-    /usr/bin/python3 tests/run_all.py --build build-asan [INTEGRATION FILTERS...]
+    /usr/bin/python3 tests/run_all.py --build build-asan [--tsan-build build-tsan] [INTEGRATION FILTERS...]
 
 Runs every DIR/tests/test_* binary (each prints "name: N passed, N failed"; a binary that
 crashes or prints no such line counts as one failure), then tests/integration/run.py with
 SWITCHYARD_BIN=DIR/switchyard and SWITCHYARD_TOOLS=DIR/tools, adds everything up and prints
 one final line "N passed, N failed". Exits non-zero if anything failed.
+
+With --tsan-build, the tests that drive sessions on several worker loops at once (switchover,
+console, cancel, load, metrics) run a second time against the ThreadSanitizer build; a data
+race report in switchyard's log fails the test like any sanitizer report.
 """
 
 import argparse
@@ -20,6 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SUMMARY = re.compile(r"^(?:(\S+): )?(\d+) passed, (\d+) failed\s*$")
 UNIT_TIMEOUT = 600
+TSAN_TESTS = ["test_workers", "test_switch_", "test_redis_load", "test_pg_basic", "test_metrics", "test_cli"]
 
 
 def run_units(build):
@@ -84,6 +89,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     ap.add_argument("--build", required=True, help="build directory (e.g. build-asan)")
     ap.add_argument("--no-integration", action="store_true")
+    ap.add_argument("--tsan-build", help="ThreadSanitizer build directory (e.g. build-tsan)")
     ap.add_argument("filters", nargs="*", help="integration test name substrings")
     a = ap.parse_args()
     build = os.path.abspath(a.build)
@@ -92,6 +98,10 @@ def main():
     ip = ifail = 0
     if not a.no_integration:
         ip, ifail = run_integration(build, a.filters)
+        if a.tsan_build:
+            print("# integration again under ThreadSanitizer: %s" % " ".join(TSAN_TESTS), flush=True)
+            tp, tf = run_integration(os.path.abspath(a.tsan_build), a.filters or TSAN_TESTS)
+            ip, ifail = ip + tp, ifail + tf
     passed, failed = up + ip, uf + ifail
     print("%d passed, %d failed" % (passed, failed), flush=True)
     return 1 if failed else 0

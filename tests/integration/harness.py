@@ -50,7 +50,9 @@ BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # ASan/UBSan settings for every switchyard we start (see Switchyard).
 ASAN_OPTIONS = "detect_leaks=1:abort_on_error=1"
 UBSAN_OPTIONS = "print_stacktrace=1:halt_on_error=1"
-SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer")
+TSAN_OPTIONS = "halt_on_error=0:second_deadlock_stack=1"
+TEST_WORKERS = os.environ.get("SY_TEST_WORKERS", "2")
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer", "WARNING: ThreadSanitizer")
 
 
 class TestFailure(AssertionError):
@@ -1112,10 +1114,14 @@ class Switchyard:
             argv += ["--env-file", env_file]
         for a in args:
             argv += ["-o", a] if "=" in a and not a.startswith("-") else [a]
+        if not re.search(r"(?m)^\s*workers\s*=", conf_text) and not any("workers=" in a for a in args):
+            # Sessions on more than one worker loop on any machine, so every test crosses
+            # loops the way a multi-core host does (the default, auto, follows the CPUs).
+            argv += ["-o", "switchyard.workers=%s" % TEST_WORKERS]
         self.argv = argv
         e = {"PATH": BASE_PATH, "HOME": empty_home(),
              "ASAN_OPTIONS": ASAN_OPTIONS + (":" + asan_extra if asan_extra else ""),
-             "UBSAN_OPTIONS": UBSAN_OPTIONS}
+             "UBSAN_OPTIONS": UBSAN_OPTIONS, "TSAN_OPTIONS": TSAN_OPTIONS}
         if env:
             e.update({k: str(v) for k, v in env.items() if v is not None})
         self.env = e
