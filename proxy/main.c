@@ -266,9 +266,13 @@ int main(int argc, char **argv)
                 r->active == CONF_EXTERNAL ? "external" : "builtin",
                 sy_logq(q, sizeof(q), t->display ? t->display : ""));
     }
-    int nworkers = sy_server.conf.workers > 0 ? sy_server.conf.workers : (int)uv_available_parallelism();
-    if (nworkers > 64)
-        nworkers = 64;
+    /* auto: one per CPU this process may run on, at most 16 (a sidecar's share). */
+    int nworkers = sy_server.conf.workers;
+    if (nworkers <= 0) {
+        nworkers = (int)uv_available_parallelism();
+        if (nworkers > 16)
+            nworkers = 16;
+    }
     if (sy_workers_start(nworkers, err, sizeof(err)) != 0) {
         fprintf(stderr, "switchyard: %s\n", err);
         return 1;
