@@ -230,14 +230,16 @@ start_haproxy() {
 	fi
 }
 
-# start_switchyard WRITE_CONF PROBE: build/switchyard (SWITCHYARD_WORKERS sets its worker
-# threads; default auto, one per CPU) with the config that the function
-# WRITE_CONF FILE PORT writes, checked with --check, then probed with PROBE PORT (a real
-# client request through it). On any failure SWITCHYARD_NA says why and the bench goes on
-# without it.
+# start_switchyard WRITE_CONF PROBE [NAME [WORKERS]]: build/switchyard as target NAME
+# (default switchyard) with WORKERS worker threads (default SWITCHYARD_WORKERS, else the
+# config's auto: half the CPUs), with the config that the function WRITE_CONF FILE PORT
+# writes, checked with --check, then probed with PROBE PORT (a real client request through
+# it). On any failure SWITCHYARD_NA says why and the bench goes on without it.
+# SWITCHYARD_ALSO_WORKERS=N makes the benches start a second one, "sy-Nw", with N workers.
 SWITCHYARD_NA=
 start_switchyard() {
-	local write_conf=$1 probe=$2 d=$BENCH_DIR/switchyard port pid
+	local write_conf=$1 probe=$2 name=${3:-switchyard} workers=${4:-${SWITCHYARD_WORKERS:-}}
+	local d=$BENCH_DIR/$name port pid
 	mkdir -p "$d"
 	if ! switchyard_usable; then
 		SWITCHYARD_NA="$SWITCHYARD_BIN missing or not runnable"
@@ -253,15 +255,24 @@ start_switchyard() {
 		return 0
 	fi
 	local extra=()
-	if [ -n "${SWITCHYARD_WORKERS:-}" ]; then extra=(-o "switchyard.workers=$SWITCHYARD_WORKERS"); fi
+	if [ -n "$workers" ]; then extra=(-o "switchyard.workers=$workers"); fi
 	env "${SY_ENV_ARGS[@]}" "$d/switchyard" --config "$d/switchyard.conf" "${extra[@]}" >"$d/switchyard.log" 2>&1 &
 	pid=$!
-	bench_track switchyard "$pid"
+	bench_track "$name" "$pid"
 	if wait_port "$port" 10 "$pid" && "$probe" "$port" >"$d/probe.log" 2>&1; then
-		add_target switchyard "$port" "$pid"
-		log "switchyard pid $pid on 127.0.0.1:$port, workers ${SWITCHYARD_WORKERS:-auto}"
+		add_target "$name" "$port" "$pid"
+		log "$name pid $pid on 127.0.0.1:$port, workers ${workers:-auto}"
 	else
 		SWITCHYARD_NA="did not serve: $(tail -n 2 "$d/switchyard.log" "$d/probe.log" 2>/dev/null | tr '\n' ' ')"
 	fi
 	return 0
+}
+
+# The extra switchyard target of SWITCHYARD_ALSO_WORKERS, if any (its name, for the tables).
+SY_EXTRA=
+start_switchyard_extra() {
+	if [ -n "${SWITCHYARD_ALSO_WORKERS:-}" ]; then
+		SY_EXTRA=sy-${SWITCHYARD_ALSO_WORKERS}w
+		start_switchyard "$1" "$2" "$SY_EXTRA" "$SWITCHYARD_ALSO_WORKERS"
+	fi
 }

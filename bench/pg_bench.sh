@@ -112,6 +112,7 @@ probe_pg() {
 }
 
 start_switchyard write_switchyard_conf probe_pg
+start_switchyard_extra write_switchyard_conf probe_pg
 start_pgbouncer
 start_haproxy "$PG_PORT"
 [ -n "$SWITCHYARD_NA" ] && log "switchyard: n/a ($SWITCHYARD_NA)"
@@ -166,7 +167,7 @@ echo "Postgres: pgbench -S, ${BENCH_SECONDS}s runs, median of $BENCH_ROUNDS, sca
 echo "CPU/100k = proxy CPU seconds (user+sys) per 100k transactions"
 printf '%-11s | %12s | %5s | %8s | %10s | %5s | %8s\n' target "-S -c8 tps" ratio CPU/100k "-C tps" ratio CPU/100k
 printf '%s\n' "------------|--------------|-------|----------|------------|-------|---------"
-for t in direct switchyard pgbouncer haproxy; do
+for t in direct switchyard $SY_EXTRA pgbouncer haproxy; do
 	if [ -z "${PORT[$t]:-}" ]; then
 		printf '%-11s | %12s | %5s | %8s | %10s | %5s | %8s\n' "$t" n/a n/a n/a n/a n/a n/a
 		continue

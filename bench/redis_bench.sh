@@ -8,7 +8,8 @@
 # takes about half that long direct (a short direct calibration run measures the rate;
 # proxied runs take longer);
 # BENCH_REQUESTS / BENCH_PIPELINE_REQUESTS / BENCH_LATENCY_REQUESTS fix the counts instead;
-# BENCH_ROUNDS (3), SWITCHYARD_BIN (build/switchyard), SWITCHYARD_WORKERS, HAPROXY_NBTHREAD,
+# BENCH_ROUNDS (3), SWITCHYARD_BIN (build/switchyard), SWITCHYARD_WORKERS, SWITCHYARD_ALSO_WORKERS
+# (a second switchyard, "sy-Nw", with N workers), HAPROXY_NBTHREAD,
 # BENCH_WORKLOADS ("A B L", or a subset), BENCH_KEEP=1.
 #
 # One throwaway redis-server (no persistence) on a free 127.0.0.1 port, and in front of it:
@@ -100,6 +101,7 @@ probe_redis() {
 }
 
 start_switchyard write_switchyard_conf probe_redis
+start_switchyard_extra write_switchyard_conf probe_redis
 start_haproxy "$REDIS_PORT"
 start_nutcracker
 [ -n "$SWITCHYARD_NA" ] && log "switchyard: n/a ($SWITCHYARD_NA)"
@@ -187,7 +189,7 @@ printf '%s\n' "------------|-----------|-----------|-------|----------|---------
 dA=$(m "${COMB[direct:A]:-}"); dB=$(m "${COMB[direct:B]:-}")
 dL=$(m "${P50[direct:L]:-}"); dV=$(m "${AVG[direct:L]:-}")
 diff3() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a") print "n/a"; else printf "%+.3f", a - b }'; }
-for t in direct switchyard haproxy nutcracker; do
+for t in direct switchyard $SY_EXTRA haproxy nutcracker; do
 	if [ -z "${PORT[$t]:-}" ]; then
 		printf "$F" "$t" n/a n/a n/a n/a n/a n/a n/a n/a n/a n/a n/a
 		continue

@@ -181,9 +181,10 @@ int  sy_on_main(void);
 int  sy_nworkers(void);
 /* The worker index of a session loop (0 for the main loop when there are no workers). */
 int  sy_loop_index(const uv_loop_t *loop);
-/* n worker loops (0: sessions on the main loop). Returns with the world stopped, so the
- * caller can set up the listeners; sy_world_start lets the workers run. */
+/* n worker loops (0: sessions on the main loop); sy_workers_run starts their threads once
+ * the listeners are set up on the accept loop. */
 int  sy_workers_start(int n, char *err, size_t errlen);
+int  sy_workers_run(char *err, size_t errlen);
 void sy_world_stop(void);
 void sy_world_start(void);
 uv_loop_t *sy_accept_loop(void);

@@ -1,6 +1,6 @@
 /*
  * worker.c - the loops: one control loop on the main thread, and one session loop per
- * worker thread (`workers`, by default one per CPU).
+ * worker thread (`workers`, by default half the CPUs).
  *
  *   main thread     control loop (sy_server.loop): signals, console commands, switchover
  *                   and pause timers, reload, metrics and health probes
@@ -13,13 +13,13 @@
  *
  * The control plane walks sessions of every loop (a switch holds, moves and releases
  * them; SHOW CLIENTS describes them; SIGTERM kicks them). Instead of rewriting all of that
- * as messages, the main thread "stops the world" while its callbacks run: each worker
- * holds its own mutex while it runs callbacks and releases it only while it waits for
- * events, so the main thread, holding every worker's mutex, has every session and every
- * loop to itself, exactly as a single loop would. Workers are then woken so they re-arm
- * whatever the main thread changed (poll handles, timers). Workers wait on their loop's
- * backend fd with poll(2) and run the loop with UV_RUN_NOWAIT, libuv's documented way
- * to embed a loop (uv_backend_fd / uv_backend_timeout).
+ * as messages, the main thread "stops the world" while its callbacks run: every worker
+ * parks in an async callback of its own loop, so the main thread has every session and
+ * every loop to itself, exactly as a single loop would (sy_world_stop). Workers run their
+ * loops with UV_RUN_DEFAULT and pay nothing for this between stops. The main thread waits
+ * on its loop's backend fd with poll(2) and runs the loop with UV_RUN_NOWAIT, libuv's way
+ * to embed a loop (uv_backend_fd / uv_backend_timeout), stopping the world around each
+ * round of callbacks.
  *
  * Workers never call control code directly. What a session tells the control plane (a
  * switch may step, a console command to run, a cancel to route, the last client left
@@ -28,8 +28,7 @@
  * session list and the cancel-key map, which workers change as sessions come and go,
  * take sy_shared_mu.
  *
- * Lock order: a worker's run mutex, then sy_shared_mu. The main thread takes the run
- * mutexes in index order. Nothing blocks while holding sy_shared_mu.
+ * A worker never parks while it holds sy_shared_mu, and nothing blocks while holding it.
  */
 #include <errno.h>
 #include <poll.h>
@@ -49,8 +48,8 @@ typedef struct sy_worker_s {
     int             id;
     uv_loop_t       loop;
     uv_thread_t     thread;
-    pthread_mutex_t run;        /* held while the worker runs its loop's callbacks */
-    uv_async_t      wake;
+    uv_async_t      wake;       /* new sockets to start here */
+    uv_async_t      park;       /* the main thread stops the world */
     pthread_mutex_t qmu;        /* accepted sockets waiting to be started here */
     handoff_t      *q;
     size_t          qlen, qcap;
@@ -64,11 +63,15 @@ static unsigned next_worker;
 static __thread int on_main;
 static __thread sy_worker_t *self;
 
-/* Stopping the world. */
+/* Stopping the world (see sy_world_stop). */
 static int stw_depth;
-static int stw_want;
+static int stw_want;          /* the main thread wants every worker parked */
+static unsigned stw_gen;      /* bumped by each release */
+static int parked;            /* workers inside park_cb */
+static int running;           /* worker threads started */
 static pthread_mutex_t stw_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t stw_cv = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t stw_cv = PTHREAD_COND_INITIALIZER;      /* release */
+static pthread_cond_t parked_cv = PTHREAD_COND_INITIALIZER;   /* parked changed */
 
 /* Posted control work. */
 static pthread_mutex_t ctl_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -94,38 +97,54 @@ int sy_loop_index(const uv_loop_t *loop)
     return 0;
 }
 
+/*
+ * The main thread stops the world by asking every worker to park (an async callback on
+ * the worker's own loop, so it runs between two other callbacks) and waiting until all
+ * have. Until the release, the main thread acts on worker loops and sessions as if it were
+ * a callback of each: libuv allows a callback to start, stop and close any handle of its
+ * loop, which is all the control code does. The release waits until every worker has left,
+ * so a worker still leaving one stop is never counted as parked for the next.
+ */
 void sy_world_stop(void)
 {
-    if (stw_depth++ > 0 || nworkers == 0)
+    if (stw_depth++ > 0 || !running)
         return;
-    __atomic_store_n(&stw_want, 1, __ATOMIC_SEQ_CST);
+    pthread_mutex_lock(&stw_mu);
+    stw_want = 1;
+    pthread_mutex_unlock(&stw_mu);
     for (int i = 0; i < nworkers; i++)
-        pthread_mutex_lock(&workers[i].run);
+        uv_async_send(&workers[i].park);
+    pthread_mutex_lock(&stw_mu);
+    while (parked < nworkers)
+        pthread_cond_wait(&parked_cv, &stw_mu);
+    pthread_mutex_unlock(&stw_mu);
 }
 
 void sy_world_start(void)
 {
-    if (--stw_depth > 0 || nworkers == 0)
+    if (--stw_depth > 0 || !running)
         return;
-    for (int i = 0; i < nworkers; i++)
-        pthread_mutex_unlock(&workers[i].run);
     pthread_mutex_lock(&stw_mu);
-    __atomic_store_n(&stw_want, 0, __ATOMIC_SEQ_CST);
+    stw_want = 0;
+    stw_gen++;
     pthread_cond_broadcast(&stw_cv);
+    while (parked > 0)
+        pthread_cond_wait(&parked_cv, &stw_mu);
     pthread_mutex_unlock(&stw_mu);
-    /* Whatever the main thread changed on a worker's loop takes effect when it wakes. */
-    for (int i = 0; i < nworkers; i++)
-        uv_async_send(&workers[i].wake);
 }
 
-/* A worker about to take its run mutex again yields to a main thread that wants it. */
-static void stw_wait(void)
+static void park_cb(uv_async_t *a)
 {
-    if (!__atomic_load_n(&stw_want, __ATOMIC_ACQUIRE))
-        return;
     pthread_mutex_lock(&stw_mu);
-    while (__atomic_load_n(&stw_want, __ATOMIC_ACQUIRE))
-        pthread_cond_wait(&stw_cv, &stw_mu);
+    if (stw_want) {
+        unsigned gen = stw_gen;
+        parked++;
+        pthread_cond_broadcast(&parked_cv);
+        while (stw_gen == gen)
+            pthread_cond_wait(&stw_cv, &stw_mu);
+        parked--;
+        pthread_cond_broadcast(&parked_cv);
+    }
     pthread_mutex_unlock(&stw_mu);
 }
 
@@ -183,16 +202,17 @@ void sy_main_quit(void)
     main_quit = 1;
 }
 
-/* The main thread's loop: its callbacks run with the world stopped. */
+/* The main thread's loop: its callbacks run with the world stopped. Returns (to exit) with
+ * the world still stopped, so no worker is half-way through anything as the process ends. */
 void sy_main_run(void)
 {
     uv_loop_t *loop = sy_server.loop;
-    while (!main_quit) {
+    for (;;) {
         sy_world_stop();
         uv_run(loop, UV_RUN_NOWAIT);
-        sy_world_start();
         if (main_quit)
-            break;
+            return;
+        sy_world_start();
         int timeout = uv_backend_timeout(loop);
         if (timeout != 0) {
             struct pollfd p = { .fd = uv_backend_fd(loop), .events = POLLIN };
@@ -233,18 +253,7 @@ static void worker_main(void *arg)
 {
     sy_worker_t *w = arg;
     self = w;
-    pthread_mutex_lock(&w->run);
-    for (;;) {
-        uv_run(&w->loop, UV_RUN_NOWAIT);
-        int timeout = uv_backend_timeout(&w->loop);
-        pthread_mutex_unlock(&w->run);
-        if (timeout != 0) {
-            struct pollfd p = { .fd = uv_backend_fd(&w->loop), .events = POLLIN };
-            poll(&p, 1, timeout);
-        }
-        stw_wait();
-        pthread_mutex_lock(&w->run);
-    }
+    uv_run(&w->loop, UV_RUN_DEFAULT);   /* the wake handle keeps it alive for good */
 }
 
 uv_loop_t *sy_accept_loop(void)
@@ -303,25 +312,30 @@ int sy_workers_start(int n, char *err, size_t errlen)
         int rc = uv_loop_init(&w->loop);
         if (rc == 0)
             rc = uv_async_init(&w->loop, &w->wake, wake_cb);
+        if (rc == 0)
+            rc = uv_async_init(&w->loop, &w->park, park_cb);
         if (rc != 0) {
             snprintf(err, errlen, "cannot create worker loop %d: %s", i, uv_strerror(rc));
             return -1;
         }
         w->loop.data = w;
         w->wake.data = w;
-        pthread_mutex_init(&w->run, NULL);
         pthread_mutex_init(&w->qmu, NULL);
     }
     nworkers = n;
-    /* Threads start with the world stopped: the listeners are set up on worker 0's loop
-     * before it runs; the caller's sy_world_start lets them go. */
-    sy_world_stop();
-    for (int i = 0; i < n; i++) {
+    return 0;
+}
+
+/* The listeners are on worker 0's loop by now: start the threads. */
+int sy_workers_run(char *err, size_t errlen)
+{
+    for (int i = 0; i < nworkers; i++) {
         int rc = uv_thread_create(&workers[i].thread, worker_main, &workers[i]);
         if (rc != 0) {
             snprintf(err, errlen, "cannot start worker thread %d: %s", i, uv_strerror(rc));
             return -1;
         }
     }
+    running = nworkers > 0;
     return 0;
 }
