@@ -107,7 +107,7 @@ typedef struct conf_s {
     int        connect_timeout;      /* seconds when the target sets none, default 10 */
     int        drain_timeout;        /* seconds, default 30 (switchover, SIGTERM) */
     int        pause_max;            /* seconds a PAUSE lasts at most, default 60 */
-    int        workers;              /* session loops (threads); 0: auto, half the CPUs, 1..16 */
+    int        workers;              /* session loops (threads); 0: auto, one per CPU up to 16 */
     char      *admin_password;       /* console password; NULL: loopback/unix only */
     char      *metrics_listen;       /* "127.0.0.1:9187"; NULL or "off": disabled */
     conf_log_format_t log_format;

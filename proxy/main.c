@@ -266,14 +266,12 @@ int main(int argc, char **argv)
                 r->active == CONF_EXTERNAL ? "external" : "builtin",
                 sy_logq(q, sizeof(q), t->display ? t->display : ""));
     }
-    /* auto: half the CPUs this process may run on, at least 1, at most 16. A sidecar shares
-     * its CPUs with the application and the built-in databases; on 2 CPUs a second loop
-     * bought no throughput and cost ~10% more CPU per Postgres transaction (bench/). */
+    /* auto: one per CPU this process may run on, at most 16. On 2 CPUs shared with the
+     * load, two loops gave the best throughput of the proxies measured (bench/) for ~10%
+     * more CPU per Postgres transaction than one loop; workers = 1 is the frugal choice. */
     int nworkers = sy_server.conf.workers;
     if (nworkers <= 0) {
-        nworkers = (int)uv_available_parallelism() / 2;
-        if (nworkers < 1)
-            nworkers = 1;
+        nworkers = (int)uv_available_parallelism();
         if (nworkers > 16)
             nworkers = 16;
     }
