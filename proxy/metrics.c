@@ -367,7 +367,7 @@ static void render_metrics(mx_buf_t *b)
     family(b, "switchyard_clients", "gauge", "Client connections open, on every listener.");
     buf_printf(b, "switchyard_clients %llu\n", (unsigned long long)sy_server.nclients);
     /* Sessions per worker loop (the world is stopped while this runs: see worker.c). */
-    int nw = sy_nworkers() > 0 ? sy_nworkers() : 1;
+    int nw = sy_nworkers();
     uint64_t per[64] = { 0 };
     for (sy_session_link_t *l = sy_sessions.next; l != &sy_sessions; l = l->next) {
         int w = sy_loop_index(l->loop);

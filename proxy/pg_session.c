@@ -76,7 +76,6 @@ struct pg_session_s {
     sy_session_link_t link;           /* on sy_sessions; first member */
     uint64_t       id;
     int            refs;
-    uv_loop_t     *loop;           /* the worker loop it lives on */
     pg_state_t     state;
     sy_listener_t *listener;
     sy_route_t    *route;
@@ -158,7 +157,7 @@ uint64_t pg_session_id(const pg_session_t *s)
 
 uv_loop_t *pg_session_loop(const pg_session_t *s)
 {
-    return s->loop;
+    return s->link.loop;
 }
 
 void pg_session_ref(pg_session_t *s)
@@ -359,7 +358,7 @@ static void pg_close(pg_session_t *s, const char *sqlstate, const char *fmt, ...
         return;
     }
     if (!s->timer_on) {
-        uv_timer_init(s->loop, &s->timer);
+        uv_timer_init(s->link.loop, &s->timer);
         s->timer.data = s;
         s->refs++;
         s->timer_on = 1;
@@ -1274,7 +1273,7 @@ static void move_done(uv_work_t *req, int status)
     pg_set_state(s, PGS_RELAY);
     sy_info("event=moved conn=%llu route=%s target=%s upstream=%s backend_pid=%u ms=%llu", (unsigned long long)s->id,
             s->route->conf->name, s->which == CONF_EXTERNAL ? "external" : "builtin", s->target->hostport, s->be_pid,
-            (unsigned long long)(uv_now(s->loop) - m->started));
+            (unsigned long long)(uv_now(s->link.loop) - m->started));
     s->refs++;
     if (!sy_route_should_hold(&s->link)) {
         pg_release(s);
@@ -1315,7 +1314,7 @@ static void pg_link_move(sy_session_link_t *l)
     m->old = s->pg;
     m->which = r->active;
     m->target = r->active == CONF_EXTERNAL ? &r->conf->external : &r->conf->builtin;
-    m->started = uv_now(s->loop);
+    m->started = uv_now(s->link.loop);
     if (s->pre_conn != NULL && s->pre_target == m->target && PQstatus(s->pre_conn) == CONNECTION_OK) {
         m->conn = s->pre_conn;   /* opened while the session was still working */
         s->pre_conn = NULL;
@@ -1328,7 +1327,7 @@ static void pg_link_move(sy_session_link_t *l)
     sy_conn_unwatch(&s->server);   /* libpq owns the socket until we take the new one */
     sy_conn_watch(&s->client, sy_pipe_dst_events(&s->s2c), client_cb);
     s->refs++;
-    if (uv_queue_work(s->loop, &m->req, move_work, move_done) != 0) {
+    if (uv_queue_work(s->link.loop, &m->req, move_work, move_done) != 0) {
         s->refs--;
         free(m);
         pg_set_state(s, PGS_RELAY);
@@ -1389,7 +1388,7 @@ static void pg_link_prepare(sy_session_link_t *l)
     w->s = s;
     w->target = t;
     s->refs++;
-    if (uv_queue_work(s->loop, &w->req, prep_work, prep_done) != 0) {
+    if (uv_queue_work(s->link.loop, &w->req, prep_work, prep_done) != 0) {
         s->refs--;
         free(w);
         sy_switch_prepared(l);
@@ -1463,7 +1462,7 @@ static void resolve_next(pg_session_t *s)
             hints.ai_socktype = SOCK_STREAM;
             s->gai.data = s;
             s->refs++;
-            int r = uv_getaddrinfo(s->loop, &s->gai, gai_cb, h, NULL, &hints);
+            int r = uv_getaddrinfo(s->link.loop, &s->gai, gai_cb, h, NULL, &hints);
             if (r == 0)
                 return;
             s->refs--;
@@ -1486,7 +1485,7 @@ static void pg_upstream_begin(pg_session_t *s)
         timeout = atoi(ct) < 2 ? 2 : atoi(ct);   /* libpq treats 1 as 2 */
 
     pg_set_state(s, PGS_RESOLVING);
-    uv_timer_init(s->loop, &s->timer);
+    uv_timer_init(s->link.loop, &s->timer);
     s->timer.data = s;
     s->refs++;
     s->timer_on = 1;
@@ -1995,7 +1994,6 @@ void pg_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *loop)
     }
     s->id = SY_STAT_ADD(sy_server.next_conn_id, 1) + 1;
     s->refs = 1;
-    s->loop = loop;
     s->link.loop = loop;
     s->listener = l;
     s->trusted = trusted;
@@ -2008,8 +2006,8 @@ void pg_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *loop)
     s->link.release = pg_link_release;
     sy_session_link(&s->link);
     SY_STAT_ADD(sy_server.nclients, 1);
-    sy_conn_init(&s->client, s->loop, fd, s);
-    sy_conn_init(&s->server, s->loop, -1, s);
+    sy_conn_init(&s->client, s->link.loop, fd, s);
+    sy_conn_init(&s->server, s->link.loop, -1, s);
     s->server.own_fd = 0;
     s->c2s = (sy_pipe_t){ .buf = s->bufs, .cap = SY_PIPE_BUF, .src = &s->client, .dst = &s->server,
                           .scan = c2s_scan, .reading = 1 };

@@ -63,7 +63,6 @@ typedef struct redis_session_s {
     sy_session_link_t link;         /* on sy_sessions; first member */
     uint64_t       id;
     int            refs;
-    uv_loop_t     *loop;           /* the worker loop it lives on */
     rs_state_t     state;
     sy_listener_t *listener;
     sy_route_t    *route;
@@ -229,7 +228,7 @@ static void rs_destroy(redis_session_t *s)
 static void rs_timer_start(redis_session_t *s, uv_timer_cb cb, uint64_t ms)
 {
     if (!s->timer_on) {
-        uv_timer_init(s->loop, &s->timer);
+        uv_timer_init(s->link.loop, &s->timer);
         s->timer.data = s;
         s->refs++;
         s->timer_on = 1;
@@ -1001,7 +1000,7 @@ static void rs_move_done(uv_work_t *req, int status)
     fcntl(m->fd, F_SETFL, fl | O_NONBLOCK);
     int one = 1;
     setsockopt(m->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    sy_conn_init(&s->server, s->loop, m->fd, s);
+    sy_conn_init(&s->server, s->link.loop, m->fd, s);
     if (m->ssl != NULL) {
         s->server.ssl = m->ssl;
         s->server.ssl_owned = 1;
@@ -1018,7 +1017,7 @@ static void rs_move_done(uv_work_t *req, int status)
     rs_set_state(s, RS_RELAY);
     sy_info("event=moved conn=%llu route=%s target=%s upstream=%s ms=%llu", (unsigned long long)s->id,
             s->route->conf->name, s->which == CONF_EXTERNAL ? "external" : "builtin", s->target->hostport,
-            (unsigned long long)(uv_now(s->loop) - m->started));
+            (unsigned long long)(uv_now(s->link.loop) - m->started));
     s->refs++;
     s->s2c.reading = 1;
     if (!sy_route_should_hold(&s->link)) {
@@ -1066,7 +1065,7 @@ static void rs_link_move(sy_session_link_t *l)
     m->which = r->active;
     m->target = r->active == CONF_EXTERNAL ? &r->conf->external : &r->conf->builtin;
     m->fd = -1;
-    m->started = uv_now(s->loop);
+    m->started = uv_now(s->link.loop);
     if (s->pre_fd >= 0 && s->pre_target == m->target) {
         m->fd = s->pre_fd;   /* dialed while the session was still working */
         m->ssl = s->pre_ssl;
@@ -1081,7 +1080,7 @@ static void rs_link_move(sy_session_link_t *l)
     sy_conn_watch(&s->server, 0, rs_server_cb);
     sy_conn_watch(&s->client, sy_pipe_dst_events(&s->s2c), rs_client_cb);
     s->refs++;
-    if (uv_queue_work(s->loop, &m->req, rs_move_work, rs_move_done) != 0) {
+    if (uv_queue_work(s->link.loop, &m->req, rs_move_work, rs_move_done) != 0) {
         s->refs--;
         sy_redis_hangup(m->fd, m->ssl);
         free(m->replay);
@@ -1145,7 +1144,7 @@ static void rs_link_prepare(sy_session_link_t *l)
     w->fd = -1;
     w->target = r->active == CONF_EXTERNAL ? &r->conf->external : &r->conf->builtin;
     s->refs++;
-    if (uv_queue_work(s->loop, &w->req, rs_prep_work, rs_prep_done) != 0) {
+    if (uv_queue_work(s->link.loop, &w->req, rs_prep_work, rs_prep_done) != 0) {
         s->refs--;
         free(w);
         sy_switch_prepared(l);
@@ -1485,7 +1484,7 @@ static void rs_connect_next(redis_session_t *s)
             close(fd);
             continue;
         }
-        sy_conn_init(&s->server, s->loop, fd, s);
+        sy_conn_init(&s->server, s->link.loop, fd, s);
         SY_STAT_ADD(s->route->upstreams, 1);
         s->setup_left = -3;
         if (sy_conn_watch(&s->server, UV_WRITABLE, rs_server_cb) != 0) {
@@ -1542,7 +1541,6 @@ void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *loop)
     }
     s->id = SY_STAT_ADD(sy_server.next_conn_id, 1) + 1;
     s->refs = 1;
-    s->loop = loop;
     s->link.loop = loop;
     s->listener = l;
     s->state = RS_CONNECTING;
@@ -1556,8 +1554,8 @@ void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *loop)
     s->link.release = rs_link_release;
     sy_session_link(&s->link);
     SY_STAT_ADD(sy_server.nclients, 1);
-    sy_conn_init(&s->client, s->loop, fd, s);
-    sy_conn_init(&s->server, s->loop, -1, s);
+    sy_conn_init(&s->client, s->link.loop, fd, s);
+    sy_conn_init(&s->server, s->link.loop, -1, s);
     s->c2s = (sy_pipe_t){ .buf = s->bufs, .cap = SY_PIPE_BUF, .src = &s->client, .dst = &s->server,
                           .scan = rs_c2s_scan, .reading = 0 };
     s->s2c = (sy_pipe_t){ .buf = s->bufs + SY_PIPE_BUF, .cap = SY_PIPE_BUF, .src = &s->server,
@@ -1609,7 +1607,7 @@ void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *loop)
     }
     s->gai.data = s;
     s->refs++;
-    if (uv_getaddrinfo(s->loop, &s->gai, rs_gai_cb, host, NULL, &hints) != 0) {
+    if (uv_getaddrinfo(s->link.loop, &s->gai, rs_gai_cb, host, NULL, &hints) != 0) {
         s->refs--;
         rs_connect_failed(s, "cannot resolve");
     }

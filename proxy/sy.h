@@ -179,10 +179,10 @@ void sy_ctl_post(sy_ctl_t *c);
 void sy_ctl_wake(void);
 int  sy_on_main(void);
 int  sy_nworkers(void);
-/* The worker index of a session loop (0 for the main loop when there are no workers). */
+/* The worker index of a session loop. */
 int  sy_loop_index(const uv_loop_t *loop);
-/* n worker loops (0: sessions on the main loop); sy_workers_run starts their threads once
- * the listeners are set up on the accept loop. */
+/* n (>= 1) worker loops; sy_workers_run starts their threads once the listeners are set
+ * up on the accept loop (worker 0's). */
 int  sy_workers_start(int n, char *err, size_t errlen);
 int  sy_workers_run(char *err, size_t errlen);
 void sy_world_stop(void);

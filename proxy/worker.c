@@ -30,7 +30,6 @@
  *
  * A worker never parks while it holds sy_shared_mu, and nothing blocks while holding it.
  */
-#include <errno.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -91,10 +90,8 @@ int sy_nworkers(void)
 
 int sy_loop_index(const uv_loop_t *loop)
 {
-    for (int i = 0; i < nworkers; i++)
-        if (&workers[i].loop == loop)
-            return i;
-    return 0;
+    const sy_worker_t *w = loop->data;
+    return w->id;
 }
 
 /*
@@ -258,16 +255,12 @@ static void worker_main(void *arg)
 
 uv_loop_t *sy_accept_loop(void)
 {
-    return nworkers > 0 ? &workers[0].loop : sy_server.loop;
+    return &workers[0].loop;
 }
 
 /* On the accept loop: give the socket to the next worker. */
 void sy_dispatch(sy_listener_t *l, int fd, int trusted)
 {
-    if (nworkers == 0) {
-        start_session(l, fd, trusted, sy_server.loop);
-        return;
-    }
     sy_worker_t *w = &workers[next_worker++ % (unsigned)nworkers];
     if (w == self) {
         start_session(l, fd, trusted, &w->loop);
@@ -299,8 +292,6 @@ int sy_workers_start(int n, char *err, size_t errlen)
         return -1;
     }
     uv_unref((uv_handle_t *)&ctl_async);
-    if (n <= 0)
-        return 0;
     workers = calloc((size_t)n, sizeof(sy_worker_t));
     if (workers == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -336,6 +327,6 @@ int sy_workers_run(char *err, size_t errlen)
             return -1;
         }
     }
-    running = nworkers > 0;
+    running = 1;
     return 0;
 }
