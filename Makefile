@@ -26,7 +26,7 @@ endif
 
 PROTO_SRC := $(wildcard protocol/*.c)
 CONF_SRC  := $(wildcard conf/*.c)
-PROXY_SRC := $(wildcard proxy/*.c)
+PROXY_SRC := $(wildcard proxy/*/*.c)
 LIB_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(PROTO_SRC) $(CONF_SRC))
 PROXY_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(PROXY_SRC))
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
@@ -38,7 +38,7 @@ TOOL_BIN  := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
 
 all: $(BUILD)/switchyard $(UNIT_BIN) $(TOOL_BIN)
 
-$(BUILD)/%.o: %.c $(wildcard */*.h)
+$(BUILD)/%.o: %.c $(wildcard */*.h proxy/*/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
@@ -64,7 +64,7 @@ ASAN_VARS  := BUILD=$(ASAN_BUILD) SANITIZE=address,undefined OPT="-O1 -g"
 asan:
 	$(MAKE) $(ASAN_VARS) all
 
-# ThreadSanitizer build: sessions run on worker threads (proxy/worker.c).
+# ThreadSanitizer build: sessions run on worker threads (proxy/core/worker.c).
 TSAN_BUILD := build-tsan
 TSAN_VARS  := BUILD=$(TSAN_BUILD) SANITIZE=thread OPT="-O1 -g"
 

@@ -1,6 +1,6 @@
 /*
  * http_req.h - an HTTP/1.x request-head parser: the request line and the header fields,
- * nothing else. It serves the metrics endpoint (proxy/metrics.c), which only needs the
+ * nothing else. It serves the metrics endpoint (proxy/control/metrics.c), which only needs the
  * method and the target of small GET requests, answers, and closes.
  *
  * Pure: (state, bytes, len) -> consumed | error. The caller owns the state, feeds bytes as

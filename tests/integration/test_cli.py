@@ -1,6 +1,6 @@
 """
 test_cli.py - issue 4: `switchyard switch|status|pause|resume|reload`, the command-line front
-end to the admin console (proxy/cli.c), run as a real process against a running switchyard.
+end to the admin console (proxy/cli/cli.c), run as a real process against a running switchyard.
 
 The contract under test is the exit code: 0 the command completed, 1 the console refused or
 failed it, 2 bad usage or configuration, 3 the console cannot be reached (or refuses the login).

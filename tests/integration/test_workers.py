@@ -1,5 +1,5 @@
 """
-test_workers.py - sessions on several worker loops (proxy/worker.c):
+test_workers.py - sessions on several worker loops (proxy/core/worker.c):
 
   - accepted connections are handed to the workers in turn, Postgres and Redis alike; the
     per-worker gauge in /metrics and the console's SHOW CLIENTS see every loop's sessions,

@@ -8,7 +8,7 @@
  */
 #include <errno.h>
 #include <string.h>
-#include "proxy/sy.h"
+#include "proxy/core/sy.h"
 
 static void pipe_compact(sy_pipe_t *p)
 {

@@ -34,7 +34,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include "proxy/sy.h"
+#include "proxy/core/sy.h"
 
 typedef struct sy_switch_s {
     sy_route_t       *route;

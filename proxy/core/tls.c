@@ -16,7 +16,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <arpa/inet.h>
-#include "proxy/sy.h"
+#include "proxy/core/sy.h"
 
 static int tls_fail(sy_conn_t *c, int r, int *want)
 {

@@ -16,8 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <libpq-fe.h>
-#include "proxy/sy.h"
-#include "proxy/pg_session.h"
+#include "proxy/core/sy.h"
+#include "proxy/pg/pg_session.h"
 
 typedef struct slot_s {
     uint32_t      key;       /* 0: empty */

@@ -11,8 +11,8 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <openssl/x509v3.h>
-#include "proxy/sy.h"
-#include "proxy/redis_dial.h"
+#include "proxy/core/sy.h"
+#include "proxy/redis/redis_dial.h"
 #include "protocol/resp.h"
 #include "protocol/resp_cmd.h"
 

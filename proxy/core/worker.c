@@ -35,7 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include "proxy/sy.h"
+#include "proxy/core/sy.h"
 
 typedef struct handoff_s {
     sy_listener_t *l;
@@ -220,12 +220,21 @@ void sy_main_run(void)
 
 /* ---- workers ---------------------------------------------------------------------------- */
 
+static const sy_proto_t *protos[CONF_PROTO_REDIS + 1];
+
+void sy_proto_register(conf_proto_t proto, const sy_proto_t *ops)
+{
+    protos[proto] = ops;
+}
+
 static void start_session(sy_listener_t *l, int fd, int trusted, uv_loop_t *loop)
 {
-    if (l->conf->proto == CONF_PROTO_PG)
-        pg_session_start(l, fd, trusted, loop);
-    else
-        redis_session_start(l, fd, trusted, loop);
+    const sy_proto_t *ops = protos[l->conf->proto];
+    if (ops == NULL) {
+        close(fd);
+        return;
+    }
+    ops->start(l, fd, trusted, loop);
 }
 
 static void wake_cb(uv_async_t *a)

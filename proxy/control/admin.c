@@ -28,9 +28,9 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <libpq-fe.h>
-#include "proxy/sy.h"
-#include "proxy/admin.h"
-#include "proxy/redis_dial.h"
+#include "proxy/core/sy.h"
+#include "proxy/control/admin.h"
+#include "proxy/redis/redis_dial.h"
 #include "protocol/pg_wire.h"
 #include "protocol/resp.h"
 #include "protocol/resp_cmd.h"

@@ -19,7 +19,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include "proxy/sy.h"
+#include "proxy/core/sy.h"
 
 static int listen_tcp(const char *host, int port, char *err, size_t errlen)
 {

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 #include <sys/socket.h>
-#include "proxy/sy.h"
+#include "proxy/core/sy.h"
 
 static ssize_t plain_read(sy_conn_t *c, void *buf, size_t len)
 {

@@ -39,9 +39,9 @@
 #include <string.h>
 #include <strings.h>
 #include <netdb.h>
-#include "proxy/sy.h"
-#include "proxy/admin.h"
-#include "proxy/metrics.h"
+#include "proxy/core/sy.h"
+#include "proxy/control/admin.h"
+#include "proxy/control/metrics.h"
 #include "protocol/http_req.h"
 
 #define MX_TICK_MS          1000

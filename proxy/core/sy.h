@@ -318,9 +318,16 @@ int  sy_listeners_start(char *err, size_t errlen);
 void sy_listeners_stop(void);
 int  sy_is_loopback_peer(int fd);
 
-/* Sessions (pg_session.c, redis_session.c), on the given loop for their whole life. */
-void pg_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *loop);
-void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *loop);
+/* A protocol plugs into the core with an ops table; the core never names its protocols.
+ * start: begin a session for an accepted socket, on `loop` for its whole life. */
+typedef struct sy_proto_s {
+    const char *name;
+    void      (*start)(sy_listener_t *l, int fd, int trusted, uv_loop_t *loop);
+} sy_proto_t;
+/* Register the ops for listeners of protocol `proto` (before the listeners start). */
+void sy_proto_register(conf_proto_t proto, const sy_proto_t *ops);
+extern const sy_proto_t pg_proto;      /* proxy/pg/pg_session.c */
+extern const sy_proto_t redis_proto;   /* proxy/redis/redis_session.c */
 
 /* Postgres cancel keys (pg_cancel.c). */
 typedef struct pg_session_s pg_session_t;

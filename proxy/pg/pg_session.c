@@ -37,12 +37,12 @@
 #include <netdb.h>
 #include <sys/socket.h>
 #include <libpq-fe.h>
-#include "proxy/sy.h"
-#include "proxy/pg_session.h"
+#include "proxy/core/sy.h"
+#include "proxy/pg/pg_session.h"
 #include "protocol/pg_wire.h"
 #include "protocol/pg_result.h"
 #include "protocol/pg_sql.h"
-#include "proxy/admin.h"
+#include "proxy/control/admin.h"
 
 typedef enum {
     PGS_STARTUP = 0,
@@ -1985,7 +1985,7 @@ static void pg_describe(const sy_session_link_t *l, char cols[][128])
              s->user ? s->user : "");
 }
 
-void pg_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *loop)
+static void pg_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *loop)
 {
     pg_session_t *s = calloc(1, sizeof(*s));
     if (s == NULL) {
@@ -2025,3 +2025,5 @@ void pg_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *loop)
     }
     sy_debug("event=accept conn=%llu listener=%s", (unsigned long long)s->id, l->conf->name);
 }
+
+const sy_proto_t pg_proto = { "postgres", pg_session_start };

@@ -34,10 +34,10 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
-#include "proxy/sy.h"
+#include "proxy/core/sy.h"
 #include "protocol/resp.h"
 #include "protocol/resp_cmd.h"
-#include "proxy/redis_dial.h"
+#include "proxy/redis/redis_dial.h"
 
 typedef enum { RS_CONNECTING = 0, RS_FAILED, RS_RELAY, RS_MOVING, RS_CLOSING, RS_CLOSED } rs_state_t;
 static const char *const rs_names[] = { "connecting", "failed", "relay", "moving", "closing", "closed" };
@@ -1532,7 +1532,7 @@ static void rs_describe(const sy_session_link_t *l, char cols[][128])
              s->blocking, s->monitoring, s->resp3);
 }
 
-void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *loop)
+static void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *loop)
 {
     redis_session_t *s = calloc(1, sizeof(*s));
     if (s == NULL) {
@@ -1612,3 +1612,5 @@ void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *loop)
         rs_connect_failed(s, "cannot resolve");
     }
 }
+
+const sy_proto_t redis_proto = { "redis", redis_session_start };

@@ -14,7 +14,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include "proxy/sy.h"
+#include "proxy/core/sy.h"
 
 static conf_args_t saved_args;
 static conf_t     **retired;      /* replaced configurations, still referenced */

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <time.h>
 #include <sys/time.h>
-#include "proxy/sy.h"
+#include "proxy/core/sy.h"
 
 int sy_log_level = SY_LOG_INFO;
 int sy_log_json = 0;

@@ -16,9 +16,9 @@
 #ifdef __SANITIZE_ADDRESS__
 #include <sanitizer/lsan_interface.h>
 #endif
-#include "proxy/sy.h"
-#include "proxy/cli.h"
-#include "proxy/metrics.h"
+#include "proxy/core/sy.h"
+#include "proxy/cli/cli.h"
+#include "proxy/control/metrics.h"
 
 sy_server_t sy_server;
 sy_session_link_t sy_sessions = { .prev = &sy_sessions, .next = &sy_sessions };
@@ -275,6 +275,8 @@ int main(int argc, char **argv)
         if (nworkers > 16)
             nworkers = 16;
     }
+    sy_proto_register(CONF_PROTO_PG, &pg_proto);
+    sy_proto_register(CONF_PROTO_REDIS, &redis_proto);
     if (sy_workers_start(nworkers, err, sizeof(err)) != 0) {
         fprintf(stderr, "switchyard: %s\n", err);
         return 1;

@@ -33,7 +33,7 @@
 #include <ctype.h>
 #include <libpq-fe.h>
 #include "conf/conf.h"
-#include "proxy/cli.h"
+#include "proxy/cli/cli.h"
 
 enum {
     CLI_OK = 0,         /* the command completed */

@@ -22,7 +22,7 @@ int admin_execute(const char *sql, const char *user, pgr_buf_t *out, admin_done_
 
 #endif
 
-#include "proxy/sy.h"
+#include "proxy/core/sy.h"
 
 /*
  * Open a full session to a route's target and close it again: libpq + SELECT 1 for

@@ -5,7 +5,7 @@
 #define SY_PG_SESSION_H
 
 #include <libpq-fe.h>
-#include "proxy/sy.h"
+#include "proxy/core/sy.h"
 
 uint64_t  pg_session_id(const pg_session_t *s);
 /* The loop the session lives on; its references are taken and dropped there, or on the
