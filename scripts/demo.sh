@@ -2,7 +2,7 @@
 # scripts/demo.sh - the README's first command: everything needed to try switchyard here,
 # including a hot switch from the built-in databases to "external" ones and back.
 #
-#   sudo scripts/demo.sh        (or, as root, scripts/demo.sh)
+#   scripts/demo.sh             as root (no sudo needed; Postgres runs as postgres via runuser)
 #
 #   1. installs missing Debian packages (scripts/install-deps.sh; as non-root it only checks)
 #   2. builds (make)
@@ -58,7 +58,7 @@ clean_env() { env "${UNSET[@]}" "$@"; }
 if is_root; then
 	scripts/install-deps.sh
 else
-	scripts/install-deps.sh || die "missing packages: run 'sudo $0' (or scripts/install-deps.sh as root)"
+	scripts/install-deps.sh || die "missing packages: run $0 (or scripts/install-deps.sh) as root"
 fi
 # curl is only for looking at the metrics endpoint; install-deps.sh does not list it.
 if ! command -v curl >/dev/null 2>&1; then
