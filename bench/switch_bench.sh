@@ -52,16 +52,6 @@ console() {
 	"$PG_BIN/psql" -qXAt -F ' ' -h 127.0.0.1 -p "$sy_pg" -U postgres switchyard -c "$1"
 }
 
-# start_redis PORT [ARGS...]: a throwaway redis-server on 127.0.0.1:PORT.
-start_redis() {
-	local p=$1
-	shift
-	redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no --dir "$BENCH_DIR" "$@" \
-		>"$BENCH_DIR/redis-$p.log" 2>&1 &
-	bench_track "redis-$p" $!
-	wait_port "$p" 10 $! || die "redis did not start: $(tail -n 3 "$BENCH_DIR/redis-$p.log")"
-}
-
 # start_switch_proxy PG_PORT [VAR=VALUE...]: switchyard (default workers) with a pg route whose
 # builtin is Postgres on 127.0.0.1:PG_PORT (its external comes from the PG* of VAR=VALUE, if
 # any) and a redis route builtin 127.0.0.1:$r_a, external 127.0.0.1:$r_b. Sets sy_pg, sy_r,
@@ -119,9 +109,8 @@ if [ "$BENCH_MODE" = idle ]; then
 	fdmax=$(ulimit -n)
 	log "fd limit $fdmax (largest count $max needs $need)"
 
-	free_port r_a
-	free_port r_b
-	for p in $r_a $r_b; do start_redis "$p" --maxclients $((max + 200)); done
+	start_redis_server redis-a --maxclients $((max + 200)); r_a=$REDIS_PORT
+	start_redis_server redis-b --maxclients $((max + 200)); r_b=$REDIS_PORT
 
 	free_port pg_dead   # nobody listens: the pg route only exists to carry the console
 	start_switch_proxy "$pg_dead"
@@ -214,9 +203,8 @@ for p in $pg_a $pg_b; do
 	"$PG_BIN/psql" -qX -h 127.0.0.1 -p "$p" -U postgres -c "CREATE DATABASE sourcegraph" >/dev/null
 	"$PG_BIN/pgbench" -q -i -s 4 -h 127.0.0.1 -p "$p" -U postgres sourcegraph >/dev/null 2>&1
 done
-free_port r_a
-free_port r_b
-for p in $r_a $r_b; do start_redis "$p"; done
+start_redis_server redis-a; r_a=$REDIS_PORT
+start_redis_server redis-b; r_b=$REDIS_PORT
 
 start_switch_proxy "$pg_a" PGHOST=127.0.0.1 PGPORT="$pg_b" PGUSER=postgres PGSSLMODE=disable
 
