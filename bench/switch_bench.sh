@@ -109,8 +109,11 @@ if [ "$BENCH_MODE" = idle ]; then
 	fdmax=$(ulimit -n)
 	log "fd limit $fdmax (largest count $max needs $need)"
 
-	start_redis_server redis-a --maxclients $((max + 200)); r_a=$REDIS_PORT
-	start_redis_server redis-b --maxclients $((max + 200)); r_b=$REDIS_PORT
+	# A switch opens every session's new upstream at once: with Redis's default tcp-backlog
+	# (511) a burst of 1000+ connects overflows the accept queue and the first switch to a
+	# server pays a 1 s SYN retransmit. 4096 (= net.core.somaxconn here) keeps that out.
+	start_redis_server redis-a --maxclients $((max + 200)) --tcp-backlog 4096; r_a=$REDIS_PORT
+	start_redis_server redis-b --maxclients $((max + 200)) --tcp-backlog 4096; r_b=$REDIS_PORT
 
 	free_port pg_dead   # nobody listens: the pg route only exists to carry the console
 	start_switch_proxy "$pg_dead"
