@@ -1,4 +1,4 @@
-# bench/lib.sh - helpers shared by bench/pg_bench.sh and bench/redis_bench.sh (sourced).
+# bench/lib.sh - helpers shared by the scripts in bench/ (sourced).
 #
 # Every server and proxy a bench starts lives in one throwaway directory, listens on a free
 # 127.0.0.1 port below the ephemeral range (so the thousands of client sockets a -C run opens
@@ -139,6 +139,12 @@ fmt() {
 	awk -v a="$1" -v d="${2:-0}" 'BEGIN { if (a == "n/a" || a == "") print "n/a"; else printf "%.*f", d, a }'
 }
 
+# csv_field FILE TEST COLUMN: a column of redis-benchmark --csv output for "GET"/"SET"
+# (columns: test, rps, avg, min, p50, p95, p99, max). Other lines (warnings) are skipped.
+csv_field() {
+	awk -F, -v t="\"$2\"" -v c="$3" '$1 == t { gsub(/"/, "", $c); print $c; exit }' "$1"
+}
+
 # Postgres binaries: the newest installed major version.
 pg_bin_dir() {
 	local d
@@ -190,6 +196,34 @@ switchyard_env_args() {
 		PG* | *_PG* | REDIS_*ENDPOINT) SY_ENV_ARGS+=(-u "$v") ;;
 		esac
 	done
+}
+
+# start_redis_server NAME [ARGS...]: a throwaway redis-server (no persistence, extra
+# redis-server ARGS) on a free 127.0.0.1 port, its files in BENCH_DIR/NAME. Sets REDIS_PORT
+# and REDIS_PID.
+start_redis_server() {
+	local d=$BENCH_DIR/$1
+	shift
+	free_port REDIS_PORT
+	mkdir -p "$d"
+	redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
+		--protected-mode no --dir "$d" --logfile "$d/redis.log" "$@" &
+	REDIS_PID=$!
+	bench_track "redis-$REDIS_PORT" "$REDIS_PID"
+	wait_port "$REDIS_PORT" 10 "$REDIS_PID" || die "redis-server did not start: $(tail -n 3 "$d/redis.log")"
+	log "redis-server pid $REDIS_PID on 127.0.0.1:$REDIS_PORT"
+}
+
+# probe_redis PORT: PING through 127.0.0.1:PORT answers PONG.
+probe_redis() {
+	[ "$(redis-cli -h 127.0.0.1 -p "$1" ping)" = PONG ]
+}
+
+# conf_redis_route LISTEN_PORT BACKEND_PORT: the [listener redis] and [route redis] sections
+# of a switchyard config: 127.0.0.1:LISTEN_PORT to the built-in 127.0.0.1:BACKEND_PORT.
+conf_redis_route() {
+	printf '[listener redis]\nprotocol = redis\nlisten = 127.0.0.1:%s\n\n' "$1"
+	printf '[route redis]\nlistener = redis\nbuiltin = 127.0.0.1:%s\n' "$2"
 }
 
 # ---- targets ------------------------------------------------------------------------------

@@ -39,14 +39,7 @@ bench_init redis
 log "temp dir $BENCH_DIR, ~${BENCH_SECONDS}s per workload, $BENCH_ROUNDS rounds"
 
 # ---- redis-server -------------------------------------------------------------------------
-free_port REDIS_PORT
-mkdir -p "$BENCH_DIR/redis"
-redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
-	--protected-mode no --dir "$BENCH_DIR/redis" --logfile "$BENCH_DIR/redis/redis.log" &
-REDIS_PID=$!
-bench_track redis-server "$REDIS_PID"
-wait_port "$REDIS_PORT" 10 "$REDIS_PID" || die "redis-server did not start: $(tail -n 3 "$BENCH_DIR/redis/redis.log")"
-log "redis-server pid $REDIS_PID on 127.0.0.1:$REDIS_PORT"
+start_redis_server redis
 add_target direct "$REDIS_PORT"
 
 # ---- nutcracker ---------------------------------------------------------------------------
@@ -86,18 +79,8 @@ write_switchyard_conf() {
 		log_level = warn
 		metrics_listen = off
 
-		[listener redis]
-		protocol = redis
-		listen = 127.0.0.1:$2
-
-		[route redis]
-		listener = redis
-		builtin = 127.0.0.1:$REDIS_PORT
 	EOF
-}
-
-probe_redis() {
-	[ "$(redis-cli -h 127.0.0.1 -p "$1" ping)" = PONG ]
+	conf_redis_route "$2" "$REDIS_PORT" >>"$1"
 }
 
 start_switchyard write_switchyard_conf probe_redis
@@ -107,12 +90,6 @@ start_nutcracker
 [ -n "$SWITCHYARD_NA" ] && log "switchyard: n/a ($SWITCHYARD_NA)"
 
 # ---- sizing -------------------------------------------------------------------------------
-# csv_field FILE TEST COLUMN: a column of redis-benchmark --csv output for "GET"/"SET"
-# (columns: test, rps, avg, min, p50, p95, p99, max). Other lines (warnings) are skipped.
-csv_field() {
-	awk -F, -v t="\"$2\"" -v c="$3" '$1 == t { gsub(/"/, "", $c); print $c; exit }' "$1"
-}
-
 # size N_PROBE TESTS ARGS...: requests for ~BENCH_SECONDS/2 per workload of TESTS tests
 # at the direct rate, rounded to 10k.
 size() {
