@@ -51,7 +51,10 @@ $(BUILD)/switchyard: $(PROXY_OBJ) $(BUILD)/libsy.a
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libsy.a tests/unit/unit.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libsy.a $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(filter %.o,$^) $(BUILD)/libsy.a $(LDLIBS)
+
+# Unit tests of the pure parts of proxy/ link the one object they test.
+$(BUILD)/tests/test_pipe: $(BUILD)/proxy/core/pipe.o
 
 $(BUILD)/tools/%: tests/tools/%.c $(BUILD)/libsy.a
 	@mkdir -p $(dir $@)

@@ -116,21 +116,18 @@ static void show_routes(pgr_buf_t *out)
     for (size_t i = 0; i < sy_server.nroutes; i++) {
         const sy_route_t *r = &sy_server.routes[i];
         char clients[24], ups[24], pinned[24], health[300], deadline[24];
-        uint64_t npinned = 0;
-        for (sy_session_link_t *l = sy_sessions.next; l != &sy_sessions; l = l->next)
-            if (l->route == r && l->pinned)
-                npinned++;
-        snprintf(clients, sizeof(clients), "%llu", (unsigned long long)r->clients);
-        snprintf(ups, sizeof(ups), "%llu", (unsigned long long)r->upstreams);
+        uint64_t npinned = SY_LOAD(r->pinned);
+        snprintf(clients, sizeof(clients), "%llu", (unsigned long long)SY_LOAD(r->clients));
+        snprintf(ups, sizeof(ups), "%llu", (unsigned long long)SY_LOAD(r->upstreams));
         snprintf(pinned, sizeof(pinned), "%llu", (unsigned long long)npinned);
-        snprintf(deadline, sizeof(deadline), "%llu", (unsigned long long)r->closed_at_deadline);
+        snprintf(deadline, sizeof(deadline), "%llu", (unsigned long long)SY_LOAD(r->closed_at_deadline));
         snprintf(health, sizeof(health), "%s%s%s", r->healthy ? "ok" : "down",
                  !r->healthy && r->health_err[0] ? ": " : "", r->healthy ? "" : r->health_err);
         const char *v[11] = {
             r->conf->name, r->conf->listener, r->conf->proto == CONF_PROTO_PG ? "postgres" : "redis",
-            r->sw ? (r->active == CONF_EXTERNAL ? "external (switching)" : "builtin (switching)")
-                  : r->paused ? (r->active == CONF_EXTERNAL ? "external (paused)" : "builtin (paused)")
-                              : which_name(r->active),
+            r->sw ? (sy_route_active(r) == CONF_EXTERNAL ? "external (switching)" : "builtin (switching)")
+                  : SY_LOAD(r->paused) ? (sy_route_active(r) == CONF_EXTERNAL ? "external (paused)" : "builtin (paused)")
+                              : which_name(sy_route_active(r)),
             r->conf->builtin.defined ? r->conf->builtin.display : NULL,
             r->conf->external.defined ? r->conf->external.display : NULL,
             health, clients, ups, pinned, deadline
@@ -149,52 +146,98 @@ static void show_stats(pgr_buf_t *out)
     for (size_t i = 0; i < sy_server.nroutes; i++) {
         const sy_route_t *r = &sy_server.routes[i];
         char f[12][32];
-        snprintf(f[0], 32, "%llu", (unsigned long long)r->clients);
-        snprintf(f[1], 32, "%llu", (unsigned long long)r->upstreams);
-        snprintf(f[2], 32, "%llu", (unsigned long long)r->transactions);
-        snprintf(f[3], 32, "%llu", (unsigned long long)r->bytes_in);
-        snprintf(f[4], 32, "%llu", (unsigned long long)r->bytes_out);
-        snprintf(f[5], 32, "%llu", (unsigned long long)r->nerrors);
-        snprintf(f[6], 32, "%llu", (unsigned long long)r->switches);
+        snprintf(f[0], 32, "%llu", (unsigned long long)SY_LOAD(r->clients));
+        snprintf(f[1], 32, "%llu", (unsigned long long)SY_LOAD(r->upstreams));
+        snprintf(f[2], 32, "%llu", (unsigned long long)SY_LOAD(r->transactions));
+        snprintf(f[3], 32, "%llu", (unsigned long long)SY_LOAD(r->bytes_in));
+        snprintf(f[4], 32, "%llu", (unsigned long long)SY_LOAD(r->bytes_out));
+        snprintf(f[5], 32, "%llu", (unsigned long long)SY_LOAD(r->nerrors));
+        snprintf(f[6], 32, "%llu", (unsigned long long)SY_LOAD(r->switches));
         snprintf(f[7], 32, "%.1f", r->last_switch_ms);
         snprintf(f[8], 32, "%.1f", r->last_hold_ms);
-        snprintf(f[9], 32, "%llu", (unsigned long long)r->moved);
-        snprintf(f[10], 32, "%llu", (unsigned long long)r->closed_at_deadline);
+        snprintf(f[9], 32, "%llu", (unsigned long long)SY_LOAD(r->moved));
+        snprintf(f[10], 32, "%llu", (unsigned long long)SY_LOAD(r->closed_at_deadline));
         const char *v[12] = { r->conf->name, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10] };
         pgr_data_row(out, 12, v);
     }
     pgr_command_complete(out, "SHOW");
 }
 
-static void show_clients(pgr_buf_t *out)
+/*
+ * SHOW CLIENTS and SHOW SERVERS ask every worker for the rows of its own sessions
+ * (sy_run_on_all); each worker writes into a buffer of its own, and the main loop puts
+ * the result together when all have answered. Nobody stops.
+ */
+typedef struct show_s {
+    int           servers;   /* SHOW SERVERS: one row per upstream session */
+    pgr_buf_t    *out;
+    admin_done_cb cb;
+    void         *ctx;
+    pgr_buf_t     rows[];    /* per worker */
+} show_t;
+
+static void show_list(show_t *sh, pgr_buf_t *rows, sy_session_link_t *head)
 {
-    static const char *const cols[] = { "id", "protocol", "route", "target", "state", "held", "detail" };
-    pgr_row_description(out, 7, cols);
-    for (sy_session_link_t *l = sy_sessions.next; l != &sy_sessions; l = l->next) {
+    for (sy_session_link_t *l = head->next; l != head; l = l->next) {
         char c[6][128];
         memset(c, 0, sizeof(c));
+        if (sh->servers && (l->route == NULL || l->console || l->target == NULL))
+            continue;
         l->describe(l, c);
-        const char *v[7] = { c[0], c[1], c[2], c[3], c[4], l->held ? "yes" : "no", c[5] };
-        pgr_data_row(out, 7, v);
+        if (sh->servers) {
+            const char *v[6] = { c[0], c[1], c[2], which_name(l->which), c[3], c[4] };
+            pgr_data_row(rows, 6, v);
+        } else {
+            const char *v[7] = { c[0], c[1], c[2], c[3], c[4], l->held ? "yes" : "no", c[5] };
+            pgr_data_row(rows, 7, v);
+        }
     }
-    pgr_command_complete(out, "SHOW");
 }
 
-/* One row per upstream session: which target each client is on right now. */
-static void show_servers(pgr_buf_t *out)
+static void show_each(void *ctx, int worker)
 {
-    static const char *const cols[] = { "client_id", "protocol", "route", "target", "upstream", "state" };
-    pgr_row_description(out, 6, cols);
-    for (sy_session_link_t *l = sy_sessions.next; l != &sy_sessions; l = l->next) {
-        if (l->route == NULL || l->console || l->target == NULL)
-            continue;
-        char c[6][128];
-        memset(c, 0, sizeof(c));
-        l->describe(l, c);
-        const char *v[6] = { c[0], c[1], c[2], which_name(l->which), c[3], c[4] };
-        pgr_data_row(out, 6, v);
+    show_t *sh = ctx;
+    show_list(sh, &sh->rows[worker], sy_worker_sessions_of(worker, NULL));
+    for (size_t i = 0; i < sy_server.nroutes; i++)
+        show_list(sh, &sh->rows[worker], sy_worker_sessions_of(worker, &sy_server.routes[i]));
+}
+
+static void show_all(void *ctx)
+{
+    show_t *sh = ctx;
+    static const char *const ccols[] = { "id", "protocol", "route", "target", "state", "held", "detail" };
+    static const char *const scols[] = { "client_id", "protocol", "route", "target", "upstream", "state" };
+    if (sh->servers)
+        pgr_row_description(sh->out, 6, scols);
+    else
+        pgr_row_description(sh->out, 7, ccols);
+    for (int w = 0; w < sy_nworkers(); w++) {
+        pgr_append(sh->out, sh->rows[w].data, sh->rows[w].len);
+        pgr_buf_free(&sh->rows[w]);
     }
-    pgr_command_complete(out, "SHOW");
+    pgr_command_complete(sh->out, "SHOW");
+    sh->cb(sh->ctx, sh->out);
+    free(sh);
+}
+
+/* Returns 0: cb follows once every worker has answered (or 1 with an error in out). */
+static int show_sessions(int servers, pgr_buf_t *out, admin_done_cb cb, void *ctx)
+{
+    show_t *sh = calloc(1, sizeof(*sh) + (size_t)sy_nworkers() * sizeof(pgr_buf_t));
+    if (sh == NULL) {
+        result_error(out, "53200", "out of memory");
+        return 1;
+    }
+    sh->servers = servers;
+    sh->out = out;
+    sh->cb = cb;
+    sh->ctx = ctx;
+    if (sy_run_on_all(show_each, show_all, sh) != 0) {
+        free(sh);
+        result_error(out, "53200", "out of memory");
+        return 1;
+    }
+    return 0;
 }
 
 /* ---- SWITCH ----------------------------------------------------------------------- */
@@ -235,7 +278,7 @@ static int probe_pg(const sy_route_t *r, const conf_target_t *t, const char *use
     if (!has_db)
         keys[n] = "dbname", vals[n++] = r->conf->databases && r->conf->databases[0] ? r->conf->databases[0] : user;
     if (!has_ct) {
-        snprintf(ct, sizeof(ct), "%d", sy_server.conf.connect_timeout);
+        snprintf(ct, sizeof(ct), "%d", sy_conf()->connect_timeout);
         keys[n] = "connect_timeout", vals[n++] = ct;
     }
     keys[n] = vals[n] = NULL;
@@ -420,11 +463,11 @@ int admin_execute(const char *sql, const char *user, pgr_buf_t *out, admin_done_
         else if (strcasecmp(w[1], "ROUTES") == 0)
             show_routes(out);
         else if (strcasecmp(w[1], "CLIENTS") == 0)
-            show_clients(out);
+            return show_sessions(0, out, cb, ctx);
         else if (strcasecmp(w[1], "STATS") == 0)
             show_stats(out);
         else if (strcasecmp(w[1], "SERVERS") == 0)
-            show_servers(out);
+            return show_sessions(1, out, cb, ctx);
         else
             result_error(out, "42601", "switchyard: unknown SHOW item \"%s\" (SHOW HELP lists them)", w[1]);
         return 1;

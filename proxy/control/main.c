@@ -21,31 +21,6 @@
 #include "proxy/control/metrics.h"
 
 sy_server_t sy_server;
-sy_session_link_t sy_sessions = { .prev = &sy_sessions, .next = &sy_sessions };
-
-/* Workers link and unlink their sessions under sy_shared_mu; the main loop walks the list
- * with the world stopped, when no worker can be inside these. */
-void sy_session_link(sy_session_link_t *l)
-{
-    pthread_mutex_lock(&sy_shared_mu);
-    l->next = &sy_sessions;
-    l->prev = sy_sessions.prev;
-    sy_sessions.prev->next = l;
-    sy_sessions.prev = l;
-    pthread_mutex_unlock(&sy_shared_mu);
-}
-
-void sy_session_unlink(sy_session_link_t *l)
-{
-    pthread_mutex_lock(&sy_shared_mu);   /* a neighbour's link or unlink changes our pointers */
-    if (l->next != NULL) {
-        l->prev->next = l->next;
-        l->next->prev = l->prev;
-        l->next = l->prev = NULL;
-    }
-    pthread_mutex_unlock(&sy_shared_mu);
-}
-
 static uv_signal_t sig_term, sig_int, sig_hup;
 
 /*
@@ -90,7 +65,7 @@ sy_route_t *sy_route_find(const char *name)
 
 sy_route_t *sy_route_for_database(const sy_listener_t *l, const char *db)
 {
-    const conf_route_t *cr = conf_route_for_database(&sy_server.conf, l->conf->name, db);
+    const conf_route_t *cr = conf_route_for_database(sy_conf(), l->conf->name, db);
     return cr ? sy_route_find(cr->name) : NULL;
 }
 
@@ -108,26 +83,37 @@ static void exit_now_cb(uv_timer_t *t)
     sy_exit(0);
 }
 
+/* On each worker: every session it has gets the "shutting down" error. */
+static void kick_list(sy_session_link_t *head)
+{
+    for (sy_session_link_t *l = head->next, *next; l != head; l = next) {
+        next = l->next;   /* a kick unlinks only the session it closes */
+        if (l->kick != NULL && !l->kicked) {
+            l->kicked = 1;
+            l->kick(l, "switchyard is shutting down; reconnect");
+        }
+    }
+}
+
+static void kick_each(void *ctx, int worker)
+{
+    kick_list(sy_worker_sessions_of(worker, NULL));
+    for (size_t i = 0; i < sy_server.nroutes; i++)
+        kick_list(sy_worker_sessions_of(worker, &sy_server.routes[i]));
+}
+
+static void kicked_all(void *ctx)
+{
+    if (SY_LOAD(sy_server.nclients) == 0)
+        sy_main_quit();
+}
+
 /* The drain deadline: every remaining client gets the "shutting down" error, then we go. */
 static void drain_timeout_cb(uv_timer_t *t)
 {
-    sy_info("event=shutdown_deadline clients=%llu", (unsigned long long)sy_server.nclients);
-    for (;;) {
-        sy_session_link_t *pick = NULL;
-        for (sy_session_link_t *l = sy_sessions.next; l != &sy_sessions; l = l->next)
-            if (l->kick != NULL && !l->kicked) {
-                pick = l;
-                break;
-            }
-        if (pick == NULL)
-            break;
-        pick->kicked = 1;
-        pick->kick(pick, "switchyard is shutting down; reconnect");
-    }
-    if (sy_server.nclients == 0) {
+    sy_info("event=shutdown_deadline clients=%llu", (unsigned long long)SY_LOAD(sy_server.nclients));
+    if (sy_run_on_all(kick_each, kicked_all, NULL) != 0)
         sy_main_quit();
-        return;
-    }
     uv_timer_start(t, exit_now_cb, 2000, 0);   /* errors get 2 s to reach their clients */
 }
 
@@ -145,7 +131,7 @@ static void signal_cb(uv_signal_t *h, int signum)
         sy_info("event=shutdown reason=second_signal");
         sy_exit(0);
     }
-    sy_server.stopping = 1;
+    SY_STORE(sy_server.stopping, 1);
     sy_info("event=shutdown_begin signal=%d clients=%llu", signum, (unsigned long long)sy_server.nclients);
     sy_listeners_stop();
     sy_metrics_stop();
@@ -154,7 +140,7 @@ static void signal_cb(uv_signal_t *h, int signum)
         return;
     }
     uv_timer_init(sy_server.loop, &drain_timer);
-    uv_timer_start(&drain_timer, drain_timeout_cb, (uint64_t)sy_server.conf.drain_timeout * 1000, 0);
+    uv_timer_start(&drain_timer, drain_timeout_cb, (uint64_t)sy_conf()->drain_timeout * 1000, 0);
     uv_unref((uv_handle_t *)&drain_timer);
 }
 
@@ -162,11 +148,11 @@ static void signal_cb(uv_signal_t *h, int signum)
 void sy_server_client_gone(void)
 {
     if (!sy_on_main()) {
-        if (sy_server.stopping)
+        if (SY_LOAD(sy_server.stopping))
             sy_ctl_wake();
         return;
     }
-    if (sy_server.stopping && __atomic_load_n(&sy_server.nclients, __ATOMIC_RELAXED) == 0)
+    if (SY_LOAD(sy_server.stopping) && SY_LOAD(sy_server.nclients) == 0)
         sy_main_quit();
 }
 
@@ -233,20 +219,25 @@ int main(int argc, char **argv)
     }
 
     conf_env_snapshot(&sy_server.env);
-    if (conf_load(&sy_server.conf, &args, &sy_server.env, err, sizeof(err)) != 0) {
+    sy_server.conf = calloc(1, sizeof(conf_t));
+    if (sy_server.conf == NULL) {
+        fprintf(stderr, "switchyard: out of memory\n");
+        return 1;
+    }
+    if (conf_load(sy_server.conf, &args, &sy_server.env, err, sizeof(err)) != 0) {
         fprintf(stderr, "switchyard: %s\n", err);
         return 2;   /* bad configuration, as --help documents */
     }
     if (check) {
-        conf_print(&sy_server.conf, stdout);
+        conf_print(sy_conf(), stdout);
         return 0;
     }
     sy_reload_remember_args(&args);
     for (const char *const *v = conf_libpq_env_names(); *v; v++)
         unsetenv(*v);
 
-    sy_log_level = sy_server.conf.log_level;
-    sy_log_json = sy_server.conf.log_format == CONF_LOG_JSON;
+    sy_log_level = sy_conf()->log_level;
+    sy_log_json = sy_conf()->log_format == CONF_LOG_JSON;
     signal(SIGPIPE, SIG_IGN);
 
     /* Switchover moves sessions on the thread pool (libpq connect, state replay); give it
@@ -254,12 +245,12 @@ int main(int argc, char **argv)
     if (getenv("UV_THREADPOOL_SIZE") == NULL)
         setenv("UV_THREADPOOL_SIZE", "64", 1);
     sy_server.loop = uv_default_loop();
-    sy_server.nroutes = sy_server.conf.nroutes;
+    sy_server.nroutes = sy_conf()->nroutes;
     sy_server.routes = calloc(sy_server.nroutes ? sy_server.nroutes : 1, sizeof(sy_route_t));
     for (size_t i = 0; i < sy_server.nroutes; i++) {
         sy_route_t *r = &sy_server.routes[i];
-        r->conf = &sy_server.conf.routes[i];
-        r->active = r->conf->active;
+        r->conf = &sy_conf()->routes[i];
+        SY_STORE(r->active, r->conf->active);
         const conf_target_t *t = r->active == CONF_EXTERNAL ? &r->conf->external : &r->conf->builtin;
         char q[512];
         sy_info("event=route route=%s active=%s target=%s", r->conf->name,
@@ -269,7 +260,7 @@ int main(int argc, char **argv)
     /* auto: one per CPU this process may run on, at most 16. On 2 CPUs shared with the
      * load, two loops gave the best throughput of the proxies measured (bench/) for ~10%
      * more CPU per Postgres transaction than one loop; workers = 1 is the frugal choice. */
-    int nworkers = sy_server.conf.workers;
+    int nworkers = sy_conf()->workers;
     if (nworkers <= 0) {
         nworkers = (int)uv_available_parallelism();
         if (nworkers > 16)
@@ -277,7 +268,7 @@ int main(int argc, char **argv)
     }
     sy_proto_register(CONF_PROTO_PG, &pg_proto);
     sy_proto_register(CONF_PROTO_REDIS, &redis_proto);
-    if (sy_workers_start(nworkers, err, sizeof(err)) != 0) {
+    if (sy_workers_start(nworkers, err, sizeof(err)) != 0 || sy_switch_init(err, sizeof(err)) != 0) {
         fprintf(stderr, "switchyard: %s\n", err);
         return 1;
     }

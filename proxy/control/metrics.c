@@ -292,13 +292,13 @@ typedef struct route_family_s {
     uint64_t           (*get)(const sy_route_t *r);
 } route_family_t;
 
-static uint64_t get_clients(const sy_route_t *r) { return r->clients; }
-static uint64_t get_upstreams(const sy_route_t *r) { return r->upstreams; }
-static uint64_t get_transactions(const sy_route_t *r) { return r->transactions; }
+static uint64_t get_clients(const sy_route_t *r) { return SY_LOAD(r->clients); }
+static uint64_t get_upstreams(const sy_route_t *r) { return SY_LOAD(r->upstreams); }
+static uint64_t get_transactions(const sy_route_t *r) { return SY_LOAD(r->transactions); }
 static uint64_t get_switches(const sy_route_t *r) { return r->switches; }
-static uint64_t get_deadline(const sy_route_t *r) { return r->closed_at_deadline; }
-static uint64_t get_moved(const sy_route_t *r) { return r->moved; }
-static uint64_t get_paused(const sy_route_t *r) { return r->paused != 0; }
+static uint64_t get_deadline(const sy_route_t *r) { return SY_LOAD(r->closed_at_deadline); }
+static uint64_t get_moved(const sy_route_t *r) { return SY_LOAD(r->moved); }
+static uint64_t get_paused(const sy_route_t *r) { return SY_LOAD(r->paused) != 0; }
 static uint64_t get_healthy(const sy_route_t *r) { return r->healthy == 1; }
 
 static const route_family_t route_families[] = {
@@ -343,15 +343,19 @@ static void route_samples(mx_buf_t *b, const route_family_t *f, const sy_route_t
         u64_sample(b, f->name, r, "target", "external", r->active == CONF_EXTERNAL);
         break;
     case RF_BYTES:
-        u64_sample(b, f->name, r, "direction", "in", r->bytes_in);
-        u64_sample(b, f->name, r, "direction", "out", r->bytes_out);
+        u64_sample(b, f->name, r, "direction", "in", SY_LOAD(r->bytes_in));
+        u64_sample(b, f->name, r, "direction", "out", SY_LOAD(r->bytes_out));
         break;
     case RF_ERRORS:
-        known = r->err_connect + r->err_lost + r->err_protocol;
-        u64_sample(b, f->name, r, "kind", "connect", r->err_connect);
-        u64_sample(b, f->name, r, "kind", "lost", r->err_lost);
-        u64_sample(b, f->name, r, "kind", "protocol", r->err_protocol);
-        u64_sample(b, f->name, r, "kind", "other", r->nerrors > known ? r->nerrors - known : 0);
+    {
+        uint64_t ec = SY_LOAD(r->err_connect), el = SY_LOAD(r->err_lost), ep = SY_LOAD(r->err_protocol);
+        uint64_t all = SY_LOAD(r->nerrors);
+        known = ec + el + ep;
+        u64_sample(b, f->name, r, "kind", "connect", ec);
+        u64_sample(b, f->name, r, "kind", "lost", el);
+        u64_sample(b, f->name, r, "kind", "protocol", ep);
+        u64_sample(b, f->name, r, "kind", "other", all > known ? all - known : 0);
+    }
         break;
     case RF_SECONDS:
         series(b, f->name, r, NULL, NULL);
@@ -365,18 +369,12 @@ static void render_metrics(mx_buf_t *b)
     family(b, "switchyard_build_info", "gauge", "switchyard build; the value is always 1.");
     buf_printf(b, "switchyard_build_info{version=\"%s\"} 1\n", SY_VERSION);
     family(b, "switchyard_clients", "gauge", "Client connections open, on every listener.");
-    buf_printf(b, "switchyard_clients %llu\n", (unsigned long long)sy_server.nclients);
-    /* Sessions per worker loop (the world is stopped while this runs: see worker.c). */
-    int nw = sy_nworkers();
-    uint64_t per[64] = { 0 };
-    for (sy_session_link_t *l = sy_sessions.next; l != &sy_sessions; l = l->next) {
-        int w = sy_loop_index(l->loop);
-        if (w >= 0 && w < 64)
-            per[w]++;
-    }
+    buf_printf(b, "switchyard_clients %llu\n", (unsigned long long)SY_LOAD(sy_server.nclients));
+    /* Sessions per worker loop: each worker counts its own (atomic), nobody stops. */
     family(b, "switchyard_worker_clients", "gauge", "Client connections open on each worker thread.");
-    for (int w = 0; w < nw && w < 64; w++)
-        buf_printf(b, "switchyard_worker_clients{worker=\"%d\"} %llu\n", w, (unsigned long long)per[w]);
+    for (int w = 0; w < sy_nworkers(); w++)
+        buf_printf(b, "switchyard_worker_clients{worker=\"%d\"} %llu\n", w,
+                   (unsigned long long)sy_worker_sessions(w));
     for (size_t f = 0; f < sizeof(route_families) / sizeof(route_families[0]); f++) {
         family(b, route_families[f].name, route_families[f].type, route_families[f].help);
         for (size_t i = 0; i < sy_server.nroutes; i++)
@@ -724,7 +722,7 @@ static int server_start(const char *addr, char *err, size_t errlen)
 
 int sy_metrics_start(char *err, size_t errlen)
 {
-    const char *addr = sy_server.conf.metrics_listen;
+    const char *addr = sy_conf()->metrics_listen;
     if (addr && *addr && strcmp(addr, "off") != 0 && server_start(addr, err, errlen) != 0)
         return -1;
     return probes_start(err, errlen);

@@ -100,49 +100,50 @@ int sy_reload(char *err, size_t errlen)
         sy_warn("event=reload_failed error=\"%s\"", lerr);
         return -1;
     }
-    if (!same_shape(&sy_server.conf, fresh, lerr, sizeof(lerr))) {
+    if (!same_shape(sy_conf(), fresh, lerr, sizeof(lerr))) {
         snprintf(err, errlen, "reload refused, nothing changed: %s", lerr);
         conf_free(fresh);
         free(fresh);
         sy_warn("event=reload_failed error=\"%s\"", lerr);
         return -1;
     }
-    /* Keep the old configuration alive (sessions and listeners point into it). */
-    conf_t *old = malloc(sizeof(*old));
-    if (old == NULL) {
-        conf_free(fresh);
-        free(fresh);
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
+    /* Keep the old configuration alive: sessions, listeners and thread-pool jobs point
+     * into it. */
     conf_t **r2 = realloc(retired, (nretired + 1) * sizeof(*retired));
     if (r2 == NULL) {
-        free(old);
         conf_free(fresh);
         free(fresh);
         snprintf(err, errlen, "out of memory");
         return -1;
     }
     retired = r2;
-    retired[nretired++] = old;
-    *old = sy_server.conf;
-    sy_server.conf = *fresh;
-    free(fresh);
-    sy_log_level = sy_server.conf.log_level;
-    sy_log_json = sy_server.conf.log_format == CONF_LOG_JSON;
+    retired[nretired++] = sy_server.conf;
+
+    /*
+     * The swap is the one isolation of the steady state (worker.c): workers read route->conf
+     * and their sessions' target pointers without locks, so every worker is parked between
+     * two callbacks while they change. Bounded: nothing below blocks or waits on I/O. The
+     * switches it starts run by message, after the workers are released.
+     */
+    sy_isolate();
+    __atomic_store_n(&sy_server.conf, fresh, __ATOMIC_RELEASE);
+    sy_log_level = sy_conf()->log_level;
+    sy_log_json = sy_conf()->log_format == CONF_LOG_JSON;
 
     int moving = 0;
+    conf_which_t want[sy_server.nroutes ? sy_server.nroutes : 1];
+    int start[sy_server.nroutes ? sy_server.nroutes : 1];
     for (size_t i = 0; i < sy_server.nroutes; i++) {
         sy_route_t *r = &sy_server.routes[i];
-        const conf_route_t *was = r->conf, *now = &sy_server.conf.routes[i];
-        conf_which_t active = r->active;
+        const conf_route_t *was = r->conf, *now = &sy_conf()->routes[i];
+        conf_which_t active = sy_route_active(r);
         if (was->active != now->active)
             active = now->active;          /* the configuration itself asks for the other side */
         if (active == CONF_EXTERNAL && !now->external.defined)
             active = CONF_BUILTIN;
         const conf_target_t *old_t = active == CONF_EXTERNAL ? &was->external : &was->builtin;
         const conf_target_t *new_t = active == CONF_EXTERNAL ? &now->external : &now->builtin;
-        int changed = active != r->active || !same_target(old_t, new_t);
+        int changed = active != sy_route_active(r) || !same_target(old_t, new_t);
         for (int k = 0; k < 2; k++) {
             if (r->tls_ctx[k] != NULL) {
                 SSL_CTX_free(r->tls_ctx[k]);   /* sessions keep their own references */
@@ -150,21 +151,33 @@ int sy_reload(char *err, size_t errlen)
             }
         }
         r->conf = now;
+        want[i] = active;
+        start[i] = changed;
         if (!changed) {
             /* Same place: sessions may keep running on their (equal) old target. */
-            for (sy_session_link_t *l = sy_sessions.next; l != &sy_sessions; l = l->next)
-                if (l->route == r && l->target == old_t)
-                    l->target = new_t;
-            continue;
+            for (int w = 0; w < sy_nworkers(); w++) {
+                sy_session_link_t *head = sy_worker_sessions_of(w, r);
+                for (sy_session_link_t *l = head->next; l != head; l = l->next)
+                    if (l->target == old_t)
+                        l->target = new_t;
+            }
         }
+    }
+    sy_deisolate();
+
+    for (size_t i = 0; i < sy_server.nroutes; i++) {
+        sy_route_t *r = &sy_server.routes[i];
+        if (!start[i])
+            continue;
         char q[600];
-        sy_info("event=reload_retarget route=%s active=%s target=%s", now->name,
-                active == CONF_EXTERNAL ? "external" : "builtin",
+        const conf_target_t *new_t = sy_route_target(r, want[i]);
+        sy_info("event=reload_retarget route=%s active=%s target=%s", r->conf->name,
+                want[i] == CONF_EXTERNAL ? "external" : "builtin",
                 sy_logq(q, sizeof(q), new_t->display ? new_t->display : ""));
-        if (r->sw == NULL && sy_switch_start(r, active, 0, NULL, NULL) == 0)
+        if (r->sw == NULL && sy_switch_start(r, want[i], 0, NULL, NULL) == 0)
             moving++;
         else
-            r->active = active;   /* a running switch picks the new target up as it goes */
+            SY_STORE(r->active, want[i]);   /* a running switch picks the new target up as it goes */
     }
     sy_info("event=reload_done retargeted=%d", moving);
     snprintf(err, errlen, "reloaded; %d route(s) retargeted", moving);

@@ -5,96 +5,116 @@
  * the new target, so every new connection goes there. Sessions still on the old target
  * are then moved, each at a boundary where nothing is in flight (Postgres: after a
  * ReadyForQuery 'I'; Redis: no reply owed, not in MULTI/WATCH, not blocked, not
- * monitoring). The sessions themselves know where their protocol stands; this file only
- * decides when to move whom:
+ * monitoring). The sessions know where their protocol stands; switch_rule.h says what each
+ * one does in each phase; this file runs the phases:
  *
- *   atomic (default)  every session that reaches a boundary is held there (its next
- *                     transaction or command waits in our buffer) until ALL sessions of
- *                     the route are quiet; then all move, and each is released as soon as
- *                     it stands on the new target. Nothing reaches the old store after
- *                     anything reached the new one.
- *   GRADUAL           each session moves as soon as it is quiet; no global hold.
- *
- *   deadline          (drain_timeout) sessions that are still not quiet - an open
- *                     transaction, COPY, a blocked command - are closed with the
- *                     "switched; reconnect" error; quiet ones move.
+ *   PREPARING   every session's new upstream is opened (connect, TLS, auth) while the
+ *               session keeps working on the old one, so the hold lasts only as long as
+ *               the in-flight transactions plus the state replay
+ *   HOLDING     (atomic, the default) each session is held at its next boundary until ALL
+ *               sessions of the route are quiet; nothing reaches the new store while the
+ *               old one may still be written to
+ *   MOVING      every quiet session moves; each is released as soon as it stands on the
+ *               new target, and sessions opened on the new target meanwhile start
+ *   GRADUAL     (GRADUAL mode) each session moves as soon as it is quiet; no global hold
+ *   deadline    (drain_timeout) sessions still not quiet - an open transaction, COPY, a
+ *               blocked command - are closed with the "switched; reconnect" error
  *
  * PAUSE holds sessions at their boundaries the same way, until RESUME or pause_max.
  *
- * Before anyone is held, each session's new upstream is opened (connect, TLS, auth) while
- * the session keeps working on the old one, so the hold only lasts as long as the
- * in-flight transactions plus the state replay, not a connection setup.
+ * Who does what. The control plane (main loop) owns the switch and its phase; it never
+ * touches a session. Each phase change is posted to every worker (sy_run_on_all); each
+ * worker walks only its own sessions of the route (its list for that route), acts on them
+ * on its own loop, and reports back once (PREPARED, QUIET, DONE). The phase moves on when
+ * every worker has reported. Sessions that reach a boundary or finish a move poke their
+ * own worker, which re-evaluates its list once per loop round; a 20 ms timer per worker
+ * and route is the safety net while a switch runs there. So workers move their sessions
+ * in parallel, and the hold grows with the sessions per worker, linearly.
  *
- * A 20 ms check timer runs while a switch is in progress, so a quiet session that sends
- * nothing is still noticed; sessions also poke the switch when they reach a boundary.
- *
- * Everything here runs on the main loop with the worker loops stopped (worker.c), so it
- * may walk and drive sessions of every loop; sessions on workers reach it only through
- * sy_switch_poke, which asks the main loop to step.
+ * Sessions read the phase (route->sw_phase, route->sw_mode, route->paused) with atomic
+ * loads at their boundaries (sy_route_should_hold).
  */
 #include <stdlib.h>
 #include <string.h>
 #include "proxy/core/sy.h"
+#include "proxy/control/switch_rule.h"
 
+enum { REP_PREPARED = 1, REP_QUIET = 2, REP_DONE = 4 };
+enum { OP_PREPARE = 1, OP_STEP, OP_DEADLINE, OP_RELEASE };
+
+/* Owned by the main loop. */
 typedef struct sy_switch_s {
     sy_route_t       *route;
     conf_which_t      to;
     int               gradual;
-    int               moving_all;     /* atomic: everyone was quiet, moves started */
-    int               preparing;      /* new upstreams are being opened; nobody is held yet */
+    unsigned          gen;
+    sw_phase_t        phase;
     int               past_deadline;
+    int               waiting;        /* workers yet to report for this phase */
+    unsigned char    *reported;       /* per worker: what it reported this phase */
     uint64_t          started;
     uint64_t          hold_started;   /* when sessions began to be held (preparation done) */
     uint64_t          moved, closed;
     uv_timer_t        deadline;
-    uv_timer_t        check;
-    int               closing;        /* timers being closed */
     sy_switch_done_cb done;
     void             *ctx;
 } sy_switch_t;
 
-static const conf_target_t *active_target(const sy_route_t *r)
+/* Owned by one worker: its view of one route's switch. */
+typedef struct wsw_s {
+    sy_route_t *route;
+    int         worker;
+    unsigned    gen;
+    int         active;               /* a switch is running on this route */
+    int         preparing;            /* prepares still out (+1 while they are started) */
+    int         reported;             /* REP_* sent this switch */
+    uint64_t    moved, closed;
+    uv_timer_t  check;                /* deferred re-evaluation and the 20 ms safety net */
+    int         check_init;
+} wsw_t;
+
+static wsw_t *wsw_all;                /* [worker * nroutes + route] */
+static unsigned sw_gen;
+
+static size_t route_index(const sy_route_t *r)
 {
-    return r->active == CONF_EXTERNAL ? &r->conf->external : &r->conf->builtin;
+    return (size_t)(r - sy_server.routes);
+}
+
+static wsw_t *wsw_of(int worker, const sy_route_t *r)
+{
+    return &wsw_all[(size_t)worker * sy_server.nroutes + route_index(r)];
+}
+
+conf_which_t sy_route_active(const sy_route_t *r)
+{
+    return (conf_which_t)__atomic_load_n(&r->active, __ATOMIC_ACQUIRE);
+}
+
+const conf_target_t *sy_route_target(const sy_route_t *r, conf_which_t which)
+{
+    return which == CONF_EXTERNAL ? &r->conf->external : &r->conf->builtin;
 }
 
 /* A session that must move: on this route, not the console, on another target. */
 static int must_move(const sy_session_link_t *l, const sy_route_t *r)
 {
-    return l->route == r && !l->console && l->target != NULL && l->target != active_target(r);
+    return l->route == r && !l->console && l->target != NULL && l->target != sy_route_target(r, sy_route_active(r));
+}
+
+static int route_mode(const sy_route_t *r)
+{
+    return SY_LOAD(r->sw_mode) ? SW_MODE_GRADUAL : SW_ATOMIC;
 }
 
 int sy_route_should_hold(const sy_session_link_t *l)
 {
     if (l->route == NULL || l->console)
         return 0;
-    const sy_switch_t *sw = l->route->sw;
-    if (l->route->paused)
+    const sy_route_t *r = l->route;
+    if (SY_LOAD(r->paused))
         return 1;
-    if (must_move(l, l->route))
-        return sw == NULL || !sw->preparing;   /* old target: stop at the next boundary */
-    /* New target (a session opened since the switch began): in atomic mode its first
-     * transaction waits until every old session is quiet, so nothing reaches the new store
-     * while the old one may still be written to. */
-    return sw != NULL && !sw->gradual && !sw->moving_all && !sw->past_deadline;
-}
-
-/* Let every held session of r that no longer has to wait carry on. Releasing can close a
- * session (unlinking it), so the walk restarts each time. */
-static void release_ready(sy_route_t *r)
-{
-    for (;;) {
-        sy_session_link_t *pick = NULL;
-        for (sy_session_link_t *l = sy_sessions.next; l != &sy_sessions; l = l->next)
-            if (l->route == r && l->held && !l->moving && !sy_route_should_hold(l)) {
-                pick = l;
-                break;
-            }
-        if (pick == NULL)
-            return;
-        pick->held = 0;
-        pick->release(pick);
-    }
+    return sw_stops_at_boundary(route_mode(r), (sw_phase_t)SY_LOAD(r->sw_phase), must_move(l, r));
 }
 
 int sy_switch_running(const sy_route_t *r)
@@ -102,106 +122,209 @@ int sy_switch_running(const sy_route_t *r)
     return r->sw != NULL;
 }
 
-static void sw_timers_closed(uv_handle_t *h)
-{
-    sy_switch_t *sw = h->data;
-    if (--sw->closing == 0)
-        free(sw);
-}
+/* ---- on the workers ------------------------------------------------------------------ */
 
-static void sw_finish(sy_switch_t *sw)
-{
-    sy_route_t *r = sw->route;
-    double ms = (double)(uv_now(sy_server.loop) - sw->started);
-    r->sw = NULL;
-    r->last_switch_ms = ms;
-    double hold = sw->hold_started ? (double)(uv_now(sy_server.loop) - sw->hold_started) : 0;
-    r->last_hold_ms = hold;
-    sy_info("event=switch_done route=%s to=%s moved=%llu closed=%llu duration_ms=%.0f hold_ms=%.0f", r->conf->name,
-            sw->to == CONF_EXTERNAL ? "external" : "builtin", (unsigned long long)sw->moved,
-            (unsigned long long)sw->closed, ms, hold);
-    release_ready(r);
-    if (sw->done)
-        sw->done(sw->ctx, sw->moved, sw->closed, ms);
-    uv_timer_stop(&sw->deadline);
-    uv_timer_stop(&sw->check);
-    sw->closing = 2;
-    uv_close((uv_handle_t *)&sw->deadline, sw_timers_closed);
-    uv_close((uv_handle_t *)&sw->check, sw_timers_closed);
-}
+typedef struct report_s {
+    sy_ctl_t  ctl;
+    sy_route_t *route;
+    unsigned  gen;
+    int       worker, kind;
+    uint64_t  moved, closed;
+} report_t;
 
-/* Decide who moves now; finish when nobody is left on the old target. */
-static void sw_step(sy_switch_t *sw)
-{
-    sy_route_t *r = sw->route;
-    int left = 0, all_quiet = 1, moving = 0;
+static void sw_report_main(sy_ctl_t *c);
 
-    if (sw->preparing) {
-        int busy = 0;
-        for (sy_session_link_t *l = sy_sessions.next; l != &sy_sessions; l = l->next)
-            if (must_move(l, r) && l->preparing)
-                busy++;
-        if (busy > 0 && !sw->past_deadline)
-            return;
-        sw->preparing = 0;
-        sw->hold_started = uv_now(sy_server.loop);
-        sy_debug("event=switch_prepared route=%s ms=%llu", r->conf->name,
-                 (unsigned long long)(sw->hold_started - sw->started));
+static void wsw_report(wsw_t *w, int kind)
+{
+    if (w->reported & kind)
+        return;
+    w->reported |= kind;
+    report_t *rep = calloc(1, sizeof(*rep));
+    if (rep == NULL) {
+        sy_err("event=switch_report_lost route=%s reason=out_of_memory", w->route->conf->name);
+        return;
     }
-    for (sy_session_link_t *l = sy_sessions.next; l != &sy_sessions; l = l->next) {
+    rep->ctl.fn = sw_report_main;
+    rep->route = w->route;
+    rep->gen = w->gen;
+    rep->worker = w->worker;
+    rep->kind = kind;
+    rep->moved = w->moved;
+    rep->closed = w->closed;
+    sy_ctl_post(&rep->ctl);
+}
+
+/* Let every held session of this worker's list that no longer has to wait carry on.
+ * Releasing can close a session (unlinking it): the walk keeps the next one first, and a
+ * release never closes another session. */
+static void release_ready(int worker, sy_route_t *r)
+{
+    sy_session_link_t *head = sy_worker_sessions_of(worker, r);
+    for (sy_session_link_t *l = head->next, *next; l != head; l = next) {
+        next = l->next;
+        if (l->held && !l->moving && !sy_route_should_hold(l)) {
+            l->held = 0;
+            l->release(l);
+        }
+    }
+}
+
+/* Walk this worker's sessions of the route and do what the phase asks. */
+static void wsw_eval(wsw_t *w)
+{
+    sy_route_t *r = w->route;
+    if (!w->active)
+        return;
+    sw_phase_t phase = (sw_phase_t)SY_LOAD(r->sw_phase);
+    int mode = route_mode(r);
+    sy_session_link_t *head = sy_worker_sessions_of(w->worker, r);
+    int left = 0, unquiet = 0;
+
+    if (phase == SW_PREPARING) {
+        if (w->preparing == 0)
+            wsw_report(w, REP_PREPARED);
+        return;
+    }
+    if (phase == SW_MOVING || phase == SW_GRADUAL)
+        release_ready(w->worker, r);   /* sessions already on the new target may start */
+    for (sy_session_link_t *l = head->next, *next; l != head; l = next) {
+        next = l->next;
         if (!must_move(l, r))
             continue;
         left++;
-        if (l->moving) {
-            moving++;
+        if (l->moving)
             continue;
+        int quiet = l->quiet(l);
+        if (!quiet)
+            unquiet++;
+        if (sw_act(mode, phase, SW_SIDE_OLD, quiet, 0) == SW_MOVE) {
+            l->moving = 1;
+            l->move(l);   /* may finish (or close the session) at once */
         }
-        if (!l->quiet(l))
-            all_quiet = 0;
     }
-    if (left == 0) {
-        sw_finish(sw);
-        return;
-    }
-    if (!sw->gradual && !sw->moving_all && !all_quiet && !sw->past_deadline)
-        return;   /* atomic: hold until everyone is quiet */
-    if (!sw->gradual && !sw->moving_all) {
-        sw->moving_all = 1;
-        release_ready(r);   /* sessions already on the new target may start now */
-        if (r->sw != sw)
-            return;
-    }
-    /* Start every quiet session's move. A move can complete (or close the session)
-     * synchronously, so restart the walk after each one. */
-    for (;;) {
-        sy_session_link_t *pick = NULL;
-        for (sy_session_link_t *l = sy_sessions.next; l != &sy_sessions; l = l->next)
-            if (must_move(l, r) && !l->moving && l->quiet(l)) {
-                pick = l;
-                break;
-            }
-        if (pick == NULL)
-            break;
-        pick->moving = 1;
-        pick->move(pick);
-        if (r->sw != sw)
-            return;   /* finished inside */
-    }
-    (void)moving;
+    if (phase == SW_HOLDING && unquiet == 0)
+        wsw_report(w, REP_QUIET);
+    if ((phase == SW_MOVING || phase == SW_GRADUAL) && left == 0)
+        wsw_report(w, REP_DONE);
 }
 
-/* Sessions on worker loops only flag the route; the main loop steps the switch (see
- * worker.c). On the main loop (the world stopped) the step runs at once. */
+static void wsw_check_cb(uv_timer_t *t)
+{
+    wsw_eval(t->data);
+}
+
+static void wsw_schedule(wsw_t *w)
+{
+    if (!w->check_init) {
+        uv_timer_init(sy_worker_loop(w->worker), &w->check);
+        w->check.data = w;
+        w->check_init = 1;
+    }
+    uv_timer_start(&w->check, wsw_check_cb, 0, 20);
+}
+
+typedef struct op_s {
+    sy_route_t *route;
+    unsigned    gen;
+    int         op;
+    char        why[200];
+} op_t;
+
+static void op_each(void *ctx, int worker)
+{
+    op_t *o = ctx;
+    sy_route_t *r = o->route;
+    wsw_t *w = wsw_of(worker, r);
+    sy_session_link_t *head = sy_worker_sessions_of(worker, r);
+
+    switch (o->op) {
+    case OP_PREPARE:
+        w->gen = o->gen;
+        w->active = 1;
+        w->reported = 0;
+        w->moved = w->closed = 0;
+        w->preparing = 1;   /* until every prepare below has started */
+        for (sy_session_link_t *l = head->next, *next; l != head; l = next) {
+            next = l->next;
+            if (must_move(l, r) && l->prepare != NULL && !l->preparing) {
+                l->preparing = 1;
+                w->preparing++;
+                l->prepare(l);   /* may finish at once: sy_switch_prepared */
+            }
+        }
+        w->preparing--;
+        wsw_schedule(w);
+        break;
+    case OP_STEP:
+        if (w->gen != o->gen)
+            break;
+        wsw_eval(w);
+        wsw_schedule(w);
+        break;
+    case OP_DEADLINE: {
+        if (w->gen != o->gen)
+            break;
+        uint64_t kicked = 0;
+        for (sy_session_link_t *l = head->next, *next; l != head; l = next) {
+            next = l->next;
+            if (must_move(l, r) && !l->moving && !l->quiet(l)) {
+                kicked++;
+                w->closed++;
+                SY_STAT_ADD(r->closed_at_deadline, 1);
+                l->kick(l, o->why);   /* unlinks it */
+            }
+        }
+        if (kicked > 0)
+            sy_warn("event=switch_deadline route=%s worker=%d closed=%llu", r->conf->name, worker,
+                    (unsigned long long)kicked);
+        wsw_eval(w);
+        wsw_schedule(w);
+        break;
+    }
+    case OP_RELEASE:
+        if (o->gen == 0 || w->gen == o->gen) {
+            if (o->gen != 0) {
+                w->active = 0;
+                if (w->check_init)
+                    uv_timer_stop(&w->check);
+            }
+            release_ready(worker, r);
+            wsw_eval(w);
+        }
+        break;
+    }
+}
+
+static void op_done(void *ctx)
+{
+    free(ctx);
+}
+
+static int post_op(sy_route_t *r, unsigned gen, int op, const char *why)
+{
+    op_t *o = calloc(1, sizeof(*o));
+    if (o == NULL)
+        return -1;
+    o->route = r;
+    o->gen = gen;
+    o->op = op;
+    if (why)
+        snprintf(o->why, sizeof(o->why), "%s", why);
+    if (sy_run_on_all(op_each, op_done, o) != 0) {
+        free(o);
+        return -1;
+    }
+    return 0;
+}
+
 void sy_switch_poke(sy_route_t *r)
 {
-    if (r == NULL || r->sw == NULL)
+    int worker = sy_worker_self();
+    if (r == NULL || worker < 0 || wsw_all == NULL)
         return;
-    if (!sy_on_main()) {
-        __atomic_store_n(&r->poke, 1, __ATOMIC_RELEASE);
-        sy_ctl_wake();
-        return;
-    }
-    sw_step(r->sw);
+    wsw_t *w = wsw_of(worker, r);
+    if (w->active)
+        wsw_schedule(w);
 }
 
 void sy_switch_moved(sy_session_link_t *l, int ok)
@@ -210,26 +333,95 @@ void sy_switch_moved(sy_session_link_t *l, int ok)
     l->moving = 0;
     if (r == NULL)
         return;
-    sy_switch_t *sw = r->sw;
+    wsw_t *w = wsw_of(sy_loop_index(l->loop), r);
     if (ok) {
         SY_STAT_ADD(r->moved, 1);
-        if (sw)
-            SY_STAT_ADD(sw->moved, 1);
-    } else if (sw) {
-        SY_STAT_ADD(sw->closed, 1);
+        w->moved++;
+    } else {
+        w->closed++;
     }
     sy_switch_poke(r);
 }
 
 void sy_switch_prepared(sy_session_link_t *l)
 {
+    if (!l->preparing)
+        return;
     l->preparing = 0;
-    sy_switch_poke(l->route);
+    if (l->route == NULL)
+        return;
+    wsw_t *w = wsw_of(sy_loop_index(l->loop), l->route);
+    if (w->preparing > 0 && --w->preparing == 0)
+        sy_switch_poke(l->route);
 }
 
-static void sw_check_cb(uv_timer_t *t)
+/* ---- on the main loop ------------------------------------------------------------------ */
+
+static void sw_timer_closed(uv_handle_t *h)
 {
-    sw_step(t->data);
+    sy_switch_t *sw = h->data;
+    free(sw->reported);
+    free(sw);
+}
+
+static void sw_enter(sy_switch_t *sw, sw_phase_t phase)
+{
+    sy_route_t *r = sw->route;
+    sw->phase = phase;
+    sw->waiting = sy_nworkers();
+    memset(sw->reported, 0, (size_t)sy_nworkers());
+    SY_STORE(r->sw_phase, (int)phase);
+    if (post_op(r, sw->gen, OP_STEP, NULL) != 0)
+        sy_err("event=switch_post_failed route=%s reason=out_of_memory", r->conf->name);
+}
+
+static void sw_finish(sy_switch_t *sw)
+{
+    sy_route_t *r = sw->route;
+    double ms = (double)(uv_now(sy_server.loop) - sw->started);
+    double hold = sw->hold_started ? (double)(uv_now(sy_server.loop) - sw->hold_started) : 0;
+    r->sw = NULL;
+    r->last_switch_ms = ms;
+    r->last_hold_ms = hold;
+    SY_STORE(r->sw_phase, (int)SW_NONE);
+    sy_info("event=switch_done route=%s to=%s moved=%llu closed=%llu duration_ms=%.0f hold_ms=%.0f", r->conf->name,
+            sw->to == CONF_EXTERNAL ? "external" : "builtin", (unsigned long long)sw->moved,
+            (unsigned long long)sw->closed, ms, hold);
+    post_op(r, sw->gen, OP_RELEASE, NULL);
+    if (sw->done)
+        sw->done(sw->ctx, sw->moved, sw->closed, ms);
+    uv_timer_stop(&sw->deadline);
+    uv_close((uv_handle_t *)&sw->deadline, sw_timer_closed);
+}
+
+static void sw_report_main(sy_ctl_t *c)
+{
+    report_t *rep = (report_t *)c;
+    sy_switch_t *sw = rep->route->sw;
+    int want = 0;
+    if (sw != NULL && sw->gen == rep->gen) {
+        want = sw->phase == SW_PREPARING ? REP_PREPARED : sw->phase == SW_HOLDING ? REP_QUIET : REP_DONE;
+        if (rep->kind == REP_DONE) {
+            sw->moved += rep->moved;
+            sw->closed += rep->closed;
+        }
+    }
+    if (want != 0 && rep->kind == want && !(sw->reported[rep->worker] & want)) {
+        sw->reported[rep->worker] |= (unsigned char)want;
+        if (--sw->waiting == 0) {
+            if (sw->phase == SW_PREPARING) {
+                sw->hold_started = uv_now(sy_server.loop);
+                sy_debug("event=switch_prepared route=%s ms=%llu", sw->route->conf->name,
+                         (unsigned long long)(sw->hold_started - sw->started));
+                sw_enter(sw, sw->gradual ? SW_GRADUAL : SW_HOLDING);
+            } else if (sw->phase == SW_HOLDING) {
+                sw_enter(sw, SW_MOVING);
+            } else {
+                sw_finish(sw);
+            }
+        }
+    }
+    free(rep);
 }
 
 static void sw_deadline_cb(uv_timer_t *t)
@@ -239,26 +431,36 @@ static void sw_deadline_cb(uv_timer_t *t)
     char why[200];
     snprintf(why, sizeof(why), "route %s switched to %s; reconnect", r->conf->name,
              sw->to == CONF_EXTERNAL ? "external" : "builtin");
+    sy_warn("event=switch_deadline route=%s phase=%d", r->conf->name, (int)sw->phase);
     sw->past_deadline = 1;
-    uint64_t before = r->closed_at_deadline;
-    /* Quiet sessions still move; the others are closed. */
-    for (;;) {
-        sy_session_link_t *pick = NULL;
-        for (sy_session_link_t *l = sy_sessions.next; l != &sy_sessions; l = l->next)
-            if (must_move(l, r) && !l->moving && !l->quiet(l)) {
-                pick = l;
-                break;
-            }
-        if (pick == NULL)
-            break;
-        r->closed_at_deadline++;
-        sw->closed++;
-        pick->kick(pick, why);   /* unlinks it */
+    if (sw->phase == SW_PREPARING || sw->phase == SW_HOLDING) {
+        if (sw->hold_started == 0)
+            sw->hold_started = uv_now(sy_server.loop);
+        sw->phase = sw->gradual ? SW_GRADUAL : SW_MOVING;
+        sw->waiting = sy_nworkers();
+        memset(sw->reported, 0, (size_t)sy_nworkers());
+        SY_STORE(r->sw_phase, (int)sw->phase);
     }
-    sy_warn("event=switch_deadline route=%s closed=%llu", r->conf->name,
-            (unsigned long long)(r->closed_at_deadline - before));
-    if (r->sw == sw)
-        sw_step(sw);
+    /* Quiet sessions move; the others are closed. Workers that reported DONE have no
+     * session left on the old target. */
+    if (post_op(r, sw->gen, OP_DEADLINE, why) != 0)
+        sy_err("event=switch_post_failed route=%s reason=out_of_memory", r->conf->name);
+}
+
+int sy_switch_init(char *err, size_t errlen)
+{
+    int nw = sy_nworkers();
+    wsw_all = calloc((size_t)nw * (sy_server.nroutes ? sy_server.nroutes : 1), sizeof(wsw_t));
+    if (wsw_all == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (int w = 0; w < nw; w++)
+        for (size_t i = 0; i < sy_server.nroutes; i++) {
+            wsw_all[(size_t)w * sy_server.nroutes + i].route = &sy_server.routes[i];
+            wsw_all[(size_t)w * sy_server.nroutes + i].worker = w;
+        }
+    return 0;
 }
 
 int sy_switch_start(sy_route_t *r, conf_which_t to, int gradual, sy_switch_done_cb done, void *ctx)
@@ -266,45 +468,35 @@ int sy_switch_start(sy_route_t *r, conf_which_t to, int gradual, sy_switch_done_
     if (r->sw != NULL)
         return -1;
     sy_switch_t *sw = calloc(1, sizeof(*sw));
-    if (sw == NULL)
+    unsigned char *rep = calloc((size_t)sy_nworkers(), 1);
+    if (sw == NULL || rep == NULL) {
+        free(sw);
+        free(rep);
         return -1;
+    }
+    sw->reported = rep;
     sw->route = r;
     sw->to = to;
     sw->gradual = gradual;
     sw->done = done;
     sw->ctx = ctx;
+    sw->gen = ++sw_gen;
     sw->started = uv_now(sy_server.loop);
-    r->active = to;
+    sw->phase = SW_PREPARING;
+    sw->waiting = sy_nworkers();
     r->switches++;
     r->sw = sw;
+    SY_STORE(r->sw_mode, gradual ? 1 : 0);
+    SY_STORE(r->sw_phase, (int)SW_PREPARING);
+    SY_STORE(r->active, to);
     uv_timer_init(sy_server.loop, &sw->deadline);
-    uv_timer_init(sy_server.loop, &sw->check);
     sw->deadline.data = sw;
-    sw->check.data = sw;
-    uv_timer_start(&sw->deadline, sw_deadline_cb, (uint64_t)sy_server.conf.drain_timeout * 1000, 0);
-    uv_timer_start(&sw->check, sw_check_cb, 20, 20);
+    uv_timer_start(&sw->deadline, sw_deadline_cb, (uint64_t)sy_conf()->drain_timeout * 1000, 0);
     sy_info("event=switch_begin route=%s to=%s mode=%s", r->conf->name, to == CONF_EXTERNAL ? "external" : "builtin",
             gradual ? "gradual" : "atomic");
-    /* Open every session's new upstream first; prepare may finish synchronously. */
-    sw->preparing = 1;
-    for (sy_session_link_t *l = sy_sessions.next; l != &sy_sessions; l = l->next)
-        if (must_move(l, r) && l->prepare != NULL)
-            l->preparing = 1;
-    for (;;) {
-        sy_session_link_t *pick = NULL;
-        for (sy_session_link_t *l = sy_sessions.next; l != &sy_sessions; l = l->next)
-            if (must_move(l, r) && l->preparing == 1) {
-                pick = l;
-                break;
-            }
-        if (pick == NULL)
-            break;
-        pick->preparing = 2;   /* started */
-        pick->prepare(pick);
-        if (r->sw != sw)
-            return 0;
-    }
-    sw_step(sw);
+    /* Open every session's new upstream first, on each worker. */
+    if (post_op(r, sw->gen, OP_PREPARE, NULL) != 0)
+        sy_err("event=switch_post_failed route=%s reason=out_of_memory", r->conf->name);
     return 0;
 }
 
@@ -318,36 +510,37 @@ static void pause_timer_closed(uv_handle_t *h)
 static void pause_expired(uv_timer_t *t)
 {
     sy_route_t *r = t->data;
-    sy_warn("event=pause_expired route=%s after_s=%d", r->conf->name, sy_server.conf.pause_max);
+    sy_warn("event=pause_expired route=%s after_s=%d", r->conf->name, sy_conf()->pause_max);
     sy_route_resume(r, "pause_max");
 }
 
 int sy_route_pause(sy_route_t *r)
 {
-    if (r->paused)
+    if (SY_LOAD(r->paused))
         return 0;
-    r->paused = 1;
+    SY_STORE(r->paused, 1);   /* sessions stop at their next boundary by themselves */
     r->pause_timer = malloc(sizeof(uv_timer_t));
     if (r->pause_timer != NULL) {
         uv_timer_init(sy_server.loop, r->pause_timer);
         r->pause_timer->data = r;
-        uv_timer_start(r->pause_timer, pause_expired, (uint64_t)sy_server.conf.pause_max * 1000, 0);
+        uv_timer_start(r->pause_timer, pause_expired, (uint64_t)sy_conf()->pause_max * 1000, 0);
     }
-    sy_info("event=pause route=%s max_s=%d", r->conf->name, sy_server.conf.pause_max);
+    sy_info("event=pause route=%s max_s=%d", r->conf->name, sy_conf()->pause_max);
     return 0;
 }
 
 void sy_route_resume(sy_route_t *r, const char *why)
 {
-    if (!r->paused)
+    if (!SY_LOAD(r->paused))
         return;
-    r->paused = 0;
+    SY_STORE(r->paused, 0);
     if (r->pause_timer != NULL) {
         uv_timer_stop(r->pause_timer);
         uv_close((uv_handle_t *)r->pause_timer, pause_timer_closed);
         r->pause_timer = NULL;
     }
     sy_info("event=resume route=%s reason=%s", r->conf->name, why);
-    release_ready(r);
-    sy_switch_poke(r);
+    /* Each worker releases its held sessions (and steps a running switch). */
+    if (post_op(r, 0, OP_RELEASE, NULL) != 0)
+        sy_err("event=resume_post_failed route=%s reason=out_of_memory", r->conf->name);
 }

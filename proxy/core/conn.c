@@ -45,7 +45,7 @@ static ssize_t plain_write(sy_conn_t *c, const void *buf, size_t len)
     }
 }
 
-const sy_transport_t sy_plain_transport = { plain_read, plain_write, "plain" };
+const sy_transport_t sy_plain_transport = { plain_read, plain_write, "plain", NULL };
 
 void sy_conn_init(sy_conn_t *c, uv_loop_t *loop, int fd, void *data)
 {

@@ -117,7 +117,7 @@ static void accept_cb(uv_poll_t *h, int status, int events)
                 sy_warn("event=accept_failed listener=%s error=\"%s\"", l->conf->name, strerror(errno));
             return;
         }
-        if (sy_server.stopping) {
+        if (SY_LOAD(sy_server.stopping)) {
             close(fd);
             continue;
         }
@@ -130,7 +130,7 @@ static void accept_cb(uv_poll_t *h, int status, int events)
 
 int sy_listeners_start(char *err, size_t errlen)
 {
-    const conf_t *c = &sy_server.conf;
+    const conf_t *c = sy_conf();
     sy_server.nlisteners = c->nlisteners;
     sy_server.listeners = calloc(c->nlisteners ? c->nlisteners : 1, sizeof(sy_listener_t));
     if (sy_server.listeners == NULL) {

@@ -85,7 +85,10 @@ int sy_pipe_flush(sy_pipe_t *p)
 int sy_pipe_pump(void *sess, sy_pipe_t *p)
 {
     p->full = 0;
-    while (p->reading && !p->src_eof) {
+    for (int budget = SY_PIPE_READ_BUDGET; p->reading && !p->src_eof; budget--) {
+        /* Out of budget: stop, unless TLS holds input that no poll event would announce. */
+        if (budget <= 0 && !(p->src->tp->has_pending != NULL && p->src->tp->has_pending(p->src)))
+            return 0;
         uint32_t space = sy_pipe_space(p);
         if (space == 0) {
             p->full = 1;

@@ -54,6 +54,9 @@ typedef struct sy_transport_s {
     /* >0 bytes, SY_EAGAIN (c->wr_wait set), <0 -errno */
     ssize_t (*write)(sy_conn_t *c, const void *buf, size_t len);
     const char *name;
+    /* 1 when input is buffered above the socket (TLS records) that no poll event will
+     * announce; NULL: never (plain sockets). */
+    int     (*has_pending)(sy_conn_t *c);
 } sy_transport_t;
 
 extern const sy_transport_t sy_plain_transport;
@@ -127,6 +130,10 @@ struct sy_pipe_s {
 enum { SY_PUMP_OK = 0, SY_PUMP_EOF, SY_PUMP_SRC_ERR, SY_PUMP_DST_ERR, SY_PUMP_CLOSING };
 
 #define SY_PIPE_BUF (64 * 1024)
+/* Reads per pump before the loop serves someone else, as libuv's stream.c caps reads per
+ * event at 32: one fast sender cannot starve a worker. The poll is level-triggered, so a
+ * source with more to read is called again on the next round. */
+#define SY_PIPE_READ_BUDGET 32
 
 /* Space left at the end (compacts first when that helps). */
 uint32_t sy_pipe_space(sy_pipe_t *p);
@@ -135,8 +142,8 @@ uint32_t sy_pipe_space(sy_pipe_t *p);
 int  sy_pipe_inject(sy_pipe_t *p, const void *bytes, size_t len);
 /* Write [start..fwd) to dst until done or EAGAIN. 0 ok, <0 -errno (dst failed). */
 int  sy_pipe_flush(sy_pipe_t *p);
-/* Read src into the buffer until EAGAIN, EOF or full, calling scan after each read and
- * flushing as it goes. Returns SY_PUMP_OK, SY_PUMP_EOF, SY_PUMP_SRC_ERR / SY_PUMP_DST_ERR
+/* Read src into the buffer until EAGAIN, EOF, full or SY_PIPE_READ_BUDGET reads, calling
+ * scan after each read and flushing as it goes. Returns SY_PUMP_OK, SY_PUMP_EOF, SY_PUMP_SRC_ERR / SY_PUMP_DST_ERR
  * (p->err holds -errno) or SY_PUMP_CLOSING when the scan hook returned -1. */
 int  sy_pipe_pump(void *sess, sy_pipe_t *p);
 int  sy_pipe_pending(const sy_pipe_t *p);   /* bytes waiting to be written */
@@ -162,44 +169,66 @@ int  sy_pipe_dst_events(const sy_pipe_t *p);
 /* ---- loops (worker.c) -------------------------------------------------------------- */
 
 /*
- * The main thread runs the control loop (sy_server.loop); sessions run on worker loops.
- * Control callbacks run with every worker stopped ("the world"), so they may touch any
- * session. A worker tells the control plane things through sy_ctl_post and route->poke,
- * never by calling control code itself. See worker.c.
+ * The main thread runs the control loop (sy_server.loop); sessions run on worker loops,
+ * and only a session's own worker touches it. Threads talk by posting messages (see
+ * worker.c): the control plane posts to workers (sy_post, sy_run_on_all), and workers post
+ * to the control plane (sy_ctl_post). Nobody calls into another thread's loop.
  */
 typedef struct sy_listener_s sy_listener_t;
 typedef struct sy_ctl_s sy_ctl_t;
 struct sy_ctl_s {
     sy_ctl_t *next;
-    void    (*fn)(sy_ctl_t *c);   /* runs on the main thread, world stopped */
+    void    (*fn)(sy_ctl_t *c);   /* runs on the main thread */
 };
-/* Run c->fn on the main loop (at once when already there). */
+/* Run c->fn on the main loop (at once when already there). The caller keeps c alive
+ * until fn runs (fn usually frees it). */
 void sy_ctl_post(sy_ctl_t *c);
-/* Wake the main loop to look at route pokes and at shutdown (no-op on the main thread). */
+/* Wake the main loop to look at shutdown (no-op on the main thread). */
 void sy_ctl_wake(void);
+
+/* A message for one worker: fn runs on that worker's loop thread (at once when posted
+ * from that thread). The poster keeps m alive until fn runs; fn may free it. */
+typedef struct sy_msg_s sy_msg_t;
+struct sy_msg_s {
+    sy_msg_t *next;
+    void    (*fn)(sy_msg_t *m);
+};
+void sy_post(int worker, sy_msg_t *m);
+/* envoy's runOnAllThreads: each(ctx, worker) runs on every worker's loop, then done(ctx)
+ * on the main loop once all of them have returned. Returns 0, or -1 (out of memory:
+ * nothing runs). */
+typedef void (*sy_each_fn)(void *ctx, int worker);
+typedef void (*sy_all_fn)(void *ctx);
+int  sy_run_on_all(sy_each_fn each, sy_all_fn done, void *ctx);
+
 int  sy_on_main(void);
 int  sy_nworkers(void);
+int  sy_worker_self(void);                 /* this thread's worker index, -1 elsewhere */
+uv_loop_t *sy_worker_loop(int worker);
+uint64_t sy_worker_sessions(int worker);   /* sessions open on it (any thread) */
 /* The worker index of a session loop. */
 int  sy_loop_index(const uv_loop_t *loop);
 /* n (>= 1) worker loops; sy_workers_run starts their threads once the listeners are set
  * up on the accept loop (worker 0's). */
 int  sy_workers_start(int n, char *err, size_t errlen);
 int  sy_workers_run(char *err, size_t errlen);
-void sy_world_stop(void);
-void sy_world_start(void);
+/* The one remaining isolation (RELOAD's swap, the exit): see worker.c. */
+void sy_isolate(void);
+void sy_deisolate(void);
 uv_loop_t *sy_accept_loop(void);
 /* Start a session for an accepted socket on the next worker's loop. */
 void sy_dispatch(sy_listener_t *l, int fd, int trusted);
 void sy_main_run(void);
 void sy_main_quit(void);
-/* Guards what workers share as sessions come and go: the session list, cancel keys,
- * lazily built TLS contexts. Never held across anything that blocks. */
+/* Guards what workers share as sessions come and go: cancel keys, lazily built TLS
+ * contexts. Never held across anything that blocks. */
 extern pthread_mutex_t sy_shared_mu;
 
-/* Counters that several loops update. Readers are on the main loop with the world
- * stopped, so plain reads see settled values. */
+/* Counters that several threads update and the control plane reads. */
 #define SY_STAT_ADD(x, n) __atomic_fetch_add(&(x), (n), __ATOMIC_RELAXED)
 #define SY_STAT_SUB(x, n) __atomic_fetch_sub(&(x), (n), __ATOMIC_RELAXED)
+#define SY_LOAD(x)        __atomic_load_n(&(x), __ATOMIC_ACQUIRE)
+#define SY_STORE(x, v)    __atomic_store_n(&(x), (v), __ATOMIC_RELEASE)
 
 /* ---- the server (main.c, listener.c) ---------------------------------------------- */
 
@@ -207,7 +236,7 @@ typedef struct sy_route_s sy_route_t;
 
 struct sy_route_s {
     const conf_route_t *conf;
-    conf_which_t        active;
+    conf_which_t        active;           /* written on the main loop, read anywhere: sy_route_active */
     SSL_CTX            *tls_ctx[2];   /* redis: per target, lazily built */
     uint64_t            clients, upstreams;
     uint64_t            nerrors;          /* all errors sent to clients */
@@ -222,17 +251,19 @@ struct sy_route_s {
     double              last_hold_ms;     /* how long sessions were held in the last switch */
     uint64_t            closed_at_deadline;
     uint64_t            moved;            /* sessions moved by switchovers */
-    int                 paused;
-    void               *sw;               /* the switch in progress (switchover.c) */
+    int                 paused;           /* atomic: sessions read it at their boundaries */
+    int                 sw_phase;         /* atomic: sw_phase_t of the switch (switch_rule.h) */
+    int                 sw_mode;          /* atomic: 1 GRADUAL */
+    uint64_t            pinned;           /* sessions known to be unmovable (atomic) */
+    void               *sw;               /* the switch in progress (main loop only) */
     uv_timer_t         *pause_timer;
-    int                 poke;             /* a worker asks the main loop to step the switch */
     int                 healthy;          /* last health probe of the active target: 1 ok */
     char                health_err[256];  /* its cause when not ok */
 };
 
-/* Every live client session is on one list, for the console (SHOW CLIENTS) and for
- * switchover. describe fills the SHOW CLIENTS columns: id, protocol, route, target,
- * state, detail. */
+/* Every live client session is on one list of its worker: per route once routed, else
+ * the worker's list of unrouted and console sessions (worker.c). Only that worker touches
+ * it. describe fills the SHOW CLIENTS columns: id, protocol, route, target, state, detail. */
 typedef struct sy_session_link_s sy_session_link_t;
 struct sy_session_link_s {
     sy_session_link_t *prev, *next;
@@ -245,7 +276,8 @@ struct sy_session_link_s {
     int                preparing;   /* its new upstream is being opened ahead of the move */
     int                console;     /* admin console sessions are never moved */
     int                kicked;      /* told to go at the shutdown deadline */
-    int                pinned;      /* known to be unmovable (e.g. Redis CLIENT TRACKING) */
+    int                pinned;      /* known to be unmovable (e.g. Redis CLIENT TRACKING): set it
+                                     * with sy_session_set_pinned, which counts it on the route */
     void             (*describe)(const sy_session_link_t *l, char cols[][128]);
     /* Switchover hooks (switchover.c drives them):
      * quiet: 1 when the session stands at a boundary and can be moved now
@@ -259,9 +291,17 @@ struct sy_session_link_s {
     void             (*kick)(sy_session_link_t *l, const char *why);
     void             (*release)(sy_session_link_t *l);
 };
-extern sy_session_link_t sy_sessions;   /* list head */
+/* On the session's own worker: l->loop must be set. */
 void sy_session_link(sy_session_link_t *l);
 void sy_session_unlink(sy_session_link_t *l);
+void sy_session_set_route(sy_session_link_t *l, sy_route_t *r);
+void sy_session_set_pinned(sy_session_link_t *l, int pinned);
+/* A worker's list of sessions on route r (NULL: not routed yet, and the console). Only
+ * that worker may walk it. */
+sy_session_link_t *sy_worker_sessions_of(int worker, const sy_route_t *r);
+/* The route's active target (an atomic read), and a target of the route. */
+conf_which_t sy_route_active(const sy_route_t *r);
+const conf_target_t *sy_route_target(const sy_route_t *r, conf_which_t which);
 
 /* ---- switchover (switchover.c) ------------------------------------------------------- */
 
@@ -278,6 +318,8 @@ void sy_switch_prepared(sy_session_link_t *l);
  * done(ctx, moved, closed, ms) is called when the switch has finished. */
 typedef void (*sy_switch_done_cb)(void *ctx, uint64_t moved, uint64_t closed, double ms);
 int  sy_switch_start(sy_route_t *r, conf_which_t to, int gradual, sy_switch_done_cb done, void *ctx);
+/* Per-worker switch state, once the workers exist (before any switch). */
+int  sy_switch_init(char *err, size_t errlen);
 /* PAUSE / RESUME. */
 int  sy_route_pause(sy_route_t *r);
 void sy_route_resume(sy_route_t *r, const char *why);
@@ -294,7 +336,7 @@ struct sy_listener_s {
 
 typedef struct sy_server_s {
     uv_loop_t     *loop;
-    conf_t         conf;
+    conf_t        *conf;          /* the snapshot in force: read it with sy_conf() */
     conf_env_t     env;
     sy_listener_t *listeners;
     size_t         nlisteners;
@@ -306,6 +348,14 @@ typedef struct sy_server_s {
 } sy_server_t;
 
 extern sy_server_t sy_server;
+
+/* The configuration in force. RELOAD publishes a new snapshot (reload.c) and keeps the old
+ * ones until exit, so a reader on any thread - a thread-pool job too - may keep the
+ * pointer it read for as long as it works. */
+static inline const conf_t *sy_conf(void)
+{
+    return __atomic_load_n(&sy_server.conf, __ATOMIC_ACQUIRE);
+}
 
 sy_route_t *sy_route_find(const char *name);
 sy_route_t *sy_route_for_database(const sy_listener_t *l, const char *db);

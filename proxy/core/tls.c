@@ -71,7 +71,13 @@ static ssize_t tls_write(sy_conn_t *c, const void *buf, size_t len)
     return r == 0 ? -EPIPE : r;
 }
 
-const sy_transport_t sy_tls_transport = { tls_read, tls_write, "tls" };
+/* Input the TLS session holds (decrypted or not) that no socket event will announce. */
+static int tls_has_pending(sy_conn_t *c)
+{
+    return c->ssl != NULL && SSL_has_pending(c->ssl);
+}
+
+const sy_transport_t sy_tls_transport = { tls_read, tls_write, "tls", tls_has_pending };
 
 int sy_tls_init(void)
 {
@@ -233,3 +239,4 @@ int sy_tls_pending(sy_conn_t *c)
 {
     return c->ssl ? SSL_pending(c->ssl) : 0;
 }
+

@@ -9,26 +9,25 @@
  *   worker 1..N-1   session loops
  *
  * A session lives on one worker loop for its whole life, and only that loop's thread
- * touches it while the data flows: the relay path takes no lock.
+ * touches it: the relay path takes no lock.
  *
- * The control plane walks sessions of every loop (a switch holds, moves and releases
- * them; SHOW CLIENTS describes them; SIGTERM kicks them). Instead of rewriting all of that
- * as messages, the main thread "stops the world" while its callbacks run: every worker
- * parks in an async callback of its own loop, so the main thread has every session and
- * every loop to itself, exactly as a single loop would (sy_world_stop). Workers run their
- * loops with UV_RUN_DEFAULT and pay nothing for this between stops. The main thread waits
- * on its loop's backend fd with poll(2) and runs the loop with UV_RUN_NOWAIT, libuv's way
- * to embed a loop (uv_backend_fd / uv_backend_timeout), stopping the world around each
- * round of callbacks.
+ * Threads talk by posting messages, as envoy's Dispatcher::post() does; nothing calls
+ * into another thread's loop except uv_async_send:
  *
- * Workers never call control code directly. What a session tells the control plane (a
- * switch may step, a console command to run, a cancel to route, the last client left
- * during shutdown) is posted to the main loop (sy_ctl_post, route->poke) and handled
- * there with the world stopped. Counters they update are atomic (SY_STAT_ADD). The
- * session list and the cancel-key map, which workers change as sessions come and go,
- * take sy_shared_mu.
+ *   main -> worker   sy_post(worker, msg): msg->fn runs on that worker's loop
+ *   main -> all      sy_run_on_all(each, done, ctx): each(ctx, w) on every worker, then
+ *                    done(ctx) on the main loop once all have run (envoy's runOnAllThreads)
+ *   worker -> main   sy_ctl_post(ctl): ctl->fn runs on the main loop
  *
- * A worker never parks while it holds sy_shared_mu, and nothing blocks while holding it.
+ * Each worker keeps its own sessions on lists, one per route and one for sessions not yet
+ * routed (and the console), so a switch step on a worker reads only the sessions of that
+ * route on that worker, and the workers move their own sessions in parallel.
+ *
+ * One isolation remains, for rare operations that swap what every worker reads (RELOAD's
+ * configuration swap) and for the exit: sy_isolate() parks every worker in an async
+ * callback of its own loop and returns when all are parked; sy_deisolate() releases
+ * them. Like haproxy's thread_isolate(), it is explicit, bounded by one callback of each
+ * worker, and never used in the steady state.
  */
 #include <poll.h>
 #include <pthread.h>
@@ -47,11 +46,15 @@ typedef struct sy_worker_s {
     int             id;
     uv_loop_t       loop;
     uv_thread_t     thread;
-    uv_async_t      wake;       /* new sockets to start here */
-    uv_async_t      park;       /* the main thread stops the world */
-    pthread_mutex_t qmu;        /* accepted sockets waiting to be started here */
-    handoff_t      *q;
+    uv_async_t      wake;       /* new sockets or messages to handle here */
+    uv_async_t      park;       /* the main thread isolates (sy_isolate) */
+    pthread_mutex_t qmu;        /* guards q and msgs */
+    handoff_t      *q;          /* accepted sockets waiting to be started here */
     size_t          qlen, qcap;
+    sy_msg_t       *msg_head, *msg_tail;
+    sy_session_link_t *lists;   /* [0]: not routed yet, console; [1 + route index] */
+    size_t          nlists;
+    uint64_t        nsessions;  /* on this worker (atomic: the metrics tick reads it) */
 } sy_worker_t;
 
 pthread_mutex_t sy_shared_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -62,14 +65,13 @@ static unsigned next_worker;
 static __thread int on_main;
 static __thread sy_worker_t *self;
 
-/* Stopping the world (see sy_world_stop). */
-static int stw_depth;
-static int stw_want;          /* the main thread wants every worker parked */
-static unsigned stw_gen;      /* bumped by each release */
+/* Isolation (see sy_isolate). */
+static int iso_want;          /* the main thread wants every worker parked */
+static unsigned iso_gen;      /* bumped by each release */
 static int parked;            /* workers inside park_cb */
 static int running;           /* worker threads started */
-static pthread_mutex_t stw_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t stw_cv = PTHREAD_COND_INITIALIZER;      /* release */
+static pthread_mutex_t iso_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t iso_cv = PTHREAD_COND_INITIALIZER;      /* release */
 static pthread_cond_t parked_cv = PTHREAD_COND_INITIALIZER;   /* parked changed */
 
 /* Posted control work. */
@@ -94,58 +96,73 @@ int sy_loop_index(const uv_loop_t *loop)
     return w->id;
 }
 
-/*
- * The main thread stops the world by asking every worker to park (an async callback on
- * the worker's own loop, so it runs between two other callbacks) and waiting until all
- * have. Until the release, the main thread acts on worker loops and sessions as if it were
- * a callback of each: libuv allows a callback to start, stop and close any handle of its
- * loop, which is all the control code does. The release waits until every worker has left,
- * so a worker still leaving one stop is never counted as parked for the next.
- */
-void sy_world_stop(void)
+int sy_worker_self(void)
 {
-    if (stw_depth++ > 0 || !running)
-        return;
-    pthread_mutex_lock(&stw_mu);
-    stw_want = 1;
-    pthread_mutex_unlock(&stw_mu);
-    for (int i = 0; i < nworkers; i++)
-        uv_async_send(&workers[i].park);
-    pthread_mutex_lock(&stw_mu);
-    while (parked < nworkers)
-        pthread_cond_wait(&parked_cv, &stw_mu);
-    pthread_mutex_unlock(&stw_mu);
+    return self ? self->id : -1;
 }
 
-void sy_world_start(void)
+uv_loop_t *sy_worker_loop(int worker)
 {
-    if (--stw_depth > 0 || !running)
+    return &workers[worker].loop;
+}
+
+uint64_t sy_worker_sessions(int worker)
+{
+    return __atomic_load_n(&workers[worker].nsessions, __ATOMIC_RELAXED);
+}
+
+/*
+ * Park every worker between two of its callbacks and wait until all are parked. Until
+ * sy_deisolate the main thread may read and change what workers read (the configuration,
+ * route settings, any session) as if it were a callback of each loop. Bounded: each
+ * worker parks at its next callback boundary. Used by RELOAD's swap and by the exit only.
+ */
+void sy_isolate(void)
+{
+    if (!running)
         return;
-    pthread_mutex_lock(&stw_mu);
-    stw_want = 0;
-    stw_gen++;
-    pthread_cond_broadcast(&stw_cv);
+    pthread_mutex_lock(&iso_mu);
+    iso_want = 1;
+    pthread_mutex_unlock(&iso_mu);
+    for (int i = 0; i < nworkers; i++)
+        uv_async_send(&workers[i].park);
+    pthread_mutex_lock(&iso_mu);
+    while (parked < nworkers)
+        pthread_cond_wait(&parked_cv, &iso_mu);
+    pthread_mutex_unlock(&iso_mu);
+}
+
+/* The release waits until every worker has left, so a worker still leaving one isolation
+ * is never counted as parked for the next. */
+void sy_deisolate(void)
+{
+    if (!running)
+        return;
+    pthread_mutex_lock(&iso_mu);
+    iso_want = 0;
+    iso_gen++;
+    pthread_cond_broadcast(&iso_cv);
     while (parked > 0)
-        pthread_cond_wait(&parked_cv, &stw_mu);
-    pthread_mutex_unlock(&stw_mu);
+        pthread_cond_wait(&parked_cv, &iso_mu);
+    pthread_mutex_unlock(&iso_mu);
 }
 
 static void park_cb(uv_async_t *a)
 {
-    pthread_mutex_lock(&stw_mu);
-    if (stw_want) {
-        unsigned gen = stw_gen;
+    pthread_mutex_lock(&iso_mu);
+    if (iso_want) {
+        unsigned gen = iso_gen;
         parked++;
         pthread_cond_broadcast(&parked_cv);
-        while (stw_gen == gen)
-            pthread_cond_wait(&stw_cv, &stw_mu);
+        while (iso_gen == gen)
+            pthread_cond_wait(&iso_cv, &iso_mu);
         parked--;
         pthread_cond_broadcast(&parked_cv);
     }
-    pthread_mutex_unlock(&stw_mu);
+    pthread_mutex_unlock(&iso_mu);
 }
 
-/* ---- control work posted by sessions --------------------------------------------------- */
+/* ---- worker -> main ------------------------------------------------------------------- */
 
 void sy_ctl_post(sy_ctl_t *c)
 {
@@ -170,7 +187,6 @@ void sy_ctl_wake(void)
         uv_async_send(&ctl_async);
 }
 
-/* Runs on the main loop, so with the world stopped. */
 static void ctl_async_cb(uv_async_t *a)
 {
     for (;;) {
@@ -186,12 +202,80 @@ static void ctl_async_cb(uv_async_t *a)
             break;
         c->fn(c);
     }
-    for (size_t i = 0; i < sy_server.nroutes; i++) {
-        sy_route_t *r = &sy_server.routes[i];
-        if (__atomic_exchange_n(&r->poke, 0, __ATOMIC_ACQ_REL))
-            sy_switch_poke(r);
-    }
     sy_server_client_gone();
+}
+
+/* ---- main -> worker ------------------------------------------------------------------- */
+
+void sy_post(int worker, sy_msg_t *m)
+{
+    sy_worker_t *w = &workers[worker];
+    if (w == self) {
+        m->fn(m);
+        return;
+    }
+    m->next = NULL;
+    pthread_mutex_lock(&w->qmu);
+    if (w->msg_tail)
+        w->msg_tail->next = m;
+    else
+        w->msg_head = m;
+    w->msg_tail = m;
+    pthread_mutex_unlock(&w->qmu);
+    uv_async_send(&w->wake);
+}
+
+typedef struct fanout_s fanout_t;
+typedef struct fanout_msg_s {
+    sy_msg_t  msg;
+    fanout_t *f;
+    int       worker;
+} fanout_msg_t;
+
+struct fanout_s {
+    sy_ctl_t     ctl;        /* first: the completion runs on the main loop */
+    sy_each_fn   each;
+    sy_all_fn    done;
+    void        *ctx;
+    int          remaining;  /* workers that have not run each yet (atomic) */
+    fanout_msg_t msgs[];
+};
+
+static void fanout_done_cb(sy_ctl_t *c)
+{
+    fanout_t *f = (fanout_t *)c;
+    if (f->done)
+        f->done(f->ctx);
+    free(f);
+}
+
+static void fanout_each_cb(sy_msg_t *m)
+{
+    fanout_msg_t *fm = (fanout_msg_t *)m;
+    fanout_t *f = fm->f;
+    f->each(f->ctx, fm->worker);
+    if (__atomic_sub_fetch(&f->remaining, 1, __ATOMIC_ACQ_REL) == 0)
+        sy_ctl_post(&f->ctl);
+}
+
+int sy_run_on_all(sy_each_fn each, sy_all_fn done, void *ctx)
+{
+    fanout_t *f = calloc(1, sizeof(*f) + (size_t)nworkers * sizeof(fanout_msg_t));
+    if (f == NULL)
+        return -1;
+    f->ctl.fn = fanout_done_cb;
+    f->each = each;
+    f->done = done;
+    f->ctx = ctx;
+    f->remaining = nworkers;
+    for (int i = 0; i < nworkers; i++) {
+        f->msgs[i].msg.fn = fanout_each_cb;
+        f->msgs[i].f = f;
+        f->msgs[i].worker = i;
+    }
+    for (int i = 0; i < nworkers; i++)
+        sy_post(i, &f->msgs[i].msg);
+    return 0;
 }
 
 void sy_main_quit(void)
@@ -199,23 +283,92 @@ void sy_main_quit(void)
     main_quit = 1;
 }
 
-/* The main thread's loop: its callbacks run with the world stopped. Returns (to exit) with
- * the world still stopped, so no worker is half-way through anything as the process ends. */
+/* The main thread's loop, embedded (uv_backend_fd / uv_backend_timeout) so the exit can
+ * be taken between two rounds. Returns with every worker isolated, so none is half-way
+ * through anything as the process ends. */
 void sy_main_run(void)
 {
     uv_loop_t *loop = sy_server.loop;
     for (;;) {
-        sy_world_stop();
         uv_run(loop, UV_RUN_NOWAIT);
-        if (main_quit)
+        if (main_quit) {
+            sy_isolate();
             return;
-        sy_world_start();
+        }
         int timeout = uv_backend_timeout(loop);
         if (timeout != 0) {
             struct pollfd p = { .fd = uv_backend_fd(loop), .events = POLLIN };
             poll(&p, 1, timeout);
         }
     }
+}
+
+/* ---- sessions on their worker's lists -------------------------------------------------- */
+
+static sy_session_link_t *list_of(sy_worker_t *w, const sy_route_t *r)
+{
+    size_t i = r ? 1 + (size_t)(r - sy_server.routes) : 0;
+    return i < w->nlists ? &w->lists[i] : &w->lists[0];
+}
+
+static void list_insert(sy_session_link_t *head, sy_session_link_t *l)
+{
+    l->next = head;
+    l->prev = head->prev;
+    head->prev->next = l;
+    head->prev = l;
+}
+
+static void list_remove(sy_session_link_t *l)
+{
+    l->prev->next = l->next;
+    l->next->prev = l->prev;
+    l->next = l->prev = NULL;
+}
+
+void sy_session_link(sy_session_link_t *l)
+{
+    sy_worker_t *w = l->loop->data;
+    list_insert(list_of(w, l->route), l);
+    __atomic_fetch_add(&w->nsessions, 1, __ATOMIC_RELAXED);
+}
+
+void sy_session_unlink(sy_session_link_t *l)
+{
+    if (l->next == NULL)
+        return;
+    sy_worker_t *w = l->loop->data;
+    sy_session_set_pinned(l, 0);
+    list_remove(l);
+    __atomic_fetch_sub(&w->nsessions, 1, __ATOMIC_RELAXED);
+}
+
+void sy_session_set_route(sy_session_link_t *l, sy_route_t *r)
+{
+    sy_worker_t *w = l->loop->data;
+    if (l->next != NULL)
+        list_remove(l);
+    l->route = r;
+    list_insert(list_of(w, r), l);
+}
+
+void sy_session_set_pinned(sy_session_link_t *l, int pinned)
+{
+    pinned = pinned != 0;
+    if (l->pinned == pinned)
+        return;
+    l->pinned = pinned;
+    if (l->route != NULL) {
+        if (pinned)
+            SY_STAT_ADD(l->route->pinned, 1);
+        else
+            SY_STAT_SUB(l->route->pinned, 1);
+    }
+}
+
+sy_session_link_t *sy_worker_sessions_of(int worker, const sy_route_t *r)
+{
+    return list_of(&workers[worker], r);
 }
 
 /* ---- workers ---------------------------------------------------------------------------- */
@@ -243,16 +396,23 @@ static void wake_cb(uv_async_t *a)
     pthread_mutex_lock(&w->qmu);
     handoff_t *q = w->q;
     size_t n = w->qlen;
+    sy_msg_t *m = w->msg_head;
     w->q = NULL;
     w->qlen = w->qcap = 0;
+    w->msg_head = w->msg_tail = NULL;
     pthread_mutex_unlock(&w->qmu);
     for (size_t i = 0; i < n; i++) {
-        if (sy_server.stopping)
+        if (__atomic_load_n(&sy_server.stopping, __ATOMIC_ACQUIRE))
             close(q[i].fd);
         else
             start_session(q[i].l, q[i].fd, q[i].trusted, &w->loop);
     }
     free(q);
+    while (m != NULL) {
+        sy_msg_t *next = m->next;   /* fn may free m */
+        m->fn(m);
+        m = next;
+    }
 }
 
 static void worker_main(void *arg)
@@ -309,6 +469,14 @@ int sy_workers_start(int n, char *err, size_t errlen)
     for (int i = 0; i < n; i++) {
         sy_worker_t *w = &workers[i];
         w->id = i;
+        w->nlists = 1 + sy_server.nroutes;
+        w->lists = calloc(w->nlists, sizeof(sy_session_link_t));
+        if (w->lists == NULL) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        for (size_t k = 0; k < w->nlists; k++)
+            w->lists[k].next = w->lists[k].prev = &w->lists[k];
         int rc = uv_loop_init(&w->loop);
         if (rc == 0)
             rc = uv_async_init(&w->loop, &w->wake, wake_cb);

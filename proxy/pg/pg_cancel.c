@@ -9,9 +9,12 @@
  * run on libuv's thread pool because it connects and waits.
  *
  * Sessions register and unregister keys on their worker loops, under sy_shared_mu. A
- * CancelRequest arrives on any loop, for a session that may live on another: it is looked
- * up on the main loop with the world stopped, and the cancel's completion runs on the
- * target session's own loop, which drops the reference taken here.
+ * CancelRequest arrives on any worker, for a session that may live on another: the key
+ * names the session's worker (looked up under the mutex), and the request is posted
+ * there. That worker looks the key up again (the session may have ended meanwhile; it
+ * cannot end while its own worker runs this) and starts the cancel with a PGcancel of the
+ * job's own, made from the session's connection: a move that swaps the connection never
+ * frees what a running cancel uses.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +24,7 @@
 
 typedef struct slot_s {
     uint32_t      key;       /* 0: empty */
+    int           worker;    /* the session's worker */
     pg_session_t *s;
 } slot_t;
 
@@ -49,7 +53,7 @@ static void rehash(uint32_t ncap)
     free(old);
 }
 
-static pg_session_t *lookup(uint32_t key)
+static slot_t *lookup(uint32_t key)
 {
     if (key == 0 || tcap == 0)
         return NULL;
@@ -57,7 +61,7 @@ static pg_session_t *lookup(uint32_t key)
         if (table[h].key == 0)
             return NULL;
         if (table[h].key == key && table[h].s != TOMB)
-            return table[h].s;
+            return &table[h];
     }
 }
 
@@ -77,6 +81,7 @@ uint32_t pg_cancel_register(pg_session_t *s)
         tdead--;
     table[h].key = key;
     table[h].s = s;
+    table[h].worker = sy_loop_index(pg_session_loop(s));
     tused++;
     pthread_mutex_unlock(&sy_shared_mu);
     return key;
@@ -101,11 +106,11 @@ void pg_cancel_unregister(uint32_t key)
 }
 
 typedef struct cancel_work_s {
-    sy_ctl_t      ctl;       /* first: the lookup runs on the main loop */
+    sy_msg_t      msg;       /* first: the request, on the session's worker */
     uv_work_t     req;
     uint32_t      pid, key;
     pg_session_t *s;
-    PGcancel     *cancel;
+    PGcancel     *cancel;    /* the job's own */
     int           ok;
     char          err[256];
 } cancel_work_t;
@@ -124,15 +129,19 @@ static void cancel_done(uv_work_t *req, int status)
     else
         sy_warn("event=cancel_failed conn=%llu error=\"%s\"", (unsigned long long)pg_session_id(w->s),
                 w->err);
+    PQfreeCancel(w->cancel);
     pg_session_unref(w->s);
     free(w);
 }
 
-/* On the main loop, world stopped: find the session and start the cancel on its loop. */
-static void cancel_route(sy_ctl_t *c)
+/* On the session's worker: find it again and start the cancel. */
+static void cancel_on_worker(sy_msg_t *m)
 {
-    cancel_work_t *w = (cancel_work_t *)c;
-    pg_session_t *s = lookup(w->key);
+    cancel_work_t *w = (cancel_work_t *)m;
+    pthread_mutex_lock(&sy_shared_mu);
+    slot_t *slot = lookup(w->key);
+    pg_session_t *s = slot ? slot->s : NULL;
+    pthread_mutex_unlock(&sy_shared_mu);
     PGcancel *pc = s ? pg_session_cancel_handle(s, w->pid) : NULL;
     if (pc == NULL) {
         sy_info("event=cancel_ignored reason=unknown_key");
@@ -144,6 +153,7 @@ static void cancel_route(sy_ctl_t *c)
     w->cancel = pc;
     pg_session_ref(s);
     if (uv_queue_work(pg_session_loop(s), &w->req, cancel_work, cancel_done) != 0) {
+        PQfreeCancel(pc);
         pg_session_unref(s);
         free(w);
     }
@@ -151,11 +161,19 @@ static void cancel_route(sy_ctl_t *c)
 
 void pg_cancel_request(uint32_t pid, uint32_t key)
 {
+    pthread_mutex_lock(&sy_shared_mu);
+    slot_t *slot = lookup(key);
+    int worker = slot ? slot->worker : -1;
+    pthread_mutex_unlock(&sy_shared_mu);
+    if (worker < 0) {
+        sy_info("event=cancel_ignored reason=unknown_key");
+        return;
+    }
     cancel_work_t *w = calloc(1, sizeof(*w));
     if (w == NULL)
         return;
     w->pid = pid;
     w->key = key;
-    w->ctl.fn = cancel_route;
-    sy_ctl_post(&w->ctl);
+    w->msg.fn = cancel_on_worker;
+    sy_post(worker, &w->msg);
 }

@@ -102,7 +102,6 @@ struct pg_session_s {
     PGconn        *pg;
     PGconn        *pre_conn;          /* switchover: the new upstream, opened ahead of the move */
     const conf_target_t *pre_target;
-    PGcancel      *cancel;
     uint32_t       key;
     uint32_t       be_pid;            /* the upstream backend we are connected to now */
     uint32_t       client_pid;        /* the process id the client was given */
@@ -136,8 +135,6 @@ struct pg_session_s {
     pgr_buf_t      admin_out;
     size_t         admin_sent;
     int            admin_busy;        /* an asynchronous command is running */
-    sy_ctl_t       admin_ctl;         /* posts a console command to the main loop */
-    char          *admin_sql;         /* ...and its text */
     int            admin;             /* this is a console session */
 
     uint8_t        bufs[2 * SY_PIPE_BUF];
@@ -177,11 +174,8 @@ static void pg_free(pg_session_t *s)
     free(s->att_errs);
     free(s->startup);
     pgr_buf_free(&s->admin_out);
-    free(s->admin_sql);
     if (s->pre_conn)
         PQfinish(s->pre_conn);
-    if (s->cancel)
-        PQfreeCancel(s->cancel);
     free(s);
 }
 
@@ -193,9 +187,9 @@ void pg_session_unref(pg_session_t *s)
 
 PGcancel *pg_session_cancel_handle(pg_session_t *s, uint32_t pid)
 {
-    if (s->state != PGS_RELAY || s->cancel == NULL || s->client_pid != pid)
+    if (s->state != PGS_RELAY || s->pg == NULL || s->client_pid != pid)
         return NULL;
-    return s->cancel;
+    return PQgetCancel(s->pg);
 }
 
 static void pg_set_state(pg_session_t *s, pg_state_t to)
@@ -324,7 +318,7 @@ static void pg_close(pg_session_t *s, const char *sqlstate, const char *fmt, ...
     int boundary = (pgw_scan_at_boundary(&s->sscan) || s->s2c_cut) && s->s2c.fwd == s->s2c.end;
     pg_set_state(s, PGS_CLOSING);
     /* Linger only where the client may still be sending: a protocol violation. */
-    s->linger = sqlstate != NULL && strcmp(sqlstate, "08P01") == 0 && s->client.fd >= 0 && !sy_server.stopping;
+    s->linger = sqlstate != NULL && strcmp(sqlstate, "08P01") == 0 && s->client.fd >= 0 && !SY_LOAD(sy_server.stopping);
     pg_finish_upstream(s);
     pg_timer_stop(s);
     s->c2s.reading = 0;
@@ -574,7 +568,6 @@ static void pg_relay_begin(pg_session_t *s)
 
     PQsetnonblocking(s->pg, 1);   /* PQfinish must never block the loop */
     s->be_pid = (uint32_t)PQbackendPID(s->pg);
-    s->cancel = PQgetCancel(s->pg);
     s->key = pg_cancel_register(s);
     if (PQsslInUse(s->pg)) {
         SSL *ssl = PQsslStruct(s->pg, "OpenSSL");
@@ -1246,15 +1239,12 @@ static void move_done(uv_work_t *req, int status)
     s->server.tls_err = NULL;
     if (PQsslInUse(s->pg))
         sy_tls_adopt(&s->server, PQsslStruct(s->pg, "OpenSSL"));
-    if (s->cancel)
-        PQfreeCancel(s->cancel);
-    s->cancel = PQgetCancel(s->pg);
     s->be_pid = (uint32_t)PQbackendPID(s->pg);
     s->target = m->target;
     s->which = m->which;
     s->link.target = m->target;
     s->link.which = m->which;
-    pgw_scan_init(&s->sscan, sy_server.conf.max_message_size);
+    pgw_scan_init(&s->sscan, sy_conf()->max_message_size);
     pgw_scan_capture(&s->sscan, 'S');
 
     /* Tell the client what changed, and hand over notifications that arrived. */
@@ -1302,7 +1292,7 @@ static void pg_link_move(sy_session_link_t *l)
     sy_route_t *r = s->route;
     pg_move_t *m = calloc(1, sizeof(*m));
     const char *why = "out of memory";
-    if (m == NULL || pg_build_params(s, r->active == CONF_EXTERNAL ? &r->conf->external : &r->conf->builtin, 0,
+    if (m == NULL || pg_build_params(s, sy_route_target(r, sy_route_active(r)), 0,
                                      &m->pp, &why) != 0) {
         free(m);
         pg_close(s, "57P01", "route %s switched; reconnect (%s)", r->conf->name, why);
@@ -1312,8 +1302,8 @@ static void pg_link_move(sy_session_link_t *l)
     m->req.data = m;
     m->s = s;
     m->old = s->pg;
-    m->which = r->active;
-    m->target = r->active == CONF_EXTERNAL ? &r->conf->external : &r->conf->builtin;
+    m->which = sy_route_active(r);
+    m->target = sy_route_target(r, sy_route_active(r));
     m->started = uv_now(s->link.loop);
     if (s->pre_conn != NULL && s->pre_target == m->target && PQstatus(s->pre_conn) == CONNECTION_OK) {
         m->conn = s->pre_conn;   /* opened while the session was still working */
@@ -1376,7 +1366,7 @@ static void pg_link_prepare(sy_session_link_t *l)
 {
     pg_session_t *s = (pg_session_t *)l;
     sy_route_t *r = s->route;
-    const conf_target_t *t = r->active == CONF_EXTERNAL ? &r->conf->external : &r->conf->builtin;
+    const conf_target_t *t = sy_route_target(r, sy_route_active(r));
     const char *why;
     pg_prep_t *w = calloc(1, sizeof(*w));
     if (w == NULL || pg_build_params(s, t, 0, &w->pp, &why) != 0) {
@@ -1479,7 +1469,7 @@ static void pg_upstream_begin(pg_session_t *s)
 {
     const conf_kv_t *kv = &s->target->pg;
     const char *host = conf_kv_get(kv, "host");
-    int timeout = s->route ? sy_server.conf.connect_timeout : 10;
+    int timeout = s->route ? sy_conf()->connect_timeout : 10;
     const char *ct = conf_kv_get(kv, "connect_timeout");
     if (ct != NULL && atoi(ct) > 0)
         timeout = atoi(ct) < 2 ? 2 : atoi(ct);   /* libpq treats 1 as 2 */
@@ -1644,9 +1634,8 @@ static void admin_ready(pg_session_t *s)
     pgr_append(&s->admin_out, z, pgw_build_ready(z, sizeof(z), 'I'));
 }
 
-static void admin_done(void *ctx, pgr_buf_t *out)
+static void admin_done(pg_session_t *s)
 {
-    pg_session_t *s = ctx;
     s->admin_busy = 0;
     if (s->state == PGS_ADMIN) {
         admin_ready(s);
@@ -1655,17 +1644,51 @@ static void admin_done(void *ctx, pgr_buf_t *out)
     pg_session_unref(s);
 }
 
-/* A console command posted from a worker loop, on the main loop with the world stopped. */
-static void admin_exec_main(sy_ctl_t *c)
+/*
+ * A console command runs on the main loop (it reads routes and drives switches there);
+ * the session stays on its worker. The command carries what the main loop needs (its
+ * text, the user) and gets its own output buffer; the result comes back by message to
+ * the session's worker, which alone touches the session.
+ */
+typedef struct admin_cmd_s {
+    sy_ctl_t      ctl;        /* first: runs on the main loop */
+    sy_msg_t      back;       /* the result, on the session's worker */
+    pg_session_t *s;          /* referenced until back runs */
+    int           worker;
+    char          user[256];
+    pgr_buf_t     out;        /* written on the main loop */
+    char          sql[];
+} admin_cmd_t;
+
+static void admin_cmd_back(sy_msg_t *m)
 {
-    pg_session_t *s = (pg_session_t *)((char *)c - offsetof(pg_session_t, admin_ctl));
-    if (s->state != PGS_ADMIN) {
+    admin_cmd_t *cmd = (admin_cmd_t *)((char *)m - offsetof(admin_cmd_t, back));
+    pg_session_t *s = cmd->s;
+    pgr_append(&s->admin_out, cmd->out.data, cmd->out.len);
+    if (cmd->out.oom || s->admin_out.oom) {
+        pgr_buf_free(&cmd->out);
+        free(cmd);
         s->admin_busy = 0;
+        pg_close(s, "53200", "switchyard: out of memory");
         pg_session_unref(s);
         return;
     }
-    if (admin_execute(s->admin_sql, s->user, &s->admin_out, admin_done, s))
-        admin_done(s, &s->admin_out);
+    pgr_buf_free(&cmd->out);
+    free(cmd);
+    admin_done(s);
+}
+
+static void admin_cmd_done(void *ctx, pgr_buf_t *out)
+{
+    admin_cmd_t *cmd = ctx;
+    sy_post(cmd->worker, &cmd->back);
+}
+
+static void admin_cmd_main(sy_ctl_t *c)
+{
+    admin_cmd_t *cmd = (admin_cmd_t *)c;
+    if (admin_execute(cmd->sql, cmd->user, &cmd->out, admin_cmd_done, cmd))
+        admin_cmd_done(cmd, &cmd->out);
 }
 
 /* Read and run console commands; one at a time, in order. */
@@ -1709,28 +1732,20 @@ static void admin_drive(pg_session_t *s)
             /* The query text ends at its NUL (also an embedded one), as the server reads it. */
             char q[300];
             sy_info("event=console conn=%llu command=%s", (unsigned long long)s->id, sy_logq(q, sizeof(q), sql));
+            admin_cmd_t *cmd = calloc(1, sizeof(*cmd) + len + 1);
+            if (cmd == NULL) {
+                pg_close(s, "53200", "switchyard: out of memory");
+                return;
+            }
+            memcpy(cmd->sql, sql, len + 1);
+            snprintf(cmd->user, sizeof(cmd->user), "%s", s->user ? s->user : "");
+            cmd->ctl.fn = admin_cmd_main;
+            cmd->back.fn = admin_cmd_back;
+            cmd->s = s;
+            cmd->worker = sy_loop_index(s->link.loop);
             s->refs++;
-            if (!sy_on_main()) {
-                /* Console commands read and drive every loop's sessions: run it on the
-                 * main loop; admin_done carries on there. */
-                free(s->admin_sql);
-                s->admin_sql = strdup(sql);
-                if (s->admin_sql == NULL) {
-                    s->refs--;
-                    pg_close(s, "53200", "switchyard: out of memory");
-                    return;
-                }
-                s->admin_busy = 1;
-                s->admin_ctl.fn = admin_exec_main;
-                sy_ctl_post(&s->admin_ctl);
-                continue;
-            }
-            if (admin_execute(sql, s->user, &s->admin_out, admin_done, s)) {
-                s->refs--;
-                admin_ready(s);
-            } else {
-                s->admin_busy = 1;
-            }
+            s->admin_busy = 1;
+            sy_ctl_post(&cmd->ctl);
             continue;
         }
         /* Nothing to report: need more bytes. */
@@ -1794,7 +1809,7 @@ static void pg_route_and_connect(pg_session_t *s)
 {
     if (strcmp(s->database, SY_ADMIN_DATABASE) == 0) {
         s->admin = 1;
-        if (!s->trusted && sy_server.conf.admin_password == NULL) {
+        if (!s->trusted && sy_conf()->admin_password == NULL) {
             pg_close(s, "28000", "the console is open to loopback and unix-socket clients only");
             return;
         }
@@ -1812,9 +1827,9 @@ static void pg_route_and_connect(pg_session_t *s)
         return;
     }
     SY_STAT_ADD(s->route->clients, 1);
-    s->which = s->route->active;
+    s->which = sy_route_active(s->route);
     s->target = s->which == CONF_EXTERNAL ? &s->route->conf->external : &s->route->conf->builtin;
-    s->link.route = s->route;
+    sy_session_set_route(&s->link, s->route);
     s->link.which = s->which;
     s->link.target = s->target;
     if (!s->target->defined) {
@@ -1853,7 +1868,7 @@ static void handle_password(pg_session_t *s)
         return;
     const char *pw = (const char *)p->buf + 5;
     size_t pwlen = len - 4;
-    const char *want = s->admin ? sy_server.conf.admin_password : s->listener->conf->auth_password;
+    const char *want = s->admin ? sy_conf()->admin_password : s->listener->conf->auth_password;
     int ok = pw[pwlen - 1] == '\0' && strlen(want) == pwlen - 1 && memcmp(pw, want, pwlen - 1) == 0;
     memset(p->buf, 0, len + 1);
     memmove(p->buf, p->buf + len + 1, p->end - (len + 1));
@@ -2013,8 +2028,8 @@ static void pg_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *l
                           .scan = c2s_scan, .reading = 1 };
     s->s2c = (sy_pipe_t){ .buf = s->bufs + SY_PIPE_BUF, .cap = SY_PIPE_BUF, .src = &s->server,
                           .dst = &s->client, .scan = s2c_scan, .reading = 1 };
-    pgw_scan_init(&s->cscan, sy_server.conf.max_message_size);
-    pgw_scan_init(&s->sscan, sy_server.conf.max_message_size);
+    pgw_scan_init(&s->cscan, sy_conf()->max_message_size);
+    pgw_scan_init(&s->sscan, sy_conf()->max_message_size);
     pgw_scan_capture(&s->sscan, 'S');   /* ParameterStatus: what the client knows */
     if (sy_conn_watch(&s->client, UV_READABLE, client_cb) != 0) {
         sy_conn_close(&s->client);

@@ -8,13 +8,13 @@
 #include "proxy/core/sy.h"
 
 uint64_t  pg_session_id(const pg_session_t *s);
-/* The loop the session lives on; its references are taken and dropped there, or on the
- * main loop with the world stopped. */
+/* The loop the session lives on; its references are taken and dropped there only. */
 uv_loop_t *pg_session_loop(const pg_session_t *s);
 void      pg_session_ref(pg_session_t *s);
 void      pg_session_unref(pg_session_t *s);
-/* The session's PGcancel when pid is its backend's process id, else NULL. Valid while
- * the caller holds a reference. */
+/* A new PGcancel for the session's upstream when pid is its backend's process id and the
+ * session is relaying, else NULL. The caller owns it (PQfreeCancel). On the session's
+ * worker only. */
 PGcancel *pg_session_cancel_handle(pg_session_t *s, uint32_t pid);
 
 #endif

@@ -84,7 +84,7 @@ int sy_redis_dial(const conf_target_t *t, int *fd_out, SSL **ssl_out, char *err,
         fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0)
             continue;
-        struct timeval tv = { sy_server.conf.connect_timeout, 0 };
+        struct timeval tv = { sy_conf()->connect_timeout, 0 };
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
         if (connect(fd, a->ai_addr, a->ai_addrlen) == 0)

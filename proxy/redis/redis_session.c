@@ -404,7 +404,7 @@ static void track_command(redis_session_t *s)
             s->subs_untracked = 1;   /* a name we cannot replay */
     } else if (resp_req_arg_is(r, 0, "CLIENT") && resp_req_arg_is(r, 1, "TRACKING")) {
         s->tracking = resp_req_arg_is(r, 2, "ON");
-        s->link.pinned = s->tracking || s->subs_untracked;
+        sy_session_set_pinned(&s->link, s->tracking || s->subs_untracked);
     } else if (resp_req_arg_is(r, 0, "CLIENT") && resp_req_arg_is(r, 1, "REPLY")) {
         if (resp_req_arg_is(r, 2, "OFF")) {
             s->reply_off = 1;
@@ -777,9 +777,9 @@ static int rs_c2s_scan(void *arg, sy_pipe_t *p)
         track_command(s);
         if (is_sub_cmd(&s->rq))
             record_subscriptions(s, p->buf + p->fwd, p->scanned - p->fwd);
-        s->link.pinned = s->tracking || s->subs_untracked;
+        sy_session_set_pinned(&s->link, s->tracking || s->subs_untracked);
         p->fwd = p->scanned;
-        if (s->pending >= sy_server.conf.redis_max_pipeline)
+        if (s->pending >= sy_conf()->redis_max_pipeline)
             p->reading = 0;   /* back-pressure: resume as replies drain */
     }
     return 0;
@@ -851,7 +851,7 @@ static int rs_s2c_scan(void *arg, sy_pipe_t *p)
             }
         }
     }
-    if (!s->c2s.reading && s->held == LOCAL_NONE && s->pending < sy_server.conf.redis_max_pipeline &&
+    if (!s->c2s.reading && s->held == LOCAL_NONE && s->pending < sy_conf()->redis_max_pipeline &&
         s->state == RS_RELAY && !s->link.held)
         s->c2s.reading = 1;
     if (s->route && s->route->sw && rs_idle(s))
@@ -1046,7 +1046,7 @@ static void rs_link_move(sy_session_link_t *l)
     sy_route_t *r = s->route;
     if (s->tracking || s->subs_untracked) {
         rs_close(s, "route %s switched to %s; reconnect (%s)", r->conf->name,
-                 r->active == CONF_EXTERNAL ? "external" : "builtin",
+                 sy_route_active(r) == CONF_EXTERNAL ? "external" : "builtin",
                  s->tracking ? "CLIENT TRACKING sessions cannot move" : "subscriptions could not be recorded");
         sy_switch_moved(l, 0);
         return;
@@ -1062,8 +1062,8 @@ static void rs_link_move(sy_session_link_t *l)
     }
     m->req.data = m;
     m->s = s;
-    m->which = r->active;
-    m->target = r->active == CONF_EXTERNAL ? &r->conf->external : &r->conf->builtin;
+    m->which = sy_route_active(r);
+    m->target = sy_route_target(r, sy_route_active(r));
     m->fd = -1;
     m->started = uv_now(s->link.loop);
     if (s->pre_fd >= 0 && s->pre_target == m->target) {
@@ -1142,7 +1142,7 @@ static void rs_link_prepare(sy_session_link_t *l)
     w->req.data = w;
     w->s = s;
     w->fd = -1;
-    w->target = r->active == CONF_EXTERNAL ? &r->conf->external : &r->conf->builtin;
+    w->target = sy_route_target(r, sy_route_active(r));
     s->refs++;
     if (uv_queue_work(s->link.loop, &w->req, rs_prep_work, rs_prep_done) != 0) {
         s->refs--;
@@ -1560,7 +1560,7 @@ static void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t
                           .scan = rs_c2s_scan, .reading = 0 };
     s->s2c = (sy_pipe_t){ .buf = s->bufs + SY_PIPE_BUF, .cap = SY_PIPE_BUF, .src = &s->server,
                           .dst = &s->client, .scan = rs_s2c_scan, .reading = 0 };
-    resp_req_init(&s->rq, sy_server.conf.redis_max_bulk);
+    resp_req_init(&s->rq, sy_conf()->redis_max_bulk);
     resp_reply_init(&s->rp, 0);   /* redis_max_bulk limits what clients send, not replies */
 
     s->route = sy_route_for_listener(l);
@@ -1570,8 +1570,8 @@ static void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t
         return;
     }
     SY_STAT_ADD(s->route->clients, 1);
-    s->which = s->route->active;
-    s->link.route = s->route;
+    s->which = sy_route_active(s->route);
+    sy_session_set_route(&s->link, s->route);
     s->link.which = s->which;
     s->target = s->which == CONF_EXTERNAL ? &s->route->conf->external : &s->route->conf->builtin;
     s->link.target = s->target;
@@ -1588,7 +1588,7 @@ static void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t
     sy_debug("event=connect conn=%llu route=%s target=%s", (unsigned long long)s->id, s->route->conf->name,
              s->which == CONF_EXTERNAL ? "external" : "builtin");
 
-    rs_timer_start(s, rs_connect_timeout_cb, (uint64_t)sy_server.conf.connect_timeout * 1000);
+    rs_timer_start(s, rs_connect_timeout_cb, (uint64_t)sy_conf()->connect_timeout * 1000);
     const char *host = s->target->redis.host;
     struct addrinfo hints;
     memset(&hints, 0, sizeof(hints));
