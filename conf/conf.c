@@ -15,10 +15,12 @@
  * listener.pg.listen: [listener pg] listen: port must be 1..65535", "env REDIS_ENDPOINT:
  * port must be 1..65535". A value is never repeated in a message (it may be a password);
  * names (of sections, keys, variables, databases) may be.
+ *
+ * Layer: above conf_file, conf_env and conf_target (the hierarchy is drawn in
+ * conf_util.h). May include conf/conf_internal.h, which brings conf_util.h, conf_libpq.h
+ * and conf.h; nothing below may call back into this file.
  */
-#include <arpa/inet.h>
 #include <ctype.h>
-#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -75,221 +77,6 @@ static const char builtin_text[] =
     "builtin = 127.0.0.1:6382\n"
     "external_env = REDIS_CACHE_ENDPOINT,REDIS_ENDPOINT\n";
 
-/* ---- helpers shared by conf/ ----------------------------------------------------------- */
-
-int conf__err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
-void *conf__xrealloc(void *p, size_t n)
-{
-    void *q = realloc(p, n ? n : 1);
-    if (!q) {
-        fputs("switchyard: out of memory reading the configuration\n", stderr);
-        abort();
-    }
-    return q;
-}
-
-char *conf__strdup(const char *s)
-{
-    if (!s)
-        return NULL;
-    size_t n = strlen(s) + 1;
-    return memcpy(conf__xrealloc(NULL, n), s, n);
-}
-
-char *conf__asprintf(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    char *s = conf__xrealloc(NULL, (size_t)n + 1);
-    va_start(ap, fmt);
-    vsnprintf(s, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    return s;
-}
-
-char *conf__parse_value(const char *s, const char *comment_chars, const char **problem)
-{
-    while (*s == ' ' || *s == '\t')
-        s++;
-    size_t n = strlen(s);
-    char *out = conf__xrealloc(NULL, n + 1), *o = out;
-    const char *p = s;
-
-    if (*p == '"' || *p == '\'') {
-        char q = *p++;
-        for (;;) {
-            if (*p == '\0') {
-                free(out);
-                *problem = q == '"' ? "unterminated double quote" : "unterminated single quote";
-                return NULL;
-            }
-            if (*p == q)
-                break;
-            if (q == '"' && *p == '\\' && (p[1] == '"' || p[1] == '\\'))
-                p++;
-            *o++ = *p++;
-        }
-        p++;
-        while (*p == ' ' || *p == '\t')
-            p++;
-        if (*p && !strchr(comment_chars, *p)) {
-            free(out);
-            *problem = "text after the closing quote";
-            return NULL;
-        }
-        *o = '\0';
-        return out;
-    }
-    for (; *p; p++) {
-        if ((*p == ' ' || *p == '\t') && strchr(comment_chars, p[1]) && p[1])
-            break;
-        *o++ = *p;
-    }
-    while (o > out && (o[-1] == ' ' || o[-1] == '\t'))
-        o--;
-    *o = '\0';
-    return out;
-}
-
-/* ---- value parsers: return NULL or a static problem ------------------------------------ */
-
-/* A decimal number; with sizes, an optional binary k/M/G suffix (256M, 256MiB, 256MB). */
-static const char *parse_uint(const char *v, int sizes, uint64_t *out)
-{
-    uint64_t n = 0;
-    const char *p = v;
-    if (!isdigit((unsigned char)*p))
-        return sizes ? "must be a number, optionally with a k, M or G suffix"
-                     : "must be a number";
-    for (; isdigit((unsigned char)*p); p++) {
-        if (n > (UINT64_MAX - 9) / 10)
-            return "is too large";
-        n = n * 10 + (uint64_t)(*p - '0');
-    }
-    if (sizes && *p) {
-        unsigned shift = 0;
-        switch (*p) {
-        case 'k': case 'K': shift = 10; break;
-        case 'm': case 'M': shift = 20; break;
-        case 'g': case 'G': shift = 30; break;
-        default: return "has an unknown suffix (use k, M or G)";
-        }
-        p++;
-        if (*p == 'i')
-            p++;
-        if (*p == 'B' || *p == 'b')
-            p++;
-        if (n > (UINT64_MAX >> shift))
-            return "is too large";
-        n <<= shift;
-    }
-    if (*p)
-        return sizes ? "must be a number, optionally with a k, M or G suffix"
-                     : "must be a number";
-    *out = n;
-    return NULL;
-}
-
-static const char *parse_bool(const char *v, int *out)
-{
-    static const char *const t[] = { "true", "yes", "on", "1", NULL };
-    static const char *const f[] = { "false", "no", "off", "0", NULL };
-    for (size_t i = 0; t[i]; i++) {
-        if (strcasecmp(v, t[i]) == 0) { *out = 1; return NULL; }
-        if (strcasecmp(v, f[i]) == 0) { *out = 0; return NULL; }
-    }
-    return "must be true or false";
-}
-
-static int is_loopback(const char *h)
-{
-    struct in_addr a4;
-    struct in6_addr a6;
-    if (strcasecmp(h, "localhost") == 0)
-        return 1;
-    if (inet_pton(AF_INET, h, &a4) == 1)
-        return (ntohl(a4.s_addr) >> 24) == 127;
-    if (inet_pton(AF_INET6, h, &a6) == 1)
-        return IN6_IS_ADDR_LOOPBACK(&a6) || (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
-    return 0;
-}
-
-/* "host:port" or "[v6]:port" into *host (malloc'd, no brackets) and *port. */
-static const char *parse_hostport(const char *v, char **host, int *port)
-{
-    const char *hs, *he, *ps;
-    if (*v == '[') {
-        hs = v + 1;
-        he = strchr(hs, ']');
-        if (!he)
-            return "unterminated IPv6 address (expected [ADDR]:PORT)";
-        if (he[1] != ':')
-            return "expected [ADDR]:PORT";
-        ps = he + 2;
-    } else {
-        hs = v;
-        he = strrchr(v, ':');
-        if (!he)
-            return "expected HOST:PORT";
-        if (memchr(hs, ':', (size_t)(he - hs)))
-            return "an IPv6 address must be in brackets: [ADDR]:PORT";
-        ps = he + 1;
-    }
-    if (he == hs)
-        return "missing host (use 0.0.0.0 or [::] for all addresses)";
-    for (const char *c = hs; c < he; c++)
-        if (isspace((unsigned char)*c) || *c == '/' || *c == '[' || *c == ']')
-            return "bad host";
-    long p = 0;
-    const char *c = ps;
-    for (; isdigit((unsigned char)*c) && p <= 65535; c++)
-        p = p * 10 + (*c - '0');
-    if (c == ps || *c || p < 1 || p > 65535)
-        return "port must be 1..65535";
-    char *h = strndup(hs, (size_t)(he - hs));
-    if (!h)
-        abort();
-    if (*v == '[') {
-        struct in6_addr a6;
-        if (inet_pton(AF_INET6, h, &a6) != 1) {
-            free(h);
-            return "bad IPv6 address";
-        }
-    }
-    *host = h;
-    *port = (int)p;
-    return NULL;
-}
-
-static int env_name_ok(const char *s, size_t n, int allow_empty, int allow_digit_first)
-{
-    if (n == 0)
-        return allow_empty;
-    if (!allow_digit_first && isdigit((unsigned char)s[0]))
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!isalnum((unsigned char)s[i]) && s[i] != '_')
-            return 0;
-    return 1;
-}
-
-static char *nonempty_dup(const char *v)
-{
-    return v && *v ? conf__strdup(v) : NULL;
-}
-
 /* ---- building ---------------------------------------------------------------------------*/
 
 typedef struct build_s {
@@ -311,15 +98,14 @@ __attribute__((format(printf, 4, 5)))
 static int kv_err(build_t *b, const conf_raw_sec_t *s, const conf_raw_kv_t *kv,
                   const char *fmt, ...)
 {
-    char lbl[100], msg[600];
+    char lbl[100];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
     conf__sec_label(s, lbl, sizeof lbl);
-    if (kv)
-        return conf__err(b->err, b->errlen, "%s: %s %s: %s", kv->origin, lbl, kv->key, msg);
-    return conf__err(b->err, b->errlen, "%s: %s: %s", s->origin, lbl, msg);
+    int rc = conf__vkey_err(b->err, b->errlen, kv ? kv->origin : s->origin, lbl,
+                            kv ? kv->key : NULL, fmt, ap);
+    va_end(ap);
+    return rc;
 }
 
 static int build_switchyard(build_t *b, const conf_raw_sec_t *s)
@@ -342,7 +128,7 @@ static int build_switchyard(build_t *b, const conf_raw_sec_t *s)
             if (strcmp(k, nums[j].key) == 0)
                 break;
         if (j < sizeof nums / sizeof nums[0]) {
-            if ((pr = parse_uint(v, nums[j].sizes, &n)) != NULL)
+            if ((pr = conf__parse_uint(v, nums[j].sizes, &n)) != NULL)
                 return KV_ERR(b, s, kv, "%s", pr);
             if (n < nums[j].min || n > nums[j].max)
                 return KV_ERR(b, s, kv, "must be %s", nums[j].range);
@@ -356,7 +142,7 @@ static int build_switchyard(build_t *b, const conf_raw_sec_t *s)
             }
         } else if (strcmp(k, "admin_password") == 0) {
             free(c->admin_password);
-            c->admin_password = nonempty_dup(v);
+            c->admin_password = conf__nonempty_dup(v);
         } else if (strcmp(k, "metrics_listen") == 0) {
             free(c->metrics_listen);
             c->metrics_listen = NULL;
@@ -364,7 +150,7 @@ static int build_switchyard(build_t *b, const conf_raw_sec_t *s)
             if (*v && strcmp(v, "off") != 0) {
                 char *h = NULL;
                 int p;
-                if ((pr = parse_hostport(v, &h, &p)) != NULL)
+                if ((pr = conf__parse_hostport(v, &h, &p)) != NULL)
                     return KV_ERR(b, s, kv, "%s (or off)", pr);
                 free(h);
                 c->metrics_listen = conf__strdup(v);
@@ -380,7 +166,7 @@ static int build_switchyard(build_t *b, const conf_raw_sec_t *s)
             if (strcmp(v, "auto") == 0) {
                 c->workers = 0;
             } else {
-                if ((pr = parse_uint(v, 0, &n)) != NULL || n < 1 || n > 64)
+                if ((pr = conf__parse_uint(v, 0, &n)) != NULL || n < 1 || n > 64)
                     return KV_ERR(b, s, kv, "must be auto or 1..64");
                 c->workers = (int)n;
             }
@@ -416,7 +202,7 @@ static int build_listener(build_t *b, const conf_raw_sec_t *s, conf_listener_t *
         return KV_ERR(b, s, kv, "must be postgres or redis");
 
     if ((kv = conf__raw_get(s, "listen")) && kv->val[0]) {
-        if ((pr = parse_hostport(kv->val, &l->host, &l->port)) != NULL)
+        if ((pr = conf__parse_hostport(kv->val, &l->host, &l->port)) != NULL)
             return KV_ERR(b, s, kv, "%s", pr);
     } else {
         l->port = l->proto == CONF_PROTO_PG ? 5432 : 0;  /* pg: names the unix socket */
@@ -429,16 +215,16 @@ static int build_listener(build_t *b, const conf_raw_sec_t *s, conf_listener_t *
         l->unix_path = conf__strdup(kv->val);
     }
     if ((kv = conf__raw_get(s, "tls_cert")))
-        l->tls_cert = nonempty_dup(kv->val);
+        l->tls_cert = conf__nonempty_dup(kv->val);
     if ((kv = conf__raw_get(s, "tls_key")))
-        l->tls_key = nonempty_dup(kv->val);
+        l->tls_key = conf__nonempty_dup(kv->val);
     if ((kv = conf__raw_get(s, "auth_password")))
-        l->auth_password = nonempty_dup(kv->val);
+        l->auth_password = conf__nonempty_dup(kv->val);
 
     if (!l->host && !l->unix_path)
         return KV_ERR(b, s, conf__raw_get(s, "listen"),
                       "no listen address and no unix_socket: the listener would accept nothing");
-    if (l->host && !is_loopback(l->host) && !l->auth_password)
+    if (l->host && !conf__is_loopback(l->host) && !l->auth_password)
         return KV_ERR(b, s, conf__raw_get(s, "listen"),
                       "%s is not a loopback address: set auth_password, switchyard attaches "
                       "real credentials upstream and must not be open to the network", l->host);
@@ -460,7 +246,7 @@ static int check_addresses(build_t *b)
     char *mh = NULL;
     int mp = 0;
     if (c->metrics_listen)
-        parse_hostport(c->metrics_listen, &mh, &mp);
+        conf__parse_hostport(c->metrics_listen, &mh, &mp);
     int rc = 0;
     for (size_t i = 0; i < c->nlisteners && rc == 0; i++) {
         const conf_listener_t *l = &c->listeners[i];
@@ -528,7 +314,7 @@ static int build_route(build_t *b, size_t ri)
     if ((rc = check_proto_keys(b, s, l)) != 0)
         return rc;
 
-    if ((kv = conf__raw_get(s, "default")) && (pr = parse_bool(kv->val, &r->is_default)))
+    if ((kv = conf__raw_get(s, "default")) && (pr = conf__parse_bool(kv->val, &r->is_default)))
         return KV_ERR(b, s, kv, "%s", pr);
     if ((kv = conf__raw_get(s, "databases"))) {
         size_t n = 0;
@@ -569,7 +355,7 @@ static int build_route(build_t *b, size_t ri)
 
     r->env_prefix = conf__strdup("");
     if ((kv = conf__raw_get(s, "env_prefix"))) {
-        if (!env_name_ok(kv->val, strlen(kv->val), 1, 0))
+        if (!conf__env_name_ok(kv->val, strlen(kv->val), 1, 0))
             return KV_ERR(b, s, kv, "must be letters, digits and '_', like CODEINTEL_");
         free(r->env_prefix);
         r->env_prefix = conf__strdup(kv->val);
@@ -583,7 +369,7 @@ static int build_route(build_t *b, size_t ri)
                 p++, len--;
             while (len && isspace((unsigned char)p[len - 1]))
                 len--;
-            if (!env_name_ok(p, len, 0, 0))
+            if (!conf__env_name_ok(p, len, 0, 0))
                 return KV_ERR(b, s, kv, "must be a comma-separated list of environment "
                               "variable names");
             if (!e)
@@ -593,7 +379,7 @@ static int build_route(build_t *b, size_t ri)
         r->external_env = conf__strdup(kv->val);
     }
     if ((kv = conf__raw_get(s, "client_password")))
-        r->client_password = nonempty_dup(kv->val);
+        r->client_password = conf__nonempty_dup(kv->val);
     if (r->proto == CONF_PROTO_REDIS && !r->client_password)
         r->client_password = conf__strdup(l->auth_password);
 
@@ -624,9 +410,9 @@ static int build_route(build_t *b, size_t ri)
             const conf_raw_kv_t *ca = conf__raw_get(s, tk[w][0]);
             const conf_raw_kv_t *ce = conf__raw_get(s, tk[w][1]);
             const conf_raw_kv_t *ke = conf__raw_get(s, tk[w][2]);
-            t->tls_ca_file = nonempty_dup(ca ? ca->val : NULL);
-            t->tls_cert = nonempty_dup(ce ? ce->val : NULL);
-            t->tls_key = nonempty_dup(ke ? ke->val : NULL);
+            t->tls_ca_file = conf__nonempty_dup(ca ? ca->val : NULL);
+            t->tls_cert = conf__nonempty_dup(ce ? ce->val : NULL);
+            t->tls_key = conf__nonempty_dup(ke ? ke->val : NULL);
             if (!t->tls_cert != !t->tls_key) {
                 free(ext_why);
                 return KV_ERR(b, s, t->tls_cert ? ce : ke, "%s and %s go together", tk[w][1],
@@ -634,7 +420,7 @@ static int build_route(build_t *b, size_t ri)
             }
         }
         if ((kv = conf__raw_get(s, "tls_insecure_skip_verify_i_know")) &&
-            (pr = parse_bool(kv->val, &r->external.tls_insecure_skip_verify))) {
+            (pr = conf__parse_bool(kv->val, &r->external.tls_insecure_skip_verify))) {
             free(ext_why);
             return KV_ERR(b, s, kv, "%s", pr);
         }

@@ -6,8 +6,6 @@
  *     that libpq only ever sees what a target passes explicitly.
  *   - the env file (--env-file): KEY=VALUE lines in the style of the container's
  *     /etc/sourcegraph/env, merged on top of the snapshot (conf__menv_*).
- *   - libpq's own list of connection options and their variables, taken from
- *     PQconninfoParse("") so that it is exactly what the linked libpq reads.
  *
  * Env file syntax, one assignment per line:
  *
@@ -18,13 +16,15 @@
  *     PGAPPNAME=switchyard  # note    unquoted: a comment starts at whitespace + '#'
  *
  * Errors name FILE:LINE and, when it could be read, the variable; never the value.
+ *
+ * Layer: above conf_util (the hierarchy is drawn in conf_util.h). May include
+ * conf/conf_internal.h; it uses only conf_util from it (libpq's variable list is
+ * conf_libpq.c).
  */
 #include <ctype.h>
 #include <errno.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <libpq-fe.h>
 
 #include "conf/conf_internal.h"
 
@@ -195,76 +195,4 @@ int conf__menv_load_file(conf_menv_t *m, const char *path, char *err, size_t err
     int rc = conf__menv_load(m, f, path, err, errlen);
     fclose(f);
     return rc;
-}
-
-/* ---- libpq's options and variables ----------------------------------------------------- */
-
-static pthread_once_t pg_once = PTHREAD_ONCE_INIT;
-static conf_pgopt_t *pg_opts;
-static size_t pg_nopts;
-static const char **pg_env_names;
-
-/*
- * PQconninfoParse("") returns the same option list as PQconndefaults() (keyword, envvar,
- * dispchar, in libpq's order) without filling in defaults: PQconndefaults would read the
- * process environment and the service file, and returns NULL when PGSERVICE names a
- * service it cannot find.
- */
-static void pg_init(void)
-{
-    char *perr = NULL;
-    PQconninfoOption *opts = PQconninfoParse("", &perr);
-    if (!opts) {
-        fprintf(stderr, "switchyard: libpq cannot list its connection options: %s\n",
-                perr ? perr : "out of memory");
-        abort();
-    }
-    size_t n = 0;
-    for (PQconninfoOption *o = opts; o->keyword; o++)
-        n++;
-    pg_opts = conf__xrealloc(NULL, (n + 1) * sizeof *pg_opts);
-    /* every envvar + PGDATESTYLE, PGTZ, PGGEQO + NULL */
-    pg_env_names = conf__xrealloc(NULL, (n + 4) * sizeof *pg_env_names);
-    size_t ne = 0;
-    for (PQconninfoOption *o = opts; o->keyword; o++) {
-        conf_pgopt_t *d = &pg_opts[pg_nopts++];
-        d->keyword = conf__strdup(o->keyword);
-        d->envvar = conf__strdup(o->envvar);
-        d->secret = o->dispchar && strchr(o->dispchar, '*') != NULL;
-        if (d->envvar)
-            pg_env_names[ne++] = d->envvar;
-    }
-    memset(&pg_opts[pg_nopts], 0, sizeof *pg_opts);
-    /* libpq reads these three itself and sends them as startup parameters
-     * (fe-connect.c EnvironmentOptions); switchyard passes them as "-c" in options. */
-    pg_env_names[ne++] = "PGDATESTYLE";
-    pg_env_names[ne++] = "PGTZ";
-    pg_env_names[ne++] = "PGGEQO";
-    pg_env_names[ne] = NULL;
-    PQconninfoFree(opts);
-}
-
-const conf_pgopt_t *conf__pg_options(size_t *n)
-{
-    pthread_once(&pg_once, pg_init);
-    if (n)
-        *n = pg_nopts;
-    return pg_opts;
-}
-
-int conf__pg_secret(const char *keyword)
-{
-    size_t n;
-    const conf_pgopt_t *o = conf__pg_options(&n);
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(o[i].keyword, keyword) == 0)
-            return o[i].secret;
-    /* not a libpq keyword: play safe if it looks like one */
-    return strstr(keyword, "password") != NULL;
-}
-
-const char *const *conf_libpq_env_names(void)
-{
-    pthread_once(&pg_once, pg_init);
-    return pg_env_names;
 }

@@ -11,6 +11,10 @@
  * outside a section, a section or key given twice in one file. Values are typed and
  * checked by conf.c, which can still name the line thanks to each value's origin.
  * Messages never repeat a value (it may be a password).
+ *
+ * Layer: above conf_util (the hierarchy is drawn in conf_util.h). May include
+ * conf/conf_internal.h; it uses only conf_util from it, and nothing here reads the
+ * environment or libpq.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -262,19 +266,19 @@ int conf__raw_parse(conf_raw_t *raw, FILE *f, const char *name, int record_lines
         char lbl[100];
         conf__sec_label(cur, lbl, sizeof lbl);
         if (!key_known(cur->type, key)) {
-            rc = conf__err(err, errlen, "%s: %s %s: unknown key", where, lbl, key);
+            rc = conf__key_err(err, errlen, where, lbl, key, "unknown key");
             break;
         }
         conf_raw_kv_t *dup = find_kv(cur, key);
         if (dup) {
-            rc = conf__err(err, errlen, "%s: %s %s: given twice (first at line %s)", where, lbl,
-                           key, origin_line(dup->origin));
+            rc = conf__key_err(err, errlen, where, lbl, key, "given twice (first at line %s)",
+                               origin_line(dup->origin));
             break;
         }
         const char *problem = NULL;
         char *val = conf__parse_value(p, ";#", &problem);
         if (!val) {
-            rc = conf__err(err, errlen, "%s: %s %s: %s", where, lbl, key, problem);
+            rc = conf__key_err(err, errlen, where, lbl, key, "%s", problem);
             break;
         }
         set_kv(cur, key, val, conf__strdup(record_lines ? where : name));
@@ -378,7 +382,7 @@ int conf__raw_override(conf_raw_t *raw, const char *ov, char *err, size_t errlen
     char lbl[100];
     conf__sec_label(&tmp, lbl, sizeof lbl);
     if (!key_known(st, key)) {
-        rc = conf__err(err, errlen, "%s: %s %s: unknown key", where, lbl, key);
+        rc = conf__key_err(err, errlen, where, lbl, key, "unknown key");
         goto out;
     }
     conf_raw_sec_t *s = find_sec(raw, st, name);

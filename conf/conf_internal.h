@@ -15,34 +15,20 @@
  * origin ("conf/x.conf:12", "-o route.pg.builtin", "built-in defaults") so that errors
  * found while typing and validating can still name where the bad value came from.
  *
+ * Layer: this header declares the middle of the hierarchy drawn in conf_util.h: the raw
+ * model (conf_file.c), the merged environment (conf_env.c) and the targets
+ * (conf_target.c), which may use each other's declarations here and everything below
+ * (conf_libpq.h, conf_util.h). conf.c builds on all of it; conf_print.c needs none of it.
+ *
  * Internal names carry the conf__ prefix (libuv's uv__ convention).
  */
 #ifndef SY_CONF_INTERNAL_H
 #define SY_CONF_INTERNAL_H
 
-#include <stdarg.h>
+#include <stdio.h>
 #include "conf/conf.h"
-
-/* ---- errors ---------------------------------------------------------------------------- */
-
-/* Format into err (always NUL-terminated when errlen > 0) and return -1. */
-int conf__err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* ---- small string helpers (conf_util in conf.c) ---------------------------------------- */
-
-char *conf__strdup(const char *s);                 /* aborts on out-of-memory; NULL stays NULL */
-char *conf__asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void *conf__xrealloc(void *p, size_t n);           /* aborts on out-of-memory */
-
-/*
- * Parse one value as written in the config or env file: leading whitespace skipped, then
- * either "..." (backslash escapes \" and \\), '...' (literal), or unquoted text that ends
- * at the end of the line or at whitespace followed by a comment character (any of
- * comment_chars). Trailing whitespace of unquoted text is dropped. Returns a malloc'd
- * string, or NULL with a static message in *problem (which never quotes the value).
- */
-char *conf__parse_value(const char *s, const char *comment_chars, const char **problem);
+#include "conf/conf_libpq.h"
+#include "conf/conf_util.h"
 
 /* ---- raw model (conf_file.c) ----------------------------------------------------------- */
 
@@ -103,17 +89,6 @@ int conf__menv_load(conf_menv_t *m, FILE *f, const char *name, char *err, size_t
  * is returned as "" (callers treat it as unset: see conf_env.c). */
 const char *conf__menv_get(const conf_menv_t *m, const char *key, const char **origin);
 void conf__menv_free(conf_menv_t *m);
-
-/* libpq's connection options (keyword, envvar, dispchar), in libpq's order, from
- * PQconninfoParse(""). Built once, never freed. */
-typedef struct conf_pgopt_s {
-    const char *keyword;
-    const char *envvar;     /* NULL: no environment variable */
-    int         secret;     /* dispchar '*' (password, sslpassword) */
-} conf_pgopt_t;
-const conf_pgopt_t *conf__pg_options(size_t *n);
-/* Is this libpq keyword a secret (shown as ****)? */
-int conf__pg_secret(const char *keyword);
 
 /* ---- targets (conf_target.c) ----------------------------------------------------------- */
 

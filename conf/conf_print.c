@@ -5,13 +5,18 @@
  * conf_print shows only display strings (built masked in conf_target.c) and prints every
  * password field as ****: nothing here reads a password value except to test whether one
  * is set.
+ *
+ * Layer: the top of the hierarchy drawn in conf_util.h. It reads a finished conf_t and
+ * libpq's variable list through the public conf/conf.h, and uses conf_util.h for memory;
+ * nothing in conf/ calls into it.
  */
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "conf/conf_internal.h"
+#include "conf/conf.h"
+#include "conf/conf_util.h"
 
 static const char *proto_name(conf_proto_t p)
 {

@@ -17,6 +17,11 @@
  * Empty variables count as unset: libpq ignores empty keyword values passed to
  * PQconnectStartParams, and "PGHOST=" in an env file is how an operator unsets a variable
  * the process environment has.
+ *
+ * Layer: above conf_libpq and conf_env (the hierarchy is drawn in conf_util.h). May
+ * include libpq, protocol/endpoint.h (through conf.h) and conf/conf_internal.h: it reads
+ * the merged environment (conf__menv_get) and libpq's registry (conf__pg_options), never
+ * the raw INI model or conf.c.
  */
 #include <arpa/inet.h>
 #include <ctype.h>

@@ -9,8 +9,15 @@
  *
  * A CR goes through LF (which accepts only '\n') and then to r->after_lf, so every line
  * end is CRLF or a bare LF, never a bare CR (request smuggling hides there).
+ *
+ * http_req_split_target, at the end, works on the finished target string only:
+ *
+ *   "/" path ["?" query] ["#" ...]                           origin-form
+ *   "http" ["s"] "://" authority [path] ["?" query] ...      absolute-form; the authority
+ *                                                            ends at the first / ? or #
  */
 #include <string.h>
+#include <strings.h>
 #include "protocol/http_req.h"
 
 enum {
@@ -201,4 +208,47 @@ ssize_t http_req_parse(http_req_t *r, const uint8_t *buf, size_t len)
         }
     }
     return (ssize_t)i;
+}
+
+/* ---- request target -------------------------------------------------------------------- */
+
+static size_t scheme_len(const char *t)
+{
+    if (strncasecmp(t, "http://", 7) == 0)
+        return 7;
+    if (strncasecmp(t, "https://", 8) == 0)
+        return 8;
+    return 0;
+}
+
+int http_req_split_target(const char *target, http_req_uri_t *u)
+{
+    static const char root[] = "/";
+    const char *p = target;
+    size_t s = scheme_len(target);
+
+    memset(u, 0, sizeof(*u));
+    if (s)
+        p = target + s + strcspn(target + s, "/?#");    /* past the authority */
+    else if (*target != '/')
+        return -1;
+    if (*p == '/') {
+        u->path = p;
+        u->path_len = strcspn(p, "?#");
+        p += u->path_len;
+    } else {                                            /* "http://h" or "http://h?q" */
+        u->path = root;
+        u->path_len = 1;
+    }
+    if (*p == '?') {
+        u->query = p + 1;
+        u->query_len = strcspn(u->query, "#");
+    }
+    return 0;
+}
+
+int http_req_path_is(const http_req_uri_t *u, const char *path)
+{
+    size_t n = strlen(path);
+    return u->path && u->path_len == n && memcmp(u->path, path, n) == 0;
 }

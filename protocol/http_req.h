@@ -13,6 +13,9 @@
  * lenient where it allows (bare LF as line end, empty lines before the request line).
  * Every length is capped: the whole head (max_head bytes, 8 KiB by default), the method
  * and the target; a longer one is an error, never an allocation.
+ *
+ * http_req_split_target then takes the captured target apart into path and query, for
+ * the caller's routing (/metrics, /healthz).
  */
 #ifndef SY_HTTP_REQ_H
 #define SY_HTTP_REQ_H
@@ -64,5 +67,28 @@ void http_req_init(http_req_t *r, size_t max_head);
  * "request head too large".
  */
 ssize_t http_req_parse(http_req_t *r, const uint8_t *buf, size_t len);
+
+/*
+ * The path and query of a request target (RFC 9112 section 3.2), as pointers into the
+ * target string: nothing is copied, decoded or NUL-terminated. The path is compared as
+ * sent: no percent-decoding, no dot segments, "/metrics/" is not "/metrics".
+ */
+typedef struct http_req_uri_s {
+    const char *path;           /* starts with '/' */
+    size_t      path_len;
+    const char *query;          /* after the '?', NULL when there is no '?' */
+    size_t      query_len;      /* up to a '#' or the end */
+} http_req_uri_t;
+
+/*
+ * Split target (NUL-terminated, as in http_req_t) into u. origin-form "/p?q" and
+ * absolute-form "http://host/p?q" (scheme http or https, any case; an absolute-form with
+ * no path has path "/") return 0. Other forms return -1 with u cleared: asterisk-form
+ * "*", authority-form "host:port", an empty target, anything else.
+ */
+int http_req_split_target(const char *target, http_req_uri_t *u);
+
+/* 1 when u's path is exactly path (case matters), else 0. */
+int http_req_path_is(const http_req_uri_t *u, const char *path);
 
 #endif /* SY_HTTP_REQ_H */

@@ -31,6 +31,7 @@
 #include "proxy/core/sy.h"
 #include "proxy/control/admin.h"
 #include "proxy/redis/redis_dial.h"
+#include "protocol/console_tok.h"
 #include "protocol/pg_wire.h"
 #include "protocol/resp.h"
 #include "protocol/resp_cmd.h"
@@ -59,29 +60,6 @@ static const char *which_name(conf_which_t w)
 static const conf_target_t *route_target(const sy_route_t *r, conf_which_t w)
 {
     return w == CONF_EXTERNAL ? &r->conf->external : &r->conf->builtin;
-}
-
-/* Split into at most max upper-cased words; returns the count, -1 if too many. */
-static int words(const char *sql, char w[][128], int max)
-{
-    int n = 0;
-    const char *p = sql;
-    for (;;) {
-        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == ';')
-            p++;
-        if (!*p)
-            return n;
-        if (n == max)
-            return -1;
-        size_t k = 0;
-        while (*p && *p != ' ' && *p != '\t' && *p != '\n' && *p != '\r' && *p != ';') {
-            if (k + 1 < 128)
-                w[n][k++] = *p;
-            p++;
-        }
-        w[n][k] = '\0';
-        n++;
-    }
 }
 
 /* ---- SHOW ------------------------------------------------------------------------- */
@@ -385,7 +363,7 @@ static void precheck_done(uv_work_t *req, int status)
     precheck_free(w);
 }
 
-static int do_switch(char w[][128], int n, const char *user, pgr_buf_t *out, admin_done_cb cb, void *ctx)
+static int do_switch(char w[][CONSOLE_TOK_WORD_MAX + 1], int n, const char *user, pgr_buf_t *out, admin_done_cb cb, void *ctx)
 {
     if (n < 4 || strcasecmp(w[2], "TO") != 0) {
         result_error(out, "42601", "usage: SWITCH <route> TO builtin|external [GRADUAL] [FORCE]");
@@ -447,14 +425,16 @@ static int do_switch(char w[][128], int n, const char *user, pgr_buf_t *out, adm
 
 int admin_execute(const char *sql, const char *user, pgr_buf_t *out, admin_done_cb cb, void *ctx)
 {
-    char w[8][128];
-    int n = words(sql, w, 8);
+    console_tok_t tok;
+    int n = console_tok_split(&tok, sql, strlen(sql));
+    char (*w)[CONSOLE_TOK_WORD_MAX + 1] = tok.word;
     if (n == 0) {
         pgr_empty_query(out);
         return 1;
     }
     if (n < 0) {
-        result_error(out, "42601", "switchyard: unknown command (SHOW HELP lists them)");
+        result_error(out, "42601", "switchyard: unknown command: %s (SHOW HELP lists them)",
+                     tok.err);
         return 1;
     }
     if (strcasecmp(w[0], "SHOW") == 0 && n == 2) {

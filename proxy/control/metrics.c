@@ -551,34 +551,14 @@ static void respond_text(mx_conn_t *c, int status, const char *reason, const cha
     respond(c, status, reason, TEXT_CONTENT_TYPE, extra, body, (size_t)n, 0);
 }
 
-/* The path of a request target: origin-form "/p?q" or absolute-form "http://h/p?q".
- * Sets *len; returns NULL for other forms ("*", authority-form). */
-static const char *target_path(const char *t, size_t *len)
-{
-    const char *p = t;
-    if (strncasecmp(t, "http://", 7) == 0 || strncasecmp(t, "https://", 8) == 0) {
-        p = strchr(strstr(t, "//") + 2, '/');
-        if (p == NULL) {
-            *len = 1;
-            return "/";
-        }
-    } else if (*t != '/') {
-        return NULL;
-    }
-    *len = strcspn(p, "?#");
-    return p;
-}
-
-static int path_is(const char *p, size_t len, const char *want)
-{
-    return p && len == strlen(want) && memcmp(p, want, len) == 0;
-}
-
 static void handle_request(mx_conn_t *c)
 {
-    size_t plen = 0;
-    const char *path = target_path(c->req.target, &plen);
-    int is_metrics = path_is(path, plen, "/metrics"), is_healthz = path_is(path, plen, "/healthz");
+    http_req_uri_t uri;
+    int is_metrics = 0, is_healthz = 0;
+    if (http_req_split_target(c->req.target, &uri) == 0) {
+        is_metrics = http_req_path_is(&uri, "/metrics");
+        is_healthz = http_req_path_is(&uri, "/healthz");
+    }
     int is_head = strcmp(c->req.method, "HEAD") == 0;
 
     if (!is_metrics && !is_healthz) {

@@ -6,6 +6,9 @@
  * header count and consumed length (bytes after the head are left alone), or the same
  * exact error. Each chunk is copied to the end of an exact-size malloc'd buffer, so ASan
  * catches any read past it.
+ *
+ * Then http_req_split_target on a table of targets: path and query of the origin and
+ * absolute forms, and the forms it refuses.
  */
 #include "protocol/http_req.h"
 #include "tests/unit/unit.h"
@@ -236,10 +239,85 @@ static void test_limits(void)
     CHECK_STREQ(r.method, "ABCDEFGHIJKLMNOP");
 }
 
+/* Path and query of a target: each vector also goes through the parser first, so the
+ * target is exactly what the metrics endpoint would see. */
+typedef struct {
+    const char *target;
+    int         rc;
+    const char *path;           /* expected path, or NULL when rc is -1 */
+    const char *query;          /* expected query, or NULL for none */
+} uri_vec_t;
+
+static const uri_vec_t uri_vecs[] = {
+    { "/metrics", 0, "/metrics", NULL },
+    { "/healthz?verbose=1", 0, "/healthz", "verbose=1" },
+    { "/metrics?", 0, "/metrics", "" },
+    { "/metrics#frag", 0, "/metrics", NULL },
+    { "/metrics?a=1#frag", 0, "/metrics", "a=1" },
+    { "/metrics?a=/b?c", 0, "/metrics", "a=/b?c" },
+    { "/", 0, "/", NULL },
+    { "//metrics", 0, "//metrics", NULL },              /* as sent: not normalised */
+    { "/metrics/", 0, "/metrics/", NULL },
+    { "/%6detrics", 0, "/%6detrics", NULL },            /* no percent-decoding */
+    { "http://h/metrics?x=1", 0, "/metrics", "x=1" },
+    { "HTTPS://h:9187/healthz", 0, "/healthz", NULL },
+    { "http://h", 0, "/", NULL },
+    { "http://h?x=/metrics", 0, "/", "x=/metrics" },    /* the authority ends at '?' */
+    { "http://h#/metrics", 0, "/", NULL },
+    { "http://", 0, "/", NULL },
+    { "*", -1, NULL, NULL },
+    { "127.0.0.1:9187", -1, NULL, NULL },                /* authority-form (CONNECT) */
+    { "metrics", -1, NULL, NULL },
+    { "ftp://h/metrics", -1, NULL, NULL },
+    { "http:/h/metrics", -1, NULL, NULL },
+};
+
+static int span_is(const char *p, size_t n, const char *want)
+{
+    return p && want && n == strlen(want) && memcmp(p, want, n) == 0;
+}
+
+static void test_split_target(void)
+{
+    for (size_t i = 0; i < sizeof(uri_vecs) / sizeof(uri_vecs[0]); i++) {
+        const uri_vec_t *v = &uri_vecs[i];
+        char head[256];
+        snprintf(head, sizeof(head), "GET %s HTTP/1.0\r\n\r\n", v->target);
+        http_req_t r;
+        http_req_init(&r, 0);
+        CHECK_MSG(http_req_parse(&r, (const uint8_t *)head, strlen(head)) == (ssize_t)strlen(head)
+                  && r.done && strcmp(r.target, v->target) == 0, "%s: not parsed", v->target);
+
+        http_req_uri_t u;
+        memset(&u, 0x55, sizeof(u));
+        int rc = http_req_split_target(r.target, &u);
+        CHECK_MSG(rc == v->rc, "%s: rc %d", v->target, rc);
+        if (v->rc != 0) {
+            CHECK_MSG(u.path == NULL && u.query == NULL && !http_req_path_is(&u, "/"),
+                      "%s: not cleared", v->target);
+            continue;
+        }
+        CHECK_MSG(span_is(u.path, u.path_len, v->path), "%s: path \"%.*s\"", v->target,
+                  (int)u.path_len, u.path);
+        if (v->query)
+            CHECK_MSG(span_is(u.query, u.query_len, v->query), "%s: query \"%.*s\"", v->target,
+                      u.query ? (int)u.query_len : 6, u.query ? u.query : "(none)");
+        else
+            CHECK_MSG(u.query == NULL, "%s: unexpected query", v->target);
+        CHECK_MSG(http_req_path_is(&u, v->path), "%s: path_is", v->target);
+    }
+    http_req_uri_t u;
+    CHECK(http_req_split_target("/metricsx", &u) == 0 && !http_req_path_is(&u, "/metrics"));
+    CHECK(http_req_split_target("/metric", &u) == 0 && !http_req_path_is(&u, "/metrics"));
+    CHECK(http_req_split_target("/METRICS", &u) == 0 && !http_req_path_is(&u, "/metrics"));
+    CHECK(http_req_split_target("", &u) == -1);
+}
+
 int main(void)
 {
     for (size_t i = 0; i < sizeof(vecs) / sizeof(vecs[0]); i++)
         run_vec(&vecs[i], 0);
     test_limits();
+    test_split_target();
     return unit_done("test_http_req");
 }
