@@ -7,7 +7,8 @@
  *   2. pgw_scan, whole and in knob-chosen chunks, each chunk in an exact-size heap buffer;
  *      both feeds must report the same events at the same offsets (a running hash), and
  *      captured 'S'/'E' bodies go through the readers;
- *   3. pgw_build_error with payload text and a knob-chosen capacity, parsed back.
+ *   3. pgw_build_error with payload text and a knob-chosen capacity, parsed back;
+ *   4. pgw_password_parse, checking its verdict over prefixes like the startup parser's.
  * Any inconsistency aborts, so the fuzzer reports it like a crash.
  */
 #include "protocol/pg_wire.h"
@@ -52,6 +53,29 @@ static void fuzz_startup(const uint8_t *p, size_t n)
             r = pgw_startup_parse(p, n - 1, &st2);
             REQUIRE(r == PGW_NEED_MORE || (r == PGW_ERR && st2.err == st.err));
         }
+    }
+}
+
+static void fuzz_password(const uint8_t *p, size_t n, unsigned knob)
+{
+    uint32_t max = (knob & 1) ? PGW_PASSWORD_MAX : 5 + knob;
+    pgw_password_t pw, pw2;
+    ssize_t r = pgw_password_parse(p, n, max, &pw);
+
+    if (r > 0) {
+        REQUIRE((size_t)r <= n && (size_t)r <= (size_t)max + 1 && p[0] == 'p');
+        if (pw.password != NULL)
+            REQUIRE(pw.err == NULL && pw.password == (const char *)p + 5 && pw.len + 6 == (size_t)r &&
+                    strlen(pw.password) == pw.len);
+        else
+            REQUIRE(pw.err != NULL);
+        REQUIRE(pgw_password_parse(p, (size_t)r - 1, max, &pw2) == PGW_NEED_MORE);
+    } else if (r == PGW_NEED_MORE) {
+        REQUIRE(pw.err == NULL && n <= (size_t)max);
+    } else {
+        REQUIRE(r == PGW_ERR && pw.err != NULL && n > 0);
+        r = pgw_password_parse(p, n - 1, max, &pw2);
+        REQUIRE(r == PGW_NEED_MORE || (r == PGW_ERR && pw2.err == pw.err));
     }
 }
 
@@ -178,5 +202,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_startup(data + 1, size - 1);
     fuzz_scan(data + 1, size - 1, knob);
     fuzz_build(data + 1, size - 1, knob);
+    fuzz_password(data + 1, size - 1, knob);
     return 0;
 }

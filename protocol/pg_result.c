@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "protocol/pg_result.h"
+#include "protocol/pg_wire.h"
 
 void pgr_buf_free(pgr_buf_t *b)
 {
@@ -110,4 +111,17 @@ void pgr_command_complete(pgr_buf_t *b, const char *tag)
 void pgr_empty_query(pgr_buf_t *b)
 {
     header(b, 'I', 0);
+}
+
+void pgr_notification(pgr_buf_t *b, uint32_t pid, const char *channel, const char *payload)
+{
+    size_t n = pgw_notification_size(channel, payload);
+
+    if (n == 0) {
+        b->oom = 1;
+        return;
+    }
+    if (reserve(b, n) != 0)
+        return;
+    b->len += pgw_build_notification(b->data + b->len, b->cap - b->len, pid, channel, payload);
 }

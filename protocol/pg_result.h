@@ -1,6 +1,7 @@
 /*
  * pg_result.h - builders for simple-query result sets, as the admin console returns them:
- * RowDescription (all columns text), DataRow, CommandComplete, EmptyQueryResponse.
+ * RowDescription (all columns text), DataRow, CommandComplete, EmptyQueryResponse; and
+ * NotificationResponse, which a switchover hands on from the old upstream session.
  * Each appends one message to a caller-owned growable buffer. Pure: no I/O.
  */
 #ifndef SY_PG_RESULT_H
@@ -26,5 +27,8 @@ void pgr_data_row(pgr_buf_t *b, size_t n, const char *const *values);
 /* CommandComplete with a tag such as "SHOW" or "SWITCH". */
 void pgr_command_complete(pgr_buf_t *b, const char *tag);
 void pgr_empty_query(pgr_buf_t *b);
+/* NotificationResponse (pgw_build_notification). A message too large for its length
+ * field sets oom, as a failed allocation does: either way the caller sees it there. */
+void pgr_notification(pgr_buf_t *b, uint32_t pid, const char *channel, const char *payload);
 
 #endif

@@ -29,6 +29,10 @@
  *
  *   builders  pgw_build_*() write one complete message or nothing (return 0), and
  *   readers   pgw_parse_*() check captured bodies without reading past len.
+ *
+ *   password  pgw_password_parse() frames the client's PasswordMessage the way
+ *             pgw_startup_parse() frames a startup packet: type, then length bound,
+ *             checked before the rest is waited for.
  */
 #include "protocol/pg_wire.h"
 
@@ -338,12 +342,23 @@ static int fits(size_t total, size_t cap)
     return total <= cap && total <= PGW_BUILD_MAX;
 }
 
-size_t pgw_build_auth_ok(uint8_t *out, size_t cap)
+/* Authentication request 'R' with a code and no data (Ok = 0, CleartextPassword = 3). */
+static size_t build_auth(uint8_t *out, size_t cap, uint32_t code)
 {
     if (!fits(9, cap))
         return 0;
-    put_be32(put_head(out, 'R', 9), 0);
+    put_be32(put_head(out, 'R', 9), code);
     return 9;
+}
+
+size_t pgw_build_auth_ok(uint8_t *out, size_t cap)
+{
+    return build_auth(out, cap, 0);
+}
+
+size_t pgw_build_auth_cleartext(uint8_t *out, size_t cap)
+{
+    return build_auth(out, cap, 3);
 }
 
 size_t pgw_build_parameter_status(uint8_t *out, size_t cap, const char *name, const char *value)
@@ -502,6 +517,72 @@ size_t pgw_build_cancel(uint8_t *out, size_t cap, uint32_t pid, uint32_t key)
     p = put_be32(p, pid);
     put_be32(p, key);
     return 16;
+}
+
+size_t pgw_notification_size(const char *channel, const char *payload)
+{
+    size_t cl = strlen(channel), pl = strlen(payload);
+
+    /* type, length, pid, two terminators: 11 bytes besides the texts */
+    if (cl > PGW_BUILD_MAX - 11 || pl > PGW_BUILD_MAX - 11 - cl)
+        return 0;
+    return 11 + cl + pl;
+}
+
+size_t pgw_build_notification(uint8_t *out, size_t cap, uint32_t pid, const char *channel,
+                              const char *payload)
+{
+    size_t total = pgw_notification_size(channel, payload);
+    uint8_t *p;
+
+    if (total == 0 || !fits(total, cap))
+        return 0;
+    p = put_be32(put_head(out, 'A', total), pid);
+    p = put_cstr(p, channel, strlen(channel));
+    put_cstr(p, payload, strlen(payload));
+    return total;
+}
+
+/* ---- PasswordMessage -------------------------------------------------------------- */
+
+static ssize_t password_fail(pgw_password_t *out, const char *msg)
+{
+    out->err = msg;
+    return PGW_ERR;
+}
+
+ssize_t pgw_password_parse(const uint8_t *buf, size_t len, uint32_t max_len, pgw_password_t *out)
+{
+    uint32_t msglen, lo = 0;
+    const uint8_t *body, *nul;
+
+    memset(out, 0, sizeof *out);
+    if (len == 0)
+        return PGW_NEED_MORE;
+    if (buf[0] != 'p')
+        return password_fail(out, "expected a password message");
+    /* The length bytes we have bound it from below (big-endian): reject early. */
+    for (size_t i = 1; i < 5; i++)
+        lo = lo << 8 | (i < len ? buf[i] : 0u);
+    if (lo > max_len || lo > INT32_MAX)
+        return password_fail(out, "invalid password message length");
+    if (len < 5)
+        return PGW_NEED_MORE;
+    msglen = lo;
+    if (msglen < 5)
+        return password_fail(out, "invalid password message length");
+    if (len - 1 < msglen)
+        return PGW_NEED_MORE;
+
+    body = buf + 5;
+    nul = memchr(body, 0, msglen - 4);
+    if (nul == NULL || nul + 1 != body + (msglen - 4)) {
+        out->err = "invalid password packet size";
+        return (ssize_t)msglen + 1;
+    }
+    out->password = (const char *)body;
+    out->len = (size_t)(nul - body);
+    return (ssize_t)msglen + 1;
 }
 
 /* ---- readers for captured bodies --------------------------------------------------- */

@@ -134,6 +134,8 @@ int pgw_scan_at_boundary(const pgw_scan_t *s);
  * does not fit (callers size buffers so that it does).
  */
 size_t pgw_build_auth_ok(uint8_t *out, size_t cap);
+/* AuthenticationCleartextPassword ('R', length 8, code 3): ask the client for its password. */
+size_t pgw_build_auth_cleartext(uint8_t *out, size_t cap);
 size_t pgw_build_parameter_status(uint8_t *out, size_t cap, const char *name, const char *value);
 size_t pgw_build_backend_key(uint8_t *out, size_t cap, uint32_t pid, uint32_t key);
 size_t pgw_build_ready(uint8_t *out, size_t cap, uint8_t status);
@@ -151,6 +153,37 @@ size_t pgw_build_query(uint8_t *out, size_t cap, const char *sql);
 size_t pgw_build_terminate(uint8_t *out, size_t cap);
 /* CancelRequest (16 bytes, startup framing). */
 size_t pgw_build_cancel(uint8_t *out, size_t cap, uint32_t pid, uint32_t key);
+/* NotificationResponse 'A': the notifying backend's pid, the channel and the payload.
+ * pgw_notification_size() is the size it takes, or 0 when it would exceed the int32
+ * length field (the builder then writes nothing, whatever cap). */
+size_t pgw_notification_size(const char *channel, const char *payload);
+size_t pgw_build_notification(uint8_t *out, size_t cap, uint32_t pid, const char *channel,
+                              const char *payload);
+
+/* ---- PasswordMessage (client -> server, answering AuthenticationCleartextPassword) -- */
+
+#define PGW_PASSWORD_MAX 1024u     /* largest length field switchyard accepts for it */
+
+typedef struct pgw_password_s {
+    const char *password;      /* NUL-terminated, points into the caller's buffer; NULL
+                                  when the body is not exactly one string */
+    size_t      len;           /* strlen(password) */
+    const char *err;           /* static message after PGW_ERR, or for a bad body */
+} pgw_password_t;
+
+/*
+ * Parse one PasswordMessage ('p' | int32 length | password\0) from buf[0..len).
+ * Nothing is buffered on trust: the type byte is checked as soon as it is there, and the
+ * length field (5..max_len) as soon as the bytes that bound it are, so a client that
+ * declares 2^31 is turned away after two bytes.
+ * Returns the message's full size (type byte included) once all of it is in buf,
+ * PGW_NEED_MORE before, or PGW_ERR with out->err ("expected a password message",
+ * "invalid password message length"). A complete message whose body is not exactly one
+ * NUL-terminated string still returns its size (the framing is sound, the caller may
+ * consume it), with out->password NULL and out->err "invalid password packet size"
+ * (the server's own words): what to answer is the caller's choice.
+ */
+ssize_t pgw_password_parse(const uint8_t *buf, size_t len, uint32_t max_len, pgw_password_t *out);
 
 /* ---- readers for captured bodies --------------------------------------------------- */
 

@@ -42,6 +42,9 @@
 #include "protocol/pg_wire.h"
 #include "protocol/pg_result.h"
 #include "protocol/pg_sql.h"
+#include "protocol/pg_array.h"
+#include "protocol/pg_conninfo.h"
+#include "protocol/pg_errclass.h"
 #include "proxy/control/admin.h"
 
 typedef enum {
@@ -620,16 +623,6 @@ static void pg_relay_begin(pg_session_t *s)
 
 /* ---- upstream connect ------------------------------------------------------------- */
 
-static int is_auth_failure(const char *msg)
-{
-    return strstr(msg, "password authentication failed") != NULL ||
-           strstr(msg, "authentication failed for user") != NULL ||
-           strstr(msg, "no password supplied") != NULL ||
-           strstr(msg, "SCRAM authentication") != NULL ||
-           strstr(msg, "pg_hba.conf rejects") != NULL ||
-           strstr(msg, "no pg_hba.conf entry") != NULL;
-}
-
 static void connect_failed(pg_session_t *s, const char *why)
 {
     char cause[900];
@@ -649,9 +642,7 @@ static void connect_failed(pg_session_t *s, const char *why)
     }
     cause[o] = '\0';
     /* The SQLSTATE the server would have given, where libpq's text tells it. */
-    const char *state = is_auth_failure(cause) ? "28P01"
-                      : strstr(cause, "too many clients") != NULL ||
-                        strstr(cause, "connection slots are reserved") != NULL ? "53300" : "08001";
+    const char *state = pgw_errclass_connect(cause);
     pg_close(s, state, "route %s: cannot connect to %s: %s", s->route->conf->name, s->target->hostport, cause);
 }
 
@@ -708,23 +699,6 @@ static void pg_connect_step(pg_session_t *s)
         connect_failed(s, uv_strerror(r));
 }
 
-/* Append "-c name=value" to an options string, escaping spaces and backslashes the way
- * the server splits options. */
-static void options_add(char *out, size_t cap, const char *name, const char *value)
-{
-    size_t o = strlen(out);
-    int n = snprintf(out + o, cap - o, "%s-c %s=", o ? " " : "", name);
-    if (n < 0 || (size_t)n >= cap - o)
-        return;
-    o += (size_t)n;
-    for (const char *p = value; *p && o + 2 < cap; p++) {
-        if (*p == ' ' || *p == '\\' || *p == '\t')
-            out[o++] = '\\';
-        out[o++] = *p;
-    }
-    out[o] = '\0';
-}
-
 /* Everything PQconnectStartParams / PQconnectdbParams needs for one upstream session,
  * with the storage its strings point into. */
 typedef struct pg_params_s {
@@ -767,8 +741,10 @@ static int pg_build_params(pg_session_t *s, const conf_target_t *t, int resolved
             client_encoding = value;
         else if (strcmp(name, "options") == 0)
             ;   /* appended below, after the target's own */
-        else
-            options_add(options, sizeof(pp->options), name, value);
+        else if (pgw_options_add(options, sizeof(pp->options), name, value) != 0) {
+            *why = "the startup parameters do not fit libpq's options";
+            return -1;
+        }
     }
     const char *target_opts = conf_kv_get(kv, "options");
     const char *client_opts = pgw_startup_get(&s->st, "options");
@@ -1013,14 +989,7 @@ static void move_collect_notifies(pg_move_t *m)
 {
     PGnotify *n;
     while ((n = PQnotifies(m->old)) != NULL) {
-        size_t cl = strlen(n->relname) + 1, pl = strlen(n->extra) + 1;
-        uint32_t len = (uint32_t)(4 + 4 + cl + pl);
-        uint8_t hdr[9] = { 'A', (uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8), (uint8_t)len,
-                           (uint8_t)((uint32_t)n->be_pid >> 24), (uint8_t)((uint32_t)n->be_pid >> 16),
-                           (uint8_t)((uint32_t)n->be_pid >> 8), (uint8_t)n->be_pid };
-        pgr_append(&m->notifies, hdr, sizeof(hdr));
-        pgr_append(&m->notifies, n->relname, cl);
-        pgr_append(&m->notifies, n->extra, pl);
+        pgr_notification(&m->notifies, (uint32_t)n->be_pid, n->relname, n->extra);
         PQfreemem(n);
     }
 }
@@ -1057,16 +1026,21 @@ static int move_replay(pg_move_t *m, PGresult *settings, PGresult *prepared, PGr
             sent += one ? PQsendQueryParams(c, one, 0, NULL, NULL, NULL, NULL, 0) : 0;
             free(one);
         } else {
-            Oid types[256];
-            int nt = 0;
-            const char *p = PQgetvalue(prepared, i, 3);   /* "{23,25}" */
-            while (*p && nt < 256) {
-                if (*p >= '0' && *p <= '9')
-                    types[nt++] = (Oid)strtoul(p, (char **)&p, 10);
-                else
-                    p++;
+            const char *p = PQgetvalue(prepared, i, 3), *perr;   /* "{23,25}" */
+            size_t plen = strlen(p);
+            ssize_t nt = pgw_parse_oid_array(p, plen, NULL, PGW_OID_ARRAY_MAX, &perr);
+            Oid *types = nt > 0 ? malloc((size_t)nt * sizeof(*types)) : NULL;
+            if (nt > 0 && types != NULL)
+                nt = pgw_parse_oid_array(p, plen, types, (size_t)nt, &perr);
+            if (nt < 0 || (nt > 0 && types == NULL)) {
+                snprintf(m->err, sizeof(m->err), "cannot read the parameter types of %s: %s", name,
+                         nt < 0 ? perr : "out of memory");
+                free(types);
+                PQexitPipelineMode(c);
+                return -1;
             }
-            sent += PQsendPrepare(c, name, stmt, nt, nt ? types : NULL);
+            sent += PQsendPrepare(c, name, stmt, (int)nt, types);
+            free(types);
         }
     }
     for (int i = 0; i < PQntuples(listens); i++) {
@@ -1798,9 +1772,10 @@ static void pg_admin_begin(pg_session_t *s)
  * handle_password checks the answer. */
 static void pg_ask_password(pg_session_t *s)
 {
-    static const uint8_t ask[] = { 'R', 0, 0, 0, 8, 0, 0, 0, 3 };
+    uint8_t ask[16];
+    size_t asklen = pgw_build_auth_cleartext(ask, sizeof(ask));
     pg_set_state(s, PGS_AUTH);
-    sy_pipe_inject(&s->s2c, ask, sizeof(ask));
+    sy_pipe_inject(&s->s2c, ask, asklen);
     sy_pipe_flush(&s->s2c);
     sy_conn_watch(&s->client, UV_READABLE | sy_pipe_dst_events(&s->s2c), client_cb);
 }
@@ -1857,22 +1832,21 @@ static void pg_route_and_connect(pg_session_t *s)
 static void handle_password(pg_session_t *s)
 {
     sy_pipe_t *p = &s->c2s;
-    if (p->end < 5)
-        return;
-    uint32_t len = ((uint32_t)p->buf[1] << 24) | ((uint32_t)p->buf[2] << 16) | ((uint32_t)p->buf[3] << 8) | p->buf[4];
-    if (p->buf[0] != 'p' || len < 5 || len > 1024) {
+    pgw_password_t pw;
+    ssize_t r = pgw_password_parse(p->buf, p->end, PGW_PASSWORD_MAX, &pw);
+    if (r == PGW_ERR) {
         pg_close(s, "08P01", "expected a password message");
         return;
     }
-    if (p->end < len + 1)
+    if (r == PGW_NEED_MORE)
         return;
-    const char *pw = (const char *)p->buf + 5;
-    size_t pwlen = len - 4;
+    /* A body that is not one string (pw.password NULL) is a wrong password, as before. */
     const char *want = s->admin ? sy_conf()->admin_password : s->listener->conf->auth_password;
-    int ok = pw[pwlen - 1] == '\0' && strlen(want) == pwlen - 1 && memcmp(pw, want, pwlen - 1) == 0;
-    memset(p->buf, 0, len + 1);
-    memmove(p->buf, p->buf + len + 1, p->end - (len + 1));
-    p->end -= len + 1;
+    int ok = pw.password != NULL && strlen(want) == pw.len && memcmp(pw.password, want, pw.len) == 0;
+    uint32_t len = (uint32_t)r;
+    memset(p->buf, 0, len);
+    memmove(p->buf, p->buf + len, p->end - len);
+    p->end -= len;
     if (!ok) {
         pg_close(s, "28P01", "password authentication failed for user \"%s\"", s->user);
         return;

@@ -7,6 +7,7 @@
  * and in pseudo-random chunks, and must produce the same events at the same offsets.
  */
 #include "protocol/pg_wire.h"
+#include "protocol/pg_result.h"
 #include "tests/unit/unit.h"
 
 #include <stdint.h>
@@ -659,6 +660,13 @@ static void test_build_exact(void)
     check_bytes("terminate", b, n, P("X\0\0\0\4"));
     n = pgw_build_cancel(b, sizeof b, 12345, 0xdeadbeefu);
     check_bytes("cancel", b, n, P("\0\0\0\x10\x04\xd2\x16\x2e\0\0\x30\x39\xde\xad\xbe\xef"));
+    n = pgw_build_auth_cleartext(b, sizeof b);
+    check_bytes("auth_cleartext", b, n, P("R\0\0\0\x08\0\0\0\x03"));
+    n = pgw_build_notification(b, sizeof b, 0x01020304u, "jobs", "id=7");
+    check_bytes("notification", b, n, P("A\0\0\0\x12\x01\x02\x03\x04jobs\0id=7\0"));
+    CHECK(pgw_notification_size("jobs", "id=7") == 19);
+    n = pgw_build_notification(b, sizeof b, 0, "", "");
+    check_bytes("notification, empty texts", b, n, P("A\0\0\0\x0a\0\0\0\0\0\0"));
 }
 
 /* Builder number `which` into out[0..cap). */
@@ -676,6 +684,8 @@ static size_t build_one(int which, uint8_t *out, size_t cap)
     case 6: return pgw_build_query(out, cap, "BEGIN");
     case 7: return pgw_build_terminate(out, cap);
     case 8: return pgw_build_cancel(out, cap, 3, 4);
+    case 9: return pgw_build_auth_cleartext(out, cap);
+    case 10: return pgw_build_notification(out, cap, 42, "chan", "payload text");
     default: return 0;
     }
 }
@@ -684,7 +694,7 @@ static size_t build_one(int which, uint8_t *out, size_t cap)
  * never a byte written past cap (ASan). The error builder truncates instead. */
 static void test_build_caps(void)
 {
-    for (int which = 0; which <= 8; which++) {
+    for (int which = 0; which <= 10; which++) {
         uint8_t ref[128];
         size_t full = build_one(which, ref, sizeof ref);
         int ok = full > 0;
@@ -837,6 +847,111 @@ static void test_parse_parameter_status(void)
     }
 }
 
+/* The growable variant appends exactly what the fixed-buffer builder writes, message after
+ * message, across buffer growth. */
+static void test_pgr_notification(void)
+{
+    pgr_buf_t b = { 0 };
+    uint8_t one[64];
+    size_t n = pgw_build_notification(one, sizeof one, 7, "c", "p");
+    int ok = 1;
+
+    for (int i = 0; i < 200; i++)
+        pgr_notification(&b, 7, "c", "p");
+    CHECK(!b.oom && b.len == 200 * n);
+    for (size_t off = 0; off + n <= b.len; off += n)
+        ok &= memcmp(b.data + off, one, n) == 0;
+    CHECK_MSG(ok, "pgr_notification content");
+    pgr_buf_free(&b);
+}
+
+/* ==== PasswordMessage =============================================================== */
+
+typedef struct {
+    const char *name;
+    const char *bytes;
+    size_t      n;
+    uint32_t    max_len;
+    ssize_t     want;           /* 0: complete at its full size; PGW_ERR */
+    const char *password;       /* on success; NULL: a bad body */
+    const char *err;            /* PGW_ERR, or the bad body's message */
+    size_t      err_at;         /* shortest prefix that is already an error (0: full) */
+} pw_vec_t;
+
+static const pw_vec_t pw_vecs[] = {
+    { "password", P("p\0\0\0\x0bsecret\0"), PGW_PASSWORD_MAX, 0, "secret", NULL, 0 },
+    { "empty password", P("p\0\0\0\x05\0"), PGW_PASSWORD_MAX, 0, "", NULL, 0 },
+    { "UTF-8 and spaces", P("p\0\0\0\x0ep\xc3\xa4ss w d\0"), PGW_PASSWORD_MAX, 0, "p\xc3\xa4ss w d", NULL, 0 },
+    { "length == max", P("p\0\0\0\x08" "ab\0\0"), 8, 0, NULL, "invalid password packet size", 0 },
+    { "no terminator", P("p\0\0\0\x0asecret"), PGW_PASSWORD_MAX, 0, NULL, "invalid password packet size", 0 },
+    { "embedded NUL", P("p\0\0\0\x0bsec\0et\0"), PGW_PASSWORD_MAX, 0, NULL, "invalid password packet size", 0 },
+    { "two strings", P("p\0\0\0\x08" "a\0b\0"), PGW_PASSWORD_MAX, 0, NULL, "invalid password packet size", 0 },
+
+    /* malformed framing */
+    { "type Q", P("Q\0\0\0\x0bsecret\0"), PGW_PASSWORD_MAX, PGW_ERR, NULL, "expected a password message", 1 },
+    { "type NUL", P("\0\0\0\0\x05\0"), PGW_PASSWORD_MAX, PGW_ERR, NULL, "expected a password message", 1 },
+    { "an SSLRequest again", P("\0\0\0\x08\x04\xd2\x16\x2f"), PGW_PASSWORD_MAX, PGW_ERR, NULL,
+      "expected a password message", 1 },
+    { "length 4", P("p\0\0\0\x04"), PGW_PASSWORD_MAX, PGW_ERR, NULL, "invalid password message length", 5 },
+    { "length 0", P("p\0\0\0\0"), PGW_PASSWORD_MAX, PGW_ERR, NULL, "invalid password message length", 5 },
+    { "length max + 1", P("p\0\0\0\x09" "abcd\0"), 8, PGW_ERR, NULL, "invalid password message length", 5 },
+    { "length 2^31", P("p\x80\0\0\0xx"), UINT32_MAX, PGW_ERR, NULL, "invalid password message length", 2 },
+    { "length 2^24", P("p\x01\0\0\0xx"), PGW_PASSWORD_MAX, PGW_ERR, NULL, "invalid password message length", 2 },
+    { "length 1025, max 1024", P("p\0\0\x04\x01"), 1024, PGW_ERR, NULL, "invalid password message length", 5 },
+};
+
+static void test_password_vectors(void)
+{
+    for (size_t i = 0; i < sizeof pw_vecs / sizeof pw_vecs[0]; i++) {
+        const pw_vec_t *v = &pw_vecs[i];
+        size_t err_at = v->err_at ? v->err_at : v->n;
+        int prefixes_ok = 1;
+        pgw_password_t pw;
+        ssize_t r;
+        uint8_t *b;
+
+        /* every prefix, each in an exact-size buffer: NEED_MORE until complete or err_at */
+        for (size_t k = 0; k < v->n; k++) {
+            b = dup_exact(v->bytes, k);
+            r = pgw_password_parse(b, k, v->max_len, &pw);
+            free(b);
+            if (v->want == PGW_ERR && k >= err_at)
+                prefixes_ok &= r == PGW_ERR && pw.err != NULL && strcmp(pw.err, v->err) == 0;
+            else
+                prefixes_ok &= r == PGW_NEED_MORE && pw.err == NULL && pw.password == NULL;
+            if (!prefixes_ok) {
+                fprintf(stderr, "  %s: prefix %zu gave %zd (%s)\n", v->name, k, r, pw.err ? pw.err : "");
+                break;
+            }
+        }
+        CHECK_MSG(prefixes_ok, "%s: prefixes", v->name);
+
+        /* whole, then with the next message pipelined behind it (not consumed) */
+        for (size_t extra = 0; extra <= 6; extra += 6) {
+            uint8_t more[64];
+            memcpy(more, v->bytes, v->n);
+            memcpy(more + v->n, "Q\0\0\0\x04x", extra);
+            b = dup_exact(more, v->n + extra);
+            r = pgw_password_parse(b, v->n + extra, v->max_len, &pw);
+            if (v->want == PGW_ERR) {
+                CHECK_MSG(r == PGW_ERR, "%s: got %zd", v->name, r);
+                CHECK_STREQ(pw.err, v->err);
+            } else {
+                CHECK_MSG(r == (ssize_t)v->n, "%s (+%zu): got %zd want %zu", v->name, extra, r, v->n);
+                if (v->password != NULL) {
+                    CHECK_MSG(pw.err == NULL && pw.password == (const char *)b + 5, "%s: slice", v->name);
+                    CHECK_STREQ(pw.password, v->password);
+                    CHECK(pw.len == strlen(v->password));
+                } else {
+                    CHECK_MSG(pw.password == NULL && pw.len == 0, "%s: no password", v->name);
+                    CHECK_STREQ(pw.err, v->err);
+                }
+            }
+            free(b);
+        }
+    }
+}
+
 /* ==== round trip: builders -> scanner -> readers ==================================== */
 
 static void test_round_trip(void)
@@ -950,6 +1065,8 @@ int main(void)
     test_build_error_truncation();
     test_parse_error();
     test_parse_parameter_status();
+    test_pgr_notification();
+    test_password_vectors();
     test_round_trip();
     return unit_done("pg_wire");
 }
