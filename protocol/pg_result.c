@@ -38,6 +38,8 @@ static int reserve(pgr_buf_t *b, size_t more)
 
 void pgr_append(pgr_buf_t *b, const void *bytes, size_t len)
 {
+    if (len == 0)
+        return;
     if (reserve(b, len) != 0)
         return;
     memcpy(b->data + b->len, bytes, len);
@@ -124,4 +126,17 @@ void pgr_notification(pgr_buf_t *b, uint32_t pid, const char *channel, const cha
     if (reserve(b, n) != 0)
         return;
     b->len += pgw_build_notification(b->data + b->len, b->cap - b->len, pid, channel, payload);
+}
+
+void pgr_parameter_status(pgr_buf_t *b, const char *name, const char *value)
+{
+    size_t nl = strlen(name), vl = strlen(value);
+    if (nl > INT32_MAX / 2 || vl > INT32_MAX / 2) {
+        b->oom = 1;   /* no message is that long: never cut one */
+        return;
+    }
+    size_t n = 5 + nl + 1 + vl + 1;
+    if (reserve(b, n) != 0)
+        return;
+    b->len += pgw_build_parameter_status(b->data + b->len, b->cap - b->len, name, value);
 }

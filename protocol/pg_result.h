@@ -31,4 +31,8 @@ void pgr_empty_query(pgr_buf_t *b);
  * field sets oom, as a failed allocation does: either way the caller sees it there. */
 void pgr_notification(pgr_buf_t *b, uint32_t pid, const char *channel, const char *payload);
 
+/* ParameterStatus of any size the protocol allows (sets oom past that: never a cut
+ * message). */
+void pgr_parameter_status(pgr_buf_t *b, const char *name, const char *value);
+
 #endif

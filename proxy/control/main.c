@@ -79,7 +79,7 @@ sy_route_t *sy_route_for_listener(const sy_listener_t *l)
 
 static void exit_now_cb(uv_timer_t *t)
 {
-    sy_info("event=exit reason=drain_deadline clients=%llu", (unsigned long long)sy_server.nclients);
+    sy_info("event=exit reason=drain_deadline clients=%llu", (unsigned long long)SY_LOAD(sy_server.nclients));
     sy_exit(0);
 }
 
@@ -132,10 +132,10 @@ static void signal_cb(uv_signal_t *h, int signum)
         sy_exit(0);
     }
     SY_STORE(sy_server.stopping, 1);
-    sy_info("event=shutdown_begin signal=%d clients=%llu", signum, (unsigned long long)sy_server.nclients);
+    sy_info("event=shutdown_begin signal=%d clients=%llu", signum, (unsigned long long)SY_LOAD(sy_server.nclients));
     sy_listeners_stop();
     sy_metrics_stop();
-    if (sy_server.nclients == 0) {
+    if (SY_LOAD(sy_server.nclients) == 0) {
         sy_main_quit();
         return;
     }

@@ -33,7 +33,7 @@ static int same_str(const char *a, const char *b)
 }
 
 /* Same target, secrets included (display strings are masked, so compare the values). */
-static int same_target(const conf_target_t *a, const conf_target_t *b)
+int sy_target_equal(const conf_target_t *a, const conf_target_t *b)
 {
     if (a->defined != b->defined)
         return 0;
@@ -143,7 +143,7 @@ int sy_reload(char *err, size_t errlen)
             active = CONF_BUILTIN;
         const conf_target_t *old_t = active == CONF_EXTERNAL ? &was->external : &was->builtin;
         const conf_target_t *new_t = active == CONF_EXTERNAL ? &now->external : &now->builtin;
-        int changed = active != sy_route_active(r) || !same_target(old_t, new_t);
+        int changed = active != sy_route_active(r) || !sy_target_equal(old_t, new_t);
         for (int k = 0; k < 2; k++) {
             if (r->tls_ctx[k] != NULL) {
                 SSL_CTX_free(r->tls_ctx[k]);   /* sessions keep their own references */

@@ -96,10 +96,16 @@ const conf_target_t *sy_route_target(const sy_route_t *r, conf_which_t which)
     return which == CONF_EXTERNAL ? &r->conf->external : &r->conf->builtin;
 }
 
-/* A session that must move: on this route, not the console, on another target. */
+/* A session that must move: on this route, not the console, on another target. A target
+ * of a configuration RELOAD replaced counts as the same when it reaches the same place the
+ * same way (a move that began before the reload lands on the old snapshot's copy). */
 static int must_move(const sy_session_link_t *l, const sy_route_t *r)
 {
-    return l->route == r && !l->console && l->target != NULL && l->target != sy_route_target(r, sy_route_active(r));
+    if (l->route != r || l->console || l->target == NULL)
+        return 0;
+    conf_which_t active = sy_route_active(r);
+    const conf_target_t *t = sy_route_target(r, active);
+    return l->target != t && !(l->which == active && sy_target_equal(l->target, t));
 }
 
 static int route_mode(const sy_route_t *r)

@@ -48,6 +48,28 @@ int sy_pipe_inject(sy_pipe_t *p, const void *bytes, size_t len)
     return 0;
 }
 
+int sy_pipe_feed(sy_pipe_t *p, const uint8_t *data, size_t len, size_t *sent)
+{
+    while (*sent < len) {
+        uint32_t space = sy_pipe_space(p);
+        if (space == 0)
+            break;
+        size_t n = len - *sent;
+        if (n > space)
+            n = space;
+        memcpy(p->buf + p->end, data + *sent, n);
+        p->end += (uint32_t)n;
+        p->scanned = p->fwd = p->end;
+        *sent += n;
+        int r = sy_pipe_flush(p);
+        if (r < 0)
+            return r;
+        if (sy_pipe_pending(p))
+            break;
+    }
+    return sy_pipe_flush(p);
+}
+
 int sy_pipe_resume(void *sess, sy_pipe_t *p)
 {
     p->reading = 1;

@@ -140,6 +140,11 @@ uint32_t sy_pipe_space(sy_pipe_t *p);
 /* Append synthesized bytes after everything already there, forwardable at once.
  * Only call at a message boundary of the stream. Returns 0 or -1 if it does not fit. */
 int  sy_pipe_inject(sy_pipe_t *p, const void *bytes, size_t len);
+/* Move data[*sent..len) - bytes queued by the session itself, at a message boundary, with
+ * nothing else entering the pipe meanwhile - into the pipe as space allows, writing as it
+ * goes; *sent says how far it got. A queue of any size drains this way, a pipe's worth
+ * at a time. 0 ok (call again when dst is writable if *sent < len), <0 -errno. */
+int  sy_pipe_feed(sy_pipe_t *p, const uint8_t *data, size_t len, size_t *sent);
 /* Write [start..fwd) to dst until done or EAGAIN. 0 ok, <0 -errno (dst failed). */
 int  sy_pipe_flush(sy_pipe_t *p);
 /* Read src into the buffer until EAGAIN, EOF, full or SY_PIPE_READ_BUDGET reads, calling
@@ -389,6 +394,8 @@ void     pg_cancel_request(uint32_t pid, uint32_t key);
  * the reason (nothing changed). */
 void sy_reload_remember_args(const conf_args_t *args);
 int  sy_reload(char *msg, size_t len);
+/* Two targets that reach the same place the same way (secrets included). */
+int  sy_target_equal(const conf_target_t *a, const conf_target_t *b);
 
 /* Random bytes for keys (getrandom). */
 void sy_random(void *out, size_t len);

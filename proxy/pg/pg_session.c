@@ -134,6 +134,13 @@ struct pg_session_s {
     char           pvals[16][80];
     int            nparams;
 
+    /* Messages of our own for the client that must precede anything more from the
+     * server (what a move learned: ParameterStatus changes, notifications that arrived on
+     * the old upstream). Fed into s2c as it drains; the server is not read meanwhile. */
+    pgr_buf_t      s2c_extra;
+    size_t         s2c_extra_sent;
+    struct pg_move_s *move;           /* the move job that owns the upstream, while MOVING */
+
     /* admin console */
     pgr_buf_t      admin_out;
     size_t         admin_sent;
@@ -177,6 +184,7 @@ static void pg_free(pg_session_t *s)
     free(s->att_errs);
     free(s->startup);
     pgr_buf_free(&s->admin_out);
+    pgr_buf_free(&s->s2c_extra);
     if (s->pre_conn)
         PQfinish(s->pre_conn);
     free(s);
@@ -232,9 +240,19 @@ static void pg_timer_stop(pg_session_t *s)
         uv_timer_stop(&s->timer);
 }
 
+static void move_orphan(struct pg_move_s *m);
+
 static void pg_finish_upstream(pg_session_t *s)
 {
     sy_conn_unwatch(&s->server);
+    if (s->move != NULL && s->pg != NULL) {
+        /* A move job is querying this connection on a pool thread: it is the job's to
+         * finish (move_done), never ours under its feet. */
+        move_orphan(s->move);
+        s->pg = NULL;
+        if (s->route)
+            SY_STAT_SUB(s->route->upstreams, 1);
+    }
     if (s->pg != NULL) {
         PQfinish(s->pg);   /* sends Terminate, frees libpq's SSL, closes its socket */
         s->pg = NULL;
@@ -528,11 +546,32 @@ static void upstream_lost(pg_session_t *s, int err)
              s->target->hostport, why);
 }
 
-/* Handle a pump result. Returns 0 to carry on, -1 when the session is closing. */
+/* Feed what we queued for the client (s2c_extra) into s2c; the server is not read until
+ * all of it is out, so nothing overtakes it. Returns 0, or -1 when the client is gone. */
+static int pg_extra_drain(pg_session_t *s)
+{
+    if (s->s2c_extra.len == 0)
+        return 0;
+    if (sy_pipe_feed(&s->s2c, s->s2c_extra.data, s->s2c_extra.len, &s->s2c_extra_sent) < 0)
+        return -1;
+    if (s->s2c_extra_sent < s->s2c_extra.len) {
+        s->s2c.reading = 0;
+        return 0;
+    }
+    pgr_buf_free(&s->s2c_extra);
+    s->s2c_extra_sent = 0;
+    s->s2c.reading = 1;
+    return 0;
+}
+
 /* One relay step; handles the end of either side. */
 static void pg_relay_drive(pg_session_t *s, sy_conn_t *c, int events)
 {
     int err;
+    if (s->s2c_extra.len > 0 && pg_extra_drain(s) < 0) {
+        pg_close(s, NULL, NULL);
+        return;
+    }
     switch (sy_relay_step(s, &s->c2s, &s->s2c, c, events, &err)) {
     case SY_RELAY_OK:
         break;
@@ -977,7 +1016,13 @@ typedef struct pg_move_s {
     char          err[512];
     pgr_buf_t     notifies;   /* NotificationResponse messages for the client */
     uint64_t      started;
+    int           orphaned;   /* the session closed meanwhile: old is ours to finish */
 } pg_move_t;
+
+static void move_orphan(pg_move_t *m)
+{
+    m->orphaned = 1;
+}
 
 static void no_notice(void *arg, const char *message)
 {
@@ -1184,10 +1229,17 @@ static void move_done(uv_work_t *req, int status)
     pg_session_t *s = m->s;
     char q[600];
 
+    s->move = NULL;
     if (s->state != PGS_MOVING) {
-        /* The client left while we worked. */
+        /* The session was closed while we worked (a shutdown's kick): the old upstream was
+         * left to us. */
+        if (m->orphaned) {
+            PQsetnonblocking(m->old, 1);
+            PQfinish(m->old);
+        }
         if (m->conn)
             PQfinish(m->conn);
+        sy_switch_moved(&s->link, 0);
         goto out;
     }
     if (!m->ok) {
@@ -1221,20 +1273,29 @@ static void move_done(uv_work_t *req, int status)
     pgw_scan_init(&s->sscan, sy_conf()->max_message_size);
     pgw_scan_capture(&s->sscan, 'S');
 
-    /* Tell the client what changed, and hand over notifications that arrived. */
-    uint8_t out[2048];
+    /* Tell the client what changed, and hand over notifications that arrived, before
+     * anything more from the new server: queued whole, however large, and fed to the
+     * client as it reads (pg_extra_drain). */
     for (const char *const *p = reported_params; *p; p++) {
         const char *v = PQparameterStatus(s->pg, *p);
         const char *seen = pg_param_get(s, *p);
         if (v != NULL && (seen == NULL || strcmp(seen, v) != 0)) {
-            size_t n = pgw_build_parameter_status(out, sizeof(out), *p, v);
-            if (n > 0 && sy_pipe_inject(&s->s2c, out, n) == 0)
-                pg_param_seen(s, *p, v);
+            pgr_parameter_status(&s->s2c_extra, *p, v);
+            pg_param_seen(s, *p, v);
         }
     }
-    if (m->notifies.len > 0)
-        sy_pipe_inject(&s->s2c, m->notifies.data, m->notifies.len);
+    pgr_append(&s->s2c_extra, m->notifies.data, m->notifies.len);
     pg_set_state(s, PGS_RELAY);
+    if (s->s2c_extra.oom) {
+        pg_close(s, "53200", "route %s: out of memory after a move", s->route->conf->name);
+        sy_switch_moved(&s->link, 0);
+        goto out;
+    }
+    if (pg_extra_drain(s) < 0) {
+        pg_close(s, NULL, NULL);   /* the client is gone */
+        sy_switch_moved(&s->link, 0);
+        goto out;
+    }
     sy_info("event=moved conn=%llu route=%s target=%s upstream=%s backend_pid=%u ms=%llu", (unsigned long long)s->id,
             s->route->conf->name, s->which == CONF_EXTERNAL ? "external" : "builtin", s->target->hostport, s->be_pid,
             (unsigned long long)(uv_now(s->link.loop) - m->started));
@@ -1287,12 +1348,14 @@ static void pg_link_move(sy_session_link_t *l)
         s->pre_conn = NULL;
     }
     pg_set_state(s, PGS_MOVING);
+    s->move = m;
     s->c2s.reading = 0;
     sy_conn_unwatch(&s->server);   /* libpq owns the socket until we take the new one */
     sy_conn_watch(&s->client, sy_pipe_dst_events(&s->s2c), client_cb);
     s->refs++;
     if (uv_queue_work(s->link.loop, &m->req, move_work, move_done) != 0) {
         s->refs--;
+        s->move = NULL;
         free(m);
         pg_set_state(s, PGS_RELAY);
         pg_close(s, "57P01", "route %s switched; reconnect", r->conf->name);
@@ -1579,21 +1642,7 @@ static void admin_drive(pg_session_t *s);
 static int admin_flush(pg_session_t *s)
 {
     sy_pipe_t *p = &s->s2c;
-    while (s->admin_sent < s->admin_out.len) {
-        uint32_t space = sy_pipe_space(p);
-        if (space == 0)
-            break;
-        size_t n = s->admin_out.len - s->admin_sent;
-        if (n > space)
-            n = space;
-        sy_pipe_inject(p, s->admin_out.data + s->admin_sent, n);
-        s->admin_sent += n;
-        if (sy_pipe_flush(p) < 0)
-            return -1;
-        if (sy_pipe_pending(p))
-            break;
-    }
-    if (sy_pipe_flush(p) < 0)
+    if (sy_pipe_feed(p, s->admin_out.data, s->admin_out.len, &s->admin_sent) < 0)
         return -1;
     if (s->admin_sent == s->admin_out.len && !sy_pipe_pending(p)) {
         s->admin_out.len = 0;

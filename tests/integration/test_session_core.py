@@ -1,0 +1,181 @@
+"""
+test_session_core.py - defects of the session core and the control plane, each found by a
+review and each with a test that failed before its fix:
+
+  1. a Postgres session closed while it is moving (SIGTERM's deadline kicks it) must not
+     PQfinish the connection the move job is still querying on a thread-pool thread;
+  3. RELOAD must not race the thread-pool jobs that read the configuration (a switch's
+     moves dial with connect_timeout while RELOAD publishes a new configuration): run
+     under ThreadSanitizer too, where a race report fails the test;
+  4. notifications that arrive on the old upstream while a session moves are all handed to
+     the client, however many: before, whatever did not fit the pipe's free space was
+     silently dropped.
+
+The moves are made slow on purpose, without sleeping: the session's upstream backend is
+stopped with SIGSTOP while the move job queries it, and continued with SIGCONT once SHOW
+CLIENTS says the session is moving.
+"""
+
+import os
+import signal
+import threading
+import time
+
+import harness
+from harness import check, fail
+import redis_support as rs
+import switch_support as ss
+
+
+def _backend_pid(sess):
+    return int(sess.one("SELECT pg_backend_pid()"))
+
+
+def _wait_state(con, client_id, state, timeout=20.0):
+    """Wait until SHOW CLIENTS shows client_id in `state`."""
+    deadline = time.monotonic() + timeout
+    seen = None
+    while time.monotonic() < deadline:
+        for row in con.rows("SHOW CLIENTS"):
+            if row["id"] == client_id:
+                seen = row["state"]
+                if seen == state:
+                    return row
+        time.sleep(0.02)
+    fail("client %s never showed state %r in SHOW CLIENTS (last %r)" % (client_id, state, seen))
+
+
+def _only_client(con):
+    rows = [r for r in con.rows("SHOW CLIENTS") if r["route"] == "pg"]
+    check(len(rows) == 1, "want one client on route pg, SHOW CLIENTS has %r" % rows)
+    return rows[0]["id"]
+
+
+def _wait_log(sy, needle, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while needle not in sy.log_text():
+        if time.monotonic() > deadline:
+            fail("switchyard never logged %r" % needle)
+        time.sleep(0.02)
+
+
+def test_shutdown_kicks_a_moving_session(ctx):
+    """Defect 1: SIGTERM's deadline kicks a session while its move job is inside the state
+    query on the old upstream (its backend is stopped). The kick used to PQfinish that
+    PGconn under the job; now the job owns the upstream while the session moves and
+    finishes it itself. The client gets the shutdown error, the process exits cleanly once
+    the backend answers, and no sanitizer report appears.
+
+    This does not fail reliably on the old code: there the job's thread sat in poll() on
+    the freed connection's closed fd until the exit, so the use-after-free was not reached
+    in this order. It guards the ownership rule the fix introduced."""
+    sy = ss.start_pg(ctx)
+    con = ss.Console(sy)
+    s = ss.Session(sy.port)
+    pid = _backend_pid(s)
+    cid = _only_client(con)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        sw = ss.SwitchThread(sy, "pg", "external")
+        _wait_state(con, cid, "moving")
+        con.close()
+        sy.proc.send_signal(signal.SIGTERM)
+        _wait_log(sy, "event=shutdown_deadline", timeout=ss.DRAIN_TIMEOUT + 10)
+        err, _secs = s.close_error(timeout=10)
+        check(err is not None and err.get("C") == "57P01" and "shutting down" in err.get("M", ""),
+              "the moving session's client got %r, want 57P01 shutting down" % (err,))
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    sy.proc.wait(timeout=20)
+    sw.join(10)
+    problems = sy.exited_problems()
+    check(not problems, "switchyard's exit: %r" % problems)
+
+
+def test_notifications_during_move_all_arrive(ctx):
+    """Defect 4: 24 notifications of 7,000 bytes (168 KB, more than a pipe holds) arrive on
+    the old upstream while the move job runs its state query there. Every one of them must
+    reach the client, in order, after the move."""
+    sy = ss.start_pg(ctx)
+    con = ss.Console(sy)
+    s = ss.Session(sy.port)
+    s.query("LISTEN core_chan")
+    pid = _backend_pid(s)
+    cid = _only_client(con)
+    n, size = 24, 7000
+    payloads = ["%02d:" % i + chr(ord("a") + i % 26) * (size - 3) for i in range(n)]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        # queued for the stopped backend: it sends them when it runs again, which is while
+        # the move job's state query waits for its answer
+        for p in payloads:
+            ctx.builtin.sql("SELECT pg_notify('core_chan', '%s')" % p, db="sourcegraph")
+        sw = ss.SwitchThread(sy, "pg", "external")
+        _wait_state(con, cid, "moving")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    row, _t0, _t1 = sw.join_result(timeout=30)
+    check(row["moved"] == "1", "SWITCH under one listening session: %r" % row)
+    check(ss.where(s) == ("external", ctx.external.port), "the session did not move: %r" % (ss.where(s),))
+    got = [x[2] for x in s.notifications if x[1] == "core_chan"]   # read by the queries above
+    s.notifications = []
+    deadline = time.monotonic() + 10
+    while len(got) < n and time.monotonic() < deadline:
+        x = s.wait_notification(timeout=max(0.1, deadline - time.monotonic()))   # pops it
+        if x is not None and x[1] == "core_chan":
+            got.append(x[2])
+    check(len(got) == n, "the client got %d of %d notifications sent before the move" % (len(got), n))
+    check(got == payloads[:len(got)], "notifications out of order or changed: first %r"
+          % [g[:6] for g in got[:5]])
+    # and the session still listens on the new target
+    ctx.external.sql("NOTIFY core_chan, 'after'", db="sourcegraph")
+    x = s.wait_notification(timeout=10)
+    check(x is not None and x[1:] == ("core_chan", "after"), "NOTIFY after the move: %r" % (x,))
+    s.close()
+    con.switch("pg", "builtin")
+    con.close()
+    sy.stop()
+
+
+def test_reload_during_switches(ctx):
+    """Defect 3: RELOAD publishes a new configuration while a switch's moves dial their new
+    upstreams on the thread pool, reading connect_timeout. Clients keep working, and under
+    ThreadSanitizer no race is reported (the harness fails the test on a report)."""
+    builtin = harness.RedisServer()
+    external = harness.RedisServer()
+    sy = ss.start_redis(ctx, builtin, external)
+    con = ss.Console(sy)
+    clients = [rs.Resp(sy.redis_port, timeout=15) for _ in range(20)]
+    for i, c in enumerate(clients):
+        check(c.cmd("PING") == "PONG", "client %d PING before the switches" % i)
+    stop = threading.Event()
+    errors = []
+
+    def reloader():
+        rc = ss.Console(sy)
+        try:
+            while not stop.is_set():
+                rc.command("RELOAD")
+        except BaseException as e:  # reported below
+            errors.append(e)
+        finally:
+            rc.close()
+
+    t = threading.Thread(target=reloader, daemon=True)
+    t.start()
+    try:
+        for k in range(6):
+            row, _t0, _t1 = con.switch("redis-store", "external" if k % 2 == 0 else "builtin")
+            check(row["moved"] == "20" and row["closed"] == "0", "switch %d under RELOADs: %r" % (k, row))
+            for i, c in enumerate(clients):
+                check(c.cmd("PING") == "PONG", "client %d PING after switch %d" % (i, k))
+    finally:
+        stop.set()
+        t.join(30)
+    check(not errors, "RELOAD failed while switching: %r" % errors[:1])
+    for c in clients:
+        c.close()
+    con.close()
+    sy.stop()
+    builtin.stop()
+    external.stop()
