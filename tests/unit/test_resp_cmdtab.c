@@ -451,5 +451,5 @@ int main(void)
     test_flag_sets();
     test_classify();
     test_partial();
-    return unit_done("test_resp_cmdtab");
+    return unit_done("resp_cmdtab");
 }
