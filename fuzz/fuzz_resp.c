@@ -7,8 +7,14 @@
  * report the same events at the same stream offsets (a running hash over offset, result
  * fields and error text), every call must make progress, and the result fields must
  * respect their documented bounds. Any inconsistency aborts, so the fuzzer reports it.
+ * Every completed request is also classified by the command table (resp_cmdtab.c): the
+ * id and flags join the hash, and a known id must name the captured argument exactly.
  */
 #include "protocol/resp.h"
+#include "protocol/resp_cmdtab.h"
+/* fuzz/Makefile links only resp.c into this target; the table comes in here, whole. */
+
+#include <strings.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +48,34 @@ static size_t next_chunk(uint32_t *seed, size_t left)
     return n < left ? n : left;
 }
 
+/* The table's answer for r, checked against the captured name: a known id or subcommand
+ * spells argument 0 (1) in some letter case, and the flags are its rows' plus at most the
+ * ones the arguments decide. */
+static uint64_t cmd_event(uint64_t h, const resp_req_t *r)
+{
+    resp_cmd_t c = resp_cmd_classify(r);
+    uint32_t row = resp_cmd_flags(c.id) | resp_subcmd_flags(c.sub);
+
+    if (c.id != RESP_CMD_UNKNOWN) {
+        const char *name = resp_cmd_name(c.id);
+        REQUIRE(r->ncap >= 1 && !r->arg_trunc[0] && r->arg_len[0] == strlen(name));
+        REQUIRE(strncasecmp(r->arg[0], name, r->arg_len[0]) == 0);
+        REQUIRE(memchr(r->arg[0], '\0', r->arg_len[0]) == NULL);
+    }
+    if (c.sub != RESP_SUBCMD_NONE) {
+        const char *name = resp_subcmd_name(c.sub);
+        REQUIRE(resp_subcmd_parent(c.sub) == c.id);
+        REQUIRE(r->ncap >= 2 && !r->arg_trunc[1] && r->arg_len[1] == strlen(name));
+        REQUIRE(strncasecmp(r->arg[1], name, r->arg_len[1]) == 0);
+    }
+    REQUIRE((c.flags & row) == row && (c.flags & ~row & ~(RESP_CF_BLOCKING | RESP_CF_UNSURE)) == 0);
+    REQUIRE((c.flags & ~row) == 0 || (row & RESP_CF_BLOCK_ARG));
+    REQUIRE(!resp_cmd_is_shareable(&c) || (c.id != RESP_CMD_UNKNOWN && !(c.flags & RESP_CF_NOSHARE)));
+    h = mix_u64(h, (uint64_t)c.id);
+    h = mix_u64(h, (uint64_t)c.sub);
+    return mix_u64(h, c.flags);
+}
+
 static uint64_t req_event(uint64_t h, const resp_req_t *r, uint64_t at)
 {
     REQUIRE(r->argc > 0);
@@ -58,7 +92,7 @@ static uint64_t req_event(uint64_t h, const resp_req_t *r, uint64_t at)
         h = mix_u64(h, r->arg_len[i]);
         h = mix(h, r->arg[i], n);
     }
-    return h;
+    return cmd_event(h, r);
 }
 
 static uint64_t run_req(const uint8_t *p, size_t n, uint64_t max_bulk, uint32_t seed)

@@ -37,6 +37,7 @@
 #include "proxy/core/sy.h"
 #include "protocol/resp.h"
 #include "protocol/resp_cmd.h"
+#include "protocol/resp_cmdtab.h"
 #include "proxy/redis/redis_dial.h"
 
 typedef enum { RS_CONNECTING = 0, RS_FAILED, RS_RELAY, RS_MOVING, RS_CLOSING, RS_CLOSED } rs_state_t;
@@ -308,34 +309,26 @@ static void rs_close(redis_session_t *s, const char *fmt, ...)
 
 /* ---- client commands --------------------------------------------------------------- */
 
-static int is_blocking_cmd(const resp_req_t *r)
+/* Which of the session's subscription sets a (P|S)(UN)SUBSCRIBE works on. */
+static int sub_kind(uint32_t flags)
 {
-    static const char *const cmds[] = { "BLPOP", "BRPOP", "BRPOPLPUSH", "BLMOVE", "BLMPOP", "BZPOPMIN",
-                                        "BZPOPMAX", "BZMPOP", "WAIT", NULL };
-    for (const char *const *c = cmds; *c; c++)
-        if (resp_req_arg_is(r, 0, *c))
-            return 1;
-    if (resp_req_arg_is(r, 0, "XREAD") || resp_req_arg_is(r, 0, "XREADGROUP"))
-        for (uint32_t i = 1; i < r->ncap; i++)
-            if (resp_req_arg_is(r, i, "BLOCK"))
-                return 1;
-    return 0;
+    return (flags & RESP_CF_PATTERN) ? SUB_PATTERN : (flags & RESP_CF_SHARD) ? SUB_SHARD : SUB_CHANNEL;
 }
 
-/* Does this command need a local answer? */
-static local_t classify_local(redis_session_t *s)
+/* Does this command need a local answer? cmd classifies s->rq. */
+static local_t classify_local(redis_session_t *s, const resp_cmd_t *cmd)
 {
     const resp_req_t *r = &s->rq;
-    if (resp_req_arg_is(r, 0, "AUTH"))
+    if (cmd->id == RESP_CMD_AUTH)
         return LOCAL_AUTH;
-    if (resp_req_arg_is(r, 0, "HELLO")) {
+    if (cmd->id == RESP_CMD_HELLO) {
         for (uint32_t i = 1; i < r->ncap; i++)
             if (resp_req_arg_is(r, i, "AUTH"))
                 return LOCAL_HELLO;
         if (r->argc > RESP_CAP_ARGS)
             return LOCAL_HELLO;   /* AUTH may hide beyond the captured arguments */
     }
-    if (!s->authed && !resp_req_arg_is(r, 0, "QUIT"))
+    if (!s->authed && cmd->id != RESP_CMD_QUIT)
         return s->password ? LOCAL_NOAUTH : LOCAL_NONE;
     return LOCAL_NONE;
 }
@@ -349,35 +342,32 @@ static void rs_owe(redis_session_t *s, uint64_t replies)
     s->owed_seq += replies;
 }
 
-static void track_command(redis_session_t *s)
+static void track_command(redis_session_t *s, const resp_cmd_t *cmd)
 {
     const resp_req_t *r = &s->rq;
     uint64_t replies = 1;
     int effect_db = -1;           /* a SELECT to apply when its reply says OK */
     const char *effect = NULL;    /* a SETNAME to apply likewise */
-    if (resp_req_arg_is(r, 0, "SUBSCRIBE") || resp_req_arg_is(r, 0, "PSUBSCRIBE") ||
-        resp_req_arg_is(r, 0, "SSUBSCRIBE")) {
+    if (cmd->flags & RESP_CF_SUBSCRIBE) {
         replies = r->argc > 1 ? r->argc - 1 : 1;
-    } else if (resp_req_arg_is(r, 0, "UNSUBSCRIBE") || resp_req_arg_is(r, 0, "PUNSUBSCRIBE") ||
-               resp_req_arg_is(r, 0, "SUNSUBSCRIBE")) {
+    } else if (cmd->flags & RESP_CF_UNSUBSCRIBE) {
         /* Without arguments Redis answers once per subscription of that kind, or once. */
-        int kind = resp_req_arg_is(r, 0, "UNSUBSCRIBE") ? SUB_CHANNEL
-                 : resp_req_arg_is(r, 0, "PUNSUBSCRIBE") ? SUB_PATTERN : SUB_SHARD;
+        int kind = sub_kind(cmd->flags);
         replies = r->argc > 1 ? r->argc - 1 : (s->subs[kind].n ? s->subs[kind].n : 1);
-    } else if (resp_req_arg_is(r, 0, "MULTI")) {
+    } else if (cmd->id == RESP_CMD_MULTI) {
         s->in_multi = 1;
-    } else if (resp_req_arg_is(r, 0, "EXEC") || resp_req_arg_is(r, 0, "DISCARD")) {
+    } else if (cmd->id == RESP_CMD_EXEC || cmd->id == RESP_CMD_DISCARD) {
         s->in_multi = 0;
         s->watching = 0;
-    } else if (resp_req_arg_is(r, 0, "WATCH")) {
+    } else if (cmd->id == RESP_CMD_WATCH) {
         s->watching = 1;
-    } else if (resp_req_arg_is(r, 0, "UNWATCH")) {
+    } else if (cmd->id == RESP_CMD_UNWATCH) {
         s->watching = 0;
-    } else if (resp_req_arg_is(r, 0, "MONITOR")) {
+    } else if (cmd->id == RESP_CMD_MONITOR) {
         s->monitoring = 1;
-    } else if (resp_req_arg_is(r, 0, "QUIT")) {
+    } else if (cmd->id == RESP_CMD_QUIT) {
         s->quitting = 1;
-    } else if (resp_req_arg_is(r, 0, "RESET")) {
+    } else if (cmd->id == RESP_CMD_RESET) {
         s->in_multi = s->watching = s->monitoring = 0;
         s->reply_off = s->reply_skip = 0;
         s->sub_count = 0;
@@ -388,24 +378,24 @@ static void track_command(redis_session_t *s)
         s->tracking = 0;
         for (int i = 0; i < 3; i++)
             sub_clear(&s->subs[i]);
-    } else if (resp_req_arg_is(r, 0, "HELLO") && r->ncap > 1) {
+    } else if (cmd->id == RESP_CMD_HELLO && r->ncap > 1) {
         s->resp3 = strcmp(r->arg[1], "3") == 0;
         for (uint32_t i = 2; i + 1 < r->ncap; i++)
             if (resp_req_arg_is(r, i, "SETNAME"))
                 effect = r->arg_trunc[i + 1] ? (s->subs_untracked = 1, NULL) : r->arg[i + 1];
         if (r->argc > r->ncap)
             s->subs_untracked = 1;   /* a SETNAME may hide beyond what we captured */
-    } else if (resp_req_arg_is(r, 0, "SELECT") && r->argc == 2 && r->ncap == 2 && !r->arg_trunc[1]) {
+    } else if (cmd->id == RESP_CMD_SELECT && r->argc == 2 && r->ncap == 2 && !r->arg_trunc[1]) {
         effect_db = atoi(r->arg[1]);
-    } else if (resp_req_arg_is(r, 0, "CLIENT") && resp_req_arg_is(r, 1, "SETNAME") && r->argc == 3) {
+    } else if (cmd->sub == RESP_SUBCMD_CLIENT_SETNAME && r->argc == 3) {
         if (r->ncap == 3 && !r->arg_trunc[2])
             effect = r->arg[2];
         else
             s->subs_untracked = 1;   /* a name we cannot replay */
-    } else if (resp_req_arg_is(r, 0, "CLIENT") && resp_req_arg_is(r, 1, "TRACKING")) {
+    } else if (cmd->sub == RESP_SUBCMD_CLIENT_TRACKING) {
         s->tracking = resp_req_arg_is(r, 2, "ON");
         sy_session_set_pinned(&s->link, s->tracking || s->subs_untracked);
-    } else if (resp_req_arg_is(r, 0, "CLIENT") && resp_req_arg_is(r, 1, "REPLY")) {
+    } else if (cmd->sub == RESP_SUBCMD_CLIENT_REPLY) {
         if (resp_req_arg_is(r, 2, "OFF")) {
             s->reply_off = 1;
             replies = 0;
@@ -420,7 +410,7 @@ static void track_command(redis_session_t *s)
         rs_owe(s, replies);
         return;
     }
-    if (is_blocking_cmd(r))
+    if (cmd->flags & RESP_CF_BLOCKING)
         s->blocking = 1;
     if (s->reply_off) {
         replies = 0;
@@ -499,7 +489,7 @@ static int run_local(redis_session_t *s)
         return -1;
     }
     if (what == LOCAL_NOAUTH) {
-        olen = resp_build_error(out, sizeof(out), resp_req_arg_is(&s->rq, 0, "HELLO")
+        olen = resp_build_error(out, sizeof(out), resp_cmd_classify(&s->rq).id == RESP_CMD_HELLO
             ? "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO "
               "<proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP "
               "protocol version at the same time"
@@ -639,31 +629,17 @@ static int c2s_try_local(redis_session_t *s)
 
 /* client -> server framing. fwd stays at the start of a command until its name shows it
  * is not one we answer ourselves; large values then stream through. */
-static int is_sub_cmd(const resp_req_t *r)
+static int is_sub_cmd(const resp_cmd_t *c)
 {
-    static const char *const cmds[] = { "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE",
-                                        "SUNSUBSCRIBE", NULL };
-    for (const char *const *c = cmds; *c; c++)
-        if (resp_req_arg_is(r, 0, *c))
-            return 1;
-    return 0;
+    return (c->flags & (RESP_CF_SUBSCRIBE | RESP_CF_UNSUBSCRIBE)) != 0;
 }
 
-/* Keep the subscription sets in step with a (P|S)(UN)SUBSCRIBE held whole in cmd. */
-static void record_subscriptions(redis_session_t *s, const uint8_t *cmd, size_t len)
+/* Keep the subscription sets in step with a (P|S)(UN)SUBSCRIBE held whole in cmd; flags
+ * are its classification's. */
+static void record_subscriptions(redis_session_t *s, uint32_t flags, const uint8_t *cmd, size_t len)
 {
-    static const struct { const char *cmd; int kind, unsub; } kinds[] = {
-        { "SUBSCRIBE", SUB_CHANNEL, 0 }, { "UNSUBSCRIBE", SUB_CHANNEL, 1 },
-        { "PSUBSCRIBE", SUB_PATTERN, 0 }, { "PUNSUBSCRIBE", SUB_PATTERN, 1 },
-        { "SSUBSCRIBE", SUB_SHARD, 0 }, { "SUNSUBSCRIBE", SUB_SHARD, 1 },
-    };
     const resp_req_t *r = &s->rq;
-    int kind = SUB_CHANNEL, unsub = 0;
-    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
-        if (resp_req_arg_is(r, 0, kinds[i].cmd)) {
-            kind = kinds[i].kind;
-            unsub = kinds[i].unsub;
-        }
+    int kind = sub_kind(flags), unsub = (flags & RESP_CF_UNSUBSCRIBE) != 0;
     if (unsub && r->argc == 1) {
         sub_clear(&s->subs[kind]);
         return;
@@ -750,10 +726,10 @@ static int rs_c2s_scan(void *arg, sy_pipe_t *p)
             continue;
         }
         p->scanned += (uint32_t)n;
+        resp_cmd_t cmd = resp_cmd_classify(&s->rq);   /* once per command, or per partial read */
         if (!done) {
             /* Partial command: stream it only if its name is known and not ours. */
-            if (s->rq.ncap >= 1 && !resp_req_arg_is(&s->rq, 0, "AUTH") &&
-                !resp_req_arg_is(&s->rq, 0, "HELLO") && !is_sub_cmd(&s->rq) && s->authed &&
+            if (s->rq.ncap >= 1 && !(cmd.flags & RESP_CF_LOCAL) && !is_sub_cmd(&cmd) && s->authed &&
                 s->state == RS_RELAY)
                 p->fwd = p->scanned;
             continue;
@@ -769,14 +745,14 @@ static int rs_c2s_scan(void *arg, sy_pipe_t *p)
             p->fwd = p->scanned;
             continue;
         }
-        local_t l = classify_local(s);
+        local_t l = classify_local(s, &cmd);
         if (l != LOCAL_NONE) {
             s->held = l;
             continue;
         }
-        track_command(s);
-        if (is_sub_cmd(&s->rq))
-            record_subscriptions(s, p->buf + p->fwd, p->scanned - p->fwd);
+        track_command(s, &cmd);
+        if (is_sub_cmd(&cmd))
+            record_subscriptions(s, cmd.flags, p->buf + p->fwd, p->scanned - p->fwd);
         sy_session_set_pinned(&s->link, s->tracking || s->subs_untracked);
         p->fwd = p->scanned;
         if (s->pending >= sy_conf()->redis_max_pipeline)
