@@ -12,7 +12,6 @@
  */
 #include "protocol/resp.h"
 #include "protocol/resp_cmdtab.h"
-/* fuzz/Makefile links only resp.c into this target; the table comes in here, whole. */
 
 #include <strings.h>
 
