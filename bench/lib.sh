@@ -273,14 +273,15 @@ start_haproxy() {
 SWITCHYARD_NA=
 start_switchyard() {
 	local write_conf=$1 probe=$2 name=${3:-switchyard} workers=${4:-${SWITCHYARD_WORKERS:-}}
+	local bin=${5:-$SWITCHYARD_BIN}
 	local d=$BENCH_DIR/$name port pid
 	mkdir -p "$d"
-	if ! switchyard_usable; then
-		SWITCHYARD_NA="$SWITCHYARD_BIN missing or not runnable"
+	if ! [ -x "$bin" ] || ! "$bin" --help >/dev/null 2>&1; then
+		SWITCHYARD_NA="$bin missing or not runnable"
 		return 0
 	fi
 	# Run a copy: a rebuild during the bench must not change what is measured.
-	cp "$SWITCHYARD_BIN" "$d/switchyard"
+	cp "$bin" "$d/switchyard"
 	free_port port
 	"$write_conf" "$d/switchyard.conf" "$port"
 	switchyard_env_args
@@ -302,11 +303,18 @@ start_switchyard() {
 	return 0
 }
 
-# The extra switchyard target of SWITCHYARD_ALSO_WORKERS, if any (its name, for the tables).
+# The extra switchyard targets, if any (their names, for the tables):
+#   SWITCHYARD_ALSO_WORKERS=N      a second one, "sy-Nw", with N workers;
+#   SWITCHYARD_BASELINE_BIN=PATH   another build (say, the previous main), "sy-base", with
+#                                  the same workers, so a change is measured in one run.
 SY_EXTRA=
 start_switchyard_extra() {
 	if [ -n "${SWITCHYARD_ALSO_WORKERS:-}" ]; then
 		SY_EXTRA=sy-${SWITCHYARD_ALSO_WORKERS}w
 		start_switchyard "$1" "$2" "$SY_EXTRA" "$SWITCHYARD_ALSO_WORKERS"
+	fi
+	if [ -n "${SWITCHYARD_BASELINE_BIN:-}" ]; then
+		SY_EXTRA="$SY_EXTRA sy-base"
+		start_switchyard "$1" "$2" sy-base "" "$SWITCHYARD_BASELINE_BIN"
 	fi
 }

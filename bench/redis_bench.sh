@@ -8,7 +8,8 @@
 # takes about half that long direct (a short direct calibration run measures the rate;
 # proxied runs take longer);
 # BENCH_REQUESTS / BENCH_PIPELINE_REQUESTS / BENCH_LATENCY_REQUESTS fix the counts instead;
-# BENCH_ROUNDS (3), SWITCHYARD_BIN (build/switchyard), SWITCHYARD_WORKERS, SWITCHYARD_ALSO_WORKERS
+# BENCH_ROUNDS (3), SWITCHYARD_BIN (build/switchyard), SWITCHYARD_WORKERS, SWITCHYARD_ALSO_WORKERS,
+# SWITCHYARD_BASELINE_BIN (another build as "sy-base", e.g. the previous main)
 # (a second switchyard, "sy-Nw", with N workers), HAPROXY_NBTHREAD,
 # BENCH_WORKLOADS ("A B L", or a subset), BENCH_KEEP=1.
 #

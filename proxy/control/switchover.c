@@ -210,8 +210,10 @@ static void wsw_eval(wsw_t *w)
     }
     if (phase == SW_HOLDING && unquiet == 0)
         wsw_report(w, REP_QUIET);
-    if ((phase == SW_MOVING || phase == SW_GRADUAL) && left == 0)
+    if ((phase == SW_MOVING || phase == SW_GRADUAL) && left == 0) {
         wsw_report(w, REP_DONE);
+        sy_close_pending();   /* the swapped-out upstreams, now that this worker is done */
+    }
 }
 
 static void wsw_check_cb(uv_timer_t *t)
@@ -297,6 +299,7 @@ static void op_each(void *ctx, int worker)
             release_ready(worker, r);
             wsw_eval(w);
         }
+        sy_close_pending();
         break;
     }
 }

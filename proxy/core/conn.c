@@ -118,3 +118,14 @@ void sy_conn_close(sy_conn_t *c)
         close(c->fd);
     c->fd = -1;
 }
+
+void sy_conn_close_later(sy_conn_t *c)
+{
+    if (c->ssl != NULL || !c->own_fd || c->fd < 0) {
+        sy_conn_close(c);
+        return;
+    }
+    sy_conn_unwatch(c);   /* out of epoll now; only the close waits */
+    sy_close_later(c->fd);
+    c->fd = -1;
+}

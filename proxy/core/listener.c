@@ -183,7 +183,8 @@ int sy_listeners_start(char *err, size_t errlen)
     return 0;
 }
 
-void sy_listeners_stop(void)
+/* The listeners' poll handles live on the accept loop: they are closed there. */
+static void listeners_stop_cb(sy_msg_t *m)
 {
     for (size_t i = 0; i < sy_server.nlisteners; i++) {
         sy_listener_t *l = &sy_server.listeners[i];
@@ -196,4 +197,10 @@ void sy_listeners_stop(void)
             l->fd[k] = -1;
         }
     }
+}
+
+void sy_listeners_stop(void)
+{
+    static sy_msg_t stop = { NULL, listeners_stop_cb };
+    sy_post(sy_loop_index(sy_accept_loop()), &stop);
 }

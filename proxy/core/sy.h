@@ -86,6 +86,9 @@ int  sy_conn_watch(sy_conn_t *c, int events, sy_conn_cb cb);
 void sy_conn_unwatch(sy_conn_t *c);
 /* Unwatch, free our SSL and close our fd (what we own). */
 void sy_conn_close(sy_conn_t *c);
+/* The same, but a plain socket's close(2) waits until sy_close_pending on this worker
+ * (a switch swaps thousands of upstreams; their FIN exchanges need not be in the hold). */
+void sy_conn_close_later(sy_conn_t *c);
 
 /* TLS (tls.c): all OpenSSL calls of the daemon live there. */
 int  sy_tls_init(void);
@@ -217,6 +220,10 @@ int  sy_loop_index(const uv_loop_t *loop);
  * up on the accept loop (worker 0's). */
 int  sy_workers_start(int n, char *err, size_t errlen);
 int  sy_workers_run(char *err, size_t errlen);
+/* On a worker: close fd at the next sy_close_pending (at once when that cannot be
+ * recorded), and close every fd recorded so far. */
+void sy_close_later(int fd);
+void sy_close_pending(void);
 /* The one remaining isolation (RELOAD's swap, the exit): see worker.c. */
 void sy_isolate(void);
 void sy_deisolate(void);

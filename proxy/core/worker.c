@@ -55,6 +55,8 @@ typedef struct sy_worker_s {
     sy_session_link_t *lists;   /* [0]: not routed yet, console; [1 + route index] */
     size_t          nlists;
     uint64_t        nsessions;  /* on this worker (atomic: the metrics tick reads it) */
+    int            *graves;     /* fds whose close waits (sy_close_later) */
+    size_t          ngraves, gcap;
 } sy_worker_t;
 
 pthread_mutex_t sy_shared_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -300,6 +302,43 @@ void sy_main_run(void)
             struct pollfd p = { .fd = uv_backend_fd(loop), .events = POLLIN };
             poll(&p, 1, timeout);
         }
+    }
+}
+
+/* ---- closes that can wait --------------------------------------------------------------- */
+
+void sy_close_later(int fd)
+{
+    sy_worker_t *w = self;
+    if (w == NULL) {
+        close(fd);
+        return;
+    }
+    if (w->ngraves == w->gcap) {
+        size_t ncap = w->gcap ? w->gcap * 2 : 256;
+        int *g = realloc(w->graves, ncap * sizeof(int));
+        if (g == NULL) {
+            close(fd);
+            return;
+        }
+        w->graves = g;
+        w->gcap = ncap;
+    }
+    w->graves[w->ngraves++] = fd;
+}
+
+void sy_close_pending(void)
+{
+    sy_worker_t *w = self;
+    if (w == NULL)
+        return;
+    for (size_t i = 0; i < w->ngraves; i++)
+        close(w->graves[i]);
+    w->ngraves = 0;
+    if (w->gcap > 4096) {   /* give a large burst's array back */
+        free(w->graves);
+        w->graves = NULL;
+        w->gcap = 0;
     }
 }
 

@@ -153,6 +153,7 @@ struct pg_session_s {
 static void pg_close(pg_session_t *s, const char *sqlstate, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void pg_connect_step(pg_session_t *s);
+static void pg_watch(pg_session_t *s, sy_conn_t *c, int events, sy_conn_cb cb);
 static void pg_relay_begin(pg_session_t *s);
 static void client_cb(sy_conn_t *c, int status, int events);
 static void server_cb(sy_conn_t *c, int status, int events);
@@ -308,7 +309,7 @@ static void pg_closing_drive(pg_session_t *s)
         return;
     }
     if (sy_pipe_pending(&s->s2c)) {
-        sy_conn_watch(&s->client, sy_pipe_dst_events(&s->s2c), client_cb);
+        pg_watch(s, &s->client, sy_pipe_dst_events(&s->s2c), client_cb);
         return;
     }
     if (s->linger == 1) {
@@ -324,7 +325,7 @@ static void pg_closing_drive(pg_session_t *s)
         pg_destroy(s);   /* the client closed (or failed): done */
         return;
     }
-    sy_conn_watch(&s->client, UV_READABLE, client_cb);
+    pg_watch(s, &s->client, UV_READABLE, client_cb);
 }
 
 /* End the session. With a sqlstate, the client first gets a FATAL ErrorResponse whose
@@ -380,6 +381,21 @@ static void pg_close(pg_session_t *s, const char *sqlstate, const char *fmt, ...
     }
     uv_timer_start(&s->timer, closing_timeout_cb, 5000, 0);
     pg_closing_drive(s);
+}
+
+/* Watch c for events. A watch that fails (libuv could not allocate or start the poll
+ * handle) would leave the session waiting for an event that never comes: close it instead,
+ * with an error while the client can still be told. */
+static void pg_watch(pg_session_t *s, sy_conn_t *c, int events, sy_conn_cb cb)
+{
+    int rc = sy_conn_watch(c, events, cb);
+    if (rc == 0 || s->state == PGS_CLOSED)
+        return;
+    sy_err("event=watch_failed conn=%llu error=%s", (unsigned long long)s->id, uv_strerror(rc));
+    if (s->state == PGS_CLOSING)
+        pg_destroy(s);
+    else
+        pg_close(s, "53200", "cannot watch the connection: %s", uv_strerror(rc));
 }
 
 /* ---- relay --------------------------------------------------------------------- */
@@ -535,8 +551,8 @@ static void pg_update_polls(pg_session_t *s)
 {
     if (s->state != PGS_RELAY)
         return;
-    sy_conn_watch(&s->client, sy_pipe_src_events(&s->c2s) | sy_pipe_dst_events(&s->s2c), client_cb);
-    sy_conn_watch(&s->server, sy_pipe_src_events(&s->s2c) | sy_pipe_dst_events(&s->c2s), server_cb);
+    pg_watch(s, &s->client, sy_pipe_src_events(&s->c2s) | sy_pipe_dst_events(&s->s2c), client_cb);
+    pg_watch(s, &s->server, sy_pipe_src_events(&s->s2c) | sy_pipe_dst_events(&s->c2s), server_cb);
 }
 
 static void upstream_lost(pg_session_t *s, int err)
@@ -713,7 +729,7 @@ static void connect_poll_cb(sy_conn_t *c, int status, int events)
  * the socket), and replaced when libpq's socket changes. */
 static void pg_connect_step(pg_session_t *s)
 {
-    sy_conn_watch(&s->server, 0, connect_poll_cb);
+    pg_watch(s, &s->server, 0, connect_poll_cb);
     PostgresPollingStatusType st = PQconnectPoll(s->pg);
     if (st == PGRES_POLLING_FAILED) {
         attempt_failed(s, PQerrorMessage(s->pg));
@@ -1351,7 +1367,7 @@ static void pg_link_move(sy_session_link_t *l)
     s->move = m;
     s->c2s.reading = 0;
     sy_conn_unwatch(&s->server);   /* libpq owns the socket until we take the new one */
-    sy_conn_watch(&s->client, sy_pipe_dst_events(&s->s2c), client_cb);
+    pg_watch(s, &s->client, sy_pipe_dst_events(&s->s2c), client_cb);
     s->refs++;
     if (uv_queue_work(s->link.loop, &m->req, move_work, move_done) != 0) {
         s->refs--;
@@ -1793,7 +1809,7 @@ static void admin_drive(pg_session_t *s)
         ev |= s->client.rd_wait;
     else if (s->admin_sent < s->admin_out.len)
         ev |= s->client.wr_wait;
-    sy_conn_watch(&s->client, ev, client_cb);
+    pg_watch(s, &s->client, ev, client_cb);
 }
 
 static void pg_admin_begin(pg_session_t *s)
@@ -1826,7 +1842,7 @@ static void pg_ask_password(pg_session_t *s)
     pg_set_state(s, PGS_AUTH);
     sy_pipe_inject(&s->s2c, ask, asklen);
     sy_pipe_flush(&s->s2c);
-    sy_conn_watch(&s->client, UV_READABLE | sy_pipe_dst_events(&s->s2c), client_cb);
+    pg_watch(s, &s->client, UV_READABLE | sy_pipe_dst_events(&s->s2c), client_cb);
 }
 
 static void pg_route_and_connect(pg_session_t *s)
@@ -1948,9 +1964,9 @@ static void client_startup_read(pg_session_t *s)
         p->end += (uint32_t)n;
     }
     if (s->state == PGS_STARTUP || s->state == PGS_AUTH)
-        sy_conn_watch(&s->client, s->client.rd_wait, client_cb);
+        pg_watch(s, &s->client, s->client.rd_wait, client_cb);
     else if (s->state == PGS_CLIENT_TLS)
-        sy_conn_watch(&s->client, UV_READABLE, client_cb);
+        pg_watch(s, &s->client, UV_READABLE, client_cb);
 }
 
 static void client_tls_step(pg_session_t *s)
@@ -1963,7 +1979,7 @@ static void client_tls_step(pg_session_t *s)
         return;
     }
     if (r == 0) {
-        sy_conn_watch(&s->client, s->client.rd_wait, client_cb);
+        pg_watch(s, &s->client, s->client.rd_wait, client_cb);
         return;
     }
     pg_set_state(s, PGS_STARTUP);
@@ -1995,14 +2011,14 @@ static void client_cb(sy_conn_t *c, int status, int events)
     case PGS_RESOLVING:
     case PGS_CONNECTING: {
         /* Not reading while we connect; a hang-up shows as an event we must not spin on. */
-        sy_conn_watch(&s->client, 0, client_cb);
+        pg_watch(s, &s->client, 0, client_cb);
         break;
     }
     case PGS_MOVING:
         if (sy_pipe_flush(&s->s2c) < 0)
             pg_close(s, NULL, NULL);   /* the move finishes and finds the session closing */
         else
-            sy_conn_watch(&s->client, sy_pipe_dst_events(&s->s2c), client_cb);
+            pg_watch(s, &s->client, sy_pipe_dst_events(&s->s2c), client_cb);
         break;
     default:
         break;

@@ -117,6 +117,7 @@ typedef struct redis_session_s {
 
 static void rs_close(redis_session_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void rs_client_cb(sy_conn_t *c, int status, int events);
+static void rs_watch(redis_session_t *s, sy_conn_t *c, int events, sy_conn_cb cb);
 static void rs_server_cb(sy_conn_t *c, int status, int events);
 static void rs_connect_next(redis_session_t *s);
 static int  rs_c2s_scan(void *arg, sy_pipe_t *p);
@@ -249,10 +250,24 @@ static void rs_closing_drive(redis_session_t *s)
         rs_destroy(s);
         return;
     }
-    sy_conn_watch(&s->client, sy_pipe_dst_events(&s->s2c), rs_client_cb);
+    rs_watch(s, &s->client, sy_pipe_dst_events(&s->s2c), rs_client_cb);
 }
 
 /* Append one error reply to the client stream (only at a reply boundary). */
+/* Watch c for events; a watch that fails would leave the session waiting for an event that
+ * never comes: close it instead (the client gets -ERR where one is owed). */
+static void rs_watch(redis_session_t *s, sy_conn_t *c, int events, sy_conn_cb cb)
+{
+    int rc = sy_conn_watch(c, events, cb);
+    if (rc == 0 || s->state == RS_CLOSED)
+        return;
+    sy_err("event=watch_failed conn=%llu error=%s", (unsigned long long)s->id, uv_strerror(rc));
+    if (s->state == RS_CLOSING)
+        rs_destroy(s);
+    else
+        rs_close(s, "cannot watch the connection: %s", uv_strerror(rc));
+}
+
 static int rs_reply_error(redis_session_t *s, const char *msg)
 {
     uint8_t out[1024];
@@ -970,8 +985,9 @@ static void rs_move_done(uv_work_t *req, int status)
         sy_switch_moved(&s->link, 0);
         goto out;
     }
-    /* Swap upstreams. */
-    sy_conn_close(&s->server);
+    /* Swap upstreams; the old one's close waits until this worker's part of the switch is
+     * done. */
+    sy_conn_close_later(&s->server);
     int fl = fcntl(m->fd, F_GETFL);
     fcntl(m->fd, F_SETFL, fl | O_NONBLOCK);
     int one = 1;
@@ -991,7 +1007,7 @@ static void rs_move_done(uv_work_t *req, int status)
     s->link.which = m->which;
     resp_reply_init(&s->rp, 0);   /* redis_max_bulk limits what clients send, not replies */
     rs_set_state(s, RS_RELAY);
-    sy_info("event=moved conn=%llu route=%s target=%s upstream=%s ms=%llu", (unsigned long long)s->id,
+    sy_debug("event=moved conn=%llu route=%s target=%s upstream=%s ms=%llu", (unsigned long long)s->id,
             s->route->conf->name, s->which == CONF_EXTERNAL ? "external" : "builtin", s->target->hostport,
             (unsigned long long)(uv_now(s->link.loop) - m->started));
     s->refs++;
@@ -1053,9 +1069,16 @@ static void rs_link_move(sy_session_link_t *l)
     rs_set_state(s, RS_MOVING);
     s->c2s.reading = 0;
     s->s2c.reading = 0;
-    sy_conn_watch(&s->server, 0, rs_server_cb);
-    sy_conn_watch(&s->client, sy_pipe_dst_events(&s->s2c), rs_client_cb);
+    rs_watch(s, &s->server, 0, rs_server_cb);
+    rs_watch(s, &s->client, sy_pipe_dst_events(&s->s2c), rs_client_cb);
     s->refs++;
+    if (m->fd >= 0 && m->replay_len == 0) {
+        /* Opened ahead and nothing to replay: the move is a swap, done here on the loop
+         * (no thread-pool round trip), so a worker moves its idle sessions in one pass. */
+        m->ok = 1;
+        rs_move_done(&m->req, 0);
+        return;
+    }
     if (uv_queue_work(s->link.loop, &m->req, rs_move_work, rs_move_done) != 0) {
         s->refs--;
         sy_redis_hangup(m->fd, m->ssl);
@@ -1146,8 +1169,8 @@ static void rs_update_polls(redis_session_t *s)
 {
     if (s->state != RS_RELAY)
         return;
-    sy_conn_watch(&s->client, sy_pipe_src_events(&s->c2s) | sy_pipe_dst_events(&s->s2c), rs_client_cb);
-    sy_conn_watch(&s->server, sy_pipe_src_events(&s->s2c) | sy_pipe_dst_events(&s->c2s), rs_server_cb);
+    rs_watch(s, &s->client, sy_pipe_src_events(&s->c2s) | sy_pipe_dst_events(&s->s2c), rs_client_cb);
+    rs_watch(s, &s->server, sy_pipe_src_events(&s->s2c) | sy_pipe_dst_events(&s->c2s), rs_server_cb);
 }
 
 static void rs_upstream_lost(redis_session_t *s, int err)
@@ -1192,7 +1215,7 @@ static void rs_failed_read(redis_session_t *s)
         rs_close(s, NULL);
         return;
     }
-    sy_conn_watch(&s->client, s->client.rd_wait, rs_client_cb);
+    rs_watch(s, &s->client, s->client.rd_wait, rs_client_cb);
 }
 
 static void rs_client_cb(sy_conn_t *c, int status, int events)
@@ -1210,13 +1233,13 @@ static void rs_client_cb(sy_conn_t *c, int status, int events)
         rs_closing_drive(s);
         break;
     case RS_CONNECTING:
-        sy_conn_watch(&s->client, 0, rs_client_cb);   /* bytes wait until we are ready */
+        rs_watch(s, &s->client, 0, rs_client_cb);   /* bytes wait until we are ready */
         break;
     case RS_MOVING:
         if (sy_pipe_flush(&s->s2c) < 0)
             rs_close(s, NULL);
         else
-            sy_conn_watch(&s->client, sy_pipe_dst_events(&s->s2c), rs_client_cb);
+            rs_watch(s, &s->client, sy_pipe_dst_events(&s->s2c), rs_client_cb);
         break;
     default:
         break;
@@ -1317,7 +1340,7 @@ static void rs_setup_read(redis_session_t *s)
         }
         p->end += (uint32_t)n;
     }
-    sy_conn_watch(&s->server, s->server.rd_wait, rs_server_cb);
+    rs_watch(s, &s->server, s->server.rd_wait, rs_server_cb);
 }
 
 static void rs_send_setup(redis_session_t *s)
@@ -1365,7 +1388,7 @@ static void rs_tls_step(redis_session_t *s)
         return;
     }
     if (r == 0) {
-        sy_conn_watch(&s->server, s->server.rd_wait, rs_server_cb);
+        rs_watch(s, &s->server, s->server.rd_wait, rs_server_cb);
         return;
     }
     s->server.rd_wait = UV_READABLE;
@@ -1560,7 +1583,7 @@ static void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t
         rs_failed_read(s);
         return;
     }
-    sy_conn_watch(&s->client, UV_READABLE, rs_client_cb);
+    rs_watch(s, &s->client, UV_READABLE, rs_client_cb);
     sy_debug("event=connect conn=%llu route=%s target=%s", (unsigned long long)s->id, s->route->conf->name,
              s->which == CONF_EXTERNAL ? "external" : "builtin");
 
