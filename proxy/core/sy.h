@@ -82,6 +82,8 @@ void sy_conn_init(sy_conn_t *c, uv_loop_t *loop, int fd, void *data);
 /* (Re)start watching c->fd for events with cb; allocates the poll handle on first use.
  * Only calls into libuv when the event set changes. Returns 0 or a libuv error. */
 int  sy_conn_watch(sy_conn_t *c, int events, sy_conn_cb cb);
+/* sy_conn_watch, logging a failure for session conn_id; the caller closes the session. */
+int  sy_conn_watch_logged(sy_conn_t *c, int events, sy_conn_cb cb, uint64_t conn_id);
 /* Stop watching and release the poll handle (freed in its close callback). */
 void sy_conn_unwatch(sy_conn_t *c);
 /* Unwatch, free our SSL and close our fd (what we own). */

@@ -388,10 +388,9 @@ static void pg_close(pg_session_t *s, const char *sqlstate, const char *fmt, ...
  * with an error while the client can still be told. */
 static void pg_watch(pg_session_t *s, sy_conn_t *c, int events, sy_conn_cb cb)
 {
-    int rc = sy_conn_watch(c, events, cb);
+    int rc = sy_conn_watch_logged(c, events, cb, s->id);
     if (rc == 0 || s->state == PGS_CLOSED)
         return;
-    sy_err("event=watch_failed conn=%llu error=%s", (unsigned long long)s->id, uv_strerror(rc));
     if (s->state == PGS_CLOSING)
         pg_destroy(s);
     else

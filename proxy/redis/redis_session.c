@@ -258,10 +258,9 @@ static void rs_closing_drive(redis_session_t *s)
  * never comes: close it instead (the client gets -ERR where one is owed). */
 static void rs_watch(redis_session_t *s, sy_conn_t *c, int events, sy_conn_cb cb)
 {
-    int rc = sy_conn_watch(c, events, cb);
+    int rc = sy_conn_watch_logged(c, events, cb, s->id);
     if (rc == 0 || s->state == RS_CLOSED)
         return;
-    sy_err("event=watch_failed conn=%llu error=%s", (unsigned long long)s->id, uv_strerror(rc));
     if (s->state == RS_CLOSING)
         rs_destroy(s);
     else
