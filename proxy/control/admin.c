@@ -223,6 +223,8 @@ static int show_sessions(int servers, pgr_buf_t *out, admin_done_cb cb, void *ct
 typedef struct precheck_s {
     uv_work_t     req;
     sy_route_t   *route;
+    const conf_route_t *rconf;   /* the route's configuration when queued: RELOAD may replace
+                                  * route->conf meanwhile, the snapshot stays */
     conf_which_t  to;
     int           force;
     int           gradual;
@@ -236,7 +238,7 @@ typedef struct precheck_s {
     pgr_buf_t    *out;
 } precheck_t;
 
-static int probe_pg(const sy_route_t *r, const conf_target_t *t, const char *user, char *err, size_t errlen)
+static int probe_pg(const conf_route_t *rc, const conf_target_t *t, const char *user, char *err, size_t errlen)
 {
     const conf_kv_t *kv = &t->pg;
     const char *keys[80], *vals[80];
@@ -254,7 +256,7 @@ static int probe_pg(const sy_route_t *r, const conf_target_t *t, const char *use
     if (!has_user)
         keys[n] = "user", vals[n++] = user;
     if (!has_db)
-        keys[n] = "dbname", vals[n++] = r->conf->databases && r->conf->databases[0] ? r->conf->databases[0] : user;
+        keys[n] = "dbname", vals[n++] = rc->databases && rc->databases[0] ? rc->databases[0] : user;
     if (!has_ct) {
         snprintf(ct, sizeof(ct), "%d", sy_conf()->connect_timeout);
         keys[n] = "connect_timeout", vals[n++] = ct;
@@ -293,23 +295,23 @@ static int probe_redis(const conf_target_t *t, char *err, size_t errlen)
     return r;
 }
 
-int sy_target_probe(const sy_route_t *r, conf_which_t which, const char *user, char *err, size_t errlen)
+int sy_target_probe(const conf_route_t *rc, conf_which_t which, const char *user, char *err, size_t errlen)
 {
-    const conf_target_t *t = route_target(r, which);
+    const conf_target_t *t = which == CONF_EXTERNAL ? &rc->external : &rc->builtin;
     err[0] = '\0';
     if (!t->defined) {
         snprintf(err, errlen, "no %s target configured", which_name(which));
         return -1;
     }
-    if (r->conf->proto == CONF_PROTO_PG)
-        return probe_pg(r, t, user, err, errlen);
+    if (rc->proto == CONF_PROTO_PG)
+        return probe_pg(rc, t, user, err, errlen);
     return probe_redis(t, err, errlen);
 }
 
 static void precheck_work(uv_work_t *req)
 {
     precheck_t *w = req->data;
-    w->ok = sy_target_probe(w->route, w->to, w->user, w->err, sizeof(w->err)) == 0;
+    w->ok = sy_target_probe(w->rconf, w->to, w->user, w->err, sizeof(w->err)) == 0;
 }
 
 static void precheck_free(precheck_t *w)
@@ -407,6 +409,7 @@ static int do_switch(char w[][CONSOLE_TOK_WORD_MAX + 1], int n, const char *user
     }
     p->req.data = p;
     p->route = r;
+    p->rconf = r->conf;
     p->to = to;
     p->force = force;
     p->gradual = gradual;

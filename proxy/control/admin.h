@@ -25,9 +25,10 @@ int admin_execute(const char *sql, const char *user, pgr_buf_t *out, admin_done_
 #include "proxy/core/sy.h"
 
 /*
- * Open a full session to a route's target and close it again: libpq + SELECT 1 for
+ * Open a full session to a target of route configuration rc (a snapshot: pass the one read
+ * on the main loop when the job was queued) and close it again: libpq + SELECT 1 for
  * Postgres (user/dbname default to `user` and the route's first database), TCP/TLS +
  * AUTH/SELECT + PING for Redis. Blocking: call it on the thread pool only. Returns 0, or
  * -1 with the cause in err (never a password).
  */
-int sy_target_probe(const sy_route_t *r, conf_which_t which, const char *user, char *err, size_t errlen);
+int sy_target_probe(const conf_route_t *rc, conf_which_t which, const char *user, char *err, size_t errlen);

@@ -162,7 +162,7 @@ static const char *target_hostport(const sy_route_t *r, conf_which_t w)
 static void probe_work(uv_work_t *req)
 {
     mx_probe_t *p = req->data;
-    p->ok = sy_target_probe(p->route, p->which, MX_PROBE_USER, p->err, sizeof(p->err)) == 0;
+    p->ok = sy_target_probe(p->conf, p->which, MX_PROBE_USER, p->err, sizeof(p->err)) == 0;
 }
 
 static void probe_pump(void);

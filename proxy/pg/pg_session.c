@@ -541,7 +541,7 @@ static int s2c_scan(void *arg, sy_pipe_t *p)
         }
     }
     p->fwd = p->scanned;
-    if (s->route && s->route->sw && pg_idle(s))
+    if (s->route && pg_idle(s))
         sy_switch_poke(s->route);
     return 0;
 }

@@ -844,7 +844,7 @@ static int rs_s2c_scan(void *arg, sy_pipe_t *p)
     if (!s->c2s.reading && s->held == LOCAL_NONE && s->pending < sy_conf()->redis_max_pipeline &&
         s->state == RS_RELAY && !s->link.held)
         s->c2s.reading = 1;
-    if (s->route && s->route->sw && rs_idle(s))
+    if (s->route && rs_idle(s))
         sy_switch_poke(s->route);
     return 0;
 }

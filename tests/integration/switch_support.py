@@ -66,7 +66,7 @@ def start_pg(ctx, dead_route=False, extra_env=None):
     return sy
 
 
-def start_redis(ctx, builtin, external):
+def start_redis(ctx, builtin, external, globals_extra=""):
     """switchyard with route redis-store (builtin and external RedisServers, plain, starting on
     builtin) and a postgres listener for the console (route pg on ctx.builtin). sy.redis_port
     is the redis listener."""
@@ -74,9 +74,11 @@ def start_redis(ctx, builtin, external):
     port = harness.free_port()
     conf = rs.redis_conf([rs.Route("redis-store", port, rs.endpoint(builtin), "REDIS_STORE_ENDPOINT",
                                    extra="active = builtin")],
-                         globals_extra=GLOBALS)
+                         globals_extra=GLOBALS + globals_extra)
     # redis_conf writes drain_timeout = 2 itself; ours must be the only one
     conf = conf.replace("drain_timeout = 2\n", "", 1)
+    if "metrics_listen" in globals_extra:
+        conf = conf.replace("metrics_listen = off\n", "", 1)
     conf += ("\n[listener pg]\nprotocol = postgres\nlisten = 127.0.0.1:%d\n\n" % harness.free_port()
              + harness.pg_route("pg", "sourcegraph", default=True, env_prefix="", builtin=ctx.builtin.conninfo()))
     sy = harness.Switchyard(conf, env={"REDIS_STORE_ENDPOINT": "redis://127.0.0.1:%d" % external.port})

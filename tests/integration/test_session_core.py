@@ -179,3 +179,47 @@ def test_reload_during_switches(ctx):
     sy.stop()
     builtin.stop()
     external.stop()
+
+
+def test_scrape_and_show_clients_under_load(ctx):
+    """The control plane stops nobody: while redis-benchmark -c 50 runs through switchyard,
+    /metrics and SHOW CLIENTS are each asked 50 times a second. Every scrape and every
+    SHOW CLIENTS must answer (SHOW CLIENTS lists the benchmark's 50 clients at its peak),
+    and the benchmark must finish with every command executed upstream. The cost of the
+    scraper is measured by bench/scrape_bench.sh, not here."""
+    import test_metrics as tm
+    builtin = harness.RedisServer()
+    external = harness.RedisServer()
+    mport = harness.free_port()
+    sy = ss.start_redis(ctx, builtin, external, globals_extra="metrics_listen = 127.0.0.1:%d\n" % mport)
+    builtin.cli("CONFIG", "RESETSTAT")
+    n = 100000
+    bench = harness.Proc(["/usr/bin/redis-benchmark", "-h", "127.0.0.1", "-p", str(sy.redis_port), "-c", "50",
+                          "-n", str(n), "-t", "set", "--csv"], env=harness.clean_env(),
+                         log=os.path.join(harness.tmpdir("bench"), "bench.log"))
+    con = ss.Console(sy)
+    scrapes = shows = peak = 0
+    failures = []
+    t_end = time.monotonic() + 60
+    while bench.poll() is None and time.monotonic() < t_end:
+        t0 = time.monotonic()
+        r = tm.http(mport, "/metrics")
+        if r.status == 200 and b"switchyard_worker_clients" in r.body:
+            scrapes += 1
+        else:
+            failures.append("metrics: %r" % (r.status,))
+        rows = [x for x in con.rows("SHOW CLIENTS") if x["route"] == "redis-store"]
+        shows += 1
+        peak = max(peak, len(rows))
+        time.sleep(max(0.0, 0.02 - (time.monotonic() - t0)))   # pacing: 50 a second each
+    rc = bench.wait(timeout=60)
+    check(rc == 0, "redis-benchmark exited %s" % rc)
+    check(not failures, "scrapes failed during the load: %r" % failures[:3])
+    check(scrapes >= 10 and shows >= 10, "only %d scrapes and %d SHOW CLIENTS ran during the load" % (scrapes, shows))
+    check(peak == 50, "SHOW CLIENTS saw at most %d of the benchmark's 50 clients" % peak)
+    stats = rs.commandstats(builtin)
+    check(stats.get("set") == n, "upstream executed SET %s times, want %d" % (stats.get("set"), n))
+    con.close()
+    sy.stop()
+    builtin.stop()
+    external.stop()
