@@ -66,7 +66,7 @@ start_switch_proxy() {
 	cat >"$BENCH_DIR/sy/switchyard.conf" <<-EOF
 		[switchyard]
 		metrics_listen = off
-		log_level = warn
+		log_level = ${BENCH_LOG_LEVEL:-warn}
 		drain_timeout = 30
 		[listener pg]
 		protocol = postgres

@@ -54,6 +54,7 @@ typedef struct sy_switch_s {
     unsigned char    *reported;       /* per worker: what it reported this phase */
     uint64_t          started;
     uint64_t          hold_started;   /* when sessions began to be held (preparation done) */
+    uint64_t          moving_started; /* when everyone was quiet and the moves began */
     uint64_t          moved, closed;
     uv_timer_t        deadline;
     sy_switch_done_cb done;
@@ -210,10 +211,8 @@ static void wsw_eval(wsw_t *w)
     }
     if (phase == SW_HOLDING && unquiet == 0)
         wsw_report(w, REP_QUIET);
-    if ((phase == SW_MOVING || phase == SW_GRADUAL) && left == 0) {
-        wsw_report(w, REP_DONE);
-        sy_close_pending();   /* the swapped-out upstreams, now that this worker is done */
-    }
+    if ((phase == SW_MOVING || phase == SW_GRADUAL) && left == 0)
+        wsw_report(w, REP_DONE);   /* swapped-out upstreams close at the release */
 }
 
 static void wsw_check_cb(uv_timer_t *t)
@@ -393,9 +392,14 @@ static void sw_finish(sy_switch_t *sw)
     r->last_switch_ms = ms;
     r->last_hold_ms = hold;
     SY_STORE(r->sw_phase, (int)SW_NONE);
-    sy_info("event=switch_done route=%s to=%s moved=%llu closed=%llu duration_ms=%.0f hold_ms=%.0f", r->conf->name,
-            sw->to == CONF_EXTERNAL ? "external" : "builtin", (unsigned long long)sw->moved,
-            (unsigned long long)sw->closed, ms, hold);
+    uint64_t now = uv_now(sy_server.loop);
+    uint64_t prep = (sw->hold_started ? sw->hold_started : now) - sw->started;
+    uint64_t quiet = sw->moving_started && sw->hold_started ? sw->moving_started - sw->hold_started : 0;
+    uint64_t moving = sw->moving_started ? now - sw->moving_started : 0;
+    sy_info("event=switch_done route=%s to=%s moved=%llu closed=%llu duration_ms=%.0f hold_ms=%.0f prepare_ms=%llu "
+            "quiet_ms=%llu move_ms=%llu", r->conf->name, sw->to == CONF_EXTERNAL ? "external" : "builtin",
+            (unsigned long long)sw->moved, (unsigned long long)sw->closed, ms, hold, (unsigned long long)prep,
+            (unsigned long long)quiet, (unsigned long long)moving);
     post_op(r, sw->gen, OP_RELEASE, NULL);
     if (sw->done)
         sw->done(sw->ctx, sw->moved, sw->closed, ms);
@@ -422,8 +426,11 @@ static void sw_report_main(sy_ctl_t *c)
                 sw->hold_started = uv_now(sy_server.loop);
                 sy_debug("event=switch_prepared route=%s ms=%llu", sw->route->conf->name,
                          (unsigned long long)(sw->hold_started - sw->started));
+                if (sw->gradual)
+                    sw->moving_started = sw->hold_started;
                 sw_enter(sw, sw->gradual ? SW_GRADUAL : SW_HOLDING);
             } else if (sw->phase == SW_HOLDING) {
+                sw->moving_started = uv_now(sy_server.loop);
                 sw_enter(sw, SW_MOVING);
             } else {
                 sw_finish(sw);
@@ -446,6 +453,7 @@ static void sw_deadline_cb(uv_timer_t *t)
         if (sw->hold_started == 0)
             sw->hold_started = uv_now(sy_server.loop);
         sw->phase = sw->gradual ? SW_GRADUAL : SW_MOVING;
+        sw->moving_started = uv_now(sy_server.loop);
         sw->waiting = sy_nworkers();
         memset(sw->reported, 0, (size_t)sy_nworkers());
         SY_STORE(r->sw_phase, (int)sw->phase);

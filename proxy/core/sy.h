@@ -89,7 +89,8 @@ void sy_conn_unwatch(sy_conn_t *c);
 /* Unwatch, free our SSL and close our fd (what we own). */
 void sy_conn_close(sy_conn_t *c);
 /* The same, but a plain socket's close(2) waits until sy_close_pending on this worker
- * (a switch swaps thousands of upstreams; their FIN exchanges need not be in the hold). */
+ * (a switch swaps thousands of upstreams; their FIN exchanges need not be in the hold:
+ * they run when the switch releases its sessions, at most 8192 waiting per worker). */
 void sy_conn_close_later(sy_conn_t *c);
 
 /* TLS (tls.c): all OpenSSL calls of the daemon live there. */

@@ -310,7 +310,7 @@ void sy_main_run(void)
 void sy_close_later(int fd)
 {
     sy_worker_t *w = self;
-    if (w == NULL) {
+    if (w == NULL || w->ngraves >= 8192) {   /* bounded: past that, close now */
         close(fd);
         return;
     }

@@ -33,6 +33,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include "proxy/core/sy.h"
 #include "protocol/resp.h"
@@ -940,11 +941,22 @@ static int rs_build_replay(redis_session_t *s, rs_move_t *m)
     return 0;
 }
 
+/* On the thread pool, after a dial: what the relay wants of the socket that costs nothing
+ * to set here instead of on the loop. */
+static void rs_dialed(int fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
 static void rs_move_work(uv_work_t *req)
 {
     rs_move_t *m = req->data;
-    if (m->fd < 0 && sy_redis_dial(m->target, &m->fd, &m->ssl, m->err, sizeof(m->err)) != 0)
-        return;
+    if (m->fd < 0) {
+        if (sy_redis_dial(m->target, &m->fd, &m->ssl, m->err, sizeof(m->err)) != 0)
+            return;
+        rs_dialed(m->fd);
+    }
     if (m->replay_len > 0 &&
         sy_redis_roundtrip(m->fd, m->ssl, m->replay, m->replay_len, m->replay_replies, m->err, sizeof(m->err)) != 0)
         return;
@@ -963,6 +975,29 @@ static void rs_release(redis_session_t *s)
     else if (r == SY_PUMP_OK && s->state == RS_RELAY)
         rs_relay_drive(s, &s->client, 0);
     rs_unref(s);
+}
+
+/* Swap upstreams to the one m opened; the old one's close waits until this worker's part
+ * of the switch is done. */
+static void rs_adopt_upstream(redis_session_t *s, rs_move_t *m)
+{
+    int one = 1;
+    sy_conn_close_later(&s->server);
+    ioctl(m->fd, FIONBIO, &one);
+    sy_conn_init(&s->server, s->link.loop, m->fd, s);
+    if (m->ssl != NULL) {
+        s->server.ssl = m->ssl;
+        s->server.ssl_owned = 1;
+        s->server.tp = &sy_tls_transport;
+        SSL_set_mode(m->ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_ENABLE_PARTIAL_WRITE);
+    }
+    m->fd = -1;
+    m->ssl = NULL;
+    s->target = m->target;
+    s->which = m->which;
+    s->link.target = m->target;
+    s->link.which = m->which;
+    resp_reply_init(&s->rp, 0);   /* redis_max_bulk limits what clients send, not replies */
 }
 
 static void rs_move_done(uv_work_t *req, int status)
@@ -984,27 +1019,7 @@ static void rs_move_done(uv_work_t *req, int status)
         sy_switch_moved(&s->link, 0);
         goto out;
     }
-    /* Swap upstreams; the old one's close waits until this worker's part of the switch is
-     * done. */
-    sy_conn_close_later(&s->server);
-    int fl = fcntl(m->fd, F_GETFL);
-    fcntl(m->fd, F_SETFL, fl | O_NONBLOCK);
-    int one = 1;
-    setsockopt(m->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    sy_conn_init(&s->server, s->link.loop, m->fd, s);
-    if (m->ssl != NULL) {
-        s->server.ssl = m->ssl;
-        s->server.ssl_owned = 1;
-        s->server.tp = &sy_tls_transport;
-        SSL_set_mode(m->ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_ENABLE_PARTIAL_WRITE);
-    }
-    m->fd = -1;
-    m->ssl = NULL;
-    s->target = m->target;
-    s->which = m->which;
-    s->link.target = m->target;
-    s->link.which = m->which;
-    resp_reply_init(&s->rp, 0);   /* redis_max_bulk limits what clients send, not replies */
+    rs_adopt_upstream(s, m);
     rs_set_state(s, RS_RELAY);
     sy_debug("event=moved conn=%llu route=%s target=%s upstream=%s ms=%llu", (unsigned long long)s->id,
             s->route->conf->name, s->which == CONF_EXTERNAL ? "external" : "builtin", s->target->hostport,
@@ -1065,19 +1080,31 @@ static void rs_link_move(sy_session_link_t *l)
     }
     s->pre_fd = -1;
     s->pre_ssl = NULL;
+    if (m->fd >= 0 && m->replay_len == 0) {
+        /* Opened ahead and nothing to replay: the move is a swap, done here on the loop with
+         * no thread-pool round trip and no change to the client's watch, so a worker moves
+         * its idle sessions in one pass. */
+        rs_adopt_upstream(s, m);
+        free(m->replay);
+        free(m);
+        sy_debug("event=moved conn=%llu route=%s target=%s upstream=%s ms=0", (unsigned long long)s->id,
+                 r->conf->name, s->which == CONF_EXTERNAL ? "external" : "builtin", s->target->hostport);
+        s->refs++;
+        s->s2c.reading = 1;
+        if (s->link.held && !sy_route_should_hold(&s->link))
+            rs_release(s);         /* held at a boundary: its buffered command goes on */
+        else
+            rs_update_polls(s);    /* the new upstream is watched; the client's watch stays */
+        sy_switch_moved(l, 1);
+        rs_unref(s);
+        return;
+    }
     rs_set_state(s, RS_MOVING);
     s->c2s.reading = 0;
     s->s2c.reading = 0;
     rs_watch(s, &s->server, 0, rs_server_cb);
     rs_watch(s, &s->client, sy_pipe_dst_events(&s->s2c), rs_client_cb);
     s->refs++;
-    if (m->fd >= 0 && m->replay_len == 0) {
-        /* Opened ahead and nothing to replay: the move is a swap, done here on the loop
-         * (no thread-pool round trip), so a worker moves its idle sessions in one pass. */
-        m->ok = 1;
-        rs_move_done(&m->req, 0);
-        return;
-    }
     if (uv_queue_work(s->link.loop, &m->req, rs_move_work, rs_move_done) != 0) {
         s->refs--;
         sy_redis_hangup(m->fd, m->ssl);
@@ -1103,6 +1130,8 @@ static void rs_prep_work(uv_work_t *req)
     rs_prep_t *w = req->data;
     if (sy_redis_dial(w->target, &w->fd, &w->ssl, w->err, sizeof(w->err)) != 0)
         w->fd = -1;
+    else
+        rs_dialed(w->fd);
 }
 
 static void rs_prep_done(uv_work_t *req, int status)
