@@ -1,0 +1,169 @@
+/*
+ * pg_internal.h - what the files of the Postgres session share: the session object, its
+ * state enum and the functions one part calls in another.
+ *
+ *   pg_session.c   lifecycle (refs, state, the one close path), the relay and its scans,
+ *                  the greeting; the protocol's ops table
+ *   pg_startup.c   the client's startup packets, TLS, password, routing
+ *   pg_server.c    the upstream connection: resolve off the loop, libpq parameters,
+ *                  one attempt per address
+ *   pg_move.c      switchover: prepare, move (state query, replay), the link hooks
+ *   pg_console.c   the admin console's wire side
+ *
+ * Nothing here is for other modules: they use pg_session.h.
+ */
+#ifndef SY_PG_INTERNAL_H
+#define SY_PG_INTERNAL_H
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <libpq-fe.h>
+#include "proxy/core/sy.h"
+#include "proxy/pg/pg_session.h"
+#include "protocol/pg_wire.h"
+#include "protocol/pg_result.h"
+#include "protocol/pg_sql.h"
+#include "protocol/pg_array.h"
+#include "protocol/pg_conninfo.h"
+#include "protocol/pg_errclass.h"
+#include "proxy/control/admin.h"
+#include "proxy/control/admin.h"
+
+typedef enum {
+    PGS_STARTUP = 0,
+    PGS_CLIENT_TLS,
+    PGS_AUTH,
+    PGS_RESOLVING,
+    PGS_CONNECTING,
+    PGS_RELAY,
+    PGS_MOVING,
+    PGS_ADMIN,
+    PGS_CLOSING,
+    PGS_CLOSED
+} pg_state_t;
+
+/* SHOW CLIENTS names of the states; the ParameterStatus names libpq is asked for. */
+extern const char *const pg_state_names[];
+extern const char *const pg_reported_params[];
+
+/* Everything PQconnectStartParams / PQconnectdbParams needs for one upstream session,
+ * with the storage its strings point into. */
+typedef struct pg_params_s {
+    const char *keys[64];
+    const char *vals[64];
+    char options[2048];
+    char alloptions[4096];
+    char hostlist[4096], addrlist[4096], portlist[1024];
+    char portbuf[1024];
+} pg_params_t;
+
+#define PG_MAX_HOSTS 64
+
+struct pg_session_s {
+    sy_session_link_t link;           /* on sy_sessions; first member */
+    uint64_t       id;
+    int            refs;
+    pg_state_t     state;
+    sy_listener_t *listener;
+    sy_route_t    *route;
+    const conf_target_t *target;
+    conf_which_t   which;
+    int            trusted;
+    int            ssl_answered;      /* SSLRequest seen */
+    int            gss_answered;      /* GSSENCRequest seen (libpq may follow it with SSLRequest) */
+    int            s2c_cut;           /* the server stream was cut at a message boundary */
+    int            terminating;       /* client sent Terminate */
+    int            linger;            /* after our last error: read and drop until the client closes */
+
+    sy_conn_t      client;
+    sy_conn_t      server;
+    sy_pipe_t      c2s, s2c;
+    pgw_scan_t     cscan, sscan;
+
+    /* startup */
+    uint8_t       *startup;           /* copy of the client's StartupMessage */
+    pgw_startup_t  st;
+    const char    *user, *database;
+
+    /* upstream connect */
+    PGconn        *pg;
+    PGconn        *pre_conn;          /* switchover: the new upstream, opened ahead of the move */
+    const conf_target_t *pre_target;
+    uint32_t       key;
+    uint32_t       be_pid;            /* the upstream backend we are connected to now */
+    uint32_t       client_pid;        /* the process id the client was given */
+    uv_timer_t     timer;
+    int            timer_on;
+    uv_getaddrinfo_t gai;
+    char          *hosts[PG_MAX_HOSTS];   /* host list being resolved */
+    char          *addrs[PG_MAX_HOSTS];   /* comma-joined addresses per host, "" = as is */
+    int            nhosts, ihost;
+    char          *resolve_err;
+    /* connection attempts: one per host address, each with its own connect_timeout, as
+     * libpq's blocking connect does (PQconnectPoll alone never moves on by itself) */
+    struct pg_params_s *pp;
+    char          *att_host[PG_MAX_HOSTS], *att_addr[PG_MAX_HOSTS], *att_port[PG_MAX_HOSTS];
+    char          *att_buf;
+    int            natt, iatt;
+    uint64_t       timeout_ms;
+    char          *att_errs;           /* what each failed attempt said */
+
+    /* protocol state (the part switchover builds on) */
+    uint8_t        txn;               /* 'I', 'T', 'E' from the last ReadyForQuery */
+    uint32_t       inflight;          /* Query/Sync sent, ReadyForQuery not yet seen */
+    int            unsynced;          /* extended-protocol messages sent since the last Sync */
+    int            copy_in, copy_out;
+    /* ParameterStatus values the client has seen, to tell it what a move changes */
+    char           pnames[16][40];
+    char           pvals[16][80];
+    int            nparams;
+
+    /* Messages of our own for the client that must precede anything more from the
+     * server (what a move learned: ParameterStatus changes, notifications that arrived on
+     * the old upstream). Fed into s2c as it drains; the server is not read meanwhile. */
+    pgr_buf_t      s2c_extra;
+    size_t         s2c_extra_sent;
+    struct pg_move_s *move;           /* the move job that owns the upstream, while MOVING */
+
+    /* admin console */
+    pgr_buf_t      admin_out;
+    size_t         admin_sent;
+    int            admin_busy;        /* an asynchronous command is running */
+    int            admin;             /* this is a console session */
+
+    uint8_t        bufs[2 * SY_PIPE_BUF];
+};
+
+void pg_admin_drive(pg_session_t *s);
+void pg_client_cb(sy_conn_t *c, int status, int events);
+void pg_handle_password(pg_session_t *s);
+void pg_move_orphan(struct pg_move_s *m);
+void pg_admin_begin(pg_session_t *s);
+int pg_build_params(pg_session_t *s, const conf_target_t *t, int resolved, pg_params_t *pp, const char **why);
+void pg_close(pg_session_t *s, const char *sqlstate, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void pg_closing_drive(pg_session_t *s);
+int pg_extra_drain(pg_session_t *s);
+int pg_idle(const pg_session_t *s);
+void pg_link_kick(sy_session_link_t *l, const char *why);
+void pg_link_move(sy_session_link_t *l);
+void pg_link_prepare(sy_session_link_t *l);
+int pg_link_quiet(sy_session_link_t *l);
+void pg_link_release(sy_session_link_t *l);
+const char *pg_param_get(const pg_session_t *s, const char *name);
+void pg_param_seen(pg_session_t *s, const char *name, const char *value);
+void pg_relay_begin(pg_session_t *s);
+void pg_relay_drive(pg_session_t *s, sy_conn_t *c, int events);
+void pg_set_state(pg_session_t *s, pg_state_t to);
+void pg_update_polls(pg_session_t *s);
+void pg_upstream_begin(pg_session_t *s);
+void pg_watch(pg_session_t *s, sy_conn_t *c, int events, sy_conn_cb cb);
+void pg_upstream_lost(pg_session_t *s, int err);
+
+#endif

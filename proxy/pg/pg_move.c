@@ -1,0 +1,450 @@
+/*
+ * pg_move.c - switchover for a Postgres session: its new upstream opened ahead (prepare),
+ * the move itself (state query on the old upstream, connect, replay on the new one, on the
+ * thread pool), and the hooks switchover.c drives.
+ */
+#include "proxy/pg/pg_internal.h"
+
+/* ---- switchover: moving a session to another target ------------------------------ */
+
+/*
+ * With the session quiet (ReadyForQuery 'I', nothing in flight), the old upstream is
+ * idle exactly as libpq left it when we adopted it, so libpq can use it again. On the
+ * thread pool:
+ *   1. ask the old session what cannot move (temporary tables, advisory locks, WITH HOLD
+ *      cursors) and what must (SET values, prepared statements, LISTEN channels);
+ *   2. connect to the new target with the client's original startup parameters;
+ *   3. replay the settings, the prepared statements (same names: a driver's statement
+ *      cache keeps working) and the LISTENs.
+ * Back on the loop the new upstream is adopted, the old one finished, and the client is
+ * told about ParameterStatus values that changed, and given any notification that
+ * arrived on the old session meanwhile. None of this traffic reaches the client.
+ */
+typedef struct pg_move_s {
+    uv_work_t     req;
+    pg_session_t *s;
+    PGconn       *old, *conn;
+    pg_params_t   pp;
+    const conf_target_t *target;
+    conf_which_t  which;
+    int           ok;
+    char          err[512];
+    pgr_buf_t     notifies;   /* NotificationResponse messages for the client */
+    uint64_t      started;
+    int           orphaned;   /* the session closed meanwhile: old is ours to finish */
+} pg_move_t;
+
+void pg_move_orphan(struct pg_move_s *m)
+{
+    m->orphaned = 1;
+}
+
+static void no_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
+static void move_collect_notifies(pg_move_t *m)
+{
+    PGnotify *n;
+    while ((n = PQnotifies(m->old)) != NULL) {
+        pgr_notification(&m->notifies, (uint32_t)n->be_pid, n->relname, n->extra);
+        PQfreemem(n);
+    }
+}
+
+/* Replay settings, prepared statements and LISTENs on the new session in one round trip
+ * (libpq pipeline mode). Returns 0, or -1 with the first failure in m->err. */
+static int move_replay(pg_move_t *m, PGresult *settings, PGresult *prepared, PGresult *listens)
+{
+    PGconn *c = m->conn;
+    int sent = 0, ok = 1;
+    char what[160] = "";
+    if (PQntuples(settings) + PQntuples(prepared) + PQntuples(listens) == 0)
+        return 0;
+    if (!PQenterPipelineMode(c)) {
+        snprintf(m->err, sizeof(m->err), "cannot enter pipeline mode: %s", PQerrorMessage(c));
+        return -1;
+    }
+    for (int i = 0; i < PQntuples(settings); i++) {
+        const char *params[2] = { PQgetvalue(settings, i, 0), PQgetvalue(settings, i, 1) };
+        sent += PQsendQueryParams(c, "SELECT pg_catalog.set_config($1, $2, false)", 2, NULL, params, NULL, NULL, 0);
+    }
+    for (int i = 0; i < PQntuples(prepared); i++) {
+        const char *name = PQgetvalue(prepared, i, 0), *stmt = PQgetvalue(prepared, i, 1);
+        if (strcmp(PQgetvalue(prepared, i, 2), "t") == 0) {
+            /* The PREPARE statement as the client wrote it, picked out of the query string
+             * it came in (which may hold other statements that must not run again). */
+            size_t at, n;
+            if (pg_sql_find_prepare(stmt, strlen(stmt), name, &at, &n) != 0) {
+                snprintf(m->err, sizeof(m->err), "cannot find the PREPARE of %s in its query", name);
+                PQexitPipelineMode(c);
+                return -1;
+            }
+            char *one = strndup(stmt + at, n);
+            sent += one ? PQsendQueryParams(c, one, 0, NULL, NULL, NULL, NULL, 0) : 0;
+            free(one);
+        } else {
+            const char *p = PQgetvalue(prepared, i, 3), *perr;   /* "{23,25}" */
+            size_t plen = strlen(p);
+            ssize_t nt = pgw_parse_oid_array(p, plen, NULL, PGW_OID_ARRAY_MAX, &perr);
+            Oid *types = nt > 0 ? malloc((size_t)nt * sizeof(*types)) : NULL;
+            if (nt > 0 && types != NULL)
+                nt = pgw_parse_oid_array(p, plen, types, (size_t)nt, &perr);
+            if (nt < 0 || (nt > 0 && types == NULL)) {
+                snprintf(m->err, sizeof(m->err), "cannot read the parameter types of %s: %s", name,
+                         nt < 0 ? perr : "out of memory");
+                free(types);
+                PQexitPipelineMode(c);
+                return -1;
+            }
+            sent += PQsendPrepare(c, name, stmt, (int)nt, types);
+            free(types);
+        }
+    }
+    for (int i = 0; i < PQntuples(listens); i++) {
+        const char *ch = PQgetvalue(listens, i, 0);
+        char *id = PQescapeIdentifier(c, ch, strlen(ch));
+        char sql[600];
+        snprintf(sql, sizeof(sql), "LISTEN %s", id ? id : "\"\"");
+        PQfreemem(id);
+        sent += PQsendQueryParams(c, sql, 0, NULL, NULL, NULL, NULL, 0);
+    }
+    if (!PQpipelineSync(c)) {
+        snprintf(m->err, sizeof(m->err), "cannot send the replay: %s", PQerrorMessage(c));
+        return -1;
+    }
+    for (int i = 0; i < sent; i++) {
+        PGresult *r = PQgetResult(c);
+        ExecStatusType st = PQresultStatus(r);
+        if (ok && st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+            ok = 0;
+            int ns = PQntuples(settings), np = PQntuples(prepared);
+            if (i < ns)
+                snprintf(what, sizeof(what), "setting %s", PQgetvalue(settings, i, 0));
+            else if (i < ns + np)
+                snprintf(what, sizeof(what), "prepared statement %s", PQgetvalue(prepared, i - ns, 0));
+            else
+                snprintf(what, sizeof(what), "LISTEN %s", PQgetvalue(listens, i - ns - np, 0));
+            snprintf(m->err, sizeof(m->err), "cannot restore %s: %s", what,
+                     r ? PQresultErrorMessage(r) : PQerrorMessage(c));
+        }
+        PQclear(r);
+        PQclear(PQgetResult(c));   /* the NULL that ends each command's results */
+    }
+    PGresult *sync = PQgetResult(c);
+    if (PQresultStatus(sync) != PGRES_PIPELINE_SYNC && ok) {
+        ok = 0;
+        snprintf(m->err, sizeof(m->err), "replay did not end with a sync: %s", PQerrorMessage(c));
+    }
+    PQclear(sync);
+    PQexitPipelineMode(c);
+    return ok ? 0 : -1;
+}
+
+static void move_work(uv_work_t *req)
+{
+    pg_move_t *m = req->data;
+    PGresult *r = NULL, *settings = NULL, *prepared = NULL, *listens = NULL;
+    PQsetnonblocking(m->old, 0);
+    PQsetNoticeProcessor(m->old, no_notice, NULL);
+
+    /* One round trip: what cannot move, then what must. */
+    if (!PQsendQuery(m->old,
+                     "SELECT (SELECT count(*) FROM pg_catalog.pg_class WHERE relpersistence = 't'"
+                     " AND relnamespace = pg_catalog.pg_my_temp_schema()),"
+                     " (SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory'"
+                     " AND pid = pg_catalog.pg_backend_pid()),"
+                     " (SELECT count(*) FROM pg_catalog.pg_cursors WHERE is_holdable);"
+                     "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session';"
+                     "SELECT name, statement, from_sql, parameter_types::pg_catalog.oid[]::text"
+                     " FROM pg_catalog.pg_prepared_statements ORDER BY prepare_time;"
+                     "SELECT pg_catalog.pg_listening_channels()")) {
+        snprintf(m->err, sizeof(m->err), "%s", PQerrorMessage(m->old));
+        goto out;
+    }
+    PGresult **slots[4] = { &r, &settings, &prepared, &listens };
+    int nres = 0, bad = 0;
+    PGresult *res;
+    while ((res = PQgetResult(m->old)) != NULL) {
+        if (PQresultStatus(res) != PGRES_TUPLES_OK || nres >= 4) {
+            if (!bad)
+                snprintf(m->err, sizeof(m->err), "%s", PQresultErrorMessage(res));
+            bad = 1;
+            PQclear(res);
+            continue;
+        }
+        *slots[nres++] = res;
+    }
+    if (bad || nres != 4) {
+        if (!bad)
+            snprintf(m->err, sizeof(m->err), "unexpected answer to the state query");
+        goto out;
+    }
+    if (atoi(PQgetvalue(r, 0, 0)) > 0) {
+        snprintf(m->err, sizeof(m->err), "the session holds temporary tables");
+        goto out;
+    }
+    if (atoi(PQgetvalue(r, 0, 1)) > 0) {
+        snprintf(m->err, sizeof(m->err), "the session holds advisory locks");
+        goto out;
+    }
+    if (atoi(PQgetvalue(r, 0, 2)) > 0) {
+        snprintf(m->err, sizeof(m->err), "the session has WITH HOLD cursors");
+        goto out;
+    }
+    move_collect_notifies(m);
+
+    if (m->conn == NULL)
+        m->conn = PQconnectdbParams(m->pp.keys, m->pp.vals, 0);
+    if (PQstatus(m->conn) != CONNECTION_OK) {
+        snprintf(m->err, sizeof(m->err), "cannot connect: %s", PQerrorMessage(m->conn));
+        goto out;
+    }
+    PQsetNoticeProcessor(m->conn, no_notice, NULL);
+    if (move_replay(m, settings, prepared, listens) != 0)
+        goto out;
+    move_collect_notifies(m);
+    if (PQtransactionStatus(m->conn) != PQTRANS_IDLE) {
+        snprintf(m->err, sizeof(m->err), "the new session is not idle");
+        goto out;
+    }
+    m->ok = 1;
+out:
+    PQclear(r);
+    PQclear(settings);
+    PQclear(prepared);
+    PQclear(listens);
+    for (char *p = m->err; *p; p++)
+        if (*p == '\n' || *p == '\t')
+            *p = ' ';
+    size_t el = strlen(m->err);
+    while (el > 0 && m->err[el - 1] == ' ')
+        m->err[--el] = '\0';
+}
+
+static void pg_release(pg_session_t *s)
+{
+    if (s->state != PGS_RELAY)
+        return;
+    s->link.held = 0;
+    s->refs++;
+    int r = sy_pipe_resume(s, &s->c2s);
+    if (r == SY_PUMP_DST_ERR)
+        pg_upstream_lost(s, s->c2s.err);
+    else if (r == SY_PUMP_OK && s->state == PGS_RELAY)
+        pg_relay_drive(s, &s->client, 0);
+    pg_session_unref(s);
+}
+
+static void move_done(uv_work_t *req, int status)
+{
+    pg_move_t *m = req->data;
+    pg_session_t *s = m->s;
+    char q[600];
+
+    s->move = NULL;
+    if (s->state != PGS_MOVING) {
+        /* The session was closed while we worked (a shutdown's kick): the old upstream was
+         * left to us. */
+        if (m->orphaned) {
+            PQsetnonblocking(m->old, 1);
+            PQfinish(m->old);
+        }
+        if (m->conn)
+            PQfinish(m->conn);
+        sy_switch_moved(&s->link, 0);
+        goto out;
+    }
+    if (!m->ok) {
+        if (m->conn)
+            PQfinish(m->conn);
+        sy_warn("event=move_failed conn=%llu route=%s error=%s", (unsigned long long)s->id, s->route->conf->name,
+                sy_logq(q, sizeof(q), m->err));
+        pg_close(s, "57P01", "route %s switched to %s; reconnect (%s)", s->route->conf->name,
+                 m->which == CONF_EXTERNAL ? "external" : "builtin", m->err);
+        sy_switch_moved(&s->link, 0);
+        goto out;
+    }
+    /* Swap upstreams: finish the old one, adopt the new socket and TLS session. */
+    PQsetnonblocking(m->old, 1);
+    PQfinish(m->old);
+    s->pg = m->conn;
+    PQsetnonblocking(s->pg, 1);
+    s->server.fd = PQsocket(s->pg);
+    s->server.ssl = NULL;
+    s->server.tp = &sy_plain_transport;
+    s->server.rd_wait = UV_READABLE;
+    s->server.wr_wait = UV_WRITABLE;
+    s->server.tls_err = NULL;
+    if (PQsslInUse(s->pg))
+        sy_tls_adopt(&s->server, PQsslStruct(s->pg, "OpenSSL"));
+    s->be_pid = (uint32_t)PQbackendPID(s->pg);
+    s->target = m->target;
+    s->which = m->which;
+    s->link.target = m->target;
+    s->link.which = m->which;
+    pgw_scan_init(&s->sscan, sy_conf()->max_message_size);
+    pgw_scan_capture(&s->sscan, 'S');
+
+    /* Tell the client what changed, and hand over notifications that arrived, before
+     * anything more from the new server: queued whole, however large, and fed to the
+     * client as it reads (pg_extra_drain). */
+    for (const char *const *p = pg_reported_params; *p; p++) {
+        const char *v = PQparameterStatus(s->pg, *p);
+        const char *seen = pg_param_get(s, *p);
+        if (v != NULL && (seen == NULL || strcmp(seen, v) != 0)) {
+            pgr_parameter_status(&s->s2c_extra, *p, v);
+            pg_param_seen(s, *p, v);
+        }
+    }
+    pgr_append(&s->s2c_extra, m->notifies.data, m->notifies.len);
+    pg_set_state(s, PGS_RELAY);
+    if (s->s2c_extra.oom) {
+        pg_close(s, "53200", "route %s: out of memory after a move", s->route->conf->name);
+        sy_switch_moved(&s->link, 0);
+        goto out;
+    }
+    if (pg_extra_drain(s) < 0) {
+        pg_close(s, NULL, NULL);   /* the client is gone */
+        sy_switch_moved(&s->link, 0);
+        goto out;
+    }
+    sy_info("event=moved conn=%llu route=%s target=%s upstream=%s backend_pid=%u ms=%llu", (unsigned long long)s->id,
+            s->route->conf->name, s->which == CONF_EXTERNAL ? "external" : "builtin", s->target->hostport, s->be_pid,
+            (unsigned long long)(uv_now(s->link.loop) - m->started));
+    s->refs++;
+    if (!sy_route_should_hold(&s->link)) {
+        pg_release(s);
+    } else {
+        s->link.held = 1;   /* paused meanwhile: RESUME releases it */
+        pg_update_polls(s);
+    }
+    if (s->state == PGS_RELAY || s->state == PGS_CLOSING)
+        sy_switch_moved(&s->link, 1);
+    pg_session_unref(s);
+out:
+    pgr_buf_free(&m->notifies);
+    free(m);
+    pg_session_unref(s);
+}
+
+int pg_link_quiet(sy_session_link_t *l)
+{
+    pg_session_t *s = (pg_session_t *)l;
+    return s->state == PGS_RELAY && pg_idle(s) && s->c2s.start == s->c2s.fwd;
+}
+
+void pg_link_move(sy_session_link_t *l)
+{
+    pg_session_t *s = (pg_session_t *)l;
+    sy_route_t *r = s->route;
+    pg_move_t *m = calloc(1, sizeof(*m));
+    const char *why = "out of memory";
+    if (m == NULL || pg_build_params(s, sy_route_target(r, sy_route_active(r)), 0,
+                                     &m->pp, &why) != 0) {
+        free(m);
+        pg_close(s, "57P01", "route %s switched; reconnect (%s)", r->conf->name, why);
+        sy_switch_moved(l, 0);
+        return;
+    }
+    m->req.data = m;
+    m->s = s;
+    m->old = s->pg;
+    m->which = sy_route_active(r);
+    m->target = sy_route_target(r, sy_route_active(r));
+    m->started = uv_now(s->link.loop);
+    if (s->pre_conn != NULL && s->pre_target == m->target && PQstatus(s->pre_conn) == CONNECTION_OK) {
+        m->conn = s->pre_conn;   /* opened while the session was still working */
+        s->pre_conn = NULL;
+    } else if (s->pre_conn != NULL) {
+        PQfinish(s->pre_conn);
+        s->pre_conn = NULL;
+    }
+    pg_set_state(s, PGS_MOVING);
+    s->move = m;
+    s->c2s.reading = 0;
+    sy_conn_unwatch(&s->server);   /* libpq owns the socket until we take the new one */
+    pg_watch(s, &s->client, sy_pipe_dst_events(&s->s2c), pg_client_cb);
+    s->refs++;
+    if (uv_queue_work(s->link.loop, &m->req, move_work, move_done) != 0) {
+        s->refs--;
+        s->move = NULL;
+        free(m);
+        pg_set_state(s, PGS_RELAY);
+        pg_close(s, "57P01", "route %s switched; reconnect", r->conf->name);
+        sy_switch_moved(l, 0);
+    }
+}
+
+typedef struct pg_prep_s {
+    uv_work_t     req;
+    pg_session_t *s;
+    pg_params_t   pp;
+    const conf_target_t *target;
+    PGconn       *conn;
+} pg_prep_t;
+
+static void prep_work(uv_work_t *req)
+{
+    pg_prep_t *w = req->data;
+    w->conn = PQconnectdbParams(w->pp.keys, w->pp.vals, 0);
+}
+
+static void prep_done(uv_work_t *req, int status)
+{
+    pg_prep_t *w = req->data;
+    pg_session_t *s = w->s;
+    if (s->state == PGS_CLOSING || s->state == PGS_CLOSED || PQstatus(w->conn) != CONNECTION_OK) {
+        if (PQstatus(w->conn) != CONNECTION_OK && s->route) {
+            char q[600];
+            sy_warn("event=preconnect_failed conn=%llu route=%s error=%s", (unsigned long long)s->id,
+                    s->route->conf->name, sy_logq(q, sizeof(q), PQerrorMessage(w->conn)));
+        }
+        PQfinish(w->conn);
+    } else {
+        if (s->pre_conn)
+            PQfinish(s->pre_conn);
+        s->pre_conn = w->conn;
+        s->pre_target = w->target;
+    }
+    sy_switch_prepared(&s->link);
+    free(w);
+    pg_session_unref(s);
+}
+
+void pg_link_prepare(sy_session_link_t *l)
+{
+    pg_session_t *s = (pg_session_t *)l;
+    sy_route_t *r = s->route;
+    const conf_target_t *t = sy_route_target(r, sy_route_active(r));
+    const char *why;
+    pg_prep_t *w = calloc(1, sizeof(*w));
+    if (w == NULL || pg_build_params(s, t, 0, &w->pp, &why) != 0) {
+        free(w);
+        sy_switch_prepared(l);   /* the move will connect itself */
+        return;
+    }
+    w->req.data = w;
+    w->s = s;
+    w->target = t;
+    s->refs++;
+    if (uv_queue_work(s->link.loop, &w->req, prep_work, prep_done) != 0) {
+        s->refs--;
+        free(w);
+        sy_switch_prepared(l);
+    }
+}
+
+void pg_link_kick(sy_session_link_t *l, const char *why)
+{
+    pg_session_t *s = (pg_session_t *)l;
+    pg_close(s, "57P01", "%s", why);
+}
+
+void pg_link_release(sy_session_link_t *l)
+{
+    pg_release((pg_session_t *)l);
+}
+

@@ -1,0 +1,293 @@
+/*
+ * pg_startup.c - a Postgres client's first packets: SSLRequest / GSSENCRequest, TLS with
+ * the client, the StartupMessage or CancelRequest, the password where a listener asks for
+ * one, and routing by database to a target (or to the console).
+ */
+#include "proxy/pg/pg_internal.h"
+
+/* ---- client startup ------------------------------------------------------------------ */
+
+static int write_small(pg_session_t *s, const void *bytes, size_t len)
+{
+    /* Used only for the one-byte SSL answers on a fresh socket. */
+    ssize_t n = s->client.tp->write(&s->client, bytes, len);
+    return n == (ssize_t)len ? 0 : -1;
+}
+
+static void pg_route_and_connect(pg_session_t *s);
+
+static void handle_startup(pg_session_t *s, size_t plen)
+{
+    sy_pipe_t *p = &s->c2s;
+    switch (s->st.kind) {
+    case PGW_STARTUP_SSL:
+    case PGW_STARTUP_GSSENC: {
+        int *seen = s->st.kind == PGW_STARTUP_SSL ? &s->ssl_answered : &s->gss_answered;
+        if (*seen || s->client.ssl != NULL) {
+            pg_close(s, "08P01", "unexpected %s after the encryption negotiation",
+                     s->st.kind == PGW_STARTUP_SSL ? "SSLRequest" : "GSSENCRequest");
+            return;
+        }
+        if (p->end > plen) {
+            /* CVE-2021-23222: bytes sent before our answer could be injected by a
+             * man in the middle; the server refuses them, and so do we. */
+            pg_close(s, "08P01", "received unencrypted data after SSL request");
+            return;
+        }
+        *seen = 1;
+        p->start = p->fwd = p->scanned = p->end = 0;
+        int tls = s->st.kind == PGW_STARTUP_SSL && s->listener->tls_ctx != NULL;
+        if (write_small(s, tls ? "S" : "N", 1) != 0) {
+            pg_close(s, NULL, NULL);
+            return;
+        }
+        if (tls) {
+            if (sy_tls_attach(&s->client, s->listener->tls_ctx, 1, NULL) != 0) {
+                pg_close(s, NULL, NULL);
+                return;
+            }
+            pg_set_state(s, PGS_CLIENT_TLS);
+        }
+        return;
+    }
+    case PGW_STARTUP_CANCEL:
+        pg_cancel_request(s->st.cancel_pid, s->st.cancel_key);
+        pg_close(s, NULL, NULL);
+        return;
+    case PGW_STARTUP_MESSAGE:
+        break;
+    }
+
+    /* Keep our own copy: the pipe buffer is reused by the relay. */
+    s->startup = malloc(plen);
+    if (s->startup == NULL) {
+        pg_close(s, "53200", "out of memory");
+        return;
+    }
+    memcpy(s->startup, p->buf, plen);
+    pgw_startup_t st;
+    pgw_startup_parse(s->startup, plen, &st);
+    s->st = st;
+    memmove(p->buf, p->buf + plen, p->end - plen);
+    p->end -= (uint32_t)plen;
+    p->start = p->fwd = p->scanned = 0;
+
+    s->user = pgw_startup_get(&s->st, "user");
+    s->database = pgw_startup_get(&s->st, "database");
+    if (s->database == NULL || s->database[0] == '\0')
+        s->database = s->user;
+
+    /* Newer minor versions and _pq_. options: tell the client what we speak. */
+    const char *unknown[32];
+    size_t nunknown = 0, off = 0;
+    const char *name, *value;
+    while (pgw_startup_next(&s->st, &off, &name, &value))
+        if (strncmp(name, "_pq_.", 5) == 0 && nunknown < 32)
+            unknown[nunknown++] = name;
+    if (s->st.minor > 0 || nunknown > 0) {
+        uint8_t out[2048];
+        /* The server sends its newest full version here (PG_PROTOCOL_LATEST), and so do we. */
+        size_t len = pgw_build_negotiate(out, sizeof(out), PGW_PROTO_3_0, unknown, nunknown);
+        if (len == 0 || sy_pipe_inject(&s->s2c, out, len) != 0 || sy_pipe_flush(&s->s2c) < 0) {
+            pg_close(s, NULL, NULL);
+            return;
+        }
+    }
+    if (pgw_startup_get(&s->st, "replication") != NULL) {
+        pg_close(s, "08P01", "replication connections are not supported");
+        return;
+    }
+    pg_route_and_connect(s);
+}
+
+static void pg_ask_password(pg_session_t *s)
+{
+    uint8_t ask[16];
+    size_t asklen = pgw_build_auth_cleartext(ask, sizeof(ask));
+    pg_set_state(s, PGS_AUTH);
+    sy_pipe_inject(&s->s2c, ask, asklen);
+    sy_pipe_flush(&s->s2c);
+    pg_watch(s, &s->client, UV_READABLE | sy_pipe_dst_events(&s->s2c), pg_client_cb);
+}
+
+static void pg_route_and_connect(pg_session_t *s)
+{
+    if (strcmp(s->database, SY_ADMIN_DATABASE) == 0) {
+        s->admin = 1;
+        if (!s->trusted && sy_conf()->admin_password == NULL) {
+            pg_close(s, "28000", "the console is open to loopback and unix-socket clients only");
+            return;
+        }
+        if (!s->trusted) {
+            pg_ask_password(s);
+            return;
+        }
+        pg_admin_begin(s);
+        return;
+    }
+    s->route = sy_route_for_database(s->listener, s->database);
+    if (s->route == NULL) {
+        pg_close(s, "3D000", "no route for database \"%s\" on listener %s", s->database,
+                 s->listener->conf->name);
+        return;
+    }
+    SY_STAT_ADD(s->route->clients, 1);
+    s->which = sy_route_active(s->route);
+    s->target = s->which == CONF_EXTERNAL ? &s->route->conf->external : &s->route->conf->builtin;
+    sy_session_set_route(&s->link, s->route);
+    s->link.which = s->which;
+    s->link.target = s->target;
+    if (!s->target->defined) {
+        pg_close(s, "08001", "route %s: the %s target is not configured", s->route->conf->name,
+                 s->which == CONF_EXTERNAL ? "external" : "builtin");
+        return;
+    }
+    if (!s->trusted && s->listener->conf->auth_password != NULL) {
+        pg_ask_password(s);
+        return;
+    }
+    if (!s->trusted) {
+        pg_close(s, "28000", "connections from non-loopback addresses need auth_password on listener %s",
+                 s->listener->conf->name);
+        return;
+    }
+    char q1[256], q2[256];
+    sy_info("event=connect conn=%llu route=%s database=%s user=%s target=%s", (unsigned long long)s->id,
+            s->route->conf->name, sy_logq(q1, sizeof(q1), s->database), sy_logq(q2, sizeof(q2), s->user),
+            s->which == CONF_EXTERNAL ? "external" : "builtin");
+    pg_upstream_begin(s);
+}
+
+/* The client's PasswordMessage, for listeners with auth_password. */
+void pg_handle_password(pg_session_t *s)
+{
+    sy_pipe_t *p = &s->c2s;
+    pgw_password_t pw;
+    ssize_t r = pgw_password_parse(p->buf, p->end, PGW_PASSWORD_MAX, &pw);
+    if (r == PGW_ERR) {
+        pg_close(s, "08P01", "expected a password message");
+        return;
+    }
+    if (r == PGW_NEED_MORE)
+        return;
+    /* A body that is not one string (pw.password NULL) is a wrong password, as before. */
+    const char *want = s->admin ? sy_conf()->admin_password : s->listener->conf->auth_password;
+    int ok = pw.password != NULL && strlen(want) == pw.len && memcmp(pw.password, want, pw.len) == 0;
+    uint32_t len = (uint32_t)r;
+    memset(p->buf, 0, len);
+    memmove(p->buf, p->buf + len, p->end - len);
+    p->end -= len;
+    if (!ok) {
+        pg_close(s, "28P01", "password authentication failed for user \"%s\"", s->user);
+        return;
+    }
+    if (s->admin)
+        pg_admin_begin(s);
+    else
+        pg_upstream_begin(s);
+}
+
+static void client_startup_read(pg_session_t *s)
+{
+    sy_pipe_t *p = &s->c2s;
+    for (;;) {
+        if (s->state == PGS_STARTUP && p->end > 0) {
+            pgw_startup_t st;
+            ssize_t r = pgw_startup_parse(p->buf, p->end, &st);
+            if (r < 0) {
+                pg_close(s, "08P01", "invalid startup packet: %s", st.err ? st.err : "malformed");
+                return;
+            }
+            if (r > 0) {
+                s->st = st;
+                handle_startup(s, (size_t)r);
+                if (s->state == PGS_STARTUP && p->end > 0)
+                    continue;   /* e.g. nothing, but keep parsing what is buffered */
+                if (s->state != PGS_STARTUP)
+                    break;
+            }
+        }
+        if (s->state == PGS_AUTH) {
+            pg_handle_password(s);
+            if (s->state != PGS_AUTH)
+                break;
+        }
+        if (s->state != PGS_STARTUP && s->state != PGS_AUTH)
+            break;
+        uint32_t space = sy_pipe_space(p);
+        if (space == 0) {
+            pg_close(s, "08P01", "startup packet too long");
+            return;
+        }
+        ssize_t n = s->client.tp->read(&s->client, p->buf + p->end, space);
+        if (n == SY_EAGAIN)
+            break;
+        if (n <= 0) {
+            pg_close(s, NULL, NULL);   /* client left during startup */
+            return;
+        }
+        p->end += (uint32_t)n;
+    }
+    if (s->state == PGS_STARTUP || s->state == PGS_AUTH)
+        pg_watch(s, &s->client, s->client.rd_wait, pg_client_cb);
+    else if (s->state == PGS_CLIENT_TLS)
+        pg_watch(s, &s->client, UV_READABLE, pg_client_cb);
+}
+
+static void client_tls_step(pg_session_t *s)
+{
+    int r = sy_tls_handshake(&s->client);
+    if (r < 0) {
+        sy_info("event=client_tls_failed conn=%llu error=\"%s\"", (unsigned long long)s->id,
+                s->client.tls_err ? s->client.tls_err : "");
+        pg_close(s, NULL, NULL);
+        return;
+    }
+    if (r == 0) {
+        pg_watch(s, &s->client, s->client.rd_wait, pg_client_cb);
+        return;
+    }
+    pg_set_state(s, PGS_STARTUP);
+    s->client.rd_wait = UV_READABLE;
+    client_startup_read(s);
+}
+
+void pg_client_cb(sy_conn_t *c, int status, int events)
+{
+    pg_session_t *s = c->data;
+    s->refs++;   /* the session may close inside; free it only after we return */
+    switch (s->state) {
+    case PGS_STARTUP:
+    case PGS_AUTH:
+        client_startup_read(s);
+        break;
+    case PGS_CLIENT_TLS:
+        client_tls_step(s);
+        break;
+    case PGS_RELAY:
+        pg_relay_drive(s, c, events);
+        break;
+    case PGS_ADMIN:
+        pg_admin_drive(s);
+        break;
+    case PGS_CLOSING:
+        pg_closing_drive(s);
+        break;
+    case PGS_RESOLVING:
+    case PGS_CONNECTING: {
+        /* Not reading while we connect; a hang-up shows as an event we must not spin on. */
+        pg_watch(s, &s->client, 0, pg_client_cb);
+        break;
+    }
+    case PGS_MOVING:
+        if (sy_pipe_flush(&s->s2c) < 0)
+            pg_close(s, NULL, NULL);   /* the move finishes and finds the session closing */
+        else
+            pg_watch(s, &s->client, sy_pipe_dst_events(&s->s2c), pg_client_cb);
+        break;
+    default:
+        break;
+    }
+    pg_session_unref(s);
+}
+
