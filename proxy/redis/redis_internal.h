@@ -1,0 +1,139 @@
+/*
+ * redis_internal.h - what the files of the Redis session share: the session object, its
+ * state enum and the functions one part calls in another.
+ *
+ *   redis_session.c  lifecycle (refs, state, the one close path), the relay, the ops table
+ *   redis_client.c   the client's commands: the request and reply scans, what is answered
+ *                    locally, what a move must replay, subscriptions
+ *   redis_server.c   the upstream connection: resolve, connect, TLS, AUTH/SELECT setup
+ *   redis_move.c     switchover: prepare, move (swap or replay), the link hooks
+ *
+ * Nothing here is for other modules.
+ */
+#ifndef SY_REDIS_INTERNAL_H
+#define SY_REDIS_INTERNAL_H
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+#include <fcntl.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include "proxy/core/sy.h"
+#include "protocol/resp.h"
+#include "protocol/resp_cmd.h"
+#include "protocol/resp_cmdtab.h"
+#include "proxy/redis/redis_dial.h"
+
+typedef enum { RS_CONNECTING = 0, RS_FAILED, RS_RELAY, RS_MOVING, RS_CLOSING, RS_CLOSED } rs_state_t;
+static const char *const rs_names[] = { "connecting", "failed", "relay", "moving", "closing", "closed" };
+
+/* Subscriptions, kept so a switchover can subscribe again on the new server. */
+enum { SUB_CHANNEL = 0, SUB_PATTERN, SUB_SHARD };
+typedef struct sub_set_s {
+    char  **names;
+    size_t  n, cap;
+} sub_set_t;
+
+typedef enum {
+    LOCAL_NONE = 0,
+    LOCAL_AUTH,        /* AUTH [user] password */
+    LOCAL_HELLO,       /* HELLO with AUTH: check, strip, forward the rest */
+    LOCAL_NOAUTH,      /* a command before a required AUTH */
+    LOCAL_PROTO_ERR    /* malformed request: answer like Redis and close */
+} local_t;
+
+typedef enum { SETUP_NONE = 0, SETUP_AUTH, SETUP_SELECT } setup_t;
+
+typedef struct redis_session_s {
+    sy_session_link_t link;         /* on sy_sessions; first member */
+    uint64_t       id;
+    int            refs;
+    rs_state_t     state;
+    sy_listener_t *listener;
+    sy_route_t    *route;
+    const conf_target_t *target;
+    conf_which_t   which;
+    int            authed;          /* client may send commands */
+    const char    *password;        /* what clients must AUTH with, NULL if nothing */
+
+    sy_conn_t      client, server;
+    sy_pipe_t      c2s, s2c;
+    resp_req_t     rq;
+    resp_reply_t   rp;
+
+    /* connect */
+    uv_getaddrinfo_t gai;
+    struct addrinfo *addrs, *next_addr;
+    uv_timer_t     timer;
+    int            timer_on;
+    int            setup_left;      /* setup replies still to swallow */
+    char           errmsg[600];     /* connect error for FAILED */
+
+    /* protocol state */
+    uint64_t       pending;         /* replies the server still owes the client */
+    uint64_t       sub_count;       /* channels + patterns + shard channels subscribed */
+    int            in_multi, watching, monitoring, blocking, quitting;
+    int            reply_off, reply_skip;
+    int            resp3;
+    int            client_db;       /* the client's own SELECT, -1 if none */
+    /* SELECT / CLIENT SETNAME take effect only when the server says OK: each waits here
+     * for the reply with its sequence number */
+    struct {
+        uint64_t   seq;
+        int        db;              /* >= 0: a SELECT; -1: a SETNAME */
+        char       name[RESP_CAP_LEN + 1];
+    } effects[8];
+    int            neffects;
+    uint64_t       owed_seq, seen_seq;  /* replies owed / seen since the start */
+    char           client_name[RESP_CAP_LEN + 1];
+    int            tracking;        /* CLIENT TRACKING ON: cannot move */
+    int            subs_untracked;  /* a subscription we could not record: cannot move */
+    sub_set_t      subs[3];
+    /* switchover */
+    int            pre_fd;
+    SSL           *pre_ssl;
+    const conf_target_t *pre_target;
+    local_t        held;            /* a complete command awaiting its local answer */
+    const char    *proto_err;
+
+    uint8_t        bufs[2 * SY_PIPE_BUF];
+} redis_session_t;
+
+void rs_closing_timeout_cb(uv_timer_t *t);
+int rs_c2s_scan(void *arg, sy_pipe_t *p);
+void rs_client_cb(sy_conn_t *c, int status, int events);
+void rs_close(redis_session_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void rs_connect_failed(redis_session_t *s, const char *cause);
+void rs_connect_timeout_cb(uv_timer_t *t);
+void rs_failed_read(redis_session_t *s);
+void rs_gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res);
+int rs_idle(const redis_session_t *s);
+void rs_link_kick(sy_session_link_t *l, const char *why);
+void rs_link_move(sy_session_link_t *l);
+void rs_link_prepare(sy_session_link_t *l);
+int rs_link_quiet(sy_session_link_t *l);
+void rs_link_release(sy_session_link_t *l);
+void rs_relay_drive(redis_session_t *s, sy_conn_t *c, int events);
+int rs_reply_error(redis_session_t *s, const char *msg);
+int rs_s2c_scan(void *arg, sy_pipe_t *p);
+void rs_server_cb(sy_conn_t *c, int status, int events);
+void rs_set_state(redis_session_t *s, rs_state_t to);
+void rs_timer_start(redis_session_t *s, uv_timer_cb cb, uint64_t ms);
+void rs_unref(redis_session_t *s);
+void rs_update_polls(redis_session_t *s);
+void rs_upstream_lost(redis_session_t *s, int err);
+void rs_watch(redis_session_t *s, sy_conn_t *c, int events, sy_conn_cb cb);
+int rs_s2c_at_boundary(redis_session_t *s);
+int rs_sub_add(sub_set_t *set, const char *name, size_t len);
+void rs_sub_clear(sub_set_t *set);
+void rs_sub_del(sub_set_t *set, const char *name, size_t len);
+
+#endif

@@ -1,0 +1,348 @@
+/*
+ * redis_move.c - switchover for a Redis session: the new upstream dialed ahead (prepare),
+ * the move (a swap on the loop when there is nothing to replay, else dial and replay on the
+ * thread pool), and the hooks switchover.c drives.
+ */
+#include "proxy/redis/redis_internal.h"
+
+/* ---- switchover: moving a session to another target ------------------------------ */
+
+/*
+ * At a command boundary (no reply owed, not in MULTI/WATCH, not blocked, not
+ * monitoring) the upstream holds no state of the client's beyond what we recorded: its
+ * SELECT, CLIENT SETNAME, HELLO version and subscriptions. The new upstream is dialed
+ * ahead of the hold (prepare), the state replayed on the thread pool (move), and the
+ * socket adopted. Clients using CLIENT TRACKING cannot be moved.
+ */
+typedef struct rs_move_s {
+    uv_work_t        req;
+    redis_session_t *s;
+    const conf_target_t *target;
+    conf_which_t     which;
+    int              fd;
+    SSL             *ssl;
+    int              ok;
+    char             err[512];
+    uint8_t         *replay;   /* the commands to replay, and how many replies they owe */
+    size_t           replay_len;
+    int              replay_replies;
+    uint64_t         started;
+} rs_move_t;
+
+static void rs_append_cmd(uint8_t **buf, size_t *len, size_t *cap, int argc, const resp_arg_t *argv)
+{
+    size_t need = 32;
+    for (int i = 0; i < argc; i++)
+        need += argv[i].len + 24;
+    if (*len + need > *cap) {
+        size_t ncap = (*cap ? *cap * 2 : 1024) + need;
+        uint8_t *nb = realloc(*buf, ncap);
+        if (nb == NULL)
+            return;
+        *buf = nb;
+        *cap = ncap;
+    }
+    *len += resp_cmd_build(*buf + *len, *cap - *len, argc, argv);
+}
+
+/* Commands that make a new upstream look like the old one to this client. */
+static int rs_build_replay(redis_session_t *s, rs_move_t *m)
+{
+    size_t cap = 0;
+    resp_arg_t a[3];
+    char db[16];
+    if (s->resp3) {
+        a[0] = (resp_arg_t){ "HELLO", 5 };
+        a[1] = (resp_arg_t){ "3", 1 };
+        rs_append_cmd(&m->replay, &m->replay_len, &cap, 2, a);
+        m->replay_replies++;
+    }
+    if (s->client_db >= 0) {
+        snprintf(db, sizeof(db), "%d", s->client_db);
+        a[0] = (resp_arg_t){ "SELECT", 6 };
+        a[1] = (resp_arg_t){ db, strlen(db) };
+        rs_append_cmd(&m->replay, &m->replay_len, &cap, 2, a);
+        m->replay_replies++;
+    }
+    if (s->client_name[0]) {
+        a[0] = (resp_arg_t){ "CLIENT", 6 };
+        a[1] = (resp_arg_t){ "SETNAME", 7 };
+        a[2] = (resp_arg_t){ s->client_name, strlen(s->client_name) };
+        rs_append_cmd(&m->replay, &m->replay_len, &cap, 3, a);
+        m->replay_replies++;
+    }
+    static const char *const subcmd[3] = { "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE" };
+    for (int k = 0; k < 3; k++) {
+        const sub_set_t *set = &s->subs[k];
+        if (set->n == 0)
+            continue;
+        resp_arg_t *argv = malloc(sizeof(resp_arg_t) * (set->n + 1));
+        if (argv == NULL)
+            return -1;
+        argv[0] = (resp_arg_t){ subcmd[k], strlen(subcmd[k]) };
+        for (size_t i = 0; i < set->n; i++)
+            argv[i + 1] = (resp_arg_t){ set->names[i], strlen(set->names[i]) };
+        rs_append_cmd(&m->replay, &m->replay_len, &cap, (int)set->n + 1, argv);
+        free(argv);
+        m->replay_replies += (int)set->n;
+    }
+    if (s->reply_off) {
+        /* Last, and it has no reply of its own. */
+        a[0] = (resp_arg_t){ "CLIENT", 6 };
+        a[1] = (resp_arg_t){ "REPLY", 5 };
+        a[2] = (resp_arg_t){ "OFF", 3 };
+        rs_append_cmd(&m->replay, &m->replay_len, &cap, 3, a);
+    }
+    return 0;
+}
+
+/* On the thread pool, after a dial: what the relay wants of the socket that costs nothing
+ * to set here instead of on the loop. */
+static void rs_dialed(int fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+static void rs_move_work(uv_work_t *req)
+{
+    rs_move_t *m = req->data;
+    if (m->fd < 0) {
+        if (sy_redis_dial(m->target, &m->fd, &m->ssl, m->err, sizeof(m->err)) != 0)
+            return;
+        rs_dialed(m->fd);
+    }
+    if (m->replay_len > 0 &&
+        sy_redis_roundtrip(m->fd, m->ssl, m->replay, m->replay_len, m->replay_replies, m->err, sizeof(m->err)) != 0)
+        return;
+    m->ok = 1;
+}
+
+static void rs_release(redis_session_t *s)
+{
+    if (s->state != RS_RELAY)
+        return;
+    s->link.held = 0;
+    s->refs++;
+    int r = sy_pipe_resume(s, &s->c2s);
+    if (r == SY_PUMP_DST_ERR)
+        rs_upstream_lost(s, s->c2s.err);
+    else if (r == SY_PUMP_OK && s->state == RS_RELAY)
+        rs_relay_drive(s, &s->client, 0);
+    rs_unref(s);
+}
+
+/* Swap upstreams to the one m opened; the old one's close waits until this worker's part
+ * of the switch is done. */
+static void rs_adopt_upstream(redis_session_t *s, rs_move_t *m)
+{
+    int one = 1;
+    sy_conn_close_later(&s->server);
+    ioctl(m->fd, FIONBIO, &one);
+    sy_conn_init(&s->server, s->link.loop, m->fd, s);
+    if (m->ssl != NULL) {
+        s->server.ssl = m->ssl;
+        s->server.ssl_owned = 1;
+        s->server.tp = &sy_tls_transport;
+        SSL_set_mode(m->ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_ENABLE_PARTIAL_WRITE);
+    }
+    m->fd = -1;
+    m->ssl = NULL;
+    s->target = m->target;
+    s->which = m->which;
+    s->link.target = m->target;
+    s->link.which = m->which;
+    resp_reply_init(&s->rp, 0);   /* redis_max_bulk limits what clients send, not replies */
+}
+
+static void rs_move_done(uv_work_t *req, int status)
+{
+    rs_move_t *m = req->data;
+    redis_session_t *s = m->s;
+    char q[600];
+    if (s->state != RS_MOVING) {
+        sy_redis_hangup(m->fd, m->ssl);
+        goto out;
+    }
+    if (!m->ok) {
+        sy_redis_hangup(m->fd, m->ssl);
+        sy_warn("event=move_failed conn=%llu route=%s error=%s", (unsigned long long)s->id, s->route->conf->name,
+                sy_logq(q, sizeof(q), m->err));
+        rs_set_state(s, RS_RELAY);
+        rs_close(s, "route %s switched to %s; reconnect (%s)", s->route->conf->name,
+                 m->which == CONF_EXTERNAL ? "external" : "builtin", m->err);
+        sy_switch_moved(&s->link, 0);
+        goto out;
+    }
+    rs_adopt_upstream(s, m);
+    rs_set_state(s, RS_RELAY);
+    sy_debug("event=moved conn=%llu route=%s target=%s upstream=%s ms=%llu", (unsigned long long)s->id,
+            s->route->conf->name, s->which == CONF_EXTERNAL ? "external" : "builtin", s->target->hostport,
+            (unsigned long long)(uv_now(s->link.loop) - m->started));
+    s->refs++;
+    s->s2c.reading = 1;
+    if (!sy_route_should_hold(&s->link)) {
+        rs_release(s);
+    } else {
+        s->link.held = 1;   /* paused meanwhile: RESUME releases it */
+        rs_update_polls(s);
+    }
+    sy_switch_moved(&s->link, 1);
+    rs_unref(s);
+out:
+    free(m->replay);
+    free(m);
+    rs_unref(s);
+}
+
+int rs_link_quiet(sy_session_link_t *l)
+{
+    redis_session_t *s = (redis_session_t *)l;
+    return rs_idle(s) && s->c2s.start == s->c2s.fwd;
+}
+
+void rs_link_move(sy_session_link_t *l)
+{
+    redis_session_t *s = (redis_session_t *)l;
+    sy_route_t *r = s->route;
+    if (s->tracking || s->subs_untracked) {
+        rs_close(s, "route %s switched to %s; reconnect (%s)", r->conf->name,
+                 sy_route_active(r) == CONF_EXTERNAL ? "external" : "builtin",
+                 s->tracking ? "CLIENT TRACKING sessions cannot move" : "subscriptions could not be recorded");
+        sy_switch_moved(l, 0);
+        return;
+    }
+    rs_move_t *m = calloc(1, sizeof(*m));
+    if (m == NULL || rs_build_replay(s, m) != 0) {
+        if (m)
+            free(m->replay);
+        free(m);
+        rs_close(s, "route %s switched; reconnect", r->conf->name);
+        sy_switch_moved(l, 0);
+        return;
+    }
+    m->req.data = m;
+    m->s = s;
+    m->which = sy_route_active(r);
+    m->target = sy_route_target(r, sy_route_active(r));
+    m->fd = -1;
+    m->started = uv_now(s->link.loop);
+    if (s->pre_fd >= 0 && s->pre_target == m->target) {
+        m->fd = s->pre_fd;   /* dialed while the session was still working */
+        m->ssl = s->pre_ssl;
+    } else if (s->pre_fd >= 0) {
+        sy_redis_hangup(s->pre_fd, s->pre_ssl);
+    }
+    s->pre_fd = -1;
+    s->pre_ssl = NULL;
+    if (m->fd >= 0 && m->replay_len == 0) {
+        /* Opened ahead and nothing to replay: the move is a swap, done here on the loop with
+         * no thread-pool round trip and no change to the client's watch, so a worker moves
+         * its idle sessions in one pass. */
+        rs_adopt_upstream(s, m);
+        free(m->replay);
+        free(m);
+        sy_debug("event=moved conn=%llu route=%s target=%s upstream=%s ms=0", (unsigned long long)s->id,
+                 r->conf->name, s->which == CONF_EXTERNAL ? "external" : "builtin", s->target->hostport);
+        s->refs++;
+        s->s2c.reading = 1;
+        if (s->link.held && !sy_route_should_hold(&s->link))
+            rs_release(s);         /* held at a boundary: its buffered command goes on */
+        else
+            rs_update_polls(s);    /* the new upstream is watched; the client's watch stays */
+        sy_switch_moved(l, 1);
+        rs_unref(s);
+        return;
+    }
+    rs_set_state(s, RS_MOVING);
+    s->c2s.reading = 0;
+    s->s2c.reading = 0;
+    rs_watch(s, &s->server, 0, rs_server_cb);
+    rs_watch(s, &s->client, sy_pipe_dst_events(&s->s2c), rs_client_cb);
+    s->refs++;
+    if (uv_queue_work(s->link.loop, &m->req, rs_move_work, rs_move_done) != 0) {
+        s->refs--;
+        sy_redis_hangup(m->fd, m->ssl);
+        free(m->replay);
+        free(m);
+        rs_set_state(s, RS_RELAY);
+        rs_close(s, "route %s switched; reconnect", r->conf->name);
+        sy_switch_moved(l, 0);
+    }
+}
+
+typedef struct rs_prep_s {
+    uv_work_t        req;
+    redis_session_t *s;
+    const conf_target_t *target;
+    int              fd;
+    SSL             *ssl;
+    char             err[512];
+} rs_prep_t;
+
+static void rs_prep_work(uv_work_t *req)
+{
+    rs_prep_t *w = req->data;
+    if (sy_redis_dial(w->target, &w->fd, &w->ssl, w->err, sizeof(w->err)) != 0)
+        w->fd = -1;
+    else
+        rs_dialed(w->fd);
+}
+
+static void rs_prep_done(uv_work_t *req, int status)
+{
+    rs_prep_t *w = req->data;
+    redis_session_t *s = w->s;
+    if (w->fd < 0 || s->state == RS_CLOSING || s->state == RS_CLOSED) {
+        if (w->fd < 0 && s->route) {
+            char q[600];
+            sy_warn("event=preconnect_failed conn=%llu route=%s error=%s", (unsigned long long)s->id,
+                    s->route->conf->name, sy_logq(q, sizeof(q), w->err));
+        }
+        sy_redis_hangup(w->fd, w->ssl);
+    } else {
+        if (s->pre_fd >= 0)
+            sy_redis_hangup(s->pre_fd, s->pre_ssl);
+        s->pre_fd = w->fd;
+        s->pre_ssl = w->ssl;
+        s->pre_target = w->target;
+    }
+    sy_switch_prepared(&s->link);
+    free(w);
+    rs_unref(s);
+}
+
+void rs_link_prepare(sy_session_link_t *l)
+{
+    redis_session_t *s = (redis_session_t *)l;
+    sy_route_t *r = s->route;
+    rs_prep_t *w = calloc(1, sizeof(*w));
+    if (w == NULL) {
+        sy_switch_prepared(l);
+        return;
+    }
+    w->req.data = w;
+    w->s = s;
+    w->fd = -1;
+    w->target = sy_route_target(r, sy_route_active(r));
+    s->refs++;
+    if (uv_queue_work(s->link.loop, &w->req, rs_prep_work, rs_prep_done) != 0) {
+        s->refs--;
+        free(w);
+        sy_switch_prepared(l);
+    }
+}
+
+void rs_link_kick(sy_session_link_t *l, const char *why)
+{
+    redis_session_t *s = (redis_session_t *)l;
+    if (s->state == RS_MOVING)
+        return;
+    rs_close(s, "%s", why);
+}
+
+void rs_link_release(sy_session_link_t *l)
+{
+    rs_release((redis_session_t *)l);
+}
+
