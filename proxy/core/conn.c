@@ -137,3 +137,29 @@ void sy_conn_close_later(sy_conn_t *c)
     sy_close_later(c->fd);
     c->fd = -1;
 }
+
+uv_poll_t *sy_poll_new(uv_loop_t *loop, int fd)
+{
+    uv_poll_t *p = malloc(sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    if (uv_poll_init(loop, p, fd) != 0) {
+        free(p);
+        return NULL;
+    }
+    p->data = NULL;
+    return p;
+}
+
+void sy_poll_free(uv_poll_t *p)
+{
+    if (p != NULL)
+        uv_close((uv_handle_t *)p, free_handle_cb);
+}
+
+void sy_conn_adopt_poll(sy_conn_t *c, uv_poll_t *p)
+{
+    c->poll = p;
+    p->data = c;
+    c->events = 0;
+}

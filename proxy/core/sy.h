@@ -82,6 +82,13 @@ void sy_conn_init(sy_conn_t *c, uv_loop_t *loop, int fd, void *data);
 /* (Re)start watching c->fd for events with cb; allocates the poll handle on first use.
  * Only calls into libuv when the event set changes. Returns 0 or a libuv error. */
 int  sy_conn_watch(sy_conn_t *c, int events, sy_conn_cb cb);
+/* A poll handle made ahead of time for fd (uv_poll_init: also makes fd non-blocking), so
+ * a connection that adopts it later only starts it: a switch opens the new upstreams'
+ * handles while preparing, not while sessions are held. NULL on failure. sy_poll_free
+ * releases one that was never adopted. */
+uv_poll_t *sy_poll_new(uv_loop_t *loop, int fd);
+void sy_poll_free(uv_poll_t *p);
+void sy_conn_adopt_poll(sy_conn_t *c, uv_poll_t *p);
 /* sy_conn_watch, logging a failure for session conn_id; the caller closes the session. */
 int  sy_conn_watch_logged(sy_conn_t *c, int events, sy_conn_cb cb, uint64_t conn_id);
 /* Stop watching and release the poll handle (freed in its close callback). */

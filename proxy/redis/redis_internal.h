@@ -100,6 +100,7 @@ typedef struct redis_session_s {
     /* switchover */
     int            pre_fd;
     SSL           *pre_ssl;
+    uv_poll_t     *pre_poll;          /* its poll handle, made while preparing (plain only) */
     const conf_target_t *pre_target;
     local_t        held;            /* a complete command awaiting its local answer */
     const char    *proto_err;
@@ -135,5 +136,7 @@ int rs_s2c_at_boundary(redis_session_t *s);
 int rs_sub_add(sub_set_t *set, const char *name, size_t len);
 void rs_sub_clear(sub_set_t *set);
 void rs_sub_del(sub_set_t *set, const char *name, size_t len);
+
+void rs_pre_drop(redis_session_t *s);
 
 #endif

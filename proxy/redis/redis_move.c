@@ -21,6 +21,7 @@ typedef struct rs_move_s {
     conf_which_t     which;
     int              fd;
     SSL             *ssl;
+    uv_poll_t       *poll;     /* fd's poll handle, made while preparing (or NULL) */
     int              ok;
     char             err[512];
     uint8_t         *replay;   /* the commands to replay, and how many replies they owe */
@@ -134,12 +135,28 @@ static void rs_release(redis_session_t *s)
 
 /* Swap upstreams to the one m opened; the old one's close waits until this worker's part
  * of the switch is done. */
+/* Drop the upstream opened ahead, if any (and its poll handle). */
+void rs_pre_drop(redis_session_t *s)
+{
+    sy_poll_free(s->pre_poll);
+    s->pre_poll = NULL;
+    if (s->pre_fd >= 0 || s->pre_ssl)
+        sy_redis_hangup(s->pre_fd, s->pre_ssl);
+    s->pre_fd = -1;
+    s->pre_ssl = NULL;
+}
+
 static void rs_adopt_upstream(redis_session_t *s, rs_move_t *m)
 {
     int one = 1;
     sy_conn_close_later(&s->server);
-    ioctl(m->fd, FIONBIO, &one);
     sy_conn_init(&s->server, s->link.loop, m->fd, s);
+    if (m->poll != NULL) {
+        sy_conn_adopt_poll(&s->server, m->poll);   /* already non-blocking */
+        m->poll = NULL;
+    } else {
+        ioctl(m->fd, FIONBIO, &one);
+    }
     if (m->ssl != NULL) {
         s->server.ssl = m->ssl;
         s->server.ssl_owned = 1;
@@ -230,11 +247,20 @@ void rs_link_move(sy_session_link_t *l)
     if (s->pre_fd >= 0 && s->pre_target == m->target) {
         m->fd = s->pre_fd;   /* dialed while the session was still working */
         m->ssl = s->pre_ssl;
-    } else if (s->pre_fd >= 0) {
-        sy_redis_hangup(s->pre_fd, s->pre_ssl);
+        m->poll = s->pre_poll;
+        s->pre_fd = -1;
+        s->pre_ssl = NULL;
+        s->pre_poll = NULL;
+        if (m->poll != NULL && m->replay_len > 0) {
+            /* The replay runs blocking on the pool: the socket goes back to blocking, and
+             * the move makes its handle afresh. */
+            int zero = 0;
+            sy_poll_free(m->poll);
+            m->poll = NULL;
+            ioctl(m->fd, FIONBIO, &zero);
+        }
     }
-    s->pre_fd = -1;
-    s->pre_ssl = NULL;
+    rs_pre_drop(s);
     if (m->fd >= 0 && m->replay_len == 0) {
         /* Opened ahead and nothing to replay: the move is a swap, done here on the loop with
          * no thread-pool round trip and no change to the client's watch, so a worker moves
@@ -301,11 +327,13 @@ static void rs_prep_done(uv_work_t *req, int status)
         }
         sy_redis_hangup(w->fd, w->ssl);
     } else {
-        if (s->pre_fd >= 0)
-            sy_redis_hangup(s->pre_fd, s->pre_ssl);
+        rs_pre_drop(s);
         s->pre_fd = w->fd;
         s->pre_ssl = w->ssl;
         s->pre_target = w->target;
+        /* The poll handle now, outside any hold (plain sockets: a TLS one waits for the
+         * move, whose replay may still need it blocking). */
+        s->pre_poll = w->ssl == NULL ? sy_poll_new(s->link.loop, w->fd) : NULL;
     }
     sy_switch_prepared(&s->link);
     free(w);

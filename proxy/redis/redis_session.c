@@ -42,8 +42,7 @@ void rs_unref(redis_session_t *s)
             uv_freeaddrinfo(s->addrs);
         for (int i = 0; i < 3; i++)
             rs_sub_clear(&s->subs[i]);
-        if (s->pre_fd >= 0 || s->pre_ssl)
-            sy_redis_hangup(s->pre_fd, s->pre_ssl);
+        rs_pre_drop(s);
         free(s);
     }
 }
