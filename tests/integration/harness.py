@@ -14,6 +14,12 @@ What lives here, and how a test uses it:
     psql(...), PgWire(...)          real clients: psql/pgbench binaries, and a small protocol-3
                                     client on a raw socket for SQLSTATEs, startup parameters,
                                     BackendKeyData, cancel requests and malformed input
+    Console(port)                   the admin console (database "switchyard") on a raw socket:
+                                    .rows("SHOW CLIENTS") -> list of dicts
+    wait_until(pred, timeout, what) how a test waits: poll what the daemon shows (SHOW CLIENTS
+    sy.wait_log(pattern, ...)       through wait_clients, SHOW ROUTES, /metrics, an event in
+    wait_clients(console, pred)     its log) and fail naming `what` when it does not come;
+                                    never a bare sleep standing in for "long enough"
 
 Every process and temporary directory is registered: processes a test starts are stopped when
 the test ends (the runner pops a "scope"), everything else at exit (atexit and SIGTERM/SIGINT).
@@ -217,6 +223,20 @@ def wait_port(port, timeout=20.0, proc=None, host="127.0.0.1", what="server"):
         if time.monotonic() > deadline:
             fail("%s did not accept on %s:%d within %.0f s" % (what, host, port, timeout))
         time.sleep(0.05)
+
+
+def wait_until(pred, timeout=10.0, what="condition", interval=0.02):
+    """Poll pred() until it returns something true, and return that value. When `timeout`
+    seconds pass first, fail the test with "timed out after Ns waiting for <what>"; `what`
+    may be a callable, called then, so the message can show the last state seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            fail("timed out after %.1fs waiting for %s" % (timeout, what() if callable(what) else what))
+        time.sleep(interval)
 
 
 def clean_env(extra=None, home=None):
@@ -753,6 +773,21 @@ def startup_packet(params, proto=PROTO_3_0):
     return struct.pack("!I", len(body) + 4) + body
 
 
+def data_row(body):
+    """A DataRow body as a tuple of str (None for NULL)."""
+    n = struct.unpack("!H", body[:2])[0]
+    off, row = 2, []
+    for _ in range(n):
+        ln = struct.unpack("!i", body[off:off + 4])[0]
+        off += 4
+        if ln < 0:
+            row.append(None)
+        else:
+            row.append(body[off:off + ln].decode("utf-8", "replace"))
+            off += ln
+    return tuple(row)
+
+
 def parse_error_fields(body):
     fields = {}
     for part in body.split(b"\0"):
@@ -897,17 +932,7 @@ class PgWire:
             if typ == "T":
                 rows = []
             elif typ == "D":
-                n = struct.unpack("!H", body[:2])[0]
-                off, row = 2, []
-                for _ in range(n):
-                    ln = struct.unpack("!i", body[off:off + 4])[0]
-                    off += 4
-                    if ln < 0:
-                        row.append(None)
-                    else:
-                        row.append(body[off:off + ln].decode("utf-8", "replace"))
-                        off += ln
-                rows.append(tuple(row))
+                rows.append(data_row(body))
             elif typ == "E":
                 err = PgError(parse_error_fields(body))
             elif typ == "N":
@@ -1028,6 +1053,61 @@ def connect_error(port, db="sourcegraph", user=SUPERUSER, timeout=30.0, **params
     finally:
         w.close()
     fail("startup to db %s succeeded; expected an error" % db)
+
+
+class Console:
+    """The admin console (database "switchyard" on a postgres listener of switchyard) over a
+    raw protocol-3 socket, so that result sets and ErrorResponses are seen exactly as sent.
+    One connection for the console's whole life: a test that counts descriptors sees the
+    same one before and after."""
+
+    def __init__(self, port, timeout=60.0):
+        self.w = PgWire(port, timeout=timeout)
+        self.w.startup(user=SUPERUSER, database="switchyard")
+
+    def close(self):
+        self.w.terminate()
+
+    def result(self, sql):
+        """(column names, rows as tuples) of one command; raises PgError."""
+        w = self.w
+        w.send_query(sql)
+        cols, rows, err = [], [], None
+        while True:
+            typ, body = w.read_msg()
+            if typ == "T":
+                n = struct.unpack("!H", body[:2])[0]
+                off, cols, rows = 2, [], []
+                for _ in range(n):
+                    end = body.index(b"\0", off)
+                    cols.append(body[off:end].decode())
+                    off = end + 1 + 18
+            elif typ == "D":
+                rows.append(data_row(body))
+            elif typ == "E":
+                err = PgError(parse_error_fields(body))
+            elif typ == "Z":
+                w.status = chr(body[0])
+                if err:
+                    raise err
+                return cols, rows
+
+    def rows(self, sql):
+        cols, rows = self.result(sql)
+        return [dict(zip(cols, r)) for r in rows]
+
+
+def wait_clients(console, pred, what, timeout=10.0, route=None):
+    """Poll the console's SHOW CLIENTS (rows as dicts: id, protocol, route, target, state,
+    held, detail; only those of `route` when given) until pred(rows) is true; returns the
+    rows. Fails naming `what`, with the last rows seen."""
+    last = []
+
+    def look():
+        last[:] = [r for r in console.rows("SHOW CLIENTS") if route is None or r["route"] == route]
+        return list(last) if pred(last) else None
+
+    return wait_until(look, timeout, lambda: "%s; SHOW CLIENTS: %r" % (what, last))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1160,6 +1240,35 @@ class Switchyard:
                 return f.read().decode("utf-8", "replace")
         except OSError:
             return ""
+
+    def log_size(self):
+        """The log's length in bytes now: wait_log(since=sy.log_size()) taken before an action
+        waits for an event that the action caused, not an older one."""
+        try:
+            return os.path.getsize(self.logfile)
+        except OSError:
+            return 0
+
+    def wait_log(self, pattern, timeout=10.0, since=0, count=1, what=None):
+        """Wait until `count` lines of the log after byte offset `since` match the regular
+        expression `pattern` (re.search); returns the matching lines. Fails naming `what` (or
+        the pattern), with the log's tail, when timeout passes or switchyard exits first."""
+        rx = re.compile(pattern)
+        desc = what or "%s in switchyard's log" % (pattern if count == 1 else "%d lines matching %s" % (count, pattern))
+        found = []
+
+        def seen():
+            if not self.alive():
+                fail("switchyard exited (status %s) while waiting for %s:\n%s"
+                     % (self.proc.returncode, desc, log_tail(self.logfile, 30)))
+            with open(self.logfile, "rb") as f:
+                f.seek(since)
+                text = f.read().decode("utf-8", "replace")
+            found[:] = [l for l in text.splitlines() if rx.search(l)]
+            return found[:count] if len(found) >= count else None
+
+        return wait_until(seen, timeout, lambda: "%s (%d seen); log tail:\n%s"
+                          % (desc, len(found), log_tail(self.logfile, 30)))
 
     def alive(self):
         return self.proc.poll() is None

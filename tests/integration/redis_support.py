@@ -390,14 +390,14 @@ def is_closed(sock_or_resp, timeout=5.0):
 # misc
 
 def wait_for(pred, timeout=10.0, what="condition", interval=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            fail("timed out after %.0fs waiting for %s" % (timeout, what))
-        time.sleep(interval)
+    """harness.wait_until, under the name the Redis tests use."""
+    return harness.wait_until(pred, timeout, what, interval)
+
+
+def wait_blocked(server, n=1, timeout=10):
+    """Wait until n clients are blocked (BLPOP and friends) on a RedisServer."""
+    wait_for(lambda: info(server, "clients").get("blocked_clients") == str(n), timeout=timeout,
+             what="%d blocked client(s) on port %d" % (n, server.port))
 
 
 def still_serving(port, tag="alive"):
@@ -411,9 +411,11 @@ def still_serving(port, tag="alive"):
 
 
 class Monitor:
-    """MONITOR on a RedisServer directly, collecting lines in a thread."""
+    """MONITOR on a RedisServer directly, collecting lines in a thread. .stop() returns the
+    lines of every command the server executed before it was called."""
 
     def __init__(self, server):
+        self.server = server
         self.lines = []
         self.r = Resp(server.port, timeout=10)
         if server.password:
@@ -434,11 +436,21 @@ class Monitor:
             self.lines.append(str(v))
 
     def stop(self):
-        time.sleep(0.2)
+        # Redis feeds MONITOR in execution order: once a marker command sent now shows up,
+        # every line before it has arrived. The marker connection's own lines (an AUTH when
+        # the server has a password, the ECHO) are left out of the result.
+        marker = "monitor-marker-%d-%f" % (os.getpid(), time.time())
+        with Resp(self.server.port, timeout=10) as m:
+            me = " 127.0.0.1:%d]" % m.sock.getsockname()[1]
+            if self.server.password:
+                check(m.cmd("AUTH", self.server.password) == "OK", "AUTH on the upstream for the MONITOR marker")
+            check(m.cmd("ECHO", marker) == marker.encode(), "ECHO of the MONITOR marker")
+            wait_for(lambda: any(marker in l for l in list(self.lines)), 10,
+                     "MONITOR on port %d to show the marker ECHO" % self.server.port)
         self.stopped = True
         self.t.join(timeout=3)
         self.r.close()
-        return self.lines
+        return [l for l in self.lines if me not in l]
 
 
 def sha256_stream(chunks):

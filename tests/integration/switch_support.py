@@ -10,7 +10,7 @@ harness.py and redis_support.py.
                                            external is a closed port
     start_redis(builtin, external)         switchyard with route "redis-store": builtin and
                                            external RedisServers, starting on builtin
-    Console(sy)                            the admin console over a raw protocol-3 socket:
+    Console(sy)                            harness.Console on listener pg:
                                            .rows("SHOW ROUTES") -> list of dicts,
                                            .switch(route, to, ...) -> (row dict, t_start, t_end)
                                            (wall-clock times around the command),
@@ -19,16 +19,16 @@ harness.py and redis_support.py.
                                            .sqlstate_of_close() for sessions closed by a switch
     pgbench_init(ctx)                      the pgbench schema on both clusters, once per run
     where(session)                         (sy.cluster, inet_server_port()) of a session
+    wait_switching(con, route)             SHOW ROUTES shows the route switching
+    wait_prepared(sy, route, since)        the switch opened every new upstream: sessions on
+                                           the old target are held from now on
 
 The switch times are taken with time.time() (CLOCK_REALTIME), the clock Postgres uses for
 CURRENT_TIMESTAMP on this same machine, so they can be compared with pgbench_history.mtime.
 """
 
-import os
 import re
 import select
-import socket
-import struct
 import threading
 import time
 
@@ -38,7 +38,9 @@ from harness import check, fail
 DRAIN_TIMEOUT = 5
 PAUSE_MAX = 3
 
-GLOBALS = "drain_timeout = %d\npause_max = %d\nconnect_timeout = 5\n" % (DRAIN_TIMEOUT, PAUSE_MAX)
+# log_level = debug: the tests wait for event=switch_prepared (see wait_prepared)
+GLOBALS = ("drain_timeout = %d\npause_max = %d\nconnect_timeout = 5\nlog_level = debug\n"
+           % (DRAIN_TIMEOUT, PAUSE_MAX))
 
 
 # --------------------------------------------------------------------------------------------
@@ -89,55 +91,12 @@ def start_redis(ctx, builtin, external, globals_extra=""):
 # --------------------------------------------------------------------------------------------
 # the console
 
-class Console:
-    """The admin console (database "switchyard") over a raw protocol-3 socket, so that result
-    sets and ErrorResponses are seen exactly as sent."""
+class Console(harness.Console):
+    """harness.Console on switchyard's listener "pg", with the switchover commands."""
 
     def __init__(self, sy, timeout=60.0):
         self.sy = sy
-        self.w = harness.PgWire(sy.listeners["pg"], timeout=timeout)
-        self.w.startup(user="postgres", database="switchyard")
-
-    def close(self):
-        self.w.terminate()
-
-    def result(self, sql):
-        """(column names, rows as tuples) of one command; raises harness.PgError."""
-        w = self.w
-        w.send_query(sql)
-        cols, rows, err = [], [], None
-        while True:
-            typ, body = w.read_msg()
-            if typ == "T":
-                n = struct.unpack("!H", body[:2])[0]
-                off, cols, rows = 2, [], []
-                for _ in range(n):
-                    end = body.index(b"\0", off)
-                    cols.append(body[off:end].decode())
-                    off = end + 1 + 18
-            elif typ == "D":
-                n = struct.unpack("!H", body[:2])[0]
-                off, row = 2, []
-                for _ in range(n):
-                    ln = struct.unpack("!i", body[off:off + 4])[0]
-                    off += 4
-                    if ln < 0:
-                        row.append(None)
-                    else:
-                        row.append(body[off:off + ln].decode("utf-8", "replace"))
-                        off += ln
-                rows.append(tuple(row))
-            elif typ == "E":
-                err = harness.PgError(harness.parse_error_fields(body))
-            elif typ == "Z":
-                w.status = chr(body[0])
-                if err:
-                    raise err
-                return cols, rows
-
-    def rows(self, sql):
-        cols, rows = self.result(sql)
-        return [dict(zip(cols, r)) for r in rows]
+        super().__init__(sy.listeners["pg"], timeout=timeout)
 
     def command(self, sql):
         return self.result(sql)
@@ -214,14 +173,23 @@ class SwitchThread(threading.Thread):
 
 def wait_switching(console, route, timeout=10.0):
     """Wait until SHOW ROUTES says the route is switching."""
-    deadline = time.monotonic() + timeout
-    while True:
-        a = console.active(route)
-        if "switching" in a:
-            return a
-        if time.monotonic() > deadline:
-            fail("route %s never showed as switching (active=%r)" % (route, a))
-        time.sleep(0.02)
+    last = []
+
+    def switching():
+        last[:] = [console.active(route)]
+        return last[0] if "switching" in last[0] else None
+
+    return harness.wait_until(switching, timeout, lambda: "route %s to show as switching (active=%r)"
+                              % (route, last[0] if last else None))
+
+
+def wait_prepared(sy, route, since=0, timeout=DRAIN_TIMEOUT + 10):
+    """Wait for the switch of `route` begun after log offset `since` to have opened every
+    session's new upstream (event=switch_prepared, a debug line: GLOBALS turn debug on).
+    From then on a session on the old target is held at its next boundary; before, it is
+    not held at all (switchover.c)."""
+    return sy.wait_log(r"event=switch_prepared route=%s " % re.escape(route), timeout=timeout, since=since,
+                       what="the switch of route %s to open the new upstreams (event=switch_prepared)" % route)
 
 
 # --------------------------------------------------------------------------------------------

@@ -169,7 +169,7 @@ def http_raw(port, data, timeout=10.0, chunks=None, pause=0.0):
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         for i, c in enumerate(chunks if chunks is not None else [data]):
             if i and pause:
-                time.sleep(pause)
+                time.sleep(pause)   # a slow client, chunk by chunk: what the caller tests
             s.sendall(c)
         out = b""
         while True:

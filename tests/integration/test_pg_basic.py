@@ -330,9 +330,11 @@ def test_cancel(ctx):
             check(time.monotonic() < deadline, "queries did not start upstream")
             time.sleep(0.1)
         # wrong secret, and a pid switchyard never issued: both ignored
+        mark = sy.log_size()
         harness.cancel_request(sy.port, x.pid, x.secret ^ 0x5A5A)
         harness.cancel_request(sy.port, 1, x.secret)
-        time.sleep(1.5)
+        sy.wait_log(r"event=cancel_ignored ", since=mark, count=2,
+                    what="switchyard to have decided on both bad cancel requests (2 event=cancel_ignored)")
         check(_active(ext, x.pid), "a cancel with a wrong key stopped the query")
         t0 = time.monotonic()
         harness.cancel_request(sy.port, x.pid, x.secret)
@@ -546,6 +548,7 @@ def test_cancel_many_sessions_exact(ctx):
             check(time.monotonic() < deadline, "the 20 queries did not all start upstream")
             time.sleep(0.1)
         victims = _random.sample(range(20), 10)
+        mark = sy.log_size()
         with concurrent.futures.ThreadPoolExecutor(10) as pool:
             list(pool.map(lambda i: harness.cancel_request(sy.port, ws[i].pid, ws[i].secret), victims))
         for i in victims:
@@ -554,7 +557,8 @@ def test_cancel_many_sessions_exact(ctx):
                 fail("session %d was not cancelled" % i)
             except PgError as e:
                 check(e.sqlstate == "57014", "session %d: %s" % (i, e))
-        time.sleep(0.5)
+        sy.wait_log(r"event=cancel_sent ", since=mark, count=10,
+                    what="switchyard to have sent all 10 cancels (10 event=cancel_sent)")
         for i in set(range(20)) - set(victims):
             check(_active(ext, ws[i].pid), "session %d was stopped by a cancel meant for another" % i)
     finally:
@@ -576,7 +580,9 @@ def test_client_vanishing_commits_nothing(ctx):
     check(typ == "G", "no CopyInResponse: %r" % typ)
     w.send(_msg(b"d", b"".join(b"%d\n" % i for i in range(1000))))
     pid1 = w.pid
-    time.sleep(0.3)
+    harness.wait_until(lambda: ext.sql("SELECT tuples_processed FROM pg_stat_progress_copy WHERE pid = %d"
+                                       % pid1) == "1000",
+                       10, "the 1000 COPY rows to reach the upstream backend (pg_stat_progress_copy)")
     w.close()
     w = PgWire(sy.port)
     w.startup(database="sourcegraph")

@@ -63,9 +63,11 @@ def test_silent_target_connect_timeout(ctx):
     problems += _names(err, "pg", "127.0.0.1:%d" % silent.port)
     check(silent.received, "the silent listener never got a byte: was it reached at all?")
     # the loop is not blocked meanwhile: a concurrent session on the built-in route works
+    mark = sy.log_size()
     t = threading.Thread(target=lambda: harness.connect_error(sy.port, db="sourcegraph", timeout=15))
     t.start()
-    time.sleep(0.3)
+    sy.wait_log(r"event=connect conn=\d+ route=pg ", since=mark,
+                what="the second session's connect to the silent target to begin (event=connect route=pg)")
     t0 = time.monotonic()
     out = psql_ok(sy.port, "SELECT 'other'", db="sourcegraph-codeintel")
     if out != "other" or time.monotonic() - t0 > 1.5:
@@ -231,7 +233,16 @@ def test_sigterm_exits_promptly(ctx):
     busy.send_query("SELECT pg_sleep(30)")
     stuck = PgWire(sy.port)
     stuck.send(harness.startup_packet({"user": "postgres", "database": "sourcegraph-codeinsights"}))
-    time.sleep(1.0)
+
+    def in_place(rows):
+        by = {r["route"]: r for r in rows}
+        return (by.get("pg", {}).get("state") == "relay"
+                and "inflight=1" in by.get("pg-codeintel", {}).get("detail", "")
+                and by.get("pg-codeinsights", {}).get("state") == "connecting")
+
+    con = harness.Console(sy.port)
+    harness.wait_clients(con, in_place, "an idle session, one in a query and one connecting to the silent target")
+    con.close()
     t0 = time.monotonic()
     sy.proc.send_signal(15)
     try:
@@ -264,12 +275,16 @@ def test_client_leaves_while_connecting(ctx):
     silent = harness.SilentListener()
     env = {"PGHOST": "127.0.0.1", "PGPORT": str(silent.port), "PGUSER": "postgres", "PGCONNECT_TIMEOUT": "3"}
     sy = harness.start_default(ctx, env=env)
-    time.sleep(0.5)
+    # settled after its start: the first health probes of the built-in routes are over
+    for route in ("pg-codeintel", "pg-codeinsights"):
+        sy.wait_log(r"event=health route=%s target=builtin healthy=1" % route)
     fd0 = len(os.listdir("/proc/%d/fd" % sy.pid))
     for _ in range(20):
+        mark = sy.log_size()
         w = PgWire(sy.port)
         w.send(harness.startup_packet({"user": "postgres", "database": "sourcegraph"}))
-        time.sleep(0.05)
+        sy.wait_log(r"event=connect conn=\d+ route=pg ", since=mark,
+                    what="switchyard to begin connecting upstream for the client about to leave")
         w.close()
     deadline = time.monotonic() + 8   # the attempts end at the latest with PGCONNECT_TIMEOUT
     while True:

@@ -135,7 +135,7 @@ def test_backpressure_slow_client(ctx):
         w.startup(database="sourcegraph")
         rss0 = sy.rss_kb()
         w.send_query("SELECT repeat('x', 1000) FROM generate_series(1, 200000)")
-        time.sleep(4)
+        time.sleep(4)   # the client not reading for a while is the case under test
         rss1 = sy.rss_kb()
         rows, nbytes = _drain_rows(w)
         check(rows == 200000, "got %d rows" % rows)
@@ -176,7 +176,7 @@ def test_backpressure_slow_upstream(ctx):
 
     t = threading.Thread(target=sender, daemon=True)
     t.start()
-    time.sleep(4)
+    time.sleep(4)   # the upstream not reading for a while is the case under test
     rss1 = sy.rss_kb()
     stalled_at = sent["rows"]
     locker.query("COMMIT")
@@ -266,14 +266,23 @@ def test_churn_no_fd_or_memory_leak(ctx):
                 return busy
             time.sleep(0.2)
 
+    def gone(what):
+        # and switchyard's own view: no session left but the console asking
+        harness.wait_clients(con, lambda rows: all(r["protocol"] == "console" for r in rows),
+                             "every session of the %s to be gone from switchyard" % what, timeout=15)
+
+    # one console for the whole test, so that both counts include its descriptor
+    con = harness.Console(sy.port)
     rounds(600)   # warm-up: allocator pools, OpenSSL and libpq caches
     settle("warm-up")
-    time.sleep(1)
+    gone("warm-up")
     fd0, rss0 = _fds(sy.pid), sy.rss_kb()
     rounds(900)
     left = settle("churn")
-    time.sleep(1)
+    if not left:   # else the check below says which upstream sessions stayed
+        gone("churn")
     fd1, rss1 = _fds(sy.pid), sy.rss_kb()
+    con.close()
     print("# churn: fds %d -> %d, rss %d -> %d kB" % (fd0, fd1, rss0, rss1), flush=True)
     check(not left, "upstream sessions still open after their clients left: %s" % left)
     check(fd1 <= fd0 + 2, "switchyard holds %d descriptors after the churn, %d before" % (fd1, fd0))

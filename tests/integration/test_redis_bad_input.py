@@ -277,7 +277,8 @@ def test_slow_subscriber_bounded(ctx):
     sub.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     sub.connect(("127.0.0.1", sy.port))
     sub.sendall(encode("SUBSCRIBE", "flood"))
-    time.sleep(0.3)
+    rs.wait_for(lambda: server.cli("PUBSUB", "NUMSUB", "flood").stdout.split()[1:] == ["1"], 10,
+                "the subscriber's SUBSCRIBE to reach the upstream (PUBSUB NUMSUB flood)")
     rss0 = sy.rss_kb()
     msg = b"m" * (100 * 1024)
     with Resp(sy.port, timeout=30) as pub:

@@ -16,7 +16,6 @@ close. Passwords appear in no message and no log line.
 import re
 import signal
 import socket
-import time
 
 import harness
 from harness import check, fail
@@ -146,7 +145,11 @@ def test_upstream_killed_during_big_reply(ctx):
     s = Resp(sy.port)
     s.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     s.send(encode("GET", "big") + encode("PING"))
-    time.sleep(0.5)        # Redis is writing; we are not reading, so it cannot finish
+    # Redis is writing (the reply waits in its output buffer); we are not reading, so it
+    # cannot finish
+    rs.wait_for(lambda: any(int(rs.client_info_fields(l).get("omem", "0")) > 0
+                            for l in victim.cli("CLIENT", "LIST").stdout.splitlines()), 10,
+                "the upstream to be writing the 50 MB reply (a client with omem > 0 in CLIENT LIST)")
     victim.proc.kill_group(signal.SIGKILL)
     data = s.expect_close(20)
     check(not data.endswith(b"+PONG\r\n"), "PING answered after a truncated reply")

@@ -243,9 +243,9 @@ def test_resp3_tracking_invalidation_push(ctx):
             out += a.read_raw(2)
             # a push while BLPOP is owed, then AUTH (answered by switchyard when proxied)
             a.send_cmds([("BLPOP", "tq", "0"), ("PING",)])
-            time.sleep(0.2)
+            rs.wait_blocked(server)
             b.ok("SET", "tk", "3")
-            time.sleep(0.2)
+            rs.wait_for(lambda: not a.nothing_for(0), 5, "the invalidation push after SET tk 3 to reach the client")
             b.ok("LPUSH", "tq", "x")
             out += a.read_raw(3, timeout=5)
             return out
@@ -261,7 +261,7 @@ def test_resp3_tracking_invalidation_push(ctx):
         a.send_cmds([("CLIENT", "TRACKING", "ON"), ("GET", "tk")])
         a.read_raw(2)
         a.send_cmds([("BLPOP", "tq2", "0"), ("AUTH", "x"), ("PING",)])
-        time.sleep(0.2)
+        rs.wait_blocked(server)
         b.ok("SET", "tk", "4")
         check(isinstance(a.read(timeout=5), Push), "expected the invalidation push first: %r" % a.last_raw)
         check(a.nothing_for(0.3), "AUTH answered while BLPOP was still owed: %r" % bytes(a.buf[a.pos:]))
@@ -288,7 +288,7 @@ def test_inline_commands(ctx):
         r.send(b"SET \"sp ace\" 'q\"v'\r\n")
         check(r.read() == "OK", "inline SET with quotes: %r" % r.last_raw)
         r.send(b"GE")
-        time.sleep(0.1)
+        time.sleep(0.1)   # the rest in a later read: a command split across writes is the case
         r.send(b"T \"sp ace\"\r\n" + encode("GET", "a") + b"ECHO \"\\x41\\n\"\r\n")
         got = [r.read(), r.read(), r.read()]
         check(got == [b"q\"v", b"b", b"A\n"], "split/mixed inline replies: %r" % got)
@@ -349,7 +349,7 @@ def _reply_exchange(port, cmds, pipelined):
         else:
             for c in cmds:
                 r.send_cmds([c])
-                time.sleep(0.01)
+                time.sleep(0.01)   # one command per write, unpipelined: the case under test
         out = b""
         while True:
             v = r.read(timeout=5, what="waiting for ECHO END after %r (so far %r)" % (cmds, out))

@@ -76,7 +76,7 @@ def test_switch_psql_session_state_moves(ctx):
     _psql_state_after_switch(ctx, p, con, "builtin", 2)
     # a NOTIFY on the store the session left must not reach it any more
     ctx.external.sql("NOTIFY sw_chan, 'stale'", db="sourcegraph")
-    time.sleep(0.3)
+    time.sleep(0.3)   # the window in which a stale notification would arrive: what is checked
     out = p.run("SELECT 'after-stale';")
     check(out == ["after-stale"], "a NOTIFY on the old target reached the moved session: %r" % out)
     rc = p.quit()
@@ -134,11 +134,12 @@ def test_switch_deadline_closes_unmovable_sessions(ctx):
     _expect_where(busy, ctx, "builtin", "the busy session before the switch")
 
     t0 = time.monotonic()
+    mark = sy.log_size()
     sw = ss.SwitchThread(sy, "pg", "external")
     ss.wait_switching(con, "pg")
-    # new upstreams are opened before anyone is held (switchover.c): give that time, so the
+    # new upstreams are opened before anyone is held (switchover.c): wait for that, so the
     # query below is the one the hold stops
-    time.sleep(1.5)
+    ss.wait_prepared(sy, "pg", since=mark)
     busy.send_query("SELECT current_setting('sy.cluster'), inet_server_port()")
     closes = _wait_closes({"temp table": temp, "open transaction": txn}, t0, DRAIN + 15)
     for name, (fields, secs) in sorted(closes.items()):

@@ -92,7 +92,7 @@ def _pgbench_switching(ctx, mode):
     to = "external"
     for i in range(SWITCHES):
         at = t_connected + FIRST_SWITCH_AT + i * spacing
-        time.sleep(max(0.0, at - time.monotonic()))
+        time.sleep(max(0.0, at - time.monotonic()))   # switches spread over the run: the test's schedule
         if bench.poll() is not None:
             fail("pgbench ended (rc %s) before switch %d:\n%s" % (bench.poll(), i + 1, harness.log_tail(outfile)))
         row, t0, t1 = con.switch("pg", to)

@@ -93,7 +93,7 @@ def test_switch_redis_checkers_and_subscriber(ctx):
     to = "external"
     for i in range(SWITCHES):
         at = t_connected + 1.0 + i * spacing
-        time.sleep(max(0.0, at - time.monotonic()))
+        time.sleep(max(0.0, at - time.monotonic()))   # switches spread over the load: the test's schedule
         if load.poll() is not None:
             fail("the checker ended (rc %s) before switch %d: %s"
                  % (load.poll(), i + 1, harness.log_tail(os.path.join(d, "err.txt"))))
@@ -190,11 +190,6 @@ def test_switch_redis_checkers_and_subscriber(ctx):
 test_switch_redis_checkers_and_subscriber.timeout = 150
 
 
-def _wait_blocked(server, n=1, timeout=10):
-    rs.wait_for(lambda: rs.info(server, "clients").get("blocked_clients") == str(n), timeout=timeout,
-                what="%d blocked client(s) on port %d" % (n, server.port))
-
-
 def test_switch_redis_blpop_across_switch(ctx):
     builtin = harness.RedisServer()
     external = harness.RedisServer()
@@ -206,11 +201,12 @@ def test_switch_redis_blpop_across_switch(ctx):
     # released by a push on its own (old) store while the switch waits for it
     a = rs.Resp(sy.redis_port, timeout=30)
     a.send_cmds([("BLPOP", "sw:qa", "0")])
-    _wait_blocked(builtin)
+    rs.wait_blocked(builtin)
     t0 = time.monotonic()
+    mark = sy.log_size()
     sw = ss.SwitchThread(sy, ROUTE, "external")
     ss.wait_switching(con, ROUTE)
-    time.sleep(1.0)
+    ss.wait_prepared(sy, ROUTE, since=mark)   # the switch now waits for the BLPOP alone
     check(a.nothing_for(0.1), "the BLPOP was answered before anything was pushed")
     check(builtin.cli("RPUSH", "sw:qa", "pushed").stdout.strip() == "1", "RPUSH on builtin")
     v = a.read(timeout=10, what="BLPOP released by a push on its store")
@@ -228,7 +224,7 @@ def test_switch_redis_blpop_across_switch(ctx):
     # nobody pushes: -ERR and a close at the deadline
     b = rs.Resp(sy.redis_port, timeout=30)
     b.send_cmds([("BLPOP", "sw:qb", "0")])
-    _wait_blocked(external)
+    rs.wait_blocked(external)
     t0 = time.monotonic()
     sw = ss.SwitchThread(sy, ROUTE, "builtin")
     v = b.read(timeout=ss.DRAIN_TIMEOUT + 15, what="BLPOP at the switch deadline")

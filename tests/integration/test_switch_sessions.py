@@ -52,13 +52,14 @@ def test_switch_waits_for_a_short_transaction(ctx):
     other = ss.Session(sy.port)
     txn.query("BEGIN")
     txn.query("CREATE TABLE IF NOT EXISTS sw_short (x int)")
+    mark = sy.log_size()
     sw = ss.SwitchThread(sy, "pg", "external")
     ss.wait_switching(con, "pg")
 
     e = con.switch_error("pg", "builtin")
     check(e.sqlstate == "55006", "a second SWITCH during a switch: %s %s, want 55006" % (e.sqlstate, e.message))
 
-    time.sleep(1.0)   # new upstreams are opened before anyone is held
+    ss.wait_prepared(sy, "pg", since=mark)   # new upstreams are opened before anyone is held
     other.send_query("SELECT current_setting('sy.cluster')")
     check(not other.reply_within(1.0), "another session's transaction ran while the switch was holding")
     txn.query("INSERT INTO sw_short VALUES (1)")   # the open transaction carries on
@@ -129,7 +130,10 @@ def test_switch_cancel_after_move(ctx):
     check(row["moved"] == "1", "SWITCH: %r" % row)
     _where_is(s, ctx, "external", "the session after the switch")
     s.send_query("SELECT pg_sleep(20)")
-    time.sleep(0.5)
+    # a cancel that reaches the backend before the query starts is lost: wait until it runs
+    harness.wait_until(lambda: int(ctx.external.sql(
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query = 'SELECT pg_sleep(20)'")) > 0,
+        10, "SELECT pg_sleep(20) to run on external")
     t0 = time.monotonic()
     harness.cancel_request(sy.port, pid, secret)
     try:
@@ -187,9 +191,10 @@ def test_switch_redis_session_state_and_multi(ctx):
     m = rs.Resp(sy.redis_port)
     check(m.cmd("MULTI") == "OK" and m.cmd("SET", "sw:multi", "1") == "QUEUED", "MULTI / SET")
 
+    mark = sy.log_size()
     sw = ss.SwitchThread(sy, "redis-store", "external")
     ss.wait_switching(con, "redis-store")
-    time.sleep(1.0)
+    ss.wait_prepared(sy, "redis-store", since=mark)   # the others are held from here on
     v = m.cmd("EXEC", timeout=10)
     check(v == ["OK"], "EXEC of a MULTI open when the switch began: %r" % (v,))
     row, _a, _b = sw.join_result(timeout=DRAIN + 20)
@@ -234,9 +239,10 @@ def test_switch_new_connection_waits_for_old_transactions(ctx):
     txn = ss.Session(sy.port)
     txn.query("BEGIN")
     txn.query("INSERT INTO sw_order VALUES ('old-1', clock_timestamp())")
+    mark = sy.log_size()
     sw = ss.SwitchThread(sy, "pg", "external")
     ss.wait_switching(con, "pg")
-    time.sleep(1.0)
+    ss.wait_prepared(sy, "pg", since=mark)
     t0 = time.monotonic()
     fresh = ss.Session(sy.port)
     check(time.monotonic() - t0 < 3, "a new connection during the switch took %.1fs to start" % (time.monotonic() - t0))
@@ -345,12 +351,14 @@ def test_switch_while_paused_then_resume(ctx):
     idle = ss.Session(sy.port)
     con.command("PAUSE pg")
     waiting.send_query("SELECT 'waiting', current_setting('sy.cluster')")
-    time.sleep(0.3)
+    harness.wait_clients(con, lambda rows: sum(r["held"] == "yes" for r in rows) == 1,
+                         "the waiting session's query to be held by PAUSE pg", route="pg")
     row, _a, _b = con.switch("pg", "external")
     check(row["moved"] == "2" and row["closed"] == "0", "SWITCH while paused: %r" % row)
     check(con.active("pg") == "external (paused)", "SHOW ROUTES after a switch while paused: %r" % con.route("pg"))
     idle.send_query("SELECT 'idle', current_setting('sy.cluster')")
-    time.sleep(1.0)
+    harness.wait_clients(con, lambda rows: sum(r["held"] == "yes" for r in rows) == 2,
+                         "both sessions of the paused route to be held after the switch", route="pg")
     # (ParameterStatus may arrive: the new target's user differs; only results count)
     con.command("RESUME pg")
     got = {}

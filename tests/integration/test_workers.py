@@ -75,10 +75,8 @@ class Setup:
 
 def test_sessions_spread_over_workers(ctx):
     st = Setup(ctx, 3)
-    deadline = time.monotonic() + 10   # the port listens a moment before the ready line
-    while re.search(r"event=ready .*workers=3", st.sy.log_text()) is None:
-        check(time.monotonic() < deadline, "ready line does not say workers=3")
-        time.sleep(0.05)
+    # the port listens a moment before the ready line
+    st.sy.wait_log(r"event=ready .*workers=3", timeout=10, what="a ready line that says workers=3")
     check(st.wait_idle() == {0: 0, 1: 0, 2: 0}, "three workers, none busy, at start")
 
     # 9 Redis and 3 Postgres sessions, each proven working; handed out in turn: 4 per worker.
