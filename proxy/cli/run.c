@@ -264,8 +264,9 @@ static void run_env_build(run_env_t *e, const conf_t *c, const conf_env_t *snap)
 static char **env_vector(const run_env_t *e, const conf_env_t *snap, const char *drop, const char *extra,
                          char ***own, size_t *nown)
 {
-    char **out = calloc(snap->n + e->n + 2, sizeof(char *));
-    *own = calloc(e->n + 2, sizeof(char *));
+    size_t nchanges = e ? e->n : 0;
+    char **out = calloc(snap->n + nchanges + 2, sizeof(char *));
+    *own = calloc(nchanges + 2, sizeof(char *));
     *nown = 0;
     if (out == NULL || *own == NULL) {
         fprintf(stderr, "switchyard: out of memory\n");
