@@ -383,3 +383,35 @@ def test_man_page_renders(ctx):
     text = re.sub(r".\x08", "", r.stdout)
     for s in ("SWITCHYARD", "switchyard run", "--wait-ready", "/readyz", "PGPASSWORD", "EXIT STATUS", "SIGHUP"):
         check(s in text, "the rendered page lacks %r" % s)
+
+
+def test_daemon_sd_notify(ctx):
+    """The daemon sends READY=1 and MAINPID to $NOTIFY_SOCKET (a path, as systemd gives it)
+    once it listens, with no libsystemd; `switchyard run` also tells its own NOTIFY_SOCKET."""
+    import socket
+    d = harness.tmpdir("notify")
+    path = os.path.join(d, "notify.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(path)
+    s.settimeout(30)
+    try:
+        port = harness.free_port()
+        sy = harness.Switchyard(harness.pg_conf(port, [harness.pg_route("pg", "sourcegraph", default=True,
+                                                                       builtin=ctx.builtin.conninfo())]),
+                                env={"NOTIFY_SOCKET": path})
+        msg = s.recv(512).decode()
+        check("READY=1" in msg.split("\n") and "MAINPID=%d" % sy.pid in msg.split("\n"),
+              "the daemon's notification: %r" % msg)
+        sy.stop()
+        # switchyard run: READY=1 with the wrapper's pid, before COMMAND starts.
+        b, x = harness.RedisServer(), harness.RedisServer(password=REDIS_PW)
+        w = Wrapped(ctx, b, x)
+        w.env["NOTIFY_SOCKET"] = path
+        w.start('env > "$OUT/env.txt"\necho up > "$OUT/ready.txt"\n')
+        msg = s.recv(512).decode()
+        check("READY=1" in msg.split("\n") and "MAINPID=%d" % w.proc.pid in msg.split("\n"),
+              "switchyard run's notification: %r" % msg)
+        check(w.wait_exit() == 0, "run exited non-zero")
+        check("NOTIFY_SOCKET" not in _env_file(w.wait_file("env.txt")), "the app inherited NOTIFY_SOCKET")
+    finally:
+        s.close()
