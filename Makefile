@@ -113,12 +113,14 @@ UNITDIR    ?= /lib/systemd/system
 SY_VERSION := $(shell sed -n 's/^\#define SY_VERSION "\(.*\)"/\1/p' proxy/core/sy.h)
 DOCS       := README.md $(wildcard docs/*.md) conf/switchyard.conf.example
 EXAMPLES   := contrib/supervisord.conf contrib/Dockerfile contrib/docker-entrypoint.sh
+# The tests install the binary under test as it is (INSTALL_BIN=...), never rebuilding it.
+INSTALL_BIN ?= $(BUILD)/switchyard
 
 .PHONY: install deb
-install: $(BUILD)/switchyard
+install: $(INSTALL_BIN)
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(UNITDIR) \
 	  $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(SYSCONFDIR)/switchyard
-	install -m 0755 $(BUILD)/switchyard $(DESTDIR)$(BINDIR)/switchyard
+	install -m 0755 $(INSTALL_BIN) $(DESTDIR)$(BINDIR)/switchyard
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/switchyard/switchyard.conf ]; then \
 	  echo "install: keeping the existing $(DESTDIR)$(SYSCONFDIR)/switchyard/switchyard.conf"; \
 	else \
@@ -139,7 +141,7 @@ DEB_FILE  := switchyard_$(SY_VERSION)_$(DEB_ARCH).deb
 
 deb: $(BUILD)/switchyard
 	rm -rf $(DEB_STAGE) && mkdir -p $(DEB_STAGE)/root/DEBIAN $(DEB_STAGE)/debian
-	$(MAKE) --no-print-directory install BUILD=$(BUILD) DESTDIR=$(abspath $(DEB_STAGE))/root PREFIX=/usr
+	$(MAKE) --no-print-directory install BUILD=$(BUILD) INSTALL_BIN=$(BUILD)/switchyard DESTDIR=$(abspath $(DEB_STAGE))/root PREFIX=/usr
 	strip --strip-unneeded $(DEB_STAGE)/root/usr/bin/switchyard
 	echo "Source: switchyard" > $(DEB_STAGE)/debian/control
 	cd $(DEB_STAGE) && dpkg-shlibdeps -O root/usr/bin/switchyard | sed -n 's/^shlibs:Depends=//p' > depends

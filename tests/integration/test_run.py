@@ -335,8 +335,9 @@ def test_wait_ready_not_ready(ctx):
 # make install, the man page
 
 def _make(*args, timeout=300):
-    build = os.path.dirname(os.environ.get("SWITCHYARD_BIN", os.path.join(ROOT, "build-asan", "switchyard")))
-    return harness.run(["make", "-C", ROOT, "--no-print-directory", "BUILD=" + build] + list(args),
+    """make in the checkout, installing the binary under test as it is (never rebuilt here)."""
+    binary = os.path.abspath(os.environ.get("SWITCHYARD_BIN", os.path.join(ROOT, "build-asan", "switchyard")))
+    return harness.run(["make", "-C", ROOT, "--no-print-directory", "INSTALL_BIN=" + binary] + list(args),
                        env=dict(os.environ), timeout=timeout)
 
 
