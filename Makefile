@@ -97,3 +97,60 @@ clean:
 bench: $(BUILD)/switchyard
 	SWITCHYARD_BIN=$(abspath $(BUILD))/switchyard bench/pg_bench.sh
 	SWITCHYARD_BIN=$(abspath $(BUILD))/switchyard bench/redis_bench.sh
+
+# ---- install and Debian package ---------------------------------------------------------
+#   make install [PREFIX=/usr/local] [DESTDIR=]   the binary, /etc/switchyard/switchyard.conf
+#                                                 (never overwritten), the man page, the
+#                                                 systemd unit, the docs and examples
+#   make deb                                      switchyard_<version>_<arch>.deb, with dpkg-deb
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+BINDIR     ?= $(PREFIX)/bin
+MANDIR     ?= $(PREFIX)/share/man
+DOCDIR     ?= $(PREFIX)/share/doc/switchyard
+SYSCONFDIR ?= /etc
+UNITDIR    ?= /lib/systemd/system
+SY_VERSION := $(shell sed -n 's/^\#define SY_VERSION "\(.*\)"/\1/p' proxy/core/sy.h)
+DOCS       := README.md $(wildcard docs/*.md) conf/switchyard.conf.example
+EXAMPLES   := contrib/supervisord.conf contrib/Dockerfile contrib/docker-entrypoint.sh
+# The tests install the binary under test as it is (INSTALL_BIN=...), never rebuilding it.
+INSTALL_BIN ?= $(BUILD)/switchyard
+
+.PHONY: install deb
+install: $(INSTALL_BIN)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(UNITDIR) \
+	  $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(SYSCONFDIR)/switchyard
+	install -m 0755 $(INSTALL_BIN) $(DESTDIR)$(BINDIR)/switchyard
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/switchyard/switchyard.conf ]; then \
+	  echo "install: keeping the existing $(DESTDIR)$(SYSCONFDIR)/switchyard/switchyard.conf"; \
+	else \
+	  echo "install -m 0644 conf/switchyard.conf $(DESTDIR)$(SYSCONFDIR)/switchyard/switchyard.conf"; \
+	  install -m 0644 conf/switchyard.conf $(DESTDIR)$(SYSCONFDIR)/switchyard/switchyard.conf; \
+	fi
+	gzip -9n < contrib/switchyard.1 > $(DESTDIR)$(MANDIR)/man1/switchyard.1.gz
+	chmod 0644 $(DESTDIR)$(MANDIR)/man1/switchyard.1.gz
+	sed 's|@BINDIR@|$(BINDIR)|g' contrib/switchyard.service.in > $(DESTDIR)$(UNITDIR)/switchyard.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/switchyard.service
+	install -m 0644 $(DOCS) $(DESTDIR)$(DOCDIR)/
+	install -m 0644 $(EXAMPLES) $(DESTDIR)$(DOCDIR)/examples/
+
+# The package is built from the release build (build/), staged with `make install`.
+DEB_ARCH  := $(shell dpkg --print-architecture 2>/dev/null)
+DEB_STAGE := $(BUILD)/deb
+DEB_FILE  := switchyard_$(SY_VERSION)_$(DEB_ARCH).deb
+
+deb: $(BUILD)/switchyard
+	rm -rf $(DEB_STAGE) && mkdir -p $(DEB_STAGE)/root/DEBIAN $(DEB_STAGE)/debian
+	$(MAKE) --no-print-directory install BUILD=$(BUILD) INSTALL_BIN=$(BUILD)/switchyard DESTDIR=$(abspath $(DEB_STAGE))/root PREFIX=/usr
+	strip --strip-unneeded $(DEB_STAGE)/root/usr/bin/switchyard
+	echo "Source: switchyard" > $(DEB_STAGE)/debian/control
+	cd $(DEB_STAGE) && dpkg-shlibdeps -O root/usr/bin/switchyard | sed -n 's/^shlibs:Depends=//p' > depends
+	test -s $(DEB_STAGE)/depends
+	sed -e 's|@VERSION@|$(SY_VERSION)|' -e 's|@ARCH@|$(DEB_ARCH)|' \
+	  -e "s|@DEPENDS@|$$(cat $(DEB_STAGE)/depends), adduser|" \
+	  -e "s|@SIZE@|$$(du -sk $(DEB_STAGE)/root | cut -f1)|" \
+	  contrib/debian/control.in > $(DEB_STAGE)/root/DEBIAN/control
+	install -m 0644 contrib/debian/conffiles $(DEB_STAGE)/root/DEBIAN/conffiles
+	install -m 0755 contrib/debian/postinst contrib/debian/postrm $(DEB_STAGE)/root/DEBIAN/
+	dpkg-deb --root-owner-group --build $(DEB_STAGE)/root $(DEB_FILE)
+	dpkg-deb --info $(DEB_FILE) | sed -n '/Package:/,$$p'

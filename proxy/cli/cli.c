@@ -34,6 +34,7 @@
 #include <libpq-fe.h>
 #include "conf/conf.h"
 #include "proxy/cli/cli.h"
+#include "proxy/cli/run.h"
 
 enum {
     CLI_OK = 0,         /* the command completed */
@@ -143,6 +144,8 @@ static int takes_value(const char *a)
 
 int sy_cli_is_subcommand(int argc, char **argv)
 {
+    if (sy_run_wanted(argc, argv))
+        return 1;           /* `run` and `--wait-ready` (run.c) */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--") == 0)
@@ -158,7 +161,7 @@ int sy_cli_is_subcommand(int argc, char **argv)
 }
 
 /* Hide a secret given with -o from ps, as main.c does: overwrite the value in argv. */
-static void scrub_arg(char *arg)
+void sy_cli_scrub_arg(char *arg)
 {
     char *eq = strchr(arg, '=');
     if (eq == NULL || (strstr(arg, "password") == NULL && strstr(arg, "PASSWORD") == NULL))
@@ -229,7 +232,7 @@ static int parse_args(int argc, char **argv, cli_opts_t *o)
             if (r < 0)
                 goto missing;
             o->overrides[o->args.noverrides++] = strdup(v);
-            scrub_arg(v);
+            sy_cli_scrub_arg(v);
         } else if ((r = opt_value(argc, argv, &i, "--host", NULL, &v)) != 0) {
             if (r < 0)
                 goto missing;
@@ -637,6 +640,8 @@ int sy_cli_main(int argc, char **argv)
     const char *filter = NULL, *password = NULL;
     int have_conf = 0, rc = CLI_USAGE;
 
+    if (sy_run_wanted(argc, argv))
+        return sy_run_main(argc, argv);
     memset(&o, 0, sizeof(o));
     memset(&conf, 0, sizeof(conf));
     memset(&env, 0, sizeof(env));

@@ -11,4 +11,7 @@ int sy_cli_is_subcommand(int argc, char **argv);
 /* Run the subcommand; returns the process exit code. */
 int sy_cli_main(int argc, char **argv);
 
+/* Hide the value of a -o KEY=VALUE whose key names a password from ps (overwrites argv). */
+void sy_cli_scrub_arg(char *arg);
+
 #endif

@@ -18,6 +18,7 @@
 #endif
 #include "proxy/core/sy.h"
 #include "proxy/cli/cli.h"
+#include "proxy/cli/notify.h"
 #include "proxy/control/metrics.h"
 
 sy_server_t sy_server;
@@ -287,6 +288,7 @@ int main(int argc, char **argv)
     uv_signal_init(sy_server.loop, &sig_hup);
     uv_signal_start(&sig_hup, sighup_cb, SIGHUP);
     sy_info("event=ready version=%s pid=%d workers=%d", SY_VERSION, (int)getpid(), nworkers);
+    sy_notify_ready();      /* systemd Type=notify, and `switchyard run` (no-op without NOTIFY_SOCKET) */
 
     if (sy_workers_run(err, sizeof(err)) != 0) {
         fprintf(stderr, "switchyard: %s\n", err);

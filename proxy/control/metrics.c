@@ -1,6 +1,6 @@
 /*
- * metrics.c - Prometheus metrics and /healthz on a small loopback HTTP server, and the
- * health probes behind route->healthy.
+ * metrics.c - Prometheus metrics, /healthz and /readyz on a small loopback HTTP server, and
+ * the health probes behind route->healthy.
  *
  * HTTP (not the data path, so a plain uv_tcp_t): one request per connection, answered
  * with Connection: close. The request head goes through protocol/http_req one read at a
@@ -16,8 +16,10 @@
  * that unread request bytes never turn our close into a reset that eats the response.
  *
  *   GET /metrics   text format 0.0.4, one family after another, each with HELP and TYPE
- *   GET /healthz   200 "ok" when every route's last probe of its active target succeeded,
- *                  else 503 with "route <name>: <host:port>: <cause>" per failing route
+ *   GET /healthz   liveness: 200 "ok" while the process serves (this loop answers)
+ *   GET /readyz    readiness: 200 "ok" when every route's last probe of its active target
+ *                  succeeded, else 503 with "route <name>: <host:port>: <cause>" per
+ *                  failing route (orchestrators stop sending traffic, not restart us)
  *   HEAD           as GET without the body; other methods 405; other paths 404
  *
  * Probes: a repeating timer (unref'd) looks at every route each second and queues
@@ -107,7 +109,7 @@ static void buf_label_value(mx_buf_t *b, const char *s)
     }
 }
 
-/* One line of text for /healthz: control characters become spaces. */
+/* One line of text for /readyz: control characters become spaces. */
 static void buf_text(mx_buf_t *b, const char *s)
 {
     for (; s && *s; s++)
@@ -249,7 +251,7 @@ static int probes_start(char *err, size_t errlen)
     return 0;
 }
 
-/* ---- /metrics and /healthz ---------------------------------------------------------- */
+/* ---- /metrics and /readyz ----------------------------------------------------------- */
 
 static const char *proto_name(const sy_route_t *r)
 {
@@ -382,8 +384,8 @@ static void render_metrics(mx_buf_t *b)
     }
 }
 
-/* Returns the HTTP status: 200 when every route is healthy, else 503. */
-static int render_healthz(mx_buf_t *b)
+/* /readyz. Returns the HTTP status: 200 when every route is healthy, else 503. */
+static int render_readyz(mx_buf_t *b)
 {
     int bad = 0;
     for (size_t i = 0; i < sy_server.nroutes; i++) {
@@ -554,15 +556,16 @@ static void respond_text(mx_conn_t *c, int status, const char *reason, const cha
 static void handle_request(mx_conn_t *c)
 {
     http_req_uri_t uri;
-    int is_metrics = 0, is_healthz = 0;
+    int is_metrics = 0, is_healthz = 0, is_readyz = 0;
     if (http_req_split_target(c->req.target, &uri) == 0) {
         is_metrics = http_req_path_is(&uri, "/metrics");
         is_healthz = http_req_path_is(&uri, "/healthz");
+        is_readyz = http_req_path_is(&uri, "/readyz");
     }
     int is_head = strcmp(c->req.method, "HEAD") == 0;
 
-    if (!is_metrics && !is_healthz) {
-        respond_text(c, 404, "Not Found", NULL, "not found; try /metrics or /healthz\n");
+    if (!is_metrics && !is_healthz && !is_readyz) {
+        respond_text(c, 404, "Not Found", NULL, "not found; try /metrics, /healthz or /readyz\n");
         return;
     }
     if (!is_head && strcmp(c->req.method, "GET") != 0) {
@@ -573,8 +576,10 @@ static void handle_request(mx_conn_t *c)
     int status = 200;
     if (is_metrics)
         render_metrics(&b);
+    else if (is_readyz)
+        status = render_readyz(&b);
     else
-        status = render_healthz(&b);
+        buf_printf(&b, "ok\n");    /* liveness: we are answering */
     if (b.oom)
         respond_text(c, 500, "Internal Server Error", NULL, "out of memory\n");
     else

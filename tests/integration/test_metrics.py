@@ -1,6 +1,7 @@
 """
-test_metrics.py - the metrics endpoint: /metrics in Prometheus text format, /healthz, the
-health probes behind it, and the HTTP server's handling of bad and slow clients.
+test_metrics.py - the metrics endpoint: /metrics in Prometheus text format, /healthz
+(liveness: 200 while the process serves), /readyz (readiness: every route's active target
+answered its probe) and the health probes behind it, and the HTTP server's handling of bad and slow clients.
 
 Debian 12's promtool comes only in the `prometheus` package (~96 MB installed), so the
 exposition is checked by parse_exposition below, which is stricter than Prometheus itself:
@@ -204,16 +205,16 @@ def scrape(port):
     return samples, types, r.text
 
 
-def wait_healthz(port, status, timeout=7.0, want=None):
-    """Poll /healthz until it answers `status` from a finished probe (and with the text
+def wait_readyz(port, status, timeout=7.0, want=None):
+    """Poll /readyz until it answers `status` from a finished probe (and with the text
     `want` in it, if given)."""
     deadline = time.monotonic() + timeout
     while True:
-        r = http(port, "/healthz")
+        r = http(port, "/readyz")
         if r.status == status and "not probed yet" not in r.text and (want is None or want in r.text):
             return r
         if time.monotonic() > deadline:
-            fail("/healthz still %d %r after %.0fs, want %d" % (r.status, r.text, timeout, status))
+            fail("/readyz still %d %r after %.0fs, want %d" % (r.status, r.text, timeout, status))
         time.sleep(0.2)
 
 
@@ -323,22 +324,30 @@ def test_metrics_exposition(ctx):
     check(h.status == 200 and h.body == b"" and int(h.headers["content-length"]) > 100, "HEAD /metrics: %r" % h.raw)
 
     # The probes find both targets reachable.
-    hz = wait_healthz(st.metrics, 200)
-    check(hz.text == "ok\n", "/healthz body %r" % hz.text)
+    hz = wait_readyz(st.metrics, 200)
+    check(hz.text == "ok\n", "/readyz body %r" % hz.text)
+    lz = http(st.metrics, "/healthz")
+    check(lz.status == 200 and lz.text == "ok\n", "/healthz (liveness): %d %r" % (lz.status, lz.text))
     samples, _, _ = scrape(st.metrics)
     check(series(samples, "switchyard_route_healthy", **pg) == 1, "pg route not healthy in metrics")
     check(series(samples, "switchyard_route_healthy", **rd) == 1, "redis route not healthy in metrics")
     st.sy.stop()
 
 
-def test_healthz_unhealthy_route(ctx):
+def test_readyz_unhealthy_route(ctx):
+    """A dead active target makes /readyz 503 with the reason; /healthz (liveness) stays 200:
+    the process serves, restarting it would not bring the target back."""
     closed = harness.closed_port()
     secret = "never-print-this-9"
     st = Setup(ctx, pg_builtin="host=127.0.0.1 port=%d sslmode=disable password=%s" % (closed, secret))
-    hz = wait_healthz(st.metrics, 503)
+    hz = wait_readyz(st.metrics, 503)
     lines = hz.text.splitlines()
-    check(len(lines) == 1, "/healthz should name the one bad route: %r" % hz.text)
-    check(lines[0].startswith("route pg: 127.0.0.1:%d: " % closed), "/healthz line %r" % lines[0])
+    check(len(lines) == 1, "/readyz should name the one bad route: %r" % hz.text)
+    check(lines[0].startswith("route pg: 127.0.0.1:%d: " % closed), "/readyz line %r" % lines[0])
+    lz = http(st.metrics, "/healthz")
+    check(lz.status == 200 and lz.text == "ok\n", "/healthz with a dead target: %d %r (liveness must stay 200)"
+          % (lz.status, lz.text))
+    check(http(st.metrics, "/readyz", method="HEAD").status == 503, "HEAD /readyz with a dead target")
     check(len(lines[0]) > len("route pg: 127.0.0.1:%d: " % closed) + 5, "no cause in %r" % lines[0])
     # A client of the dead route gets its error, and the error counters see it.
     e, _ = harness.connect_error(st.pg)
@@ -356,15 +365,15 @@ def test_healthz_unhealthy_route(ctx):
     st.sy.stop()
 
 
-def test_switch_seen_in_metrics_and_healthz(ctx):
+def test_switch_seen_in_metrics_and_readyz(ctx):
     """A route on external switched (FORCE) to a dead built-in: active_target and
-    switches_total follow at once, and /healthz names the new target within a probe tick,
+    switches_total follow at once, and /readyz names the new target within a probe tick,
     not the old target's next 5 s round."""
     closed = harness.closed_port()
     st = Setup(ctx, pg_builtin="host=127.0.0.1 port=%d sslmode=disable" % closed,
                env=harness.external_env(ctx), pg_extra="env_prefix = \n")
     pg = dict(route="pg", protocol="postgres")
-    wait_healthz(st.metrics, 200, timeout=15)
+    wait_readyz(st.metrics, 200, timeout=15)
     samples, _, _ = scrape(st.metrics)
     check(series(samples, "switchyard_route_active_target", target="external", **pg) == 1, "not on external")
     check(series(samples, "switchyard_route_active_target", target="builtin", **pg) == 0, "builtin active")
@@ -374,8 +383,8 @@ def test_switch_seen_in_metrics_and_healthz(ctx):
     check(series(samples, "switchyard_route_active_target", target="external", **pg) == 0, "external active")
     check(series(samples, "switchyard_route_switches_total", **pg) == 1, "switches_total after one SWITCH")
     check(series(samples, "switchyard_route_last_switch_duration_seconds", **pg) >= 0, "switch duration")
-    hz = wait_healthz(st.metrics, 503, timeout=4, want="route pg: 127.0.0.1:%d: " % closed)
-    check(len(hz.text.splitlines()) == 1, "/healthz names more than the pg route: %r" % hz.text)
+    hz = wait_readyz(st.metrics, 503, timeout=4, want="route pg: 127.0.0.1:%d: " % closed)
+    check(len(hz.text.splitlines()) == 1, "/readyz names more than the pg route: %r" % hz.text)
     samples, _, _ = scrape(st.metrics)
     check(series(samples, "switchyard_route_healthy", **pg) == 0, "dead built-in reported healthy")
     st.sy.stop()
@@ -390,6 +399,10 @@ def test_http_errors_and_slow_clients(ctx):
     check(r.status == 405 and "GET" in r.headers.get("allow", ""), "POST /metrics: %d %r" % (r.status, r.headers))
     r = http(port, "/healthz", method="DELETE")
     check(r.status == 405, "DELETE /healthz: %d" % r.status)
+    r = http(port, "/readyz", method="DELETE")
+    check(r.status == 405, "DELETE /readyz: %d" % r.status)
+    r = http(port, "/readyzz")
+    check(r.status == 404, "GET /readyzz: %d" % r.status)
     r = http(port, "/metrics", headers="")           # HTTP/1.1 without Host
     check(r.status == 400, "no Host: %d" % r.status)
     r = http(port, "/metrics?x=1")                   # a query string does not change the path
