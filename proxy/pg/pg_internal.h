@@ -71,9 +71,7 @@ struct pg_session_s {
     int            refs;
     pg_state_t     state;
     sy_listener_t *listener;
-    sy_route_t    *route;
-    const conf_target_t *target;
-    conf_which_t   which;
+    /* route, target and which: in link, stored once */
     int            trusted;
     int            ssl_answered;      /* SSLRequest seen */
     int            gss_answered;      /* GSSENCRequest seen (libpq may follow it with SSLRequest) */

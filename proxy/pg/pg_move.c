@@ -260,9 +260,9 @@ static void move_done(uv_work_t *req, int status)
     if (!m->ok) {
         if (m->conn)
             PQfinish(m->conn);
-        sy_warn("event=move_failed conn=%llu route=%s error=%s", (unsigned long long)s->id, s->route->conf->name,
+        sy_warn("event=move_failed conn=%llu route=%s error=%s", (unsigned long long)s->id, s->link.route->conf->name,
                 sy_logq(q, sizeof(q), m->err));
-        pg_close(s, "57P01", "route %s switched to %s; reconnect (%s)", s->route->conf->name,
+        pg_close(s, "57P01", "route %s switched to %s; reconnect (%s)", s->link.route->conf->name,
                  m->which == CONF_EXTERNAL ? "external" : "builtin", m->err);
         sy_switch_moved(&s->link, 0);
         goto out;
@@ -281,8 +281,6 @@ static void move_done(uv_work_t *req, int status)
     if (PQsslInUse(s->pg))
         sy_tls_adopt(&s->server, PQsslStruct(s->pg, "OpenSSL"));
     s->be_pid = (uint32_t)PQbackendPID(s->pg);
-    s->target = m->target;
-    s->which = m->which;
     s->link.target = m->target;
     s->link.which = m->which;
     pgw_scan_init(&s->sscan, sy_conf()->max_message_size);
@@ -302,7 +300,7 @@ static void move_done(uv_work_t *req, int status)
     pgr_append(&s->s2c_extra, m->notifies.data, m->notifies.len);
     pg_set_state(s, PGS_RELAY);
     if (s->s2c_extra.oom) {
-        pg_close(s, "53200", "route %s: out of memory after a move", s->route->conf->name);
+        pg_close(s, "53200", "route %s: out of memory after a move", s->link.route->conf->name);
         sy_switch_moved(&s->link, 0);
         goto out;
     }
@@ -312,7 +310,7 @@ static void move_done(uv_work_t *req, int status)
         goto out;
     }
     sy_info("event=moved conn=%llu route=%s target=%s upstream=%s backend_pid=%u ms=%llu", (unsigned long long)s->id,
-            s->route->conf->name, s->which == CONF_EXTERNAL ? "external" : "builtin", s->target->hostport, s->be_pid,
+            s->link.route->conf->name, s->link.which == CONF_EXTERNAL ? "external" : "builtin", s->link.target->hostport, s->be_pid,
             (unsigned long long)(uv_now(s->link.loop) - m->started));
     s->refs++;
     if (!sy_route_should_hold(&s->link)) {
@@ -339,7 +337,7 @@ int pg_link_quiet(sy_session_link_t *l)
 void pg_link_move(sy_session_link_t *l)
 {
     pg_session_t *s = (pg_session_t *)l;
-    sy_route_t *r = s->route;
+    sy_route_t *r = s->link.route;
     pg_move_t *m = calloc(1, sizeof(*m));
     const char *why = "out of memory";
     if (m == NULL || pg_build_params(s, sy_route_target(r, sy_route_active(r)), 0,
@@ -397,10 +395,10 @@ static void prep_done(uv_work_t *req, int status)
     pg_prep_t *w = req->data;
     pg_session_t *s = w->s;
     if (s->state == PGS_CLOSING || s->state == PGS_CLOSED || PQstatus(w->conn) != CONNECTION_OK) {
-        if (PQstatus(w->conn) != CONNECTION_OK && s->route) {
+        if (PQstatus(w->conn) != CONNECTION_OK && s->link.route) {
             char q[600];
             sy_warn("event=preconnect_failed conn=%llu route=%s error=%s", (unsigned long long)s->id,
-                    s->route->conf->name, sy_logq(q, sizeof(q), PQerrorMessage(w->conn)));
+                    s->link.route->conf->name, sy_logq(q, sizeof(q), PQerrorMessage(w->conn)));
         }
         PQfinish(w->conn);
     } else {
@@ -417,7 +415,7 @@ static void prep_done(uv_work_t *req, int status)
 void pg_link_prepare(sy_session_link_t *l)
 {
     pg_session_t *s = (pg_session_t *)l;
-    sy_route_t *r = s->route;
+    sy_route_t *r = s->link.route;
     const conf_target_t *t = sy_route_target(r, sy_route_active(r));
     const char *why;
     pg_prep_t *w = calloc(1, sizeof(*w));

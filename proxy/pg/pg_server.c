@@ -30,7 +30,7 @@ static void connect_failed(pg_session_t *s, const char *why)
     cause[o] = '\0';
     /* The SQLSTATE the server would have given, where libpq's text tells it. */
     const char *state = pgw_errclass_connect(cause);
-    pg_close(s, state, "route %s: cannot connect to %s: %s", s->route->conf->name, s->target->hostport, cause);
+    pg_close(s, state, "route %s: cannot connect to %s: %s", s->link.route->conf->name, s->link.target->hostport, cause);
 }
 
 static void attempt_failed(pg_session_t *s, const char *why);
@@ -227,7 +227,7 @@ static void pg_attempt_start(pg_session_t *s)
         connect_failed(s, "out of memory");
         return;
     }
-    SY_STAT_ADD(s->route->upstreams, 1);
+    SY_STAT_ADD(s->link.route->upstreams, 1);
     if (PQstatus(s->pg) == CONNECTION_BAD) {
         attempt_failed(s, PQerrorMessage(s->pg));
         return;
@@ -260,7 +260,7 @@ static void attempt_failed(pg_session_t *s, const char *why)
     if (s->pg != NULL) {
         PQfinish(s->pg);
         s->pg = NULL;
-        SY_STAT_SUB(s->route->upstreams, 1);
+        SY_STAT_SUB(s->link.route->upstreams, 1);
     }
     s->server.fd = -1;
     if (s->natt > 0 && ++s->iatt < s->natt) {
@@ -274,7 +274,7 @@ static void pg_connect_start(pg_session_t *s)
 {
     const char *why = "out of memory";
     s->pp = malloc(sizeof(*s->pp));
-    if (s->pp == NULL || pg_build_params(s, s->target, 1, s->pp, &why) != 0) {
+    if (s->pp == NULL || pg_build_params(s, s->link.target, 1, s->pp, &why) != 0) {
         connect_failed(s, why);
         return;
     }
@@ -399,9 +399,9 @@ static void resolve_next(pg_session_t *s)
  * block the loop), then connect. Targets with hostaddr need no resolution. */
 void pg_upstream_begin(pg_session_t *s)
 {
-    const conf_kv_t *kv = &s->target->pg;
+    const conf_kv_t *kv = &s->link.target->pg;
     const char *host = conf_kv_get(kv, "host");
-    int timeout = s->route ? sy_conf()->connect_timeout : 10;
+    int timeout = s->link.route ? sy_conf()->connect_timeout : 10;
     const char *ct = conf_kv_get(kv, "connect_timeout");
     if (ct != NULL && atoi(ct) > 0)
         timeout = atoi(ct) < 2 ? 2 : atoi(ct);   /* libpq treats 1 as 2 */

@@ -140,14 +140,14 @@ static void pg_finish_upstream(pg_session_t *s)
          * finish (move_done), never ours under its feet. */
         pg_move_orphan(s->move);
         s->pg = NULL;
-        if (s->route)
-            SY_STAT_SUB(s->route->upstreams, 1);
+        if (s->link.route)
+            SY_STAT_SUB(s->link.route->upstreams, 1);
     }
     if (s->pg != NULL) {
         PQfinish(s->pg);   /* sends Terminate, frees libpq's SSL, closes its socket */
         s->pg = NULL;
-        if (s->route)
-            SY_STAT_SUB(s->route->upstreams, 1);
+        if (s->link.route)
+            SY_STAT_SUB(s->link.route->upstreams, 1);
     }
     s->server.fd = -1;
     s->server.ssl = NULL;
@@ -163,10 +163,10 @@ static void pg_destroy(pg_session_t *s)
     s->key = 0;
     pg_finish_upstream(s);
     sy_conn_close(&s->client);
-    if (s->route) {
-        SY_STAT_SUB(s->route->clients, 1);
-        SY_STAT_ADD(s->route->bytes_in, s->c2s.bytes);
-        SY_STAT_ADD(s->route->bytes_out, s->s2c.bytes);
+    if (s->link.route) {
+        SY_STAT_SUB(s->link.route->clients, 1);
+        SY_STAT_ADD(s->link.route->bytes_in, s->c2s.bytes);
+        SY_STAT_ADD(s->link.route->bytes_out, s->s2c.bytes);
     }
     SY_STAT_SUB(sy_server.nclients, 1);
     sy_debug("event=disconnect conn=%llu", (unsigned long long)s->id);
@@ -241,15 +241,15 @@ void pg_close(pg_session_t *s, const char *sqlstate, const char *fmt, ...)
         va_end(ap);
         char q[1100];
         sy_info("event=client_error conn=%llu route=%s sqlstate=%s message=%s", (unsigned long long)s->id,
-                s->route ? s->route->conf->name : "-", sqlstate, sy_logq(q, sizeof(q), msg));
-        if (s->route) {
-            SY_STAT_ADD(s->route->nerrors, 1);
+                s->link.route ? s->link.route->conf->name : "-", sqlstate, sy_logq(q, sizeof(q), msg));
+        if (s->link.route) {
+            SY_STAT_ADD(s->link.route->nerrors, 1);
             if (strcmp(sqlstate, "08001") == 0 || strcmp(sqlstate, "28P01") == 0 || strcmp(sqlstate, "53300") == 0)
-                SY_STAT_ADD(s->route->err_connect, 1);
+                SY_STAT_ADD(s->link.route->err_connect, 1);
             else if (strcmp(sqlstate, "08006") == 0)
-                SY_STAT_ADD(s->route->err_lost, 1);
+                SY_STAT_ADD(s->link.route->err_lost, 1);
             else if (strcmp(sqlstate, "08P01") == 0)
-                SY_STAT_ADD(s->route->err_protocol, 1);
+                SY_STAT_ADD(s->link.route->err_protocol, 1);
         }
         if (boundary) {
             uint8_t out[1400];
@@ -305,17 +305,17 @@ static int c2s_scan(void *arg, sy_pipe_t *p)
             /* A pause or a switch: the client's next transaction waits here. */
             if (!s->link.held) {
                 s->link.held = 1;
-                sy_debug("event=hold conn=%llu route=%s", (unsigned long long)s->id, s->route->conf->name);
+                sy_debug("event=hold conn=%llu route=%s", (unsigned long long)s->id, s->link.route->conf->name);
             }
             p->reading = 0;
             p->fwd = p->scanned;
-            sy_switch_poke(s->route);
+            sy_switch_poke(s->link.route);
             return 0;
         }
         ssize_t n = pgw_scan(&s->cscan, p->buf + p->scanned, p->end - p->scanned, &ev);
         if (n < 0) {
             pg_close(s, "08P01", "route %s: protocol violation from the client: %s",
-                     s->route->conf->name, s->cscan.err);
+                     s->link.route->conf->name, s->cscan.err);
             return -1;
         }
         p->scanned += (uint32_t)n;
@@ -391,8 +391,8 @@ static int s2c_scan(void *arg, sy_pipe_t *p)
              * still be told why. */
             p->fwd = p->end = p->scanned;
             s->s2c_cut = 1;
-            pg_close(s, "08P01", "route %s: protocol violation from %s: %s", s->route->conf->name,
-                     s->target->hostport, s->sscan.err);
+            pg_close(s, "08P01", "route %s: protocol violation from %s: %s", s->link.route->conf->name,
+                     s->link.target->hostport, s->sscan.err);
             return -1;
         }
         p->scanned += (uint32_t)n;
@@ -410,8 +410,8 @@ static int s2c_scan(void *arg, sy_pipe_t *p)
             if (s->inflight > 0)
                 s->inflight--;
             s->copy_in = s->copy_out = 0;
-            if (s->route)
-                SY_STAT_ADD(s->route->transactions, 1);
+            if (s->link.route)
+                SY_STAT_ADD(s->link.route->transactions, 1);
             break;
         case 'G':
             s->copy_in = 1;
@@ -430,8 +430,8 @@ static int s2c_scan(void *arg, sy_pipe_t *p)
         }
     }
     p->fwd = p->scanned;
-    if (s->route && pg_idle(s))
-        sy_switch_poke(s->route);
+    if (s->link.route && pg_idle(s))
+        sy_switch_poke(s->link.route);
     return 0;
 }
 
@@ -446,8 +446,8 @@ void pg_update_polls(pg_session_t *s)
 void pg_upstream_lost(pg_session_t *s, int err)
 {
     const char *why = s->server.tls_err ? s->server.tls_err : err ? strerror(-err) : "server closed the connection";
-    pg_close(s, "08006", "route %s: connection to %s lost: %s", s->route->conf->name,
-             s->target->hostport, why);
+    pg_close(s, "08006", "route %s: connection to %s lost: %s", s->link.route->conf->name,
+             s->link.target->hostport, why);
 }
 
 /* Feed what we queued for the client (s2c_extra) into s2c; the server is not read until
@@ -517,8 +517,8 @@ void pg_relay_begin(pg_session_t *s)
     if (PQsslInUse(s->pg)) {
         SSL *ssl = PQsslStruct(s->pg, "OpenSSL");
         if (ssl == NULL) {
-            pg_close(s, "08001", "route %s: cannot take over the TLS session to %s", s->route->conf->name,
-                     s->target->hostport);
+            pg_close(s, "08001", "route %s: cannot take over the TLS session to %s", s->link.route->conf->name,
+                     s->link.target->hostport);
             return;
         }
         sy_tls_adopt(&s->server, ssl);
@@ -547,8 +547,8 @@ void pg_relay_begin(pg_session_t *s)
     s->s2c.reading = 1;
     sy_pipe_inject(&s->s2c, out, off);
     sy_info("event=session_ready conn=%llu route=%s target=%s upstream=%s backend_pid=%u tls=%s",
-            (unsigned long long)s->id, s->route->conf->name,
-            s->which == CONF_EXTERNAL ? "external" : "builtin", s->target->hostport, s->be_pid,
+            (unsigned long long)s->id, s->link.route->conf->name,
+            s->link.which == CONF_EXTERNAL ? "external" : "builtin", s->link.target->hostport, s->be_pid,
             PQsslInUse(s->pg) ? "on" : "off");
     if (c2s_scan(s, &s->c2s) != 0)
         return;
@@ -568,8 +568,8 @@ static void pg_describe(const sy_session_link_t *l, char cols[][128])
     const pg_session_t *s = (const pg_session_t *)l;
     snprintf(cols[0], 128, "%llu", (unsigned long long)s->id);
     snprintf(cols[1], 128, "%s", s->admin ? "console" : "postgres");
-    snprintf(cols[2], 128, "%s", s->route ? s->route->conf->name : "");
-    snprintf(cols[3], 128, "%s", s->target ? s->target->hostport : "");
+    snprintf(cols[2], 128, "%s", s->link.route ? s->link.route->conf->name : "");
+    snprintf(cols[3], 128, "%s", s->link.target ? s->link.target->hostport : "");
     snprintf(cols[4], 128, "%s", pg_state_names[s->state]);
     snprintf(cols[5], 128, "txn=%c inflight=%u copy=%s db=%.40s user=%.40s", s->txn ? s->txn : '-', s->inflight,
              s->copy_in || s->copy_out ? "yes" : "no", s->database ? s->database : "",

@@ -125,21 +125,19 @@ static void pg_route_and_connect(pg_session_t *s)
         pg_admin_begin(s);
         return;
     }
-    s->route = sy_route_for_database(s->listener, s->database);
-    if (s->route == NULL) {
+    s->link.route = sy_route_for_database(s->listener, s->database);
+    if (s->link.route == NULL) {
         pg_close(s, "3D000", "no route for database \"%s\" on listener %s", s->database,
                  s->listener->conf->name);
         return;
     }
-    SY_STAT_ADD(s->route->clients, 1);
-    s->which = sy_route_active(s->route);
-    s->target = s->which == CONF_EXTERNAL ? &s->route->conf->external : &s->route->conf->builtin;
-    sy_session_set_route(&s->link, s->route);
-    s->link.which = s->which;
-    s->link.target = s->target;
-    if (!s->target->defined) {
-        pg_close(s, "08001", "route %s: the %s target is not configured", s->route->conf->name,
-                 s->which == CONF_EXTERNAL ? "external" : "builtin");
+    SY_STAT_ADD(s->link.route->clients, 1);
+    s->link.which = sy_route_active(s->link.route);
+    s->link.target = s->link.which == CONF_EXTERNAL ? &s->link.route->conf->external : &s->link.route->conf->builtin;
+    sy_session_set_route(&s->link, s->link.route);
+    if (!s->link.target->defined) {
+        pg_close(s, "08001", "route %s: the %s target is not configured", s->link.route->conf->name,
+                 s->link.which == CONF_EXTERNAL ? "external" : "builtin");
         return;
     }
     if (!s->trusted && s->listener->conf->auth_password != NULL) {
@@ -153,8 +151,8 @@ static void pg_route_and_connect(pg_session_t *s)
     }
     char q1[256], q2[256];
     sy_info("event=connect conn=%llu route=%s database=%s user=%s target=%s", (unsigned long long)s->id,
-            s->route->conf->name, sy_logq(q1, sizeof(q1), s->database), sy_logq(q2, sizeof(q2), s->user),
-            s->which == CONF_EXTERNAL ? "external" : "builtin");
+            s->link.route->conf->name, sy_logq(q1, sizeof(q1), s->database), sy_logq(q2, sizeof(q2), s->user),
+            s->link.which == CONF_EXTERNAL ? "external" : "builtin");
     pg_upstream_begin(s);
 }
 

@@ -179,9 +179,9 @@ static int run_local(redis_session_t *s)
     if (what == LOCAL_PROTO_ERR) {
         char msg[300];
         snprintf(msg, sizeof(msg), "ERR %s", s->proto_err ? s->proto_err : "Protocol error");
-        if (s->route) {
-            SY_STAT_ADD(s->route->nerrors, 1);
-            SY_STAT_ADD(s->route->err_protocol, 1);
+        if (s->link.route) {
+            SY_STAT_ADD(s->link.route->nerrors, 1);
+            SY_STAT_ADD(s->link.route->err_protocol, 1);
         }
         rs_reply_error(s, msg);
         rs_close(s, NULL);
@@ -411,7 +411,7 @@ int rs_c2s_scan(void *arg, sy_pipe_t *p)
             s->link.held = 1;
             p->reading = 0;
             p->fwd = p->scanned;
-            sy_switch_poke(s->route);
+            sy_switch_poke(s->link.route);
             return 0;
         }
         int done = 0;
@@ -470,9 +470,9 @@ int rs_s2c_scan(void *arg, sy_pipe_t *p)
         ssize_t n = resp_reply_scan(&s->rp, p->buf + p->scanned, p->end - p->scanned, &done);
         if (n < 0) {
             p->fwd = p->scanned;
-            SY_STAT_ADD(s->route->transactions, replies);
-            SY_STAT_ADD(s->route->err_protocol, 1);
-            rs_close(s, "route %s: protocol error from %s: %s", s->route->conf->name, s->target->hostport,
+            SY_STAT_ADD(s->link.route->transactions, replies);
+            SY_STAT_ADD(s->link.route->err_protocol, 1);
+            rs_close(s, "route %s: protocol error from %s: %s", s->link.route->conf->name, s->link.target->hostport,
                      s->rp.err);
             return -1;
         }
@@ -513,7 +513,7 @@ int rs_s2c_scan(void *arg, sy_pipe_t *p)
     }
     p->fwd = p->scanned;
     if (replies > 0)
-        SY_STAT_ADD(s->route->transactions, replies);
+        SY_STAT_ADD(s->link.route->transactions, replies);
     /* Owed replies have passed: a held command can be answered now. */
     if (s->held != LOCAL_NONE && s->pending == 0 && s->state == RS_RELAY) {
         if (rs_c2s_scan(s, &s->c2s) != 0)
@@ -521,7 +521,7 @@ int rs_s2c_scan(void *arg, sy_pipe_t *p)
         if (s->held == LOCAL_NONE && !s->link.held) {
             s->c2s.reading = 1;
             if (sy_pipe_flush(&s->c2s) < 0) {
-                rs_close(s, "route %s: connection to %s lost", s->route->conf->name, s->target->hostport);
+                rs_close(s, "route %s: connection to %s lost", s->link.route->conf->name, s->link.target->hostport);
                 return -1;
             }
         }
@@ -529,8 +529,8 @@ int rs_s2c_scan(void *arg, sy_pipe_t *p)
     if (!s->c2s.reading && s->held == LOCAL_NONE && s->pending < sy_conf()->redis_max_pipeline &&
         s->state == RS_RELAY && !s->link.held)
         s->c2s.reading = 1;
-    if (s->route && rs_idle(s))
-        sy_switch_poke(s->route);
+    if (s->link.route && rs_idle(s))
+        sy_switch_poke(s->link.route);
     return 0;
 }
 

@@ -58,9 +58,7 @@ typedef struct redis_session_s {
     int            refs;
     rs_state_t     state;
     sy_listener_t *listener;
-    sy_route_t    *route;
-    const conf_target_t *target;
-    conf_which_t   which;
+    /* route, target and which: in link, stored once */
     int            authed;          /* client may send commands */
     const char    *password;        /* what clients must AUTH with, NULL if nothing */
 

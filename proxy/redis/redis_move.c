@@ -165,8 +165,6 @@ static void rs_adopt_upstream(redis_session_t *s, rs_move_t *m)
     }
     m->fd = -1;
     m->ssl = NULL;
-    s->target = m->target;
-    s->which = m->which;
     s->link.target = m->target;
     s->link.which = m->which;
     resp_reply_init(&s->rp, 0);   /* redis_max_bulk limits what clients send, not replies */
@@ -183,10 +181,10 @@ static void rs_move_done(uv_work_t *req, int status)
     }
     if (!m->ok) {
         sy_redis_hangup(m->fd, m->ssl);
-        sy_warn("event=move_failed conn=%llu route=%s error=%s", (unsigned long long)s->id, s->route->conf->name,
+        sy_warn("event=move_failed conn=%llu route=%s error=%s", (unsigned long long)s->id, s->link.route->conf->name,
                 sy_logq(q, sizeof(q), m->err));
         rs_set_state(s, RS_RELAY);
-        rs_close(s, "route %s switched to %s; reconnect (%s)", s->route->conf->name,
+        rs_close(s, "route %s switched to %s; reconnect (%s)", s->link.route->conf->name,
                  m->which == CONF_EXTERNAL ? "external" : "builtin", m->err);
         sy_switch_moved(&s->link, 0);
         goto out;
@@ -194,7 +192,7 @@ static void rs_move_done(uv_work_t *req, int status)
     rs_adopt_upstream(s, m);
     rs_set_state(s, RS_RELAY);
     sy_debug("event=moved conn=%llu route=%s target=%s upstream=%s ms=%llu", (unsigned long long)s->id,
-            s->route->conf->name, s->which == CONF_EXTERNAL ? "external" : "builtin", s->target->hostport,
+            s->link.route->conf->name, s->link.which == CONF_EXTERNAL ? "external" : "builtin", s->link.target->hostport,
             (unsigned long long)(uv_now(s->link.loop) - m->started));
     s->refs++;
     s->s2c.reading = 1;
@@ -221,7 +219,7 @@ int rs_link_quiet(sy_session_link_t *l)
 void rs_link_move(sy_session_link_t *l)
 {
     redis_session_t *s = (redis_session_t *)l;
-    sy_route_t *r = s->route;
+    sy_route_t *r = s->link.route;
     if (s->tracking || s->subs_untracked) {
         rs_close(s, "route %s switched to %s; reconnect (%s)", r->conf->name,
                  sy_route_active(r) == CONF_EXTERNAL ? "external" : "builtin",
@@ -269,7 +267,7 @@ void rs_link_move(sy_session_link_t *l)
         free(m->replay);
         free(m);
         sy_debug("event=moved conn=%llu route=%s target=%s upstream=%s ms=0", (unsigned long long)s->id,
-                 r->conf->name, s->which == CONF_EXTERNAL ? "external" : "builtin", s->target->hostport);
+                 r->conf->name, s->link.which == CONF_EXTERNAL ? "external" : "builtin", s->link.target->hostport);
         s->refs++;
         s->s2c.reading = 1;
         if (s->link.held && !sy_route_should_hold(&s->link))
@@ -320,10 +318,10 @@ static void rs_prep_done(uv_work_t *req, int status)
     rs_prep_t *w = req->data;
     redis_session_t *s = w->s;
     if (w->fd < 0 || s->state == RS_CLOSING || s->state == RS_CLOSED) {
-        if (w->fd < 0 && s->route) {
+        if (w->fd < 0 && s->link.route) {
             char q[600];
             sy_warn("event=preconnect_failed conn=%llu route=%s error=%s", (unsigned long long)s->id,
-                    s->route->conf->name, sy_logq(q, sizeof(q), w->err));
+                    s->link.route->conf->name, sy_logq(q, sizeof(q), w->err));
         }
         sy_redis_hangup(w->fd, w->ssl);
     } else {
@@ -343,7 +341,7 @@ static void rs_prep_done(uv_work_t *req, int status)
 void rs_link_prepare(sy_session_link_t *l)
 {
     redis_session_t *s = (redis_session_t *)l;
-    sy_route_t *r = s->route;
+    sy_route_t *r = s->link.route;
     rs_prep_t *w = calloc(1, sizeof(*w));
     if (w == NULL) {
         sy_switch_prepared(l);

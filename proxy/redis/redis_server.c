@@ -13,18 +13,18 @@ void rs_connect_failed(redis_session_t *s, const char *cause)
 {
     if (s->state != RS_CONNECTING)
         return;
-    snprintf(s->errmsg, sizeof(s->errmsg), "route %s: cannot connect to %s: %s", s->route->conf->name,
-             s->target->hostport, cause);
+    snprintf(s->errmsg, sizeof(s->errmsg), "route %s: cannot connect to %s: %s", s->link.route->conf->name,
+             s->link.target->hostport, cause);
     char q[700];
-    sy_info("event=upstream_failed conn=%llu route=%s error=%s", (unsigned long long)s->id, s->route->conf->name,
+    sy_info("event=upstream_failed conn=%llu route=%s error=%s", (unsigned long long)s->id, s->link.route->conf->name,
             sy_logq(q, sizeof(q), s->errmsg));
-    SY_STAT_ADD(s->route->nerrors, 1);
-    SY_STAT_ADD(s->route->err_connect, 1);
+    SY_STAT_ADD(s->link.route->nerrors, 1);
+    SY_STAT_ADD(s->link.route->err_connect, 1);
     /* Whatever the server said during setup is not the client's to see. */
     s->s2c.start = s->s2c.fwd = s->s2c.scanned = s->s2c.end = 0;
     resp_reply_init(&s->rp, 0);
     if (s->server.fd >= 0)
-        SY_STAT_SUB(s->route->upstreams, 1);
+        SY_STAT_SUB(s->link.route->upstreams, 1);
     sy_conn_close(&s->server);
     if (s->timer_on)
         uv_timer_stop(&s->timer);
@@ -52,7 +52,7 @@ static void rs_relay_start(redis_session_t *s)
     s->c2s.reading = 1;
     s->s2c.reading = 1;
     sy_info("event=session_ready conn=%llu route=%s target=%s upstream=%s tls=%s", (unsigned long long)s->id,
-            s->route->conf->name, s->which == CONF_EXTERNAL ? "external" : "builtin", s->target->hostport,
+            s->link.route->conf->name, s->link.which == CONF_EXTERNAL ? "external" : "builtin", s->link.target->hostport,
             s->server.ssl ? "on" : "off");
     rs_relay_drive(s, &s->server, 0);
     if (s->state == RS_RELAY)
@@ -105,7 +105,7 @@ static void rs_setup_read(redis_session_t *s)
 
 static void rs_send_setup(redis_session_t *s)
 {
-    const sy_endpoint_t *ep = &s->target->redis;
+    const sy_endpoint_t *ep = &s->link.target->redis;
     uint8_t out[1200];
     size_t o = 0;
     char dbs[16];
@@ -161,14 +161,14 @@ static void rs_tls_step(redis_session_t *s)
  * (loops share it; sy_shared_mu keeps two from building it at once). */
 static SSL_CTX *rs_tls_ctx(redis_session_t *s, char *err, size_t errlen)
 {
-    int w = s->which == CONF_EXTERNAL;
+    int w = s->link.which == CONF_EXTERNAL;
     pthread_mutex_lock(&sy_shared_mu);
-    if (s->route->tls_ctx[w] == NULL) {
-        const conf_target_t *t = s->target;
-        s->route->tls_ctx[w] = sy_tls_client_ctx(t->tls_ca_file, t->tls_cert, t->tls_key,
+    if (s->link.route->tls_ctx[w] == NULL) {
+        const conf_target_t *t = s->link.target;
+        s->link.route->tls_ctx[w] = sy_tls_client_ctx(t->tls_ca_file, t->tls_cert, t->tls_key,
                                                  t->tls_insecure_skip_verify, err, errlen);
     }
-    SSL_CTX *ctx = s->route->tls_ctx[w];
+    SSL_CTX *ctx = s->link.route->tls_ctx[w];
     pthread_mutex_unlock(&sy_shared_mu);
     return ctx;
 }
@@ -177,10 +177,10 @@ static void rs_connected(redis_session_t *s)
 {
     int one = 1;
     setsockopt(s->server.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (s->target->redis.tls) {
+    if (s->link.target->redis.tls) {
         char err[300];
         SSL_CTX *ctx = rs_tls_ctx(s, err, sizeof(err));
-        if (ctx == NULL || sy_tls_attach(&s->server, ctx, 0, s->target->redis.host) != 0) {
+        if (ctx == NULL || sy_tls_attach(&s->server, ctx, 0, s->link.target->redis.host) != 0) {
             rs_connect_failed(s, ctx == NULL ? err : "cannot start TLS");
             return;
         }
@@ -214,7 +214,7 @@ static void rs_server_connecting(redis_session_t *s, sy_conn_t *c)
         if (err != 0) {
             snprintf(s->errmsg, sizeof(s->errmsg), "%s", strerror(err));
             sy_conn_close(&s->server);
-            SY_STAT_SUB(s->route->upstreams, 1);
+            SY_STAT_SUB(s->link.route->upstreams, 1);
             rs_connect_next(s);
             return;
         }
@@ -236,7 +236,7 @@ static void rs_connect_next(redis_session_t *s)
             snprintf(s->errmsg, sizeof(s->errmsg), "%s", strerror(errno));
             continue;
         }
-        ((struct sockaddr_in *)a->ai_addr)->sin_port = htons(s->target->redis.port);
+        ((struct sockaddr_in *)a->ai_addr)->sin_port = htons(s->link.target->redis.port);
         int r = connect(fd, a->ai_addr, a->ai_addrlen);
         if (r != 0 && errno != EINPROGRESS) {
             snprintf(s->errmsg, sizeof(s->errmsg), "%s", strerror(errno));
@@ -244,7 +244,7 @@ static void rs_connect_next(redis_session_t *s)
             continue;
         }
         sy_conn_init(&s->server, s->link.loop, fd, s);
-        SY_STAT_ADD(s->route->upstreams, 1);
+        SY_STAT_ADD(s->link.route->upstreams, 1);
         s->setup_left = -3;
         if (sy_conn_watch(&s->server, UV_WRITABLE, rs_server_cb) != 0) {
             rs_connect_failed(s, "cannot watch the socket");
@@ -268,7 +268,7 @@ void rs_gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     }
     if (status != 0) {
         char cause[300];
-        snprintf(cause, sizeof(cause), "cannot resolve %s: %s", s->target->redis.host, uv_strerror(status));
+        snprintf(cause, sizeof(cause), "cannot resolve %s: %s", s->link.target->redis.host, uv_strerror(status));
         rs_connect_failed(s, cause);
     } else {
         s->addrs = res;

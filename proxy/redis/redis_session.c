@@ -109,14 +109,14 @@ static void rs_destroy(redis_session_t *s)
         return;
     rs_set_state(s, RS_CLOSED);
     sy_session_unlink(&s->link);
-    if (s->server.fd >= 0 && s->route)
-        SY_STAT_SUB(s->route->upstreams, 1);
+    if (s->server.fd >= 0 && s->link.route)
+        SY_STAT_SUB(s->link.route->upstreams, 1);
     sy_conn_close(&s->server);
     sy_conn_close(&s->client);
-    if (s->route) {
-        SY_STAT_SUB(s->route->clients, 1);
-        SY_STAT_ADD(s->route->bytes_in, s->c2s.bytes);
-        SY_STAT_ADD(s->route->bytes_out, s->s2c.bytes);
+    if (s->link.route) {
+        SY_STAT_SUB(s->link.route->clients, 1);
+        SY_STAT_ADD(s->link.route->bytes_in, s->c2s.bytes);
+        SY_STAT_ADD(s->link.route->bytes_out, s->s2c.bytes);
     }
     SY_STAT_SUB(sy_server.nclients, 1);
     if (s->timer_on) {
@@ -188,8 +188,8 @@ void rs_close(redis_session_t *s, const char *fmt, ...)
         return;
     int boundary = rs_s2c_at_boundary(s);
     rs_set_state(s, RS_CLOSING);
-    if (s->server.fd >= 0 && s->route)
-        SY_STAT_SUB(s->route->upstreams, 1);
+    if (s->server.fd >= 0 && s->link.route)
+        SY_STAT_SUB(s->link.route->upstreams, 1);
     sy_conn_close(&s->server);
     s->c2s.reading = 0;
     if (fmt != NULL) {
@@ -200,10 +200,10 @@ void rs_close(redis_session_t *s, const char *fmt, ...)
         va_end(ap);
         snprintf(line, sizeof(line), "ERR switchyard: %s", msg);
         sy_info("event=client_error conn=%llu route=%s pending=%llu message=%s", (unsigned long long)s->id,
-                s->route ? s->route->conf->name : "-", (unsigned long long)s->pending,
+                s->link.route ? s->link.route->conf->name : "-", (unsigned long long)s->pending,
                 sy_logq(q, sizeof(q), line));
-        if (s->route)
-            SY_STAT_ADD(s->route->nerrors, 1);
+        if (s->link.route)
+            SY_STAT_ADD(s->link.route->nerrors, 1);
         if (boundary) {
             uint64_t n = s->pending ? s->pending : 1;
             for (uint64_t i = 0; i < n && i < 100000; i++)
@@ -239,8 +239,8 @@ void rs_upstream_lost(redis_session_t *s, int err)
         return;
     }
     const char *why = s->server.tls_err ? s->server.tls_err : err ? strerror(-err) : "server closed the connection";
-    SY_STAT_ADD(s->route->err_lost, 1);
-    rs_close(s, "route %s: connection to %s lost: %s", s->route->conf->name, s->target->hostport, why);
+    SY_STAT_ADD(s->link.route->err_lost, 1);
+    rs_close(s, "route %s: connection to %s lost: %s", s->link.route->conf->name, s->link.target->hostport, why);
 }
 
 void rs_relay_drive(redis_session_t *s, sy_conn_t *c, int events)
@@ -310,8 +310,8 @@ static void rs_describe(const sy_session_link_t *l, char cols[][128])
     const redis_session_t *s = (const redis_session_t *)l;
     snprintf(cols[0], 128, "%llu", (unsigned long long)s->id);
     snprintf(cols[1], 128, "redis");
-    snprintf(cols[2], 128, "%s", s->route ? s->route->conf->name : "");
-    snprintf(cols[3], 128, "%s", s->target ? s->target->hostport : "");
+    snprintf(cols[2], 128, "%s", s->link.route ? s->link.route->conf->name : "");
+    snprintf(cols[3], 128, "%s", s->link.target ? s->link.target->hostport : "");
     snprintf(cols[4], 128, "%s", rs_names[s->state]);
     snprintf(cols[5], 128, "pending=%llu multi=%d watch=%d subs=%llu blocked=%d monitor=%d resp3=%d",
              (unsigned long long)s->pending, s->in_multi, s->watching, (unsigned long long)s->sub_count,
@@ -349,19 +349,17 @@ static void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t
     resp_req_init(&s->rq, sy_conf()->redis_max_bulk);
     resp_reply_init(&s->rp, 0);   /* redis_max_bulk limits what clients send, not replies */
 
-    s->route = sy_route_for_listener(l);
-    if (s->route == NULL) {   /* validation prevents this; close rather than guess */
+    s->link.route = sy_route_for_listener(l);
+    if (s->link.route == NULL) {   /* validation prevents this; close rather than guess */
         rs_set_state(s, RS_CLOSING);
         rs_destroy(s);
         return;
     }
-    SY_STAT_ADD(s->route->clients, 1);
-    s->which = sy_route_active(s->route);
-    sy_session_set_route(&s->link, s->route);
-    s->link.which = s->which;
-    s->target = s->which == CONF_EXTERNAL ? &s->route->conf->external : &s->route->conf->builtin;
-    s->link.target = s->target;
-    s->password = s->route->conf->client_password ? s->route->conf->client_password : l->conf->auth_password;
+    SY_STAT_ADD(s->link.route->clients, 1);
+    s->link.which = sy_route_active(s->link.route);
+    sy_session_set_route(&s->link, s->link.route);
+    s->link.target = s->link.which == CONF_EXTERNAL ? &s->link.route->conf->external : &s->link.route->conf->builtin;
+    s->password = s->link.route->conf->client_password ? s->link.route->conf->client_password : l->conf->auth_password;
     s->authed = s->password == NULL;
     if (!trusted && s->password == NULL) {
         rs_set_state(s, RS_FAILED);
@@ -371,11 +369,11 @@ static void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t
         return;
     }
     rs_watch(s, &s->client, UV_READABLE, rs_client_cb);
-    sy_debug("event=connect conn=%llu route=%s target=%s", (unsigned long long)s->id, s->route->conf->name,
-             s->which == CONF_EXTERNAL ? "external" : "builtin");
+    sy_debug("event=connect conn=%llu route=%s target=%s", (unsigned long long)s->id, s->link.route->conf->name,
+             s->link.which == CONF_EXTERNAL ? "external" : "builtin");
 
     rs_timer_start(s, rs_connect_timeout_cb, (uint64_t)sy_conf()->connect_timeout * 1000);
-    const char *host = s->target->redis.host;
+    const char *host = s->link.target->redis.host;
     struct addrinfo hints;
     memset(&hints, 0, sizeof(hints));
     hints.ai_socktype = SOCK_STREAM;
