@@ -19,6 +19,7 @@ PACKAGES=(
 	postgresql postgresql-contrib redis-server redis-tools openssl
 	pgbouncer haproxy nutcracker
 	python3 procps iproute2 file curl
+	clang libclang-rt-dev
 )
 SERVICES=(redis-server postgresql pgbouncer haproxy nutcracker)
 
