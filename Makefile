@@ -5,6 +5,9 @@
 #   make unit       unit tests only (sanitizer build)
 #   make SANITIZE=address,undefined   any build with sanitizers
 #   make WERROR=1   warnings are errors (CI sets this)
+#   make fuzz       build every libFuzzer target of fuzz/ (needs clang; fails without it)
+#   make fuzz FUZZ_SECS=N    ... and fuzz each for N seconds from its seed corpus; a crash
+#                   fails and leaves the reproducer in build/fuzz/ (FUZZ_RUNS=N: N executions)
 
 PKGS     := libuv libpq openssl hiredis
 CC       ?= cc
@@ -93,7 +96,7 @@ clean:
 
 # Benchmarks, not part of `make test`: direct vs switchyard vs peer proxies on this machine,
 # one table per script (BENCH_SECONDS, BENCH_ROUNDS: see bench/*.sh).
-.PHONY: bench
+.PHONY: bench fuzz
 bench: $(BUILD)/switchyard
 	SWITCHYARD_BIN=$(abspath $(BUILD))/switchyard bench/pg_bench.sh
 	SWITCHYARD_BIN=$(abspath $(BUILD))/switchyard bench/redis_bench.sh
@@ -154,3 +157,13 @@ deb: $(BUILD)/switchyard
 	install -m 0755 contrib/debian/postinst contrib/debian/postrm $(DEB_STAGE)/root/DEBIAN/
 	dpkg-deb --root-owner-group --build $(DEB_STAGE)/root $(DEB_FILE)
 	dpkg-deb --info $(DEB_FILE) | sed -n '/Package:/,$$p'
+
+# libFuzzer targets (fuzz/Makefile): build only, or run each for FUZZ_SECS seconds / FUZZ_RUNS
+# executions, one after another.
+FUZZ_SECS ?=
+FUZZ_RUNS ?=
+fuzz:
+	$(MAKE) -C fuzz fuzz
+ifneq ($(FUZZ_SECS)$(FUZZ_RUNS),)
+	$(MAKE) -C fuzz run $(if $(FUZZ_RUNS),RUNS=$(FUZZ_RUNS),SECS=$(FUZZ_SECS))
+endif

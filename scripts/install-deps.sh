@@ -20,6 +20,7 @@ PACKAGES=(
 	pgbouncer haproxy nutcracker
 	python3 procps iproute2 file curl
 	groff-base man-db dpkg-dev adduser
+	clang libclang-rt-dev
 )
 SERVICES=(redis-server postgresql pgbouncer haproxy nutcracker)
 

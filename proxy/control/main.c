@@ -5,6 +5,8 @@
  * The process environment is snapshotted once (conf_env_snapshot) and then every libpq
  * variable is removed from it: libpq must only see what a target passes explicitly,
  * or a CODEINTEL_ route with no CODEINTEL_PGHOST would quietly inherit PGHOST.
+ * Secrets are then blanked where /proc/PID/environ shows them (scrub_environ), as argv's
+ * are (scrub_arg).
  */
 #include <errno.h>
 #include <signal.h>
@@ -13,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #ifdef __SANITIZE_ADDRESS__
 #include <sanitizer/lsan_interface.h>
 #endif
@@ -174,6 +177,67 @@ static void scrub_arg(char *arg)
         *p = '*';
 }
 
+/* Each client is an fd: take the whole hard limit of open files (the usual soft 1024 is
+ * about 500 Redis clients). Past it the listeners refuse clients (listener.c). */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+/* Is the variable name[0..n) one of c's Redis endpoint variables (a route's external_env)? */
+static int redis_endpoint_var(const conf_t *c, const char *name, size_t n)
+{
+    for (size_t i = 0; i < c->nroutes; i++) {
+        const char *l = c->routes[i].proto == CONF_PROTO_REDIS ? c->routes[i].external_env : NULL;
+        while (l && *l) {
+            size_t len = strcspn(l, ", ");
+            if (len == n && strncmp(l, name, n) == 0)
+                return 1;
+            l += len;
+            l += strspn(l, ", ");
+        }
+    }
+    return n > 6 && strncmp(name, "REDIS_", 6) == 0;
+}
+
+/*
+ * /proc/PID/environ shows the environment block the process was started with, whatever
+ * unsetenv later does to the environ array. Once the snapshot holds the values, blank the
+ * secrets there, in place (as setproctitle implementations reuse that block): every
+ * *PASSWORD* variable and every Redis endpoint variable (its URL may carry a password),
+ * then unset the endpoint variables as the libpq ones are. The strings environ points to
+ * still are that block, since nothing has called setenv yet.
+ */
+static void scrub_environ(const conf_t *c)
+{
+    for (char **e = environ; e && *e; e++) {
+        char *eq = strchr(*e, '=');
+        if (eq == NULL)
+            continue;
+        size_t n = (size_t)(eq - *e);
+        if (memmem(*e, n, "PASSWORD", 8) != NULL || redis_endpoint_var(c, *e, n))
+            memset(eq + 1, 0, strlen(eq + 1));
+    }
+    for (;;) {                  /* unsetenv reshuffles environ: look again after each */
+        char **e = environ, *eq = NULL;
+        for (; e && *e; e++)
+            if ((eq = strchr(*e, '=')) != NULL && redis_endpoint_var(c, *e, (size_t)(eq - *e)))
+                break;
+        if (e == NULL || *e == NULL)
+            break;
+        char *name = strndup(*e, (size_t)(eq - *e));
+        if (name == NULL || unsetenv(name) != 0) {  /* removes every entry of that name */
+            free(name);
+            break;
+        }
+        free(name);
+    }
+}
+
 /* Kept for the life of the process: RELOAD applies the same overrides again. */
 static const char **overrides;
 
@@ -219,6 +283,7 @@ int main(int argc, char **argv)
         }
     }
 
+    raise_fd_limit();
     conf_env_snapshot(&sy_server.env);
     sy_server.conf = calloc(1, sizeof(conf_t));
     if (sy_server.conf == NULL) {
@@ -234,6 +299,7 @@ int main(int argc, char **argv)
         return 0;
     }
     sy_reload_remember_args(&args);
+    scrub_environ(sy_conf());
     for (const char *const *v = conf_libpq_env_names(); *v; v++)
         unsetenv(*v);
 

@@ -5,6 +5,23 @@
  * directory holding .s.PGSQL.<port>, as libpq expects). We create the sockets ourselves
  * and accept with accept4 from a uv_poll_t, so accepted fds go straight to sessions,
  * which drive them with their own poll handles (see conn.c).
+ *
+ * At the fd limit. accept4 fails with EMFILE (or ENFILE) while the client stays in the
+ * backlog, so the level-triggered poll would fire again at once: the loop used to spin
+ * at full CPU and log every failure. Instead:
+ *
+ *     EMFILE ─▶ close the reserve fd ─▶ accept one client ─▶ write the protocol's own
+ *               "too many clients" error (nothing read) ─▶ close it ─▶ reopen the reserve
+ *               (repeated while the backlog has clients, up to REFUSE_BATCH)
+ *            ─▶ stop this listener's polls for ACCEPT_PAUSE_MS (a uv timer on the accept
+ *               loop), then poll again
+ *            ─▶ one event=accept_failed line per ACCEPT_LOG_MS per listener, with the
+ *               number of clients refused and of failures folded into it (suppressed=)
+ *
+ * The reserve is one fd on /dev/null for the whole process, used only on the accept
+ * loop. A client refused this way sees what a Postgres server at max_connections or a
+ * Redis server at maxclients sends: FATAL 53300 "sorry, too many clients already", or
+ * "-ERR max number of clients reached".
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -20,6 +37,35 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include "proxy/core/sy.h"
+#include "protocol/pg_wire.h"
+#include "protocol/resp_cmd.h"
+
+#define ACCEPT_PAUSE_MS 100     /* no accept on a listener for this long after EMFILE */
+#define ACCEPT_LOG_MS   1000    /* at most one accept_failed line per listener per this */
+#define REFUSE_BATCH    256     /* clients refused per failure, at most */
+
+/* A listener's back-off state, on the accept loop (parallel to sy_server.listeners). */
+typedef struct lst_backoff_s {
+    uv_timer_t     timer;       /* resumes polling; later flushes the pending count */
+    sy_listener_t *l;
+    int            paused;      /* polls stopped until the timer fires */
+    int            logged;      /* an accept_failed line was ever written */
+    uint64_t       last_log;    /* uv_now of that line */
+    unsigned long  failures;    /* failures since the last line */
+    unsigned long  refused;     /* clients refused since the last line */
+    int            last_errno;
+} lst_backoff_t;
+
+static lst_backoff_t *backoffs;
+static int reserve_fd = -1;
+
+static void accept_cb(uv_poll_t *h, int status, int events);
+
+static void reserve_open(void)
+{
+    if (reserve_fd < 0)
+        reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
 
 static int listen_tcp(const char *host, int port, char *err, size_t errlen)
 {
@@ -99,6 +145,93 @@ int sy_is_loopback_peer(int fd)
     return 0;
 }
 
+/* The listener's refusal, as its protocol's servers word it, into out. */
+static size_t refusal(const sy_listener_t *l, uint8_t *out, size_t cap)
+{
+    if (l->conf->proto == CONF_PROTO_PG)
+        return pgw_build_error(out, cap, "FATAL", "53300", "sorry, too many clients already", NULL);
+    return resp_build_error(out, cap, "ERR max number of clients reached");
+}
+
+/* At the fd limit: accept the waiting clients one at a time on the reserve's slot, answer
+ * each with the refusal and close it. Returns how many were refused. */
+static unsigned long refuse_clients(const sy_listener_t *l, int lfd)
+{
+    uint8_t msg[256], scratch[512];
+    size_t len = refusal(l, msg, sizeof msg);
+    unsigned long n = 0;
+
+    while (n < REFUSE_BATCH && reserve_fd >= 0) {
+        close(reserve_fd);
+        reserve_fd = -1;
+        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            (void)!send(fd, msg, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+            shutdown(fd, SHUT_WR);
+            /* what already came (a startup packet) would turn the close into a RST that
+             * can destroy the refusal before the client reads it */
+            while (recv(fd, scratch, sizeof scratch, MSG_DONTWAIT) > 0)
+                ;
+            close(fd);
+            n++;
+        }
+        reserve_open();                 /* may fail if another thread took the slot */
+        if (fd < 0)
+            break;
+    }
+    return n;
+}
+
+static void backoff_log(lst_backoff_t *b, uint64_t now)
+{
+    sy_warn("event=accept_failed listener=%s error=\"%s\" refused=%lu suppressed=%lu paused_ms=%d",
+            b->l->conf->name, strerror(b->last_errno), b->refused,
+            b->failures ? b->failures - 1 : 0, ACCEPT_PAUSE_MS);
+    b->logged = 1;
+    b->last_log = now;
+    b->failures = 0;
+    b->refused = 0;
+}
+
+static void backoff_timer_cb(uv_timer_t *t)
+{
+    lst_backoff_t *b = t->data;
+    sy_listener_t *l = b->l;
+    uint64_t now = uv_now(t->loop);
+
+    if (b->paused && !SY_LOAD(sy_server.stopping)) {
+        for (int k = 0; k < l->nfd; k++)
+            if (l->fd[k] >= 0)
+                uv_poll_start(&l->poll[k], UV_READABLE, accept_cb);
+    }
+    b->paused = 0;
+    reserve_open();
+    if (b->failures == 0)
+        return;
+    if (now - b->last_log >= ACCEPT_LOG_MS)
+        backoff_log(b, now);
+    else
+        uv_timer_start(&b->timer, backoff_timer_cb, b->last_log + ACCEPT_LOG_MS - now, 0);
+}
+
+/* accept4 failed with err (not EAGAIN): refuse what waits if it is the fd limit, stop
+ * accepting on l for ACCEPT_PAUSE_MS, and count it for the next accept_failed line. */
+static void accept_backoff(sy_listener_t *l, int lfd, int err)
+{
+    lst_backoff_t *b = &backoffs[l - sy_server.listeners];
+    uint64_t now = uv_now(b->timer.loop);
+
+    b->refused += (err == EMFILE || err == ENFILE) ? refuse_clients(l, lfd) : 0;
+    b->failures++;
+    b->last_errno = err;
+    for (int k = 0; k < l->nfd; k++)
+        uv_poll_stop(&l->poll[k]);
+    b->paused = 1;
+    uv_timer_start(&b->timer, backoff_timer_cb, ACCEPT_PAUSE_MS, 0);
+    if (!b->logged || now - b->last_log >= ACCEPT_LOG_MS)
+        backoff_log(b, now);
+}
+
 static void accept_cb(uv_poll_t *h, int status, int events)
 {
     sy_listener_t *l = h->data;
@@ -111,10 +244,10 @@ static void accept_cb(uv_poll_t *h, int status, int events)
     for (int n = 0; n < 64; n++) {
         int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EINTR)
+            if (errno == EINTR || errno == ECONNABORTED)
                 continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK)
-                sy_warn("event=accept_failed listener=%s error=\"%s\"", l->conf->name, strerror(errno));
+                accept_backoff(l, lfd, errno);
             return;
         }
         if (SY_LOAD(sy_server.stopping)) {
@@ -133,8 +266,14 @@ int sy_listeners_start(char *err, size_t errlen)
     const conf_t *c = sy_conf();
     sy_server.nlisteners = c->nlisteners;
     sy_server.listeners = calloc(c->nlisteners ? c->nlisteners : 1, sizeof(sy_listener_t));
-    if (sy_server.listeners == NULL) {
+    backoffs = calloc(c->nlisteners ? c->nlisteners : 1, sizeof(lst_backoff_t));
+    if (sy_server.listeners == NULL || backoffs == NULL) {
         snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    reserve_open();
+    if (reserve_fd < 0) {
+        snprintf(err, errlen, "cannot open /dev/null for the reserve fd: %s", strerror(errno));
         return -1;
     }
     for (size_t i = 0; i < c->nlisteners; i++) {
@@ -171,6 +310,9 @@ int sy_listeners_start(char *err, size_t errlen)
             }
             l->fd[l->nfd++] = fd;
         }
+        backoffs[i].l = l;
+        uv_timer_init(sy_accept_loop(), &backoffs[i].timer);
+        backoffs[i].timer.data = &backoffs[i];
         for (int k = 0; k < l->nfd; k++) {
             uv_poll_init(sy_accept_loop(), &l->poll[k], l->fd[k]);
             l->poll[k].data = l;
