@@ -182,7 +182,9 @@ static int log_admit(const char *msg, int64_t now, log_report_t *rep, size_t cap
             log_kind_t *q = &log_kinds[i];
             if ((pass == 0) != (q == k) || q->suppressed == 0 || q->first_dropped == now)
                 continue;
-            snprintf(rep[*nrep].name, sizeof rep[*nrep].name, "%s", q->name);
+            size_t nl = strnlen(q->name, sizeof rep[*nrep].name - 1);
+            memcpy(rep[*nrep].name, q->name, nl);
+            rep[*nrep].name[nl] = '\0';
             rep[*nrep].suppressed = q->suppressed;
             rep[*nrep].seconds = now - q->first_dropped;
             (*nrep)++;
@@ -208,8 +210,8 @@ void sy_log(int level, const char *fmt, ...)
     clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
     int write = log_admit(msg, (int64_t)now.tv_sec, rep, 4, &nrep);
     for (size_t i = 0; i < nrep; i++) {
-        char line[160];
-        snprintf(line, sizeof line, "event=log_suppressed event_name=%s suppressed=%u seconds=%lld",
+        char line[320];
+        snprintf(line, sizeof line, "event=log_suppressed event_name=%.64s suppressed=%u seconds=%lld",
                  rep[i].name[0] ? rep[i].name : "-", rep[i].suppressed,
                  (long long)(rep[i].seconds > 0 ? rep[i].seconds : 1));
         log_write(SY_LOG_WARN, line);
