@@ -144,12 +144,13 @@ int sy_reload(char *err, size_t errlen)
         const conf_target_t *old_t = active == CONF_EXTERNAL ? &was->external : &was->builtin;
         const conf_target_t *new_t = active == CONF_EXTERNAL ? &now->external : &now->builtin;
         int changed = active != sy_route_active(r) || !sy_target_equal(old_t, new_t);
-        for (int k = 0; k < 2; k++) {
-            if (r->tls_ctx[k] != NULL) {
-                SSL_CTX_free(r->tls_ctx[k]);   /* sessions keep their own references */
-                r->tls_ctx[k] = NULL;
+        for (int w = 0; w < SY_MAX_WORKERS; w++)
+            for (int k = 0; k < 2; k++) {
+                if (r->tls_ctx[w][k] != NULL) {
+                    SSL_CTX_free(r->tls_ctx[w][k]);   /* sessions keep their own references */
+                    r->tls_ctx[w][k] = NULL;
+                }
             }
-        }
         r->conf = now;
         want[i] = active;
         start[i] = changed;

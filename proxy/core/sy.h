@@ -242,8 +242,8 @@ uv_loop_t *sy_accept_loop(void);
 void sy_dispatch(sy_listener_t *l, int fd, int trusted);
 void sy_main_run(void);
 void sy_main_quit(void);
-/* Guards what workers share as sessions come and go: cancel keys, lazily built TLS
- * contexts. Never held across anything that blocks. */
+/* Guards what workers share as sessions come and go: the cancel keys. Never held across
+ * anything that blocks. */
 extern pthread_mutex_t sy_shared_mu;
 
 /* Counters that several threads update and the control plane reads. */
@@ -255,11 +255,13 @@ extern pthread_mutex_t sy_shared_mu;
 /* ---- the server (main.c, listener.c) ---------------------------------------------- */
 
 typedef struct sy_route_s sy_route_t;
+#define SY_MAX_WORKERS 64   /* `workers` is validated to 1..64 */
 
 struct sy_route_s {
     const conf_route_t *conf;
     conf_which_t        active;           /* written on the main loop, read anywhere: sy_route_active */
-    SSL_CTX            *tls_ctx[2];   /* redis: per target, lazily built */
+    SSL_CTX            *tls_ctx[SY_MAX_WORKERS][2];   /* redis: per worker and target, lazily
+                                                       * built by that worker only */
     uint64_t            clients, upstreams;
     uint64_t            nerrors;          /* all errors sent to clients */
     uint64_t            err_connect;      /* upstream could not be reached or rejected us */

@@ -157,20 +157,19 @@ static void rs_tls_step(redis_session_t *s)
     rs_send_setup(s);
 }
 
-/* The route's client context for this target, built by the first session that needs it
- * (loops share it; sy_shared_mu keeps two from building it at once). */
+/* The route's client context for this target on this worker, built by the first session
+ * of the worker that needs it. One per worker: handshakes on two threads never share an
+ * SSL_CTX's certificate store and session cache, so only this worker touches it. */
 static SSL_CTX *rs_tls_ctx(redis_session_t *s, char *err, size_t errlen)
 {
-    int w = s->link.which == CONF_EXTERNAL;
-    pthread_mutex_lock(&sy_shared_mu);
-    if (s->link.route->tls_ctx[w] == NULL) {
+    int k = s->link.which == CONF_EXTERNAL;
+    int w = sy_loop_index(s->link.loop);
+    SSL_CTX **slot = &s->link.route->tls_ctx[w < SY_MAX_WORKERS ? w : 0][k];
+    if (*slot == NULL) {
         const conf_target_t *t = s->link.target;
-        s->link.route->tls_ctx[w] = sy_tls_client_ctx(t->tls_ca_file, t->tls_cert, t->tls_key,
-                                                 t->tls_insecure_skip_verify, err, errlen);
+        *slot = sy_tls_client_ctx(t->tls_ca_file, t->tls_cert, t->tls_key, t->tls_insecure_skip_verify, err, errlen);
     }
-    SSL_CTX *ctx = s->link.route->tls_ctx[w];
-    pthread_mutex_unlock(&sy_shared_mu);
-    return ctx;
+    return *slot;
 }
 
 static void rs_connected(redis_session_t *s)
