@@ -69,6 +69,9 @@ typedef struct wsw_s {
     int         active;               /* a switch is running on this route */
     int         preparing;            /* prepares still out (+1 while they are started) */
     int         reported;             /* REP_* sent this switch */
+    int         inflight;             /* moves started and not finished (sy_switch_moved):
+                                       * a session closed mid-move has left the list, but
+                                       * its move still has to be counted */
     uint64_t    moved, closed;
     uv_timer_t  check;                /* deferred re-evaluation and the 20 ms safety net */
     int         check_init;
@@ -206,12 +209,13 @@ static void wsw_eval(wsw_t *w)
             unquiet++;
         if (sw_act(mode, phase, SW_SIDE_OLD, quiet, 0) == SW_MOVE) {
             l->moving = 1;
+            w->inflight++;
             l->move(l);   /* may finish (or close the session) at once */
         }
     }
     if (phase == SW_HOLDING && unquiet == 0)
         wsw_report(w, REP_QUIET);
-    if ((phase == SW_MOVING || phase == SW_GRADUAL) && left == 0)
+    if ((phase == SW_MOVING || phase == SW_GRADUAL) && left == 0 && w->inflight == 0)
         wsw_report(w, REP_DONE);   /* swapped-out upstreams close at the release */
 }
 
@@ -250,6 +254,7 @@ static void op_each(void *ctx, int worker)
         w->active = 1;
         w->reported = 0;
         w->moved = w->closed = 0;
+        w->inflight = 0;
         w->preparing = 1;   /* until every prepare below has started */
         for (sy_session_link_t *l = head->next, *next; l != head; l = next) {
             next = l->next;
@@ -338,10 +343,12 @@ void sy_switch_poke(sy_route_t *r)
 void sy_switch_moved(sy_session_link_t *l, int ok)
 {
     sy_route_t *r = l->route;
-    l->moving = 0;
-    if (r == NULL)
+    if (r == NULL || !l->moving)
         return;
+    l->moving = 0;
     wsw_t *w = wsw_of(sy_loop_index(l->loop), r);
+    if (w->inflight > 0)
+        w->inflight--;
     if (ok) {
         SY_STAT_ADD(r->moved, 1);
         w->moved++;

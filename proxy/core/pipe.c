@@ -70,9 +70,9 @@ int sy_pipe_feed(sy_pipe_t *p, const uint8_t *data, size_t len, size_t *sent)
     return sy_pipe_flush(p);
 }
 
-int sy_pipe_resume(void *sess, sy_pipe_t *p)
+/* Let the scan hook see what arrived, then write what it let through. */
+static int scan_and_flush(void *sess, sy_pipe_t *p)
 {
-    p->reading = 1;
     if (p->scan(sess, p) != 0)
         return SY_PUMP_CLOSING;
     int r = sy_pipe_flush(p);
@@ -81,6 +81,12 @@ int sy_pipe_resume(void *sess, sy_pipe_t *p)
         return SY_PUMP_DST_ERR;
     }
     return SY_PUMP_OK;
+}
+
+int sy_pipe_resume(void *sess, sy_pipe_t *p)
+{
+    p->reading = 1;
+    return scan_and_flush(sess, p);
 }
 
 int sy_pipe_pending(const sy_pipe_t *p)
@@ -128,13 +134,9 @@ int sy_pipe_pump(void *sess, sy_pipe_t *p)
             return SY_PUMP_SRC_ERR;
         }
         p->end += (uint32_t)n;
-        if (p->scan(sess, p) != 0)
-            return SY_PUMP_CLOSING;
-        int r = sy_pipe_flush(p);
-        if (r < 0) {
-            p->err = r;
-            return SY_PUMP_DST_ERR;
-        }
+        int r = scan_and_flush(sess, p);
+        if (r != SY_PUMP_OK)
+            return r;
         /* A short plain read means the socket is drained; TLS may hold more records. */
         if ((uint32_t)n < space && p->src->ssl == NULL)
             return 0;

@@ -319,8 +319,7 @@ static void move_done(uv_work_t *req, int status)
         s->link.held = 1;   /* paused meanwhile: RESUME releases it */
         pg_update_polls(s);
     }
-    if (s->state == PGS_RELAY || s->state == PGS_CLOSING)
-        sy_switch_moved(&s->link, 1);
+    sy_switch_moved(&s->link, 1);   /* moved, even if releasing it found its client gone */
     pg_session_unref(s);
 out:
     pgr_buf_free(&m->notifies);

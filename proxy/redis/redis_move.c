@@ -177,6 +177,7 @@ static void rs_move_done(uv_work_t *req, int status)
     char q[600];
     if (s->state != RS_MOVING) {
         sy_redis_hangup(m->fd, m->ssl);
+        sy_switch_moved(&s->link, 0);   /* closed while it moved */
         goto out;
     }
     if (!m->ok) {

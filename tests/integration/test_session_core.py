@@ -223,3 +223,61 @@ def test_scrape_and_show_clients_under_load(ctx):
     sy.stop()
     builtin.stop()
     external.stop()
+
+
+def test_client_leaves_while_moving(ctx):
+    """A client that goes away while its session's move job waits on the old upstream: the
+    switch still finishes with the session accounted for (moved or closed), the session
+    leaves SHOW CLIENTS, and nothing leaks or crashes (sy.stop fails on a sanitizer report)."""
+    sy = ss.start_pg(ctx)
+    con = ss.Console(sy)
+    s = ss.Session(sy.port)
+    pid = _backend_pid(s)
+    cid = _only_client(con)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        sw = ss.SwitchThread(sy, "pg", "external")
+        _wait_state(con, cid, "moving")
+        s.close()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    row, _t0, _t1 = sw.join_result(timeout=30)
+    check(int(row["moved"]) + int(row["closed"]) == 1, "SWITCH with its client gone mid-move: %r" % row)
+    harness.wait_until(lambda: not any(r["id"] == cid for r in con.rows("SHOW CLIENTS")), 20,
+                       "client %s to leave SHOW CLIENTS" % cid)
+    s2 = ss.Session(sy.port)
+    check(ss.where(s2) == ("external", ctx.external.port), "new session after the switch: %r" % (ss.where(s2),))
+    s2.close()
+    con.switch("pg", "builtin")
+    con.close()
+    sy.stop()
+
+
+def test_upstream_dies_while_moving(ctx):
+    """The old upstream's backend is terminated (pg_terminate_backend, queued while it is
+    stopped) while the move job queries it: the move fails,
+    the client gets 57P01 naming the switch (never a ReadyForQuery that could look like
+    success), the switch counts it closed, and the daemon carries on."""
+    sy = ss.start_pg(ctx)
+    con = ss.Console(sy)
+    s = ss.Session(sy.port)
+    pid = _backend_pid(s)
+    cid = _only_client(con)
+    os.kill(pid, signal.SIGSTOP)
+    sw = ss.SwitchThread(sy, "pg", "external")
+    try:
+        _wait_state(con, cid, "moving")
+        ctx.builtin.sql("SELECT pg_terminate_backend(%d)" % pid, db="postgres")
+    finally:
+        os.kill(pid, signal.SIGCONT)   # it runs again only to die under the move
+    row, _t0, _t1 = sw.join_result(timeout=60)
+    check(row["moved"] == "0" and row["closed"] == "1", "SWITCH with the old backend killed mid-move: %r" % row)
+    err, _secs = s.close_error(timeout=20)
+    check(err is not None and err.get("C") == "57P01" and "switched" in err.get("M", ""),
+          "the client of a failed move got %r, want 57P01 'switched; reconnect'" % (err,))
+    s2 = ss.Session(sy.port)
+    check(ss.where(s2) == ("external", ctx.external.port), "new session after the switch: %r" % (ss.where(s2),))
+    s2.close()
+    con.switch("pg", "builtin")
+    con.close()
+    sy.stop()
