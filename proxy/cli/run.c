@@ -1,6 +1,8 @@
 /*
  * run.c - `switchyard run [switchyard options] -- COMMAND [ARGS...]`: switchyard as the
- * container's entry point, wrapping the application, and `switchyard --wait-ready`.
+ * container's entry point, wrapping the application, and `switchyard --wait-ready`. This
+ * file parses the options and supervises both processes; the environment rewrite is in
+ * run_env.c, the readiness checks and --wait-ready in run_ready.c.
  *
  *   the environment (PG*, CODEINTEL_PG*, REDIS_*ENDPOINT, ...: the real targets)
  *     │
@@ -12,23 +14,6 @@
  *     │                                                                      │
  *     └─▶ rewrite (run_env_build): every route's family pointed at its       ▼
  *         listener, every credential removed ───────────────────────────▶ COMMAND
- *
- * The rewrite, for each Postgres family P ("", CODEINTEL_, CODEINSIGHTS_ and every route's
- * env_prefix): P PGHOST/PGPORT become the route's listener, P PGSSLMODE disable (prefer
- * when the listener has client TLS), P PGDATABASE the route's first database (routing is
- * by database name, so an external database name must not leak into it); P PGUSER,
- * PGAPPNAME, PGOPTIONS, PGCONNECT_TIMEOUT, PGCLIENTENCODING, PGDATESTYLE, PGTZ and PGGEQO
- * are the application's own and stay; every other libpq variable (PGPASSWORD, PGPASSFILE,
- * PGSSLKEY/CERT/ROOTCERT/CRL/..., PGHOSTADDR, PGSERVICE, PGREQUIREAUTH, ...) is removed:
- * switchyard maps credentials, and each of these would either leak the external server or
- * make libpq refuse the trusted loopback. For Redis, each route's external_env names are
- * set to its listener's host:port; a name several routes list (REDIS_ENDPOINT) goes to the
- * first of them. Any other REDIS_*ENDPOINT and any REDIS_*PASSWORD* is removed, and so are
- * SWITCHYARD_ADMIN_PASSWORD and NOTIFY_SOCKET. `--dry-run` prints exactly these changes.
- *
- * After the daemon has its copy, the values this process inherited for every variable the
- * rewrite removes or changes are overwritten in place, so /proc/<our pid>/environ (which a
- * same-user application can read) no longer holds them either.
  *
  * Supervision (signals are blocked here and taken with sigtimedwait; children get the
  * default mask back before exec):
@@ -43,24 +28,17 @@
  *                    elsewhere we ask to be their subreaper (PR_SET_CHILD_SUBREAPER).
  * Before COMMAND has started, SIGTERM/SIGINT stop the daemon and exit 128+N.
  *
- * Exit codes: COMMAND's own; 2 bad usage or configuration (nothing started); 125
+ * Exit codes (run.h): COMMAND's own; 2 bad usage or configuration (nothing started); 125
  * switchyard failed (did not become ready, or died while COMMAND ran); 126 COMMAND cannot
- * be executed; 127 COMMAND not found.
- *
- * `--wait-ready [--timeout S]` asks GET /readyz on metrics_listen until it answers 200:
- * 0 ready, 1 not ready within S seconds (default 30; the last reason on stderr), 2 bad
- * usage or metrics_listen off.
+ * be executed; 127 COMMAND not found. --wait-ready's are in run_ready.c.
  */
-#include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <netdb.h>
-#include <poll.h>
 #include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 #include <sys/prctl.h>
@@ -69,22 +47,12 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include "conf/conf.h"
-#include "protocol/endpoint.h"
 #include "proxy/cli/cli.h"
 #include "proxy/cli/notify.h"
 #include "proxy/cli/run.h"
+#include "proxy/cli/run_env.h"
+#include "proxy/cli/run_ready.h"
 
-extern char **environ;
-
-enum {
-    RUN_USAGE = 2,          /* bad usage or configuration; nothing started */
-    RUN_NOT_READY = 1,      /* --wait-ready: not ready within the timeout */
-    RUN_FAILED = 125,       /* switchyard did not become ready, or died */
-    RUN_CANNOT_EXEC = 126,
-    RUN_NOT_FOUND = 127
-};
-
-#define RUN_PROBE_MS        500     /* one connect attempt to a listener */
 #define RUN_TICK_MS         50      /* how often readiness is looked at while waiting */
 
 typedef struct run_opts_s {
@@ -97,345 +65,6 @@ typedef struct run_opts_s {
     double       grace;             /* seconds between SIGTERM and SIGKILL of COMMAND */
     char       **command;           /* NULL-terminated */
 } run_opts_t;
-
-/* One change to COMMAND's environment. */
-typedef struct run_change_s {
-    char       *name;
-    char       *value;              /* NULL: removed */
-    const char *old;                /* the inherited value (in the snapshot), NULL: unset */
-} run_change_t;
-
-typedef struct run_env_s {
-    run_change_t *v;
-    size_t        n, cap;
-} run_env_t;
-
-/* ---- the environment rewrite ------------------------------------------------------ */
-
-static const char *const run_pg_families[] = { "", "CODEINTEL_", "CODEINSIGHTS_", NULL };
-
-/* libpq variables that are the application's own business and pass unchanged. */
-static const char *const run_pg_keep[] = { "PGUSER", "PGAPPNAME", "PGOPTIONS", "PGCONNECT_TIMEOUT",
-                                           "PGCLIENTENCODING", "PGDATESTYLE", "PGTZ", "PGGEQO", NULL };
-/* ... and those the rewrite sets for a family that has a route. */
-static const char *const run_pg_set[] = { "PGHOST", "PGPORT", "PGSSLMODE", "PGDATABASE", NULL };
-
-static int in_list(const char *const *list, const char *s)
-{
-    for (; *list; list++)
-        if (strcmp(*list, s) == 0)
-            return 1;
-    return 0;
-}
-
-static run_change_t *env_find(run_env_t *e, const char *name)
-{
-    for (size_t i = 0; i < e->n; i++)
-        if (strcmp(e->v[i].name, name) == 0)
-            return &e->v[i];
-    return NULL;
-}
-
-/* Record a change (value NULL: remove). The first change to a name wins. A removal of a
- * variable that is not set is no change. */
-static void env_change(run_env_t *e, const conf_env_t *snap, const char *name, const char *value)
-{
-    const char *old = conf_env_get(snap, name);
-    if (env_find(e, name) != NULL || (value == NULL && old == NULL))
-        return;
-    if (e->n == e->cap) {
-        e->cap = e->cap ? e->cap * 2 : 32;
-        e->v = realloc(e->v, e->cap * sizeof(*e->v));
-        if (e->v == NULL) {
-            fprintf(stderr, "switchyard: out of memory\n");
-            exit(RUN_FAILED);
-        }
-    }
-    run_change_t *c = &e->v[e->n++];
-    c->name = strdup(name);
-    c->value = value ? strdup(value) : NULL;
-    c->old = old;
-}
-
-static void env_free(run_env_t *e)
-{
-    for (size_t i = 0; i < e->n; i++) {
-        free(e->v[i].name);
-        free(e->v[i].value);
-    }
-    free(e->v);
-    memset(e, 0, sizeof(*e));
-}
-
-/* Where a client on this machine reaches a listener: a wildcard address means loopback. */
-static const char *connect_host(const conf_listener_t *l)
-{
-    if (l->host == NULL || *l->host == '\0')
-        return NULL;
-    if (strcmp(l->host, "0.0.0.0") == 0 || strcmp(l->host, "*") == 0)
-        return "127.0.0.1";
-    if (strcmp(l->host, "::") == 0 || strcmp(l->host, "[::]") == 0)
-        return "::1";
-    return l->host;
-}
-
-static const conf_route_t *pg_route_of_family(const conf_t *c, const char *prefix)
-{
-    for (size_t i = 0; i < c->nroutes; i++)
-        if (c->routes[i].proto == CONF_PROTO_PG && c->routes[i].env_prefix &&
-            strcmp(c->routes[i].env_prefix, prefix) == 0)
-            return &c->routes[i];
-    return NULL;
-}
-
-static void env_pg_family(run_env_t *e, const conf_t *c, const conf_env_t *snap, const char *prefix)
-{
-    char name[256], port[16];
-    const conf_route_t *r = pg_route_of_family(c, prefix);
-    const conf_listener_t *l = r ? conf_listener(c, r->listener) : NULL;
-    if (l != NULL) {
-        const char *host = connect_host(l);
-        snprintf(port, sizeof(port), "%d", l->port);
-        snprintf(name, sizeof(name), "%sPGHOST", prefix);
-        env_change(e, snap, name, host ? host : l->unix_path);
-        snprintf(name, sizeof(name), "%sPGPORT", prefix);
-        env_change(e, snap, name, port);
-        snprintf(name, sizeof(name), "%sPGSSLMODE", prefix);
-        env_change(e, snap, name, host && l->tls_cert ? "prefer" : "disable");
-        if (r->databases && r->databases[0]) {
-            snprintf(name, sizeof(name), "%sPGDATABASE", prefix);
-            env_change(e, snap, name, r->databases[0]);
-        }
-    }
-    for (const char *const *v = conf_libpq_env_names(); *v; v++) {
-        if (in_list(run_pg_keep, *v) || (l != NULL && in_list(run_pg_set, *v)))
-            continue;
-        snprintf(name, sizeof(name), "%s%s", prefix, *v);
-        env_change(e, snap, name, NULL);
-    }
-}
-
-static int has_prefix(const char *s, const char *p) { return strncmp(s, p, strlen(p)) == 0; }
-
-static void env_redis(run_env_t *e, const conf_t *c, const conf_env_t *snap)
-{
-    for (size_t i = 0; i < c->nroutes; i++) {
-        const conf_route_t *r = &c->routes[i];
-        const conf_listener_t *l = conf_listener(c, r->listener);
-        const char *host = l ? connect_host(l) : NULL;
-        if (r->proto != CONF_PROTO_REDIS || r->external_env == NULL || host == NULL)
-            continue;
-        char ep[300], *names = strdup(r->external_env), *save = NULL;
-        snprintf(ep, sizeof(ep), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, l->port);
-        for (char *n = strtok_r(names, ", \t", &save); n; n = strtok_r(NULL, ", \t", &save))
-            env_change(e, snap, n, ep);
-        free(names);
-    }
-    /* Whatever else names a Redis server or its password would bypass the proxy. */
-    for (size_t i = 0; i < snap->n; i++) {
-        const char *kv = snap->vars[i], *eq = strchr(kv, '=');
-        char name[256];
-        size_t n = (size_t)(eq - kv);
-        if (n >= sizeof(name))
-            continue;
-        memcpy(name, kv, n);
-        name[n] = '\0';
-        if (has_prefix(name, "REDIS_") &&
-            ((n >= 8 && strcmp(name + n - 8, "ENDPOINT") == 0) || strstr(name, "PASSWORD")))
-            env_change(e, snap, name, NULL);
-    }
-}
-
-/* Every change COMMAND's environment gets, from the snapshot of ours and the configuration. */
-static void run_env_build(run_env_t *e, const conf_t *c, const conf_env_t *snap)
-{
-    for (const char *const *f = run_pg_families; *f; f++)
-        env_pg_family(e, c, snap, *f);
-    for (size_t i = 0; i < c->nroutes; i++)
-        if (c->routes[i].proto == CONF_PROTO_PG && c->routes[i].env_prefix)
-            env_pg_family(e, c, snap, c->routes[i].env_prefix);
-    env_redis(e, c, snap);
-    env_change(e, snap, "SWITCHYARD_ADMIN_PASSWORD", NULL);
-    env_change(e, snap, "NOTIFY_SOCKET", NULL);
-}
-
-/* A NULL-terminated "KEY=VALUE" vector: the snapshot with the changes applied (extra, if
- * not NULL, is added). Strings are the snapshot's or owned by *own (freed by the caller). */
-static char **env_vector(const run_env_t *e, const conf_env_t *snap, const char *drop, const char *extra,
-                         char ***own, size_t *nown)
-{
-    size_t nchanges = e ? e->n : 0;
-    char **out = calloc(snap->n + nchanges + 2, sizeof(char *));
-    *own = calloc(nchanges + 2, sizeof(char *));
-    *nown = 0;
-    if (out == NULL || *own == NULL) {
-        fprintf(stderr, "switchyard: out of memory\n");
-        exit(RUN_FAILED);
-    }
-    size_t k = 0;
-    for (size_t i = 0; i < snap->n; i++) {
-        const char *kv = snap->vars[i];
-        size_t n = (size_t)(strchr(kv, '=') - kv);
-        int changed = 0;
-        for (size_t j = 0; e && j < e->n && !changed; j++)
-            changed = strlen(e->v[j].name) == n && strncmp(e->v[j].name, kv, n) == 0;
-        if (!changed && !(drop && strlen(drop) == n && strncmp(drop, kv, n) == 0))
-            out[k++] = snap->vars[i];
-    }
-    for (size_t j = 0; e && j < e->n; j++) {
-        if (e->v[j].value == NULL)
-            continue;
-        size_t len = strlen(e->v[j].name) + strlen(e->v[j].value) + 2;
-        char *s = malloc(len);
-        snprintf(s, len, "%s=%s", e->v[j].name, e->v[j].value);
-        (*own)[(*nown)++] = out[k++] = s;
-    }
-    if (extra)
-        out[k++] = (char *)extra;
-    out[k] = NULL;
-    return out;
-}
-
-/* How a value is shown by --dry-run: secrets as ****, URL credentials masked. */
-static void show_value(FILE *f, const char *name, const char *v)
-{
-    if (v == NULL) {
-        fputs("unset", f);
-        return;
-    }
-    if (strstr(name, "PASSWORD") != NULL) {
-        fputs("****", f);
-        return;
-    }
-    const char *scheme = strstr(v, "://"), *at = scheme ? strrchr(scheme, '@') : NULL;
-    if (at != NULL) {
-        sy_endpoint_t ep;
-        const char *perr;
-        char buf[600];
-        if (has_prefix(name, "REDIS_") && sy_endpoint_parse(v, &ep, &perr) == 0 &&
-            sy_endpoint_format_masked(&ep, buf, sizeof(buf)) < (int)sizeof(buf)) {
-            fputs(buf, f);
-            return;
-        }
-        fprintf(f, "%.*s****%s", (int)(scheme + 3 - v), v, at);
-        return;
-    }
-    fputs(v, f);
-}
-
-static void print_changes(FILE *f, const run_env_t *e, char **command)
-{
-    fprintf(f, "switchyard run: COMMAND's environment, %zu change%s (everything else is passed unchanged):\n",
-            e->n, e->n == 1 ? "" : "s");
-    for (size_t i = 0; i < e->n; i++) {
-        const run_change_t *c = &e->v[i];
-        if (c->value)
-            fprintf(f, "  set   %s=%s (was ", c->name, c->value);
-        else
-            fprintf(f, "  unset %s (was ", c->name);
-        show_value(f, c->name, c->old);
-        fputs(")\n", f);
-    }
-    fputs("then runs:", f);
-    for (char **a = command; a && *a; a++)
-        fprintf(f, " %s", *a);
-    fputc('\n', f);
-}
-
-/* Overwrite, in this process's own environment block, the inherited value of every
- * variable COMMAND does not get as it was. */
-static void scrub_own_environ(const run_env_t *e)
-{
-    for (char **v = environ; v && *v; v++) {
-        char *eq = strchr(*v, '=');
-        if (eq == NULL)
-            continue;
-        for (size_t j = 0; j < e->n; j++)
-            if (strlen(e->v[j].name) == (size_t)(eq - *v) && strncmp(e->v[j].name, *v, (size_t)(eq - *v)) == 0)
-                memset(eq + 1, 0, strlen(eq + 1));
-    }
-}
-
-/* ---- connecting, for readiness -------------------------------------------------------- */
-
-/* Connect within timeout_ms; returns the fd (blocking again) or -1. */
-static int connect_addr(const struct sockaddr *sa, socklen_t len, int timeout_ms)
-{
-    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0)
-        return -1;
-    if (connect(fd, sa, len) != 0) {
-        struct pollfd p = { .fd = fd, .events = POLLOUT };
-        int err = 0;
-        socklen_t el = sizeof(err);
-        if (errno != EINPROGRESS || poll(&p, 1, timeout_ms) != 1 ||
-            getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err != 0) {
-            close(fd);
-            return -1;
-        }
-    }
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-    return fd;
-}
-
-static int connect_tcp(const char *host, int port, int timeout_ms)
-{
-    struct addrinfo hints, *res = NULL;
-    char ps[16];
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICSERV;
-    snprintf(ps, sizeof(ps), "%d", port);
-    if (getaddrinfo(host, ps, &hints, &res) != 0)
-        return -1;
-    int fd = -1;
-    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next)
-        fd = connect_addr(ai->ai_addr, ai->ai_addrlen, timeout_ms);
-    freeaddrinfo(res);
-    return fd;
-}
-
-static int connect_unix(const char *path)
-{
-    struct sockaddr_un sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sun_family = AF_UNIX;
-    if (strlen(path) >= sizeof(sa.sun_path))
-        return -1;
-    strcpy(sa.sun_path, path);
-    return connect_addr((struct sockaddr *)&sa, sizeof(sa), RUN_PROBE_MS);
-}
-
-/* 1 when every address of the listener accepts a connection. */
-static int listener_accepts(const conf_listener_t *l)
-{
-    const char *host = connect_host(l);
-    if (host != NULL) {
-        int fd = connect_tcp(host, l->port, RUN_PROBE_MS);
-        if (fd < 0)
-            return 0;
-        close(fd);
-    }
-    if (l->unix_path && *l->unix_path) {
-        char path[512];
-        if (l->proto == CONF_PROTO_PG)
-            snprintf(path, sizeof(path), "%s/.s.PGSQL.%d", l->unix_path, l->port);
-        else
-            snprintf(path, sizeof(path), "%s", l->unix_path);
-        int fd = connect_unix(path);
-        if (fd < 0)
-            return 0;
-        close(fd);
-    }
-    return 1;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* ---- options -------------------------------------------------------------------------- */
 
@@ -475,6 +104,15 @@ static void usage(FILE *f)
 static const char *const run_value_opts[] = { "-c", "--config", "--env-file", "-o", "--set", "--timeout",
                                               "--grace", NULL };
 
+/* 1 when opt is one of the options that take a value. */
+static int takes_value(const char *opt)
+{
+    const char *const *v = run_value_opts;
+    while (*v != NULL && strcmp(*v, opt) != 0)
+        v++;
+    return *v != NULL;
+}
+
 int sy_run_wanted(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++) {
@@ -484,7 +122,7 @@ int sy_run_wanted(int argc, char **argv)
         if (strcmp(a, "--") == 0)
             return i + 1 < argc && strcmp(argv[i + 1], "run") == 0;
         if (a[0] == '-') {
-            if (in_list(run_value_opts, a))
+            if (takes_value(a))
                 i++;
             continue;
         }
@@ -551,7 +189,7 @@ static int parse_args(int argc, char **argv, run_opts_t *o)
         }
         memcpy(opt, a, alen);
         opt[alen] = '\0';
-        if (!in_list(run_value_opts, opt)) {
+        if (!takes_value(opt)) {
             fprintf(stderr, "switchyard run: unknown option '%s' (see switchyard run --help)\n", a);
             return -1;
         }
@@ -589,78 +227,6 @@ static int parse_args(int argc, char **argv, run_opts_t *o)
         return -1;
     }
     return 0;
-}
-
-/* ---- --wait-ready ------------------------------------------------------------------- */
-
-/* GET /readyz once: 1 ready, 0 not (reason in why). */
-static int readyz_once(const char *host, int port, char *why, size_t whylen)
-{
-    int fd = connect_tcp(host, port, 1000);
-    if (fd < 0) {
-        snprintf(why, whylen, "cannot connect to %s:%d: %s", host, port, strerror(errno ? errno : ECONNREFUSED));
-        return 0;
-    }
-    struct timeval tv = { 2, 0 };
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    static const char req[] = "GET /readyz HTTP/1.0\r\nHost: switchyard\r\n\r\n";
-    char buf[4096];
-    size_t len = 0;
-    ssize_t n;
-    if (send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof(req) - 1)) {
-        snprintf(why, whylen, "cannot send to %s:%d", host, port);
-        close(fd);
-        return 0;
-    }
-    while (len < sizeof(buf) - 1 && (n = recv(fd, buf + len, sizeof(buf) - 1 - len, 0)) > 0)
-        len += (size_t)n;
-    close(fd);
-    buf[len] = '\0';
-    int ok = len >= 12 && strncmp(buf, "HTTP/1.", 7) == 0 && strncmp(buf + 8, " 200", 4) == 0;
-    if (!ok) {
-        const char *body = strstr(buf, "\r\n\r\n");
-        const char *text = body ? body + 4 : (len ? buf : "no answer");
-        size_t tl = strcspn(text, "\r\n");    /* the first reason is enough */
-        snprintf(why, whylen, "%.*s", (int)(tl < whylen ? tl : whylen - 1), text);
-    }
-    return ok;
-}
-
-static int wait_ready(const conf_t *c, double timeout)
-{
-    const char *addr = c->metrics_listen;
-    if (addr == NULL || *addr == '\0' || strcmp(addr, "off") == 0) {
-        fprintf(stderr, "switchyard: --wait-ready asks /readyz on metrics_listen, which is off\n");
-        return RUN_USAGE;
-    }
-    char host[256];
-    const char *colon = strrchr(addr, ':');
-    size_t hl = colon ? (size_t)(colon - addr) : 0;
-    const char *hs = addr;
-    if (hl >= 2 && addr[0] == '[' && addr[hl - 1] == ']') {
-        hs++;
-        hl -= 2;
-    }
-    if (colon == NULL || hl == 0 || hl >= sizeof(host)) {
-        fprintf(stderr, "switchyard: metrics_listen: bad address %s\n", addr);
-        return RUN_USAGE;
-    }
-    memcpy(host, hs, hl);
-    host[hl] = '\0';
-    conf_listener_t l = { .host = host };
-    const char *h = connect_host(&l);
-    double deadline = now_s() + timeout;
-    char why[512] = "no answer";
-    for (;;) {
-        if (readyz_once(h, atoi(colon + 1), why, sizeof(why)))
-            return 0;
-        if (now_s() > deadline) {
-            fprintf(stderr, "switchyard: not ready after %gs: %s\n", timeout, why);
-            return RUN_NOT_READY;
-        }
-        usleep(200 * 1000);
-    }
 }
 
 /* ---- supervision ----------------------------------------------------------------------- */
@@ -783,7 +349,7 @@ static int start_daemon(run_sup_t *s, const run_opts_t *o, const conf_t *c, cons
     snprintf(notify_env, sizeof(notify_env), "NOTIFY_SOCKET=%s", name);
     char **own;
     size_t nown;
-    char **envp = env_vector(NULL, snap, "NOTIFY_SOCKET", notify_env, &own, &nown);
+    char **envp = run_env_vector(NULL, snap, "NOTIFY_SOCKET", notify_env, &own, &nown);
     const char **argv = calloc((size_t)o->ndaemon + 2, sizeof(char *));
     argv[0] = "switchyard";
     for (int i = 0; i < o->ndaemon; i++)
@@ -799,18 +365,13 @@ static int start_daemon(run_sup_t *s, const run_opts_t *o, const conf_t *c, cons
         return RUN_FAILED;
     }
     setpgid(s->daemon, s->daemon);      /* as the child does: whichever runs first */
-    scrub_own_environ(e);
+    run_env_scrub_own(e);
 
-    double deadline = now_s() + o->timeout;
+    double deadline = run_ready_now() + o->timeout;
     for (;;) {
         drain_notify(s);
-        if (s->ready_seen) {
-            size_t ok = 0;
-            while (ok < c->nlisteners && listener_accepts(&c->listeners[ok]))
-                ok++;
-            if (ok == c->nlisteners)
-                return 0;
-        }
+        if (s->ready_seen && run_ready_listeners(c))
+            return 0;
         int sig = next_signal(RUN_TICK_MS);
         if (sig == SIGCHLD)
             reap(s);
@@ -830,7 +391,7 @@ static int start_daemon(run_sup_t *s, const run_opts_t *o, const conf_t *c, cons
             fprintf(stderr, "switchyard run: switchyard %s before it was ready; COMMAND not started\n", how);
             return RUN_FAILED;
         }
-        if (now_s() > deadline) {
+        if (run_ready_now() > deadline) {
             fprintf(stderr, "switchyard run: switchyard not %s after %gs; COMMAND not started\n",
                     s->ready_seen ? "accepting on every listener" : "ready", o->timeout);
             kill(s->daemon, SIGKILL);
@@ -866,9 +427,9 @@ static int supervise(run_sup_t *s, const run_opts_t *o)
             fprintf(stderr, "switchyard run: switchyard %s; stopping COMMAND (pid %d)\n", how, (int)s->app);
             daemon_failed = 1;
             kill(s->app, SIGTERM);
-            kill_at = now_s() + o->grace;
+            kill_at = run_ready_now() + o->grace;
         }
-        if (daemon_failed && s->app != 0 && kill_at > 0 && now_s() > kill_at) {
+        if (daemon_failed && s->app != 0 && kill_at > 0 && run_ready_now() > kill_at) {
             kill(s->app, SIGKILL);
             kill_at = -1;
         }
@@ -911,7 +472,7 @@ static int run_command(const run_opts_t *o, const conf_t *c, const run_env_t *e,
     }
     char **own;
     size_t nown;
-    char **envp = env_vector(e, snap, NULL, NULL, &own, &nown);
+    char **envp = run_env_vector(e, snap, NULL, NULL, &own, &nown);
     s.app = fork();
     if (s.app == 0)
         child_exec(o->command[0], o->command, envp, 0);
@@ -963,18 +524,18 @@ int sy_run_main(int argc, char **argv)
     }
     have_conf = 1;
     if (o.wait_ready) {
-        rc = wait_ready(&conf, o.timeout);
+        rc = run_ready_wait(&conf, o.timeout);
         goto out;
     }
     run_env_build(&e, &conf, &snap);
     if (o.dry_run) {
-        print_changes(stdout, &e, o.command);
+        run_env_print(stdout, &e, o.command);
         rc = 0;
         goto out;
     }
     rc = run_command(&o, &conf, &e, &snap);
 out:
-    env_free(&e);
+    run_env_free(&e);
     if (have_conf)
         conf_free(&conf);
     conf_env_free(&snap);
