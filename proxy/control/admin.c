@@ -154,30 +154,41 @@ typedef struct show_s {
     pgr_buf_t     rows[];    /* per worker */
 } show_t;
 
-static void show_list(show_t *sh, pgr_buf_t *rows, sy_session_link_t *head)
+static void show_clients(pgr_buf_t *rows, sy_session_link_t *head)
 {
     for (sy_session_link_t *l = head->next; l != head; l = l->next) {
         char c[6][128];
         memset(c, 0, sizeof(c));
-        if (sh->servers && (l->route == NULL || l->console || l->target == NULL))
-            continue;
         l->describe(l, c);
-        if (sh->servers) {
-            const char *v[6] = { c[0], c[1], c[2], which_name(l->which), c[3], c[4] };
-            pgr_data_row(rows, 6, v);
-        } else {
-            const char *v[7] = { c[0], c[1], c[2], c[3], c[4], l->held ? "yes" : "no", c[5] };
-            pgr_data_row(rows, 7, v);
-        }
+        const char *v[7] = { c[0], c[1], c[2], c[3], c[4], l->state == SY_CLIENT_HELD ? "yes" : "no", c[5] };
+        pgr_data_row(rows, 7, v);
+    }
+}
+
+static void show_servers(pgr_buf_t *rows, const sy_route_t *r, sy_server_link_t *head)
+{
+    for (sy_server_link_t *s = head->next; s != head; s = s->next) {
+        char c[4][128];
+        memset(c, 0, sizeof(c));
+        s->describe(s, c);
+        const char *v[6] = { c[0], c[1], r->conf->name, which_name(s->which), c[2], c[3] };
+        pgr_data_row(rows, 6, v);
     }
 }
 
 static void show_each(void *ctx, int worker)
 {
     show_t *sh = ctx;
-    show_list(sh, &sh->rows[worker], sy_worker_sessions_of(worker, NULL));
-    for (size_t i = 0; i < sy_server.nroutes; i++)
-        show_list(sh, &sh->rows[worker], sy_worker_sessions_of(worker, &sy_server.routes[i]));
+    pgr_buf_t *rows = &sh->rows[worker];
+    for (size_t i = 0; i <= sy_server.nroutes; i++) {
+        const sy_route_t *r = i == 0 ? NULL : &sy_server.routes[i - 1];
+        if (sh->servers && r != NULL)
+            for (int st = 0; st < SY_SERVER_NSTATES; st++)
+                show_servers(rows, r, sy_worker_servers_of(worker, r, (sy_server_state_t)st));
+        else if (!sh->servers)
+            for (int st = 0; st < SY_CLIENT_NSTATES; st++)
+                show_clients(rows, sy_worker_sessions_of(worker, r, (sy_client_state_t)st));
+    }
 }
 
 static void show_all(void *ctx)

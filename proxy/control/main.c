@@ -101,9 +101,9 @@ static void kick_list(sy_session_link_t *head)
 
 static void kick_each(void *ctx, int worker)
 {
-    kick_list(sy_worker_sessions_of(worker, NULL));
-    for (size_t i = 0; i < sy_server.nroutes; i++)
-        kick_list(sy_worker_sessions_of(worker, &sy_server.routes[i]));
+    for (size_t i = 0; i <= sy_server.nroutes; i++)
+        for (int st = 0; st < SY_CLIENT_NSTATES; st++)
+            kick_list(sy_worker_sessions_of(worker, i ? &sy_server.routes[i - 1] : NULL, (sy_client_state_t)st));
 }
 
 static void kicked_all(void *ctx)

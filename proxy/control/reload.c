@@ -156,12 +156,13 @@ int sy_reload(char *err, size_t errlen)
         start[i] = changed;
         if (!changed) {
             /* Same place: sessions may keep running on their (equal) old target. */
-            for (int w = 0; w < sy_nworkers(); w++) {
-                sy_session_link_t *head = sy_worker_sessions_of(w, r);
-                for (sy_session_link_t *l = head->next; l != head; l = l->next)
-                    if (l->target == old_t)
-                        l->target = new_t;
-            }
+            for (int w = 0; w < sy_nworkers(); w++)
+                for (int st = 0; st < SY_SERVER_NSTATES; st++) {
+                    sy_server_link_t *head = sy_worker_servers_of(w, r, (sy_server_state_t)st);
+                    for (sy_server_link_t *s = head->next; s != head; s = s->next)
+                        if (s->target == old_t)
+                            s->target = new_t;
+                }
         }
     }
     sy_deisolate();

@@ -105,12 +105,20 @@ const conf_target_t *sy_route_target(const sy_route_t *r, conf_which_t which)
  * same way (a move that began before the reload lands on the old snapshot's copy). */
 static int must_move(const sy_session_link_t *l, const sy_route_t *r)
 {
-    if (l->route != r || l->console || l->target == NULL)
+    const sy_server_link_t *sv = l->server;
+    if (l->route != r || l->console || sv == NULL || sv->target == NULL)
         return 0;
     conf_which_t active = sy_route_active(r);
     const conf_target_t *t = sy_route_target(r, active);
-    return l->target != t && !(l->which == active && sy_target_equal(l->target, t));
+    return sv->target != t && !(sv->which == active && sy_target_equal(sv->target, t));
 }
+
+/* The client states a switch acts on: relaying, and stopped at a boundary. */
+static const sy_client_state_t acted_on[] = { SY_CLIENT_ACTIVE, SY_CLIENT_HELD };
+#define FOR_ACTED_ON(worker, r, l, next) \
+    for (size_t st_ = 0; st_ < sizeof(acted_on) / sizeof(acted_on[0]); st_++) \
+        for (sy_session_link_t *head_ = sy_worker_sessions_of((worker), (r), acted_on[st_]), \
+             *l = head_->next, *next; l != head_ && (next = l->next, 1); l = next)
 
 static int route_mode(const sy_route_t *r)
 {
@@ -169,11 +177,11 @@ static void wsw_report(wsw_t *w, int kind)
  * release never closes another session. */
 static void release_ready(int worker, sy_route_t *r)
 {
-    sy_session_link_t *head = sy_worker_sessions_of(worker, r);
+    sy_session_link_t *head = sy_worker_sessions_of(worker, r, SY_CLIENT_HELD);
     for (sy_session_link_t *l = head->next, *next; l != head; l = next) {
         next = l->next;
-        if (l->held && !l->moving && !sy_route_should_hold(l)) {
-            l->held = 0;
+        if (!sy_route_should_hold(l)) {
+            sy_session_set_state(l, SY_CLIENT_ACTIVE);
             l->release(l);
         }
     }
@@ -187,7 +195,6 @@ static void wsw_eval(wsw_t *w)
         return;
     sw_phase_t phase = (sw_phase_t)SY_LOAD(r->sw_phase);
     int mode = route_mode(r);
-    sy_session_link_t *head = sy_worker_sessions_of(w->worker, r);
     int left = 0, unquiet = 0;
 
     if (phase == SW_PREPARING) {
@@ -197,18 +204,20 @@ static void wsw_eval(wsw_t *w)
     }
     if (phase == SW_MOVING || phase == SW_GRADUAL)
         release_ready(w->worker, r);   /* sessions already on the new target may start */
-    for (sy_session_link_t *l = head->next, *next; l != head; l = next) {
-        next = l->next;
+    /* Sessions already moving are counted by inflight. One whose move finishes at once
+     * goes back to the end of a list walked here, on its new target: skipped. */
+    FOR_ACTED_ON(w->worker, r, l, next) {
         if (!must_move(l, r))
             continue;
         left++;
-        if (l->moving)
-            continue;
         int quiet = l->quiet(l);
         if (!quiet)
             unquiet++;
         if (sw_act(mode, phase, SW_SIDE_OLD, quiet, 0) == SW_MOVE) {
-            l->moving = 1;
+            left--;
+            l->moved_from = l->state;
+            sy_session_set_state(l, SY_CLIENT_MOVING);
+            l->in_move = 1;
             w->inflight++;
             l->move(l);   /* may finish (or close the session) at once */
         }
@@ -246,7 +255,6 @@ static void op_each(void *ctx, int worker)
     op_t *o = ctx;
     sy_route_t *r = o->route;
     wsw_t *w = wsw_of(worker, r);
-    sy_session_link_t *head = sy_worker_sessions_of(worker, r);
 
     switch (o->op) {
     case OP_PREPARE:
@@ -256,8 +264,7 @@ static void op_each(void *ctx, int worker)
         w->moved = w->closed = 0;
         w->inflight = 0;
         w->preparing = 1;   /* until every prepare below has started */
-        for (sy_session_link_t *l = head->next, *next; l != head; l = next) {
-            next = l->next;
+        FOR_ACTED_ON(worker, r, l, next) {
             if (must_move(l, r) && l->prepare != NULL && !l->preparing) {
                 l->preparing = 1;
                 w->preparing++;
@@ -277,9 +284,8 @@ static void op_each(void *ctx, int worker)
         if (w->gen != o->gen)
             break;
         uint64_t kicked = 0;
-        for (sy_session_link_t *l = head->next, *next; l != head; l = next) {
-            next = l->next;
-            if (must_move(l, r) && !l->moving && !l->quiet(l)) {
+        FOR_ACTED_ON(worker, r, l, next) {
+            if (must_move(l, r) && !l->quiet(l)) {
                 kicked++;
                 w->closed++;
                 SY_STAT_ADD(r->closed_at_deadline, 1);
@@ -343,9 +349,11 @@ void sy_switch_poke(sy_route_t *r)
 void sy_switch_moved(sy_session_link_t *l, int ok)
 {
     sy_route_t *r = l->route;
-    if (r == NULL || !l->moving)
+    if (r == NULL || !l->in_move)
         return;
-    l->moving = 0;
+    l->in_move = 0;
+    if (l->state == SY_CLIENT_MOVING)
+        sy_session_set_state(l, SY_CLIENT_ACTIVE);
     wsw_t *w = wsw_of(sy_loop_index(l->loop), r);
     if (w->inflight > 0)
         w->inflight--;

@@ -285,19 +285,57 @@ struct sy_route_s {
     char                health_err[256];  /* its cause when not ok */
 };
 
-/* Every live client session is on one list of its worker: per route once routed, else
- * the worker's list of unrouted and console sessions (worker.c). Only that worker touches
- * it. describe fills the SHOW CLIENTS columns: id, protocol, route, target, state, detail. */
+/*
+ * Client and server connections (session.c). A session is a client connection, and while
+ * it relays, a server connection linked to it. Each is on exactly one list of its worker,
+ * per route and per state, as PgBouncer keeps its sockets on per-pool state lists
+ * (change_client_state): the state is which list it is on, so a switch step walks only the
+ * sessions in the state it cares about, and a gauge reads a list's length. Only the worker
+ * that owns a connection touches its list.
+ *
+ *   client   ACTIVE   relaying, or starting up (not routed yet: the worker's route-less list)
+ *            HELD     stopped at a boundary by a pause or a switch
+ *            MOVING   a move to the route's active target is running
+ *            CLOSING  its close has begun (an error being flushed, a linger)
+ *   server   CONNECTING  being opened (for a client, or ahead of a move)
+ *            ACTIVE      linked to a client
+ *            IDLE        kept for reuse, linked to nobody
+ *            CLOSING     its close has begun (a move job finishing it, a close(2) deferred)
+ */
+typedef enum { SY_CLIENT_ACTIVE = 0, SY_CLIENT_HELD, SY_CLIENT_MOVING, SY_CLIENT_CLOSING,
+               SY_CLIENT_NSTATES } sy_client_state_t;
+typedef enum { SY_SERVER_CONNECTING = 0, SY_SERVER_ACTIVE, SY_SERVER_IDLE, SY_SERVER_CLOSING,
+               SY_SERVER_NSTATES } sy_server_state_t;
+extern const char *const sy_client_state_names[SY_CLIENT_NSTATES];
+extern const char *const sy_server_state_names[SY_SERVER_NSTATES];
+
 typedef struct sy_session_link_s sy_session_link_t;
+typedef struct sy_server_link_s sy_server_link_t;
+
+/* A server connection: its target, its state list, the client it serves. describe fills
+ * the SHOW SERVERS columns: client id, protocol, upstream address, state. */
+struct sy_server_link_s {
+    sy_server_link_t  *prev, *next;
+    uv_loop_t         *loop;        /* the worker loop it lives on */
+    sy_route_t        *route;
+    conf_which_t       which;       /* the target it is connected to */
+    const conf_target_t *target;    /* ...and that target's settings */
+    sy_server_state_t  state;
+    sy_session_link_t *client;      /* linked while in use; NULL when idle or orphaned */
+    void             (*describe)(const sy_server_link_t *s, char cols[][128]);
+};
+
+/* A client connection. describe fills the SHOW CLIENTS columns: id, protocol, route,
+ * target, state, detail. */
 struct sy_session_link_s {
     sy_session_link_t *prev, *next;
     uv_loop_t         *loop;        /* the worker loop the session lives on */
     sy_route_t        *route;       /* NULL until routed */
-    conf_which_t       which;       /* target it is connected to */
-    const conf_target_t *target;    /* ...and that target's settings */
-    int                held;        /* stopped at a boundary by a pause or a switch */
-    int                moving;      /* a move to the route's active target is running */
+    sy_client_state_t  state;
+    sy_server_link_t  *server;      /* the server connection it relays to, once routed */
     int                preparing;   /* its new upstream is being opened ahead of the move */
+    int                in_move;     /* a move the switch counts is running (sy_switch_moved ends it) */
+    sy_client_state_t  moved_from;  /* the state that move started from (HELD: at a boundary) */
     int                console;     /* admin console sessions are never moved */
     int                kicked;      /* told to go at the shutdown deadline */
     int                pinned;      /* known to be unmovable (e.g. Redis CLIENT TRACKING): set it
@@ -315,14 +353,33 @@ struct sy_session_link_s {
     void             (*kick)(sy_session_link_t *l, const char *why);
     void             (*release)(sy_session_link_t *l);
 };
-/* On the session's own worker: l->loop must be set. */
+/* On the connection's own worker (l->loop set). A client starts ACTIVE on the list of
+ * l->route (NULL: not routed yet, and the console). */
 void sy_session_link(sy_session_link_t *l);
 void sy_session_unlink(sy_session_link_t *l);
 void sy_session_set_route(sy_session_link_t *l, sy_route_t *r);
+void sy_session_set_state(sy_session_link_t *l, sy_client_state_t st);
 void sy_session_set_pinned(sy_session_link_t *l, int pinned);
-/* A worker's list of sessions on route r (NULL: not routed yet, and the console). Only
- * that worker may walk it. */
-sy_session_link_t *sy_worker_sessions_of(int worker, const sy_route_t *r);
+/* Route client l: it goes to r's lists, and sv, its server connection, is set to r's
+ * active target and starts CONNECTING (describe fills its SHOW SERVERS row). */
+void sy_session_route(sy_session_link_t *l, sy_route_t *r, sy_server_link_t *sv,
+                      void (*describe)(const sy_server_link_t *sv, char cols[][128]));
+/* A session's protocol state changed: relaying (its server is in use) or closing (both
+ * sides leave the lists a switch walks). */
+void sy_session_relaying(sy_session_link_t *l);
+void sy_session_closing(sy_session_link_t *l);
+/* A server starts on the list of (s->route, s->state). */
+void sy_server_link(sy_server_link_t *s);
+void sy_server_unlink(sy_server_link_t *s);
+void sy_server_set_state(sy_server_link_t *s, sy_server_state_t st);
+/* A worker's list of clients on route r (NULL: not routed yet, and the console) in state
+ * st, and of servers; only that worker may walk them. The counts may be read anywhere. */
+sy_session_link_t *sy_worker_sessions_of(int worker, const sy_route_t *r, sy_client_state_t st);
+sy_server_link_t  *sy_worker_servers_of(int worker, const sy_route_t *r, sy_server_state_t st);
+uint32_t sy_worker_clients_in(int worker, const sy_route_t *r, sy_client_state_t st);
+uint32_t sy_worker_servers_in(int worker, const sy_route_t *r, sy_server_state_t st);
+/* The lists of n workers, once the routes are known (sy_workers_start). */
+int  sy_lists_init(int n);
 /* The route's active target (an atomic read), and a target of the route. */
 conf_which_t sy_route_active(const sy_route_t *r);
 const conf_target_t *sy_route_target(const sy_route_t *r, conf_which_t which);

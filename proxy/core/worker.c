@@ -19,9 +19,9 @@
  *                    done(ctx) on the main loop once all have run (envoy's runOnAllThreads)
  *   worker -> main   sy_ctl_post(ctl): ctl->fn runs on the main loop
  *
- * Each worker keeps its own sessions on lists, one per route and one for sessions not yet
- * routed (and the console), so a switch step on a worker reads only the sessions of that
- * route on that worker, and the workers move their own sessions in parallel.
+ * Each worker keeps its own client and server connections on lists per route and state
+ * (session.c), so a switch step on a worker reads only the sessions of that route on that
+ * worker, and the workers move their own sessions in parallel.
  *
  * One isolation remains, for rare operations that swap what every worker reads (RELOAD's
  * configuration swap) and for the exit: sy_isolate() parks every worker in an async
@@ -52,9 +52,6 @@ typedef struct sy_worker_s {
     handoff_t      *q;          /* accepted sockets waiting to be started here */
     size_t          qlen, qcap;
     sy_msg_t       *msg_head, *msg_tail;
-    sy_session_link_t *lists;   /* [0]: not routed yet, console; [1 + route index] */
-    size_t          nlists;
-    uint64_t        nsessions;  /* on this worker (atomic: the metrics tick reads it) */
     int            *graves;     /* fds whose close waits (sy_close_later) */
     size_t          ngraves, gcap;
 } sy_worker_t;
@@ -106,11 +103,6 @@ int sy_worker_self(void)
 uv_loop_t *sy_worker_loop(int worker)
 {
     return &workers[worker].loop;
-}
-
-uint64_t sy_worker_sessions(int worker)
-{
-    return __atomic_load_n(&workers[worker].nsessions, __ATOMIC_RELAXED);
 }
 
 /*
@@ -342,74 +334,6 @@ void sy_close_pending(void)
     }
 }
 
-/* ---- sessions on their worker's lists -------------------------------------------------- */
-
-static sy_session_link_t *list_of(sy_worker_t *w, const sy_route_t *r)
-{
-    size_t i = r ? 1 + (size_t)(r - sy_server.routes) : 0;
-    return i < w->nlists ? &w->lists[i] : &w->lists[0];
-}
-
-static void list_insert(sy_session_link_t *head, sy_session_link_t *l)
-{
-    l->next = head;
-    l->prev = head->prev;
-    head->prev->next = l;
-    head->prev = l;
-}
-
-static void list_remove(sy_session_link_t *l)
-{
-    l->prev->next = l->next;
-    l->next->prev = l->prev;
-    l->next = l->prev = NULL;
-}
-
-void sy_session_link(sy_session_link_t *l)
-{
-    sy_worker_t *w = l->loop->data;
-    list_insert(list_of(w, l->route), l);
-    __atomic_fetch_add(&w->nsessions, 1, __ATOMIC_RELAXED);
-}
-
-void sy_session_unlink(sy_session_link_t *l)
-{
-    if (l->next == NULL)
-        return;
-    sy_worker_t *w = l->loop->data;
-    sy_session_set_pinned(l, 0);
-    list_remove(l);
-    __atomic_fetch_sub(&w->nsessions, 1, __ATOMIC_RELAXED);
-}
-
-void sy_session_set_route(sy_session_link_t *l, sy_route_t *r)
-{
-    sy_worker_t *w = l->loop->data;
-    if (l->next != NULL)
-        list_remove(l);
-    l->route = r;
-    list_insert(list_of(w, r), l);
-}
-
-void sy_session_set_pinned(sy_session_link_t *l, int pinned)
-{
-    pinned = pinned != 0;
-    if (l->pinned == pinned)
-        return;
-    l->pinned = pinned;
-    if (l->route != NULL) {
-        if (pinned)
-            SY_STAT_ADD(l->route->pinned, 1);
-        else
-            SY_STAT_SUB(l->route->pinned, 1);
-    }
-}
-
-sy_session_link_t *sy_worker_sessions_of(int worker, const sy_route_t *r)
-{
-    return list_of(&workers[worker], r);
-}
-
 /* ---- workers ---------------------------------------------------------------------------- */
 
 static const sy_proto_t *protos[CONF_PROTO_REDIS + 1];
@@ -501,21 +425,13 @@ int sy_workers_start(int n, char *err, size_t errlen)
     }
     uv_unref((uv_handle_t *)&ctl_async);
     workers = calloc((size_t)n, sizeof(sy_worker_t));
-    if (workers == NULL) {
+    if (workers == NULL || sy_lists_init(n) != 0) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
     for (int i = 0; i < n; i++) {
         sy_worker_t *w = &workers[i];
         w->id = i;
-        w->nlists = 1 + sy_server.nroutes;
-        w->lists = calloc(w->nlists, sizeof(sy_session_link_t));
-        if (w->lists == NULL) {
-            snprintf(err, errlen, "out of memory");
-            return -1;
-        }
-        for (size_t k = 0; k < w->nlists; k++)
-            w->lists[k].next = w->lists[k].prev = &w->lists[k];
         int rc = uv_loop_init(&w->loop);
         if (rc == 0)
             rc = uv_async_init(&w->loop, &w->wake, wake_cb);

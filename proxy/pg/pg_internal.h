@@ -66,7 +66,8 @@ typedef struct pg_params_s {
 #define PG_MAX_HOSTS 64
 
 struct pg_session_s {
-    sy_session_link_t link;           /* on sy_sessions; first member */
+    sy_session_link_t link;           /* the client connection; first member */
+    sy_server_link_t  slink;          /* the server connection, once routed */
     uint64_t       id;
     int            refs;
     pg_state_t     state;
@@ -139,6 +140,7 @@ struct pg_session_s {
 };
 
 void pg_admin_drive(pg_session_t *s);
+void pg_server_describe(const sy_server_link_t *sv, char cols[][128]);
 void pg_client_cb(sy_conn_t *c, int status, int events);
 void pg_handle_password(pg_session_t *s);
 void pg_move_orphan(struct pg_move_s *m);

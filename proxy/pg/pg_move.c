@@ -228,7 +228,7 @@ static void pg_release(pg_session_t *s)
 {
     if (s->state != PGS_RELAY)
         return;
-    s->link.held = 0;
+    sy_session_set_state(&s->link, SY_CLIENT_ACTIVE);
     s->refs++;
     int r = sy_pipe_resume(s, &s->c2s);
     if (r == SY_PUMP_DST_ERR)
@@ -281,8 +281,8 @@ static void move_done(uv_work_t *req, int status)
     if (PQsslInUse(s->pg))
         sy_tls_adopt(&s->server, PQsslStruct(s->pg, "OpenSSL"));
     s->be_pid = (uint32_t)PQbackendPID(s->pg);
-    s->link.target = m->target;
-    s->link.which = m->which;
+    s->slink.target = m->target;
+    s->slink.which = m->which;
     pgw_scan_init(&s->sscan, sy_conf()->max_message_size);
     pgw_scan_capture(&s->sscan, 'S');
 
@@ -310,13 +310,13 @@ static void move_done(uv_work_t *req, int status)
         goto out;
     }
     sy_info("event=moved conn=%llu route=%s target=%s upstream=%s backend_pid=%u ms=%llu", (unsigned long long)s->id,
-            s->link.route->conf->name, s->link.which == CONF_EXTERNAL ? "external" : "builtin", s->link.target->hostport, s->be_pid,
+            s->link.route->conf->name, s->slink.which == CONF_EXTERNAL ? "external" : "builtin", s->slink.target->hostport, s->be_pid,
             (unsigned long long)(uv_now(s->link.loop) - m->started));
     s->refs++;
     if (!sy_route_should_hold(&s->link)) {
         pg_release(s);
     } else {
-        s->link.held = 1;   /* paused meanwhile: RESUME releases it */
+        sy_session_set_state(&s->link, SY_CLIENT_HELD);   /* paused meanwhile: RESUME releases it */
         pg_update_polls(s);
     }
     sy_switch_moved(&s->link, 1);   /* moved, even if releasing it found its client gone */

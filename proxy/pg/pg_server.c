@@ -30,7 +30,7 @@ static void connect_failed(pg_session_t *s, const char *why)
     cause[o] = '\0';
     /* The SQLSTATE the server would have given, where libpq's text tells it. */
     const char *state = pgw_errclass_connect(cause);
-    pg_close(s, state, "route %s: cannot connect to %s: %s", s->link.route->conf->name, s->link.target->hostport, cause);
+    pg_close(s, state, "route %s: cannot connect to %s: %s", s->link.route->conf->name, s->slink.target->hostport, cause);
 }
 
 static void attempt_failed(pg_session_t *s, const char *why);
@@ -274,7 +274,7 @@ static void pg_connect_start(pg_session_t *s)
 {
     const char *why = "out of memory";
     s->pp = malloc(sizeof(*s->pp));
-    if (s->pp == NULL || pg_build_params(s, s->link.target, 1, s->pp, &why) != 0) {
+    if (s->pp == NULL || pg_build_params(s, s->slink.target, 1, s->pp, &why) != 0) {
         connect_failed(s, why);
         return;
     }
@@ -399,7 +399,7 @@ static void resolve_next(pg_session_t *s)
  * block the loop), then connect. Targets with hostaddr need no resolution. */
 void pg_upstream_begin(pg_session_t *s)
 {
-    const conf_kv_t *kv = &s->link.target->pg;
+    const conf_kv_t *kv = &s->slink.target->pg;
     const char *host = conf_kv_get(kv, "host");
     int timeout = s->link.route ? sy_conf()->connect_timeout : 10;
     const char *ct = conf_kv_get(kv, "connect_timeout");

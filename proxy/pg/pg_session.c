@@ -116,6 +116,10 @@ void pg_set_state(pg_session_t *s, pg_state_t to)
         abort();
     }
     s->state = to;
+    if (to == PGS_RELAY)
+        sy_session_relaying(&s->link);
+    else if (to == PGS_CLOSING)
+        sy_session_closing(&s->link);
 }
 
 /* ---- teardown ------------------------------------------------------------------ */
@@ -159,6 +163,7 @@ static void pg_destroy(pg_session_t *s)
         return;
     pg_set_state(s, PGS_CLOSED);
     sy_session_unlink(&s->link);
+    sy_server_unlink(&s->slink);
     pg_cancel_unregister(s->key);
     s->key = 0;
     pg_finish_upstream(s);
@@ -303,8 +308,8 @@ static int c2s_scan(void *arg, sy_pipe_t *p)
         pgw_event_t ev;
         if (s->state == PGS_RELAY && pg_idle(s) && sy_route_should_hold(&s->link)) {
             /* A pause or a switch: the client's next transaction waits here. */
-            if (!s->link.held) {
-                s->link.held = 1;
+            if (s->link.state != SY_CLIENT_HELD) {
+                sy_session_set_state(&s->link, SY_CLIENT_HELD);
                 sy_debug("event=hold conn=%llu route=%s", (unsigned long long)s->id, s->link.route->conf->name);
             }
             p->reading = 0;
@@ -392,7 +397,7 @@ static int s2c_scan(void *arg, sy_pipe_t *p)
             p->fwd = p->end = p->scanned;
             s->s2c_cut = 1;
             pg_close(s, "08P01", "route %s: protocol violation from %s: %s", s->link.route->conf->name,
-                     s->link.target->hostport, s->sscan.err);
+                     s->slink.target->hostport, s->sscan.err);
             return -1;
         }
         p->scanned += (uint32_t)n;
@@ -447,7 +452,7 @@ void pg_upstream_lost(pg_session_t *s, int err)
 {
     const char *why = s->server.tls_err ? s->server.tls_err : err ? strerror(-err) : "server closed the connection";
     pg_close(s, "08006", "route %s: connection to %s lost: %s", s->link.route->conf->name,
-             s->link.target->hostport, why);
+             s->slink.target->hostport, why);
 }
 
 /* Feed what we queued for the client (s2c_extra) into s2c; the server is not read until
@@ -518,7 +523,7 @@ void pg_relay_begin(pg_session_t *s)
         SSL *ssl = PQsslStruct(s->pg, "OpenSSL");
         if (ssl == NULL) {
             pg_close(s, "08001", "route %s: cannot take over the TLS session to %s", s->link.route->conf->name,
-                     s->link.target->hostport);
+                     s->slink.target->hostport);
             return;
         }
         sy_tls_adopt(&s->server, ssl);
@@ -548,7 +553,7 @@ void pg_relay_begin(pg_session_t *s)
     sy_pipe_inject(&s->s2c, out, off);
     sy_info("event=session_ready conn=%llu route=%s target=%s upstream=%s backend_pid=%u tls=%s",
             (unsigned long long)s->id, s->link.route->conf->name,
-            s->link.which == CONF_EXTERNAL ? "external" : "builtin", s->link.target->hostport, s->be_pid,
+            s->slink.which == CONF_EXTERNAL ? "external" : "builtin", s->slink.target->hostport, s->be_pid,
             PQsslInUse(s->pg) ? "on" : "off");
     if (c2s_scan(s, &s->c2s) != 0)
         return;
@@ -569,11 +574,20 @@ static void pg_describe(const sy_session_link_t *l, char cols[][128])
     snprintf(cols[0], 128, "%llu", (unsigned long long)s->id);
     snprintf(cols[1], 128, "%s", s->admin ? "console" : "postgres");
     snprintf(cols[2], 128, "%s", s->link.route ? s->link.route->conf->name : "");
-    snprintf(cols[3], 128, "%s", s->link.target ? s->link.target->hostport : "");
+    snprintf(cols[3], 128, "%s", s->slink.target ? s->slink.target->hostport : "");
     snprintf(cols[4], 128, "%s", pg_state_names[s->state]);
     snprintf(cols[5], 128, "txn=%c inflight=%u copy=%s db=%.40s user=%.40s", s->txn ? s->txn : '-', s->inflight,
              s->copy_in || s->copy_out ? "yes" : "no", s->database ? s->database : "",
              s->user ? s->user : "");
+}
+
+void pg_server_describe(const sy_server_link_t *sv, char cols[][128])
+{
+    const pg_session_t *s = (const pg_session_t *)sv->client;
+    snprintf(cols[0], 128, "%llu", (unsigned long long)s->id);
+    snprintf(cols[1], 128, "postgres");
+    snprintf(cols[2], 128, "%s", sv->target->hostport);
+    snprintf(cols[3], 128, "%s", pg_state_names[s->state]);
 }
 
 static void pg_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *loop)

@@ -132,12 +132,10 @@ static void pg_route_and_connect(pg_session_t *s)
         return;
     }
     SY_STAT_ADD(s->link.route->clients, 1);
-    s->link.which = sy_route_active(s->link.route);
-    s->link.target = s->link.which == CONF_EXTERNAL ? &s->link.route->conf->external : &s->link.route->conf->builtin;
-    sy_session_set_route(&s->link, s->link.route);
-    if (!s->link.target->defined) {
+    sy_session_route(&s->link, s->link.route, &s->slink, pg_server_describe);
+    if (!s->slink.target->defined) {
         pg_close(s, "08001", "route %s: the %s target is not configured", s->link.route->conf->name,
-                 s->link.which == CONF_EXTERNAL ? "external" : "builtin");
+                 s->slink.which == CONF_EXTERNAL ? "external" : "builtin");
         return;
     }
     if (!s->trusted && s->listener->conf->auth_password != NULL) {
@@ -152,7 +150,7 @@ static void pg_route_and_connect(pg_session_t *s)
     char q1[256], q2[256];
     sy_info("event=connect conn=%llu route=%s database=%s user=%s target=%s", (unsigned long long)s->id,
             s->link.route->conf->name, sy_logq(q1, sizeof(q1), s->database), sy_logq(q2, sizeof(q2), s->user),
-            s->link.which == CONF_EXTERNAL ? "external" : "builtin");
+            s->slink.which == CONF_EXTERNAL ? "external" : "builtin");
     pg_upstream_begin(s);
 }
 

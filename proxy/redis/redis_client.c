@@ -408,7 +408,7 @@ int rs_c2s_scan(void *arg, sy_pipe_t *p)
             break;
         if (rs_idle(s) && sy_route_should_hold(&s->link)) {
             /* A pause or a switch: the next command waits here. */
-            s->link.held = 1;
+            sy_session_set_state(&s->link, SY_CLIENT_HELD);
             p->reading = 0;
             p->fwd = p->scanned;
             sy_switch_poke(s->link.route);
@@ -472,7 +472,7 @@ int rs_s2c_scan(void *arg, sy_pipe_t *p)
             p->fwd = p->scanned;
             SY_STAT_ADD(s->link.route->transactions, replies);
             SY_STAT_ADD(s->link.route->err_protocol, 1);
-            rs_close(s, "route %s: protocol error from %s: %s", s->link.route->conf->name, s->link.target->hostport,
+            rs_close(s, "route %s: protocol error from %s: %s", s->link.route->conf->name, s->slink.target->hostport,
                      s->rp.err);
             return -1;
         }
@@ -518,16 +518,16 @@ int rs_s2c_scan(void *arg, sy_pipe_t *p)
     if (s->held != LOCAL_NONE && s->pending == 0 && s->state == RS_RELAY) {
         if (rs_c2s_scan(s, &s->c2s) != 0)
             return -1;
-        if (s->held == LOCAL_NONE && !s->link.held) {
+        if (s->held == LOCAL_NONE && s->link.state != SY_CLIENT_HELD) {
             s->c2s.reading = 1;
             if (sy_pipe_flush(&s->c2s) < 0) {
-                rs_close(s, "route %s: connection to %s lost", s->link.route->conf->name, s->link.target->hostport);
+                rs_close(s, "route %s: connection to %s lost", s->link.route->conf->name, s->slink.target->hostport);
                 return -1;
             }
         }
     }
     if (!s->c2s.reading && s->held == LOCAL_NONE && s->pending < sy_conf()->redis_max_pipeline &&
-        s->state == RS_RELAY && !s->link.held)
+        s->state == RS_RELAY && s->link.state != SY_CLIENT_HELD)
         s->c2s.reading = 1;
     if (s->link.route && rs_idle(s))
         sy_switch_poke(s->link.route);

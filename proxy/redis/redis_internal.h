@@ -53,7 +53,8 @@ typedef enum {
 typedef enum { SETUP_NONE = 0, SETUP_AUTH, SETUP_SELECT } setup_t;
 
 typedef struct redis_session_s {
-    sy_session_link_t link;         /* on sy_sessions; first member */
+    sy_session_link_t link;         /* the client connection; first member */
+    sy_server_link_t  slink;        /* the server connection, once routed */
     uint64_t       id;
     int            refs;
     rs_state_t     state;

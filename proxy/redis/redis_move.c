@@ -123,7 +123,7 @@ static void rs_release(redis_session_t *s)
 {
     if (s->state != RS_RELAY)
         return;
-    s->link.held = 0;
+    sy_session_set_state(&s->link, SY_CLIENT_ACTIVE);
     s->refs++;
     int r = sy_pipe_resume(s, &s->c2s);
     if (r == SY_PUMP_DST_ERR)
@@ -165,8 +165,8 @@ static void rs_adopt_upstream(redis_session_t *s, rs_move_t *m)
     }
     m->fd = -1;
     m->ssl = NULL;
-    s->link.target = m->target;
-    s->link.which = m->which;
+    s->slink.target = m->target;
+    s->slink.which = m->which;
     resp_reply_init(&s->rp, 0);   /* redis_max_bulk limits what clients send, not replies */
 }
 
@@ -193,14 +193,14 @@ static void rs_move_done(uv_work_t *req, int status)
     rs_adopt_upstream(s, m);
     rs_set_state(s, RS_RELAY);
     sy_debug("event=moved conn=%llu route=%s target=%s upstream=%s ms=%llu", (unsigned long long)s->id,
-            s->link.route->conf->name, s->link.which == CONF_EXTERNAL ? "external" : "builtin", s->link.target->hostport,
+            s->link.route->conf->name, s->slink.which == CONF_EXTERNAL ? "external" : "builtin", s->slink.target->hostport,
             (unsigned long long)(uv_now(s->link.loop) - m->started));
     s->refs++;
     s->s2c.reading = 1;
     if (!sy_route_should_hold(&s->link)) {
         rs_release(s);
     } else {
-        s->link.held = 1;   /* paused meanwhile: RESUME releases it */
+        sy_session_set_state(&s->link, SY_CLIENT_HELD);   /* paused meanwhile: RESUME releases it */
         rs_update_polls(s);
     }
     sy_switch_moved(&s->link, 1);
@@ -268,13 +268,18 @@ void rs_link_move(sy_session_link_t *l)
         free(m->replay);
         free(m);
         sy_debug("event=moved conn=%llu route=%s target=%s upstream=%s ms=0", (unsigned long long)s->id,
-                 r->conf->name, s->link.which == CONF_EXTERNAL ? "external" : "builtin", s->link.target->hostport);
+                 r->conf->name, s->slink.which == CONF_EXTERNAL ? "external" : "builtin", s->slink.target->hostport);
         s->refs++;
         s->s2c.reading = 1;
-        if (s->link.held && !sy_route_should_hold(&s->link))
+        int held = s->link.moved_from == SY_CLIENT_HELD;
+        if (held && !sy_route_should_hold(&s->link)) {
             rs_release(s);         /* held at a boundary: its buffered command goes on */
-        else
-            rs_update_polls(s);    /* the new upstream is watched; the client's watch stays */
+        } else {
+            /* the new upstream is watched; the client's watch stays, and a held command
+             * waits for the switch's release */
+            sy_session_set_state(&s->link, held ? SY_CLIENT_HELD : SY_CLIENT_ACTIVE);
+            rs_update_polls(s);
+        }
         sy_switch_moved(l, 1);
         rs_unref(s);
         return;

@@ -14,7 +14,7 @@ void rs_connect_failed(redis_session_t *s, const char *cause)
     if (s->state != RS_CONNECTING)
         return;
     snprintf(s->errmsg, sizeof(s->errmsg), "route %s: cannot connect to %s: %s", s->link.route->conf->name,
-             s->link.target->hostport, cause);
+             s->slink.target->hostport, cause);
     char q[700];
     sy_info("event=upstream_failed conn=%llu route=%s error=%s", (unsigned long long)s->id, s->link.route->conf->name,
             sy_logq(q, sizeof(q), s->errmsg));
@@ -52,7 +52,7 @@ static void rs_relay_start(redis_session_t *s)
     s->c2s.reading = 1;
     s->s2c.reading = 1;
     sy_info("event=session_ready conn=%llu route=%s target=%s upstream=%s tls=%s", (unsigned long long)s->id,
-            s->link.route->conf->name, s->link.which == CONF_EXTERNAL ? "external" : "builtin", s->link.target->hostport,
+            s->link.route->conf->name, s->slink.which == CONF_EXTERNAL ? "external" : "builtin", s->slink.target->hostport,
             s->server.ssl ? "on" : "off");
     rs_relay_drive(s, &s->server, 0);
     if (s->state == RS_RELAY)
@@ -105,7 +105,7 @@ static void rs_setup_read(redis_session_t *s)
 
 static void rs_send_setup(redis_session_t *s)
 {
-    const sy_endpoint_t *ep = &s->link.target->redis;
+    const sy_endpoint_t *ep = &s->slink.target->redis;
     uint8_t out[1200];
     size_t o = 0;
     char dbs[16];
@@ -162,11 +162,11 @@ static void rs_tls_step(redis_session_t *s)
  * SSL_CTX's certificate store and session cache, so only this worker touches it. */
 static SSL_CTX *rs_tls_ctx(redis_session_t *s, char *err, size_t errlen)
 {
-    int k = s->link.which == CONF_EXTERNAL;
+    int k = s->slink.which == CONF_EXTERNAL;
     int w = sy_loop_index(s->link.loop);
     SSL_CTX **slot = &s->link.route->tls_ctx[w < SY_MAX_WORKERS ? w : 0][k];
     if (*slot == NULL) {
-        const conf_target_t *t = s->link.target;
+        const conf_target_t *t = s->slink.target;
         *slot = sy_tls_client_ctx(t->tls_ca_file, t->tls_cert, t->tls_key, t->tls_insecure_skip_verify, err, errlen);
     }
     return *slot;
@@ -176,10 +176,10 @@ static void rs_connected(redis_session_t *s)
 {
     int one = 1;
     setsockopt(s->server.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (s->link.target->redis.tls) {
+    if (s->slink.target->redis.tls) {
         char err[300];
         SSL_CTX *ctx = rs_tls_ctx(s, err, sizeof(err));
-        if (ctx == NULL || sy_tls_attach(&s->server, ctx, 0, s->link.target->redis.host) != 0) {
+        if (ctx == NULL || sy_tls_attach(&s->server, ctx, 0, s->slink.target->redis.host) != 0) {
             rs_connect_failed(s, ctx == NULL ? err : "cannot start TLS");
             return;
         }
@@ -235,7 +235,7 @@ static void rs_connect_next(redis_session_t *s)
             snprintf(s->errmsg, sizeof(s->errmsg), "%s", strerror(errno));
             continue;
         }
-        ((struct sockaddr_in *)a->ai_addr)->sin_port = htons(s->link.target->redis.port);
+        ((struct sockaddr_in *)a->ai_addr)->sin_port = htons(s->slink.target->redis.port);
         int r = connect(fd, a->ai_addr, a->ai_addrlen);
         if (r != 0 && errno != EINPROGRESS) {
             snprintf(s->errmsg, sizeof(s->errmsg), "%s", strerror(errno));
@@ -267,7 +267,7 @@ void rs_gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     }
     if (status != 0) {
         char cause[300];
-        snprintf(cause, sizeof(cause), "cannot resolve %s: %s", s->link.target->redis.host, uv_strerror(status));
+        snprintf(cause, sizeof(cause), "cannot resolve %s: %s", s->slink.target->redis.host, uv_strerror(status));
         rs_connect_failed(s, cause);
     } else {
         s->addrs = res;

@@ -94,6 +94,10 @@ void rs_set_state(redis_session_t *s, rs_state_t to)
         abort();
     }
     s->state = to;
+    if (to == RS_RELAY)
+        sy_session_relaying(&s->link);
+    else if (to == RS_CLOSING)
+        sy_session_closing(&s->link);
 }
 
 /* ---- teardown ------------------------------------------------------------------ */
@@ -109,6 +113,7 @@ static void rs_destroy(redis_session_t *s)
         return;
     rs_set_state(s, RS_CLOSED);
     sy_session_unlink(&s->link);
+    sy_server_unlink(&s->slink);
     if (s->server.fd >= 0 && s->link.route)
         SY_STAT_SUB(s->link.route->upstreams, 1);
     sy_conn_close(&s->server);
@@ -240,7 +245,7 @@ void rs_upstream_lost(redis_session_t *s, int err)
     }
     const char *why = s->server.tls_err ? s->server.tls_err : err ? strerror(-err) : "server closed the connection";
     SY_STAT_ADD(s->link.route->err_lost, 1);
-    rs_close(s, "route %s: connection to %s lost: %s", s->link.route->conf->name, s->link.target->hostport, why);
+    rs_close(s, "route %s: connection to %s lost: %s", s->link.route->conf->name, s->slink.target->hostport, why);
 }
 
 void rs_relay_drive(redis_session_t *s, sy_conn_t *c, int events)
@@ -311,11 +316,20 @@ static void rs_describe(const sy_session_link_t *l, char cols[][128])
     snprintf(cols[0], 128, "%llu", (unsigned long long)s->id);
     snprintf(cols[1], 128, "redis");
     snprintf(cols[2], 128, "%s", s->link.route ? s->link.route->conf->name : "");
-    snprintf(cols[3], 128, "%s", s->link.target ? s->link.target->hostport : "");
+    snprintf(cols[3], 128, "%s", s->slink.target ? s->slink.target->hostport : "");
     snprintf(cols[4], 128, "%s", rs_names[s->state]);
     snprintf(cols[5], 128, "pending=%llu multi=%d watch=%d subs=%llu blocked=%d monitor=%d resp3=%d",
              (unsigned long long)s->pending, s->in_multi, s->watching, (unsigned long long)s->sub_count,
              s->blocking, s->monitoring, s->resp3);
+}
+
+static void rs_server_describe(const sy_server_link_t *sv, char cols[][128])
+{
+    const redis_session_t *s = (const redis_session_t *)sv->client;
+    snprintf(cols[0], 128, "%llu", (unsigned long long)s->id);
+    snprintf(cols[1], 128, "redis");
+    snprintf(cols[2], 128, "%s", sv->target->hostport);
+    snprintf(cols[3], 128, "%s", rs_names[s->state]);
 }
 
 static void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *loop)
@@ -356,9 +370,7 @@ static void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t
         return;
     }
     SY_STAT_ADD(s->link.route->clients, 1);
-    s->link.which = sy_route_active(s->link.route);
-    sy_session_set_route(&s->link, s->link.route);
-    s->link.target = s->link.which == CONF_EXTERNAL ? &s->link.route->conf->external : &s->link.route->conf->builtin;
+    sy_session_route(&s->link, s->link.route, &s->slink, rs_server_describe);
     s->password = s->link.route->conf->client_password ? s->link.route->conf->client_password : l->conf->auth_password;
     s->authed = s->password == NULL;
     if (!trusted && s->password == NULL) {
@@ -370,10 +382,10 @@ static void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t
     }
     rs_watch(s, &s->client, UV_READABLE, rs_client_cb);
     sy_debug("event=connect conn=%llu route=%s target=%s", (unsigned long long)s->id, s->link.route->conf->name,
-             s->link.which == CONF_EXTERNAL ? "external" : "builtin");
+             s->slink.which == CONF_EXTERNAL ? "external" : "builtin");
 
     rs_timer_start(s, rs_connect_timeout_cb, (uint64_t)sy_conf()->connect_timeout * 1000);
-    const char *host = s->link.target->redis.host;
+    const char *host = s->slink.target->redis.host;
     struct addrinfo hints;
     memset(&hints, 0, sizeof(hints));
     hints.ai_socktype = SOCK_STREAM;

@@ -100,6 +100,19 @@ def test_sessions_spread_over_workers(ctx):
         routes = sorted(r["route"] for r in rows)
         check(routes.count("redis-store") == 9 and routes.count("pg") == 3,
               "SHOW CLIENTS sees %s, want 9 redis-store and 3 pg" % routes)
+        check(all(r["held"] == "no" and r["state"] == "relay" for r in rows if r["route"] != ""),
+              "every routed session relays, none held: %r" % rows)
+        # SHOW SERVERS lists the server connections of every loop, one per routed session,
+        # each naming its client, its upstream address and the state it is in.
+        srows = con.rows("SHOW SERVERS")
+        ids = {r["id"]: r for r in rows}
+        check(sorted(r["route"] for r in srows) == ["pg"] * 3 + ["redis-store"] * 9,
+              "SHOW SERVERS: %r, want 3 pg and 9 redis-store rows" % srows)
+        for r in srows:
+            c = ids.get(r["client_id"])
+            check(c is not None and c["route"] == r["route"], "server row %r names a client of its route" % r)
+            check(r["target"] == "builtin" and r["state"] == "relay" and r["upstream"] == c["target"],
+                  "server row %r: builtin, relay, the client's upstream %r" % (r, c["target"]))
         con.close()
 
         # Every session still works after the console walked them all.
