@@ -59,6 +59,18 @@ def _wait_log(sy, needle, timeout=20.0):
         time.sleep(0.02)
 
 
+def _accept_queue(port):
+    """Connections waiting in the accept queue of the listening socket on 127.0.0.1:port
+    (/proc/net/tcp's rx_queue of a socket in state LISTEN)."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            local, st, queues = fields[1], fields[3], fields[4]
+            if st == "0A" and int(local.split(":")[1], 16) == port:
+                return int(queues.split(":")[1], 16)
+    return 0
+
+
 def test_shutdown_kicks_a_moving_session(ctx):
     """Defect 1: SIGTERM's deadline kicks a session while its move job is inside the state
     query on the old upstream (its backend is stopped). The kick used to PQfinish that
@@ -278,6 +290,44 @@ def test_upstream_dies_while_moving(ctx):
     s2 = ss.Session(sy.port)
     check(ss.where(s2) == ("external", ctx.external.port), "new session after the switch: %r" % (ss.where(s2),))
     s2.close()
+    con.switch("pg", "builtin")
+    con.close()
+    sy.stop()
+
+
+def test_cancel_in_flight_while_session_moves(ctx):
+    """Defect 2: a CancelRequest for a session is being sent (PQcancel on a thread-pool
+    thread, blocked because the old cluster's postmaster is stopped and never answers the
+    cancel connection) when the session's move completes. move_done used to PQfreeCancel
+    the session's PGcancel under that job; the cancel now has a PGcancel of its own. The
+    switch must finish, the session work on its new target, and no sanitizer report appear.
+
+    This does not fail on the old code: PQcancel reads the PGcancel before it blocks, inside
+    libpq, which no sanitizer instruments, so the free that follows is not seen. It guards
+    the path under ASan and TSan on the new code."""
+    sy = ss.start_pg(ctx)
+    con = ss.Console(sy)
+    s = ss.Session(sy.port)
+    cid = _only_client(con)
+    postmaster = ctx.builtin.proc.pid
+    t = None
+    os.kill(postmaster, signal.SIGSTOP)
+    try:
+        t = threading.Thread(target=harness.cancel_request, args=(sy.port, s.pid, s.secret), daemon=True)
+        t.start()
+        # the cancel job has read the PGcancel and connected: its connection waits in the
+        # stopped postmaster's accept queue
+        harness.wait_until(lambda: _accept_queue(ctx.builtin.port) > 0, 10,
+                           "the cancel's connection to reach the stopped postmaster")
+        row, _t0, _t1 = con.switch("pg", "external")
+        check(row["moved"] == "1", "SWITCH with a cancel in flight: %r" % row)
+    finally:
+        os.kill(postmaster, signal.SIGCONT)
+    if t is not None:
+        t.join(10)
+    check(ss.where(s) == ("external", ctx.external.port), "the session did not move: %r" % (ss.where(s),))
+    check(cid in [r["id"] for r in con.rows("SHOW CLIENTS")], "the moved session left SHOW CLIENTS")
+    s.close()
     con.switch("pg", "builtin")
     con.close()
     sy.stop()
