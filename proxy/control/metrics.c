@@ -9,11 +9,19 @@
  *
  *   accept ─▶ READING ──head complete──▶ WRITING ──sent, FIN──▶ LINGER ──EOF──▶ CLOSING ─▶ freed
  *               │  malformed or > 8 KiB: 400      │ write error     │ 5 s timer  (both handles'
- *               │  5 s without a whole head: 408   └─────────────────┴──────────▶  close callbacks)
- *               └─ client gone ───────────────────────────────────────────────▶
+ *               │  2 s without a whole head: 408   └─────────────────┴──────────▶  close callbacks)
+ *               └─ client gone, or evicted ───────────────────────────────────▶
  *
  * LINGER keeps reading (and discarding) after the response until the client closes, so
  * that unread request bytes never turn our close into a reset that eats the response.
+ *
+ * Staying up under half-sent requests (slowloris): the endpoint is what a liveness probe
+ * asks, and a probe that fails restarts the container. A probe sends its whole request in
+ * one packet, so a head gets 2 s, not more. At most MX_CONNS_MAX connections are open;
+ * when a new one would go over, the oldest connection still waiting for its request head
+ * is closed to make room (haproxy and nginx do the same for idle keep-alives), so a flood
+ * of incomplete requests delays a complete one by nothing. Only when every open
+ * connection is already being answered is the newcomer itself refused.
  *
  *   GET /metrics   text format 0.0.4, one family after another, each with HELP and TYPE
  *   GET /healthz   liveness: 200 "ok" while the process serves (this loop answers)
@@ -49,9 +57,10 @@
 #define MX_TICK_MS          1000
 #define MX_PROBE_EVERY_MS   5000
 #define MX_PROBES_MAX       2
-#define MX_REQUEST_MS       5000    /* a whole request head must arrive within this */
+#define MX_REQUEST_MS       2000    /* a whole request head must arrive within this */
 #define MX_RESPONSE_MS      5000    /* writing the response and lingering after it */
-#define MX_CONNS_MAX        64      /* more concurrent HTTP connections are closed at once */
+#define MX_CONNS_MAX        512     /* open HTTP connections (see "Staying up" above) */
+#define MX_BACKLOG          511
 #define MX_PROBE_USER       "postgres"
 #define MX_NOT_PROBED       "not probed yet"
 
@@ -139,8 +148,11 @@ static struct {
     int          stopping;
     mx_probe_t  *probes;        /* one per route */
     int          inflight;
-    struct mx_conn_s *conns;    /* live HTTP connections, doubly linked */
+    struct mx_conn_s *conns;    /* live HTTP connections, doubly linked, newest first */
+    struct mx_conn_s *oldest;   /* ...and the other end */
     int          nconns;
+    int          closing;       /* of those, closing: counted until their close callbacks */
+    uint64_t     evicted;       /* connections closed to make room for a newer one */
     uint64_t     next_id;
 } mx;
 
@@ -382,6 +394,28 @@ static void render_metrics(mx_buf_t *b)
         for (size_t i = 0; i < sy_server.nroutes; i++)
             route_samples(b, &route_families[f], &sy_server.routes[i]);
     }
+    /* Client and server connections by state: the lengths of the workers' lists. */
+    family(b, "switchyard_route_client_states", "gauge", "Client connections of the route in each state.");
+    for (size_t i = 0; i < sy_server.nroutes; i++)
+        for (int st = 0; st < SY_CLIENT_NSTATES; st++) {
+            uint64_t n = 0;
+            for (int w = 0; w < sy_nworkers(); w++)
+                n += sy_worker_clients_in(w, &sy_server.routes[i], (sy_client_state_t)st);
+            buf_printf(b, "switchyard_route_client_states{route=\"%s\",state=\"%s\"} %llu\n",
+                       sy_server.routes[i].conf->name, sy_client_state_names[st], (unsigned long long)n);
+        }
+    family(b, "switchyard_route_server_states", "gauge", "Server connections of the route in each state.");
+    for (size_t i = 0; i < sy_server.nroutes; i++)
+        for (int st = 0; st < SY_SERVER_NSTATES; st++) {
+            uint64_t n = 0;
+            for (int w = 0; w < sy_nworkers(); w++)
+                n += sy_worker_servers_in(w, &sy_server.routes[i], (sy_server_state_t)st);
+            buf_printf(b, "switchyard_route_server_states{route=\"%s\",state=\"%s\"} %llu\n",
+                       sy_server.routes[i].conf->name, sy_server_state_names[st], (unsigned long long)n);
+        }
+    family(b, "switchyard_http_evicted_total", "counter",
+           "Metrics connections closed before their request head arrived, to make room for a newer one.");
+    buf_printf(b, "switchyard_http_evicted_total %llu\n", (unsigned long long)mx.evicted);
 }
 
 /* /readyz. Returns the HTTP status: 200 when every route is healthy, else 503. */
@@ -458,12 +492,15 @@ static void conn_free_cb(uv_handle_t *h)
     mx_conn_t *c = h->data;
     if (--c->open_handles > 0)
         return;
+    mx.closing--;
     if (c->prev)
         c->prev->next = c->next;
     else
         mx.conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    else
+        mx.oldest = c->prev;
     mx.nconns--;
     free(c->resp);
     free(c);
@@ -474,6 +511,7 @@ static void conn_close(mx_conn_t *c)
     if (c->state == MX_CLOSING)
         return;
     conn_set_state(c, MX_CLOSING);
+    mx.closing++;
     uv_close((uv_handle_t *)&c->tcp, conn_free_cb);
     uv_close((uv_handle_t *)&c->timer, conn_free_cb);
 }
@@ -622,6 +660,22 @@ static void timer_cb(uv_timer_t *t)
         conn_close(c);
 }
 
+/* Close the oldest connection (other than c) still waiting for its request head.
+ * 1 when one was closed. */
+static int evict_oldest_reader(const mx_conn_t *c)
+{
+    for (mx_conn_t *o = mx.oldest; o != NULL; o = o->prev) {
+        if (o != c && o->state == MX_READING) {
+            mx.evicted++;
+            sy_warn("event=metrics_evict conn=m%llu head_bytes=%zu open=%d evicted=%llu", (unsigned long long)o->id,
+                    (size_t)o->req.head_bytes, mx.nconns, (unsigned long long)mx.evicted);
+            conn_close(o);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static void accept_cb(uv_stream_t *server, int status)
 {
     if (status < 0) {
@@ -643,6 +697,8 @@ static void accept_cb(uv_stream_t *server, int status)
     c->next = mx.conns;
     if (mx.conns)
         mx.conns->prev = c;
+    else
+        mx.oldest = c;
     mx.conns = c;
     mx.nconns++;
     http_req_init(&c->req, HTTP_REQ_HEAD_MAX);
@@ -650,7 +706,7 @@ static void accept_cb(uv_stream_t *server, int status)
         conn_close(c);
         return;
     }
-    if (mx.nconns > MX_CONNS_MAX) {
+    if (mx.nconns - mx.closing > MX_CONNS_MAX && !evict_oldest_reader(c)) {
         sy_warn("event=metrics_busy conn=m%llu open=%d", (unsigned long long)c->id, mx.nconns - 1);
         conn_close(c);
         return;
@@ -692,7 +748,7 @@ static int server_start(const char *addr, char *err, size_t errlen)
     int rc = uv_tcp_bind(&mx.server, res->ai_addr, 0);
     freeaddrinfo(res);
     if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&mx.server, 128, accept_cb);
+        rc = uv_listen((uv_stream_t *)&mx.server, MX_BACKLOG, accept_cb);
     if (rc != 0) {
         snprintf(err, errlen, "cannot listen on %s for metrics: %s", addr, uv_strerror(rc));
         uv_close((uv_handle_t *)&mx.server, NULL);
