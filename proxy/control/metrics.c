@@ -401,8 +401,7 @@ static void render_metrics(mx_buf_t *b)
             uint64_t n = 0;
             for (int w = 0; w < sy_nworkers(); w++)
                 n += sy_worker_clients_in(w, &sy_server.routes[i], (sy_client_state_t)st);
-            buf_printf(b, "switchyard_route_client_states{route=\"%s\",state=\"%s\"} %llu\n",
-                       sy_server.routes[i].conf->name, sy_client_state_names[st], (unsigned long long)n);
+            u64_sample(b, "switchyard_route_client_states", &sy_server.routes[i], "state", sy_client_state_names[st], n);
         }
     family(b, "switchyard_route_server_states", "gauge", "Server connections of the route in each state.");
     for (size_t i = 0; i < sy_server.nroutes; i++)
@@ -410,8 +409,7 @@ static void render_metrics(mx_buf_t *b)
             uint64_t n = 0;
             for (int w = 0; w < sy_nworkers(); w++)
                 n += sy_worker_servers_in(w, &sy_server.routes[i], (sy_server_state_t)st);
-            buf_printf(b, "switchyard_route_server_states{route=\"%s\",state=\"%s\"} %llu\n",
-                       sy_server.routes[i].conf->name, sy_server_state_names[st], (unsigned long long)n);
+            u64_sample(b, "switchyard_route_server_states", &sy_server.routes[i], "state", sy_server_state_names[st], n);
         }
     family(b, "switchyard_http_evicted_total", "counter",
            "Metrics connections closed before their request head arrived, to make room for a newer one.");

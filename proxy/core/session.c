@@ -60,16 +60,19 @@ static int worker_of(const uv_loop_t *loop)
 #define LIST_REMOVE(x) do { (x)->prev->next = (x)->next; (x)->next->prev = (x)->prev; \
         (x)->next = (x)->prev = NULL; } while (0)
 
+/* A connection remembers the lists it is on, so that whoever changes its route before
+ * telling us (sy_session_set_route) cannot make us count it off the wrong one. */
 static void client_insert(sy_session_link_t *l)
 {
     lists_t *ls = lists_of(worker_of(l->loop), l->route);
+    l->on = ls;
     LIST_INSERT(&ls->clients[l->state], l);
     SY_STAT_ADD(ls->nclients[l->state], 1);
 }
 
 static void client_remove(sy_session_link_t *l)
 {
-    lists_t *ls = lists_of(worker_of(l->loop), l->route);
+    lists_t *ls = l->on;
     LIST_REMOVE(l);
     SY_STAT_SUB(ls->nclients[l->state], 1);
 }
@@ -156,6 +159,7 @@ void sy_session_closing(sy_session_link_t *l)
 void sy_server_link(sy_server_link_t *s)
 {
     lists_t *ls = lists_of(worker_of(s->loop), s->route);
+    s->on = ls;
     LIST_INSERT(&ls->servers[s->state], s);
     SY_STAT_ADD(ls->nservers[s->state], 1);
 }
@@ -164,7 +168,7 @@ void sy_server_unlink(sy_server_link_t *s)
 {
     if (s->next == NULL)
         return;
-    lists_t *ls = lists_of(worker_of(s->loop), s->route);
+    lists_t *ls = s->on;
     LIST_REMOVE(s);
     SY_STAT_SUB(ls->nservers[s->state], 1);
 }

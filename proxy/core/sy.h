@@ -316,6 +316,7 @@ typedef struct sy_server_link_s sy_server_link_t;
  * the SHOW SERVERS columns: client id, protocol, upstream address, state. */
 struct sy_server_link_s {
     sy_server_link_t  *prev, *next;
+    void              *on;          /* session.c's: the lists it is on (route, worker) */
     uv_loop_t         *loop;        /* the worker loop it lives on */
     sy_route_t        *route;
     conf_which_t       which;       /* the target it is connected to */
@@ -329,6 +330,7 @@ struct sy_server_link_s {
  * target, state, detail. */
 struct sy_session_link_s {
     sy_session_link_t *prev, *next;
+    void              *on;          /* session.c's: the lists it is on (route, worker) */
     uv_loop_t         *loop;        /* the worker loop the session lives on */
     sy_route_t        *route;       /* NULL until routed */
     sy_client_state_t  state;

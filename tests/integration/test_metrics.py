@@ -307,6 +307,14 @@ def test_metrics_exposition(ctx):
     check(series(samples, "switchyard_route_clients", **rd) == 1, "redis route clients")
     check(series(samples, "switchyard_route_upstream_sessions", **pg) == 1, "pg upstream sessions")
     check(series(samples, "switchyard_route_upstream_sessions", **rd) == 1, "redis upstream sessions")
+    # ...and by state: each session's client relays (active) on an active server connection.
+    for lab in (pg, rd):
+        for state, want in (("active", 1), ("held", 0), ("moving", 0), ("closing", 0)):
+            got = series(samples, "switchyard_route_client_states", state=state, **lab)
+            check(got == want, "%s clients %s: %s, want %d" % (lab["route"], state, got, want))
+        for state, want in (("connecting", 0), ("active", 1), ("idle", 0), ("closing", 0)):
+            got = series(samples, "switchyard_route_server_states", state=state, **lab)
+            check(got == want, "%s servers %s: %s, want %d" % (lab["route"], state, got, want))
     # psql ran 3 queries, PgWire 3 more: a ReadyForQuery relayed each.
     check(series(samples, "switchyard_route_transactions_total", **pg) >= 6,
           "pg transactions_total %s" % series(samples, "switchyard_route_transactions_total", **pg))
