@@ -135,7 +135,8 @@ static void rs_release(redis_session_t *s)
     rs_unref(s);
 }
 
-/* Nothing to replay: the new server needs no command to look like the old one. */
+/* Nothing to replay: rs_build_replay would build no command (keep the two in step), so the
+ * move needs no job. */
 static int rs_replay_empty(const redis_session_t *s)
 {
     return !s->resp3 && s->client_db < 0 && !s->client_name[0] && !s->reply_off &&
