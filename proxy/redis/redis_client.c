@@ -472,8 +472,8 @@ int rs_s2c_scan(void *arg, sy_pipe_t *p)
             p->fwd = p->scanned;
             SY_STAT_ADD(s->link.route->transactions, replies);
             SY_STAT_ADD(s->link.route->err_protocol, 1);
-            rs_close(s, "route %s: protocol error from %s: %s", s->link.route->conf->name, s->slink.target->hostport,
-                     s->rp.err);
+            rs_close(s, "route %s: protocol error from %s: %s", s->link.route->conf->name,
+                     s->srv->link.target->hostport, s->rp.err);
             return -1;
         }
         p->scanned += (uint32_t)n;
@@ -521,7 +521,8 @@ int rs_s2c_scan(void *arg, sy_pipe_t *p)
         if (s->held == LOCAL_NONE && s->link.state != SY_CLIENT_HELD) {
             s->c2s.reading = 1;
             if (sy_pipe_flush(&s->c2s) < 0) {
-                rs_close(s, "route %s: connection to %s lost", s->link.route->conf->name, s->slink.target->hostport);
+                rs_close(s, "route %s: connection to %s lost", s->link.route->conf->name,
+                         s->srv->link.target->hostport);
                 return -1;
             }
         }

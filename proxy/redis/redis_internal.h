@@ -1,12 +1,21 @@
 /*
- * redis_internal.h - what the files of the Redis session share: the session object, its
- * state enum and the functions one part calls in another.
+ * redis_internal.h - what the files of the Redis plugin share: the client connection
+ * (redis_session_t, the session), the server connection (rs_server_t), their states and
+ * the functions one part calls in another.
  *
- *   redis_session.c  lifecycle (refs, state, the one close path), the relay, the ops table
+ *   redis_session.c  the client's lifecycle (refs, state, the one close path), attaching a
+ *                    server, the relay, the ops table
  *   redis_client.c   the client's commands: the request and reply scans, what is answered
  *                    locally, what a move must replay, subscriptions
- *   redis_server.c   the upstream connection: resolve, connect, TLS, AUTH/SELECT setup
- *   redis_move.c     switchover: prepare, move (swap or replay), the link hooks
+ *   redis_server.c   the server connection: resolve, connect, TLS, AUTH/SELECT setup, its
+ *                    one close path
+ *   redis_move.c     switchover: prepare (a server dialed ahead), move (swap or replay),
+ *                    the link hooks
+ *
+ * A client relays to at most one server (srv) and may hold one more dialed ahead of a
+ * move (pre). A server knows its client only through link.client, and may have none
+ * (closing; later, idle and shared between clients), so nothing of the protocol state
+ * lives in it.
  *
  * Nothing here is for other modules.
  */
@@ -52,9 +61,29 @@ typedef enum {
 
 typedef enum { SETUP_NONE = 0, SETUP_AUTH, SETUP_SELECT } setup_t;
 
+/* One upstream connection. Its own references: 1 while open, and one for each of a
+ * resolve in flight, its timer's close, a dial job on the thread pool, a callback on the
+ * stack; rs_server_close ends it, the last reference frees it. */
+typedef struct rs_server_s {
+    sy_server_link_t link;          /* first member: route, target, state list; link.client
+                                     * the session it serves, NULL when none */
+    uint64_t         id;            /* the client it was opened for (logs) */
+    int              refs;
+    int              closed;        /* rs_server_close ran: off the lists, socket gone */
+    int              counted;       /* counted in the route's upstreams gauge */
+    sy_conn_t        conn;
+    /* connect */
+    uv_getaddrinfo_t gai;
+    struct addrinfo *addrs, *next_addr;
+    uv_timer_t       timer;         /* the connect timeout */
+    int              timer_on;
+    int              setup_left;    /* -3 connecting, -2 TLS handshake, else setup replies
+                                     * (AUTH/SELECT) still to swallow */
+    char             errmsg[600];   /* the last address's connect error */
+} rs_server_t;
+
 typedef struct redis_session_s {
     sy_session_link_t link;         /* the client connection; first member */
-    sy_server_link_t  slink;        /* the server connection, once routed */
     uint64_t       id;
     int            refs;
     rs_state_t     state;
@@ -63,18 +92,17 @@ typedef struct redis_session_s {
     int            authed;          /* client may send commands */
     const char    *password;        /* what clients must AUTH with, NULL if nothing */
 
-    sy_conn_t      client, server;
-    sy_pipe_t      c2s, s2c;
+    sy_conn_t      client;
+    rs_server_t   *srv;             /* the server it relays to (rs_attach), NULL when none */
+    rs_server_t   *pre;             /* a server dialed ahead of a move, NULL when none */
+    sy_conn_t      noserver;        /* what the pipes point at with no server: fd -1 */
+    sy_pipe_t      c2s, s2c;        /* c2s.dst and s2c.src: srv's conn */
     resp_req_t     rq;
     resp_reply_t   rp;
 
-    /* connect */
-    uv_getaddrinfo_t gai;
-    struct addrinfo *addrs, *next_addr;
-    uv_timer_t     timer;
+    uv_timer_t     timer;           /* a failed or closing client's linger */
     int            timer_on;
-    int            setup_left;      /* setup replies still to swallow */
-    char           errmsg[600];     /* connect error for FAILED */
+    char           errmsg[600];     /* what FAILED answers the first command with */
 
     /* protocol state */
     uint64_t       pending;         /* replies the server still owes the client */
@@ -96,11 +124,6 @@ typedef struct redis_session_s {
     int            tracking;        /* CLIENT TRACKING ON: cannot move */
     int            subs_untracked;  /* a subscription we could not record: cannot move */
     sub_set_t      subs[3];
-    /* switchover */
-    int            pre_fd;
-    SSL           *pre_ssl;
-    uv_poll_t     *pre_poll;          /* its poll handle, made while preparing (plain only) */
-    const conf_target_t *pre_target;
     local_t        held;            /* a complete command awaiting its local answer */
     const char    *proto_err;
 
@@ -111,10 +134,7 @@ void rs_closing_timeout_cb(uv_timer_t *t);
 int rs_c2s_scan(void *arg, sy_pipe_t *p);
 void rs_client_cb(sy_conn_t *c, int status, int events);
 void rs_close(redis_session_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void rs_connect_failed(redis_session_t *s, const char *cause);
-void rs_connect_timeout_cb(uv_timer_t *t);
 void rs_failed_read(redis_session_t *s);
-void rs_gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res);
 int rs_idle(const redis_session_t *s);
 void rs_link_kick(sy_session_link_t *l, const char *why);
 void rs_link_move(sy_session_link_t *l);
@@ -124,7 +144,6 @@ void rs_link_release(sy_session_link_t *l);
 void rs_relay_drive(redis_session_t *s, sy_conn_t *c, int events);
 int rs_reply_error(redis_session_t *s, const char *msg);
 int rs_s2c_scan(void *arg, sy_pipe_t *p);
-void rs_server_cb(sy_conn_t *c, int status, int events);
 void rs_set_state(redis_session_t *s, rs_state_t to);
 void rs_timer_start(redis_session_t *s, uv_timer_cb cb, uint64_t ms);
 void rs_unref(redis_session_t *s);
@@ -136,6 +155,16 @@ int rs_sub_add(sub_set_t *set, const char *name, size_t len);
 void rs_sub_clear(sub_set_t *set);
 void rs_sub_del(sub_set_t *set, const char *name, size_t len);
 
-void rs_pre_drop(redis_session_t *s);
+/* The server side (redis_server.c). */
+rs_server_t *rs_server_open(redis_session_t *s);
+void rs_server_connect(rs_server_t *sv);
+rs_server_t *rs_server_new(redis_session_t *s, conf_which_t which, const conf_target_t *t);
+void rs_server_close(rs_server_t *sv, const char *reason, int later);
+void rs_server_unref(rs_server_t *sv);
+void rs_server_take(rs_server_t *sv, int fd, SSL *ssl, uv_poll_t *poll);
+void rs_server_lend(rs_server_t *sv, int *fd, SSL **ssl);
+void rs_server_cb(sy_conn_t *c, int status, int events);
+/* Make sv the server s relays to (NULL: none); returns the one it relayed to before. */
+rs_server_t *rs_attach(redis_session_t *s, rs_server_t *sv);
 
 #endif

@@ -1,7 +1,9 @@
 /*
- * redis_move.c - switchover for a Redis session: the new upstream dialed ahead (prepare),
- * the move (a swap on the loop when there is nothing to replay, else dial and replay on the
- * thread pool), and the hooks switchover.c drives.
+ * redis_move.c - switchover for a Redis session: a new server dialed ahead (prepare: the
+ * session's pre, on the CONNECTING list), the move (a swap on the loop when there is
+ * nothing to replay, else dial and replay on the thread pool), and the hooks switchover.c
+ * drives. A move ends by attaching the new server and closing the old one (its close(2)
+ * deferred until the worker's part of the switch is done).
  */
 #include "proxy/redis/redis_internal.h"
 
@@ -17,11 +19,11 @@
 typedef struct rs_move_s {
     uv_work_t        req;
     redis_session_t *s;
+    rs_server_t     *sv;       /* the server it moves to: not yet attached */
     const conf_target_t *target;
     conf_which_t     which;
-    int              fd;
+    int              fd;       /* sv's socket while the job has it, -1 to dial */
     SSL             *ssl;
-    uv_poll_t       *poll;     /* fd's poll handle, made while preparing (or NULL) */
     int              ok;
     char             err[512];
     uint8_t         *replay;   /* the commands to replay, and how many replies they owe */
@@ -133,40 +135,24 @@ static void rs_release(redis_session_t *s)
     rs_unref(s);
 }
 
-/* Swap upstreams to the one m opened; the old one's close waits until this worker's part
- * of the switch is done. */
-/* Drop the upstream opened ahead, if any (and its poll handle). */
-void rs_pre_drop(redis_session_t *s)
+/* Nothing to replay: rs_build_replay would build no command (keep the two in step), so the
+ * move needs no job. */
+static int rs_replay_empty(const redis_session_t *s)
 {
-    sy_poll_free(s->pre_poll);
-    s->pre_poll = NULL;
-    if (s->pre_fd >= 0 || s->pre_ssl)
-        sy_redis_hangup(s->pre_fd, s->pre_ssl);
-    s->pre_fd = -1;
-    s->pre_ssl = NULL;
+    return !s->resp3 && s->client_db < 0 && !s->client_name[0] && !s->reply_off &&
+           s->subs[0].n + s->subs[1].n + s->subs[2].n == 0;
 }
 
-static void rs_adopt_upstream(redis_session_t *s, rs_move_t *m)
+/* Attach sv, ready, in place of the server the session relays to; the old one's close
+ * waits until this worker's part of the switch is done. */
+static void rs_swap(redis_session_t *s, rs_server_t *sv)
 {
-    int one = 1;
-    sy_conn_close_later(&s->server);
-    sy_conn_init(&s->server, s->link.loop, m->fd, s);
-    if (m->poll != NULL) {
-        sy_conn_adopt_poll(&s->server, m->poll);   /* already non-blocking */
-        m->poll = NULL;
-    } else {
-        ioctl(m->fd, FIONBIO, &one);
+    rs_server_t *old = rs_attach(s, sv);
+    sv->counted = 1;   /* the route's upstream gauge: one per client, it moves with it */
+    if (old != NULL) {
+        old->counted = 0;
+        rs_server_close(old, "moved", 1);
     }
-    if (m->ssl != NULL) {
-        s->server.ssl = m->ssl;
-        s->server.ssl_owned = 1;
-        s->server.tp = &sy_tls_transport;
-        SSL_set_mode(m->ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_ENABLE_PARTIAL_WRITE);
-    }
-    m->fd = -1;
-    m->ssl = NULL;
-    s->slink.target = m->target;
-    s->slink.which = m->which;
     resp_reply_init(&s->rp, 0);   /* redis_max_bulk limits what clients send, not replies */
 }
 
@@ -177,11 +163,13 @@ static void rs_move_done(uv_work_t *req, int status)
     char q[600];
     if (s->state != RS_MOVING) {
         sy_redis_hangup(m->fd, m->ssl);
+        rs_server_close(m->sv, "client_gone", 0);
         sy_switch_moved(&s->link, 0);   /* closed while it moved */
         goto out;
     }
     if (!m->ok) {
         sy_redis_hangup(m->fd, m->ssl);
+        rs_server_close(m->sv, "move_failed", 0);
         sy_warn("event=move_failed conn=%llu route=%s error=%s", (unsigned long long)s->id, s->link.route->conf->name,
                 sy_logq(q, sizeof(q), m->err));
         rs_set_state(s, RS_RELAY);
@@ -190,11 +178,12 @@ static void rs_move_done(uv_work_t *req, int status)
         sy_switch_moved(&s->link, 0);
         goto out;
     }
-    rs_adopt_upstream(s, m);
+    rs_server_take(m->sv, m->fd, m->ssl, NULL);
+    rs_swap(s, m->sv);
     rs_set_state(s, RS_RELAY);
     sy_debug("event=moved conn=%llu route=%s target=%s upstream=%s ms=%llu", (unsigned long long)s->id,
-            s->link.route->conf->name, s->slink.which == CONF_EXTERNAL ? "external" : "builtin", s->slink.target->hostport,
-            (unsigned long long)(uv_now(s->link.loop) - m->started));
+             s->link.route->conf->name, m->which == CONF_EXTERNAL ? "external" : "builtin",
+             s->srv->link.target->hostport, (unsigned long long)(uv_now(s->link.loop) - m->started));
     s->refs++;
     s->s2c.reading = 1;
     if (!sy_route_should_hold(&s->link)) {
@@ -228,47 +217,21 @@ void rs_link_move(sy_session_link_t *l)
         sy_switch_moved(l, 0);
         return;
     }
-    rs_move_t *m = calloc(1, sizeof(*m));
-    if (m == NULL || rs_build_replay(s, m) != 0) {
-        if (m)
-            free(m->replay);
-        free(m);
-        rs_close(s, "route %s switched; reconnect", r->conf->name);
-        sy_switch_moved(l, 0);
-        return;
+    conf_which_t which = sy_route_active(r);
+    const conf_target_t *t = sy_route_target(r, which);
+    rs_server_t *pre = s->pre;
+    if (pre != NULL && (pre->conn.fd < 0 || pre->link.target != t)) {
+        rs_server_close(pre, pre->conn.fd < 0 ? "not_ready" : "stale_target", 0);
+        pre = NULL;
     }
-    m->req.data = m;
-    m->s = s;
-    m->which = sy_route_active(r);
-    m->target = sy_route_target(r, sy_route_active(r));
-    m->fd = -1;
-    m->started = uv_now(s->link.loop);
-    if (s->pre_fd >= 0 && s->pre_target == m->target) {
-        m->fd = s->pre_fd;   /* dialed while the session was still working */
-        m->ssl = s->pre_ssl;
-        m->poll = s->pre_poll;
-        s->pre_fd = -1;
-        s->pre_ssl = NULL;
-        s->pre_poll = NULL;
-        if (m->poll != NULL && m->replay_len > 0) {
-            /* The replay runs blocking on the pool: the socket goes back to blocking, and
-             * the move makes its handle afresh. */
-            int zero = 0;
-            sy_poll_free(m->poll);
-            m->poll = NULL;
-            ioctl(m->fd, FIONBIO, &zero);
-        }
-    }
-    rs_pre_drop(s);
-    if (m->fd >= 0 && m->replay_len == 0) {
+    s->pre = NULL;
+    if (pre != NULL && rs_replay_empty(s)) {
         /* Opened ahead and nothing to replay: the move is a swap, done here on the loop with
          * no thread-pool round trip and no change to the client's watch, so a worker moves
          * its idle sessions in one pass. */
-        rs_adopt_upstream(s, m);
-        free(m->replay);
-        free(m);
+        rs_swap(s, pre);
         sy_debug("event=moved conn=%llu route=%s target=%s upstream=%s ms=0", (unsigned long long)s->id,
-                 r->conf->name, s->slink.which == CONF_EXTERNAL ? "external" : "builtin", s->slink.target->hostport);
+                 r->conf->name, which == CONF_EXTERNAL ? "external" : "builtin", t->hostport);
         s->refs++;
         s->s2c.reading = 1;
         int held = s->link.moved_from == SY_CLIENT_HELD;
@@ -284,15 +247,36 @@ void rs_link_move(sy_session_link_t *l)
         rs_unref(s);
         return;
     }
+    rs_move_t *m = calloc(1, sizeof(*m));
+    if (m == NULL || rs_build_replay(s, m) != 0 || (pre == NULL && (pre = rs_server_new(s, which, t)) == NULL)) {
+        if (m)
+            free(m->replay);
+        free(m);
+        if (pre != NULL)
+            rs_server_close(pre, "no_memory", 0);
+        rs_close(s, "route %s switched; reconnect", r->conf->name);
+        sy_switch_moved(l, 0);
+        return;
+    }
+    m->req.data = m;
+    m->s = s;
+    m->sv = pre;
+    m->which = which;
+    m->target = t;
+    m->started = uv_now(s->link.loop);
+    /* The job has the socket (dialed while the session was still working, or -1: the job
+     * dials); the replay runs blocking on the pool. */
+    rs_server_lend(pre, &m->fd, &m->ssl);
     rs_set_state(s, RS_MOVING);
     s->c2s.reading = 0;
     s->s2c.reading = 0;
-    rs_watch(s, &s->server, 0, rs_server_cb);
+    rs_watch(s, &s->srv->conn, 0, rs_server_cb);
     rs_watch(s, &s->client, sy_pipe_dst_events(&s->s2c), rs_client_cb);
     s->refs++;
     if (uv_queue_work(s->link.loop, &m->req, rs_move_work, rs_move_done) != 0) {
         s->refs--;
         sy_redis_hangup(m->fd, m->ssl);
+        rs_server_close(m->sv, "no_thread_pool", 0);
         free(m->replay);
         free(m);
         rs_set_state(s, RS_RELAY);
@@ -304,6 +288,7 @@ void rs_link_move(sy_session_link_t *l)
 typedef struct rs_prep_s {
     uv_work_t        req;
     redis_session_t *s;
+    rs_server_t     *sv;       /* the session's pre it dials for */
     const conf_target_t *target;
     int              fd;
     SSL             *ssl;
@@ -323,22 +308,20 @@ static void rs_prep_done(uv_work_t *req, int status)
 {
     rs_prep_t *w = req->data;
     redis_session_t *s = w->s;
-    if (w->fd < 0 || s->state == RS_CLOSING || s->state == RS_CLOSED) {
+    rs_server_t *sv = w->sv;
+    if (w->fd < 0 || sv->closed || s->pre != sv || s->state == RS_CLOSING || s->state == RS_CLOSED) {
         if (w->fd < 0 && s->link.route) {
             char q[600];
             sy_warn("event=preconnect_failed conn=%llu route=%s error=%s", (unsigned long long)s->id,
                     s->link.route->conf->name, sy_logq(q, sizeof(q), w->err));
         }
         sy_redis_hangup(w->fd, w->ssl);
+        rs_server_close(sv, "preconnect_failed", 0);
     } else {
-        rs_pre_drop(s);
-        s->pre_fd = w->fd;
-        s->pre_ssl = w->ssl;
-        s->pre_target = w->target;
-        /* The poll handle now, outside any hold (plain sockets: a TLS one waits for the
-         * move, whose replay may still need it blocking). */
-        s->pre_poll = w->ssl == NULL ? sy_poll_new(s->link.loop, w->fd) : NULL;
+        /* The poll handle now, outside any hold (it also makes the socket non-blocking). */
+        rs_server_take(sv, w->fd, w->ssl, sy_poll_new(s->link.loop, w->fd));
     }
+    rs_server_unref(sv);
     sy_switch_prepared(&s->link);
     free(w);
     rs_unref(s);
@@ -348,23 +331,30 @@ void rs_link_prepare(sy_session_link_t *l)
 {
     redis_session_t *s = (redis_session_t *)l;
     sy_route_t *r = s->link.route;
+    conf_which_t which = sy_route_active(r);
     rs_prep_t *w = calloc(1, sizeof(*w));
-    if (w == NULL) {
+    if (s->pre != NULL)
+        rs_server_close(s->pre, "replaced", 0);
+    if (w == NULL || (s->pre = rs_server_new(s, which, sy_route_target(r, which))) == NULL) {
+        free(w);
         sy_switch_prepared(l);
         return;
     }
     w->req.data = w;
     w->s = s;
+    w->sv = s->pre;
     w->fd = -1;
-    w->target = sy_route_target(r, sy_route_active(r));
+    w->target = s->pre->link.target;
     s->refs++;
+    s->pre->refs++;
     if (uv_queue_work(s->link.loop, &w->req, rs_prep_work, rs_prep_done) != 0) {
         s->refs--;
+        rs_server_unref(w->sv);
+        rs_server_close(w->sv, "no_thread_pool", 0);
         free(w);
         sy_switch_prepared(l);
     }
 }
-
 void rs_link_kick(sy_session_link_t *l, const char *why)
 {
     redis_session_t *s = (redis_session_t *)l;

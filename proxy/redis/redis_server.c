@@ -1,20 +1,194 @@
 /*
- * redis_server.c - the upstream connection of a Redis session: names resolved off the loop,
- * a non-blocking connect per address, TLS, and the AUTH/SELECT setup before the relay
- * starts.
+ * redis_server.c - a Redis server connection (rs_server_t): names resolved off the loop, a
+ * non-blocking connect per address, TLS, the AUTH/SELECT setup before the relay starts, and
+ * its one close path.
+ *
+ *   rs_server_open     the first server of a client: routed with it (sy_session_route),
+ *                      attached, then rs_server_connect dials it on the loop
+ *   rs_server_new      one more, for a move (dialed on the thread pool, rs_server_take
+ *                      hands it the socket): on the CONNECTING list, not attached
+ *   rs_server_close    off the lists, detached, socket closed (or its close(2) deferred),
+ *                      freed with its last reference; logged with the reason
+ *
+ * While connecting, the setup replies are read through the client's s2c pipe and reply
+ * scanner (the client is waiting, and nothing of it has been sent yet); what the server
+ * says there is never the client's to see.
  */
 #include "proxy/redis/redis_internal.h"
 
-static void rs_connect_next(redis_session_t *s);
+static void rs_connect_next(rs_server_t *sv);
 
-/* ---- upstream connect ---------------------------------------------------------------- */
-
-void rs_connect_failed(redis_session_t *s, const char *cause)
+static redis_session_t *rs_client(const rs_server_t *sv)
 {
-    if (s->state != RS_CONNECTING)
+    return (redis_session_t *)sv->link.client;
+}
+
+/* A callback of sv's runs: neither sv nor its client may be freed under it. */
+static redis_session_t *rs_enter(rs_server_t *sv)
+{
+    redis_session_t *s = rs_client(sv);
+    sv->refs++;
+    if (s != NULL)
+        s->refs++;
+    return s;
+}
+
+static void rs_leave(rs_server_t *sv, redis_session_t *s)
+{
+    if (s != NULL)
+        rs_unref(s);
+    rs_server_unref(sv);
+}
+
+/* ---- the object ---------------------------------------------------------------------- */
+
+static void rs_server_describe(const sy_server_link_t *l, char cols[][128])
+{
+    const rs_server_t *sv = (const rs_server_t *)l;
+    const redis_session_t *s = (const redis_session_t *)l->client;
+    if (s != NULL)
+        snprintf(cols[0], 128, "%llu", (unsigned long long)s->id);
+    snprintf(cols[1], 128, "redis");
+    snprintf(cols[2], 128, "%s", l->target ? l->target->hostport : "");
+    /* The one a client relays to shows where the client stands; any other its own state. */
+    snprintf(cols[3], 128, "%s", s != NULL && s->srv == sv ? rs_names[s->state] : sy_server_state_names[l->state]);
+}
+
+static rs_server_t *rs_server_alloc(redis_session_t *s)
+{
+    rs_server_t *sv = calloc(1, sizeof(*sv));
+    if (sv == NULL)
+        return NULL;
+    sv->id = s->id;
+    sv->refs = 1;
+    sy_conn_init(&sv->conn, s->link.loop, -1, sv);
+    return sv;
+}
+
+rs_server_t *rs_server_open(redis_session_t *s)
+{
+    rs_server_t *sv = rs_server_alloc(s);
+    if (sv == NULL)
+        return NULL;
+    sy_session_route(&s->link, s->link.route, &sv->link, rs_server_describe);
+    rs_attach(s, sv);
+    return sv;
+}
+
+rs_server_t *rs_server_new(redis_session_t *s, conf_which_t which, const conf_target_t *t)
+{
+    rs_server_t *sv = rs_server_alloc(s);
+    if (sv == NULL)
+        return NULL;
+    sv->link.loop = s->link.loop;
+    sv->link.route = s->link.route;
+    sv->link.which = which;
+    sv->link.target = t;
+    sv->link.state = SY_SERVER_CONNECTING;
+    sv->link.client = &s->link;   /* whose it is; s->srv stays until the move attaches it */
+    sv->link.describe = rs_server_describe;
+    sy_server_link(&sv->link);
+    return sv;
+}
+
+void rs_server_unref(rs_server_t *sv)
+{
+    if (--sv->refs > 0)
+        return;
+    if (sv->addrs)
+        uv_freeaddrinfo(sv->addrs);
+    free(sv);
+}
+
+static void rs_server_timer_closed(uv_handle_t *h)
+{
+    rs_server_unref(h->data);
+}
+
+/* The connect timeout is over (connected, failed or closed): its handle goes. */
+static void rs_server_timer_end(rs_server_t *sv)
+{
+    if (!sv->timer_on)
+        return;
+    sv->timer_on = 0;
+    uv_timer_stop(&sv->timer);
+    uv_close((uv_handle_t *)&sv->timer, rs_server_timer_closed);
+}
+
+/* Close the socket now; the route's gauge forgets it. */
+static void rs_server_drop_socket(rs_server_t *sv, int later)
+{
+    if (sv->counted)
+        SY_STAT_SUB(sv->link.route->upstreams, 1);
+    sv->counted = 0;
+    if (later)
+        sy_conn_close_later(&sv->conn);
+    else
+        sy_conn_close(&sv->conn);
+}
+
+void rs_server_close(rs_server_t *sv, const char *reason, int later)
+{
+    if (sv->closed)
+        return;
+    sv->closed = 1;
+    sy_debug("event=server_close conn=%llu route=%s upstream=%s reason=%s", (unsigned long long)sv->id,
+             sv->link.route ? sv->link.route->conf->name : "-", sv->link.target ? sv->link.target->hostport : "-",
+             reason);
+    redis_session_t *s = rs_client(sv);
+    if (s != NULL && s->srv == sv)
+        rs_attach(s, NULL);
+    if (s != NULL && s->pre == sv)
+        s->pre = NULL;
+    sv->link.client = NULL;
+    sy_server_unlink(&sv->link);
+    rs_server_drop_socket(sv, later);
+    rs_server_timer_end(sv);
+    rs_server_unref(sv);
+}
+
+/* Give sv a socket dialed (blocking) on the thread pool; poll, when made ahead, is its
+ * handle and has made it non-blocking already. */
+void rs_server_take(rs_server_t *sv, int fd, SSL *ssl, uv_poll_t *poll)
+{
+    int one = 1;
+    sy_conn_init(&sv->conn, sv->link.loop, fd, sv);
+    if (poll != NULL)
+        sy_conn_adopt_poll(&sv->conn, poll);
+    else
+        ioctl(fd, FIONBIO, &one);
+    if (ssl != NULL) {
+        sv->conn.ssl = ssl;
+        sv->conn.ssl_owned = 1;
+        sv->conn.tp = &sy_tls_transport;
+        SSL_set_mode(ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_ENABLE_PARTIAL_WRITE);
+    }
+}
+
+/* The reverse, for a replay on the thread pool: the socket is the caller's, blocking. */
+void rs_server_lend(rs_server_t *sv, int *fd, SSL **ssl)
+{
+    int zero = 0;
+    sy_conn_unwatch(&sv->conn);
+    *fd = sv->conn.fd;
+    *ssl = sv->conn.ssl;
+    if (*fd >= 0)
+        ioctl(*fd, FIONBIO, &zero);
+    sv->conn.fd = -1;
+    sv->conn.ssl = NULL;
+    sv->conn.tp = &sy_plain_transport;
+}
+
+/* ---- connect ------------------------------------------------------------------------- */
+
+/* sv, its client's server, cannot connect: the client answers its first command with why. */
+static void rs_connect_failed(rs_server_t *sv, const char *cause)
+{
+    redis_session_t *s = rs_client(sv);
+    if (sv->closed || s == NULL || s->srv != sv || s->state != RS_CONNECTING)
         return;
     snprintf(s->errmsg, sizeof(s->errmsg), "route %s: cannot connect to %s: %s", s->link.route->conf->name,
-             s->slink.target->hostport, cause);
+             sv->link.target->hostport, cause);
     char q[700];
     sy_info("event=upstream_failed conn=%llu route=%s error=%s", (unsigned long long)s->id, s->link.route->conf->name,
             sy_logq(q, sizeof(q), s->errmsg));
@@ -23,11 +197,7 @@ void rs_connect_failed(redis_session_t *s, const char *cause)
     /* Whatever the server said during setup is not the client's to see. */
     s->s2c.start = s->s2c.fwd = s->s2c.scanned = s->s2c.end = 0;
     resp_reply_init(&s->rp, 0);
-    if (s->server.fd >= 0)
-        SY_STAT_SUB(s->link.route->upstreams, 1);
-    sy_conn_close(&s->server);
-    if (s->timer_on)
-        uv_timer_stop(&s->timer);
+    rs_server_close(sv, "connect_failed", 0);
     rs_set_state(s, RS_FAILED);
     rs_timer_start(s, rs_closing_timeout_cb, 10000);   /* a client that never sends is not kept */
     s->c2s.reading = 1;
@@ -37,38 +207,40 @@ void rs_connect_failed(redis_session_t *s, const char *cause)
     rs_failed_read(s);
 }
 
-void rs_connect_timeout_cb(uv_timer_t *t)
+static void rs_connect_timeout_cb(uv_timer_t *t)
 {
-    redis_session_t *s = t->data;
-    if (s->state == RS_CONNECTING)
-        rs_connect_failed(s, "timeout expired");
+    rs_server_t *sv = t->data;
+    redis_session_t *s = rs_enter(sv);
+    rs_connect_failed(sv, "timeout expired");
+    rs_leave(sv, s);
 }
 
-static void rs_relay_start(redis_session_t *s)
+static void rs_relay_start(rs_server_t *sv)
 {
-    if (s->timer_on)
-        uv_timer_stop(&s->timer);
+    redis_session_t *s = rs_client(sv);
+    rs_server_timer_end(sv);
     rs_set_state(s, RS_RELAY);
     s->c2s.reading = 1;
     s->s2c.reading = 1;
     sy_info("event=session_ready conn=%llu route=%s target=%s upstream=%s tls=%s", (unsigned long long)s->id,
-            s->link.route->conf->name, s->slink.which == CONF_EXTERNAL ? "external" : "builtin", s->slink.target->hostport,
-            s->server.ssl ? "on" : "off");
-    rs_relay_drive(s, &s->server, 0);
+            s->link.route->conf->name, sv->link.which == CONF_EXTERNAL ? "external" : "builtin",
+            sv->link.target->hostport, sv->conn.ssl ? "on" : "off");
+    rs_relay_drive(s, &sv->conn, 0);
     if (s->state == RS_RELAY)
         rs_relay_drive(s, &s->client, 0);
 }
 
 /* Swallow the replies to our AUTH / SELECT. */
-static void rs_setup_read(redis_session_t *s)
+static void rs_setup_read(rs_server_t *sv)
 {
+    redis_session_t *s = rs_client(sv);
     sy_pipe_t *p = &s->s2c;
     for (;;) {
-        while (p->scanned < p->end && s->setup_left > 0) {
+        while (p->scanned < p->end && sv->setup_left > 0) {
             int done = 0;
             ssize_t n = resp_reply_scan(&s->rp, p->buf + p->scanned, p->end - p->scanned, &done);
             if (n < 0) {
-                rs_connect_failed(s, s->rp.err);
+                rs_connect_failed(sv, s->rp.err);
                 return;
             }
             p->scanned += (uint32_t)n;
@@ -77,40 +249,40 @@ static void rs_setup_read(redis_session_t *s)
             if (s->rp.type == '-' || s->rp.type == '!') {
                 char cause[300];
                 snprintf(cause, sizeof(cause), "%s", s->rp.first);
-                rs_connect_failed(s, cause);
+                rs_connect_failed(sv, cause);
                 return;
             }
-            s->setup_left--;
+            sv->setup_left--;
         }
         /* Setup replies are not the client's. */
         memmove(p->buf, p->buf + p->scanned, p->end - p->scanned);
         p->end -= p->scanned;
         p->start = p->fwd = p->scanned = 0;
-        if (s->setup_left == 0) {
-            rs_relay_start(s);
+        if (sv->setup_left == 0) {
+            rs_relay_start(sv);
             return;
         }
-        ssize_t n = s->server.tp->read(&s->server, p->buf + p->end, p->cap - p->end);
+        ssize_t n = sv->conn.tp->read(&sv->conn, p->buf + p->end, p->cap - p->end);
         if (n == SY_EAGAIN)
             break;
         if (n <= 0) {
-            rs_connect_failed(s, s->server.tls_err ? s->server.tls_err : n == 0 ? "server closed the connection"
-                                                                            : strerror((int)-n));
+            rs_connect_failed(sv, sv->conn.tls_err ? sv->conn.tls_err : n == 0 ? "server closed the connection"
+                                                                             : strerror((int)-n));
             return;
         }
         p->end += (uint32_t)n;
     }
-    rs_watch(s, &s->server, s->server.rd_wait, rs_server_cb);
+    rs_watch(s, &sv->conn, sv->conn.rd_wait, rs_server_cb);
 }
 
-static void rs_send_setup(redis_session_t *s)
+static void rs_send_setup(rs_server_t *sv)
 {
-    const sy_endpoint_t *ep = &s->slink.target->redis;
+    const sy_endpoint_t *ep = &sv->link.target->redis;
     uint8_t out[1200];
     size_t o = 0;
     char dbs[16];
     resp_arg_t a[3];
-    s->setup_left = 0;
+    sv->setup_left = 0;
     if (ep->has_password) {
         int n = 0;
         a[n++] = (resp_arg_t){ "AUTH", 4 };
@@ -118,162 +290,191 @@ static void rs_send_setup(redis_session_t *s)
             a[n++] = (resp_arg_t){ ep->user, strlen(ep->user) };
         a[n++] = (resp_arg_t){ ep->password, strlen(ep->password) };
         o += resp_cmd_build(out + o, sizeof(out) - o, n, a);
-        s->setup_left++;
+        sv->setup_left++;
     }
     if (ep->db != 0) {
         snprintf(dbs, sizeof(dbs), "%d", ep->db);
         a[0] = (resp_arg_t){ "SELECT", 6 };
         a[1] = (resp_arg_t){ dbs, strlen(dbs) };
         o += resp_cmd_build(out + o, sizeof(out) - o, 2, a);
-        s->setup_left++;
+        sv->setup_left++;
     }
     if (o > 0) {
-        ssize_t n = s->server.tp->write(&s->server, out, o);
+        ssize_t n = sv->conn.tp->write(&sv->conn, out, o);
         memset(out, 0, sizeof(out));
         if (n != (ssize_t)o) {
-            rs_connect_failed(s, "cannot send AUTH/SELECT");
+            rs_connect_failed(sv, "cannot send AUTH/SELECT");
             return;
         }
     }
-    rs_setup_read(s);
+    rs_setup_read(sv);
 }
 
-static void rs_tls_step(redis_session_t *s)
+static void rs_tls_step(rs_server_t *sv)
 {
-    int r = sy_tls_handshake(&s->server);
+    int r = sy_tls_handshake(&sv->conn);
     if (r < 0) {
         char cause[300];
-        snprintf(cause, sizeof(cause), "TLS handshake failed: %s", s->server.tls_err ? s->server.tls_err : "");
-        rs_connect_failed(s, cause);
+        snprintf(cause, sizeof(cause), "TLS handshake failed: %s", sv->conn.tls_err ? sv->conn.tls_err : "");
+        rs_connect_failed(sv, cause);
         return;
     }
     if (r == 0) {
-        rs_watch(s, &s->server, s->server.rd_wait, rs_server_cb);
+        rs_watch(rs_client(sv), &sv->conn, sv->conn.rd_wait, rs_server_cb);
         return;
     }
-    s->server.rd_wait = UV_READABLE;
-    s->server.wr_wait = UV_WRITABLE;
-    s->setup_left = -1;
-    rs_send_setup(s);
+    sv->conn.rd_wait = UV_READABLE;
+    sv->conn.wr_wait = UV_WRITABLE;
+    sv->setup_left = -1;
+    rs_send_setup(sv);
 }
 
-/* The route's client context for this target on this worker, built by the first session
+/* The route's client context for this target on this worker, built by the first server
  * of the worker that needs it. One per worker: handshakes on two threads never share an
  * SSL_CTX's certificate store and session cache, so only this worker touches it. */
-static SSL_CTX *rs_tls_ctx(redis_session_t *s, char *err, size_t errlen)
+static SSL_CTX *rs_tls_ctx(rs_server_t *sv, char *err, size_t errlen)
 {
-    int k = s->slink.which == CONF_EXTERNAL;
-    int w = sy_loop_index(s->link.loop);
-    SSL_CTX **slot = &s->link.route->tls_ctx[w < SY_MAX_WORKERS ? w : 0][k];
+    int k = sv->link.which == CONF_EXTERNAL;
+    int w = sy_loop_index(sv->link.loop);
+    SSL_CTX **slot = &sv->link.route->tls_ctx[w < SY_MAX_WORKERS ? w : 0][k];
     if (*slot == NULL) {
-        const conf_target_t *t = s->slink.target;
+        const conf_target_t *t = sv->link.target;
         *slot = sy_tls_client_ctx(t->tls_ca_file, t->tls_cert, t->tls_key, t->tls_insecure_skip_verify, err, errlen);
     }
     return *slot;
 }
 
-static void rs_connected(redis_session_t *s)
+static void rs_connected(rs_server_t *sv)
 {
     int one = 1;
-    setsockopt(s->server.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (s->slink.target->redis.tls) {
+    setsockopt(sv->conn.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (sv->link.target->redis.tls) {
         char err[300];
-        SSL_CTX *ctx = rs_tls_ctx(s, err, sizeof(err));
-        if (ctx == NULL || sy_tls_attach(&s->server, ctx, 0, s->slink.target->redis.host) != 0) {
-            rs_connect_failed(s, ctx == NULL ? err : "cannot start TLS");
+        SSL_CTX *ctx = rs_tls_ctx(sv, err, sizeof(err));
+        if (ctx == NULL || sy_tls_attach(&sv->conn, ctx, 0, sv->link.target->redis.host) != 0) {
+            rs_connect_failed(sv, ctx == NULL ? err : "cannot start TLS");
             return;
         }
-        s->setup_left = -2;   /* handshaking */
-        rs_tls_step(s);
+        sv->setup_left = -2;   /* handshaking */
+        rs_tls_step(sv);
         return;
     }
-    rs_send_setup(s);
+    rs_send_setup(sv);
 }
 
-static void rs_server_connecting(redis_session_t *s, sy_conn_t *c);
-
-void rs_server_cb(sy_conn_t *c, int status, int events)
+static void rs_server_connecting(rs_server_t *sv)
 {
-    redis_session_t *s = c->data;
-    s->refs++;
-    if (s->state == RS_RELAY)
-        rs_relay_drive(s, c, events);
-    else if (s->state == RS_CONNECTING)
-        rs_server_connecting(s, c);
-    rs_unref(s);
-}
-
-static void rs_server_connecting(redis_session_t *s, sy_conn_t *c)
-{
-    if (s->setup_left == -3) {
+    if (sv->setup_left == -3) {
         /* non-blocking connect finished */
         int err = 0;
         socklen_t len = sizeof(err);
-        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        getsockopt(sv->conn.fd, SOL_SOCKET, SO_ERROR, &err, &len);
         if (err != 0) {
-            snprintf(s->errmsg, sizeof(s->errmsg), "%s", strerror(err));
-            sy_conn_close(&s->server);
-            SY_STAT_SUB(s->link.route->upstreams, 1);
-            rs_connect_next(s);
+            snprintf(sv->errmsg, sizeof(sv->errmsg), "%s", strerror(err));
+            rs_server_drop_socket(sv, 0);
+            rs_connect_next(sv);
             return;
         }
-        rs_connected(s);
-    } else if (s->setup_left == -2) {
-        rs_tls_step(s);
+        rs_connected(sv);
+    } else if (sv->setup_left == -2) {
+        rs_tls_step(sv);
     } else {
-        rs_setup_read(s);
+        rs_setup_read(sv);
     }
 }
 
-static void rs_connect_next(redis_session_t *s)
+void rs_server_cb(sy_conn_t *c, int status, int events)
 {
-    while (s->next_addr != NULL) {
-        struct addrinfo *a = s->next_addr;
-        s->next_addr = a->ai_next;
+    rs_server_t *sv = c->data;
+    redis_session_t *s = rs_enter(sv);
+    if (s != NULL && !sv->closed && s->srv == sv) {
+        if (s->state == RS_RELAY)
+            rs_relay_drive(s, c, events);
+        else if (s->state == RS_CONNECTING)
+            rs_server_connecting(sv);
+    }
+    rs_leave(sv, s);
+}
+
+static void rs_connect_next(rs_server_t *sv)
+{
+    while (sv->next_addr != NULL) {
+        struct addrinfo *a = sv->next_addr;
+        sv->next_addr = a->ai_next;
         int fd = socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0) {
-            snprintf(s->errmsg, sizeof(s->errmsg), "%s", strerror(errno));
+            snprintf(sv->errmsg, sizeof(sv->errmsg), "%s", strerror(errno));
             continue;
         }
-        ((struct sockaddr_in *)a->ai_addr)->sin_port = htons(s->slink.target->redis.port);
+        ((struct sockaddr_in *)a->ai_addr)->sin_port = htons(sv->link.target->redis.port);
         int r = connect(fd, a->ai_addr, a->ai_addrlen);
         if (r != 0 && errno != EINPROGRESS) {
-            snprintf(s->errmsg, sizeof(s->errmsg), "%s", strerror(errno));
+            snprintf(sv->errmsg, sizeof(sv->errmsg), "%s", strerror(errno));
             close(fd);
             continue;
         }
-        sy_conn_init(&s->server, s->link.loop, fd, s);
-        SY_STAT_ADD(s->link.route->upstreams, 1);
-        s->setup_left = -3;
-        if (sy_conn_watch(&s->server, UV_WRITABLE, rs_server_cb) != 0) {
-            rs_connect_failed(s, "cannot watch the socket");
+        sy_conn_init(&sv->conn, sv->link.loop, fd, sv);
+        SY_STAT_ADD(sv->link.route->upstreams, 1);
+        sv->counted = 1;
+        sv->setup_left = -3;
+        if (sy_conn_watch(&sv->conn, UV_WRITABLE, rs_server_cb) != 0) {
+            rs_connect_failed(sv, "cannot watch the socket");
             return;
         }
         return;
     }
     char cause[600];
-    snprintf(cause, sizeof(cause), "%s", s->errmsg[0] ? s->errmsg : "no address");
-    s->errmsg[0] = '\0';
-    rs_connect_failed(s, cause);
+    snprintf(cause, sizeof(cause), "%s", sv->errmsg[0] ? sv->errmsg : "no address");
+    sv->errmsg[0] = '\0';
+    rs_connect_failed(sv, cause);
 }
 
-void rs_gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+static void rs_gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
-    redis_session_t *s = req->data;
-    if (s->state != RS_CONNECTING) {
+    rs_server_t *sv = req->data;
+    redis_session_t *s = rs_enter(sv);
+    if (sv->closed || s == NULL || s->state != RS_CONNECTING) {
         uv_freeaddrinfo(res);
-        rs_unref(s);
+    } else if (status != 0) {
+        char cause[300];
+        snprintf(cause, sizeof(cause), "cannot resolve %s: %s", sv->link.target->redis.host, uv_strerror(status));
+        rs_connect_failed(sv, cause);
+    } else {
+        sv->addrs = res;
+        sv->next_addr = res;
+        rs_connect_next(sv);
+    }
+    rs_leave(sv, s);
+    rs_server_unref(sv);   /* the resolve's reference */
+}
+
+/* Dial sv, its client's server, on the loop: resolve (off the loop unless numeric),
+ * connect, TLS, setup; the relay starts when it is done, FAILED when it cannot be. */
+void rs_server_connect(rs_server_t *sv)
+{
+    uv_timer_init(sv->link.loop, &sv->timer);
+    sv->timer.data = sv;
+    sv->refs++;
+    sv->timer_on = 1;
+    uv_timer_start(&sv->timer, rs_connect_timeout_cb, (uint64_t)sy_conf()->connect_timeout * 1000, 0);
+    const char *host = sv->link.target->redis.host;
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_family = AF_UNSPEC;
+    unsigned char tmp[16];
+    if (inet_pton(AF_INET, host, tmp) == 1 || inet_pton(AF_INET6, host, tmp) == 1)
+        hints.ai_flags = AI_NUMERICHOST;
+    sv->gai.data = sv;
+    sv->refs++;
+    if (hints.ai_flags & AI_NUMERICHOST) {
+        struct addrinfo *res = NULL;
+        int r = getaddrinfo(host, NULL, &hints, &res);   /* numeric: no lookup, no blocking */
+        rs_gai_cb(&sv->gai, r == 0 ? 0 : UV_EINVAL, r == 0 ? res : NULL);
         return;
     }
-    if (status != 0) {
-        char cause[300];
-        snprintf(cause, sizeof(cause), "cannot resolve %s: %s", s->slink.target->redis.host, uv_strerror(status));
-        rs_connect_failed(s, cause);
-    } else {
-        s->addrs = res;
-        s->next_addr = res;
-        rs_connect_next(s);
+    if (uv_getaddrinfo(sv->link.loop, &sv->gai, rs_gai_cb, host, NULL, &hints) != 0) {
+        sv->refs--;
+        rs_connect_failed(sv, "cannot resolve");
     }
-    rs_unref(s);
 }
-

@@ -1,7 +1,8 @@
 /*
- * redis_session.c - one Redis client and the upstream connection serving it: the lifecycle
- * (references, the state, the one close path) and the relay. The other parts of a session
- * are in redis_client.c, redis_server.c and redis_move.c (redis_internal.h lists them).
+ * redis_session.c - one Redis client connection (the session): the lifecycle (references,
+ * the state, the one close path), attaching the server connection it relays to, and the
+ * relay. The other parts are in redis_client.c, redis_server.c (the server connection, an
+ * object of its own) and redis_move.c (redis_internal.h lists them).
  *
  *   accept ──▶ resolve (uv_getaddrinfo unless numeric) ──▶ non-blocking connect
  *          ──▶ TLS handshake (rediss://) ──▶ AUTH / SELECT, replies swallowed
@@ -38,11 +39,8 @@ void rs_sub_clear(sub_set_t *set)
 void rs_unref(redis_session_t *s)
 {
     if (--s->refs == 0) {
-        if (s->addrs)
-            uv_freeaddrinfo(s->addrs);
         for (int i = 0; i < 3; i++)
             rs_sub_clear(&s->subs[i]);
-        rs_pre_drop(s);
         free(s);
     }
 }
@@ -107,16 +105,43 @@ static void rs_timer_close_cb(uv_handle_t *h)
     rs_unref(h->data);
 }
 
+/* Close the servers the client has: it needs them no more. */
+static void rs_drop_servers(redis_session_t *s, const char *reason)
+{
+    if (s->srv != NULL)
+        rs_server_close(s->srv, reason, 0);
+    if (s->pre != NULL)
+        rs_server_close(s->pre, reason, 0);
+}
+
+/* Make sv the server s relays to: the pipes read and write its conn, the client's link
+ * names it, and it is ACTIVE while the client relays. NULL detaches: the pipes then point
+ * at a closed conn. The one that was attached is detached and returned. */
+rs_server_t *rs_attach(redis_session_t *s, rs_server_t *sv)
+{
+    rs_server_t *old = s->srv;
+    if (old != NULL && old != sv && old->link.client == &s->link)
+        old->link.client = NULL;
+    s->srv = sv;
+    sy_conn_t *c = sv != NULL ? &sv->conn : &s->noserver;
+    s->c2s.dst = c;
+    s->s2c.src = c;
+    s->link.server = sv != NULL ? &sv->link : NULL;
+    if (sv != NULL) {
+        sv->link.client = &s->link;
+        if (s->state == RS_RELAY)
+            sy_server_set_state(&sv->link, SY_SERVER_ACTIVE);
+    }
+    return old == sv ? NULL : old;
+}
+
 static void rs_destroy(redis_session_t *s)
 {
     if (s->state == RS_CLOSED)
         return;
     rs_set_state(s, RS_CLOSED);
     sy_session_unlink(&s->link);
-    sy_server_unlink(&s->slink);
-    if (s->server.fd >= 0 && s->link.route)
-        SY_STAT_SUB(s->link.route->upstreams, 1);
-    sy_conn_close(&s->server);
+    rs_drop_servers(s, "client_closed");
     sy_conn_close(&s->client);
     if (s->link.route) {
         SY_STAT_SUB(s->link.route->clients, 1);
@@ -193,9 +218,7 @@ void rs_close(redis_session_t *s, const char *fmt, ...)
         return;
     int boundary = rs_s2c_at_boundary(s);
     rs_set_state(s, RS_CLOSING);
-    if (s->server.fd >= 0 && s->link.route)
-        SY_STAT_SUB(s->link.route->upstreams, 1);
-    sy_conn_close(&s->server);
+    rs_drop_servers(s, "client_closing");
     s->c2s.reading = 0;
     if (fmt != NULL) {
         char msg[900], line[1000], q[1100];
@@ -234,7 +257,7 @@ void rs_update_polls(redis_session_t *s)
     if (s->state != RS_RELAY)
         return;
     rs_watch(s, &s->client, sy_pipe_src_events(&s->c2s) | sy_pipe_dst_events(&s->s2c), rs_client_cb);
-    rs_watch(s, &s->server, sy_pipe_src_events(&s->s2c) | sy_pipe_dst_events(&s->c2s), rs_server_cb);
+    rs_watch(s, &s->srv->conn, sy_pipe_src_events(&s->s2c) | sy_pipe_dst_events(&s->c2s), rs_server_cb);
 }
 
 void rs_upstream_lost(redis_session_t *s, int err)
@@ -243,9 +266,10 @@ void rs_upstream_lost(redis_session_t *s, int err)
         rs_close(s, NULL);
         return;
     }
-    const char *why = s->server.tls_err ? s->server.tls_err : err ? strerror(-err) : "server closed the connection";
+    const char *why = s->srv->conn.tls_err ? s->srv->conn.tls_err : err ? strerror(-err)
+                                                                      : "server closed the connection";
     SY_STAT_ADD(s->link.route->err_lost, 1);
-    rs_close(s, "route %s: connection to %s lost: %s", s->link.route->conf->name, s->slink.target->hostport, why);
+    rs_close(s, "route %s: connection to %s lost: %s", s->link.route->conf->name, s->srv->link.target->hostport, why);
 }
 
 void rs_relay_drive(redis_session_t *s, sy_conn_t *c, int events)
@@ -316,20 +340,11 @@ static void rs_describe(const sy_session_link_t *l, char cols[][128])
     snprintf(cols[0], 128, "%llu", (unsigned long long)s->id);
     snprintf(cols[1], 128, "redis");
     snprintf(cols[2], 128, "%s", s->link.route ? s->link.route->conf->name : "");
-    snprintf(cols[3], 128, "%s", s->slink.target ? s->slink.target->hostport : "");
+    snprintf(cols[3], 128, "%s", s->srv != NULL && s->srv->link.target ? s->srv->link.target->hostport : "");
     snprintf(cols[4], 128, "%s", rs_names[s->state]);
     snprintf(cols[5], 128, "pending=%llu multi=%d watch=%d subs=%llu blocked=%d monitor=%d resp3=%d",
              (unsigned long long)s->pending, s->in_multi, s->watching, (unsigned long long)s->sub_count,
              s->blocking, s->monitoring, s->resp3);
-}
-
-static void rs_server_describe(const sy_server_link_t *sv, char cols[][128])
-{
-    const redis_session_t *s = (const redis_session_t *)sv->client;
-    snprintf(cols[0], 128, "%llu", (unsigned long long)s->id);
-    snprintf(cols[1], 128, "redis");
-    snprintf(cols[2], 128, "%s", sv->target->hostport);
-    snprintf(cols[3], 128, "%s", rs_names[s->state]);
 }
 
 static void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *loop)
@@ -345,7 +360,6 @@ static void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t
     s->listener = l;
     s->state = RS_CONNECTING;
     s->client_db = -1;
-    s->pre_fd = -1;
     s->link.describe = rs_describe;
     s->link.quiet = rs_link_quiet;
     s->link.prepare = rs_link_prepare;
@@ -355,10 +369,10 @@ static void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t
     sy_session_link(&s->link);
     SY_STAT_ADD(sy_server.nclients, 1);
     sy_conn_init(&s->client, s->link.loop, fd, s);
-    sy_conn_init(&s->server, s->link.loop, -1, s);
-    s->c2s = (sy_pipe_t){ .buf = s->bufs, .cap = SY_PIPE_BUF, .src = &s->client, .dst = &s->server,
+    sy_conn_init(&s->noserver, s->link.loop, -1, s);
+    s->c2s = (sy_pipe_t){ .buf = s->bufs, .cap = SY_PIPE_BUF, .src = &s->client, .dst = &s->noserver,
                           .scan = rs_c2s_scan, .reading = 0 };
-    s->s2c = (sy_pipe_t){ .buf = s->bufs + SY_PIPE_BUF, .cap = SY_PIPE_BUF, .src = &s->server,
+    s->s2c = (sy_pipe_t){ .buf = s->bufs + SY_PIPE_BUF, .cap = SY_PIPE_BUF, .src = &s->noserver,
                           .dst = &s->client, .scan = rs_s2c_scan, .reading = 0 };
     resp_req_init(&s->rq, sy_conf()->redis_max_bulk);
     resp_reply_init(&s->rp, 0);   /* redis_max_bulk limits what clients send, not replies */
@@ -370,7 +384,11 @@ static void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t
         return;
     }
     SY_STAT_ADD(s->link.route->clients, 1);
-    sy_session_route(&s->link, s->link.route, &s->slink, rs_server_describe);
+    if (rs_server_open(s) == NULL) {
+        rs_set_state(s, RS_CLOSING);
+        rs_destroy(s);
+        return;
+    }
     s->password = s->link.route->conf->client_password ? s->link.route->conf->client_password : l->conf->auth_password;
     s->authed = s->password == NULL;
     if (!trusted && s->password == NULL) {
@@ -382,31 +400,8 @@ static void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t
     }
     rs_watch(s, &s->client, UV_READABLE, rs_client_cb);
     sy_debug("event=connect conn=%llu route=%s target=%s", (unsigned long long)s->id, s->link.route->conf->name,
-             s->slink.which == CONF_EXTERNAL ? "external" : "builtin");
-
-    rs_timer_start(s, rs_connect_timeout_cb, (uint64_t)sy_conf()->connect_timeout * 1000);
-    const char *host = s->slink.target->redis.host;
-    struct addrinfo hints;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_family = AF_UNSPEC;
-    unsigned char tmp[16];
-    if (inet_pton(AF_INET, host, tmp) == 1 || inet_pton(AF_INET6, host, tmp) == 1)
-        hints.ai_flags = AI_NUMERICHOST;
-    if (hints.ai_flags & AI_NUMERICHOST) {
-        struct addrinfo *res = NULL;
-        int r = getaddrinfo(host, NULL, &hints, &res);   /* numeric: no lookup, no blocking */
-        s->gai.data = s;
-        s->refs++;
-        rs_gai_cb(&s->gai, r == 0 ? 0 : UV_EINVAL, r == 0 ? res : NULL);
-        return;
-    }
-    s->gai.data = s;
-    s->refs++;
-    if (uv_getaddrinfo(s->link.loop, &s->gai, rs_gai_cb, host, NULL, &hints) != 0) {
-        s->refs--;
-        rs_connect_failed(s, "cannot resolve");
-    }
+             s->srv->link.which == CONF_EXTERNAL ? "external" : "builtin");
+    rs_server_connect(s->srv);
 }
 
 const sy_proto_t redis_proto = { "redis", redis_session_start };

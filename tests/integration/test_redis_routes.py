@@ -8,6 +8,9 @@ verified against CA A, /2) and the precedence of REDIS_STORE_ENDPOINT over REDIS
 Where a route landed is checked on the upstream itself: the key written through switchyard
 is read directly from the server (in the right db), and CLIENT INFO, ACL WHOAMI and
 INFO keyspace tell who and where switchyard is there.
+
+Also (issue 13) the server connections behind those clients: SHOW SERVERS across a switch,
+with the ones dialed ahead of a move and the ones a move closed.
 """
 
 import os
@@ -173,3 +176,58 @@ def test_malformed_endpoint_stops_startup(ctx):
         out = r.stdout + r.stderr
         check(r.returncode != 0, "switchyard started with REDIS_ENDPOINT=%s:\n%s" % (bad, out[-1000:]))
         check("REDIS_ENDPOINT" in out, "startup error for %s does not name REDIS_ENDPOINT:\n%s" % (bad, out[-1000:]))
+
+
+def test_server_connections_across_a_switch(ctx):
+    """issue 13: a Redis server connection is an object of its own. While a switch waits for a
+    MULTI, a held client shows two server rows in SHOW SERVERS: the one it relays to (builtin,
+    relay) and the one dialed ahead of its move (external, connecting). After the switch each
+    client has one, on external, relaying; the old ones are closed through the server's close
+    path (event=server_close reason=moved), one per client moved, and none is left listed."""
+    import switch_support as ss
+    builtin = harness.RedisServer()
+    external = harness.RedisServer()
+    sy = ss.start_redis(ctx, builtin, external)
+    con = ss.Console(sy)
+    idle, sel, m = rs.Resp(sy.redis_port), rs.Resp(sy.redis_port), rs.Resp(sy.redis_port)
+    try:
+        check(idle.cmd("PING") == "PONG", "PING")                      # moves by a swap
+        check(sel.cmd("SELECT", "2") == "OK", "SELECT 2")              # moves with a replay
+        check(m.cmd("MULTI") == "OK" and m.cmd("SET", "k", "1") == "QUEUED", "MULTI / SET")
+        clients = [c for c in con.rows("SHOW CLIENTS") if c["route"] == "redis-store"]
+        ids = sorted(c["id"] for c in clients)
+        check(len(ids) == 3, "three redis-store clients: %r" % clients)
+        up_b, up_e = clients[0]["target"], "127.0.0.1:%d" % external.port
+        check(up_b == "127.0.0.1:%d" % builtin.port, "clients on builtin: %r" % clients)
+
+        mark = sy.log_size()
+        sw = ss.SwitchThread(sy, "redis-store", "external")
+        ss.wait_switching(con, "redis-store")
+        ss.wait_prepared(sy, "redis-store", since=mark)   # held now, until the MULTI ends
+        rows = [r for r in con.rows("SHOW SERVERS") if r["route"] == "redis-store"]
+        relaying = sorted(r["client_id"] for r in rows
+                          if (r["target"], r["upstream"], r["state"]) == ("builtin", up_b, "relay"))
+        ahead = sorted(r["client_id"] for r in rows
+                       if (r["target"], r["upstream"], r["state"]) == ("external", up_e, "connecting"))
+        check(relaying == ids, "during the switch each client relays to builtin: %r" % rows)
+        held = sorted(c["id"] for c in clients if "multi=0" in c["detail"])
+        check(len(held) == 2 and set(held) <= set(ahead), "a server dialed ahead for each held client: %r" % rows)
+        check(len(rows) == len(relaying) + len(ahead), "no other server rows during the switch: %r" % rows)
+
+        check(m.cmd("EXEC", timeout=10) == ["OK"], "EXEC")
+        row, _a, _b = sw.join_result(timeout=ss.DRAIN_TIMEOUT + 20)
+        check(row["moved"] == "3" and row["closed"] == "0", "SWITCH redis-store: %r" % row)
+        rows = [r for r in con.rows("SHOW SERVERS") if r["route"] == "redis-store"]
+        check(sorted(r["client_id"] for r in rows) == ids and
+              all((r["target"], r["upstream"], r["state"]) == ("external", up_e, "relay") for r in rows),
+              "after the switch one server per client, on external, relaying: %r" % rows)
+        closed = sy.wait_log(r"event=server_close .*reason=moved", since=mark, count=3)
+        check(all("upstream=%s" % up_b in l for l in closed), "the moved-from servers closed: %r" % closed)
+        check(idle.cmd("SET", "a", "1") == "OK" and sel.cmd("SET", "b", "2") == "OK", "SET after the move")
+        check(external.cli("GET", "a").stdout.strip() == "1" and
+              external.cli("GET", "b", db=2).stdout.strip() == "2", "the moved clients write to external")
+    finally:
+        for c in (idle, sel, m):
+            c.close()
+        con.close()
+        sy.stop()
