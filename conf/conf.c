@@ -21,6 +21,7 @@
  * and conf.h; nothing below may call back into this file.
  */
 #include <ctype.h>
+#include <grp.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -213,6 +214,34 @@ static int build_listener(build_t *b, const conf_raw_sec_t *s, conf_listener_t *
             return KV_ERR(b, s, kv, "longer than %zu bytes (the limit of a unix socket "
                           "address)", max);
         l->unix_path = conf__strdup(kv->val);
+    }
+    l->unix_mode = 0770;
+    l->unix_gid = -1;
+    l->max_clients = 10000;
+    if ((kv = conf__raw_get(s, "unix_socket_mode"))) {
+        char *end = NULL;
+        long m = strtol(kv->val, &end, 8);
+        if (kv->val[0] < '0' || kv->val[0] > '7' || end == NULL || *end != '\0' || m < 0 || m > 0777)
+            return KV_ERR(b, s, kv, "must be octal permission bits, 0000..0777 (as chmod takes them)");
+        l->unix_mode = (int)m;
+    }
+    if ((kv = conf__raw_get(s, "unix_socket_group")) && kv->val[0]) {
+        uint64_t n;
+        if (conf__parse_uint(kv->val, 0, &n) == NULL && n < 0x7fffffff) {
+            l->unix_gid = (int)n;
+        } else {
+            struct group *g = getgrnam(kv->val);
+            if (g == NULL)
+                return KV_ERR(b, s, kv, "no such group");
+            l->unix_gid = (int)g->gr_gid;
+        }
+        l->unix_group = conf__strdup(kv->val);
+    }
+    if ((kv = conf__raw_get(s, "max_clients"))) {
+        if ((pr = conf__parse_uint(kv->val, 0, &l->max_clients)) != NULL)
+            return KV_ERR(b, s, kv, "%s", pr);
+        if (l->max_clients < 1 || l->max_clients > 1000000)
+            return KV_ERR(b, s, kv, "must be 1..1000000");
     }
     if ((kv = conf__raw_get(s, "tls_cert")))
         l->tls_cert = conf__nonempty_dup(kv->val);
@@ -611,6 +640,7 @@ void conf_free(conf_t *c)
         free(l->name);
         free(l->host);
         free(l->unix_path);
+        free(l->unix_group);
         free(l->tls_cert);
         free(l->tls_key);
         free_secret(l->auth_password);

@@ -79,6 +79,10 @@ typedef struct conf_listener_s {
     char        *tls_cert;      /* client-side TLS (pg: answer 'S' to SSLRequest) */
     char        *tls_key;
     char        *auth_password; /* client auth (required to listen beyond loopback) */
+    int          unix_mode;     /* the unix socket's permission bits (default 0770) */
+    char        *unix_group;    /* ...and its group (name or number); NULL: ours */
+    int          unix_gid;      /* resolved unix_group, -1 when none */
+    uint64_t     max_clients;   /* client connections open at once; more are refused */
 } conf_listener_t;
 
 typedef struct conf_route_s {

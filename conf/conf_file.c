@@ -29,7 +29,8 @@ static const char *const switchyard_keys[] = {
     "log_level", NULL
 };
 static const char *const listener_keys[] = {
-    "protocol", "listen", "unix_socket", "tls_cert", "tls_key", "auth_password", NULL
+    "protocol", "listen", "unix_socket", "unix_socket_mode", "unix_socket_group", "tls_cert", "tls_key",
+    "auth_password", "max_clients", NULL
 };
 static const char *const route_keys[] = {
     "listener", "databases", "default", "env_prefix", "external_env", "client_password",

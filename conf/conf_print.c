@@ -103,6 +103,9 @@ void conf_print(const conf_t *c, FILE *out)
             fprintf(out, "  unix socket  %s/.s.PGSQL.%d\n", l->unix_path, l->port);
         else if (l->unix_path)
             fprintf(out, "  unix socket  %s\n", l->unix_path);
+        if (l->unix_path)
+            fprintf(out, "  socket mode  %04o, group %s\n", l->unix_mode, l->unix_group ? l->unix_group : "switchyard's own");
+        fprintf(out, "  max clients  %llu\n", (unsigned long long)l->max_clients);
         if (l->tls_cert)
             fprintf(out, "  client TLS   cert %s, key %s\n", l->tls_cert, l->tls_key);
         else

@@ -22,6 +22,12 @@
  * loop. A client refused this way sees what a Postgres server at max_connections or a
  * Redis server at maxclients sends: FATAL 53300 "sorry, too many clients already", or
  * "-ERR max number of clients reached".
+ *
+ * At max_clients (the listener's sessions, counted as they link and unlink on their
+ * workers), a new Redis client gets the same refusal at once, before any session or
+ * upstream exists for it; a Postgres client gets it after its startup packet, as the
+ * server answers at max_connections (pg_startup.c), still before any upstream. One
+ * event=max_clients line per ACCEPT_LOG_MS per listener, with the count refused.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -54,6 +60,9 @@ typedef struct lst_backoff_s {
     unsigned long  failures;    /* failures since the last line */
     unsigned long  refused;     /* clients refused since the last line */
     int            last_errno;
+    unsigned long  full;        /* clients refused at max_clients since the last line */
+    int            full_logged;
+    uint64_t       full_log;    /* uv_now of that line */
 } lst_backoff_t;
 
 static lst_backoff_t *backoffs;
@@ -98,28 +107,42 @@ static int listen_tcp(const char *host, int port, char *err, size_t errlen)
     return fd;
 }
 
-static int listen_unix(const char *path, char *err, size_t errlen)
+/* The socket file appears with the listener's mode and group already on it: it is bound
+ * under a temporary name with a umask that lets nobody in, given its group and mode, and
+ * then renamed into place. */
+static int listen_unix(const char *path, const conf_listener_t *cl, char *err, size_t errlen)
 {
     struct sockaddr_un sa;
+    char tmp[sizeof(sa.sun_path)];
     memset(&sa, 0, sizeof(sa));
     sa.sun_family = AF_UNIX;
-    if (strlen(path) >= sizeof(sa.sun_path)) {
+    if (snprintf(tmp, sizeof(tmp), "%s.%d", path, (int)getpid()) >= (int)sizeof(tmp)) {
         snprintf(err, errlen, "unix socket path too long: %.200s", path);
         return -1;
     }
-    strcpy(sa.sun_path, path);
+    memcpy(sa.sun_path, tmp, strlen(tmp) + 1);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         snprintf(err, errlen, "socket: %s", strerror(errno));
         return -1;
     }
-    unlink(path);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 1024) != 0) {
-        snprintf(err, errlen, "cannot listen on %.200s: %s", path, strerror(errno));
+    unlink(tmp);
+    mode_t old = umask(0077);
+    int rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+    umask(old);
+    const char *what = "cannot listen on";
+    if (rc == 0 && cl->unix_gid >= 0 && chown(tmp, (uid_t)-1, (gid_t)cl->unix_gid) != 0) {
+        what = "cannot give the socket its group at";
+        rc = -1;
+    }
+    if (rc == 0 && (chmod(tmp, (mode_t)cl->unix_mode) != 0 || listen(fd, 1024) != 0 || rename(tmp, path) != 0))
+        rc = -1;
+    if (rc != 0) {
+        snprintf(err, errlen, "%s %.200s: %s", what, path, strerror(errno));
+        unlink(tmp);
         close(fd);
         return -1;
     }
-    chmod(path, 0777);
     return fd;
 }
 
@@ -153,12 +176,24 @@ static size_t refusal(const sy_listener_t *l, uint8_t *out, size_t cap)
     return resp_build_error(out, cap, "ERR max number of clients reached");
 }
 
+/* Answer an accepted client with the refusal, nothing read, and close it. */
+static void refuse_one(const sy_listener_t *l, int fd)
+{
+    uint8_t msg[256], scratch[512];
+    size_t len = refusal(l, msg, sizeof msg);
+    (void)!send(fd, msg, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    shutdown(fd, SHUT_WR);
+    /* what already came (a startup packet) would turn the close into a RST that can
+     * destroy the refusal before the client reads it */
+    while (recv(fd, scratch, sizeof scratch, MSG_DONTWAIT) > 0)
+        ;
+    close(fd);
+}
+
 /* At the fd limit: accept the waiting clients one at a time on the reserve's slot, answer
  * each with the refusal and close it. Returns how many were refused. */
 static unsigned long refuse_clients(const sy_listener_t *l, int lfd)
 {
-    uint8_t msg[256], scratch[512];
-    size_t len = refusal(l, msg, sizeof msg);
     unsigned long n = 0;
 
     while (n < REFUSE_BATCH && reserve_fd >= 0) {
@@ -166,13 +201,7 @@ static unsigned long refuse_clients(const sy_listener_t *l, int lfd)
         reserve_fd = -1;
         int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
-            (void)!send(fd, msg, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-            shutdown(fd, SHUT_WR);
-            /* what already came (a startup packet) would turn the close into a RST that
-             * can destroy the refusal before the client reads it */
-            while (recv(fd, scratch, sizeof scratch, MSG_DONTWAIT) > 0)
-                ;
-            close(fd);
+            refuse_one(l, fd);
             n++;
         }
         reserve_open();                 /* may fail if another thread took the slot */
@@ -232,6 +261,25 @@ static void accept_backoff(sy_listener_t *l, int lfd, int err)
         backoff_log(b, now);
 }
 
+/* A client was refused at max_clients: one event=max_clients line per ACCEPT_LOG_MS per
+ * listener with the count refused. Any thread. */
+void sy_listener_refused(sy_listener_t *l)
+{
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    lst_backoff_t *b = &backoffs[l - sy_server.listeners];
+    uint64_t now = uv_hrtime() / 1000000;
+    pthread_mutex_lock(&mu);
+    b->full++;
+    if (!b->full_logged || now - b->full_log >= ACCEPT_LOG_MS) {
+        sy_warn("event=max_clients listener=%s max_clients=%llu refused=%lu", l->conf->name,
+                (unsigned long long)l->conf->max_clients, b->full);
+        b->full_logged = 1;
+        b->full_log = now;
+        b->full = 0;
+    }
+    pthread_mutex_unlock(&mu);
+}
+
 static void accept_cb(uv_poll_t *h, int status, int events)
 {
     sy_listener_t *l = h->data;
@@ -252,6 +300,13 @@ static void accept_cb(uv_poll_t *h, int status, int events)
         }
         if (SY_LOAD(sy_server.stopping)) {
             close(fd);
+            continue;
+        }
+        /* Redis has no startup to wait for: over max_clients is refused here. Postgres
+         * answers after the startup packet (pg_startup.c), as the server does. */
+        if (l->conf->proto == CONF_PROTO_REDIS && SY_LOAD(l->nclients) >= l->conf->max_clients) {
+            refuse_one(l, fd);
+            sy_listener_refused(l);
             continue;
         }
         int one = 1;
@@ -303,7 +358,7 @@ int sy_listeners_start(char *err, size_t errlen)
                 snprintf(path, sizeof(path), "%s/.s.PGSQL.%d", cl->unix_path, cl->port ? cl->port : 5432);
             else
                 snprintf(path, sizeof(path), "%s", cl->unix_path);
-            int fd = listen_unix(path, lerr, sizeof(lerr));
+            int fd = listen_unix(path, cl, lerr, sizeof(lerr));
             if (fd < 0) {
                 snprintf(err, errlen, "[listener %s] %.400s", cl->name, lerr);
                 return -1;

@@ -82,6 +82,8 @@ void sy_session_link(sy_session_link_t *l)
     l->state = SY_CLIENT_ACTIVE;
     client_insert(l);
     SY_STAT_ADD(totals[worker_of(l->loop)], 1);
+    if (l->listener != NULL)
+        SY_STAT_ADD(l->listener->nclients, 1);
 }
 
 void sy_session_unlink(sy_session_link_t *l)
@@ -91,6 +93,8 @@ void sy_session_unlink(sy_session_link_t *l)
     sy_session_set_pinned(l, 0);
     client_remove(l);
     SY_STAT_SUB(totals[worker_of(l->loop)], 1);
+    if (l->listener != NULL)
+        SY_STAT_SUB(l->listener->nclients, 1);
 }
 
 void sy_session_set_route(sy_session_link_t *l, sy_route_t *r)

@@ -332,6 +332,7 @@ struct sy_session_link_s {
     sy_session_link_t *prev, *next;
     void              *on;          /* session.c's: the lists it is on (route, worker) */
     uv_loop_t         *loop;        /* the worker loop the session lives on */
+    sy_listener_t     *listener;    /* accepted on (its max_clients counts the session) */
     sy_route_t        *route;       /* NULL until routed */
     sy_client_state_t  state;
     sy_server_link_t  *server;      /* the server connection it relays to, once routed */
@@ -415,6 +416,7 @@ struct sy_listener_s {
     int        fd[2];
     int        nfd;
     SSL_CTX   *tls_ctx;            /* client-side TLS termination, if configured */
+    uint64_t   nclients;           /* sessions open (atomic): max_clients is checked at accept */
 };
 
 typedef struct sy_server_s {
@@ -450,6 +452,8 @@ void sy_server_client_gone(void);
 int  sy_listeners_start(char *err, size_t errlen);
 void sy_listeners_stop(void);
 int  sy_is_loopback_peer(int fd);
+/* A client was refused at the listener's max_clients (logged, rate-limited). */
+void sy_listener_refused(sy_listener_t *l);
 
 /* A protocol plugs into the core with an ops table; the core never names its protocols.
  * start: begin a session for an accepted socket, on `loop` for its whole life. */

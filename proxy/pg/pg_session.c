@@ -601,6 +601,7 @@ static void pg_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *l
     s->refs = 1;
     s->link.loop = loop;
     s->listener = l;
+    s->link.listener = l;
     s->trusted = trusted;
     s->state = PGS_STARTUP;
     s->link.describe = pg_describe;

@@ -112,6 +112,14 @@ static void pg_ask_password(pg_session_t *s)
 
 static void pg_route_and_connect(pg_session_t *s)
 {
+    /* max_clients, as Postgres answers at max_connections: after the startup packet, so a
+     * client that asked for TLS first reads it as an error, and before any upstream. The
+     * session counts itself. */
+    if (SY_LOAD(s->listener->nclients) > s->listener->conf->max_clients) {
+        sy_listener_refused(s->listener);
+        pg_close(s, "53300", "sorry, too many clients already");
+        return;
+    }
     if (strcmp(s->database, SY_ADMIN_DATABASE) == 0) {
         s->admin = 1;
         if (!s->trusted && sy_conf()->admin_password == NULL) {

@@ -358,6 +358,7 @@ static void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t
     s->refs = 1;
     s->link.loop = loop;
     s->listener = l;
+    s->link.listener = l;
     s->state = RS_CONNECTING;
     s->client_db = -1;
     s->link.describe = rs_describe;

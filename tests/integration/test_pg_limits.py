@@ -5,13 +5,18 @@ client auth, max_message_size in both directions, and back-pressure from a slow 
 either side (memory stays bounded while 200 MB wait to move).
 """
 
+import errno
+import grp
 import os
+import stat
+import subprocess
 import socket
 import struct
 import threading
 import time
 
 import harness
+import redis_support as rs
 from harness import PgError, PgWire, check, fail, psql, psql_ok
 
 
@@ -60,6 +65,40 @@ def test_unix_socket_listener(ctx):
     out = psql_ok(port, "SELECT current_setting('sy.cluster'), current_database()", host=sockdir,
                   db="sourcegraph-codeintel")
     check(out == "builtin|sourcegraph-codeintel", "via the unix socket: %r" % out)
+
+    # The socket is not open to every local user: mode 0770 by default (it used to be
+    # 0777, and user nobody could reach the console through it).
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    check(mode == 0o770, "socket mode %04o, want 0770" % mode)
+    os.chmod(sockdir, 0o755)
+    probe = ("import socket,sys\ns=socket.socket(socket.AF_UNIX)\n"
+             "try:\n s.connect(sys.argv[1]); print('connected')\n"
+             "except OSError as e:\n print(e.errno)\n")
+
+    def as_nobody():
+        r = subprocess.run(["/usr/bin/python3", "-c", probe, path], user="nobody", group="nogroup",
+                           extra_groups=[], capture_output=True, text=True, timeout=30)
+        return r.stdout.strip()
+
+    got = as_nobody()
+    check(got == str(errno.EACCES), "user nobody on a 0770 socket: %r, want EACCES" % got)
+    os.chmod(path, 0o777)     # the same path with the old mode: nobody gets in, so the
+    got = as_nobody()         # refusal above was the mode's doing
+    check(got == "connected", "user nobody on a 0777 socket: %r" % got)
+    sy.stop()
+
+    # unix_socket_mode and unix_socket_group are the listener's to set.
+    port = harness.free_port()
+    conf = harness.default_pg_conf(port, ctx.builtin, listener_extra="unix_socket = %s\nunix_socket_mode = 0660\n"
+                                   "unix_socket_group = nogroup\n" % sockdir)
+    sy = harness.Switchyard(conf)
+    path = os.path.join(sockdir, ".s.PGSQL.%d" % port)
+    harness.wait_until(lambda: os.path.exists(path), 10, "socket %s" % path)
+    st = os.stat(path)
+    check(stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == grp.getgrnam("nogroup").gr_gid,
+          "socket mode %04o gid %d, want 0660 and nogroup" % (stat.S_IMODE(st.st_mode), st.st_gid))
+    out = psql_ok(port, "SELECT 1", host=sockdir, db="sourcegraph-codeintel")
+    check(out == "1", "via the 0660 socket: %r" % out)
     sy.stop()
 
 
@@ -340,3 +379,52 @@ def test_client_tls_data_path(ctx):
 
 
 test_client_tls_data_path.timeout = 240
+
+
+def test_max_clients_per_listener(ctx):
+    """max_clients: the client over the listener's limit gets the servers' own refusal at
+    once (53300 / -ERR max number of clients reached) and opens nothing upstream; one that
+    comes after a client left gets in."""
+    port = harness.free_port()
+    sy = harness.Switchyard(harness.default_pg_conf(port, ctx.builtin, listener_extra="max_clients = 3\n"))
+    held = [PgWire(port).startup(database="sourcegraph") for _ in range(3)]
+    for w in held:
+        check(w.query("SELECT 1") == [("1",)], "a session under max_clients works")
+    r = psql(port, "SELECT 1")
+    check(r.returncode != 0 and "sorry, too many clients already" in r.stderr,
+          "the 4th client of max_clients = 3: rc %s %r" % (r.returncode, r.stderr))
+    sy.wait_log(r"event=max_clients listener=pg max_clients=3 refused=1", timeout=10, what="a max_clients line")
+    held.pop().terminate()
+    # the session leaves on its worker; a new client gets in once it has
+    harness.wait_until(lambda: psql(port, "SELECT 2").returncode == 0, 10, "a client after one left")
+    for w in held:
+        check(w.query("SELECT 3") == [("3",)], "the sessions under the limit still work")
+        w.terminate()
+    sy.stop()
+
+    redis = harness.RedisServer()
+    rport = harness.free_port()
+    sy = harness.Switchyard("[switchyard]\nmetrics_listen = off\ndrain_timeout = 2\n\n"
+                            "[listener r]\nprotocol = redis\nlisten = 127.0.0.1:%d\nmax_clients = 2\n\n"
+                            "[route r]\nlistener = r\nbuiltin = %s\n" % (rport, rs.endpoint(redis)))
+    conns = [rs.Resp(rport) for _ in range(2)]
+    for c in conns:
+        check(c.cmd("PING") == "PONG", "a redis session under max_clients")
+    before = int(rs.info(redis, "clients")["connected_clients"])
+    s = socket.create_connection(("127.0.0.1", rport), timeout=10)
+    s.sendall(b"PING\r\n")
+    got = b""
+    while not got.endswith(b"\r\n"):
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    check(got == b"-ERR max number of clients reached\r\n", "the 3rd redis client: %r" % got)
+    check(s.recv(4096) == b"", "closed after the refusal")
+    s.close()
+    check(int(rs.info(redis, "clients")["connected_clients"]) == before, "the refused client opened nothing upstream")
+    for c in conns:
+        check(c.cmd("PING") == "PONG", "redis sessions under the limit still work")
+        c.close()
+    sy.stop()
+    redis.stop()
