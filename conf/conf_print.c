@@ -85,7 +85,7 @@ void conf_print(const conf_t *c, FILE *out)
     else
         fprintf(out, "  %-19s= auto (one per CPU, at most 16)\n", "workers");
     fprintf(out, "  %-19s= %s\n", "admin_password",
-            c->admin_password ? "****" : "none (console on loopback and unix socket only)");
+            c->admin_password ? "****" : "none (console for switchyard's own user and root only)");
     fprintf(out, "  %-19s= %s\n", "metrics_listen", c->metrics_listen ? c->metrics_listen : "off");
     fprintf(out, "  %-19s= %s\n", "log_format", c->log_format == CONF_LOG_JSON ? "json" : "logfmt");
     fprintf(out, "  %-19s= %s\n", "log_level",

@@ -452,6 +452,15 @@ void sy_server_client_gone(void);
 int  sy_listeners_start(char *err, size_t errlen);
 void sy_listeners_stop(void);
 int  sy_is_loopback_peer(int fd);
+/* The local uid at the other end of an accepted socket (SO_PEERCRED; for loopback TCP the
+ * owner of the client's socket in /proc/net/tcp), or -1 (peer.c); and whether it is root or
+ * switchyard's own user. */
+int  sy_peer_uid(int fd);
+int  sy_peer_is_owner(int fd);
+int  sy_peer_is_unix(int fd);
+/* want (a NUL-terminated secret) equals got[0..len), in time that depends on len only
+ * (CRYPTO_memcmp: a remote client cannot learn the secret byte by byte from timing). */
+int  sy_secret_equal(const char *want, const void *got, size_t len);
 /* A client was refused at the listener's max_clients (logged, rate-limited). */
 void sy_listener_refused(sy_listener_t *l);
 

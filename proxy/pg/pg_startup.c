@@ -121,16 +121,24 @@ static void pg_route_and_connect(pg_session_t *s)
         return;
     }
     if (strcmp(s->database, SY_ADMIN_DATABASE) == 0) {
+        /* Who may use the console: switchyard's own user and root on a unix socket without
+         * a password (peer, as Postgres's peer method); without admin_password, also over
+         * loopback TCP (the uid that owns the client's socket); everyone else needs
+         * admin_password, local or not. */
         s->admin = 1;
-        if (!s->trusted && sy_conf()->admin_password == NULL) {
-            pg_close(s, "28000", "the console is open to loopback and unix-socket clients only");
+        int unix_peer = s->trusted && sy_peer_is_unix(s->client.fd);
+        int owner = s->trusted && sy_peer_is_owner(s->client.fd);
+        const char *pw = sy_conf()->admin_password;
+        if (owner && (pw == NULL || unix_peer)) {
+            pg_admin_begin(s);
             return;
         }
-        if (!s->trusted) {
-            pg_ask_password(s);
+        if (pw == NULL) {
+            pg_close(s, "28000", "the console is open to switchyard's own user and root on this host only "
+                     "(set admin_password for others)");
             return;
         }
-        pg_admin_begin(s);
+        pg_ask_password(s);
         return;
     }
     s->link.route = sy_route_for_database(s->listener, s->database);
@@ -176,7 +184,7 @@ void pg_handle_password(pg_session_t *s)
         return;
     /* A body that is not one string (pw.password NULL) is a wrong password, as before. */
     const char *want = s->admin ? sy_conf()->admin_password : s->listener->conf->auth_password;
-    int ok = pw.password != NULL && strlen(want) == pw.len && memcmp(pw.password, want, pw.len) == 0;
+    int ok = pw.password != NULL && sy_secret_equal(want, pw.password, pw.len);
     uint32_t len = (uint32_t)r;
     memset(p->buf, 0, len);
     memmove(p->buf, p->buf + len, p->end - len);

@@ -159,7 +159,7 @@ static int check_password(redis_session_t *s, const char *pw, size_t len)
 {
     if (s->password == NULL)
         return 1;
-    return strlen(s->password) == len && memcmp(s->password, pw, len) == 0;
+    return sy_secret_equal(s->password, pw, len);
 }
 
 /* Answer the held command locally; the command's bytes are [fwd..scanned) of c2s and

@@ -428,3 +428,50 @@ def test_max_clients_per_listener(ctx):
         c.close()
     sy.stop()
     redis.stop()
+
+
+def _console_as(user, port, host, password=None):
+    """psql to the console as local `user` ("root" or "nobody"); CompletedProcess."""
+    env = {"PGPASSWORD": password, "PGCONNECT_TIMEOUT": "10"}
+    home = harness.tmpdir("home", mode=0o755)
+    argv = [harness.PSQL, "-X", "-A", "-t", "-w", "-h", host, "-p", str(port), "-U", "postgres", "-d", "switchyard",
+            "-c", "SHOW ROUTES"]
+    kw = {} if user == "root" else {"user": user, "group": "nogroup", "extra_groups": []}
+    return subprocess.run(argv, env=harness.clean_env(env, home=home), capture_output=True, text=True,
+                          timeout=60, **kw)
+
+
+def test_console_local_users(ctx):
+    """The console is not every local user's: without admin_password only switchyard's own
+    user and root get in (by SO_PEERCRED on the unix socket, by the owner of the client's
+    socket over loopback TCP); with it, everyone but them on the unix socket must give it.
+    Before, user nobody got the console on loopback and could SWITCH."""
+    sockdir = harness.tmpdir("consock", mode=0o755)
+    port = harness.free_port()
+    sy = harness.Switchyard(harness.default_pg_conf(port, ctx.builtin, listener_extra=(
+        "unix_socket = %s\nunix_socket_mode = 0777\n" % sockdir)))
+    harness.wait_until(lambda: os.path.exists(os.path.join(sockdir, ".s.PGSQL.%d" % port)), 10, "the socket")
+    for host in ("127.0.0.1", sockdir):
+        r = _console_as("root", port, host)
+        check(r.returncode == 0 and "pg" in r.stdout, "root's console on %s: %r" % (host, r.stderr))
+        r = _console_as("nobody", port, host)
+        check(r.returncode != 0 and "switchyard's own user and root" in r.stderr,
+              "user nobody's console on %s: rc %s %r" % (host, r.returncode, r.stdout + r.stderr))
+    sy.stop()
+
+    pw = "console-Secret-4"
+    sy = harness.Switchyard(harness.default_pg_conf(port, ctx.builtin, globals_extra='admin_password = "%s"' % pw,
+                                                    listener_extra="unix_socket = %s\nunix_socket_mode = 0777\n"
+                                                    % sockdir))
+    harness.wait_until(lambda: os.path.exists(os.path.join(sockdir, ".s.PGSQL.%d" % port)), 10, "the socket")
+    r = _console_as("root", port, sockdir)
+    check(r.returncode == 0, "root on the unix socket needs no password: %r" % r.stderr)
+    for user, host in (("root", "127.0.0.1"), ("nobody", "127.0.0.1"), ("nobody", sockdir)):
+        r = _console_as(user, port, host)
+        check(r.returncode != 0 and "password" in r.stderr, "%s on %s without the password: %r" % (user, host, r.stderr))
+        r = _console_as(user, port, host, password="wrong")
+        check(r.returncode != 0 and "password authentication failed" in r.stderr,
+              "%s on %s with a wrong password: %r" % (user, host, r.stderr))
+        r = _console_as(user, port, host, password=pw)
+        check(r.returncode == 0 and "pg" in r.stdout, "%s on %s with the password: %r" % (user, host, r.stderr))
+    sy.stop()
