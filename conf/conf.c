@@ -40,6 +40,9 @@ static const char builtin_text[] =
     "connect_timeout = 10\n"
     "drain_timeout = 30\n"
     "pause_max = 60\n"
+    "switch_hold_max = 5\n"
+    "client_login_timeout = 60\n"
+    "client_idle_timeout = 0\n"
     "workers = auto\n"
     "metrics_listen = 127.0.0.1:9187\n"
     "log_format = logfmt\n"
@@ -123,6 +126,9 @@ static int build_switchyard(build_t *b, const conf_raw_sec_t *s)
             { "connect_timeout", 0, 1, 3600, "1..3600 seconds" },
             { "drain_timeout", 0, 0, 86400, "0..86400 seconds" },
             { "pause_max", 0, 1, 86400, "1..86400 seconds" },
+            { "switch_hold_max", 0, 0, 86400, "0..86400 seconds (0: drain_timeout alone)" },
+            { "client_login_timeout", 0, 1, 86400, "1..86400 seconds" },
+            { "client_idle_timeout", 0, 0, 31536000, "0..31536000 seconds (0: never)" },
         };
         size_t j;
         for (j = 0; j < sizeof nums / sizeof nums[0]; j++)
@@ -139,7 +145,10 @@ static int build_switchyard(build_t *b, const conf_raw_sec_t *s)
             case 2: c->redis_max_pipeline = (uint32_t)n; break;
             case 3: c->connect_timeout = (int)n; break;
             case 4: c->drain_timeout = (int)n; break;
-            default: c->pause_max = (int)n; break;
+            case 5: c->pause_max = (int)n; break;
+            case 6: c->switch_hold_max = (int)n; break;
+            case 7: c->client_login_timeout = (int)n; break;
+            default: c->client_idle_timeout = (int)n; break;
             }
         } else if (strcmp(k, "admin_password") == 0) {
             free(c->admin_password);
@@ -522,6 +531,9 @@ static void defaults(conf_t *c)
     c->connect_timeout = 10;
     c->drain_timeout = 30;
     c->pause_max = 60;
+    c->switch_hold_max = 5;
+    c->client_login_timeout = 60;
+    c->client_idle_timeout = 0;
     c->log_format = CONF_LOG_LOGFMT;
     c->log_level = 2;
 }

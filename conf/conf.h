@@ -111,6 +111,13 @@ typedef struct conf_s {
     int        connect_timeout;      /* seconds when the target sets none, default 10 */
     int        drain_timeout;        /* seconds, default 30 (switchover, SIGTERM) */
     int        pause_max;            /* seconds a PAUSE lasts at most, default 60 */
+    int        switch_hold_max;      /* seconds an atomic switch holds its route at most before
+                                      * closing the sessions not at a boundary (default 5;
+                                      * 0: drain_timeout alone) */
+    int        client_login_timeout; /* seconds from accept to a working session (startup, TLS,
+                                      * password), default 60, as Postgres's authentication_timeout */
+    int        client_idle_timeout;  /* seconds a client may sit idle, outside a transaction;
+                                      * 0 (default): forever */
     int        workers;              /* session loops (threads); 0: auto, one per CPU up to 16 */
     char      *admin_password;       /* console password; NULL: loopback/unix only */
     char      *metrics_listen;       /* "127.0.0.1:9187"; NULL or "off": disabled */

@@ -80,6 +80,10 @@ void conf_print(const conf_t *c, FILE *out)
     fprintf(out, "  %-19s= %d s\n", "connect_timeout", c->connect_timeout);
     fprintf(out, "  %-19s= %d s\n", "drain_timeout", c->drain_timeout);
     fprintf(out, "  %-19s= %d s\n", "pause_max", c->pause_max);
+    fprintf(out, "  %-19s= %d s\n", "switch_hold_max", c->switch_hold_max);
+    fprintf(out, "  %-19s= %d s\n", "client_login_timeout", c->client_login_timeout);
+    fprintf(out, "  %-19s= %d s%s\n", "client_idle_timeout", c->client_idle_timeout,
+            c->client_idle_timeout ? "" : " (never)");
     if (c->workers > 0)
         fprintf(out, "  %-19s= %d\n", "workers", c->workers);
     else

@@ -19,6 +19,11 @@
  *   GRADUAL     (GRADUAL mode) each session moves as soon as it is quiet; no global hold
  *   deadline    (drain_timeout) sessions still not quiet - an open transaction, COPY, a
  *               blocked command - are closed with the "switched; reconnect" error
+ *   hold budget (switch_hold_max, atomic mode) the same, once HOLDING has lasted that long:
+ *               one client that sent half a command and stopped, or one long transaction,
+ *               must not hold every well-behaved session of the route for drain_timeout.
+ *               The trade-off: a transaction longer than the budget that is open when an
+ *               atomic switch begins is cut (GRADUAL waits for it, up to drain_timeout)
  *
  * PAUSE holds sessions at their boundaries the same way, until RESUME or pause_max.
  *
@@ -50,6 +55,7 @@ typedef struct sy_switch_s {
     unsigned          gen;
     sw_phase_t        phase;
     int               past_deadline;
+    int               hold_budget;    /* the deadline is switch_hold_max's, not drain_timeout's */
     int               waiting;        /* workers yet to report for this phase */
     unsigned char    *reported;       /* per worker: what it reported this phase */
     uint64_t          started;
@@ -422,6 +428,21 @@ static void sw_finish(sy_switch_t *sw)
     uv_close((uv_handle_t *)&sw->deadline, sw_timer_closed);
 }
 
+static void sw_deadline_cb(uv_timer_t *t);
+
+/* Atomic switches hold for switch_hold_max at most: the deadline comes sooner when the
+ * budget ends before drain_timeout does. */
+static void sw_arm_hold_budget(sy_switch_t *sw)
+{
+    uint64_t budget = (uint64_t)sy_conf()->switch_hold_max * 1000;
+    uint64_t drain_end = sw->started + (uint64_t)sy_conf()->drain_timeout * 1000;
+    uint64_t now = uv_now(sy_server.loop);
+    if (sw->gradual || budget == 0 || now + budget >= drain_end)
+        return;
+    sw->hold_budget = 1;
+    uv_timer_start(&sw->deadline, sw_deadline_cb, budget, 0);
+}
+
 static void sw_report_main(sy_ctl_t *c)
 {
     report_t *rep = (report_t *)c;
@@ -443,6 +464,7 @@ static void sw_report_main(sy_ctl_t *c)
                          (unsigned long long)(sw->hold_started - sw->started));
                 if (sw->gradual)
                     sw->moving_started = sw->hold_started;
+                sw_arm_hold_budget(sw);
                 sw_enter(sw, sw->gradual ? SW_GRADUAL : SW_HOLDING);
             } else if (sw->phase == SW_HOLDING) {
                 sw->moving_started = uv_now(sy_server.loop);
@@ -462,7 +484,8 @@ static void sw_deadline_cb(uv_timer_t *t)
     char why[200];
     snprintf(why, sizeof(why), "route %s switched to %s; reconnect", r->conf->name,
              sw->to == CONF_EXTERNAL ? "external" : "builtin");
-    sy_warn("event=switch_deadline route=%s phase=%d", r->conf->name, (int)sw->phase);
+    sy_warn("event=switch_deadline route=%s phase=%d reason=%s", r->conf->name, (int)sw->phase,
+            sw->hold_budget ? "switch_hold_max" : "drain_timeout");
     sw->past_deadline = 1;
     if (sw->phase == SW_PREPARING || sw->phase == SW_HOLDING) {
         if (sw->hold_started == 0)

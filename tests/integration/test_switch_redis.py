@@ -241,3 +241,40 @@ def test_switch_redis_blpop_across_switch(ctx):
         x.close()
     con.close()
     sy.stop()
+
+
+def test_switch_hold_max_frees_the_route_from_a_stalled_client(ctx):
+    """One client sends half a command and stops. An atomic switch holds the route's other
+    sessions only for switch_hold_max (1 s here, drain_timeout 5 s): then the stalled one
+    gets -ERR ... reconnect, and everyone else moves and carries on."""
+    builtin = harness.RedisServer()
+    external = harness.RedisServer()
+    sy = ss.start_redis(ctx, builtin, external, globals_extra="switch_hold_max = 1\n")
+    con = ss.Console(sy)
+    others = [rs.Resp(sy.redis_port) for _ in range(10)]
+    for i, o in enumerate(others):
+        check(o.cmd("SET", "hm:%d" % i, "b") == "OK", "SET before the switch")
+    stalled = rs.Resp(sy.redis_port, timeout=30)
+    stalled.sock.sendall(b"*3\r\n$3\r\nSET\r\n$5\r\nhm:st")      # and nothing more
+    mark = sy.log_size()
+    sw = ss.SwitchThread(sy, ROUTE, "external")
+    ss.wait_switching(con, ROUTE)
+    ss.wait_prepared(sy, ROUTE, since=mark)
+    held = others[0]
+    held.send_cmds([("GET", "hm:0")])                          # held until the switch ends
+    sy.wait_log(r"event=switch_deadline route=%s .*reason=switch_hold_max" % ROUTE, since=mark, timeout=10,
+                what="the hold budget running out")
+    v = stalled.read(timeout=10, what="the stalled client's error")
+    check(isinstance(v, rs.Err) and "reconnect" in v, "the stalled client got %r" % (v,))
+    stalled.expect_close(timeout=5)
+    row, _s, _e = sw.join_result(timeout=ss.DRAIN_TIMEOUT + 10)
+    check(row["moved"] == "10" and row["closed"] == "1", "SWITCH past a stalled client: %r" % row)
+    check(float(row["duration_ms"]) < (ss.DRAIN_TIMEOUT - 1) * 1000,
+          "the switch took %s ms: it waited for drain_timeout, not switch_hold_max" % row["duration_ms"])
+    check(held.read(timeout=10, what="the held GET") is None, "the held GET ran on external (no hm:0 there)")
+    for i, o in enumerate(others):
+        check(o.cmd("SET", "hm:%d" % i, "e") == "OK", "SET after the switch")
+        check(external.cli("GET", "hm:%d" % i).stdout.strip() == "e", "client %d's SET is not on external" % i)
+        o.close()
+    con.close()
+    sy.stop()
