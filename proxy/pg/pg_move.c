@@ -361,19 +361,22 @@ void pg_link_move(sy_session_link_t *l)
     m->conn = to->pg;      /* opened while the session was still working, or NULL */
     to->pg = NULL;         /* the job's until move_done */
     m->started = uv_now(s->link.loop);
+    m->from->job = to->job = 1;   /* from here on, a close hands them to the job */
     pg_set_state(s, PGS_MOVING);
     s->c2s.reading = 0;
     sy_conn_unwatch(&s->srv->conn);   /* libpq owns the socket until we take the new one */
     pg_watch(s, &s->client, sy_pipe_dst_events(&s->s2c), pg_client_cb);
     s->refs++;
-    m->from->job = to->job = 1;
     if (uv_queue_work(s->link.loop, &m->req, move_work, move_done) != 0) {
         s->refs--;
-        m->from->job = to->job = 0;
         to->pg = m->conn;
+        pg_server_job_done(m->from);   /* each finishes a close that came meanwhile */
+        pg_server_job_done(to);
         free(m);
-        pg_set_state(s, PGS_RELAY);
-        pg_close(s, "57P01", "route %s switched; reconnect", r->conf->name);
+        if (s->state == PGS_MOVING) {
+            pg_set_state(s, PGS_RELAY);
+            pg_close(s, "57P01", "route %s switched; reconnect", r->conf->name);
+        }
         sy_switch_moved(l, 0);
     }
 }

@@ -1,8 +1,9 @@
 /*
- * pg_session.c - one Postgres client and the upstream session serving it: the lifecycle
- * (references, the state, the one close path), the relay and its scans, the greeting.
- * The other parts of a session are in pg_startup.c, pg_server.c, pg_move.c and
- * pg_console.c (pg_internal.h lists them).
+ * pg_session.c - one Postgres client connection (pg_session_t) relaying to its server
+ * connection (pg_server_t, pg_server.c): the client's lifecycle (references, the state,
+ * the one close path), the relay and its scans, the greeting. The other parts of a
+ * session are in pg_startup.c, pg_server.c, pg_move.c and pg_console.c (pg_internal.h
+ * lists them).
  *
  *   client ──SSLRequest?──▶ 'N' (or 'S' + TLS) ──StartupMessage──▶ route by database
  *          ──▶ resolve upstream names off the loop (uv_getaddrinfo)
