@@ -5,8 +5,8 @@
  *   pg_session.c   lifecycle (refs, state, the one close path), the relay and its scans,
  *                  the greeting; the protocol's ops table
  *   pg_startup.c   the client's startup packets, TLS, password, routing
- *   pg_server.c    the upstream connection: resolve off the loop, libpq parameters,
- *                  one attempt per address
+ *   pg_server.c    the server connection, its own object: resolve off the loop, libpq
+ *                  parameters, one attempt per address, attach to a session, its close
  *   pg_move.c      switchover: prepare, move (state query, replay), the link hooks
  *   pg_console.c   the admin console's wire side
  *
@@ -32,7 +32,6 @@
 #include "protocol/pg_array.h"
 #include "protocol/pg_conninfo.h"
 #include "protocol/pg_errclass.h"
-#include "proxy/control/admin.h"
 #include "proxy/control/admin.h"
 
 typedef enum {
@@ -65,38 +64,31 @@ typedef struct pg_params_s {
 
 #define PG_MAX_HOSTS 64
 
-struct pg_session_s {
-    sy_session_link_t link;           /* the client connection; first member */
-    sy_server_link_t  slink;          /* the server connection, once routed */
-    uint64_t       id;
+/*
+ * One upstream connection (the server side of a session), its own object: its socket
+ * (libpq's), its PGconn and backend, how it is being opened (names resolved off the loop,
+ * one attempt per address, its own connect timer) and, in link, its target and its state
+ * on the worker's lists. conn.data points here; the session it serves is link.client.
+ *
+ * A server can outlive its client (link.client NULL): a move or prepare job still using
+ * its PGconn on the thread pool owns it until the job is done (state CLOSING, closed by
+ * pg_server_job_done), and a pool (issue 9) will keep servers IDLE between clients.
+ *
+ * Lifetime: reference counted. The owner (its session, a job, later a pool) holds one
+ * until pg_server_close; a getaddrinfo request and the timer's close callback hold one.
+ */
+struct pg_server_s {
+    sy_server_link_t link;            /* first member: the lists hold &link */
     int            refs;
-    pg_state_t     state;
-    sy_listener_t *listener;
-    /* route, target and which: in link, stored once */
-    int            trusted;
-    int            ssl_answered;      /* SSLRequest seen */
-    int            gss_answered;      /* GSSENCRequest seen (libpq may follow it with SSLRequest) */
-    int            s2c_cut;           /* the server stream was cut at a message boundary */
-    int            terminating;       /* client sent Terminate */
-    int            linger;            /* after our last error: read and drop until the client closes */
-
-    sy_conn_t      client;
-    sy_conn_t      server;
-    sy_pipe_t      c2s, s2c;
-    pgw_scan_t     cscan, sscan;
-
-    /* startup */
-    uint8_t       *startup;           /* copy of the client's StartupMessage */
-    pgw_startup_t  st;
-    const char    *user, *database;
-
-    /* upstream connect */
+    int            job;               /* a thread-pool job uses pg: its close waits for the job */
+    int            closed;            /* pg_server_close was called (the job finishes the close) */
+    const char    *reason;            /* ...with this reason */
+    int            counted;           /* counted in its route's upstreams */
+    sy_conn_t      conn;
     PGconn        *pg;
-    PGconn        *pre_conn;          /* switchover: the new upstream, opened ahead of the move */
-    const conf_target_t *pre_target;
-    uint32_t       key;
-    uint32_t       be_pid;            /* the upstream backend we are connected to now */
-    uint32_t       client_pid;        /* the process id the client was given */
+    uint32_t       be_pid;            /* the upstream backend */
+
+    /* being opened */
     uv_timer_t     timer;
     int            timer_on;
     uv_getaddrinfo_t gai;
@@ -112,6 +104,39 @@ struct pg_session_s {
     int            natt, iatt;
     uint64_t       timeout_ms;
     char          *att_errs;           /* what each failed attempt said */
+};
+typedef struct pg_server_s pg_server_t;
+
+struct pg_session_s {
+    sy_session_link_t link;           /* the client connection; first member */
+    uint64_t       id;
+    int            refs;
+    pg_state_t     state;
+    sy_listener_t *listener;
+    /* route in link; target and which in the server's link */
+    int            trusted;
+    int            ssl_answered;      /* SSLRequest seen */
+    int            gss_answered;      /* GSSENCRequest seen (libpq may follow it with SSLRequest) */
+    int            s2c_cut;           /* the server stream was cut at a message boundary */
+    int            terminating;       /* client sent Terminate */
+    int            linger;            /* after our last error: read and drop until the client closes */
+
+    sy_conn_t      client;
+    sy_pipe_t      c2s, s2c;          /* their server side is srv->conn (NULL: no server) */
+    pgw_scan_t     cscan, sscan;
+
+    /* the server connections */
+    pg_server_t   *srv;               /* the one it relays to (pg_server_attach), once routed */
+    pg_server_t   *pre;               /* switchover: the next one, opened ahead of the move */
+
+    /* startup */
+    uint8_t       *startup;           /* copy of the client's StartupMessage */
+    pgw_startup_t  st;
+    const char    *user, *database;
+    uint32_t       key;
+    uint32_t       client_pid;        /* the process id the client was given */
+    uv_timer_t     timer;             /* the closing timer */
+    int            timer_on;
 
     /* protocol state (the part switchover builds on) */
     uint8_t        txn;               /* 'I', 'T', 'E' from the last ReadyForQuery */
@@ -128,7 +153,6 @@ struct pg_session_s {
      * the old upstream). Fed into s2c as it drains; the server is not read meanwhile. */
     pgr_buf_t      s2c_extra;
     size_t         s2c_extra_sent;
-    struct pg_move_s *move;           /* the move job that owns the upstream, while MOVING */
 
     /* admin console */
     pgr_buf_t      admin_out;
@@ -141,11 +165,17 @@ struct pg_session_s {
 
 void pg_admin_drive(pg_session_t *s);
 void pg_server_describe(const sy_server_link_t *sv, char cols[][128]);
+pg_server_t *pg_server_new(pg_session_t *s, conf_which_t which);
+pg_server_t *pg_server_route(pg_session_t *s, sy_route_t *r);
+void pg_server_attach(pg_session_t *s, pg_server_t *sv);
+void pg_server_close(pg_server_t *sv, const char *reason);
+int pg_server_job_done(pg_server_t *sv);
+int pg_server_adopt(pg_server_t *sv);
 void pg_client_cb(sy_conn_t *c, int status, int events);
 void pg_handle_password(pg_session_t *s);
-void pg_move_orphan(struct pg_move_s *m);
 void pg_admin_begin(pg_session_t *s);
-int pg_build_params(pg_session_t *s, const conf_target_t *t, int resolved, pg_params_t *pp, const char **why);
+int pg_build_params(const pg_session_t *s, const pg_server_t *resolved, const conf_target_t *t, pg_params_t *pp,
+                    const char **why);
 void pg_close(pg_session_t *s, const char *sqlstate, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void pg_closing_drive(pg_session_t *s);

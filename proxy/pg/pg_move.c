@@ -16,28 +16,27 @@
  *   2. connect to the new target with the client's original startup parameters;
  *   3. replay the settings, the prepared statements (same names: a driver's statement
  *      cache keeps working) and the LISTENs.
- * Back on the loop the new upstream is adopted, the old one finished, and the client is
+ * Back on the loop the new server is attached, the old one closed ("moved"), and the client is
  * told about ParameterStatus values that changed, and given any notification that
  * arrived on the old session meanwhile. None of this traffic reaches the client.
+ *
+ * The job uses two server objects, both marked as in a job's use (pg_server_t.job): the
+ * session's server (from) and its next one (to, s->pre: on the CONNECTING list meanwhile,
+ * for SHOW SERVERS and a RELOAD's retarget). On the pool thread it touches only their
+ * PGconns, copied into the job (old, conn). A session closed meanwhile closes both, and
+ * the close waits for the job: move_done finishes them (pg_server_job_done).
  */
 typedef struct pg_move_s {
     uv_work_t     req;
     pg_session_t *s;
-    PGconn       *old, *conn;
+    pg_server_t  *from, *to;
+    PGconn       *old, *conn; /* from->pg; to's connection (NULL: the job opens it) */
     pg_params_t   pp;
-    const conf_target_t *target;
-    conf_which_t  which;
     int           ok;
     char          err[512];
     pgr_buf_t     notifies;   /* NotificationResponse messages for the client */
     uint64_t      started;
-    int           orphaned;   /* the session closed meanwhile: old is ours to finish */
 } pg_move_t;
-
-void pg_move_orphan(struct pg_move_s *m)
-{
-    m->orphaned = 1;
-}
 
 static void no_notice(void *arg, const char *message)
 {
@@ -242,47 +241,41 @@ static void move_done(uv_work_t *req, int status)
 {
     pg_move_t *m = req->data;
     pg_session_t *s = m->s;
+    pg_server_t *to = m->to;
     char q[600];
 
-    s->move = NULL;
-    if (s->state != PGS_MOVING) {
-        /* The session was closed while we worked (a shutdown's kick): the old upstream was
-         * left to us. */
-        if (m->orphaned) {
-            PQsetnonblocking(m->old, 1);
-            PQfinish(m->old);
-        }
-        if (m->conn)
-            PQfinish(m->conn);
+    to->pg = m->conn;
+    int gone = pg_server_job_done(m->from);
+    gone |= pg_server_job_done(to);
+    if (gone || s->state != PGS_MOVING) {
+        /* The session was closed while we worked (a shutdown's kick): its servers were
+         * left to us, and are closed now. */
         sy_switch_moved(&s->link, 0);
         goto out;
     }
     if (!m->ok) {
-        if (m->conn)
-            PQfinish(m->conn);
+        const char *side = to->link.which == CONF_EXTERNAL ? "external" : "builtin";
+        pg_server_close(to, "move failed");
         sy_warn("event=move_failed conn=%llu route=%s error=%s", (unsigned long long)s->id, s->link.route->conf->name,
                 sy_logq(q, sizeof(q), m->err));
-        pg_close(s, "57P01", "route %s switched to %s; reconnect (%s)", s->link.route->conf->name,
-                 m->which == CONF_EXTERNAL ? "external" : "builtin", m->err);
+        pg_close(s, "57P01", "route %s switched to %s; reconnect (%s)", s->link.route->conf->name, side, m->err);
         sy_switch_moved(&s->link, 0);
         goto out;
     }
-    /* Swap upstreams: finish the old one, adopt the new socket and TLS session. */
-    PQsetnonblocking(m->old, 1);
-    PQfinish(m->old);
-    s->pg = m->conn;
-    PQsetnonblocking(s->pg, 1);
-    s->server.fd = PQsocket(s->pg);
-    s->server.ssl = NULL;
-    s->server.tp = &sy_plain_transport;
-    s->server.rd_wait = UV_READABLE;
-    s->server.wr_wait = UV_WRITABLE;
-    s->server.tls_err = NULL;
-    if (PQsslInUse(s->pg))
-        sy_tls_adopt(&s->server, PQsslStruct(s->pg, "OpenSSL"));
-    s->be_pid = (uint32_t)PQbackendPID(s->pg);
-    s->slink.target = m->target;
-    s->slink.which = m->which;
+    /* Swap servers: the new one is attached (its socket and TLS session adopted), the old
+     * one closed. */
+    if (pg_server_adopt(to) != 0) {
+        pg_server_close(to, "move failed");
+        pg_close(s, "57P01", "route %s switched; reconnect (cannot take over the TLS session)",
+                 s->link.route->conf->name);
+        sy_switch_moved(&s->link, 0);
+        goto out;
+    }
+    pg_server_t *from = s->srv;
+    pg_server_attach(s, to);
+    pg_server_close(from, "moved");
+    SY_STAT_ADD(s->link.route->upstreams, 1);
+    to->counted = 1;
     pgw_scan_init(&s->sscan, sy_conf()->max_message_size);
     pgw_scan_capture(&s->sscan, 'S');
 
@@ -290,7 +283,7 @@ static void move_done(uv_work_t *req, int status)
      * anything more from the new server: queued whole, however large, and fed to the
      * client as it reads (pg_extra_drain). */
     for (const char *const *p = pg_reported_params; *p; p++) {
-        const char *v = PQparameterStatus(s->pg, *p);
+        const char *v = PQparameterStatus(to->pg, *p);
         const char *seen = pg_param_get(s, *p);
         if (v != NULL && (seen == NULL || strcmp(seen, v) != 0)) {
             pgr_parameter_status(&s->s2c_extra, *p, v);
@@ -310,8 +303,8 @@ static void move_done(uv_work_t *req, int status)
         goto out;
     }
     sy_info("event=moved conn=%llu route=%s target=%s upstream=%s backend_pid=%u ms=%llu", (unsigned long long)s->id,
-            s->link.route->conf->name, s->slink.which == CONF_EXTERNAL ? "external" : "builtin", s->slink.target->hostport, s->be_pid,
-            (unsigned long long)(uv_now(s->link.loop) - m->started));
+            s->link.route->conf->name, to->link.which == CONF_EXTERNAL ? "external" : "builtin",
+            to->link.target->hostport, to->be_pid, (unsigned long long)(uv_now(s->link.loop) - m->started));
     s->refs++;
     if (!sy_route_should_hold(&s->link)) {
         pg_release(s);
@@ -333,14 +326,28 @@ int pg_link_quiet(sy_session_link_t *l)
     return s->state == PGS_RELAY && pg_idle(s) && s->c2s.start == s->c2s.fwd;
 }
 
+/* The server a move goes to: the one opened ahead (s->pre) when it is on the target and
+ * connected, or a new one the job opens itself. NULL when out of memory. */
+static pg_server_t *move_target(pg_session_t *s, conf_which_t which)
+{
+    const conf_target_t *t = sy_route_target(s->link.route, which);
+    pg_server_t *pre = s->pre;
+    if (pre != NULL && (pre->job || pre->link.target != t || PQstatus(pre->pg) != CONNECTION_OK))
+        pg_server_close(pre, "not the move's target");
+    if (s->pre == NULL)
+        s->pre = pg_server_new(s, which);
+    return s->pre;
+}
+
 void pg_link_move(sy_session_link_t *l)
 {
     pg_session_t *s = (pg_session_t *)l;
     sy_route_t *r = s->link.route;
+    conf_which_t which = sy_route_active(r);
     pg_move_t *m = calloc(1, sizeof(*m));
+    pg_server_t *to = m ? move_target(s, which) : NULL;
     const char *why = "out of memory";
-    if (m == NULL || pg_build_params(s, sy_route_target(r, sy_route_active(r)), 0,
-                                     &m->pp, &why) != 0) {
+    if (to == NULL || pg_build_params(s, NULL, to->link.target, &m->pp, &why) != 0) {
         free(m);
         pg_close(s, "57P01", "route %s switched; reconnect (%s)", r->conf->name, why);
         sy_switch_moved(l, 0);
@@ -348,38 +355,39 @@ void pg_link_move(sy_session_link_t *l)
     }
     m->req.data = m;
     m->s = s;
-    m->old = s->pg;
-    m->which = sy_route_active(r);
-    m->target = sy_route_target(r, sy_route_active(r));
+    m->from = s->srv;
+    m->to = to;
+    m->old = s->srv->pg;
+    m->conn = to->pg;      /* opened while the session was still working, or NULL */
+    to->pg = NULL;         /* the job's until move_done */
     m->started = uv_now(s->link.loop);
-    if (s->pre_conn != NULL && s->pre_target == m->target && PQstatus(s->pre_conn) == CONNECTION_OK) {
-        m->conn = s->pre_conn;   /* opened while the session was still working */
-        s->pre_conn = NULL;
-    } else if (s->pre_conn != NULL) {
-        PQfinish(s->pre_conn);
-        s->pre_conn = NULL;
-    }
+    m->from->job = to->job = 1;   /* from here on, a close hands them to the job */
     pg_set_state(s, PGS_MOVING);
-    s->move = m;
     s->c2s.reading = 0;
-    sy_conn_unwatch(&s->server);   /* libpq owns the socket until we take the new one */
+    sy_conn_unwatch(&s->srv->conn);   /* libpq owns the socket until we take the new one */
     pg_watch(s, &s->client, sy_pipe_dst_events(&s->s2c), pg_client_cb);
     s->refs++;
     if (uv_queue_work(s->link.loop, &m->req, move_work, move_done) != 0) {
         s->refs--;
-        s->move = NULL;
+        to->pg = m->conn;
+        pg_server_job_done(m->from);   /* each finishes a close that came meanwhile */
+        pg_server_job_done(to);
         free(m);
-        pg_set_state(s, PGS_RELAY);
-        pg_close(s, "57P01", "route %s switched; reconnect", r->conf->name);
+        if (s->state == PGS_MOVING) {
+            pg_set_state(s, PGS_RELAY);
+            pg_close(s, "57P01", "route %s switched; reconnect", r->conf->name);
+        }
         sy_switch_moved(l, 0);
     }
 }
 
+/* Prepare: the session's next server is opened on the thread pool while the session
+ * keeps working; it waits on the CONNECTING list (s->pre) for the move. */
 typedef struct pg_prep_s {
     uv_work_t     req;
     pg_session_t *s;
+    pg_server_t  *sv;
     pg_params_t   pp;
-    const conf_target_t *target;
     PGconn       *conn;
 } pg_prep_t;
 
@@ -393,18 +401,13 @@ static void prep_done(uv_work_t *req, int status)
 {
     pg_prep_t *w = req->data;
     pg_session_t *s = w->s;
-    if (s->state == PGS_CLOSING || s->state == PGS_CLOSED || PQstatus(w->conn) != CONNECTION_OK) {
-        if (PQstatus(w->conn) != CONNECTION_OK && s->link.route) {
-            char q[600];
-            sy_warn("event=preconnect_failed conn=%llu route=%s error=%s", (unsigned long long)s->id,
-                    s->link.route->conf->name, sy_logq(q, sizeof(q), PQerrorMessage(w->conn)));
-        }
-        PQfinish(w->conn);
-    } else {
-        if (s->pre_conn)
-            PQfinish(s->pre_conn);
-        s->pre_conn = w->conn;
-        s->pre_target = w->target;
+    pg_server_t *sv = w->sv;
+    sv->pg = w->conn;
+    if (!pg_server_job_done(sv) && PQstatus(sv->pg) != CONNECTION_OK) {
+        char q[600];
+        sy_warn("event=preconnect_failed conn=%llu route=%s error=%s", (unsigned long long)s->id,
+                s->link.route->conf->name, sy_logq(q, sizeof(q), PQerrorMessage(sv->pg)));
+        pg_server_close(sv, "preconnect failed");
     }
     sy_switch_prepared(&s->link);
     free(w);
@@ -415,20 +418,27 @@ void pg_link_prepare(sy_session_link_t *l)
 {
     pg_session_t *s = (pg_session_t *)l;
     sy_route_t *r = s->link.route;
-    const conf_target_t *t = sy_route_target(r, sy_route_active(r));
+    conf_which_t which = sy_route_active(r);
     const char *why;
+    pg_server_close(s->pre, "replaced");
     pg_prep_t *w = calloc(1, sizeof(*w));
-    if (w == NULL || pg_build_params(s, t, 0, &w->pp, &why) != 0) {
+    pg_server_t *sv = w ? pg_server_new(s, which) : NULL;
+    if (sv == NULL || pg_build_params(s, NULL, sv->link.target, &w->pp, &why) != 0) {
+        pg_server_close(sv, "cannot prepare");
         free(w);
         sy_switch_prepared(l);   /* the move will connect itself */
         return;
     }
+    s->pre = sv;
     w->req.data = w;
     w->s = s;
-    w->target = t;
+    w->sv = sv;
     s->refs++;
+    sv->job = 1;
     if (uv_queue_work(s->link.loop, &w->req, prep_work, prep_done) != 0) {
         s->refs--;
+        sv->job = 0;
+        pg_server_close(sv, "cannot prepare");
         free(w);
         sy_switch_prepared(l);
     }

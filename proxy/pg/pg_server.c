@@ -1,17 +1,214 @@
 /*
- * pg_server.c - the upstream connection of a Postgres session: host names resolved off the
- * loop (uv_getaddrinfo), libpq parameters built from the target and the client's startup
- * parameters, and one non-blocking libpq attempt per address, each with its own
- * connect_timeout, as libpq's blocking connect does.
+ * pg_server.c - a Postgres server connection, its own object (pg_server_t): made for a
+ * session when it is routed, or ahead of a move; attached to the session it relays for
+ * (pg_server_attach), and closed on one path with a reason (pg_server_close).
+ *
+ * Opening one: host names resolved off the loop (uv_getaddrinfo), libpq parameters built
+ * from the target and the client's startup parameters, and one non-blocking libpq attempt
+ * per address, each with its own connect_timeout, as libpq's blocking connect does.
+ *
+ * Its states on the worker's lists (sy_server_set_state): CONNECTING while opened (for a
+ * client, or ahead of a move), ACTIVE while its session relays through it, CLOSING once
+ * its session closes; a server whose PGconn a thread-pool job is using stays CLOSING,
+ * with no client, until the job is done (pg_server_job_done), so nothing frees the
+ * connection under the job's feet.
  */
 #include "proxy/pg/pg_internal.h"
 
-static void pg_connect_step(pg_session_t *s);
+static void pg_connect_step(pg_server_t *sv);
+
+/* ---- the object ------------------------------------------------------------------ */
+
+static pg_server_t *server_alloc(pg_session_t *s)
+{
+    pg_server_t *sv = calloc(1, sizeof(*sv));
+    if (sv == NULL)
+        return NULL;
+    sv->refs = 1;
+    sy_conn_init(&sv->conn, s->link.loop, -1, sv);
+    sv->conn.own_fd = 0;   /* libpq's socket */
+    return sv;
+}
+
+/* The session's first server, on route r's active target: CONNECTING, attached. */
+pg_server_t *pg_server_route(pg_session_t *s, sy_route_t *r)
+{
+    pg_server_t *sv = server_alloc(s);
+    if (sv == NULL)
+        return NULL;
+    sy_session_route(&s->link, r, &sv->link, pg_server_describe);
+    pg_server_attach(s, sv);
+    return sv;
+}
+
+/* A server for s on target `which` of its route, CONNECTING, linked to s but not
+ * attached (a move's next server). */
+pg_server_t *pg_server_new(pg_session_t *s, conf_which_t which)
+{
+    pg_server_t *sv = server_alloc(s);
+    if (sv == NULL)
+        return NULL;
+    sv->link.loop = s->link.loop;
+    sv->link.route = s->link.route;
+    sv->link.which = which;
+    sv->link.target = sy_route_target(s->link.route, which);
+    sv->link.state = SY_SERVER_CONNECTING;
+    sv->link.client = &s->link;
+    sv->link.describe = pg_server_describe;
+    sy_server_link(&sv->link);
+    return sv;
+}
+
+/* Make sv the server s relays to (NULL: none); the one it had is no longer its. */
+void pg_server_attach(pg_session_t *s, pg_server_t *sv)
+{
+    if (s->srv != NULL && s->srv != sv)
+        s->srv->link.client = NULL;
+    if (s->pre == sv && sv != NULL)
+        s->pre = NULL;
+    s->srv = sv;
+    s->link.server = sv ? &sv->link : NULL;
+    if (sv != NULL)
+        sv->link.client = &s->link;
+    s->c2s.dst = s->s2c.src = sv ? &sv->conn : NULL;
+}
+
+static pg_session_t *server_client(const pg_server_t *sv)
+{
+    return (pg_session_t *)sv->link.client;
+}
+
+static void server_free(pg_server_t *sv)
+{
+    for (int i = 0; i < sv->nhosts; i++) {
+        free(sv->hosts[i]);
+        free(sv->addrs[i]);
+    }
+    free(sv->resolve_err);
+    free(sv->pp);
+    free(sv->att_buf);
+    free(sv->att_errs);
+    free(sv);
+}
+
+static void server_unref(pg_server_t *sv)
+{
+    if (--sv->refs == 0)
+        server_free(sv);
+}
+
+static void timer_close_cb(uv_handle_t *h)
+{
+    server_unref(h->data);
+}
+
+/* Finish its PGconn (Terminate, libpq's TLS and socket) and take it off the count. */
+static void server_finish(pg_server_t *sv)
+{
+    sy_conn_close(&sv->conn);   /* the poll handle; fd and TLS are libpq's */
+    if (sv->pg != NULL) {
+        PQsetnonblocking(sv->pg, 1);   /* a job may have left it blocking: never block the loop */
+        PQfinish(sv->pg);
+        sv->pg = NULL;
+    }
+    if (sv->counted) {
+        SY_STAT_SUB(sv->link.route->upstreams, 1);
+        sv->counted = 0;
+    }
+}
+
+/*
+ * The one close of a server connection: off its session, off the lists, its PGconn
+ * finished, freed once the last reference goes. A job using the PGconn on the thread
+ * pool gets it instead: the server waits CLOSING, with no client, for pg_server_job_done.
+ */
+void pg_server_close(pg_server_t *sv, const char *reason)
+{
+    if (sv == NULL)
+        return;
+    pg_session_t *s = server_client(sv);
+    if (s != NULL) {
+        if (s->srv == sv)
+            pg_server_attach(s, NULL);
+        if (s->pre == sv)
+            s->pre = NULL;
+        sv->link.client = NULL;
+    }
+    if (sv->timer_on) {
+        uv_timer_stop(&sv->timer);
+        sv->timer_on = 0;
+        uv_close((uv_handle_t *)&sv->timer, timer_close_cb);   /* its ref goes in the callback */
+    }
+    sy_conn_unwatch(&sv->conn);
+    if (sv->job) {
+        if (!sv->closed)
+            sy_debug("event=server_handoff upstream=%s reason=%s", sv->link.target ? sv->link.target->hostport : "",
+                     reason);
+        sv->closed = 1;
+        sv->reason = reason;
+        sy_server_set_state(&sv->link, SY_SERVER_CLOSING);
+        return;
+    }
+    sy_server_unlink(&sv->link);
+    server_finish(sv);
+    sy_debug("event=server_close upstream=%s backend_pid=%u reason=%s",
+             sv->link.target ? sv->link.target->hostport : "", sv->be_pid, reason);
+    server_unref(sv);
+}
+
+/* The job using sv's PGconn is done with it. Returns 1 when sv was closed meanwhile and
+ * is now gone (the job finished it), 0 when it lives on. */
+int pg_server_job_done(pg_server_t *sv)
+{
+    sv->job = 0;
+    if (!sv->closed)
+        return 0;
+    pg_server_close(sv, sv->reason);
+    return 1;
+}
+
+/* Take over sv's connected PGconn: non-blocking from now on, its socket and TLS session
+ * watched by us (libpq keeps owning them), its backend pid. Returns 0, or -1 when the
+ * TLS session cannot be had. */
+int pg_server_adopt(pg_server_t *sv)
+{
+    PQsetnonblocking(sv->pg, 1);   /* PQfinish must never block the loop */
+    int fd = PQsocket(sv->pg);
+    if (fd != sv->conn.fd) {   /* opened on the thread pool: not watched yet */
+        sy_conn_close(&sv->conn);
+        sy_conn_init(&sv->conn, sv->link.loop, fd, sv);
+        sv->conn.own_fd = 0;
+    }
+    sv->be_pid = (uint32_t)PQbackendPID(sv->pg);
+    if (sv->timer_on)
+        uv_timer_stop(&sv->timer);   /* connected: the connect timeout is over */
+    if (PQsslInUse(sv->pg)) {
+        SSL *ssl = PQsslStruct(sv->pg, "OpenSSL");
+        if (ssl == NULL)
+            return -1;
+        sy_tls_adopt(&sv->conn, ssl);
+    }
+    return 0;
+}
+
+void pg_server_describe(const sy_server_link_t *l, char cols[][128])
+{
+    const pg_server_t *sv = (const pg_server_t *)l;
+    const pg_session_t *s = server_client(sv);
+    cols[0][0] = '\0';
+    if (s != NULL)
+        snprintf(cols[0], 128, "%llu", (unsigned long long)s->id);
+    snprintf(cols[1], 128, "postgres");
+    snprintf(cols[2], 128, "%s", l->target ? l->target->hostport : "");
+    /* The session's state while it relays through this one; the server's own otherwise. */
+    snprintf(cols[3], 128, "%s", s && s->srv == sv ? pg_state_names[s->state] : sy_server_state_names[l->state]);
+}
 
 /* ---- upstream connect ------------------------------------------------------------- */
 
-static void connect_failed(pg_session_t *s, const char *why)
+static void connect_failed(pg_server_t *sv, const char *why)
 {
+    pg_session_t *s = server_client(sv);
     char cause[900];
     size_t o = 0;
     /* libpq's message may span lines (one per host tried); keep it on one line. */
@@ -30,60 +227,70 @@ static void connect_failed(pg_session_t *s, const char *why)
     cause[o] = '\0';
     /* The SQLSTATE the server would have given, where libpq's text tells it. */
     const char *state = pgw_errclass_connect(cause);
-    pg_close(s, state, "route %s: cannot connect to %s: %s", s->link.route->conf->name, s->slink.target->hostport, cause);
+    pg_close(s, state, "route %s: cannot connect to %s: %s", s->link.route->conf->name, sv->link.target->hostport, cause);
 }
 
-static void attempt_failed(pg_session_t *s, const char *why);
+static void attempt_failed(pg_server_t *sv, const char *why);
 
 static void connect_timeout_cb(uv_timer_t *t)
 {
-    pg_session_t *s = t->data;
-    if (s->state == PGS_CONNECTING && s->natt > 0) {
+    pg_server_t *sv = t->data;
+    pg_session_t *s = server_client(sv);
+    if (s == NULL)
+        return;
+    if (s->state == PGS_CONNECTING && sv->natt > 0) {
         char msg[600];
-        int i = s->iatt;
+        int i = sv->iatt;
         snprintf(msg, sizeof(msg), "connection to server at \"%s\" (%s), port %s failed: timeout expired",
-                 s->att_host[i], s->att_addr[i], s->att_port[i][0] ? s->att_port[i] : "5432");
-        attempt_failed(s, msg);
+                 sv->att_host[i], sv->att_addr[i], sv->att_port[i][0] ? sv->att_port[i] : "5432");
+        attempt_failed(sv, msg);
     } else if (s->state == PGS_CONNECTING || s->state == PGS_RESOLVING) {
-        connect_failed(s, "timeout expired");
+        connect_failed(sv, "timeout expired");
     }
 }
 
 static void connect_poll_cb(sy_conn_t *c, int status, int events)
 {
-    pg_session_t *s = c->data;
-    if (s->state != PGS_CONNECTING)
+    pg_server_t *sv = c->data;
+    pg_session_t *s = server_client(sv);
+    if (s == NULL || s->state != PGS_CONNECTING)
         return;
-    pg_connect_step(s);
+    pg_connect_step(sv);
 }
 
 /* One PQconnectPoll step. The poll handle is stopped before libpq runs (it may close
  * the socket), and replaced when libpq's socket changes. */
-static void pg_connect_step(pg_session_t *s)
+static void pg_connect_step(pg_server_t *sv)
 {
-    pg_watch(s, &s->server, 0, connect_poll_cb);
-    PostgresPollingStatusType st = PQconnectPoll(s->pg);
+    pg_session_t *s = server_client(sv);
+    sv->refs++;   /* a failed watch closes the session, and sv with it */
+    pg_watch(s, &sv->conn, 0, connect_poll_cb);
+    int gone = sv->link.client == NULL;
+    server_unref(sv);
+    if (gone)
+        return;
+    PostgresPollingStatusType st = PQconnectPoll(sv->pg);
     if (st == PGRES_POLLING_FAILED) {
-        attempt_failed(s, PQerrorMessage(s->pg));
+        attempt_failed(sv, PQerrorMessage(sv->pg));
         return;
     }
-    int fd = PQsocket(s->pg);
-    if (fd != s->server.fd) {
-        sy_conn_unwatch(&s->server);
-        s->server.fd = fd;
+    int fd = PQsocket(sv->pg);
+    if (fd != sv->conn.fd) {
+        sy_conn_unwatch(&sv->conn);
+        sv->conn.fd = fd;
     }
     if (st == PGRES_POLLING_OK) {
         pg_relay_begin(s);
         return;
     }
     if (fd < 0) {
-        connect_failed(s, "libpq returned no socket");
+        connect_failed(sv, "libpq returned no socket");
         return;
     }
-    int r = sy_conn_watch(&s->server, st == PGRES_POLLING_READING ? UV_READABLE : UV_WRITABLE,
+    int r = sy_conn_watch(&sv->conn, st == PGRES_POLLING_READING ? UV_READABLE : UV_WRITABLE,
                           connect_poll_cb);
     if (r != 0)
-        connect_failed(s, uv_strerror(r));
+        connect_failed(sv, uv_strerror(r));
 }
 
 
@@ -91,13 +298,14 @@ static void pg_connect_step(pg_session_t *s)
  * Build the upstream parameters for target t: its own keywords, then the client's
  * startup parameters (user/database only when the target leaves them unset; options,
  * application_name, client_encoding and every other parameter as "-c name=value").
- * With `resolved`, host/hostaddr/port come from our off-loop resolution: each host
+ * With `resolved` (a server whose names were resolved), host/hostaddr/port come from that: each host
  * becomes one entry per address, so libpq tries them in order and still verifies
  * against the name. Returns 0, or -1 with the cause in *why.
  */
-int pg_build_params(pg_session_t *s, const conf_target_t *t, int resolved, pg_params_t *pp,
-                           const char **why)
+int pg_build_params(const pg_session_t *s, const pg_server_t *resolved, const conf_target_t *t, pg_params_t *pp,
+                    const char **why)
 {
+    const pg_server_t *sv = resolved;
     const conf_kv_t *kv = &t->pg;
     const char **keys = pp->keys, **vals = pp->vals;
     size_t n = 0;
@@ -133,15 +341,15 @@ int pg_build_params(pg_session_t *s, const conf_target_t *t, int resolved, pg_pa
     const char *ports = conf_kv_get(kv, "port");
     int nports = 0;
     const char *portv[PG_MAX_HOSTS];
-    int use_lists = resolved && s->nhosts > 0 && conf_kv_get(kv, "hostaddr") == NULL;
+    int use_lists = sv != NULL && sv->nhosts > 0 && conf_kv_get(kv, "hostaddr") == NULL;
     if (use_lists) {
         snprintf(pp->portbuf, sizeof(pp->portbuf), "%s", ports ? ports : "");
         for (char *save = NULL, *tk = ports ? strtok_r(pp->portbuf, ",", &save) : NULL; tk && nports < PG_MAX_HOSTS;
              tk = strtok_r(NULL, ",", &save))
             portv[nports++] = tk;
-        for (int i = 0; i < s->nhosts; i++) {
+        for (int i = 0; i < sv->nhosts; i++) {
             const char *port = nports == 0 ? "" : nports == 1 ? portv[0] : i < nports ? portv[i] : "";
-            const char *a = s->addrs[i];
+            const char *a = sv->addrs[i];
             if (a == NULL)
                 continue;   /* resolution failed: libpq would skip it too */
             const char *p = a;
@@ -150,14 +358,14 @@ int pg_build_params(pg_session_t *s, const conf_target_t *t, int resolved, pg_pa
                 size_t alen = comma ? (size_t)(comma - p) : strlen(p);
                 size_t hl = strlen(hostlist), al = strlen(addrlist), pl = strlen(portlist);
                 const char *sep = hl || al || pl ? "," : "";
-                snprintf(hostlist + hl, sizeof(pp->hostlist) - hl, "%s%s", sep, s->hosts[i]);
+                snprintf(hostlist + hl, sizeof(pp->hostlist) - hl, "%s%s", sep, sv->hosts[i]);
                 snprintf(addrlist + al, sizeof(pp->addrlist) - al, "%s%.*s", sep, (int)alen, p);
                 snprintf(portlist + pl, sizeof(pp->portlist) - pl, "%s%s", sep, port);
                 p = comma ? comma + 1 : NULL;
             } while (p);
         }
         if (hostlist[0] == '\0' && addrlist[0] == '\0') {
-            *why = s->resolve_err ? s->resolve_err : "could not resolve any host";
+            *why = sv->resolve_err ? sv->resolve_err : "could not resolve any host";
             return -1;
         }
     }
@@ -203,148 +411,145 @@ int pg_build_params(pg_session_t *s, const conf_target_t *t, int resolved, pg_pa
     return 0;
 }
 
-/* Start connection attempt s->iatt (or the only one, when libpq handles the list). */
-static void pg_attempt_start(pg_session_t *s)
+/* Start connection attempt sv->iatt (or the only one, when libpq handles the list). */
+static void pg_attempt_start(pg_server_t *sv)
 {
     const char *keys[64], *vals[64];
     size_t n = 0;
-    for (; s->pp->keys[n] != NULL && n < 63; n++) {
-        keys[n] = s->pp->keys[n];
-        vals[n] = s->pp->vals[n];
-        if (s->natt > 0) {
+    for (; sv->pp->keys[n] != NULL && n < 63; n++) {
+        keys[n] = sv->pp->keys[n];
+        vals[n] = sv->pp->vals[n];
+        if (sv->natt > 0) {
             if (strcmp(keys[n], "host") == 0)
-                vals[n] = s->att_host[s->iatt];
+                vals[n] = sv->att_host[sv->iatt];
             else if (strcmp(keys[n], "hostaddr") == 0)
-                vals[n] = s->att_addr[s->iatt];
+                vals[n] = sv->att_addr[sv->iatt];
             else if (strcmp(keys[n], "port") == 0)
-                vals[n] = s->att_port[s->iatt];
+                vals[n] = sv->att_port[sv->iatt];
         }
     }
     keys[n] = vals[n] = NULL;
-    uv_timer_start(&s->timer, connect_timeout_cb, s->timeout_ms, 0);
-    s->pg = PQconnectStartParams(keys, vals, 0);
-    if (s->pg == NULL) {
-        connect_failed(s, "out of memory");
+    uv_timer_start(&sv->timer, connect_timeout_cb, sv->timeout_ms, 0);
+    sv->pg = PQconnectStartParams(keys, vals, 0);
+    if (sv->pg == NULL) {
+        connect_failed(sv, "out of memory");
         return;
     }
-    SY_STAT_ADD(s->link.route->upstreams, 1);
-    if (PQstatus(s->pg) == CONNECTION_BAD) {
-        attempt_failed(s, PQerrorMessage(s->pg));
+    SY_STAT_ADD(sv->link.route->upstreams, 1);
+    sv->counted = 1;
+    if (PQstatus(sv->pg) == CONNECTION_BAD) {
+        attempt_failed(sv, PQerrorMessage(sv->pg));
         return;
     }
-    s->server.fd = PQsocket(s->pg);
-    s->server.own_fd = 0;
-    s->server.data = s;
-    if (s->server.fd < 0) {
-        attempt_failed(s, PQerrorMessage(s->pg));
+    sv->conn.fd = PQsocket(sv->pg);
+    sv->conn.own_fd = 0;
+    if (sv->conn.fd < 0) {
+        attempt_failed(sv, PQerrorMessage(sv->pg));
         return;
     }
     /* libpq: behave as if PQconnectPoll had returned PGRES_POLLING_WRITING. */
-    int r = sy_conn_watch(&s->server, UV_WRITABLE, connect_poll_cb);
+    int r = sy_conn_watch(&sv->conn, UV_WRITABLE, connect_poll_cb);
     if (r != 0)
-        attempt_failed(s, uv_strerror(r));
+        attempt_failed(sv, uv_strerror(r));
 }
 
 /* An attempt failed: remember why, and try the next host, or give up with every cause. */
-static void attempt_failed(pg_session_t *s, const char *why)
+static void attempt_failed(pg_server_t *sv, const char *why)
 {
-    size_t have = s->att_errs ? strlen(s->att_errs) : 0, add = strlen(why);
-    char *e = realloc(s->att_errs, have + add + 2);
+    size_t have = sv->att_errs ? strlen(sv->att_errs) : 0, add = strlen(why);
+    char *e = realloc(sv->att_errs, have + add + 2);
     if (e != NULL) {
         memcpy(e + have, why, add + 1);
         if (add == 0 || why[add - 1] != '\n')
             strcat(e, "\n");
-        s->att_errs = e;
+        sv->att_errs = e;
     }
-    sy_conn_unwatch(&s->server);
-    if (s->pg != NULL) {
-        PQfinish(s->pg);
-        s->pg = NULL;
-        SY_STAT_SUB(s->link.route->upstreams, 1);
-    }
-    s->server.fd = -1;
-    if (s->natt > 0 && ++s->iatt < s->natt) {
-        pg_attempt_start(s);
+    server_finish(sv);
+    sv->conn.fd = -1;
+    if (sv->natt > 0 && ++sv->iatt < sv->natt) {
+        pg_attempt_start(sv);
         return;
     }
-    connect_failed(s, s->att_errs ? s->att_errs : why);
+    connect_failed(sv, sv->att_errs ? sv->att_errs : why);
 }
 
-static void pg_connect_start(pg_session_t *s)
+static void pg_connect_start(pg_server_t *sv)
 {
+    pg_session_t *s = server_client(sv);
     const char *why = "out of memory";
-    s->pp = malloc(sizeof(*s->pp));
-    if (s->pp == NULL || pg_build_params(s, s->slink.target, 1, s->pp, &why) != 0) {
-        connect_failed(s, why);
+    sv->pp = malloc(sizeof(*sv->pp));
+    if (sv->pp == NULL || pg_build_params(s, sv, sv->link.target, sv->pp, &why) != 0) {
+        connect_failed(sv, why);
         return;
     }
     /* With several resolved host addresses, make one attempt per address. */
     const char *hl = NULL, *al = NULL, *pl = NULL;
-    for (size_t i = 0; s->pp->keys[i]; i++) {
-        if (s->pp->vals[i] == s->pp->hostlist)
-            hl = s->pp->hostlist;
-        else if (s->pp->vals[i] == s->pp->addrlist)
-            al = s->pp->addrlist;
-        else if (s->pp->vals[i] == s->pp->portlist)
-            pl = s->pp->portlist;
+    for (size_t i = 0; sv->pp->keys[i]; i++) {
+        if (sv->pp->vals[i] == sv->pp->hostlist)
+            hl = sv->pp->hostlist;
+        else if (sv->pp->vals[i] == sv->pp->addrlist)
+            al = sv->pp->addrlist;
+        else if (sv->pp->vals[i] == sv->pp->portlist)
+            pl = sv->pp->portlist;
     }
     if (hl != NULL && al != NULL && strchr(al, ',') != NULL) {
         size_t hlen = strlen(hl) + 1, alen = strlen(al) + 1, plen = pl ? strlen(pl) + 1 : 1;
-        s->att_buf = malloc(hlen + alen + plen);
-        if (s->att_buf == NULL) {
-            connect_failed(s, why);
+        sv->att_buf = malloc(hlen + alen + plen);
+        if (sv->att_buf == NULL) {
+            connect_failed(sv, why);
             return;
         }
-        char *h = s->att_buf, *a = h + hlen, *p = a + alen;
+        char *h = sv->att_buf, *a = h + hlen, *p = a + alen;
         memcpy(h, hl, hlen);
         memcpy(a, al, alen);
         memcpy(p, pl ? pl : "", plen);
         int nh = 0, na = 0, np = 0;
         for (char *x = h; x && nh < PG_MAX_HOSTS; nh++) {
-            s->att_host[nh] = x;
+            sv->att_host[nh] = x;
             x = strchr(x, ',');
             if (x)
                 *x++ = '\0';
         }
         for (char *x = a; x && na < PG_MAX_HOSTS; na++) {
-            s->att_addr[na] = x;
+            sv->att_addr[na] = x;
             x = strchr(x, ',');
             if (x)
                 *x++ = '\0';
         }
         for (char *x = p; x && np < PG_MAX_HOSTS; np++) {
-            s->att_port[np] = x;
+            sv->att_port[np] = x;
             x = strchr(x, ',');
             if (x)
                 *x++ = '\0';
         }
-        s->natt = nh < na ? nh : na;
-        for (int i = 0; i < s->natt; i++)
+        sv->natt = nh < na ? nh : na;
+        for (int i = 0; i < sv->natt; i++)
             if (i >= np)
-                s->att_port[i] = np == 1 ? s->att_port[0] : (char *)"";
+                sv->att_port[i] = np == 1 ? sv->att_port[0] : (char *)"";
     }
     pg_set_state(s, PGS_CONNECTING);
-    s->iatt = 0;
-    pg_attempt_start(s);
+    sv->iatt = 0;
+    pg_attempt_start(sv);
 }
 
-static void resolve_next(pg_session_t *s);
+static void resolve_next(pg_server_t *sv);
 
 static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
-    pg_session_t *s = req->data;
-    if (s->state != PGS_RESOLVING) {
+    pg_server_t *sv = req->data;
+    pg_session_t *s = server_client(sv);
+    if (s == NULL || s->state != PGS_RESOLVING) {   /* closed meanwhile */
         uv_freeaddrinfo(res);
-        pg_session_unref(s);
+        server_unref(sv);
         return;
     }
-    int i = s->ihost;
+    int i = sv->ihost;
     if (status != 0) {
         char msg[512];
-        snprintf(msg, sizeof(msg), "could not translate host name \"%s\" to address: %s", s->hosts[i],
+        snprintf(msg, sizeof(msg), "could not translate host name \"%s\" to address: %s", sv->hosts[i],
                  uv_strerror(status));
-        free(s->resolve_err);
-        s->resolve_err = strdup(msg);
+        free(sv->resolve_err);
+        sv->resolve_err = strdup(msg);
     } else {
         char list[2048] = "";
         for (struct addrinfo *a = res; a; a = a->ai_next) {
@@ -360,46 +565,47 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
             size_t l = strlen(list);
             snprintf(list + l, sizeof(list) - l, "%s%s", l ? "," : "", ip);
         }
-        s->addrs[i] = strdup(list);
+        sv->addrs[i] = strdup(list);
     }
     uv_freeaddrinfo(res);
-    s->ihost++;
-    resolve_next(s);
-    pg_session_unref(s);
+    sv->ihost++;
+    resolve_next(sv);
+    server_unref(sv);
 }
 
-static void resolve_next(pg_session_t *s)
+static void resolve_next(pg_server_t *sv)
 {
-    while (s->ihost < s->nhosts) {
-        const char *h = s->hosts[s->ihost];
+    while (sv->ihost < sv->nhosts) {
+        const char *h = sv->hosts[sv->ihost];
         unsigned char tmp[16];
         if (h[0] == '\0' || h[0] == '/' || h[0] == '@') {
-            s->addrs[s->ihost] = strdup("");       /* unix socket: nothing to resolve */
+            sv->addrs[sv->ihost] = strdup("");       /* unix socket: nothing to resolve */
         } else if (inet_pton(AF_INET, h, tmp) == 1 || inet_pton(AF_INET6, h, tmp) == 1) {
-            s->addrs[s->ihost] = strdup(h);
+            sv->addrs[sv->ihost] = strdup(h);
         } else {
             struct addrinfo hints;
             memset(&hints, 0, sizeof(hints));
             hints.ai_family = AF_UNSPEC;
             hints.ai_socktype = SOCK_STREAM;
-            s->gai.data = s;
-            s->refs++;
-            int r = uv_getaddrinfo(s->link.loop, &s->gai, gai_cb, h, NULL, &hints);
+            sv->gai.data = sv;
+            sv->refs++;
+            int r = uv_getaddrinfo(sv->link.loop, &sv->gai, gai_cb, h, NULL, &hints);
             if (r == 0)
                 return;
-            s->refs--;
-            s->addrs[s->ihost] = NULL;
+            sv->refs--;
+            sv->addrs[sv->ihost] = NULL;
         }
-        s->ihost++;
+        sv->ihost++;
     }
-    pg_connect_start(s);
+    pg_connect_start(sv);
 }
 
 /* Resolve the target's host names on the thread pool (libpq's own getaddrinfo would
  * block the loop), then connect. Targets with hostaddr need no resolution. */
 void pg_upstream_begin(pg_session_t *s)
 {
-    const conf_kv_t *kv = &s->slink.target->pg;
+    pg_server_t *sv = s->srv;
+    const conf_kv_t *kv = &sv->link.target->pg;
     const char *host = conf_kv_get(kv, "host");
     int timeout = s->link.route ? sy_conf()->connect_timeout : 10;
     const char *ct = conf_kv_get(kv, "connect_timeout");
@@ -407,12 +613,12 @@ void pg_upstream_begin(pg_session_t *s)
         timeout = atoi(ct) < 2 ? 2 : atoi(ct);   /* libpq treats 1 as 2 */
 
     pg_set_state(s, PGS_RESOLVING);
-    uv_timer_init(s->link.loop, &s->timer);
-    s->timer.data = s;
-    s->refs++;
-    s->timer_on = 1;
-    s->timeout_ms = (uint64_t)timeout * 1000;
-    uv_timer_start(&s->timer, connect_timeout_cb, s->timeout_ms, 0);
+    uv_timer_init(sv->link.loop, &sv->timer);
+    sv->timer.data = sv;
+    sv->refs++;
+    sv->timer_on = 1;
+    sv->timeout_ms = (uint64_t)timeout * 1000;
+    uv_timer_start(&sv->timer, connect_timeout_cb, sv->timeout_ms, 0);
 
     s->c2s.reading = 0;   /* hold anything the client pipelines until upstream is ready */
     if (host != NULL && conf_kv_get(kv, "hostaddr") == NULL) {
@@ -420,17 +626,17 @@ void pg_upstream_begin(pg_session_t *s)
         char *save = NULL;
         /* keep empty entries: "a,,b" means a default host in libpq */
         char *p = copy;
-        while (p != NULL && s->nhosts < PG_MAX_HOSTS) {
+        while (p != NULL && sv->nhosts < PG_MAX_HOSTS) {
             char *comma = strchr(p, ',');
             if (comma)
                 *comma = '\0';
-            s->hosts[s->nhosts++] = strdup(p);
+            sv->hosts[sv->nhosts++] = strdup(p);
             p = comma ? comma + 1 : NULL;
         }
         (void)save;
         free(copy);
     }
-    s->ihost = 0;
-    resolve_next(s);
+    sv->ihost = 0;
+    resolve_next(sv);
 }
 

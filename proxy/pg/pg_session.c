@@ -1,8 +1,9 @@
 /*
- * pg_session.c - one Postgres client and the upstream session serving it: the lifecycle
- * (references, the state, the one close path), the relay and its scans, the greeting.
- * The other parts of a session are in pg_startup.c, pg_server.c, pg_move.c and
- * pg_console.c (pg_internal.h lists them).
+ * pg_session.c - one Postgres client connection (pg_session_t) relaying to its server
+ * connection (pg_server_t, pg_server.c): the client's lifecycle (references, the state,
+ * the one close path), the relay and its scans, the greeting. The other parts of a
+ * session are in pg_startup.c, pg_server.c, pg_move.c and pg_console.c (pg_internal.h
+ * lists them).
  *
  *   client ──SSLRequest?──▶ 'N' (or 'S' + TLS) ──StartupMessage──▶ route by database
  *          ──▶ resolve upstream names off the loop (uv_getaddrinfo)
@@ -65,19 +66,9 @@ void pg_session_ref(pg_session_t *s)
 
 static void pg_free(pg_session_t *s)
 {
-    for (int i = 0; i < s->nhosts; i++) {
-        free(s->hosts[i]);
-        free(s->addrs[i]);
-    }
-    free(s->resolve_err);
-    free(s->pp);
-    free(s->att_buf);
-    free(s->att_errs);
     free(s->startup);
     pgr_buf_free(&s->admin_out);
     pgr_buf_free(&s->s2c_extra);
-    if (s->pre_conn)
-        PQfinish(s->pre_conn);
     free(s);
 }
 
@@ -89,9 +80,9 @@ void pg_session_unref(pg_session_t *s)
 
 PGcancel *pg_session_cancel_handle(pg_session_t *s, uint32_t pid)
 {
-    if (s->state != PGS_RELAY || s->pg == NULL || s->client_pid != pid)
+    if (s->state != PGS_RELAY || s->srv == NULL || s->srv->pg == NULL || s->client_pid != pid)
         return NULL;
-    return PQgetCancel(s->pg);
+    return PQgetCancel(s->srv->pg);
 }
 
 void pg_set_state(pg_session_t *s, pg_state_t to)
@@ -129,32 +120,12 @@ static void timer_close_cb(uv_handle_t *h)
     pg_session_unref(h->data);
 }
 
-static void pg_timer_stop(pg_session_t *s)
+/* The session is done with its server connections (a move job still using one keeps it
+ * until it is done: pg_server_close hands it over). */
+static void pg_servers_close(pg_session_t *s, const char *reason)
 {
-    if (s->timer_on)
-        uv_timer_stop(&s->timer);
-}
-
-
-static void pg_finish_upstream(pg_session_t *s)
-{
-    sy_conn_unwatch(&s->server);
-    if (s->move != NULL && s->pg != NULL) {
-        /* A move job is querying this connection on a pool thread: it is the job's to
-         * finish (move_done), never ours under its feet. */
-        pg_move_orphan(s->move);
-        s->pg = NULL;
-        if (s->link.route)
-            SY_STAT_SUB(s->link.route->upstreams, 1);
-    }
-    if (s->pg != NULL) {
-        PQfinish(s->pg);   /* sends Terminate, frees libpq's SSL, closes its socket */
-        s->pg = NULL;
-        if (s->link.route)
-            SY_STAT_SUB(s->link.route->upstreams, 1);
-    }
-    s->server.fd = -1;
-    s->server.ssl = NULL;
+    pg_server_close(s->srv, reason);
+    pg_server_close(s->pre, reason);
 }
 
 static void pg_destroy(pg_session_t *s)
@@ -163,10 +134,9 @@ static void pg_destroy(pg_session_t *s)
         return;
     pg_set_state(s, PGS_CLOSED);
     sy_session_unlink(&s->link);
-    sy_server_unlink(&s->slink);
     pg_cancel_unregister(s->key);
     s->key = 0;
-    pg_finish_upstream(s);
+    pg_servers_close(s, "client closed");
     sy_conn_close(&s->client);
     if (s->link.route) {
         SY_STAT_SUB(s->link.route->clients, 1);
@@ -235,8 +205,7 @@ void pg_close(pg_session_t *s, const char *sqlstate, const char *fmt, ...)
     pg_set_state(s, PGS_CLOSING);
     /* Linger only where the client may still be sending: a protocol violation. */
     s->linger = sqlstate != NULL && strcmp(sqlstate, "08P01") == 0 && s->client.fd >= 0 && !SY_LOAD(sy_server.stopping);
-    pg_finish_upstream(s);
-    pg_timer_stop(s);
+    pg_servers_close(s, sqlstate ? sqlstate : "client closed");
     s->c2s.reading = 0;
     if (sqlstate != NULL) {
         va_list ap;
@@ -397,7 +366,7 @@ static int s2c_scan(void *arg, sy_pipe_t *p)
             p->fwd = p->end = p->scanned;
             s->s2c_cut = 1;
             pg_close(s, "08P01", "route %s: protocol violation from %s: %s", s->link.route->conf->name,
-                     s->slink.target->hostport, s->sscan.err);
+                     s->srv->link.target->hostport, s->sscan.err);
             return -1;
         }
         p->scanned += (uint32_t)n;
@@ -445,14 +414,14 @@ void pg_update_polls(pg_session_t *s)
     if (s->state != PGS_RELAY)
         return;
     pg_watch(s, &s->client, sy_pipe_src_events(&s->c2s) | sy_pipe_dst_events(&s->s2c), pg_client_cb);
-    pg_watch(s, &s->server, sy_pipe_src_events(&s->s2c) | sy_pipe_dst_events(&s->c2s), server_cb);
+    pg_watch(s, &s->srv->conn, sy_pipe_src_events(&s->s2c) | sy_pipe_dst_events(&s->c2s), server_cb);
 }
 
 void pg_upstream_lost(pg_session_t *s, int err)
 {
-    const char *why = s->server.tls_err ? s->server.tls_err : err ? strerror(-err) : "server closed the connection";
+    const char *why = s->srv->conn.tls_err ? s->srv->conn.tls_err : err ? strerror(-err) : "server closed the connection";
     pg_close(s, "08006", "route %s: connection to %s lost: %s", s->link.route->conf->name,
-             s->slink.target->hostport, why);
+             s->srv->link.target->hostport, why);
 }
 
 /* Feed what we queued for the client (s2c_extra) into s2c; the server is not read until
@@ -502,7 +471,10 @@ void pg_relay_drive(pg_session_t *s, sy_conn_t *c, int events)
 
 static void server_cb(sy_conn_t *c, int status, int events)
 {
-    pg_session_t *s = c->data;
+    pg_server_t *sv = c->data;
+    pg_session_t *s = (pg_session_t *)sv->link.client;
+    if (s == NULL)
+        return;
     s->refs++;
     if (s->state == PGS_RELAY)
         pg_relay_drive(s, c, events);
@@ -514,38 +486,37 @@ static void server_cb(sy_conn_t *c, int status, int events)
 void pg_relay_begin(pg_session_t *s)
 {
     uint8_t out[4096];
+    const size_t tail = 13 + 6;   /* BackendKeyData and ReadyForQuery, always sent */
     size_t off = 0;
 
-    PQsetnonblocking(s->pg, 1);   /* PQfinish must never block the loop */
-    s->be_pid = (uint32_t)PQbackendPID(s->pg);
+    pg_server_t *sv = s->srv;
     s->key = pg_cancel_register(s);
-    if (PQsslInUse(s->pg)) {
-        SSL *ssl = PQsslStruct(s->pg, "OpenSSL");
-        if (ssl == NULL) {
-            pg_close(s, "08001", "route %s: cannot take over the TLS session to %s", s->link.route->conf->name,
-                     s->slink.target->hostport);
-            return;
-        }
-        sy_tls_adopt(&s->server, ssl);
+    if (pg_server_adopt(sv) != 0) {
+        pg_close(s, "08001", "route %s: cannot take over the TLS session to %s", s->link.route->conf->name,
+                 sv->link.target->hostport);
+        return;
     }
-    s->server.own_fd = 0;
 
     off += pgw_build_auth_ok(out + off, sizeof(out) - off);
     for (const char *const *p = pg_reported_params; *p; p++) {
-        const char *v = PQparameterStatus(s->pg, *p);
+        const char *v = PQparameterStatus(sv->pg, *p);
         if (v != NULL) {
-            size_t n = pgw_build_parameter_status(out + off, sizeof(out) - off, *p, v);
+            size_t n = pgw_build_parameter_status(out + off, sizeof(out) - tail - off, *p, v);
+            if (n == 0) {
+                pg_close(s, "53200", "route %s: the server's parameters do not fit the greeting (%s)",
+                         s->link.route->conf->name, *p);
+                return;
+            }
             off += n;
             pg_param_seen(s, *p, v);
         }
     }
-    s->client_pid = s->be_pid;
+    s->client_pid = sv->be_pid;
     off += pgw_build_backend_key(out + off, sizeof(out) - off, s->client_pid, s->key);
     off += pgw_build_ready(out + off, sizeof(out) - off, 'I');
     s->txn = 'I';
 
     pg_set_state(s, PGS_RELAY);
-    pg_timer_stop(s);
     /* The client's startup bytes are consumed; anything it pipelined after the
      * StartupMessage stays in c2s and goes upstream now. */
     s->c2s.reading = 1;
@@ -553,8 +524,8 @@ void pg_relay_begin(pg_session_t *s)
     sy_pipe_inject(&s->s2c, out, off);
     sy_info("event=session_ready conn=%llu route=%s target=%s upstream=%s backend_pid=%u tls=%s",
             (unsigned long long)s->id, s->link.route->conf->name,
-            s->slink.which == CONF_EXTERNAL ? "external" : "builtin", s->slink.target->hostport, s->be_pid,
-            PQsslInUse(s->pg) ? "on" : "off");
+            sv->link.which == CONF_EXTERNAL ? "external" : "builtin", sv->link.target->hostport, sv->be_pid,
+            PQsslInUse(sv->pg) ? "on" : "off");
     if (c2s_scan(s, &s->c2s) != 0)
         return;
     /* Start both directions: TLS may already hold decrypted bytes. */
@@ -563,7 +534,7 @@ void pg_relay_begin(pg_session_t *s)
         pg_close(s, NULL, NULL);
         return;
     }
-    pg_relay_drive(s, &s->server, 0);
+    pg_relay_drive(s, &sv->conn, 0);
     if (s->state == PGS_RELAY)
         pg_relay_drive(s, &s->client, 0);
 }
@@ -574,20 +545,11 @@ static void pg_describe(const sy_session_link_t *l, char cols[][128])
     snprintf(cols[0], 128, "%llu", (unsigned long long)s->id);
     snprintf(cols[1], 128, "%s", s->admin ? "console" : "postgres");
     snprintf(cols[2], 128, "%s", s->link.route ? s->link.route->conf->name : "");
-    snprintf(cols[3], 128, "%s", s->slink.target ? s->slink.target->hostport : "");
+    snprintf(cols[3], 128, "%s", s->srv ? s->srv->link.target->hostport : "");
     snprintf(cols[4], 128, "%s", pg_state_names[s->state]);
     snprintf(cols[5], 128, "txn=%c inflight=%u copy=%s db=%.40s user=%.40s", s->txn ? s->txn : '-', s->inflight,
              s->copy_in || s->copy_out ? "yes" : "no", s->database ? s->database : "",
              s->user ? s->user : "");
-}
-
-void pg_server_describe(const sy_server_link_t *sv, char cols[][128])
-{
-    const pg_session_t *s = (const pg_session_t *)sv->client;
-    snprintf(cols[0], 128, "%llu", (unsigned long long)s->id);
-    snprintf(cols[1], 128, "postgres");
-    snprintf(cols[2], 128, "%s", sv->target->hostport);
-    snprintf(cols[3], 128, "%s", pg_state_names[s->state]);
 }
 
 static void pg_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *loop)
@@ -613,11 +575,10 @@ static void pg_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *l
     sy_session_link(&s->link);
     SY_STAT_ADD(sy_server.nclients, 1);
     sy_conn_init(&s->client, s->link.loop, fd, s);
-    sy_conn_init(&s->server, s->link.loop, -1, s);
-    s->server.own_fd = 0;
-    s->c2s = (sy_pipe_t){ .buf = s->bufs, .cap = SY_PIPE_BUF, .src = &s->client, .dst = &s->server,
+    /* The pipes' server side is set when a server is attached (pg_server_attach). */
+    s->c2s = (sy_pipe_t){ .buf = s->bufs, .cap = SY_PIPE_BUF, .src = &s->client, .dst = NULL,
                           .scan = c2s_scan, .reading = 1 };
-    s->s2c = (sy_pipe_t){ .buf = s->bufs + SY_PIPE_BUF, .cap = SY_PIPE_BUF, .src = &s->server,
+    s->s2c = (sy_pipe_t){ .buf = s->bufs + SY_PIPE_BUF, .cap = SY_PIPE_BUF, .src = NULL,
                           .dst = &s->client, .scan = s2c_scan, .reading = 1 };
     pgw_scan_init(&s->cscan, sy_conf()->max_message_size);
     pgw_scan_init(&s->sscan, sy_conf()->max_message_size);

@@ -148,10 +148,14 @@ static void pg_route_and_connect(pg_session_t *s)
         return;
     }
     SY_STAT_ADD(s->link.route->clients, 1);
-    sy_session_route(&s->link, s->link.route, &s->slink, pg_server_describe);
-    if (!s->slink.target->defined) {
+    pg_server_t *sv = pg_server_route(s, s->link.route);
+    if (sv == NULL) {
+        pg_close(s, "53200", "route %s: out of memory", s->link.route->conf->name);
+        return;
+    }
+    if (!sv->link.target->defined) {
         pg_close(s, "08001", "route %s: the %s target is not configured", s->link.route->conf->name,
-                 s->slink.which == CONF_EXTERNAL ? "external" : "builtin");
+                 sv->link.which == CONF_EXTERNAL ? "external" : "builtin");
         return;
     }
     if (!s->trusted && s->listener->conf->auth_password != NULL) {
@@ -166,7 +170,7 @@ static void pg_route_and_connect(pg_session_t *s)
     char q1[256], q2[256];
     sy_info("event=connect conn=%llu route=%s database=%s user=%s target=%s", (unsigned long long)s->id,
             s->link.route->conf->name, sy_logq(q1, sizeof(q1), s->database), sy_logq(q2, sizeof(q2), s->user),
-            s->slink.which == CONF_EXTERNAL ? "external" : "builtin");
+            sv->link.which == CONF_EXTERNAL ? "external" : "builtin");
     pg_upstream_begin(s);
 }
 

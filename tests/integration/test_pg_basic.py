@@ -411,6 +411,29 @@ def test_terminate_closes_upstream(ctx):
     sy.stop()
 
 
+
+def test_show_servers_follows_the_session(ctx):
+    """SHOW SERVERS has a row for the session's server connection, naming its client, its
+    upstream and the state it relays in; the row goes when the client does (the server
+    connection is its own object, closed on its own path when its session ends)."""
+    sy = _sy(ctx)
+    w = PgWire(sy.port)
+    w.startup(database="sourcegraph")
+    con = harness.Console(sy.port)
+    clients = [r for r in con.rows("SHOW CLIENTS") if r["route"] == "pg"]
+    check(len(clients) == 1, "SHOW CLIENTS: %r, want one pg session" % clients)
+    rows = [r for r in con.rows("SHOW SERVERS") if r["route"] == "pg"]
+    check(len(rows) == 1 and rows[0]["client_id"] == clients[0]["id"] and rows[0]["state"] == "relay"
+          and rows[0]["upstream"] == clients[0]["target"],
+          "SHOW SERVERS: %r, want one row for client %r relaying to %r" % (rows, clients[0]["id"], clients[0]["target"]))
+    w.terminate()
+    deadline = time.monotonic() + 5
+    while [r for r in con.rows("SHOW SERVERS") if r["route"] == "pg"]:
+        check(time.monotonic() < deadline, "SHOW SERVERS still lists the pg server 5 s after the client left")
+        time.sleep(0.1)
+    con.close()
+    sy.stop()
+
 def _msg(typ, body=b""):
     return typ + struct.pack("!I", len(body) + 4) + body
 
