@@ -10,6 +10,7 @@
  * sy_server_set_state): O(1), on its own worker, no lock. The lengths are atomics so the
  * control plane and the metrics tick can read gauges without walking anything.
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include "proxy/core/sy.h"
 
@@ -213,4 +214,24 @@ uint32_t sy_worker_servers_in(int worker, const sy_route_t *r, sy_server_state_t
 uint64_t sy_worker_sessions(int worker)
 {
     return SY_LOAD(totals[worker]);
+}
+
+void sy_sweep_cb(uv_timer_t *t)
+{
+    int worker = (int)(intptr_t)t->data;
+    uint64_t now = uv_now(t->loop);
+    /* A tick may close its session (it moves to CLOSING, a list not walked here) but no
+     * other: the walk keeps the next one first. */
+    for (size_t slot = 0; slot < per_worker; slot++) {
+        lists_t *ls = &lists[(size_t)worker * per_worker + slot];
+        static const sy_client_state_t walked[] = { SY_CLIENT_ACTIVE, SY_CLIENT_HELD };
+        for (size_t k = 0; k < sizeof(walked) / sizeof(walked[0]); k++) {
+            sy_session_link_t *head = &ls->clients[walked[k]];
+            for (sy_session_link_t *l = head->next, *next; l != head; l = next) {
+                next = l->next;
+                if (l->tick != NULL)
+                    l->tick(l, now);
+            }
+        }
+    }
 }

@@ -351,6 +351,10 @@ struct sy_session_link_s {
      * release: a hold ended; carry on relaying
      * prepare: open the new upstream ahead of the hold; sy_switch_prepared() follows */
     void             (*prepare)(sy_session_link_t *l);
+    /* Once a second on its worker (may be NULL): the session checks its own timeouts
+     * (client_login_timeout, client_idle_timeout) against now (the loop's ms) and closes
+     * itself when one ran out. */
+    void             (*tick)(sy_session_link_t *l, uint64_t now);
     int              (*quiet)(sy_session_link_t *l);
     void             (*move)(sy_session_link_t *l);
     void             (*kick)(sy_session_link_t *l, const char *why);
@@ -381,6 +385,9 @@ sy_session_link_t *sy_worker_sessions_of(int worker, const sy_route_t *r, sy_cli
 sy_server_link_t  *sy_worker_servers_of(int worker, const sy_route_t *r, sy_server_state_t st);
 uint32_t sy_worker_clients_in(int worker, const sy_route_t *r, sy_client_state_t st);
 uint32_t sy_worker_servers_in(int worker, const sy_route_t *r, sy_server_state_t st);
+/* A worker's once-a-second walk of its clients, calling their tick hooks (data: the
+ * worker index). */
+void sy_sweep_cb(uv_timer_t *t);
 /* The lists of n workers, once the routes are known (sy_workers_start). */
 int  sy_lists_init(int n);
 /* The route's active target (an atomic read), and a target of the route. */

@@ -382,6 +382,11 @@ static void worker_main(void *arg)
 {
     sy_worker_t *w = arg;
     self = w;
+    uv_timer_t sweep;                   /* the sessions' timeouts (session.c) */
+    uv_timer_init(&w->loop, &sweep);
+    sweep.data = (void *)(intptr_t)w->id;
+    uv_timer_start(&sweep, sy_sweep_cb, 1000, 1000);
+    uv_unref((uv_handle_t *)&sweep);
     uv_run(&w->loop, UV_RUN_DEFAULT);   /* the wake handle keeps it alive for good */
 }
 

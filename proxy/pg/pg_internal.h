@@ -137,6 +137,8 @@ struct pg_session_s {
     uint32_t       client_pid;        /* the process id the client was given */
     uv_timer_t     timer;             /* the closing timer */
     int            timer_on;
+    uint64_t       born_at;           /* loop ms of the accept (client_login_timeout) */
+    uint64_t       active_at;         /* ...of the last traffic either way (client_idle_timeout) */
 
     /* protocol state (the part switchover builds on) */
     uint8_t        txn;               /* 'I', 'T', 'E' from the last ReadyForQuery */

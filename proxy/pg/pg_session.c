@@ -446,6 +446,7 @@ int pg_extra_drain(pg_session_t *s)
 void pg_relay_drive(pg_session_t *s, sy_conn_t *c, int events)
 {
     int err;
+    s->active_at = uv_now(s->link.loop);
     if (s->s2c_extra.len > 0 && pg_extra_drain(s) < 0) {
         pg_close(s, NULL, NULL);
         return;
@@ -552,6 +553,46 @@ static void pg_describe(const sy_session_link_t *l, char cols[][128])
              s->user ? s->user : "");
 }
 
+/*
+ * The session's timeouts, checked once a second (sy_sweep_cb), as Postgres words them:
+ *   client_login_timeout  from accept to relaying (authentication_timeout): before the
+ *                         startup packet a silent close (the postmaster's startup packet
+ *                         timeout), after it FATAL 57014 "canceling authentication due to
+ *                         timeout"
+ *   client_idle_timeout   idle outside a transaction (idle_session_timeout): FATAL 57P05
+ */
+static void pg_tick(sy_session_link_t *l, uint64_t now)
+{
+    pg_session_t *s = (pg_session_t *)l;
+    uint64_t login = (uint64_t)sy_conf()->client_login_timeout * 1000;
+    uint64_t idle = (uint64_t)sy_conf()->client_idle_timeout * 1000;
+    switch (s->state) {
+    case PGS_STARTUP:
+    case PGS_CLIENT_TLS:
+    case PGS_AUTH:
+    case PGS_RESOLVING:
+    case PGS_CONNECTING:
+        if (now - s->born_at < login)
+            return;
+        sy_info("event=login_timeout conn=%llu state=%s ms=%llu", (unsigned long long)s->id,
+                pg_state_names[s->state], (unsigned long long)(now - s->born_at));
+        if (s->startup == NULL)
+            pg_close(s, NULL, NULL);
+        else
+            pg_close(s, "57014", "canceling authentication due to timeout");
+        return;
+    case PGS_RELAY:
+        if (idle == 0 || !pg_idle(s) || s->txn != 'I' || now - s->active_at < idle)
+            return;
+        sy_info("event=idle_timeout conn=%llu route=%s idle_ms=%llu", (unsigned long long)s->id,
+                s->link.route ? s->link.route->conf->name : "-", (unsigned long long)(now - s->active_at));
+        pg_close(s, "57P05", "terminating connection due to idle-session timeout");
+        return;
+    default:
+        return;
+    }
+}
+
 static void pg_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *loop)
 {
     pg_session_t *s = calloc(1, sizeof(*s));
@@ -572,6 +613,8 @@ static void pg_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *l
     s->link.move = pg_link_move;
     s->link.kick = pg_link_kick;
     s->link.release = pg_link_release;
+    s->link.tick = pg_tick;
+    s->born_at = s->active_at = uv_now(loop);
     sy_session_link(&s->link);
     SY_STAT_ADD(sy_server.nclients, 1);
     sy_conn_init(&s->client, s->link.loop, fd, s);

@@ -104,6 +104,7 @@ typedef struct redis_session_s {
     int            timer_on;
     char           errmsg[600];     /* what FAILED answers the first command with */
 
+    uint64_t       active_at;       /* loop ms of the last traffic either way (client_idle_timeout) */
     /* protocol state */
     uint64_t       pending;         /* replies the server still owes the client */
     uint64_t       sub_count;       /* channels + patterns + shard channels subscribed */

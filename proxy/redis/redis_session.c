@@ -275,6 +275,7 @@ void rs_upstream_lost(redis_session_t *s, int err)
 void rs_relay_drive(redis_session_t *s, sy_conn_t *c, int events)
 {
     int err;
+    s->active_at = uv_now(s->link.loop);
     switch (sy_relay_step(s, &s->c2s, &s->s2c, c, events, &err)) {
     case SY_RELAY_OK:
         rs_update_polls(s);
@@ -347,6 +348,20 @@ static void rs_describe(const sy_session_link_t *l, char cols[][128])
              s->blocking, s->monitoring, s->resp3);
 }
 
+/* client_idle_timeout, as Redis's own `timeout`: a client idle that long is closed without
+ * a word, unless it is subscribed, blocked or monitoring (Redis exempts those too). */
+static void rs_tick(sy_session_link_t *l, uint64_t now)
+{
+    redis_session_t *s = (redis_session_t *)l;
+    uint64_t idle = (uint64_t)sy_conf()->client_idle_timeout * 1000;
+    if (idle == 0 || s->state != RS_RELAY || s->blocking || s->sub_count > 0 || s->monitoring ||
+        now - s->active_at < idle)
+        return;
+    sy_info("event=idle_timeout conn=%llu route=%s idle_ms=%llu", (unsigned long long)s->id,
+            s->link.route ? s->link.route->conf->name : "-", (unsigned long long)(now - s->active_at));
+    rs_close(s, NULL);
+}
+
 static void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *loop)
 {
     redis_session_t *s = calloc(1, sizeof(*s));
@@ -367,6 +382,8 @@ static void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t
     s->link.move = rs_link_move;
     s->link.kick = rs_link_kick;
     s->link.release = rs_link_release;
+    s->link.tick = rs_tick;
+    s->active_at = uv_now(loop);
     sy_session_link(&s->link);
     SY_STAT_ADD(sy_server.nclients, 1);
     sy_conn_init(&s->client, s->link.loop, fd, s);

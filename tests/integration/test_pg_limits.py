@@ -475,3 +475,58 @@ def test_console_local_users(ctx):
         r = _console_as(user, port, host, password=pw)
         check(r.returncode == 0 and "pg" in r.stdout, "%s on %s with the password: %r" % (user, host, r.stderr))
     sy.stop()
+
+
+def test_login_and_idle_timeouts(ctx):
+    """client_login_timeout: a client that says nothing is closed without a word (as the
+    postmaster does), one stuck in authentication gets 57014; client_idle_timeout: a
+    session idle outside a transaction gets 57P05 (idle_session_timeout), one idle inside
+    a transaction is left alone."""
+    port = harness.free_port()
+    sy = harness.Switchyard(harness.default_pg_conf(
+        port, ctx.builtin, globals_extra='client_login_timeout = 1\nclient_idle_timeout = 2\n'
+                                         'admin_password = "adm-pw-7"'))
+    silent = PgWire(port)
+    asking = PgWire(port)          # the console over loopback TCP: asked for the password
+    asking.send(harness.startup_packet({"user": "postgres", "database": "switchyard"}))
+    typ, body = asking.read_msg()
+    check(typ == "R" and struct.unpack("!I", body[:4])[0] == 3, "the console asks for a password: %r" % typ)
+    txn = PgWire(port).startup(database="sourcegraph")
+    txn.query("BEGIN")
+    idle = PgWire(port).startup(database="sourcegraph")
+    check(idle.query("SELECT 1") == [("1",)], "a session before its idle timeout")
+
+    data, closed = silent.read_until_close(timeout=15)
+    check(closed and data == b"", "a client that sent nothing: %r closed=%s, want a silent close" % (data, closed))
+    data, closed = asking.read_until_close(timeout=15)
+    fields = harness.parse_error_fields(data[5:]) if data[:1] == b"E" else {}
+    check(closed and fields.get("C") == "57014" and "authentication" in fields.get("M", ""),
+          "stuck in authentication: %r closed=%s" % (data[:200], closed))
+    data, closed = idle.read_until_close(timeout=20)
+    fields = harness.parse_error_fields(data[5:]) if data[:1] == b"E" else {}
+    check(closed and fields.get("C") == "57P05" and fields.get("S") == "FATAL",
+          "an idle session: %r closed=%s, want FATAL 57P05" % (data[:200], closed))
+    sy.wait_log(r"event=idle_timeout conn=\d+ route=pg", timeout=10, what="the idle_timeout line")
+    # the transaction has been idle as long, and the same sweep passed over it
+    check(txn.query("SELECT 2") == [("2",)] and txn.status == "T", "the session in a transaction was closed")
+    txn.query("COMMIT")
+    txn.terminate()
+    sy.stop()
+
+    # Redis: idle clients closed without a reply, as Redis's `timeout`; subscribers not.
+    redis = harness.RedisServer()
+    rport = harness.free_port()
+    sy = harness.Switchyard("[switchyard]\nmetrics_listen = off\ndrain_timeout = 2\nclient_idle_timeout = 2\n\n"
+                            "[listener r]\nprotocol = redis\nlisten = 127.0.0.1:%d\n\n"
+                            "[route r]\nlistener = r\nbuiltin = %s\n" % (rport, rs.endpoint(redis)))
+    sub = rs.Resp(rport, timeout=30)
+    sub.send_cmds([("SUBSCRIBE", "idle-ch")])
+    check(sub.read(timeout=10)[0] == b"subscribe", "SUBSCRIBE through switchyard")
+    c = rs.Resp(rport, timeout=30)
+    check(c.cmd("PING") == "PONG", "a redis client before its idle timeout")
+    c.expect_close(timeout=20)
+    check(redis.cli("PUBLISH", "idle-ch", "still").stdout.strip() == "1", "the subscriber is still subscribed")
+    check(sub.read(timeout=10) == [b"message", b"idle-ch", b"still"], "the subscriber after the idle client left")
+    sub.close()
+    sy.stop()
+    redis.stop()
