@@ -381,6 +381,17 @@ def test_client_tls_data_path(ctx):
 test_client_tls_data_path.timeout = 240
 
 
+def _redis_proxy(globals_extra="", listener_extra=""):
+    """A redis-server and switchyard with one Redis listener `r` in front of it."""
+    redis = harness.RedisServer()
+    rport = harness.free_port()
+    sy = harness.Switchyard("[switchyard]\nmetrics_listen = off\ndrain_timeout = 2\n%s\n"
+                            "[listener r]\nprotocol = redis\nlisten = 127.0.0.1:%d\n%s\n"
+                            "[route r]\nlistener = r\nbuiltin = %s\n"
+                            % (globals_extra, rport, listener_extra, rs.endpoint(redis)))
+    return redis, rport, sy
+
+
 def test_max_clients_per_listener(ctx):
     """max_clients: the client over the listener's limit gets the servers' own refusal at
     once (53300 / -ERR max number of clients reached) and opens nothing upstream; one that
@@ -402,11 +413,7 @@ def test_max_clients_per_listener(ctx):
         w.terminate()
     sy.stop()
 
-    redis = harness.RedisServer()
-    rport = harness.free_port()
-    sy = harness.Switchyard("[switchyard]\nmetrics_listen = off\ndrain_timeout = 2\n\n"
-                            "[listener r]\nprotocol = redis\nlisten = 127.0.0.1:%d\nmax_clients = 2\n\n"
-                            "[route r]\nlistener = r\nbuiltin = %s\n" % (rport, rs.endpoint(redis)))
+    redis, rport, sy = _redis_proxy(listener_extra="max_clients = 2\n")
     conns = [rs.Resp(rport) for _ in range(2)]
     for c in conns:
         check(c.cmd("PING") == "PONG", "a redis session under max_clients")
@@ -514,11 +521,7 @@ def test_login_and_idle_timeouts(ctx):
     sy.stop()
 
     # Redis: idle clients closed without a reply, as Redis's `timeout`; subscribers not.
-    redis = harness.RedisServer()
-    rport = harness.free_port()
-    sy = harness.Switchyard("[switchyard]\nmetrics_listen = off\ndrain_timeout = 2\nclient_idle_timeout = 2\n\n"
-                            "[listener r]\nprotocol = redis\nlisten = 127.0.0.1:%d\n\n"
-                            "[route r]\nlistener = r\nbuiltin = %s\n" % (rport, rs.endpoint(redis)))
+    redis, rport, sy = _redis_proxy(globals_extra="client_idle_timeout = 2\n")
     sub = rs.Resp(rport, timeout=30)
     sub.send_cmds([("SUBSCRIBE", "idle-ch")])
     check(sub.read(timeout=10)[0] == b"subscribe", "SUBSCRIBE through switchyard")
