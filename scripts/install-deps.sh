@@ -18,7 +18,7 @@ PACKAGES=(
 	build-essential pkg-config libuv1-dev libpq-dev libssl-dev libhiredis-dev
 	postgresql postgresql-contrib redis-server redis-tools openssl
 	pgbouncer haproxy nutcracker
-	python3 procps iproute2 file curl
+	python3 python3-redis procps iproute2 file curl
 	groff-base man-db dpkg-dev adduser
 	clang libclang-rt-dev
 )

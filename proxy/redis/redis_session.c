@@ -269,6 +269,16 @@ void rs_upstream_lost(redis_session_t *s, int err)
     const char *why = s->srv->conn.tls_err ? s->srv->conn.tls_err : err ? strerror(-err)
                                                                       : "server closed the connection";
     SY_STAT_ADD(s->link.route->err_lost, 1);
+    if (s->pending == 0 && s->held == LOCAL_NONE && s->c2s.end == s->c2s.start) {
+        /* Nothing owed and nothing waiting to be sent: close as Redis itself would (CLIENT
+         * KILL, a restart), without a word. An -ERR here would be read as the reply to the
+         * client's next command (redis-py raises ResponseError instead of ConnectionError,
+         * and its pub/sub reconnection breaks). */
+        sy_info("event=upstream_lost conn=%llu route=%s upstream=%s reason=\"%s\" owed=0", (unsigned long long)s->id,
+                s->link.route->conf->name, s->srv->link.target->hostport, why);
+        rs_close(s, NULL);
+        return;
+    }
     rs_close(s, "route %s: connection to %s lost: %s", s->link.route->conf->name, s->srv->link.target->hostport, why);
 }
 

@@ -231,3 +231,44 @@ def test_auth_inside_multi(ctx):
         check(got == ["OK", "QUEUED", "QUEUED", "QUEUED", ["OK", "OK", 2]],
               "MULTI / SET / AUTH / INCR / EXEC answered %r, expected +OK +QUEUED x3 and [OK, OK, 2]" % got)
     sy.stop()
+
+
+def test_server_closes_idle_client_silently(ctx):
+    """CLIENT KILL of an idle client's server connection: Redis itself closes without a
+    word, and so must switchyard (an -ERR would be taken as the reply to the client's next
+    command: redis-py raised ResponseError instead of ConnectionError)."""
+    import redis as redispy
+    server = harness.RedisServer()
+    sy = rs.start_proxy(server)
+
+    def kill_others(keep_names):
+        for line in server.cli("CLIENT", "LIST").stdout.splitlines():
+            f = rs.client_info_fields(line)
+            if f.get("cmd") != "client|list" and f.get("name") not in keep_names:
+                server.cli("CLIENT", "KILL", "ID", f["id"])
+
+    seen = {}
+    for via, port in (("direct", server.port), ("switchyard", sy.port)):
+        c = Resp(port)
+        check(c.cmd("SET", "k", via) == "OK", "SET %s" % via)
+        kill_others(())
+        seen[via] = c.expect_close(15)
+        c.close()
+    check(seen["switchyard"] == seen["direct"] == b"",
+          "an idle client whose server connection was killed got %r (direct: %r)" % (seen["switchyard"], seen["direct"]))
+
+    # redis-py: the next command fails as a lost connection, or reconnects; never an error reply
+    r = redispy.Redis(host="127.0.0.1", port=sy.port, socket_timeout=10, client_name="py")
+    check(r.set("k2", "v") is True, "redis-py SET through switchyard")
+    mark = sy.log_size()
+    kill_others(())
+    sy.wait_log(r"event=upstream_lost .*owed=0", since=mark, timeout=10, what="the idle session's quiet close")
+    try:
+        got = r.get("k2")
+        check(got == b"v", "redis-py GET after reconnecting: %r" % got)
+    except redispy.exceptions.ConnectionError:
+        pass
+    except redispy.exceptions.ResponseError as e:
+        fail("redis-py took switchyard's error for a reply: %s" % e)
+    r.close()
+    sy.stop()
