@@ -37,41 +37,7 @@ done
 start_redis_server redis-a; r_a=$REDIS_PORT
 start_redis_server redis-b; r_b=$REDIS_PORT
 
-free_port sy_pg
-free_port sy_r
-mkdir -p "$BENCH_DIR/sy"
-cp "$SWITCHYARD_BIN" "$BENCH_DIR/sy/switchyard"
-cat >"$BENCH_DIR/sy/switchyard.conf" <<EOF
-[switchyard]
-metrics_listen = off
-log_level = warn
-drain_timeout = 30
-[listener pg]
-protocol = postgres
-listen = 127.0.0.1:$sy_pg
-[route pg]
-listener = pg
-databases = sourcegraph
-default = true
-builtin = "host=127.0.0.1 port=$pg_a user=postgres sslmode=disable"
-active = builtin
-[listener redis]
-protocol = redis
-listen = 127.0.0.1:$sy_r
-[route redis]
-listener = redis
-builtin = 127.0.0.1:$r_a
-external_env = REDIS_ENDPOINT
-active = builtin
-EOF
-switchyard_env_args
-env "${SY_ENV_ARGS[@]}" PGHOST=127.0.0.1 PGPORT="$pg_b" PGUSER=postgres PGSSLMODE=disable \
-	REDIS_ENDPOINT="127.0.0.1:$r_b" \
-	"$BENCH_DIR/sy/switchyard" --config "$BENCH_DIR/sy/switchyard.conf" >"$BENCH_DIR/sy/switchyard.log" 2>&1 &
-SY_PID=$!
-bench_track switchyard "$SY_PID"
-wait_port "$sy_pg" 10 "$SY_PID" && wait_port "$sy_r" 10 "$SY_PID" ||
-	die "switchyard did not start: $(tail -n 3 "$BENCH_DIR/sy/switchyard.log")"
+start_switch_proxy "$pg_a" PGHOST=127.0.0.1 PGPORT="$pg_b" PGUSER=postgres PGSSLMODE=disable
 log "switchyard pid $SY_PID; pg builtin :$pg_a external :$pg_b; redis builtin :$r_a external :$r_b"
 
 console() {

@@ -52,49 +52,6 @@ console() {
 	"$PG_BIN/psql" -qXAt -F ' ' -h 127.0.0.1 -p "$sy_pg" -U postgres switchyard -c "$1"
 }
 
-# start_switch_proxy PG_PORT [VAR=VALUE...]: switchyard (default workers) with a pg route whose
-# builtin is Postgres on 127.0.0.1:PG_PORT (its external comes from the PG* of VAR=VALUE, if
-# any) and a redis route builtin 127.0.0.1:$r_a, external 127.0.0.1:$r_b. Sets sy_pg, sy_r,
-# SY_PID; the console is psql on sy_pg.
-start_switch_proxy() {
-	local pg_port=$1
-	shift
-	free_port sy_pg
-	free_port sy_r
-	mkdir -p "$BENCH_DIR/sy"
-	cp "$SWITCHYARD_BIN" "$BENCH_DIR/sy/switchyard"
-	cat >"$BENCH_DIR/sy/switchyard.conf" <<-EOF
-		[switchyard]
-		metrics_listen = off
-		log_level = ${BENCH_LOG_LEVEL:-warn}
-		drain_timeout = 30
-		[listener pg]
-		protocol = postgres
-		listen = 127.0.0.1:$sy_pg
-		[route pg]
-		listener = pg
-		databases = sourcegraph
-		default = true
-		builtin = "host=127.0.0.1 port=$pg_port user=postgres sslmode=disable"
-		active = builtin
-		[listener redis]
-		protocol = redis
-		listen = 127.0.0.1:$sy_r
-		[route redis]
-		listener = redis
-		builtin = 127.0.0.1:$r_a
-		external_env = REDIS_ENDPOINT
-		active = builtin
-	EOF
-	switchyard_env_args
-	env "${SY_ENV_ARGS[@]}" "$@" REDIS_ENDPOINT="127.0.0.1:$r_b" \
-		"$BENCH_DIR/sy/switchyard" --config "$BENCH_DIR/sy/switchyard.conf" >"$BENCH_DIR/sy/switchyard.log" 2>&1 &
-	SY_PID=$!
-	bench_track switchyard "$SY_PID"
-	wait_port "$sy_pg" 10 "$SY_PID" && wait_port "$sy_r" 10 "$SY_PID" ||
-		die "switchyard did not start: $(tail -n 3 "$BENCH_DIR/sy/switchyard.log")"
-}
-
 # ---- idle mode ----------------------------------------------------------------------------
 if [ "$BENCH_MODE" = idle ]; then
 	SWITCHES=${SWITCHES:-6}

@@ -444,8 +444,8 @@ static void rs_gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         sv->next_addr = res;
         rs_connect_next(sv);
     }
+    sv->refs--;            /* the resolve's reference: the callback's own still holds sv */
     rs_leave(sv, s);
-    rs_server_unref(sv);   /* the resolve's reference */
 }
 
 /* Dial sv, its client's server, on the loop: resolve (off the loop unless numeric),
