@@ -211,7 +211,17 @@ static void client_startup_read(pg_session_t *s)
             pgw_startup_t st;
             ssize_t r = pgw_startup_parse(p->buf, p->end, &st);
             if (r < 0) {
-                pg_close(s, "08P01", "invalid startup packet: %s", st.err ? st.err : "malformed");
+                /* As the postmaster: a bad length is logged and the connection closed
+                 * without a reply (ProcessStartupPacket's COMMERROR); a bad layout gets
+                 * FATAL 08P01. */
+                if (st.err != NULL && strncmp(st.err, "invalid length", 14) == 0) {
+                    sy_info("event=startup_invalid conn=%llu reason=\"%s\"", (unsigned long long)s->id, st.err);
+                    pg_close(s, NULL, NULL);
+                } else if (st.err != NULL && strncmp(st.err, "unsupported frontend", 20) == 0) {
+                    pg_close(s, "0A000", "%s", st.err);   /* Postgres: FEATURE_NOT_SUPPORTED */
+                } else {
+                    pg_close(s, "08P01", "invalid startup packet: %s", st.err ? st.err : "malformed");
+                }
                 return;
             }
             if (r > 0) {

@@ -166,3 +166,48 @@ def test_negotiate_protocol_version(ctx):
               "NegotiateProtocolVersion body %r" % nv)
         check(w.query("SELECT 'negotiated'") == [("negotiated",)], "after negotiation")
     sy.stop()
+
+
+def _answer(port, data, half_close):
+    """What a server says to `data` sent before any startup: "silent" (closed without a
+    byte) or the SQLSTATEs of its ErrorResponses."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        if data:
+            s.sendall(data)
+        if half_close:
+            s.shutdown(socket.SHUT_WR)
+        got, closed = PgWire(port, sock=s).read_until_close(timeout=10)
+    finally:
+        s.close()
+    check(closed, "port %d did not close after %r" % (port, data[:40]))
+    if got == b"":
+        return "silent"
+    return ",".join(e.get("C", "?") for e in harness.error_messages(got)) or repr(got[:40])
+
+
+def test_pre_startup_answers_as_postgres(ctx):
+    """Before the startup message, answer exactly where Postgres answers and close silently
+    where it does (issue 12 C: node-postgres crashed on an ErrorResponse that Postgres never
+    sends to a client that ends at once)."""
+    sy = harness.start_default(ctx)
+    cases = [
+        ("connect and close", b"", True),
+        ("Terminate before the startup message", b"X\0\0\0\x04", True),
+        ("three bytes, then EOF", b"\0\0\0", True),
+        ("half a startup packet, then EOF", startup_packet(GOOD)[:12], True),
+        ("startup length 0", b"\0\0\0\0" + b"\0" * 12, False),
+        ("startup length 3", b"\0\0\0\x03" + struct.pack("!I", harness.PROTO_3_0), False),
+        ("startup length 2^31", struct.pack("!I", 1 << 31) + struct.pack("!I", harness.PROTO_3_0), False),
+        ("protocol 4.0", startup_packet(GOOD, proto=0x00040000), False),
+        ("startup no terminator", struct.pack("!I", 4 + 4 + 14) + struct.pack("!I", harness.PROTO_3_0)
+         + b"user\0postgres\0", False),
+    ]
+    diffs = []
+    for name, data, half in cases:
+        direct = _answer(ctx.builtin.port, data, half)
+        via = _answer(sy.port, data, half)
+        if direct != via:
+            diffs.append("%s: Postgres %s, switchyard %s" % (name, direct, via))
+    check(not diffs, "pre-startup answers differ from Postgres:\n" + "\n".join(diffs))
+    sy.stop()
