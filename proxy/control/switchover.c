@@ -254,7 +254,21 @@ typedef struct op_s {
     unsigned    gen;
     int         op;
     char        why[200];
+    /* OP_RELEASE of a finished switch: its result, given once every worker has released
+     * its sessions and closed the old upstreams (so when SWITCH answers, the old store no
+     * longer sees them) */
+    sy_switch_done_cb done;
+    void       *done_ctx;
+    uint64_t    moved, closed;
+    double      ms;
 } op_t;
+
+static int post_op_then(sy_route_t *r, unsigned gen, int op, const char *why, const sy_switch_t *sw);
+
+static int post_op(sy_route_t *r, unsigned gen, int op, const char *why)
+{
+    return post_op_then(r, gen, op, why, NULL);
+}
 
 static void op_each(void *ctx, int worker)
 {
@@ -322,10 +336,13 @@ static void op_each(void *ctx, int worker)
 
 static void op_done(void *ctx)
 {
-    free(ctx);
+    op_t *o = ctx;
+    if (o->done)
+        o->done(o->done_ctx, o->moved, o->closed, o->ms);
+    free(o);
 }
 
-static int post_op(sy_route_t *r, unsigned gen, int op, const char *why)
+static int post_op_then(sy_route_t *r, unsigned gen, int op, const char *why, const sy_switch_t *sw)
 {
     op_t *o = calloc(1, sizeof(*o));
     if (o == NULL)
@@ -335,6 +352,13 @@ static int post_op(sy_route_t *r, unsigned gen, int op, const char *why)
     o->op = op;
     if (why)
         snprintf(o->why, sizeof(o->why), "%s", why);
+    if (sw != NULL) {
+        o->done = sw->done;
+        o->done_ctx = sw->ctx;
+        o->moved = sw->moved;
+        o->closed = sw->closed;
+        o->ms = (double)(uv_now(sy_server.loop) - sw->started);
+    }
     if (sy_run_on_all(op_each, op_done, o) != 0) {
         free(o);
         return -1;
@@ -421,9 +445,8 @@ static void sw_finish(sy_switch_t *sw)
             "quiet_ms=%llu move_ms=%llu", r->conf->name, sw->to == CONF_EXTERNAL ? "external" : "builtin",
             (unsigned long long)sw->moved, (unsigned long long)sw->closed, ms, hold, (unsigned long long)prep,
             (unsigned long long)quiet, (unsigned long long)moving);
-    post_op(r, sw->gen, OP_RELEASE, NULL);
-    if (sw->done)
-        sw->done(sw->ctx, sw->moved, sw->closed, ms);
+    if (post_op_then(r, sw->gen, OP_RELEASE, NULL, sw) != 0 && sw->done)
+        sw->done(sw->ctx, sw->moved, sw->closed, ms);   /* out of memory: answer now */
     uv_timer_stop(&sw->deadline);
     uv_close((uv_handle_t *)&sw->deadline, sw_timer_closed);
 }
