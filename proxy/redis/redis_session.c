@@ -184,7 +184,6 @@ static void rs_closing_drive(redis_session_t *s)
     rs_watch(s, &s->client, sy_pipe_dst_events(&s->s2c), rs_client_cb);
 }
 
-/* Append one error reply to the client stream (only at a reply boundary). */
 /* Watch c for events; a watch that fails would leave the session waiting for an event that
  * never comes: close it instead (the client gets -ERR where one is owed). */
 void rs_watch(redis_session_t *s, sy_conn_t *c, int events, sy_conn_cb cb)

@@ -71,6 +71,26 @@ def _accept_queue(port):
     return 0
 
 
+def _moving_session(ctx):
+    """One session on route pg whose move to external is under way and stuck: its backend
+    is stopped (SIGSTOP) while the move job queries it, and SHOW CLIENTS says "moving".
+    Returns (sy, con, session, backend pid, client id, SwitchThread); the caller sends
+    SIGCONT to the pid when it is done (also done here if the wait fails)."""
+    sy = ss.start_pg(ctx)
+    con = ss.Console(sy)
+    s = ss.Session(sy.port)
+    pid = _backend_pid(s)
+    cid = _only_client(con)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        sw = ss.SwitchThread(sy, "pg", "external")
+        _wait_state(con, cid, "moving")
+    except BaseException:
+        os.kill(pid, signal.SIGCONT)
+        raise
+    return sy, con, s, pid, cid, sw
+
+
 def test_shutdown_kicks_a_moving_session(ctx):
     """Defect 1: SIGTERM's deadline kicks a session while its move job is inside the state
     query on the old upstream (its backend is stopped). The kick used to PQfinish that
@@ -81,15 +101,8 @@ def test_shutdown_kicks_a_moving_session(ctx):
     This does not fail reliably on the old code: there the job's thread sat in poll() on
     the freed connection's closed fd until the exit, so the use-after-free was not reached
     in this order. It guards the ownership rule the fix introduced."""
-    sy = ss.start_pg(ctx)
-    con = ss.Console(sy)
-    s = ss.Session(sy.port)
-    pid = _backend_pid(s)
-    cid = _only_client(con)
-    os.kill(pid, signal.SIGSTOP)
+    sy, con, s, pid, cid, sw = _moving_session(ctx)
     try:
-        sw = ss.SwitchThread(sy, "pg", "external")
-        _wait_state(con, cid, "moving")
         con.close()
         sy.proc.send_signal(signal.SIGTERM)
         _wait_log(sy, "event=shutdown_deadline", timeout=ss.DRAIN_TIMEOUT + 10)
@@ -241,15 +254,8 @@ def test_client_leaves_while_moving(ctx):
     """A client that goes away while its session's move job waits on the old upstream: the
     switch still finishes with the session accounted for (moved or closed), the session
     leaves SHOW CLIENTS, and nothing leaks or crashes (sy.stop fails on a sanitizer report)."""
-    sy = ss.start_pg(ctx)
-    con = ss.Console(sy)
-    s = ss.Session(sy.port)
-    pid = _backend_pid(s)
-    cid = _only_client(con)
-    os.kill(pid, signal.SIGSTOP)
+    sy, con, s, pid, cid, sw = _moving_session(ctx)
     try:
-        sw = ss.SwitchThread(sy, "pg", "external")
-        _wait_state(con, cid, "moving")
         s.close()
     finally:
         os.kill(pid, signal.SIGCONT)
@@ -270,15 +276,8 @@ def test_upstream_dies_while_moving(ctx):
     stopped) while the move job queries it: the move fails,
     the client gets 57P01 naming the switch (never a ReadyForQuery that could look like
     success), the switch counts it closed, and the daemon carries on."""
-    sy = ss.start_pg(ctx)
-    con = ss.Console(sy)
-    s = ss.Session(sy.port)
-    pid = _backend_pid(s)
-    cid = _only_client(con)
-    os.kill(pid, signal.SIGSTOP)
-    sw = ss.SwitchThread(sy, "pg", "external")
+    sy, con, s, pid, cid, sw = _moving_session(ctx)
     try:
-        _wait_state(con, cid, "moving")
         ctx.builtin.sql("SELECT pg_terminate_backend(%d)" % pid, db="postgres")
     finally:
         os.kill(pid, signal.SIGCONT)   # it runs again only to die under the move
