@@ -137,14 +137,21 @@ void sy_session_route(sy_session_link_t *l, sy_route_t *r, sy_server_link_t *sv,
                       void (*describe)(const sy_server_link_t *sv, char cols[][128]))
 {
     sy_session_set_route(l, r);
-    sv->loop = l->loop;
-    sv->route = r;
-    sv->which = sy_route_active(r);
-    sv->target = sy_route_target(r, sv->which);
-    sv->state = SY_SERVER_CONNECTING;
-    sv->client = l;
-    sv->describe = describe;
+    conf_which_t which = sy_route_active(r);
+    sy_server_open(sv, l, which, sy_route_target(r, which), describe);
     l->server = sv;
+}
+
+void sy_server_open(sy_server_link_t *sv, sy_session_link_t *client, conf_which_t which,
+                    const conf_target_t *t, void (*describe)(const sy_server_link_t *sv, char cols[][128]))
+{
+    sv->loop = client->loop;
+    sv->route = client->route;
+    sv->which = which;
+    sv->target = t;
+    sv->state = SY_SERVER_CONNECTING;
+    sv->client = client;
+    sv->describe = describe;
     sy_server_link(sv);
 }
 

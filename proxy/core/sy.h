@@ -371,6 +371,10 @@ void sy_session_set_pinned(sy_session_link_t *l, int pinned);
  * active target and starts CONNECTING (describe fills its SHOW SERVERS row). */
 void sy_session_route(sy_session_link_t *l, sy_route_t *r, sy_server_link_t *sv,
                       void (*describe)(const sy_server_link_t *sv, char cols[][128]));
+/* A new server connection for client's route, to target t (which): CONNECTING on the
+ * lists, its client set (the client's own server pointer is the caller's to change). */
+void sy_server_open(sy_server_link_t *sv, sy_session_link_t *client, conf_which_t which,
+                    const conf_target_t *t, void (*describe)(const sy_server_link_t *sv, char cols[][128]));
 /* A session's protocol state changed: relaying (its server is in use) or closing (both
  * sides leave the lists a switch walks). */
 void sy_session_relaying(sy_session_link_t *l);

@@ -48,14 +48,7 @@ pg_server_t *pg_server_new(pg_session_t *s, conf_which_t which)
     pg_server_t *sv = server_alloc(s);
     if (sv == NULL)
         return NULL;
-    sv->link.loop = s->link.loop;
-    sv->link.route = s->link.route;
-    sv->link.which = which;
-    sv->link.target = sy_route_target(s->link.route, which);
-    sv->link.state = SY_SERVER_CONNECTING;
-    sv->link.client = &s->link;
-    sv->link.describe = pg_server_describe;
-    sy_server_link(&sv->link);
+    sy_server_open(&sv->link, &s->link, which, sy_route_target(s->link.route, which), pg_server_describe);
     return sv;
 }
 

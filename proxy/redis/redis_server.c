@@ -80,14 +80,8 @@ rs_server_t *rs_server_new(redis_session_t *s, conf_which_t which, const conf_ta
     rs_server_t *sv = rs_server_alloc(s);
     if (sv == NULL)
         return NULL;
-    sv->link.loop = s->link.loop;
-    sv->link.route = s->link.route;
-    sv->link.which = which;
-    sv->link.target = t;
-    sv->link.state = SY_SERVER_CONNECTING;
-    sv->link.client = &s->link;   /* whose it is; s->srv stays until the move attaches it */
-    sv->link.describe = rs_server_describe;
-    sy_server_link(&sv->link);
+    /* whose it is; s->srv stays until the move attaches it */
+    sy_server_open(&sv->link, &s->link, which, t, rs_server_describe);
     return sv;
 }
 
