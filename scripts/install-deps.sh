@@ -7,6 +7,10 @@
 #
 # Idempotent: when every package is installed it only runs dpkg-query and returns.
 #
+# node-postgres (npm, the version tests/node/package-lock.json pins) goes into
+# tests/node/node_modules, for the tests that check what a Node.js application sees; Node.js
+# itself comes from Debian (nodejs, npm) unless the machine already has it.
+#
 # Debian's postgresql package creates and starts a "main" cluster on 5432, and redis-server,
 # pgbouncer, haproxy and nutcracker start services too. switchyard owns 5432/6379/6380 and the
 # tests and demo start their own servers, so: no main cluster is created (createcluster.conf is
@@ -18,11 +22,24 @@ PACKAGES=(
 	build-essential pkg-config libuv1-dev libpq-dev libssl-dev libhiredis-dev
 	postgresql postgresql-contrib redis-server redis-tools openssl
 	pgbouncer haproxy nutcracker
-	python3 python3-redis procps iproute2 file curl
+	python3 python3-redis python3-psycopg2 procps iproute2 file curl
 	groff-base man-db dpkg-dev adduser
 	clang libclang-rt-dev
 )
+command -v node >/dev/null && command -v npm >/dev/null || PACKAGES+=(nodejs npm)
 SERVICES=(redis-server postgresql pgbouncer haproxy nutcracker)
+
+node_modules() {
+	local dir
+	dir="$(cd "$(dirname "$0")/.." && pwd)/tests/node"
+	[ -d "$dir/node_modules/pg" ] && return 0
+	if [ "$(id -u)" -ne 0 ] && [ ! -w "$dir" ]; then
+		echo "install-deps: node-postgres missing: run  npm ci --prefix $dir" >&2
+		return 1
+	fi
+	echo "install-deps: installing node-postgres into $dir"
+	npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
+}
 
 installed() {
 	[ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]
@@ -34,6 +51,7 @@ for p in "${PACKAGES[@]}"; do
 done
 
 if [ ${#missing[@]} -eq 0 ]; then
+	node_modules
 	exit 0
 fi
 
@@ -68,4 +86,5 @@ for s in "${SERVICES[@]}"; do
 	service "$s" stop >/dev/null 2>&1 || true
 done
 
+node_modules
 echo "install-deps: done"

@@ -118,6 +118,7 @@ struct pg_session_s {
     int            ssl_answered;      /* SSLRequest seen */
     int            gss_answered;      /* GSSENCRequest seen (libpq may follow it with SSLRequest) */
     int            s2c_cut;           /* the server stream was cut at a message boundary */
+    int            server_fatal;      /* the server sent a FATAL or PANIC ErrorResponse */
     int            terminating;       /* client sent Terminate */
     int            linger;            /* after our last error: read and drop until the client closes */
 
@@ -197,5 +198,6 @@ void pg_update_polls(pg_session_t *s);
 void pg_upstream_begin(pg_session_t *s);
 void pg_watch(pg_session_t *s, sy_conn_t *c, int events, sy_conn_cb cb);
 void pg_upstream_lost(pg_session_t *s, int err);
+void pg_sscan_reset(pg_session_t *s);
 
 #endif

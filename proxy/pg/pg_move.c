@@ -276,8 +276,7 @@ static void move_done(uv_work_t *req, int status)
     pg_server_close(from, "moved");
     SY_STAT_ADD(s->link.route->upstreams, 1);
     to->counted = 1;
-    pgw_scan_init(&s->sscan, sy_conf()->max_message_size);
-    pgw_scan_capture(&s->sscan, 'S');
+    pg_sscan_reset(s);
 
     /* Tell the client what changed, and hand over notifications that arrived, before
      * anything more from the new server: queued whole, however large, and fed to the

@@ -376,6 +376,13 @@ static int s2c_scan(void *arg, sy_pipe_t *p)
                 pg_param_seen(s, name, value);
             continue;
         }
+        if (ev == PGW_EV_CAPTURED && s->sscan.type == 'E') {
+            pgw_error_fields_t f;
+            if (pgw_parse_error(s->sscan.cap, s->sscan.cap_len, &f) == 0 && f.severity != NULL &&
+                (strcmp(f.severity, "FATAL") == 0 || strcmp(f.severity, "PANIC") == 0))
+                s->server_fatal = 1;
+            continue;
+        }
         if (ev != PGW_EV_HEADER)
             continue;
         switch (s->sscan.type) {
@@ -417,9 +424,38 @@ void pg_update_polls(pg_session_t *s)
     pg_watch(s, &s->srv->conn, sy_pipe_src_events(&s->s2c) | sy_pipe_dst_events(&s->c2s), server_cb);
 }
 
+/* The server -> client scanner, from the server's first byte: ParameterStatus is what the
+ * client knows; an ErrorResponse is read for its severity, since after a FATAL the server's
+ * close is expected and the client was already told. */
+void pg_sscan_reset(pg_session_t *s)
+{
+    pgw_scan_init(&s->sscan, sy_conf()->max_message_size);
+    pgw_scan_capture(&s->sscan, 'S');
+    pgw_scan_capture(&s->sscan, 'E');
+    s->server_fatal = 0;
+}
+
+/* The client waits for something from the server: a reply, the rest of a COPY, or the
+ * answer to extended-protocol messages not yet synced. */
+static int pg_owed_reply(const pg_session_t *s)
+{
+    return s->inflight > 0 || s->unsynced || s->copy_in || s->copy_out || !pgw_scan_at_boundary(&s->sscan);
+}
+
+/* The server closed or failed. Say only what the server did not: after its own FATAL, or
+ * with nothing owed to the client (idle, or idle in a transaction), close as a direct
+ * connection would close, without a word; 08006 only when a reply is owed. */
 void pg_upstream_lost(pg_session_t *s, int err)
 {
     const char *why = s->srv->conn.tls_err ? s->srv->conn.tls_err : err ? strerror(-err) : "server closed the connection";
+    if (s->server_fatal || !pg_owed_reply(s)) {
+        sy_info("event=upstream_lost conn=%llu route=%s upstream=%s reason=\"%s\" owed=0 after=%s",
+                (unsigned long long)s->id, s->link.route->conf->name, s->srv->link.target->hostport, why,
+                s->server_fatal ? "fatal" : "idle");
+        SY_STAT_ADD(s->link.route->err_lost, 1);
+        pg_close(s, NULL, NULL);
+        return;
+    }
     pg_close(s, "08006", "route %s: connection to %s lost: %s", s->link.route->conf->name,
              s->srv->link.target->hostport, why);
 }
@@ -624,8 +660,7 @@ static void pg_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *l
     s->s2c = (sy_pipe_t){ .buf = s->bufs + SY_PIPE_BUF, .cap = SY_PIPE_BUF, .src = NULL,
                           .dst = &s->client, .scan = s2c_scan, .reading = 1 };
     pgw_scan_init(&s->cscan, sy_conf()->max_message_size);
-    pgw_scan_init(&s->sscan, sy_conf()->max_message_size);
-    pgw_scan_capture(&s->sscan, 'S');   /* ParameterStatus: what the client knows */
+    pg_sscan_reset(s);
     if (sy_conn_watch(&s->client, UV_READABLE, pg_client_cb) != 0) {
         sy_conn_close(&s->client);
         sy_session_unlink(&s->link);
