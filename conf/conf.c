@@ -43,6 +43,10 @@ static const char builtin_text[] =
     "switch_hold_max = 5\n"
     "client_login_timeout = 60\n"
     "client_idle_timeout = 0\n"
+    "tcp_keepidle = 15\n"
+    "tcp_keepintvl = 5\n"
+    "tcp_keepcnt = 3\n"
+    "tcp_user_timeout = 30\n"
     "workers = auto\n"
     "metrics_listen = 127.0.0.1:9187\n"
     "log_format = logfmt\n"
@@ -129,6 +133,10 @@ static int build_switchyard(build_t *b, const conf_raw_sec_t *s)
             { "switch_hold_max", 0, 0, 86400, "0..86400 seconds (0: drain_timeout alone)" },
             { "client_login_timeout", 0, 1, 86400, "1..86400 seconds" },
             { "client_idle_timeout", 0, 0, 31536000, "0..31536000 seconds (0: never)" },
+            { "tcp_keepidle", 0, 0, 32767, "0..32767 seconds (0: no keepalive)" },
+            { "tcp_keepintvl", 0, 1, 32767, "1..32767 seconds" },
+            { "tcp_keepcnt", 0, 1, 127, "1..127" },
+            { "tcp_user_timeout", 0, 0, 86400, "0..86400 seconds (0: the system's)" },
         };
         size_t j;
         for (j = 0; j < sizeof nums / sizeof nums[0]; j++)
@@ -148,7 +156,11 @@ static int build_switchyard(build_t *b, const conf_raw_sec_t *s)
             case 5: c->pause_max = (int)n; break;
             case 6: c->switch_hold_max = (int)n; break;
             case 7: c->client_login_timeout = (int)n; break;
-            default: c->client_idle_timeout = (int)n; break;
+            case 8: c->client_idle_timeout = (int)n; break;
+            case 9: c->tcp_keepidle = (int)n; break;
+            case 10: c->tcp_keepintvl = (int)n; break;
+            case 11: c->tcp_keepcnt = (int)n; break;
+            default: c->tcp_user_timeout = (int)n; break;
             }
         } else if (strcmp(k, "admin_password") == 0) {
             free(c->admin_password);
@@ -534,6 +546,10 @@ static void defaults(conf_t *c)
     c->switch_hold_max = 5;
     c->client_login_timeout = 60;
     c->client_idle_timeout = 0;
+    c->tcp_keepidle = 15;
+    c->tcp_keepintvl = 5;
+    c->tcp_keepcnt = 3;
+    c->tcp_user_timeout = 30;
     c->log_format = CONF_LOG_LOGFMT;
     c->log_level = 2;
 }

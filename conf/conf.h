@@ -118,6 +118,13 @@ typedef struct conf_s {
                                       * password), default 60, as Postgres's authentication_timeout */
     int        client_idle_timeout;  /* seconds a client may sit idle, outside a transaction;
                                       * 0 (default): forever */
+    int        tcp_keepidle;         /* TCP keepalive on every client and server socket: seconds
+                                      * idle before the first probe (0: off), default 15 */
+    int        tcp_keepintvl;        /* seconds between probes, default 5 */
+    int        tcp_keepcnt;          /* unanswered probes before the peer is dead, default 3 */
+    int        tcp_user_timeout;     /* seconds sent data may stay unacknowledged before the
+                                      * connection fails (TCP_USER_TIMEOUT), default 30; 0: the
+                                      * system's (about 15 minutes of retransmissions) */
     int        workers;              /* session loops (threads); 0: auto, one per CPU up to 16 */
     char      *admin_password;       /* console password; NULL: loopback/unix only */
     char      *metrics_listen;       /* "127.0.0.1:9187"; NULL or "off": disabled */

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include "proxy/core/sy.h"
 
 static ssize_t plain_read(sy_conn_t *c, void *buf, size_t len)
@@ -46,6 +48,28 @@ static ssize_t plain_write(sy_conn_t *c, const void *buf, size_t len)
 }
 
 const sy_transport_t sy_plain_transport = { plain_read, plain_write, "plain", NULL };
+
+/* A peer the network cut off sends no FIN and no RST: keepalive finds it when the line is
+ * silent, TCP_USER_TIMEOUT when data we sent stays unacknowledged (PgBouncer's tcp_keepalive
+ * and tcp_user_timeout). Best effort, and only where a network lies between us: a loopback
+ * or unix peer is the same kernel, which answers for it. */
+void sy_sock_keepalive(int fd, int known_local)
+{
+    const conf_t *c = sy_conf();
+    if (known_local || sy_is_loopback_peer(fd))
+        return;
+    if (c->tcp_keepidle > 0) {
+        int on = 1;
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &c->tcp_keepidle, sizeof(c->tcp_keepidle));
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &c->tcp_keepintvl, sizeof(c->tcp_keepintvl));
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &c->tcp_keepcnt, sizeof(c->tcp_keepcnt));
+    }
+    if (c->tcp_user_timeout > 0) {
+        unsigned int ms = (unsigned int)c->tcp_user_timeout * 1000u;
+        setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof(ms));
+    }
+}
 
 void sy_conn_init(sy_conn_t *c, uv_loop_t *loop, int fd, void *data)
 {

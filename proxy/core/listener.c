@@ -312,6 +312,7 @@ static void accept_cb(uv_poll_t *h, int status, int events)
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         int trusted = sy_is_loopback_peer(fd);
+        sy_sock_keepalive(fd, trusted);
         sy_dispatch(l, fd, trusted);
     }
 }

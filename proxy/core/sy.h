@@ -79,6 +79,9 @@ struct sy_conn_s {
 };
 
 void sy_conn_init(sy_conn_t *c, uv_loop_t *loop, int fd, void *data);
+/* TCP keepalive and TCP_USER_TIMEOUT from [switchyard] tcp_* on a connected socket whose
+ * peer is across a network (nothing for loopback or unix peers, or when known_local). */
+void sy_sock_keepalive(int fd, int known_local);
 /* (Re)start watching c->fd for events with cb; allocates the poll handle on first use.
  * Only calls into libuv when the event set changes. Returns 0 or a libuv error. */
 int  sy_conn_watch(sy_conn_t *c, int events, sy_conn_cb cb);

@@ -173,6 +173,7 @@ int pg_server_adopt(pg_server_t *sv)
         sv->conn.own_fd = 0;
     }
     sv->be_pid = (uint32_t)PQbackendPID(sv->pg);
+    sy_sock_keepalive(fd, 0);
     if (sv->timer_on)
         uv_timer_stop(&sv->timer);   /* connected: the connect timeout is over */
     if (PQsslInUse(sv->pg)) {

@@ -147,6 +147,7 @@ void rs_server_take(rs_server_t *sv, int fd, SSL *ssl, uv_poll_t *poll)
 {
     int one = 1;
     sy_conn_init(&sv->conn, sv->link.loop, fd, sv);
+    sy_sock_keepalive(fd, 0);
     if (poll != NULL)
         sy_conn_adopt_poll(&sv->conn, poll);
     else
@@ -342,6 +343,7 @@ static void rs_connected(rs_server_t *sv)
 {
     int one = 1;
     setsockopt(sv->conn.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    sy_sock_keepalive(sv->conn.fd, 0);
     if (sv->link.target->redis.tls) {
         char err[300];
         SSL_CTX *ctx = rs_tls_ctx(sv, err, sizeof(err));

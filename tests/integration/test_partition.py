@@ -1,0 +1,161 @@
+"""
+test_partition.py - issue 8, the fault matrix: a network partition, made with `ip netns` and
+veth links between namespaces the test makes itself, to the upstream and from a client. A
+peer cut off by the network sends neither FIN nor RST; without keepalive and
+TCP_USER_TIMEOUT a client owed a reply would wait out the kernel's retransmissions (about
+15 minutes), and a vanished client would hold its server session (and its locks) as long.
+
+Layout: switchyard and its clients in namespace A; the partitioned Postgres in B
+(10.77.0.2), or the partitioned client in C (10.78.0.2). The bystander route's server is the
+shared built-in cluster, reached over its unix socket, which no partition touches.
+"""
+
+import socket
+import time
+
+import harness
+import netns
+from harness import PgError, PgWire, check
+
+TCP = "tcp_keepidle = 1\ntcp_keepintvl = 1\ntcp_keepcnt = 2\ntcp_user_timeout = 3\nconnect_timeout = 2\n"
+# the documented bound with those settings: keepidle + keepcnt x keepintvl = 3 s; allow slack
+BOUND = 8.0
+
+
+def _unix_conninfo(cluster):
+    return "host=%s port=%d sslmode=disable" % (cluster.sockdir, cluster.port)
+
+
+def _remote_cluster(ns, addr):
+    hba = "local all all trust\nhost all all 127.0.0.1/32 trust\nhost all all %s/24 trust\n" % addr
+    with ns.entered():
+        c = harness.PgCluster("remote", hba=hba, setup=False,
+                              extra_conf="listen_addresses = '127.0.0.1,%s'" % addr)
+    c.sql("CREATE DATABASE sourcegraph")
+    return c
+
+
+def _state(cluster, pid):
+    return cluster.sql("SELECT coalesce((SELECT state FROM pg_stat_activity WHERE pid = %d), 'gone')" % pid)
+
+
+def test_partition_to_upstream(ctx):
+    """Mid-query, the upstream's link goes down. The client owed a reply gets 08006 naming the
+    route and target within the keepalive bound; an idle session is closed without a word, as
+    a direct one; a new session gets 08001 within connect_timeout; the bystander route is
+    untouched; after the link heals, new sessions work."""
+    a, b = netns.Netns("sy-pa"), netns.Netns("sy-pb")
+    netns.veth(a, "10.77.0.1", b, "10.77.0.2")
+    remote = _remote_cluster(b, "10.77.0.2")
+    with a.entered():
+        port = harness.free_port()
+        conf = harness.pg_conf(port, [
+            harness.pg_route("pg", "sourcegraph", default=True, env_prefix="",
+                             builtin="host=10.77.0.2 port=%d sslmode=disable" % remote.port),
+            harness.pg_route("pg-codeintel", "sourcegraph-codeintel", env_prefix="CODEINTEL_",
+                             builtin=_unix_conninfo(ctx.builtin)),
+        ], globals_extra=TCP)
+        sy = harness.Switchyard(conf)
+        victim = PgWire(sy.port)
+        victim.startup(database="sourcegraph")
+        vpid = int(victim.query("SELECT pg_backend_pid()")[0][0])
+        idle = PgWire(sy.port)
+        idle.startup(database="sourcegraph")
+        bystander = PgWire(sy.port)
+        bystander.startup(database="sourcegraph-codeintel")
+    victim.send_query("SELECT pg_sleep(30)")
+    harness.wait_until(lambda: _state(remote, vpid) == "active", timeout=10, what="query running upstream")
+    b.cut()
+    t0 = time.monotonic()
+    problems = []
+    try:
+        victim.read_result()
+        problems.append("victim: the query returned across a partition")
+    except PgError as e:
+        secs = time.monotonic() - t0
+        if e.sqlstate != "08006":
+            problems.append("victim: SQLSTATE %s (%s), want 08006" % (e.sqlstate, e.message))
+        if "route pg" not in e.message or "10.77.0.2:%d" % remote.port not in e.message:
+            problems.append("victim: message does not name the route and target: %r" % e.message)
+        if secs > BOUND:
+            problems.append("victim: error after %.1f s, want within %.0f s" % (secs, BOUND))
+    except (socket.timeout, harness.ConnectionClosed) as e:
+        problems.append("victim: no error (%r) after %.1f s" % (e, time.monotonic() - t0))
+    data, closed = idle.read_until_close(timeout=BOUND)
+    if not closed or harness.error_messages(data):
+        problems.append("idle: closed=%s errors=%s, want a close without an error" %
+                        (closed, [e.get("C") for e in harness.error_messages(data)]))
+    if bystander.query("SELECT 1") != [("1",)]:
+        problems.append("bystander: wrong answer")
+    with a.entered():
+        err, secs = harness.connect_error(sy.port, db="sourcegraph")
+    if err.sqlstate != "08001" or secs > 4:
+        problems.append("new session across the partition: %s after %.1f s, want 08001 within 4 s" % (err, secs))
+    b.heal()
+    with a.entered():
+        again = PgWire(sy.port)
+        again.startup(database="sourcegraph")
+    if again.query("SELECT 'healed'") != [("healed",)]:
+        problems.append("after heal: wrong answer")
+    sy.check_alive()
+    for w in (victim, idle, bystander, again):
+        w.close()
+    sy.stop()
+    check(not problems, "\n".join(problems))
+
+
+test_partition_to_upstream.timeout = 120
+
+
+def test_partition_from_client(ctx):
+    """A client in its own namespace opens a transaction that holds a lock, then its link goes
+    down. switchyard finds the dead client within the keepalive bound and ends its server
+    session, so the lock is released; a local client is untouched."""
+    a, c = netns.Netns("sy-ca"), netns.Netns("sy-cc")
+    netns.veth(a, "10.78.0.1", c, "10.78.0.2")
+    secret = "partition-secret"
+    with a.entered():
+        port, local_port = harness.free_port(), harness.free_port()
+        conf = ("[switchyard]\nmetrics_listen = off\ndrain_timeout = 2\n%s\n"
+                "[listener pg]\nprotocol = postgres\nlisten = 10.78.0.1:%d\nauth_password = %s\n\n"
+                "[listener local]\nprotocol = postgres\nlisten = 127.0.0.1:%d\n\n"
+                % (TCP, port, secret, local_port))
+        conf += harness.pg_route("pg", "sourcegraph", default=True, env_prefix="",
+                                 builtin=_unix_conninfo(ctx.builtin))
+        conf += harness.pg_route("pg-local", "sourcegraph", listener="local", env_prefix="LOCAL_",
+                                 builtin=_unix_conninfo(ctx.builtin), default=True)
+        sy = harness.Switchyard(conf, wait=False)
+        harness.wait_port(port, timeout=30, proc=sy.proc.popen, host="10.78.0.1", what="switchyard")
+        harness.wait_port(local_port, timeout=30, proc=sy.proc.popen, what="switchyard")
+        local = PgWire(local_port)
+        local.startup(database="sourcegraph")
+    with c.entered():
+        remote = PgWire(port, host="10.78.0.1")
+        remote.startup(database="sourcegraph", password=secret)
+    rpid = int(remote.query("SELECT pg_backend_pid()")[0][0])
+    remote.query("BEGIN")
+    remote.query("SELECT pg_advisory_xact_lock(4242)")
+    c.cut()
+    t0 = time.monotonic()
+    problems = []
+    try:
+        harness.wait_until(lambda: _state(ctx.builtin, rpid) == "gone", timeout=BOUND,
+                           what="the dead client's backend to end")
+    except harness.TestFailure:
+        problems.append("the partitioned client's backend is still %r after %.0f s" %
+                        (_state(ctx.builtin, rpid), BOUND))
+    secs = time.monotonic() - t0
+    got = local.query("SELECT pg_try_advisory_lock(4242)")
+    if got != [("t",)]:
+        problems.append("the lock the dead client held is not free: %r" % got)
+    local.query("SELECT pg_advisory_unlock(4242)")
+    if not problems and secs > BOUND:
+        problems.append("backend ended after %.1f s" % secs)
+    sy.check_alive()
+    local.close()
+    remote.close()
+    sy.stop()
+    check(not problems, "\n".join(problems))
+
+
+test_partition_from_client.timeout = 120
