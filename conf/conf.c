@@ -43,6 +43,7 @@ static const char builtin_text[] =
     "switch_hold_max = 5\n"
     "client_login_timeout = 60\n"
     "client_idle_timeout = 0\n"
+    "client_stall_timeout = 60\n"
     "tcp_keepidle = 15\n"
     "tcp_keepintvl = 5\n"
     "tcp_keepcnt = 3\n"
@@ -133,6 +134,7 @@ static int build_switchyard(build_t *b, const conf_raw_sec_t *s)
             { "switch_hold_max", 0, 0, 86400, "0..86400 seconds (0: drain_timeout alone)" },
             { "client_login_timeout", 0, 1, 86400, "1..86400 seconds" },
             { "client_idle_timeout", 0, 0, 31536000, "0..31536000 seconds (0: never)" },
+            { "client_stall_timeout", 0, 0, 86400, "0..86400 seconds (0: never)" },
             { "tcp_keepidle", 0, 0, 32767, "0..32767 seconds (0: no keepalive)" },
             { "tcp_keepintvl", 0, 1, 32767, "1..32767 seconds" },
             { "tcp_keepcnt", 0, 1, 127, "1..127" },
@@ -157,9 +159,10 @@ static int build_switchyard(build_t *b, const conf_raw_sec_t *s)
             case 6: c->switch_hold_max = (int)n; break;
             case 7: c->client_login_timeout = (int)n; break;
             case 8: c->client_idle_timeout = (int)n; break;
-            case 9: c->tcp_keepidle = (int)n; break;
-            case 10: c->tcp_keepintvl = (int)n; break;
-            case 11: c->tcp_keepcnt = (int)n; break;
+            case 9: c->client_stall_timeout = (int)n; break;
+            case 10: c->tcp_keepidle = (int)n; break;
+            case 11: c->tcp_keepintvl = (int)n; break;
+            case 12: c->tcp_keepcnt = (int)n; break;
             default: c->tcp_user_timeout = (int)n; break;
             }
         } else if (strcmp(k, "admin_password") == 0) {
@@ -546,6 +549,7 @@ static void defaults(conf_t *c)
     c->switch_hold_max = 5;
     c->client_login_timeout = 60;
     c->client_idle_timeout = 0;
+    c->client_stall_timeout = 60;
     c->tcp_keepidle = 15;
     c->tcp_keepintvl = 5;
     c->tcp_keepcnt = 3;

@@ -118,6 +118,9 @@ typedef struct conf_s {
                                       * password), default 60, as Postgres's authentication_timeout */
     int        client_idle_timeout;  /* seconds a client may sit idle, outside a transaction;
                                       * 0 (default): forever */
+    int        client_stall_timeout; /* seconds a client may leave a message or command half
+                                      * sent, sending nothing, while we could read more
+                                      * (default 60; 0: forever) */
     int        tcp_keepidle;         /* TCP keepalive on every client and server socket: seconds
                                       * idle before the first probe (0: off), default 15 */
     int        tcp_keepintvl;        /* seconds between probes, default 5 */

@@ -25,7 +25,7 @@
 
 static const char *const switchyard_keys[] = {
     "max_message_size", "redis_max_bulk", "redis_max_pipeline", "connect_timeout",
-    "drain_timeout", "pause_max", "switch_hold_max", "client_login_timeout", "client_idle_timeout", "tcp_keepidle", "tcp_keepintvl", "tcp_keepcnt", "tcp_user_timeout",
+    "drain_timeout", "pause_max", "switch_hold_max", "client_login_timeout", "client_idle_timeout", "client_stall_timeout", "tcp_keepidle", "tcp_keepintvl", "tcp_keepcnt", "tcp_user_timeout",
     "workers", "admin_password", "metrics_listen", "log_format",
     "log_level", NULL
 };

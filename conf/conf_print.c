@@ -84,6 +84,8 @@ void conf_print(const conf_t *c, FILE *out)
     fprintf(out, "  %-19s= %d s\n", "client_login_timeout", c->client_login_timeout);
     fprintf(out, "  %-19s= %d s%s\n", "client_idle_timeout", c->client_idle_timeout,
             c->client_idle_timeout ? "" : " (never)");
+    fprintf(out, "  %-19s= %d s%s\n", "client_stall_timeout", c->client_stall_timeout,
+            c->client_stall_timeout ? "" : " (never)");
     if (c->tcp_keepidle > 0)
         fprintf(out, "  %-19s= %d s, then %d probes %d s apart\n", "tcp_keepidle", c->tcp_keepidle,
                 c->tcp_keepcnt, c->tcp_keepintvl);

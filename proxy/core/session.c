@@ -242,3 +242,9 @@ void sy_sweep_cb(uv_timer_t *t)
         }
     }
 }
+
+int sy_client_stalled(const sy_pipe_t *c2s, int mid_message, uint64_t active_at, uint64_t now)
+{
+    uint64_t stall = (uint64_t)sy_conf()->client_stall_timeout * 1000;
+    return stall > 0 && mid_message && c2s->reading && !c2s->full && now - active_at >= stall;
+}

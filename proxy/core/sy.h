@@ -183,6 +183,10 @@ typedef enum { SY_RELAY_OK = 0, SY_RELAY_CLOSING, SY_RELAY_CLIENT_GONE, SY_RELAY
  * is gone; then *err holds -errno, or 0 for a clean EOF.
  */
 sy_relay_t sy_relay_step(void *sess, sy_pipe_t *c2s, sy_pipe_t *s2c, sy_conn_t *c, int events, int *err);
+/* client_stall_timeout: the client (source of c2s) left a message half sent (mid_message)
+ * and sent nothing since active_at, while the pipe would read it: not held by the session,
+ * not stopped by a full buffer. */
+int  sy_client_stalled(const sy_pipe_t *c2s, int mid_message, uint64_t active_at, uint64_t now);
 /* Poll events src and dst need for this pipe. */
 int  sy_pipe_src_events(const sy_pipe_t *p);
 int  sy_pipe_dst_events(const sy_pipe_t *p);

@@ -596,6 +596,8 @@ static void pg_describe(const sy_session_link_t *l, char cols[][128])
  *                         timeout), after it FATAL 57014 "canceling authentication due to
  *                         timeout"
  *   client_idle_timeout   idle outside a transaction (idle_session_timeout): FATAL 57P05
+ *   client_stall_timeout  a message half received and nothing more while we could read:
+ *                         FATAL 08P01 (Postgres would wait for ever, its backend with it)
  */
 static void pg_tick(sy_session_link_t *l, uint64_t now)
 {
@@ -618,6 +620,12 @@ static void pg_tick(sy_session_link_t *l, uint64_t now)
             pg_close(s, "57014", "canceling authentication due to timeout");
         return;
     case PGS_RELAY:
+        if (sy_client_stalled(&s->c2s, !pgw_scan_at_boundary(&s->cscan), s->active_at, now)) {
+            sy_info("event=client_stalled conn=%llu route=%s idle_ms=%llu", (unsigned long long)s->id,
+                    s->link.route ? s->link.route->conf->name : "-", (unsigned long long)(now - s->active_at));
+            pg_close(s, "08P01", "client stalled mid-message for %d s", sy_conf()->client_stall_timeout);
+            return;
+        }
         if (idle == 0 || !pg_idle(s) || s->txn != 'I' || now - s->active_at < idle)
             return;
         sy_info("event=idle_timeout conn=%llu route=%s idle_ms=%llu", (unsigned long long)s->id,

@@ -358,11 +358,19 @@ static void rs_describe(const sy_session_link_t *l, char cols[][128])
 }
 
 /* client_idle_timeout, as Redis's own `timeout`: a client idle that long is closed without
- * a word, unless it is subscribed, blocked or monitoring (Redis exempts those too). */
+ * a word, unless it is subscribed, blocked or monitoring (Redis exempts those too).
+ * client_stall_timeout: a command half received and nothing more while we could read gets
+ * -ERR and the close. */
 static void rs_tick(sy_session_link_t *l, uint64_t now)
 {
     redis_session_t *s = (redis_session_t *)l;
     uint64_t idle = (uint64_t)sy_conf()->client_idle_timeout * 1000;
+    if (s->state == RS_RELAY && sy_client_stalled(&s->c2s, !resp_req_at_boundary(&s->rq), s->active_at, now)) {
+        sy_info("event=client_stalled conn=%llu route=%s idle_ms=%llu", (unsigned long long)s->id,
+                s->link.route ? s->link.route->conf->name : "-", (unsigned long long)(now - s->active_at));
+        rs_close(s, "client stalled mid-command for %d s", sy_conf()->client_stall_timeout);
+        return;
+    }
     if (idle == 0 || s->state != RS_RELAY || s->blocking || s->sub_count > 0 || s->monitoring ||
         now - s->active_at < idle)
         return;
