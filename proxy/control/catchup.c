@@ -218,7 +218,7 @@ static void cu_pg(sy_catchup_job_t *j)
     PGconn *nw = old ? cu_pg_open(j, j->to) : NULL;
     if (nw == NULL)
         goto out;
-    if (cu_pg_value(j, old, "SELECT pg_catalog.pg_current_wal_lsn()::text", 0, NULL, j->res.position,
+    if (cu_pg_value(j, old, "SELECT pg_catalog.pg_current_wal_insert_lsn()::text", 0, NULL, j->res.position,
                     sizeof(j->res.position), &isnull) != 0)
         goto out;
     if (cu_pg_follow(j, old, nw) != 0)
