@@ -34,6 +34,7 @@ import time
 import harness
 from harness import check, fail
 import switch_support as ss
+import test_cli as tc
 
 CLIENTS = 8
 SECONDS = 8
@@ -251,6 +252,40 @@ class _Background(threading.Thread):
         return self.value
 
 
+def test_catchup_usage(ctx):
+    """Bad AFTER CATCHUP options are refused before anything starts, on the console and in
+    the CLI."""
+    sy = _start(ctx.builtin, ctx.builtin)
+    con = ss.Console(sy)
+    for opts, state, text in [
+        ("TIMEOUT 2", "42601", "belong to AFTER CATCHUP"),
+        ("PROMOTE", "42601", "belong to AFTER CATCHUP"),
+        ("AFTER CATCHUP TIMEOUT 0", "22023", "1..86400"),
+        ("AFTER CATCHUP TIMEOUT 2x", "22023", "1..86400"),
+        ("AFTER CATCHUP TIMEOUT 86401", "22023", "1..86400"),
+        ("AFTER CATCHUP GRADUAL", "42601", "cannot be GRADUAL"),
+        ("AFTER", "42601", "unknown SWITCH option"),
+    ]:
+        e = con.switch_error("pg", "external", opts)
+        check(e.sqlstate == state and text in e.message, "SWITCH pg TO external %s: %s %s"
+              % (opts, e.sqlstate, e.message))
+    e = con.switch_error("pg", "builtin", "AFTER CATCHUP")
+    check(e.sqlstate == "55000" and "already" in e.message, "AFTER CATCHUP to the active target: %s" % e.message)
+    check(con.active("pg") == "builtin", "a refused SWITCH moved the route: %r" % con.route("pg"))
+    for args, msg in [
+        (("switch", "pg", "external", "--promote"), "need --after-catchup"),
+        (("switch", "pg", "external", "--timeout", "3"), "need --after-catchup"),
+        (("switch", "pg", "external", "--after-catchup", "--timeout", "0"), "--timeout"),
+        (("switch", "pg", "external", "--after-catchup", "--gradual"), "--gradual"),
+        (("status", "--after-catchup"), "belong to switch"),
+    ]:
+        r = tc.cli("--port", sy.port, *args)
+        check(r.returncode == 2 and msg in r.stderr, "switchyard %s: rc %d %s" % (" ".join(args), r.returncode,
+                                                                                 r.stderr))
+    con.close()
+    sy.stop()
+
+
 def test_catchup_timeout(ctx):
     pub, sub = _logical_pair()
     sub.sql("ALTER SUBSCRIPTION sy_sub DISABLE", db="sourcegraph")
@@ -282,10 +317,17 @@ def test_catchup_timeout(ctx):
           % (r2, pub.port))
     check(con.route("pg")["closed_at_deadline"] == "0", "sessions closed: %r" % con.route("pg"))
 
-    # replication back on: the same switch goes through, and the row written before is there
+    # replication back on: the same switch, from the CLI, goes through, and the row written
+    # before is there
     sub.sql("ALTER SUBSCRIPTION sy_sub ENABLE", db="sourcegraph")
-    row, _, _ = con.switch("pg", "external", "AFTER CATCHUP TIMEOUT 20")
-    check(row["moved"] == "2" and row["closed"] == "0", "the second switch: %r" % row)
+    r = tc.cli("--port", sy.port, "--tsv", "switch", "pg", "external", "--after-catchup", "--timeout", "20")
+    check(r.returncode == 0, "switchyard switch --after-catchup exited %d: %s" % (r.returncode, r.stderr))
+    lines = r.stdout.splitlines()
+    row = dict(zip(lines[0].split("\t"), lines[1].split("\t")))
+    print("    CLI: %s" % row, flush=True)
+    check(row.get("moved") == "2" and row.get("closed") == "0" and row.get("caught_up") == "subscription"
+          and re.match(r"^[0-9A-F]+/[0-9A-F]+$", row.get("position", "")) and row.get("catchup_ms", "").isdigit(),
+          "the second switch: %r" % row)
     check(ss.where(s1)[1] == sub.port and ss.where(s2)[1] == sub.port, "sessions not on the external")
     check(s1.one("SELECT count(*) FROM pgbench_history WHERE delta = 7") == "1",
           "the row written before the switch is not on the external")
