@@ -81,7 +81,7 @@ static void run_vec(const vec_t *v)
 static void test_reuse(void)
 {
     console_tok_t t;
-    CHECK(console_tok_split(&t, "a b c d e f g h i", 17) == CONSOLE_TOK_ERR);
+    CHECK(console_tok_split(&t, "a b c d e f g h i j k l m", 25) == CONSOLE_TOK_ERR);
     CHECK(console_tok_split(&t, "SHOW HELP", 9) == 2 && t.err == NULL);
     CHECK(strcmp(t.word[1], "HELP") == 0);
     CHECK(console_tok_split(&t, NULL, 0) == 0 && t.n == 0 && t.err == NULL);
