@@ -14,6 +14,11 @@
  *   HOLDING     (atomic, the default) each session is held at its next boundary until ALL
  *               sessions of the route are quiet; nothing reaches the new store while the
  *               old one may still be written to
+ *   (catch-up)  AFTER CATCHUP only: with every session held, the old target is quiet; the
+ *               phase stays HOLDING while catchup.c waits, on the thread pool, until the
+ *               new target has applied the old one's position (then MOVING), or gives up
+ *               (the route points at the old target again and MOVING releases everyone
+ *               there: see "AFTER CATCHUP" below)
  *   MOVING      every quiet session moves; each is released as soon as it stands on the
  *               new target, and sessions opened on the new target meanwhile start
  *   GRADUAL     (GRADUAL mode) each session moves as soon as it is quiet; no global hold
