@@ -345,7 +345,8 @@ static int build_command(const cli_opts_t *o, char *sql, size_t len, const char 
     }
     if (strcmp(cmd, "switch") == 0) {
         if (nargs != 2) {
-            fprintf(stderr, "switchyard: usage: switchyard switch ROUTE builtin|external [--gradual] [--force]\n");
+            fprintf(stderr, "switchyard: usage: switchyard switch ROUTE builtin|external [--gradual] [--force]"
+                            " [--after-catchup [--timeout S] [--promote]]\n");
             return -1;
         }
         if (check_route(arg[0]) != 0)
