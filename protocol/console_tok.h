@@ -24,7 +24,8 @@
 
 #include <stddef.h>
 
-#define CONSOLE_TOK_MAX       8     /* words in one command (SWITCH r TO t GRADUAL FORCE: 6) */
+#define CONSOLE_TOK_MAX       12    /* words in one command (SWITCH r TO t AFTER CATCHUP
+                                     * TIMEOUT s PROMOTE FORCE: 10) */
 #define CONSOLE_TOK_WORD_MAX  127   /* bytes in one word, without its NUL */
 
 #define CONSOLE_TOK_ERR       (-1)

@@ -56,6 +56,8 @@ typedef struct cli_opts_s {
     const char  *password_file;     /* --password-file */
     const char  *user;              /* --user */
     int          gradual, force, tsv, help;
+    int          after_catchup, promote;
+    const char  *timeout;           /* --timeout S (with --after-catchup) */
     const char  *words[CLI_MAX_WORDS];  /* subcommand and its arguments */
     int          nwords;
 } cli_opts_t;
@@ -72,6 +74,7 @@ static void usage(FILE *f)
 {
     fputs(
 "Usage: switchyard switch ROUTE builtin|external [--gradual] [--force]\n"
+"       switchyard switch ROUTE builtin|external --after-catchup [--timeout S] [--promote]\n"
 "       switchyard status [ROUTE]\n"
 "       switchyard pause ROUTE\n"
 "       switchyard resume ROUTE\n"
@@ -85,6 +88,11 @@ static void usage(FILE *f)
 "  switch ROUTE TARGET  SWITCH ROUTE TO TARGET: precheck the target, then point the route\n"
 "                       at it. --gradual moves open sessions one by one as each reaches a\n"
 "                       boundary; --force switches even when the precheck fails.\n"
+"                       --after-catchup holds every session at a boundary, waits until the\n"
+"                       new target (a standby, a logical-replication subscriber or a Redis\n"
+"                       replica of the old) has applied the old one's last write, then moves\n"
+"                       them; refused, nothing moved, after --timeout S (default 30).\n"
+"                       --promote promotes the new target once it has caught up.\n"
 "  status [ROUTE]       SHOW ROUTES (only ROUTE's row when given)\n"
 "  pause ROUTE          PAUSE ROUTE: hold the route's sessions at their next boundary\n"
 "  resume ROUTE         RESUME ROUTE\n"
@@ -212,6 +220,14 @@ static int parse_args(int argc, char **argv, cli_opts_t *o)
             o->gradual = 1;
         } else if (strcmp(a, "--force") == 0) {
             o->force = 1;
+        } else if (strcmp(a, "--after-catchup") == 0) {
+            o->after_catchup = 1;
+        } else if (strcmp(a, "--promote") == 0) {
+            o->promote = 1;
+        } else if ((r = opt_value(argc, argv, &i, "--timeout", NULL, &v)) != 0) {
+            if (r < 0)
+                goto missing;
+            o->timeout = v;
         } else if (strcmp(a, "--tsv") == 0) {
             o->tsv = 1;
         } else if (strcmp(a, "--password") == 0 || strncmp(a, "--password=", 11) == 0) {
@@ -283,6 +299,34 @@ static int check_route(const char *route)
     return -1;
 }
 
+/* " AFTER CATCHUP [TIMEOUT S] [PROMOTE]" for --after-catchup, into out. Returns 0, or -1
+ * after a usage message. */
+static int switch_catchup_words(const cli_opts_t *o, char *out, size_t len)
+{
+    if (!o->after_catchup) {
+        if (o->timeout || o->promote) {
+            fprintf(stderr, "switchyard: switch: --timeout and --promote need --after-catchup\n");
+            return -1;
+        }
+        return 0;
+    }
+    if (o->gradual) {
+        fprintf(stderr, "switchyard: switch: --after-catchup is an atomic switch: not with --gradual\n");
+        return -1;
+    }
+    if (o->timeout) {
+        size_t n = strlen(o->timeout);
+        if (n == 0 || n > 5 || strspn(o->timeout, "0123456789") != n || atol(o->timeout) < 1 ||
+            atol(o->timeout) > 86400) {
+            fprintf(stderr, "switchyard: switch: --timeout: 1..86400 seconds, not '%s'\n", o->timeout);
+            return -1;
+        }
+    }
+    snprintf(out, len, " AFTER CATCHUP%s%s%s", o->timeout ? " TIMEOUT " : "", o->timeout ? o->timeout : "",
+             o->promote ? " PROMOTE" : "");
+    return 0;
+}
+
 /*
  * The console command for the parsed words, into sql[0..len). Returns 0, or -1 after a
  * usage message. *filter is set to the route `status` shows only.
@@ -294,13 +338,15 @@ static int build_command(const cli_opts_t *o, char *sql, size_t len, const char 
     const char *const *arg = o->words + 1;
 
     *filter = NULL;
-    if ((o->gradual || o->force) && strcmp(cmd, "switch") != 0) {
-        fprintf(stderr, "switchyard: --gradual and --force belong to switch, not %s\n", cmd);
+    if ((o->gradual || o->force || o->after_catchup || o->promote || o->timeout) && strcmp(cmd, "switch") != 0) {
+        fprintf(stderr, "switchyard: --gradual, --force, --after-catchup, --timeout and --promote belong to"
+                        " switch, not %s\n", cmd);
         return -1;
     }
     if (strcmp(cmd, "switch") == 0) {
         if (nargs != 2) {
-            fprintf(stderr, "switchyard: usage: switchyard switch ROUTE builtin|external [--gradual] [--force]\n");
+            fprintf(stderr, "switchyard: usage: switchyard switch ROUTE builtin|external [--gradual] [--force]"
+                            " [--after-catchup [--timeout S] [--promote]]\n");
             return -1;
         }
         if (check_route(arg[0]) != 0)
@@ -314,7 +360,10 @@ static int build_command(const cli_opts_t *o, char *sql, size_t len, const char 
             fprintf(stderr, "switchyard: switch: the target is builtin or external, not '%s'\n", arg[1]);
             return -1;
         }
-        snprintf(sql, len, "SWITCH %s TO %s%s%s", arg[0], to, o->gradual ? " GRADUAL" : "",
+        char catchup[64] = "";
+        if (switch_catchup_words(o, catchup, sizeof(catchup)) != 0)
+            return -1;
+        snprintf(sql, len, "SWITCH %s TO %s%s%s%s", arg[0], to, o->gradual ? " GRADUAL" : "", catchup,
                  o->force ? " FORCE" : "");
     } else if (strcmp(cmd, "status") == 0) {
         if (nargs > 1) {

@@ -9,13 +9,16 @@
  *
  *   SHOW HELP | ROUTES | CLIENTS | SERVERS | STATS
  *   SWITCH <route> TO builtin|external [GRADUAL] [FORCE]
+ *   SWITCH <route> TO builtin|external AFTER CATCHUP [TIMEOUT <s>] [PROMOTE] [FORCE]
  *   PAUSE <route> | RESUME <route> | RELOAD
  *
  * SWITCH first opens a full session to the new target on the thread pool (TLS, auth,
  * SELECT 1 / PING) and refuses with the cause if that fails, unless FORCE is given. It
  * then hands the route to switchover.c, which points new connections at the new target
  * and moves the open sessions; the console answers when the switch has completed, with
- * how many sessions moved, how many were closed, and how long it took.
+ * how many sessions moved, how many were closed, and how long it took. AFTER CATCHUP holds
+ * the sessions until the new target has applied the old one's last write (catchup.h), and
+ * adds the position waited for and the wait to the result; or refuses, nothing moved.
  */
 #include <errno.h>
 #include <poll.h>
@@ -30,6 +33,7 @@
 #include <libpq-fe.h>
 #include "proxy/core/sy.h"
 #include "proxy/control/admin.h"
+#include "proxy/control/catchup.h"
 #include "proxy/redis/redis_dial.h"
 #include "protocol/console_tok.h"
 #include "protocol/pg_wire.h"
@@ -74,6 +78,8 @@ static void show_help(pgr_buf_t *out)
         "SHOW SERVERS                               one row per upstream session",
         "SWITCH <route> TO builtin|external [GRADUAL] [FORCE]",
         "                                           move a route and its sessions to the other target",
+        "SWITCH <route> TO builtin|external AFTER CATCHUP [TIMEOUT <s>] [PROMOTE]",
+        "                                           ...once the new target has replicated every write",
         "PAUSE <route>                              hold each session at its next transaction/command",
         "RESUME <route>                             release held sessions",
         "RELOAD                                     re-read the config and env files",
@@ -239,6 +245,8 @@ typedef struct precheck_s {
     conf_which_t  to;
     int           force;
     int           gradual;
+    int           catchup;       /* AFTER CATCHUP, with catchup_opts */
+    sy_catchup_opts_t catchup_opts;
     conf_which_t  from;
     char          user[128];
     int           ok;
@@ -249,12 +257,12 @@ typedef struct precheck_s {
     pgr_buf_t    *out;
 } precheck_t;
 
-static int probe_pg(const conf_route_t *rc, const conf_target_t *t, const char *user, char *err, size_t errlen)
+PGconn *sy_target_pg_connect(const conf_route_t *rc, const conf_target_t *t, const char *user)
 {
     const conf_kv_t *kv = &t->pg;
     const char *keys[80], *vals[80];
     size_t n = 0;
-    int has_user = 0, has_db = 0, has_ct = 0, ok = 0;
+    int has_user = 0, has_db = 0, has_ct = 0;
     char ct[16];
     for (size_t i = 0; i < kv->n && n < 70; i++) {
         keys[n] = kv->keys[i];
@@ -273,7 +281,23 @@ static int probe_pg(const conf_route_t *rc, const conf_target_t *t, const char *
         keys[n] = "connect_timeout", vals[n++] = ct;
     }
     keys[n] = vals[n] = NULL;
-    PGconn *c = PQconnectdbParams(keys, vals, 0);
+    return PQconnectdbParams(keys, vals, 0);
+}
+
+void sy_one_line(char *err)
+{
+    size_t len = strlen(err);
+    while (len > 0 && (err[len - 1] == '\n' || err[len - 1] == ' '))
+        err[--len] = '\0';
+    for (char *p = err; *p; p++)
+        if (*p == '\n' || *p == '\t')
+            *p = ' ';
+}
+
+static int probe_pg(const conf_route_t *rc, const conf_target_t *t, const char *user, char *err, size_t errlen)
+{
+    int ok = 0;
+    PGconn *c = sy_target_pg_connect(rc, t, user);
     if (PQstatus(c) != CONNECTION_OK) {
         snprintf(err, errlen, "%s", PQerrorMessage(c));
     } else {
@@ -285,12 +309,7 @@ static int probe_pg(const conf_route_t *rc, const conf_target_t *t, const char *
         PQclear(res);
     }
     PQfinish(c);
-    size_t len = strlen(err);
-    while (len > 0 && (err[len - 1] == '\n' || err[len - 1] == ' '))
-        err[--len] = '\0';
-    for (char *p = err; *p; p++)
-        if (*p == '\n' || *p == '\t')
-            *p = ' ';
+    sy_one_line(err);
     return ok ? 0 : -1;
 }
 
@@ -349,6 +368,39 @@ static void switch_done(void *ctx, uint64_t moved, uint64_t closed, double ms)
     precheck_free(w);
 }
 
+static void catchup_done(void *ctx, const sy_catchup_result_t *res)
+{
+    precheck_t *w = ctx;
+    static const char *const cols[] = { "route", "from", "to", "precheck", "moved", "closed", "duration_ms",
+                                        "hold_ms", "caught_up", "position", "catchup_ms", "promoted" };
+    char f[5][24];
+    if (!res->ok) {
+        result_error(w->out, "55000", "switchyard: SWITCH refused: route %s: %s; nothing moved, the sessions"
+                     " carry on on %s", w->route->conf->name, res->err, which_name(w->from));
+    } else {
+        snprintf(f[0], sizeof(f[0]), "%llu", (unsigned long long)res->moved);
+        snprintf(f[1], sizeof(f[1]), "%llu", (unsigned long long)res->closed);
+        snprintf(f[2], sizeof(f[2]), "%.0f", res->ms);
+        snprintf(f[3], sizeof(f[3]), "%.0f", res->hold_ms);
+        snprintf(f[4], sizeof(f[4]), "%.0f", res->wait_ms);
+        const char *v[12] = { w->route->conf->name, which_name(w->from), which_name(w->to),
+                              w->ok ? "ok" : "failed (FORCE)", f[0], f[1], f[2], f[3], res->how, res->position,
+                              f[4], res->promoted };
+        pgr_row_description(w->out, 12, cols);
+        pgr_data_row(w->out, 12, v);
+        pgr_command_complete(w->out, "SWITCH");
+    }
+    w->cb(w->ctx, w->out);
+    precheck_free(w);
+}
+
+static int start_switch(precheck_t *w)
+{
+    if (w->catchup)
+        return sy_switch_start_after_catchup(w->route, w->to, &w->catchup_opts, catchup_done, w);
+    return sy_switch_start(w->route, w->to, w->gradual, switch_done, w);
+}
+
 static void precheck_done(uv_work_t *req, int status)
 {
     precheck_t *w = req->data;
@@ -363,23 +415,44 @@ static void precheck_done(uv_work_t *req, int status)
                      r->conf->name, t->hostport, w->err);
     } else if (r->sw != NULL) {
         result_error(w->out, "55006", "switchyard: a switch of route %s is already running", r->conf->name);
+    } else if (w->catchup && sy_route_active(r) == w->to) {
+        result_error(w->out, "55000", "switchyard: SWITCH refused: route %s is on %s already: nothing to catch up with",
+                     r->conf->name, which_name(w->to));
     } else {
         if (!w->ok)
             sy_warn("event=switch_forced route=%s to=%s error=%s", r->conf->name, which_name(w->to),
                     sy_logq(q, sizeof(q), w->err));
         w->from = r->active;
-        if (sy_switch_start(r, w->to, w->gradual, switch_done, w) == 0)
-            return;   /* switch_done answers */
+        if (start_switch(w) == 0)
+            return;   /* switch_done or catchup_done answers */
         result_error(w->out, "53000", "switchyard: cannot start the switch of route %s", r->conf->name);
     }
     w->cb(w->ctx, w->out);
     precheck_free(w);
 }
 
+/* TIMEOUT's seconds: digits only, 1..86400. */
+static int parse_timeout(const char *s, int *out)
+{
+    long v = 0;
+    if (*s == '\0' || strlen(s) > 5)
+        return -1;
+    for (const char *p = s; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return -1;
+        v = v * 10 + (*p - '0');
+    }
+    if (v < 1 || v > 86400)
+        return -1;
+    *out = (int)v;
+    return 0;
+}
+
 static int do_switch(char w[][CONSOLE_TOK_WORD_MAX + 1], int n, const char *user, pgr_buf_t *out, admin_done_cb cb, void *ctx)
 {
     if (n < 4 || strcasecmp(w[2], "TO") != 0) {
-        result_error(out, "42601", "usage: SWITCH <route> TO builtin|external [GRADUAL] [FORCE]");
+        result_error(out, "42601", "usage: SWITCH <route> TO builtin|external [GRADUAL] [FORCE]"
+                     " | AFTER CATCHUP [TIMEOUT <s>] [PROMOTE]");
         return 1;
     }
     sy_route_t *r = sy_route_find(w[1]);
@@ -397,16 +470,37 @@ static int do_switch(char w[][CONSOLE_TOK_WORD_MAX + 1], int n, const char *user
         return 1;
     }
     int force = 0, gradual = 0;
+    sy_catchup_opts_t cu = { .timeout_s = 0 };
+    int catchup = 0;
     for (int i = 4; i < n; i++) {
         if (strcasecmp(w[i], "FORCE") == 0)
             force = 1;
         else if (strcasecmp(w[i], "GRADUAL") == 0)
             gradual = 1;
+        else if (strcasecmp(w[i], "AFTER") == 0 && i + 1 < n && strcasecmp(w[i + 1], "CATCHUP") == 0)
+            catchup = 1, i++;
+        else if (strcasecmp(w[i], "TIMEOUT") == 0 && i + 1 < n) {
+            if (parse_timeout(w[++i], &cu.timeout_s) != 0) {
+                result_error(out, "22023", "switchyard: TIMEOUT must be 1..86400 seconds, not \"%s\"", w[i]);
+                return 1;
+            }
+        } else if (strcasecmp(w[i], "PROMOTE") == 0)
+            cu.promote = 1;
         else {
             result_error(out, "42601", "switchyard: unknown SWITCH option \"%s\"", w[i]);
             return 1;
         }
     }
+    if (!catchup && (cu.timeout_s || cu.promote)) {
+        result_error(out, "42601", "switchyard: TIMEOUT and PROMOTE belong to AFTER CATCHUP");
+        return 1;
+    }
+    if (catchup && gradual) {
+        result_error(out, "42601", "switchyard: AFTER CATCHUP is an atomic switch: it cannot be GRADUAL");
+        return 1;
+    }
+    if (cu.timeout_s == 0)
+        cu.timeout_s = SY_CATCHUP_TIMEOUT_DEFAULT;
     const conf_target_t *t = route_target(r, to);
     if (!t->defined) {
         result_error(out, "55000", "switchyard: route %s has no %s target configured", r->conf->name,
@@ -424,11 +518,14 @@ static int do_switch(char w[][CONSOLE_TOK_WORD_MAX + 1], int n, const char *user
     p->to = to;
     p->force = force;
     p->gradual = gradual;
+    p->catchup = catchup;
+    p->catchup_opts = cu;
     p->cb = cb;
     p->ctx = ctx;
     p->out = out;
     p->started_ms = uv_now(sy_server.loop);
     snprintf(p->user, sizeof(p->user), "%s", user ? user : "postgres");
+    snprintf(p->catchup_opts.user, sizeof(p->catchup_opts.user), "%s", p->user);
     if (uv_queue_work(sy_server.loop, &p->req, precheck_work, precheck_done) != 0) {
         precheck_free(p);
         result_error(out, "53000", "switchyard: cannot start the precheck");

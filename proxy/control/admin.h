@@ -32,3 +32,11 @@ int admin_execute(const char *sql, const char *user, pgr_buf_t *out, admin_done_
  * -1 with the cause in err (never a password).
  */
 int sy_target_probe(const conf_route_t *rc, conf_which_t which, const char *user, char *err, size_t errlen);
+
+/* A control connection to Postgres target t of route configuration rc, made as the SWITCH
+ * precheck makes it (user/dbname default to `user` and the route's first database,
+ * connect_timeout to switchyard's). Blocking: the thread pool only. Never NULL; check
+ * PQstatus. The caller PQfinish()es it (struct pg_conn is libpq's PGconn). */
+struct pg_conn *sy_target_pg_connect(const conf_route_t *rc, const conf_target_t *t, const char *user);
+/* Trim trailing newlines and spaces of a libpq message and make it one line. */
+void sy_one_line(char *err);

@@ -14,6 +14,11 @@
  *   HOLDING     (atomic, the default) each session is held at its next boundary until ALL
  *               sessions of the route are quiet; nothing reaches the new store while the
  *               old one may still be written to
+ *   (catch-up)  AFTER CATCHUP only: with every session held, the old target is quiet; the
+ *               phase stays HOLDING while catchup.c waits, on the thread pool, until the
+ *               new target has applied the old one's position (then MOVING), or gives up
+ *               (the route points at the old target again and MOVING releases everyone
+ *               there: see "AFTER CATCHUP" below)
  *   MOVING      every quiet session moves; each is released as soon as it stands on the
  *               new target, and sessions opened on the new target meanwhile start
  *   GRADUAL     (GRADUAL mode) each session moves as soon as it is quiet; no global hold
@@ -43,6 +48,7 @@
 #include <string.h>
 #include "proxy/core/sy.h"
 #include "proxy/control/switch_rule.h"
+#include "proxy/control/catchup.h"
 
 enum { REP_PREPARED = 1, REP_QUIET = 2, REP_DONE = 4 };
 enum { OP_PREPARE = 1, OP_STEP, OP_DEADLINE, OP_RELEASE };
@@ -65,7 +71,20 @@ typedef struct sy_switch_s {
     uv_timer_t        deadline;
     sy_switch_done_cb done;
     void             *ctx;
+    /* AFTER CATCHUP: between HOLDING (all quiet) and MOVING the new target catches up */
+    struct cu_box_s  *cu;             /* the options and the result; NULL: a plain switch */
+    sy_catchup_job_t *cu_job;         /* the wait, while it runs */
+    conf_which_t      from;
+    uint64_t          cu_started;
 } sy_switch_t;
+
+/* An AFTER CATCHUP switch's options and result, and whom to tell: sw->ctx while it runs. */
+typedef struct cu_box_s {
+    sy_catchup_opts_t   o;
+    sy_catchup_result_t res;
+    sy_catchup_done_cb  done;
+    void               *ctx;
+} cu_box_t;
 
 /* Owned by one worker: its view of one route's switch. */
 typedef struct wsw_s {
@@ -445,6 +464,8 @@ static void sw_finish(sy_switch_t *sw)
             "quiet_ms=%llu move_ms=%llu", r->conf->name, sw->to == CONF_EXTERNAL ? "external" : "builtin",
             (unsigned long long)sw->moved, (unsigned long long)sw->closed, ms, hold, (unsigned long long)prep,
             (unsigned long long)quiet, (unsigned long long)moving);
+    if (sw->cu != NULL)
+        sw->cu->res.hold_ms = hold;
     if (post_op_then(r, sw->gen, OP_RELEASE, NULL, sw) != 0 && sw->done)
         sw->done(sw->ctx, sw->moved, sw->closed, ms);   /* out of memory: answer now */
     uv_timer_stop(&sw->deadline);
@@ -465,6 +486,8 @@ static void sw_arm_hold_budget(sy_switch_t *sw)
     sw->hold_budget = 1;
     uv_timer_start(&sw->deadline, sw_deadline_cb, budget, 0);
 }
+
+static void cu_begin(sy_switch_t *sw);
 
 static void sw_report_main(sy_ctl_t *c)
 {
@@ -489,6 +512,8 @@ static void sw_report_main(sy_ctl_t *c)
                     sw->moving_started = sw->hold_started;
                 sw_arm_hold_budget(sw);
                 sw_enter(sw, sw->gradual ? SW_GRADUAL : SW_HOLDING);
+            } else if (sw->phase == SW_HOLDING && sw->cu != NULL) {
+                cu_begin(sw);   /* the old target is quiet; MOVING follows in cu_end */
             } else if (sw->phase == SW_HOLDING) {
                 sw->moving_started = uv_now(sy_server.loop);
                 sw_enter(sw, SW_MOVING);
@@ -510,7 +535,19 @@ static void sw_deadline_cb(uv_timer_t *t)
     sy_warn("event=switch_deadline route=%s phase=%d reason=%s", r->conf->name, (int)sw->phase,
             sw->hold_budget ? "switch_hold_max" : "drain_timeout");
     sw->past_deadline = 1;
-    if (sw->phase == SW_PREPARING || sw->phase == SW_HOLDING) {
+    if (sw->cu != NULL && (sw->phase == SW_PREPARING || sw->phase == SW_HOLDING)) {
+        /* AFTER CATCHUP: the stalled sessions are closed, the others stay held; the wait
+         * for the new target begins once the old one is quiet (workers that reported
+         * QUIET in HOLDING stay counted). */
+        if (sw->hold_started == 0)
+            sw->hold_started = uv_now(sy_server.loop);
+        if (sw->phase == SW_PREPARING) {
+            sw->phase = SW_HOLDING;
+            sw->waiting = sy_nworkers();
+            memset(sw->reported, 0, (size_t)sy_nworkers());
+            SY_STORE(r->sw_phase, (int)sw->phase);
+        }
+    } else if (sw->phase == SW_PREPARING || sw->phase == SW_HOLDING) {
         if (sw->hold_started == 0)
             sw->hold_started = uv_now(sy_server.loop);
         sw->phase = sw->gradual ? SW_GRADUAL : SW_MOVING;
@@ -575,6 +612,113 @@ int sy_switch_start(sy_route_t *r, conf_which_t to, int gradual, sy_switch_done_
     /* Open every session's new upstream first, on each worker. */
     if (post_op(r, sw->gen, OP_PREPARE, NULL) != 0)
         sy_err("event=switch_post_failed route=%s reason=out_of_memory", r->conf->name);
+    return 0;
+}
+
+/* ---- AFTER CATCHUP ------------------------------------------------------------------- */
+
+/*
+ * An AFTER CATCHUP switch is an atomic switch with one step more: when every session of the
+ * route is held (the old target is quiet), the catch-up job (catchup.c) runs on the thread
+ * pool, and only then do the sessions move. The hold budget (switch_hold_max) and
+ * drain_timeout bound the way to quiet, as for any atomic switch: sessions that do not
+ * reach a boundary are closed then. The wait that follows is the catch-up's own, bounded
+ * by TIMEOUT: the sessions held during it are at their boundaries, not stalled, so the
+ * deadline timer is stopped for it and serves as the job's safety net instead (TIMEOUT +
+ * CU_GRACE_MS: a control connection that hangs). If the new target does not catch up,
+ * nothing moves: the route points at the old target again, the sessions held there are
+ * released, and sessions opened on the new target meanwhile (held at their first
+ * boundary, nothing sent yet) move back.
+ */
+#define CU_GRACE_MS 3000
+
+static void cu_box_done(void *ctx, uint64_t moved, uint64_t closed, double ms)
+{
+    cu_box_t *b = ctx;
+    b->res.moved = moved;
+    b->res.closed = closed;
+    b->res.ms = ms;
+    b->done(b->ctx, &b->res);
+    free(b);
+}
+
+static void cu_end(void *arg, const sy_catchup_result_t *res)
+{
+    sy_switch_t *sw = arg;
+    sy_route_t *r = sw->route;
+    uint64_t now = uv_now(sy_server.loop);
+    char q[800];
+    sw->cu_job = NULL;
+    sw->cu->res = *res;
+    sw->cu->res.wait_ms = (double)(now - sw->cu_started);
+    uv_timer_stop(&sw->deadline);
+    if (res->ok) {
+        sy_info("event=switch_caught_up route=%s to=%s how=%s position=%s wait_ms=%.0f promoted=%s", r->conf->name,
+                sw->to == CONF_EXTERNAL ? "external" : "builtin", res->how, res->position, sw->cu->res.wait_ms,
+                sy_logq(q, sizeof(q), res->promoted));
+    } else {
+        sy_warn("event=switch_refused route=%s to=%s reason=catchup behind=%lld wait_ms=%.0f error=%s",
+                r->conf->name, sw->to == CONF_EXTERNAL ? "external" : "builtin", (long long)res->behind,
+                sw->cu->res.wait_ms, sy_logq(q, sizeof(q), res->err));
+        sw->to = sw->from;
+        SY_STORE(r->active, sw->from);
+    }
+    sw->moving_started = now;
+    sw->hold_budget = 0;
+    uv_timer_start(&sw->deadline, sw_deadline_cb, (uint64_t)sy_conf()->drain_timeout * 1000, 0);
+    sw_enter(sw, SW_MOVING);
+}
+
+static void cu_safety_cb(uv_timer_t *t)
+{
+    sy_switch_t *sw = t->data;
+    sy_catchup_result_t res;
+    memset(&res, 0, sizeof(res));
+    res.behind = -1;
+    snprintf(res.err, sizeof(res.err), "no answer from the control connections within %d s",
+             sw->cu->o.timeout_s + CU_GRACE_MS / 1000);
+    sy_catchup_abandon(sw->cu_job);
+    cu_end(sw, &res);
+}
+
+static void cu_begin(sy_switch_t *sw)
+{
+    sy_route_t *r = sw->route;
+    sw->cu_started = uv_now(sy_server.loop);
+    uv_timer_stop(&sw->deadline);
+    sy_info("event=switch_catchup route=%s to=%s timeout_s=%d promote=%d held_ms=%llu", r->conf->name,
+            sw->to == CONF_EXTERNAL ? "external" : "builtin", sw->cu->o.timeout_s, sw->cu->o.promote,
+            (unsigned long long)(sw->cu_started - sw->hold_started));
+    sw->cu_job = sy_catchup_start(r->conf, sw->from, sw->to, &sw->cu->o, cu_end, sw);
+    if (sw->cu_job == NULL) {
+        sy_catchup_result_t res;
+        memset(&res, 0, sizeof(res));
+        res.behind = -1;
+        snprintf(res.err, sizeof(res.err), "cannot start the catch-up wait (out of memory)");
+        cu_end(sw, &res);
+        return;
+    }
+    uv_timer_start(&sw->deadline, cu_safety_cb, (uint64_t)sw->cu->o.timeout_s * 1000 + CU_GRACE_MS, 0);
+}
+
+int sy_switch_start_after_catchup(sy_route_t *r, conf_which_t to, const sy_catchup_opts_t *o,
+                                  sy_catchup_done_cb done, void *ctx)
+{
+    conf_which_t from = sy_route_active(r);
+    cu_box_t *b = calloc(1, sizeof(*b));
+    if (b == NULL)
+        return -1;
+    b->o = *o;
+    b->done = done;
+    b->ctx = ctx;
+    b->res.behind = -1;
+    if (sy_switch_start(r, to, 0, cu_box_done, b) != 0) {
+        free(b);
+        return -1;
+    }
+    sy_switch_t *sw = r->sw;   /* its first reports come from the workers later */
+    sw->cu = b;
+    sw->from = from;
     return 0;
 }
 

@@ -41,10 +41,11 @@ static const vec_t vecs[] = {
     { "other bytes are word bytes", "SHOW\vx\x80\xff", 0, NULL, 1, { "SHOW\vx\x80\xff" } },
     { "empty", "", 0, NULL, 0, { NULL } },
     { "only separators", " ;\t;\r\n ", 0, NULL, 0, { NULL } },
-    { "eight words", "a b c d e f g h", 0, NULL, 8, { "a", "b", "c", "d", "e", "f", "g", "h" } },
-    { "eight words, trailing separators", "a b c d e f g h ;; ", 0, NULL, 8,
-      { "a", "b", "c", "d", "e", "f", "g", "h" } },
-    { "nine words", "a b c d e f g h i", 0, "too many words", 0, { NULL } },
+    { "twelve words", "a b c d e f g h i j k l", 0, NULL, 12,
+      { "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l" } },
+    { "twelve words, trailing separators", "a b c d e f g h i j k l ;; ", 0, NULL, 12,
+      { "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l" } },
+    { "thirteen words", "a b c d e f g h i j k l m", 0, "too many words", 0, { NULL } },
     { "longest word", W127, 0, NULL, 1, { W127 } },
     { "longest word, then more", "x " W127 ";", 0, NULL, 2, { "x", W127 } },
     { "word too long", "SHOW " W127 "a", 0, "word too long", 0, { NULL } },
@@ -80,7 +81,7 @@ static void run_vec(const vec_t *v)
 static void test_reuse(void)
 {
     console_tok_t t;
-    CHECK(console_tok_split(&t, "a b c d e f g h i", 17) == CONSOLE_TOK_ERR);
+    CHECK(console_tok_split(&t, "a b c d e f g h i j k l m", 25) == CONSOLE_TOK_ERR);
     CHECK(console_tok_split(&t, "SHOW HELP", 9) == 2 && t.err == NULL);
     CHECK(strcmp(t.word[1], "HELP") == 0);
     CHECK(console_tok_split(&t, NULL, 0) == 0 && t.n == 0 && t.err == NULL);
