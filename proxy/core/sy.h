@@ -21,6 +21,7 @@
 #include <uv.h>
 #include <openssl/ssl.h>
 #include "conf/conf.h"
+#include "protocol/pg_scram.h"
 
 #define SY_VERSION "0.1.0"
 
@@ -479,6 +480,14 @@ int  sy_peer_is_unix(int fd);
 /* want (a NUL-terminated secret) equals got[0..len), in time that depends on len only
  * (CRYPTO_memcmp: a remote client cannot learn the secret byte by byte from timing). */
 int  sy_secret_equal(const char *want, const void *got, size_t len);
+
+/* auth.c: what a client proves to switchyard itself. */
+/* The SCRAM-SHA-256 verifier of a configured secret (derived once, random salt). 0 or -1. */
+int      sy_scram_verifier(const char *secret, pg_scram_verifier_t *out);
+/* A server nonce: PG_SCRAM_NONCE_LEN printable characters. 0 or -1. */
+int      sy_scram_nonce(char out[PG_SCRAM_NONCE_LEN + 1]);
+/* Count a failed password; returns how long (ms) to wait before saying so. */
+uint64_t sy_auth_failed(uint64_t now_ms);
 /* A client was refused at the listener's max_clients (logged, rate-limited). */
 void sy_listener_refused(sy_listener_t *l);
 

@@ -186,6 +186,3 @@ void pg_admin_begin(pg_session_t *s)
     sy_info("event=console_open conn=%llu", (unsigned long long)s->id);
     pg_admin_drive(s);
 }
-
-/* Ask the client for its password (AuthenticationCleartextPassword: 'R', len 8, code 3);
- * pg_handle_password checks the answer. */

@@ -132,6 +132,7 @@ struct pg_session_s {
 
     /* startup */
     uint8_t       *startup;           /* copy of the client's StartupMessage */
+    pg_scram_t    *scram;             /* the client's SCRAM exchange with us, while in PGS_AUTH */
     pgw_startup_t  st;
     const char    *user, *database;
     uint32_t       key;
@@ -199,5 +200,6 @@ void pg_upstream_begin(pg_session_t *s);
 void pg_watch(pg_session_t *s, sy_conn_t *c, int events, sy_conn_cb cb);
 void pg_upstream_lost(pg_session_t *s, int err);
 void pg_sscan_reset(pg_session_t *s);
+void pg_timer_start(pg_session_t *s, uv_timer_cb cb, uint64_t ms);
 
 #endif

@@ -67,6 +67,7 @@ void pg_session_ref(pg_session_t *s)
 static void pg_free(pg_session_t *s)
 {
     free(s->startup);
+    free(s->scram);
     pgr_buf_free(&s->admin_out);
     pgr_buf_free(&s->s2c_extra);
     free(s);
@@ -236,14 +237,20 @@ void pg_close(pg_session_t *s, const char *sqlstate, const char *fmt, ...)
         pg_destroy(s);
         return;
     }
+    pg_timer_start(s, closing_timeout_cb, 5000);
+    pg_closing_drive(s);
+}
+
+/* (Re)start the session's one timer; it holds a reference while it exists. */
+void pg_timer_start(pg_session_t *s, uv_timer_cb cb, uint64_t ms)
+{
     if (!s->timer_on) {
         uv_timer_init(s->link.loop, &s->timer);
         s->timer.data = s;
         s->refs++;
         s->timer_on = 1;
     }
-    uv_timer_start(&s->timer, closing_timeout_cb, 5000, 0);
-    pg_closing_drive(s);
+    uv_timer_start(&s->timer, cb, ms, 0);
 }
 
 /* Watch c for events. A watch that fails (libuv could not allocate or start the poll

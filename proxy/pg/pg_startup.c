@@ -100,14 +100,26 @@ static void handle_startup(pg_session_t *s, size_t plen)
     pg_route_and_connect(s);
 }
 
-static void pg_ask_password(pg_session_t *s)
+/* Queue one authentication message for the client and write what can be written. */
+static void pg_auth_send(pg_session_t *s, const uint8_t *msg, size_t len)
 {
-    uint8_t ask[16];
-    size_t asklen = pgw_build_auth_cleartext(ask, sizeof(ask));
-    pg_set_state(s, PGS_AUTH);
-    sy_pipe_inject(&s->s2c, ask, asklen);
+    sy_pipe_inject(&s->s2c, msg, len);
     sy_pipe_flush(&s->s2c);
     pg_watch(s, &s->client, UV_READABLE | sy_pipe_dst_events(&s->s2c), pg_client_cb);
+}
+
+/* The client proves it knows auth_password (or admin_password) with SCRAM-SHA-256, as a
+ * server with password_encryption = scram-sha-256 asks: the secret never crosses the wire. */
+static void pg_ask_password(pg_session_t *s)
+{
+    uint8_t ask[32];
+    s->scram = calloc(1, sizeof(*s->scram));
+    if (s->scram == NULL) {
+        pg_close(s, "53200", "out of memory");
+        return;
+    }
+    pg_set_state(s, PGS_AUTH);
+    pg_auth_send(s, ask, pg_scram_build_sasl(ask, sizeof(ask)));
 }
 
 static void pg_route_and_connect(pg_session_t *s)
@@ -174,29 +186,71 @@ static void pg_route_and_connect(pg_session_t *s)
     pg_upstream_begin(s);
 }
 
-/* The client's PasswordMessage, for listeners with auth_password. */
+static void auth_failed_cb(uv_timer_t *t)
+{
+    pg_session_t *s = t->data;
+    pg_close(s, "28P01", "password authentication failed for user \"%s\"", s->user);
+}
+
+/* A wrong password: said after the back-off (sy_auth_failed), reading nothing meanwhile. */
+static void pg_auth_failed(pg_session_t *s)
+{
+    uint64_t ms = sy_auth_failed(uv_now(s->link.loop));
+    char q[256];
+    sy_info("event=auth_failed conn=%llu listener=%s user=%s console=%d delay_ms=%llu", (unsigned long long)s->id,
+            s->listener->conf->name, sy_logq(q, sizeof(q), s->user), s->admin, (unsigned long long)ms);
+    s->c2s.reading = 0;
+    pg_watch(s, &s->client, sy_pipe_dst_events(&s->s2c), pg_client_cb);
+    pg_timer_start(s, auth_failed_cb, ms);
+}
+
+/* One SASL message of the client's (SASLInitialResponse, then SASLResponse), for
+ * listeners with auth_password and the console with admin_password. */
 void pg_handle_password(pg_session_t *s)
 {
     sy_pipe_t *p = &s->c2s;
     pgw_password_t pw;
+    if (!p->reading)
+        return;   /* a failed attempt waits out its back-off */
     ssize_t r = pgw_password_parse(p->buf, p->end, PGW_PASSWORD_MAX, &pw);
     if (r == PGW_ERR) {
-        pg_close(s, "08P01", "expected a password message");
+        pg_close(s, "08P01", "expected SASL response, got message type %d", p->end > 0 ? p->buf[0] : 0);
         return;
     }
     if (r == PGW_NEED_MORE)
         return;
-    /* A body that is not one string (pw.password NULL) is a wrong password, as before. */
-    const char *want = s->admin ? sy_conf()->admin_password : s->listener->conf->auth_password;
-    int ok = pw.password != NULL && sy_secret_equal(want, pw.password, pw.len);
+    const char *secret = s->admin ? sy_conf()->admin_password : s->listener->conf->auth_password;
+    pg_scram_verifier_t v;
+    char nonce[PG_SCRAM_NONCE_LEN + 1], reply[PG_SCRAM_MSG_MAX + 256];
+    size_t rlen = 0;
+    int rc = PG_SCRAM_MALFORMED, step = s->scram->step;
+    if (secret == NULL || sy_scram_verifier(secret, &v) != 0 || sy_scram_nonce(nonce) != 0)
+        s->scram->err = "cannot derive the SCRAM verifier";
+    else if (step == 0)
+        rc = pg_scram_first(s->scram, &v, p->buf + 5, (size_t)r - 5, nonce, reply, sizeof(reply), &rlen);
+    else
+        rc = pg_scram_final(s->scram, &v, p->buf + 5, (size_t)r - 5, reply, sizeof(reply), &rlen);
+    OPENSSL_cleanse(&v, sizeof(v));
     uint32_t len = (uint32_t)r;
     memset(p->buf, 0, len);
     memmove(p->buf, p->buf + len, p->end - len);
     p->end -= len;
-    if (!ok) {
-        pg_close(s, "28P01", "password authentication failed for user \"%s\"", s->user);
+    if (rc == PG_SCRAM_WRONG) {
+        pg_auth_failed(s);
         return;
     }
+    if (rc != PG_SCRAM_OK) {
+        pg_close(s, "08P01", "%s", s->scram->err ? s->scram->err : "malformed SCRAM message");
+        return;
+    }
+    uint8_t msg[sizeof(reply) + 16];
+    if (step == 0) {
+        pg_auth_send(s, msg, pg_scram_build_continue(msg, sizeof(msg), reply, rlen));
+        return;
+    }
+    pg_auth_send(s, msg, pg_scram_build_final(msg, sizeof(msg), reply, rlen));
+    free(s->scram);
+    s->scram = NULL;
     if (s->admin)
         pg_admin_begin(s);
     else
@@ -206,6 +260,8 @@ void pg_handle_password(pg_session_t *s)
 static void client_startup_read(pg_session_t *s)
 {
     sy_pipe_t *p = &s->c2s;
+    if (s->state == PGS_AUTH && !p->reading)
+        return;   /* waiting out a failed attempt's back-off */
     for (;;) {
         if (s->state == PGS_STARTUP && p->end > 0) {
             pgw_startup_t st;

@@ -888,6 +888,9 @@ class PgWire:
                     inner = hashlib.md5(password.encode() + user.encode()).hexdigest().encode()
                     self._send_msg(b"p", b"md5" + hashlib.md5(inner + salt).hexdigest().encode() + b"\0")
                     continue
+                if code in (10, 11, 12) and password is not None:
+                    self._scram_step(code, body[4:], password)
+                    continue
                 raise PgError({"S": "CLIENT", "C": "XXCLI", "M": "authentication request %d not supported by PgWire" % code})
             elif typ == "S":
                 k, v = body.split(b"\0")[:2]
@@ -905,6 +908,38 @@ class PgWire:
                 self.negotiate = body  # NegotiateProtocolVersion
             else:
                 raise ConnectionClosed("unexpected message %r during startup" % typ)
+
+    def _scram_step(self, code, data, password):
+        """SCRAM-SHA-256 as libpq does it (no channel binding): 10 AuthenticationSASL,
+        11 SASLContinue, 12 SASLFinal (the server's signature is checked)."""
+        import base64
+        import hmac
+        if code == 10:
+            mechs = data.split(b"\0")
+            if b"SCRAM-SHA-256" not in mechs:
+                raise PgError({"S": "CLIENT", "C": "XXCLI", "M": "no SCRAM-SHA-256 in %r" % mechs})
+            self._scram_nonce = base64.b64encode(os.urandom(18)).decode()
+            self._scram_first_bare = "n=,r=" + self._scram_nonce
+            first = ("n,," + self._scram_first_bare).encode()
+            self._send_msg(b"p", b"SCRAM-SHA-256\0" + struct.pack("!I", len(first)) + first)
+        elif code == 11:
+            server_first = data.decode()
+            attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
+            if not attrs["r"].startswith(self._scram_nonce):
+                raise PgError({"S": "CLIENT", "C": "XXCLI", "M": "SCRAM nonce mismatch"})
+            salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(attrs["s"]), int(attrs["i"]))
+            client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+            stored = hashlib.sha256(client_key).digest()
+            without_proof = "c=biws,r=" + attrs["r"]
+            auth = ("%s,%s,%s" % (self._scram_first_bare, server_first, without_proof)).encode()
+            sig = hmac.new(stored, auth, "sha256").digest()
+            proof = bytes(a ^ b for a, b in zip(client_key, sig))
+            server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+            self._scram_server_sig = base64.b64encode(hmac.new(server_key, auth, "sha256").digest()).decode()
+            self._send_msg(b"p", (without_proof + ",p=" + base64.b64encode(proof).decode()).encode())
+        else:
+            if data.decode() != "v=" + self._scram_server_sig:
+                raise PgError({"S": "CLIENT", "C": "XXCLI", "M": "SCRAM server signature mismatch: %r" % data})
 
     def _send_msg(self, typ, body):
         self.send(typ + struct.pack("!I", len(body) + 4) + body)

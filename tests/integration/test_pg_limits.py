@@ -494,10 +494,11 @@ def test_login_and_idle_timeouts(ctx):
         port, ctx.builtin, globals_extra='client_login_timeout = 1\nclient_idle_timeout = 2\n'
                                          'admin_password = "adm-pw-7"'))
     silent = PgWire(port)
-    asking = PgWire(port)          # the console over loopback TCP: asked for the password
+    asking = PgWire(port)          # the console over loopback TCP: asked for the password (SASL)
     asking.send(harness.startup_packet({"user": "postgres", "database": "switchyard"}))
     typ, body = asking.read_msg()
-    check(typ == "R" and struct.unpack("!I", body[:4])[0] == 3, "the console asks for a password: %r" % typ)
+    check(typ == "R" and struct.unpack("!I", body[:4])[0] == 10 and b"SCRAM-SHA-256" in body,
+          "the console asks for a password (SCRAM): %r %r" % (typ, body))
     txn = PgWire(port).startup(database="sourcegraph")
     txn.query("BEGIN")
     idle = PgWire(port).startup(database="sourcegraph")
