@@ -39,7 +39,7 @@ TOOL_BIN  := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
 
 .PHONY: all test unit integration clean asan tsan
 
-all: $(BUILD)/switchyard $(UNIT_BIN) $(TOOL_BIN)
+all: $(BUILD)/switchyard $(UNIT_BIN) $(TOOL_BIN) $(BUILD)/tools/fault_inject.so
 
 $(BUILD)/%.o: %.c $(wildcard */*.h proxy/*/*.h)
 	@mkdir -p $(dir $@)
@@ -58,6 +58,11 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libsy.a tests/unit/unit.h
 
 # Unit tests of the pure parts of proxy/ link the one object they test.
 $(BUILD)/tests/test_pipe: $(BUILD)/proxy/core/pipe.o
+
+# LD_PRELOAD fault injection for the tests (tests/preload/): plain, no sanitizer.
+$(BUILD)/tools/fault_inject.so: tests/preload/fault_inject.c
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -g -shared -fPIC -Wall -o $@ $< -ldl
 
 $(BUILD)/tools/%: tests/tools/%.c $(BUILD)/libsy.a
 	@mkdir -p $(dir $@)

@@ -177,7 +177,7 @@ static size_t refusal(const sy_listener_t *l, uint8_t *out, size_t cap)
 }
 
 /* Answer an accepted client with the refusal, nothing read, and close it. */
-static void refuse_one(const sy_listener_t *l, int fd)
+void sy_listener_refuse(const sy_listener_t *l, int fd)
 {
     uint8_t msg[256], scratch[512];
     size_t len = refusal(l, msg, sizeof msg);
@@ -201,7 +201,7 @@ static unsigned long refuse_clients(const sy_listener_t *l, int lfd)
         reserve_fd = -1;
         int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
-            refuse_one(l, fd);
+            sy_listener_refuse(l, fd);
             n++;
         }
         reserve_open();                 /* may fail if another thread took the slot */
@@ -305,7 +305,7 @@ static void accept_cb(uv_poll_t *h, int status, int events)
         /* Redis has no startup to wait for: over max_clients is refused here. Postgres
          * answers after the startup packet (pg_startup.c), as the server does. */
         if (l->conf->proto == CONF_PROTO_REDIS && SY_LOAD(l->nclients) >= l->conf->max_clients) {
-            refuse_one(l, fd);
+            sy_listener_refuse(l, fd);
             sy_listener_refused(l);
             continue;
         }

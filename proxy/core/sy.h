@@ -490,6 +490,10 @@ int      sy_scram_nonce(char out[PG_SCRAM_NONCE_LEN + 1]);
 uint64_t sy_auth_failed(uint64_t now_ms);
 /* A client was refused at the listener's max_clients (logged, rate-limited). */
 void sy_listener_refused(sy_listener_t *l);
+/* Answer an accepted client as its server does at its limit (53300 / -ERR max number of
+ * clients reached), without reading, and close the fd: for a client that cannot be served
+ * at all (the fd limit, a poll handle that cannot be had). */
+void sy_listener_refuse(const sy_listener_t *l, int fd);
 
 /* A protocol plugs into the core with an ops table; the core never names its protocols.
  * start: begin a session for an accepted socket, on `loop` for its whole life. */

@@ -676,8 +676,13 @@ static void pg_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *l
                           .dst = &s->client, .scan = s2c_scan, .reading = 1 };
     pgw_scan_init(&s->cscan, sy_conf()->max_message_size);
     pg_sscan_reset(s);
-    if (sy_conn_watch(&s->client, UV_READABLE, pg_client_cb) != 0) {
+    int rc = sy_conn_watch_logged(&s->client, UV_READABLE, pg_client_cb, s->id);
+    if (rc != 0) {
+        /* Nothing can wait for this client's bytes: tell it, as the server tells a client
+         * it has no room for, rather than leave it hanging. */
+        s->client.own_fd = 0;
         sy_conn_close(&s->client);
+        sy_listener_refuse(l, fd);
         sy_session_unlink(&s->link);
         SY_STAT_SUB(sy_server.nclients, 1);
         free(s);

@@ -434,6 +434,8 @@ static void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t
         return;
     }
     rs_watch(s, &s->client, UV_READABLE, rs_client_cb);
+    if (s->state != RS_CONNECTING)
+        return;   /* the watch failed: the client was told and the session is closing */
     sy_debug("event=connect conn=%llu route=%s target=%s", (unsigned long long)s->id, s->link.route->conf->name,
              s->srv->link.which == CONF_EXTERNAL ? "external" : "builtin");
     rs_server_connect(s->srv);

@@ -1,0 +1,100 @@
+"""
+test_watch_failure.py - issue 13, defect 4: a poll handle that cannot be had (memory or fds
+run out) must end in an answer, never a session waiting for an event that cannot come.
+
+tests/preload/fault_inject.so makes libuv's uv_poll_init fail (its ioctl(FIONBIO) gets
+ENOMEM) while a file exists. Then:
+  - a client already accepted, whose upstream connection cannot be watched, gets a FATAL
+    naming the cause (08001: it cannot connect), and the close;
+  - a client accepted while it lasts is answered as at the server's limit (53300), not left
+    hanging; a Redis client likewise (-ERR);
+  - sessions already running are untouched, and once the fault clears new ones work.
+"""
+
+import os
+import socket
+import time
+
+import harness
+import redis_support as rs
+from harness import PgError, PgWire, check
+from redis_support import Resp
+
+
+def _fault_env(trigger):
+    so = harness.require_file(harness.tool("fault_inject.so"), "the fault injection library (make asan builds it)")
+    return {"LD_PRELOAD": so, "SY_FAULT_POLL_FILE": trigger}
+
+
+def test_pg_failed_watch_answers(ctx):
+    trigger = os.path.join(harness.tmpdir("fault"), "armed")
+    port = harness.free_port()
+    sy = harness.Switchyard(harness.default_pg_conf(port, ctx.builtin), env=_fault_env(trigger),
+                            asan_extra="verify_asan_link_order=0")
+    console = harness.Console(port)
+    running = PgWire(port)
+    running.startup(database="sourcegraph")
+    waiting = PgWire(port)     # accepted, its startup not sent yet
+    harness.wait_until(lambda: any(r["state"] == "startup" for r in console.rows("SHOW CLIENTS")), timeout=10,
+                       what="the waiting client in SHOW CLIENTS")
+    open(trigger, "w").close()
+    problems = []
+    t0 = time.monotonic()
+    try:
+        waiting.startup(database="sourcegraph")
+        problems.append("startup succeeded with no poll handle to be had")
+    except PgError as e:
+        if e.sqlstate not in ("53200", "08001") or "memory" not in e.message:
+            problems.append("waiting client: %s %s, want 08001/53200 naming the cause" % (e.sqlstate, e.message))
+    except (socket.timeout, harness.ConnectionClosed) as e:
+        problems.append("waiting client: %r after %.1f s, want FATAL 53200" % (e, time.monotonic() - t0))
+    try:
+        err, secs = harness.connect_error(port, db="sourcegraph", timeout=10)
+        if err.sqlstate != "53300":
+            problems.append("new client during the fault: %s %s, want 53300" % (err.sqlstate, err.message))
+    except harness.TestFailure as e:
+        problems.append("new client during the fault: %s" % e)
+    if running.query("SELECT 'still'") != [("still",)]:
+        problems.append("a running session was disturbed")
+    os.unlink(trigger)
+    again = PgWire(port)
+    again.startup(database="sourcegraph")
+    if again.query("SELECT 'again'") != [("again",)]:
+        problems.append("after the fault: wrong answer")
+    sy.wait_log(r"event=watch_failed conn=\d+ error=", what="event=watch_failed")
+    for w in (running, waiting, again):
+        w.close()
+    console.close()
+    sy.check_alive()
+    sy.stop()
+    check(not problems, "\n".join(problems))
+
+
+def test_redis_failed_watch_answers(ctx):
+    server = harness.RedisServer()
+    trigger = os.path.join(harness.tmpdir("fault"), "armed")
+    sy = rs.start_proxy(server, env=_fault_env(trigger), asan_extra="verify_asan_link_order=0")
+    running = Resp(sy.port)
+    check(running.cmd("SET", "k", "v") == "OK", "SET before the fault")
+    open(trigger, "w").close()
+    c = Resp(sy.port, timeout=10)
+    c.send(b"*1\r\n$4\r\nPING\r\n")
+    got = c.expect_close(10)
+    problems = []
+    if not got.startswith(b"-ERR"):
+        problems.append("new client during the fault got %r, want -ERR then the close" % got)
+    try:
+        got = running.cmd("GET", "k")
+        if got != b"v":
+            problems.append("a running session was disturbed: %r" % (got,))
+    except Exception as e:
+        problems.append("a running session was disturbed: %r\n%s" % (e, harness.log_tail(sy.logfile, 10)))
+    os.unlink(trigger)
+    again = Resp(sy.port)
+    if again.cmd("PING") != "PONG":
+        problems.append("after the fault: no PONG")
+    for x in (running, c, again):
+        x.close()
+    sy.check_alive()
+    sy.stop()
+    check(not problems, "\n".join(problems))
