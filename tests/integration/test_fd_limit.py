@@ -211,3 +211,65 @@ def test_fd_limit_refuses_without_spinning(ctx):
 
 
 test_fd_limit_refuses_without_spinning.timeout = 90
+
+
+def _connect_wave(port, n):
+    """n non-blocking connects at once; returns the sockets (connecting or connected)."""
+    socks = []
+    for _ in range(n):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        socks.append(s)
+    return socks
+
+
+def test_fd_limit_10000_clients(ctx):
+    """The fault matrix's 10,000 connections against a lowered fd limit (1024): in waves of
+    1,000, every Postgres client is either held or answered with 53300 and closed, none is
+    left waiting; switchyard stays up and serves psql afterwards."""
+    limit, total, wave = 1024, 10000, 1000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    check(hard >= total + 2000, "test needs a hard fd limit of at least %d (have %d)" % (total + 2000, hard))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    rs = harness.RedisServer()
+    pg_port, redis_port = harness.free_port(), harness.free_port()
+    sy = harness.Switchyard(_conf(pg_port, redis_port, ctx, rs))
+    resource.prlimit(sy.pid, resource.RLIMIT_NOFILE, (limit, limit))
+    held, refused, other = [], 0, []
+    t0 = time.monotonic()
+    try:
+        for _ in range(total // wave):
+            socks = _connect_wave(pg_port, wave)
+            got = _classify(socks, wait=6.0)
+            for s, (data, closed) in got.items():
+                if closed and data == PG_REFUSAL:
+                    refused += 1
+                    s.close()
+                elif not closed and data == b"":
+                    held.append(s)
+                else:
+                    other.append((data[:80], closed))
+                    s.close()
+        secs = time.monotonic() - t0
+        sy.check_alive()
+        check(not other, "%d clients got neither the refusal nor a held connection: %s" % (len(other), other[:5]))
+        check(refused + len(held) == total, "%d refused + %d held of %d" % (refused, len(held), total))
+        check(refused >= total - limit, "only %d refused at a limit of %d" % (refused, limit))
+        # the held ones are real sessions: they may start up (the first of them, at least)
+        print("10,000 clients at fd limit %d: %d held, %d refused in %.1f s" % (limit, len(held), refused, secs))
+    finally:
+        for s in held:
+            s.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    deadline = time.monotonic() + 10
+    while True:
+        r = harness.psql(pg_port, "SELECT 7")
+        if r.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    check(r.returncode == 0 and r.stdout.strip() == "7", "after the clients left, psql failed: %s" % r.stderr[-300:])
+    sy.stop()
+
+
+test_fd_limit_10000_clients.timeout = 180
