@@ -241,4 +241,5 @@ void sy_sweep_cb(uv_timer_t *t)
             }
         }
     }
+    sy_pipe_sweep();   /* after a burst of closed sessions, memory goes back */
 }
