@@ -155,7 +155,7 @@ pg_bin_dir() {
 
 # start_postgres DATADIR PORT: a throwaway cluster with trust auth for the superuser
 # "postgres", listening on 127.0.0.1:PORT and a unix socket in DATADIR/../pg-sock.
-# Sets PG_PID. Tuned for a benchmark, not for durability. The postmaster runs as a child
+# Sets PG_PID. PG_MAX_CONNECTIONS (default 200) is its max_connections. Tuned for a benchmark, not for durability. The postmaster runs as a child
 # of this script (not through pg_ctl, which orphans it), so its exit is reaped here.
 start_postgres() {
 	local data=$1 port=$2 sock i
@@ -165,7 +165,7 @@ start_postgres() {
 	as_pg "$PG_BIN/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --no-locale >"$BENCH_DIR/initdb.log" 2>&1 ||
 		{ cat "$BENCH_DIR/initdb.log" >&2; die "initdb failed"; }
 	as_pg "$PG_BIN/postgres" -D "$data" -c listen_addresses=127.0.0.1 -p "$port" -k "$sock" \
-		-c max_connections=200 -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+		-c max_connections="${PG_MAX_CONNECTIONS:-200}" -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
 		-c shared_buffers=128MB >"$data/../postgres.log" 2>&1 &
 	bench_track "postgres-$port" $!
 	for ((i = 0; i < 300; i++)); do
