@@ -22,22 +22,19 @@
 
 /* ---- buffers ------------------------------------------------------------------------ */
 
-typedef struct free_buf_s { struct free_buf_s *next; } free_buf_t;
-
 /* Only the thread that runs a worker's loop touches its sessions, so a thread-local list
  * is that worker's list, without a lock. */
-static __thread free_buf_t *free_head;
-static __thread unsigned    free_len;
-static __thread unsigned    torn_down;   /* sy_pipe_release calls since the last sweep trim */
+static __thread uint8_t *free_bufs[SY_PIPE_FREE_MAX];
+static __thread unsigned free_len;
+static __thread unsigned torn_down;   /* sy_pipe_release calls since the last sweep trim */
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-/* Under a sanitizer every buffer is malloc'd and freed at once: a stale use of a released
- * buffer is then reported instead of landing in someone else's bytes. */
-#define FREE_MAX 0
+/* Under a sanitizer buffers are malloc'd, so ASan's redzones catch a write past cap, and
+ * a free one is poisoned: a stale use of a released buffer is reported instead of landing
+ * in someone else's bytes. */
 static uint8_t *buf_map(void) { return malloc(SY_PIPE_BUF); }
 static void buf_unmap(uint8_t *b) { free(b); }
 #else
-#define FREE_MAX SY_PIPE_FREE_MAX
 static uint8_t *buf_map(void)
 {
     void *m = mmap(NULL, SY_PIPE_BUF, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -45,27 +42,32 @@ static uint8_t *buf_map(void)
 }
 static void buf_unmap(uint8_t *b) { munmap(b, SY_PIPE_BUF); }
 #endif
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define BUF_POISON(b)   ASAN_POISON_MEMORY_REGION((b), SY_PIPE_BUF)
+#define BUF_UNPOISON(b) ASAN_UNPOISON_MEMORY_REGION((b), SY_PIPE_BUF)
+#else
+#define BUF_POISON(b)   ((void)(b))
+#define BUF_UNPOISON(b) ((void)(b))
+#endif
 
 static uint8_t *buf_get(void)
 {
-    if (free_head == NULL)
+    if (free_len == 0)
         return buf_map();
-    free_buf_t *f = free_head;
-    free_head = f->next;
-    free_len--;
-    return (uint8_t *)f;
+    uint8_t *b = free_bufs[--free_len];
+    BUF_UNPOISON(b);
+    return b;
 }
 
 static void buf_put(uint8_t *b)
 {
-    if (free_len + 1 > FREE_MAX) {
+    if (free_len == SY_PIPE_FREE_MAX) {
         buf_unmap(b);
         return;
     }
-    free_buf_t *f = (free_buf_t *)b;
-    f->next = free_head;
-    free_head = f;
-    free_len++;
+    BUF_POISON(b);
+    free_bufs[free_len++] = b;
 }
 
 void sy_pipe_setup(sy_pipe_t *p, sy_conn_t *src, sy_conn_t *dst, sy_scan_cb scan, int reading)
@@ -104,7 +106,7 @@ void sy_pipe_sweep(void)
     if (torn_down < SY_PIPE_TRIM_AFTER)
         return;
     torn_down = 0;
-    while (free_head != NULL)
+    while (free_len > 0)
         buf_unmap(buf_get());
     malloc_trim(0);   /* the sessions' own structs, libuv's handles, OpenSSL's state */
 }

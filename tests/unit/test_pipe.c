@@ -153,6 +153,11 @@ static void buffer_lifecycle(void)
     CHECK(sy_pipe_flush(&p) == 0 && p.buf == NULL && E.taken == 5 && !E.corrupt);
     /* Teardown gives any buffer back; the free list stays bounded, and a sweep after many
      * teardowns empties it. */
+    CHECK(sy_pipe_inject(&p, "y", 1) == 0);
+    uint8_t *was = p.buf;
+    sy_pipe_release(&p);
+    CHECK(sy_pipe_ensure(&p) == 0 && p.buf == was);   /* the worker's free list, last in first out */
+    sy_pipe_release(&p);
     enum { NP = SY_PIPE_FREE_MAX + 8 };
     sy_pipe_t many[NP];
     for (int i = 0; i < NP; i++) {
