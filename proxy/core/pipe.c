@@ -27,6 +27,7 @@
 static __thread uint8_t *free_bufs[SY_PIPE_FREE_MAX];
 static __thread unsigned free_len;
 static __thread unsigned torn_down;   /* sy_pipe_release calls since the last sweep trim */
+static __thread unsigned torn_seen;   /* torn_down at the last sweep */
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 /* Under a sanitizer buffers are malloc'd, so ASan's redzones catch a write past cap, and
@@ -105,7 +106,13 @@ void sy_pipe_sweep(void)
 {
     if (torn_down < SY_PIPE_TRIM_AFTER)
         return;
-    torn_down = 0;
+    /* Trim once the burst is over (a sweep with no teardown since the last one): trimming
+     * halfway would leave the rest of the burst's memory in the heap. */
+    if (torn_down != torn_seen) {
+        torn_seen = torn_down;
+        return;
+    }
+    torn_down = torn_seen = 0;
     while (free_len > 0)
         buf_unmap(buf_get());
     malloc_trim(0);   /* the sessions' own structs, libuv's handles, OpenSSL's state */

@@ -153,8 +153,9 @@ enum { SY_PUMP_OK = 0, SY_PUMP_EOF, SY_PUMP_SRC_ERR, SY_PUMP_DST_ERR, SY_PUMP_CL
  * at the end of a pump, resume or flush. At most SY_PIPE_FREE_MAX free buffers are kept
  * per worker thread; the rest are unmapped. */
 #define SY_PIPE_FREE_MAX 16
-/* A sweep (sy_pipe_sweep) after at least this many pipes were torn down returns the free
- * buffers and the heap's free pages to the system. */
+/* The first sweep (sy_pipe_sweep) with no teardown since the one before, after at least
+ * this many pipes were torn down, returns the free buffers and the heap's free pages to
+ * the system. */
 #define SY_PIPE_TRIM_AFTER 256
 /* A pipe without a buffer, with cap SY_PIPE_BUF. */
 void sy_pipe_setup(sy_pipe_t *p, sy_conn_t *src, sy_conn_t *dst, sy_scan_cb scan, int reading);

@@ -170,7 +170,13 @@ static void buffer_lifecycle(void)
     CHECK_MSG(sy_pipe_free_count() <= SY_PIPE_FREE_MAX, "%u free buffers kept", sy_pipe_free_count());
     for (int i = 0; i < SY_PIPE_TRIM_AFTER; i++)
         sy_pipe_release(&p);
-    sy_pipe_sweep();
+    CHECK(sy_pipe_ensure(&p) == 0);
+    sy_pipe_release(&p);
+    unsigned kept = sy_pipe_free_count();
+    CHECK(kept > 0);
+    sy_pipe_sweep();   /* the burst may go on: nothing yet */
+    CHECK(sy_pipe_free_count() == kept);
+    sy_pipe_sweep();   /* a quiet second: trim */
     CHECK(sy_pipe_free_count() == 0);
 }
 
