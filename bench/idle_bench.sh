@@ -25,7 +25,6 @@ set -euo pipefail
 IDLE_PG=${IDLE_PG:-5000}
 IDLE_REDIS=${IDLE_REDIS:-5000}
 IDLE_STEPS=${IDLE_STEPS:-5}
-OUT_DIR=${BENCH_OUT:-$REPO/bench/out}
 PG_BIN=$(pg_bin_dir)
 
 # Client, upstream and a spare per session, for both kinds, plus the bench's own.
@@ -36,7 +35,7 @@ fi
 log "fd limit $(ulimit -n) (need $need)"
 
 bench_init idle
-mkdir -p "$OUT_DIR"
+mkdir -p "$BENCH_OUT"
 
 free_port PG_PORT
 PG_MAX_CONNECTIONS=$((IDLE_PG + 50)) start_postgres "$BENCH_DIR/pg" "$PG_PORT"
@@ -113,7 +112,7 @@ close_clients() {
 	unset "BENCH_PIDS[clients-$1]"
 }
 
-DAT=$OUT_DIR/idle_rss.dat
+DAT=$BENCH_OUT/idle_rss.dat
 {
 	echo "# switchyard RSS against idle clients, $(date -u +%Y-%m-%d), $(nproc) CPUs"
 	echo "# build clients pg redis rss_kb [after]"
@@ -127,6 +126,7 @@ measure() {
 	probe_redis "$sy_r" >/dev/null
 	"$PG_BIN/psql" -qXAt -h 127.0.0.1 -p "$sy_pg" -U postgres postgres -c "SELECT 1" >/dev/null
 	BASE[$name]=$(rss_kb "$SY_PID")
+	cp "/proc/$SY_PID/smaps" "$BENCH_DIR/$name-base.smaps"
 	echo "$name 0 0 0 ${BASE[$name]}" >>"$DAT"
 	log "$name pid $SY_PID: base RSS ${BASE[$name]} kB"
 	open_clients "pg:postgres" "$sy_pg"
@@ -152,6 +152,7 @@ measure() {
 	done
 	sleep 3   # three 1 s sweeps: the one after the burst trims
 	AFTER[$name]=$(rss_kb "$SY_PID")
+	cp "/proc/$SY_PID/smaps" "$BENCH_DIR/$name-after.smaps"   # BENCH_KEEP=1: where RSS stayed
 	echo "$name 0 0 0 ${AFTER[$name]} after" >>"$DAT"
 	log "$name: all left ($(clients_left) counted): RSS ${AFTER[$name]} kB"
 	kill -TERM "$SY_PID"

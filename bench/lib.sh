@@ -13,6 +13,7 @@ BENCH_SECONDS=${BENCH_SECONDS:-10}
 BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 BENCH_KEEP=${BENCH_KEEP:-}          # non-empty: keep the temp dir (logs) after the run
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH_OUT=${BENCH_OUT:-$REPO/bench/out}   # medians for bench/plot.sh (*.dat) and its pictures
 SWITCHYARD_BIN=${SWITCHYARD_BIN:-$REPO/build/switchyard}
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -113,6 +114,28 @@ cpu_ticks() {
 	s=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
 	s=${s##*) }
 	awk '{print $12 + $13}' <<<"$s"
+}
+
+# tree_ticks PID: utime + stime of the process and of its children it has reaped (cutime +
+# cstime): for a postmaster, its backends' CPU once they exited.
+tree_ticks() {
+	local s
+	s=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
+	s=${s##*) }
+	awk '{print $12 + $13 + $14 + $15}' <<<"$s"
+}
+
+# reaped_ticks PID: tree_ticks once the backends of a finished run are reaped (their
+# count stops changing; at most 2 s).
+reaped_ticks() {
+	local i n prev=-1
+	for ((i = 0; i < 20; i++)); do
+		n=$(pgrep -c -P "$1" 2>/dev/null || true)
+		[ "$n" = "$prev" ] && break
+		prev=$n
+		sleep 0.1
+	done
+	tree_ticks "$1"
 }
 
 # per100k TICKS COUNT: CPU seconds per 100k operations.

@@ -21,6 +21,7 @@ PACKAGES=(
 	python3 python3-redis procps iproute2 file curl
 	groff-base man-db dpkg-dev adduser
 	clang libclang-rt-dev
+	gnuplot-nox
 )
 SERVICES=(redis-server postgresql pgbouncer haproxy nutcracker)
 
