@@ -8,7 +8,9 @@
 # Environment: IDLE_PG (Postgres clients, default 5000), IDLE_REDIS (Redis clients, 5000),
 # IDLE_STEPS (5: both kinds are opened in that many equal steps, RSS sampled after each),
 # SWITCHYARD_BIN (build/switchyard), SWITCHYARD_BASELINE_BIN (another build, say the
-# previous main, measured the same way after it as "sy-base"), BENCH_KEEP=1.
+# previous main, measured the same way after it as "sy-base"), BENCH_KEEP=1 (the temp dir
+# keeps /proc/PID/smaps at base, peak and after, per build), IDLE_AT_PEAK (a shell command
+# run with all clients idle, $SY_PID set: say, gdb -p $SY_PID -batch -ex 'call malloc_stats()').
 #
 # One throwaway cluster (max_connections = IDLE_PG + 50: every client has its own upstream)
 # and one redis-server; switchyard (workers auto) with a Postgres and a Redis route to them.
@@ -143,6 +145,8 @@ measure() {
 		log "$name: $pg pg + $rd redis idle clients: RSS $rss kB (pg: $a; redis: $b)"
 	done
 	PEAK[$name]=$rss
+	cp "/proc/$SY_PID/smaps" "$BENCH_DIR/$name-peak.smaps"
+	if [ -n "${IDLE_AT_PEAK:-}" ]; then SY_PID=$SY_PID bash -c "$IDLE_AT_PEAK" || true; fi
 	PEAKN[$name]="$pg pg + $rd redis"
 	close_clients "pg:postgres"
 	close_clients redis
