@@ -91,7 +91,8 @@ histogram() {   # histogram MATRIX PNG TITLE YLABEL [EXTRA]
 if [ ${#DATA[@]} -gt 0 ]; then
 	matrix 4 "${DATA[@]}" | label >"$TMP/ratio.dat"
 	histogram "$TMP/ratio.dat" "$OUT/throughput.png" "Throughput as a ratio to direct (median of rounds)" \
-		"ratio to direct" "set arrow from graph 0, first 1 to graph 1, first 1 nohead dt 2 lc rgb 'black'"
+		"ratio to direct (log scale: 0.5 and 2 are as far from 1)" \
+		"set logscale y 2; set yrange [0.125:*]; set arrow from graph 0, first 1 to graph 1, first 1 nohead dt 2 lc rgb 'black'"
 	matrix 5 "${DATA[@]}" | label >"$TMP/cpu.dat"
 	# direct's CPU is its server's own (postgres, redis-server): for scale.
 	sed -i '1s/ direct / direct(server) /' "$TMP/cpu.dat"
@@ -118,7 +119,7 @@ if [ -f "$OUT/idle_rss.dat" ]; then
 		set xlabel "idle clients (Postgres + Redis)"
 		set ylabel "RSS (MiB)"
 		set grid
-		set key bottom right box opaque
+		set key top center box opaque
 		set xrange [0:10500]
 		set yrange [0:*]
 		set object circle at 10000, 64 size char 0.6 fc rgb "red" fs solid

@@ -127,7 +127,6 @@ typedef struct redis_session_s {
     sub_set_t      subs[3];
     local_t        held;            /* a complete command awaiting its local answer */
     const char    *proto_err;
-
 } redis_session_t;
 
 void rs_closing_timeout_cb(uv_timer_t *t);
