@@ -100,11 +100,14 @@ clean:
 	rm -rf build build-asan build-tsan
 
 # Benchmarks, not part of `make test`: direct vs switchyard vs peer proxies on this machine,
-# one table per script (BENCH_SECONDS, BENCH_ROUNDS: see bench/*.sh).
+# one table per script (BENCH_SECONDS, BENCH_ROUNDS: see bench/*.sh); each also writes its
+# medians to bench/out/*.dat, and bench/plot.sh draws them into bench/out/*.png (gnuplot).
 .PHONY: bench fuzz
 bench: $(BUILD)/switchyard
 	SWITCHYARD_BIN=$(abspath $(BUILD))/switchyard bench/pg_bench.sh
 	SWITCHYARD_BIN=$(abspath $(BUILD))/switchyard bench/redis_bench.sh
+	SWITCHYARD_BIN=$(abspath $(BUILD))/switchyard bench/idle_bench.sh
+	bench/plot.sh
 
 # ---- install and Debian package ---------------------------------------------------------
 #   make install [PREFIX=/usr/local] [DESTDIR=]   the binary, /etc/switchyard/switchyard.conf

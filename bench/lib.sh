@@ -13,6 +13,7 @@ BENCH_SECONDS=${BENCH_SECONDS:-10}
 BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 BENCH_KEEP=${BENCH_KEEP:-}          # non-empty: keep the temp dir (logs) after the run
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH_OUT=${BENCH_OUT:-$REPO/bench/out}   # medians for bench/plot.sh (*.dat) and its pictures
 SWITCHYARD_BIN=${SWITCHYARD_BIN:-$REPO/build/switchyard}
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -115,6 +116,28 @@ cpu_ticks() {
 	awk '{print $12 + $13}' <<<"$s"
 }
 
+# tree_ticks PID: utime + stime of the process and of its children it has reaped (cutime +
+# cstime): for a postmaster, its backends' CPU once they exited.
+tree_ticks() {
+	local s
+	s=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
+	s=${s##*) }
+	awk '{print $12 + $13 + $14 + $15}' <<<"$s"
+}
+
+# reaped_ticks PID: tree_ticks once the backends of a finished run are reaped (their
+# count stops changing; at most 2 s).
+reaped_ticks() {
+	local i n prev=-1
+	for ((i = 0; i < 20; i++)); do
+		n=$(pgrep -c -P "$1" 2>/dev/null || true)
+		[ "$n" = "$prev" ] && break
+		prev=$n
+		sleep 0.1
+	done
+	tree_ticks "$1"
+}
+
 # per100k TICKS COUNT: CPU seconds per 100k operations.
 per100k() {
 	awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN { if (n > 0) printf "%.2f", t / hz / n * 100000; else print "n/a" }'
@@ -155,7 +178,7 @@ pg_bin_dir() {
 
 # start_postgres DATADIR PORT: a throwaway cluster with trust auth for the superuser
 # "postgres", listening on 127.0.0.1:PORT and a unix socket in DATADIR/../pg-sock.
-# Sets PG_PID. Tuned for a benchmark, not for durability. The postmaster runs as a child
+# Sets PG_PID. PG_MAX_CONNECTIONS (default 200) is its max_connections. Tuned for a benchmark, not for durability. The postmaster runs as a child
 # of this script (not through pg_ctl, which orphans it), so its exit is reaped here.
 start_postgres() {
 	local data=$1 port=$2 sock i
@@ -165,7 +188,7 @@ start_postgres() {
 	as_pg "$PG_BIN/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --no-locale >"$BENCH_DIR/initdb.log" 2>&1 ||
 		{ cat "$BENCH_DIR/initdb.log" >&2; die "initdb failed"; }
 	as_pg "$PG_BIN/postgres" -D "$data" -c listen_addresses=127.0.0.1 -p "$port" -k "$sock" \
-		-c max_connections=200 -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+		-c max_connections="${PG_MAX_CONNECTIONS:-200}" -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
 		-c shared_buffers=128MB >"$data/../postgres.log" 2>&1 &
 	bench_track "postgres-$port" $!
 	for ((i = 0; i < 300; i++)); do

@@ -126,13 +126,13 @@ declare -A TPS=() CPU=()   # key "target:workload" -> space-separated per-round 
 run_one() {
 	local t=$1 w=$2 r=$3 out tps tx c0=0 c1=0 cpu=n/a
 	out=$BENCH_DIR/run-$t-$w-$r.log
-	[ -n "${PID[$t]:-}" ] && c0=$(cpu_ticks "${PID[$t]}")
+	if [ -n "${PID[$t]:-}" ]; then c0=$(cpu_ticks "${PID[$t]}"); else c0=$(tree_ticks "$PG_PID"); fi
 	# shellcheck disable=SC2086
 	if "$PGBENCH" -n ${WL_ARGS[$w]} -T "$BENCH_SECONDS" -h 127.0.0.1 -p "${PORT[$t]}" -U postgres "$DB" >"$out" 2>&1; then
-		[ -n "${PID[$t]:-}" ] && c1=$(cpu_ticks "${PID[$t]}")
+		if [ -n "${PID[$t]:-}" ]; then c1=$(cpu_ticks "${PID[$t]}"); else c1=$(reaped_ticks "$PG_PID"); fi
 		tx=$(awk -F': *' '/^number of transactions actually processed/ { split($2, a, "/"); print a[1] }' "$out")
 		tps=$(awk '/^tps = / { print $3; exit }' "$out")
-		[ -n "${PID[$t]:-}" ] && cpu=$(per100k $((c1 - c0)) "$tx")
+		cpu=$(per100k $((c1 - c0)) "$tx")   # direct: Postgres's own
 	else
 		tps=n/a; tx=0
 		log "pgbench failed on $t: $(grep -m 2 -iE 'error|fatal|abort' "$out" | tr '\n' ' ')"
@@ -164,7 +164,7 @@ done
 
 echo
 echo "Postgres: pgbench -S, ${BENCH_SECONDS}s runs, median of $BENCH_ROUNDS, scale $BENCH_SCALE, $(nproc) CPUs, $(date -u +%Y-%m-%d)"
-echo "CPU/100k = proxy CPU seconds (user+sys) per 100k transactions"
+echo "CPU/100k = proxy CPU seconds (user+sys) per 100k transactions (direct: Postgres's own, in parentheses)"
 printf '%-11s | %12s | %5s | %8s | %10s | %5s | %8s\n' target "-S -c8 tps" ratio CPU/100k "-C tps" ratio CPU/100k
 printf '%s\n' "------------|--------------|-------|----------|------------|-------|---------"
 for t in direct switchyard $SY_EXTRA pgbouncer haproxy; do
@@ -173,10 +173,26 @@ for t in direct switchyard $SY_EXTRA pgbouncer haproxy; do
 		continue
 	fi
 	cA=${MC[$t:A]}; cB=${MC[$t:B]}
-	[ "$t" = direct ] && { cA=-; cB=-; }
+	[ "$t" = direct ] && { cA="($cA)"; cB="($cB)"; }
 	printf '%-11s | %12s | %5s | %8s | %10s | %5s | %8s\n' "$t" \
 		"$(fmt "${MT[$t:A]}" 1)" "$(ratio "${MT[$t:A]}" "${MT[direct:A]}")" "$cA" \
 		"$(fmt "${MT[$t:B]}" 1)" "$(ratio "${MT[$t:B]}" "${MT[direct:B]}")" "$cB"
 done
 [ -n "$SWITCHYARD_NA" ] && echo "switchyard: n/a ($SWITCHYARD_NA)"
+
+# ---- data for bench/plot.sh -----------------------------------------------------------------
+# One line per target and workload: median tps, its ratio to direct, proxy CPU s per 100k
+# transactions (direct: Postgres's own, the postmaster with its reaped backends).
+mkdir -p "$BENCH_OUT"
+{
+	echo "# Postgres pgbench medians of $BENCH_ROUNDS, ${BENCH_SECONDS}s runs, $(nproc) CPUs, $(date -u +%Y-%m-%d)"
+	echo "# target workload tps ratio cpu_per_100k"
+	for t in direct switchyard $SY_EXTRA pgbouncer haproxy; do
+		[ -n "${PORT[$t]:-}" ] || continue
+		for w in "${WORKLOADS[@]}"; do
+			echo "$t pg-$w $(fmt "${MT[$t:$w]}" 1) $(ratio "${MT[$t:$w]}" "${MT[direct:$w]}") ${MC[$t:$w]}"
+		done
+	done
+} >"$BENCH_OUT/pg.dat"
+log "data: $BENCH_OUT/pg.dat"
 exit 0

@@ -183,4 +183,27 @@ for t in direct switchyard $SY_EXTRA haproxy nutcracker; do
 		"$(fmt "$p" 3)" "$(diff3 "$p" "$dL")" "$(diff3 "$v" "$dV")"
 done
 [ -n "$SWITCHYARD_NA" ] && echo "switchyard: n/a ($SWITCHYARD_NA)"
+
+# ---- data for bench/plot.sh -----------------------------------------------------------------
+# One line per target and workload A/B: median combined GET+SET rps, its ratio to direct,
+# proxy CPU s per 100k requests (direct: redis-server's own); L: p50 ms and +p50 ms.
+mkdir -p "$BENCH_OUT"
+{
+	echo "# Redis redis-benchmark medians of $BENCH_ROUNDS, $(nproc) CPUs, $(date -u +%Y-%m-%d)"
+	echo "# target workload rps ratio cpu_per_100k   (workload redis-L: target L p50_ms added_p50_ms)"
+	for t in direct switchyard $SY_EXTRA haproxy nutcracker; do
+		[ -n "${PORT[$t]:-}" ] || continue
+		for w in A B; do
+			[ -n "${COMB[$t:$w]:-}" ] || continue
+			c=$(m "${CPU[$t:$w]:-}")
+			[ "$t" = direct ] && c=$(m "${SRVCPU[$t:$w]:-}")
+			echo "$t redis-$w $(fmt "$(m "${COMB[$t:$w]}")" 1) $(ratio "$(m "${COMB[$t:$w]}")" "$(m "${COMB[direct:$w]:-}")") $c"
+		done
+		if [ -n "${P50[$t:L]:-}" ]; then
+			p=$(m "${P50[$t:L]}")
+			echo "$t redis-L $p $(diff3 "$p" "$dL")"
+		fi
+	done
+} >"$BENCH_OUT/redis.dat"
+log "data: $BENCH_OUT/redis.dat"
 exit 0

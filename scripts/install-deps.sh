@@ -25,6 +25,7 @@ PACKAGES=(
 	python3 python3-redis python3-psycopg2 procps iproute2 file curl
 	groff-base man-db dpkg-dev adduser
 	clang libclang-rt-dev
+	gnuplot-nox
 )
 command -v node >/dev/null && command -v npm >/dev/null || PACKAGES+=(nodejs npm)
 SERVICES=(redis-server postgresql pgbouncer haproxy nutcracker)

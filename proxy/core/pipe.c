@@ -4,11 +4,126 @@
  * pump: read src into the free tail, let the session's scan hook look at the new bytes
  * and say how far they may go (fwd), and write [start..fwd) to dst at once. When dst
  * cannot take more, the bytes stay; when the buffer is full, reading stops until dst
- * drains: that is all the back-pressure there is, and all the memory a session uses.
+ * drains: that is all the back-pressure there is.
+ *
+ * The buffer is there only while bytes are: a pipe takes one when data arrives (pump,
+ * inject, feed, or a caller's sy_pipe_ensure) and gives it back when it is empty again
+ * (start == end, so nothing held by the scan hook either) at the end of a pump or flush.
+ * An idle session holds none. Buffers come from a free list per worker thread, at most
+ * SY_PIPE_FREE_MAX long; beyond it they are unmapped, so a burst's memory goes back to the
+ * system (64 KiB is below glibc's mmap threshold: malloc would keep it in the heap).
  */
 #include <errno.h>
+#include <malloc.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include "proxy/core/sy.h"
+
+/* ---- buffers ------------------------------------------------------------------------ */
+
+/* Only the thread that runs a worker's loop touches its sessions, so a thread-local list
+ * is that worker's list, without a lock. */
+static __thread uint8_t *free_bufs[SY_PIPE_FREE_MAX];
+static __thread unsigned free_len;
+static __thread unsigned torn_down;   /* sy_pipe_release calls since the last sweep trim */
+static __thread unsigned torn_seen;   /* torn_down at the last sweep */
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+/* Under a sanitizer buffers are malloc'd, so ASan's redzones catch a write past cap, and
+ * a free one is poisoned: a stale use of a released buffer is reported instead of landing
+ * in someone else's bytes. */
+static uint8_t *buf_map(void) { return malloc(SY_PIPE_BUF); }
+static void buf_unmap(uint8_t *b) { free(b); }
+#else
+static uint8_t *buf_map(void)
+{
+    void *m = mmap(NULL, SY_PIPE_BUF, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return m == MAP_FAILED ? NULL : m;
+}
+static void buf_unmap(uint8_t *b) { munmap(b, SY_PIPE_BUF); }
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define BUF_POISON(b)   ASAN_POISON_MEMORY_REGION((b), SY_PIPE_BUF)
+#define BUF_UNPOISON(b) ASAN_UNPOISON_MEMORY_REGION((b), SY_PIPE_BUF)
+#else
+#define BUF_POISON(b)   ((void)(b))
+#define BUF_UNPOISON(b) ((void)(b))
+#endif
+
+static uint8_t *buf_get(void)
+{
+    if (free_len == 0)
+        return buf_map();
+    uint8_t *b = free_bufs[--free_len];
+    BUF_UNPOISON(b);
+    return b;
+}
+
+static void buf_put(uint8_t *b)
+{
+    if (free_len == SY_PIPE_FREE_MAX) {
+        buf_unmap(b);
+        return;
+    }
+    BUF_POISON(b);
+    free_bufs[free_len++] = b;
+}
+
+void sy_pipe_setup(sy_pipe_t *p, sy_conn_t *src, sy_conn_t *dst, sy_scan_cb scan, int reading)
+{
+    *p = (sy_pipe_t){ .cap = SY_PIPE_BUF, .src = src, .dst = dst, .scan = scan, .reading = reading };
+}
+
+int sy_pipe_ensure(sy_pipe_t *p)
+{
+    if (p->buf == NULL && (p->buf = buf_get()) == NULL)
+        return -ENOMEM;
+    return 0;
+}
+
+/* Give the buffer back if nothing is in it. */
+static void pipe_idle(sy_pipe_t *p)
+{
+    if (p->buf == NULL || p->start != p->end)
+        return;
+    buf_put(p->buf);
+    p->buf = NULL;
+    p->start = p->fwd = p->scanned = p->end = 0;
+}
+
+void sy_pipe_release(sy_pipe_t *p)
+{
+    if (p->buf != NULL)
+        buf_put(p->buf);
+    p->buf = NULL;
+    p->start = p->fwd = p->scanned = p->end = 0;
+    torn_down++;
+}
+
+void sy_pipe_sweep(void)
+{
+    if (torn_down < SY_PIPE_TRIM_AFTER)
+        return;
+    /* Trim once the burst is over (a sweep with no teardown since the last one): trimming
+     * halfway would leave the rest of the burst's memory in the heap. */
+    if (torn_down != torn_seen) {
+        torn_seen = torn_down;
+        return;
+    }
+    torn_down = torn_seen = 0;
+    while (free_len > 0)
+        buf_unmap(buf_get());
+    malloc_trim(0);   /* the sessions' own structs, libuv's handles, OpenSSL's state */
+}
+
+unsigned sy_pipe_free_count(void)
+{
+    return free_len;
+}
+
+/* ---- the relay ---------------------------------------------------------------------- */
 
 static void pipe_compact(sy_pipe_t *p)
 {
@@ -23,8 +138,27 @@ static void pipe_compact(sy_pipe_t *p)
     p->start = 0;
 }
 
+/* Write [start..fwd); the buffer stays (a pump reads into it next). */
+static int pipe_write(sy_pipe_t *p)
+{
+    while (p->fwd > p->start) {
+        ssize_t n = p->dst->tp->write(p->dst, p->buf + p->start, p->fwd - p->start);
+        if (n == SY_EAGAIN)
+            return 0;
+        if (n < 0)
+            return (int)n;
+        p->start += (uint32_t)n;
+        p->bytes += (uint64_t)n;
+    }
+    if (p->start == p->end)
+        p->start = p->fwd = p->scanned = p->end = 0;
+    return 0;
+}
+
 uint32_t sy_pipe_space(sy_pipe_t *p)
 {
+    if (sy_pipe_ensure(p) != 0)
+        return 0;
     if (p->start == p->end && p->start != 0) {
         p->start = p->fwd = p->scanned = p->end = 0;
     } else if (p->cap - p->end < p->cap / 4 && p->start > 0) {
@@ -35,6 +169,8 @@ uint32_t sy_pipe_space(sy_pipe_t *p)
 
 int sy_pipe_inject(sy_pipe_t *p, const void *bytes, size_t len)
 {
+    if (sy_pipe_ensure(p) != 0)
+        return -1;
     if (sy_pipe_space(p) < len) {
         pipe_compact(p);
         if (p->cap - p->end < len)
@@ -51,6 +187,8 @@ int sy_pipe_inject(sy_pipe_t *p, const void *bytes, size_t len)
 int sy_pipe_feed(sy_pipe_t *p, const uint8_t *data, size_t len, size_t *sent)
 {
     while (*sent < len) {
+        if (sy_pipe_ensure(p) != 0)
+            return -ENOMEM;
         uint32_t space = sy_pipe_space(p);
         if (space == 0)
             break;
@@ -61,7 +199,7 @@ int sy_pipe_feed(sy_pipe_t *p, const uint8_t *data, size_t len, size_t *sent)
         p->end += (uint32_t)n;
         p->scanned = p->fwd = p->end;
         *sent += n;
-        int r = sy_pipe_flush(p);
+        int r = pipe_write(p);
         if (r < 0)
             return r;
         if (sy_pipe_pending(p))
@@ -75,7 +213,7 @@ static int scan_and_flush(void *sess, sy_pipe_t *p)
 {
     if (p->scan(sess, p) != 0)
         return SY_PUMP_CLOSING;
-    int r = sy_pipe_flush(p);
+    int r = pipe_write(p);
     if (r < 0) {
         p->err = r;
         return SY_PUMP_DST_ERR;
@@ -86,7 +224,9 @@ static int scan_and_flush(void *sess, sy_pipe_t *p)
 int sy_pipe_resume(void *sess, sy_pipe_t *p)
 {
     p->reading = 1;
-    return scan_and_flush(sess, p);
+    int r = scan_and_flush(sess, p);
+    pipe_idle(p);
+    return r;
 }
 
 int sy_pipe_pending(const sy_pipe_t *p)
@@ -96,27 +236,22 @@ int sy_pipe_pending(const sy_pipe_t *p)
 
 int sy_pipe_flush(sy_pipe_t *p)
 {
-    while (p->fwd > p->start) {
-        ssize_t n = p->dst->tp->write(p->dst, p->buf + p->start, p->fwd - p->start);
-        if (n == SY_EAGAIN)
-            return 0;
-        if (n < 0)
-            return (int)n;
-        p->start += (uint32_t)n;
-        p->bytes += (uint64_t)n;
-    }
-    if (p->start == p->end)
-        p->start = p->fwd = p->scanned = p->end = 0;
-    return 0;
+    int r = pipe_write(p);
+    pipe_idle(p);
+    return r;
 }
 
-int sy_pipe_pump(void *sess, sy_pipe_t *p)
+static int pipe_pump(void *sess, sy_pipe_t *p)
 {
     p->full = 0;
     for (int budget = SY_PIPE_READ_BUDGET; p->reading && !p->src_eof; budget--) {
         /* Out of budget: stop, unless TLS holds input that no poll event would announce. */
         if (budget <= 0 && !(p->src->tp->has_pending != NULL && p->src->tp->has_pending(p->src)))
             return 0;
+        if (sy_pipe_ensure(p) != 0) {
+            p->err = -ENOMEM;
+            return SY_PUMP_SRC_ERR;
+        }
         uint32_t space = sy_pipe_space(p);
         if (space == 0) {
             p->full = 1;
@@ -142,6 +277,13 @@ int sy_pipe_pump(void *sess, sy_pipe_t *p)
             return 0;
     }
     return 0;
+}
+
+int sy_pipe_pump(void *sess, sy_pipe_t *p)
+{
+    int r = pipe_pump(sess, p);
+    pipe_idle(p);
+    return r;
 }
 
 /* Who is gone after pump result r on pipe p? */

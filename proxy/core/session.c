@@ -241,6 +241,7 @@ void sy_sweep_cb(uv_timer_t *t)
             }
         }
     }
+    sy_pipe_sweep();   /* after a burst of closed sessions, memory goes back */
 }
 
 int sy_client_stalled(const sy_pipe_t *c2s, int mid_message, uint64_t active_at, uint64_t now)

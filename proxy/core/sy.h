@@ -133,7 +133,7 @@ typedef struct sy_pipe_s sy_pipe_t;
 typedef int (*sy_scan_cb)(void *sess, sy_pipe_t *p);   /* 0 ok, -1 session is closing */
 
 struct sy_pipe_s {
-    uint8_t   *buf;
+    uint8_t   *buf;         /* NULL while the pipe is empty (see sy_pipe_ensure) */
     uint32_t   cap, start, fwd, scanned, end;
     sy_conn_t *src, *dst;
     sy_scan_cb scan;
@@ -152,7 +152,26 @@ enum { SY_PUMP_OK = 0, SY_PUMP_EOF, SY_PUMP_SRC_ERR, SY_PUMP_DST_ERR, SY_PUMP_CL
  * source with more to read is called again on the next round. */
 #define SY_PIPE_READ_BUDGET 32
 
-/* Space left at the end (compacts first when that helps). */
+/* The buffer is held only while bytes are in it: a pipe takes one from its worker's free
+ * list when data comes (pump, inject, feed, space) and gives it back when it is empty
+ * at the end of a pump, resume or flush. At most SY_PIPE_FREE_MAX free buffers are kept
+ * per worker thread; the rest are unmapped. */
+#define SY_PIPE_FREE_MAX 16
+/* The first sweep (sy_pipe_sweep) with no teardown since the one before, after at least
+ * this many pipes were torn down, returns the free buffers and the heap's free pages to
+ * the system. */
+#define SY_PIPE_TRIM_AFTER 256
+/* A pipe without a buffer, with cap SY_PIPE_BUF. */
+void sy_pipe_setup(sy_pipe_t *p, sy_conn_t *src, sy_conn_t *dst, sy_scan_cb scan, int reading);
+/* Make sure p->buf exists, for a caller that reads into it itself. 0 or -ENOMEM. */
+int  sy_pipe_ensure(sy_pipe_t *p);
+/* Teardown: the buffer goes back whatever is in it. */
+void sy_pipe_release(sy_pipe_t *p);
+/* From the worker's 1 s sweep: after a burst of closed sessions, give memory back. */
+void sy_pipe_sweep(void);
+unsigned sy_pipe_free_count(void);   /* free buffers on this thread's list */
+/* Space left at the end (compacts first when that helps; takes a buffer if the pipe had
+ * none, 0 when out of memory). */
 uint32_t sy_pipe_space(sy_pipe_t *p);
 /* Append synthesized bytes after everything already there, forwardable at once.
  * Only call at a message boundary of the stream. Returns 0 or -1 if it does not fit. */

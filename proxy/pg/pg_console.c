@@ -144,6 +144,10 @@ void pg_admin_drive(pg_session_t *s)
         /* Nothing to report: need more bytes. */
         if (p->scanned == p->end) {
             p->start = p->fwd = p->scanned = p->end = 0;
+            if (sy_pipe_ensure(p) != 0) {
+                pg_close(s, "53200", "switchyard: out of memory");
+                return;
+            }
             ssize_t r = s->client.tp->read(&s->client, p->buf, p->cap);
             if (r == SY_EAGAIN)
                 break;

@@ -163,8 +163,6 @@ struct pg_session_s {
     size_t         admin_sent;
     int            admin_busy;        /* an asynchronous command is running */
     int            admin;             /* this is a console session */
-
-    uint8_t        bufs[2 * SY_PIPE_BUF];
 };
 
 void pg_admin_drive(pg_session_t *s);

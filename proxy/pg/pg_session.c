@@ -70,6 +70,8 @@ static void pg_free(pg_session_t *s)
     free(s->scram);
     pgr_buf_free(&s->admin_out);
     pgr_buf_free(&s->s2c_extra);
+    sy_pipe_release(&s->c2s);
+    sy_pipe_release(&s->s2c);
     free(s);
 }
 
@@ -182,7 +184,8 @@ void pg_closing_drive(pg_session_t *s)
         s->linger = 2;
     }
     for (;;) {
-        ssize_t n = recv(s->client.fd, s->c2s.buf, s->c2s.cap, 0);
+        uint8_t junk[4096];
+        ssize_t n = recv(s->client.fd, junk, sizeof(junk), 0);
         if (n > 0)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
@@ -670,10 +673,8 @@ static void pg_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *l
     SY_STAT_ADD(sy_server.nclients, 1);
     sy_conn_init(&s->client, s->link.loop, fd, s);
     /* The pipes' server side is set when a server is attached (pg_server_attach). */
-    s->c2s = (sy_pipe_t){ .buf = s->bufs, .cap = SY_PIPE_BUF, .src = &s->client, .dst = NULL,
-                          .scan = c2s_scan, .reading = 1 };
-    s->s2c = (sy_pipe_t){ .buf = s->bufs + SY_PIPE_BUF, .cap = SY_PIPE_BUF, .src = NULL,
-                          .dst = &s->client, .scan = s2c_scan, .reading = 1 };
+    sy_pipe_setup(&s->c2s, &s->client, NULL, c2s_scan, 1);
+    sy_pipe_setup(&s->s2c, NULL, &s->client, s2c_scan, 1);
     pgw_scan_init(&s->cscan, sy_conf()->max_message_size);
     pg_sscan_reset(s);
     int rc = sy_conn_watch_logged(&s->client, UV_READABLE, pg_client_cb, s->id);

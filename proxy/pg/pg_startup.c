@@ -296,6 +296,10 @@ static void client_startup_read(pg_session_t *s)
         }
         if (s->state != PGS_STARTUP && s->state != PGS_AUTH)
             break;
+        if (sy_pipe_ensure(p) != 0) {
+            pg_close(s, "53200", "switchyard: out of memory");
+            return;
+        }
         uint32_t space = sy_pipe_space(p);
         if (space == 0) {
             pg_close(s, "08P01", "startup packet too long");

@@ -127,8 +127,6 @@ typedef struct redis_session_s {
     sub_set_t      subs[3];
     local_t        held;            /* a complete command awaiting its local answer */
     const char    *proto_err;
-
-    uint8_t        bufs[2 * SY_PIPE_BUF];
 } redis_session_t;
 
 void rs_closing_timeout_cb(uv_timer_t *t);

@@ -230,6 +230,10 @@ static void rs_setup_read(rs_server_t *sv)
 {
     redis_session_t *s = rs_client(sv);
     sy_pipe_t *p = &s->s2c;
+    if (sy_pipe_ensure(p) != 0) {
+        rs_connect_failed(sv, "out of memory");
+        return;
+    }
     for (;;) {
         while (p->scanned < p->end && sv->setup_left > 0) {
             int done = 0;

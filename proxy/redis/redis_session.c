@@ -41,6 +41,8 @@ void rs_unref(redis_session_t *s)
     if (--s->refs == 0) {
         for (int i = 0; i < 3; i++)
             rs_sub_clear(&s->subs[i]);
+        sy_pipe_release(&s->c2s);
+        sy_pipe_release(&s->s2c);
         free(s);
     }
 }
@@ -405,10 +407,8 @@ static void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t
     SY_STAT_ADD(sy_server.nclients, 1);
     sy_conn_init(&s->client, s->link.loop, fd, s);
     sy_conn_init(&s->noserver, s->link.loop, -1, s);
-    s->c2s = (sy_pipe_t){ .buf = s->bufs, .cap = SY_PIPE_BUF, .src = &s->client, .dst = &s->noserver,
-                          .scan = rs_c2s_scan, .reading = 0 };
-    s->s2c = (sy_pipe_t){ .buf = s->bufs + SY_PIPE_BUF, .cap = SY_PIPE_BUF, .src = &s->noserver,
-                          .dst = &s->client, .scan = rs_s2c_scan, .reading = 0 };
+    sy_pipe_setup(&s->c2s, &s->client, &s->noserver, rs_c2s_scan, 0);
+    sy_pipe_setup(&s->s2c, &s->noserver, &s->client, rs_s2c_scan, 0);
     resp_req_init(&s->rq, sy_conf()->redis_max_bulk);
     resp_reply_init(&s->rp, 0);   /* redis_max_bulk limits what clients send, not replies */
 

@@ -70,7 +70,6 @@ static int scan_cb(void *sess, sy_pipe_t *p)
     return 0;
 }
 
-static uint8_t buf[SY_PIPE_BUF];
 static sy_conn_t src, dst;
 
 static void setup(size_t avail, size_t chunk, size_t room)
@@ -91,7 +90,9 @@ static void setup(size_t avail, size_t chunk, size_t room)
 
 static sy_pipe_t pipe_new(void)
 {
-    return (sy_pipe_t){ .buf = buf, .cap = SY_PIPE_BUF, .src = &src, .dst = &dst, .scan = scan_cb, .reading = 1 };
+    sy_pipe_t p;
+    sy_pipe_setup(&p, &src, &dst, scan_cb, 1);
+    return p;
 }
 
 static int sane(const sy_pipe_t *p)
@@ -99,15 +100,97 @@ static int sane(const sy_pipe_t *p)
     return p->start <= p->fwd && p->fwd <= p->scanned && p->scanned <= p->end && p->end <= p->cap;
 }
 
+/* The buffer is held exactly while bytes are in the pipe (issue 9: an idle session holds
+ * none), never released under bytes a scan hook holds or a stalled sink has not taken. */
+static void buffer_lifecycle(void)
+{
+    sy_pipe_t p;
+    /* Nothing to read: a pump takes no buffer home. */
+    setup(0, SIZE_MAX, SIZE_MAX);
+    p = pipe_new();
+    CHECK(sy_pipe_pump(NULL, &p) == SY_PUMP_OK && p.buf == NULL && E.reads == 1);
+    /* Everything forwarded: the buffer goes back at the end of the pump. */
+    setup(14, SIZE_MAX, SIZE_MAX);
+    CHECK(sy_pipe_pump(NULL, &p) == SY_PUMP_OK && E.taken == 14 && p.buf == NULL);
+    /* A stalled sink: the bytes stay, and so does the buffer, until a flush drains it. */
+    setup(100, SIZE_MAX, 0);
+    CHECK(sy_pipe_pump(NULL, &p) == SY_PUMP_OK && p.buf != NULL && p.end == 100 && sy_pipe_pending(&p));
+    CHECK(sy_pipe_flush(&p) == 0 && p.buf != NULL);   /* still EAGAIN */
+    E.room = 60;
+    CHECK(sy_pipe_flush(&p) == 0 && p.buf != NULL && p.start == 60 && sane(&p));
+    E.room = SIZE_MAX;
+    CHECK(sy_pipe_flush(&p) == 0 && p.buf == NULL && E.taken == 100 && !E.corrupt);
+    CHECK(p.start == 0 && p.end == 0 && sane(&p));
+    /* Bytes the scan hook holds (scanned, not forwarded) keep the buffer through pumps,
+     * flushes and resumes; the hook letting go releases it. */
+    setup(50, SIZE_MAX, SIZE_MAX);
+    hold_after = 0;
+    CHECK(sy_pipe_pump(NULL, &p) == SY_PUMP_OK && p.buf != NULL && p.end == 50 && p.fwd == 0);
+    CHECK(sy_pipe_flush(&p) == 0 && p.buf != NULL);
+    p.reading = 0;
+    CHECK(sy_pipe_pump(NULL, &p) == SY_PUMP_OK && p.buf != NULL);
+    CHECK(sy_pipe_resume(NULL, &p) == SY_PUMP_OK && p.buf != NULL && E.taken == 0);
+    p.fwd = p.end;
+    CHECK(sy_pipe_resume(NULL, &p) == SY_PUMP_OK && p.buf == NULL && E.taken == 50 && !E.corrupt);
+    /* Bytes read but not yet scanned count too: only start == end is empty. */
+    setup(0, SIZE_MAX, SIZE_MAX);
+    CHECK(sy_pipe_ensure(&p) == 0 && p.buf != NULL);
+    memset(p.buf, 7, 10);
+    p.end = 10;
+    CHECK(sy_pipe_flush(&p) == 0 && p.buf != NULL && p.end == 10);
+    p.end = 0;
+    CHECK(sy_pipe_flush(&p) == 0 && p.buf == NULL);
+    /* Injected bytes are taken by a sink that keeps up, and the buffer with them. */
+    setup(0, 1, SIZE_MAX);
+    CHECK(sy_pipe_inject(&p, "hello", 5) == 0 && p.buf != NULL);
+    CHECK(sy_pipe_flush(&p) == 0 && p.buf == NULL && E.taken == 5);
+    /* A queue fed through a stalled sink keeps what it could not write. */
+    setup(0, 1, 3);
+    size_t sent = 0;
+    CHECK(sy_pipe_feed(&p, (const uint8_t *)"\0\1\2\3\4", 5, &sent) == 0 && sent == 5 && p.buf != NULL);
+    CHECK(E.taken == 3 && p.end - p.start == 2);
+    E.room = SIZE_MAX;
+    CHECK(sy_pipe_flush(&p) == 0 && p.buf == NULL && E.taken == 5 && !E.corrupt);
+    /* Teardown gives any buffer back; the free list stays bounded, and a sweep after many
+     * teardowns empties it. */
+    CHECK(sy_pipe_inject(&p, "y", 1) == 0);
+    uint8_t *was = p.buf;
+    sy_pipe_release(&p);
+    CHECK(sy_pipe_ensure(&p) == 0 && p.buf == was);   /* the worker's free list, last in first out */
+    sy_pipe_release(&p);
+    enum { NP = SY_PIPE_FREE_MAX + 8 };
+    sy_pipe_t many[NP];
+    for (int i = 0; i < NP; i++) {
+        sy_pipe_setup(&many[i], &src, &dst, scan_cb, 1);
+        CHECK(sy_pipe_inject(&many[i], "x", 1) == 0);
+    }
+    for (int i = 0; i < NP; i++)
+        sy_pipe_release(&many[i]);
+    CHECK(many[0].buf == NULL && many[0].end == 0);
+    CHECK_MSG(sy_pipe_free_count() <= SY_PIPE_FREE_MAX, "%u free buffers kept", sy_pipe_free_count());
+    for (int i = 0; i < SY_PIPE_TRIM_AFTER; i++)
+        sy_pipe_release(&p);
+    CHECK(sy_pipe_ensure(&p) == 0);
+    sy_pipe_release(&p);
+    unsigned kept = sy_pipe_free_count();
+    CHECK(kept > 0);
+    sy_pipe_sweep();   /* the burst may go on: nothing yet */
+    CHECK(sy_pipe_free_count() == kept);
+    sy_pipe_sweep();   /* a quiet second: trim */
+    CHECK(sy_pipe_free_count() == 0);
+}
+
 int main(void)
 {
     /* Everything goes through when the sink keeps up; the buffer empties. */
     setup(300000, SIZE_MAX, SIZE_MAX);
     sy_pipe_t p = pipe_new();
+    CHECK(p.buf == NULL && sy_pipe_src_events(&p) == UV_READABLE);   /* no buffer until data */
     CHECK(sy_pipe_pump(NULL, &p) == SY_PUMP_OK);
     CHECK(E.taken == 300000 && p.bytes == 300000 && !E.corrupt);
     /* A short read ends the pump: the socket is drained. */
     setup(10000, 1000, SIZE_MAX);
+    sy_pipe_release(&p);
     p = pipe_new();
     CHECK(sy_pipe_pump(NULL, &p) == SY_PUMP_OK);
     CHECK(E.reads == 1 && E.taken == 1000);
@@ -116,6 +199,7 @@ int main(void)
     /* Defect 5: a sender that always has more. Before the read budget, one pump read until
      * the source ran dry (here 100,000 reads) and starved every other session of the loop. */
     setup((size_t)100000 * SY_PIPE_BUF, SIZE_MAX, SIZE_MAX);
+    sy_pipe_release(&p);
     p = pipe_new();
     CHECK(sy_pipe_pump(NULL, &p) == SY_PUMP_OK);
     CHECK_MSG(E.reads <= SY_PIPE_READ_BUDGET, "one pump made %zu reads", E.reads);
@@ -128,6 +212,7 @@ int main(void)
 
     /* Back-pressure: a stalled sink fills the buffer, then reading stops. */
     setup(200000, SIZE_MAX, 0);
+    sy_pipe_release(&p);
     p = pipe_new();
     CHECK(sy_pipe_pump(NULL, &p) == SY_PUMP_OK);
     CHECK(p.full && p.end == p.cap && sy_pipe_pending(&p) && sane(&p));
@@ -148,6 +233,7 @@ int main(void)
     /* What the scan hook holds stays in the buffer and is not written. */
     setup(5000, 5000, SIZE_MAX);
     hold_after = 0;
+    sy_pipe_release(&p);
     p = pipe_new();
     CHECK(sy_pipe_pump(NULL, &p) == SY_PUMP_OK);
     CHECK(E.taken == 0 && p.end == 5000 && p.fwd == 0 && sane(&p));
@@ -159,6 +245,7 @@ int main(void)
     /* Injection at a boundary: appended after what is there, forwardable at once; a block
      * that does not fit is refused, not cut. */
     setup(0, 1, 0);
+    sy_pipe_release(&p);
     p = pipe_new();
     uint8_t blob[1000];
     memset(blob, 'x', sizeof(blob));
@@ -171,9 +258,12 @@ int main(void)
     /* EOF and errors are told apart. */
     setup(10, 10, SIZE_MAX);
     E.eof = 1;
+    sy_pipe_release(&p);
     p = pipe_new();
     CHECK(sy_pipe_pump(NULL, &p) == SY_PUMP_OK && E.taken == 10);   /* short read: drained */
     CHECK(sy_pipe_pump(NULL, &p) == SY_PUMP_EOF && p.src_eof);
 
+    sy_pipe_release(&p);
+    buffer_lifecycle();
     return unit_done("test_pipe");
 }
