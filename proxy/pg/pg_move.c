@@ -53,15 +53,86 @@ static void move_collect_notifies(pg_move_t *m)
     }
 }
 
+/* Types below FirstNormalObjectId are Postgres's own, the same on every server; others
+ * (enums, domains, composites, extensions' types) have the OIDs of the server that made
+ * them, and a copy made by pg_dump or logical replication numbers them differently. */
+#define PG_FIRST_NORMAL_OID 16384u
+
+static int has_user_types(const char *oids)
+{
+    const char *perr;
+    size_t len = strlen(oids);
+    ssize_t n = pgw_parse_oid_array(oids, len, NULL, PGW_OID_ARRAY_MAX, &perr);
+    Oid *t = n > 0 ? malloc((size_t)n * sizeof(*t)) : NULL;
+    int user = 0;
+    if (t != NULL && pgw_parse_oid_array(oids, len, t, (size_t)n, &perr) == n)
+        for (ssize_t i = 0; i < n && !user; i++)
+            user = t[i] >= PG_FIRST_NORMAL_OID;
+    free(t);
+    return user;
+}
+
+/* The parameter types of a protocol-level prepared statement, as OIDs of the new server:
+ * the old server's where they are all built in, else its qualified type names ("{...}",
+ * from the state query) resolved by name here. Returns the OID array's text (malloc'd),
+ * or NULL with m->err set. */
+static char *new_param_types(pg_move_t *m, const char *oids, const char *names)
+{
+    if (!has_user_types(oids))
+        return strdup(oids);
+    const char *params[1] = { names };
+    PGresult *r = PQexecParams(m->conn,
+                               "SELECT pg_catalog.array_agg(n::pg_catalog.regtype::pg_catalog.oid ORDER BY o)::pg_catalog.text"
+                               " FROM pg_catalog.unnest($1::pg_catalog.text[]) WITH ORDINALITY AS u(n, o)",
+                               1, NULL, params, NULL, NULL, 0);
+    char *out = NULL;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0))
+        out = strdup(PQgetvalue(r, 0, 0));
+    else
+        snprintf(m->err, sizeof(m->err), "cannot find the parameter types %s on the new server: %s", names,
+                 PQresultErrorMessage(r));
+    PQclear(r);
+    return out;
+}
+
 /* Replay settings, prepared statements and LISTENs on the new session in one round trip
- * (libpq pipeline mode). Returns 0, or -1 with the first failure in m->err. */
+ * (libpq pipeline mode), after resolving user-defined parameter types by name. Returns 0,
+ * or -1 with the first failure in m->err. */
+static int move_replay_pipeline(pg_move_t *m, PGresult *settings, PGresult *prepared, PGresult *listens,
+                                char **ptypes);
+
 static int move_replay(pg_move_t *m, PGresult *settings, PGresult *prepared, PGresult *listens)
+{
+    int ok = 1, np = PQntuples(prepared);
+    if (PQntuples(settings) + np + PQntuples(listens) == 0)
+        return 0;
+    char **ptypes = np > 0 ? calloc((size_t)np, sizeof(*ptypes)) : NULL;
+    if (np > 0 && ptypes == NULL) {
+        snprintf(m->err, sizeof(m->err), "out of memory");
+        return -1;
+    }
+    for (int i = 0; i < np; i++) {
+        if (strcmp(PQgetvalue(prepared, i, 2), "t") == 0)
+            continue;   /* PREPARE text: its types are resolved by name anyway */
+        if ((ptypes[i] = new_param_types(m, PQgetvalue(prepared, i, 3), PQgetvalue(prepared, i, 4))) == NULL) {
+            ok = 0;
+            break;
+        }
+    }
+    if (ok)
+        ok = move_replay_pipeline(m, settings, prepared, listens, ptypes) == 0;
+    for (int i = 0; i < np; i++)
+        free(ptypes[i]);
+    free(ptypes);
+    return ok ? 0 : -1;
+}
+
+static int move_replay_pipeline(pg_move_t *m, PGresult *settings, PGresult *prepared, PGresult *listens,
+                                char **ptypes)
 {
     PGconn *c = m->conn;
     int sent = 0, ok = 1;
     char what[160] = "";
-    if (PQntuples(settings) + PQntuples(prepared) + PQntuples(listens) == 0)
-        return 0;
     if (!PQenterPipelineMode(c)) {
         snprintf(m->err, sizeof(m->err), "cannot enter pipeline mode: %s", PQerrorMessage(c));
         return -1;
@@ -85,7 +156,7 @@ static int move_replay(pg_move_t *m, PGresult *settings, PGresult *prepared, PGr
             sent += one ? PQsendQueryParams(c, one, 0, NULL, NULL, NULL, NULL, 0) : 0;
             free(one);
         } else {
-            const char *p = PQgetvalue(prepared, i, 3), *perr;   /* "{23,25}" */
+            const char *p = ptypes[i], *perr;   /* "{23,25}", the new server's OIDs */
             size_t plen = strlen(p);
             ssize_t nt = pgw_parse_oid_array(p, plen, NULL, PGW_OID_ARRAY_MAX, &perr);
             Oid *types = nt > 0 ? malloc((size_t)nt * sizeof(*types)) : NULL;
@@ -157,7 +228,11 @@ static void move_work(uv_work_t *req)
                      " AND pid = pg_catalog.pg_backend_pid()),"
                      " (SELECT count(*) FROM pg_catalog.pg_cursors WHERE is_holdable);"
                      "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session';"
-                     "SELECT name, statement, from_sql, parameter_types::pg_catalog.oid[]::text"
+                     "SELECT name, statement, from_sql, parameter_types::pg_catalog.oid[]::text,"
+                     " (SELECT pg_catalog.array_agg(pg_catalog.format('%I.%I', tn.nspname, ty.typname) ORDER BY u.o)"
+                     " FROM pg_catalog.unnest(parameter_types) WITH ORDINALITY AS u(t, o)"
+                     " JOIN pg_catalog.pg_type ty ON ty.oid = u.t"
+                     " JOIN pg_catalog.pg_namespace tn ON tn.oid = ty.typnamespace)::text"
                      " FROM pg_catalog.pg_prepared_statements ORDER BY prepare_time;"
                      "SELECT pg_catalog.pg_listening_channels()")) {
         snprintf(m->err, sizeof(m->err), "%s", PQerrorMessage(m->old));
