@@ -84,6 +84,11 @@ void conf_print(const conf_t *c, FILE *out)
     fprintf(out, "  %-19s= %d s\n", "client_login_timeout", c->client_login_timeout);
     fprintf(out, "  %-19s= %d s%s\n", "client_idle_timeout", c->client_idle_timeout,
             c->client_idle_timeout ? "" : " (never)");
+    fprintf(out, "  %-19s= %d\n", "pool_size", c->pool_size);
+    fprintf(out, "  %-19s= %d s%s\n", "server_idle_timeout", c->server_idle_timeout,
+            c->server_idle_timeout ? "" : " (never)");
+    fprintf(out, "  %-19s= %d s%s\n", "server_lifetime", c->server_lifetime, c->server_lifetime ? "" : " (never)");
+    fprintf(out, "  %-19s= %d s\n", "server_check_delay", c->server_check_delay);
     if (c->workers > 0)
         fprintf(out, "  %-19s= %d\n", "workers", c->workers);
     else
@@ -129,6 +134,7 @@ void conf_print(const conf_t *c, FILE *out)
                 fprintf(out, "%s%s", d == r->databases ? "" : ", ", *d);
             fprintf(out, "%s\n", r->is_default ? " (and any other: default route)" : "");
             fprintf(out, "  env       %sPG*\n", r->env_prefix);
+            fprintf(out, "  pool      %s\n", r->pool ? "on (session pooling)" : "off (one server per client)");
         } else {
             fprintf(out, "  env       %s\n", r->external_env ? r->external_env : "(none)");
             fprintf(out, "  client    %s\n", r->client_password ? "AUTH password ****"

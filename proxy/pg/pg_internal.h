@@ -9,6 +9,8 @@
  *                  parameters, one attempt per address, attach to a session, its close
  *   pg_move.c      switchover: prepare, move (state query, replay), the link hooks
  *   pg_console.c   the admin console's wire side
+ *   pg_pool.c      session pooling: a left client's server reset and kept IDLE, and
+ *                  handed to the next client with the same key
  *
  * Nothing here is for other modules: they use pg_session.h.
  */
@@ -104,6 +106,14 @@ struct pg_server_s {
     int            natt, iatt;
     uint64_t       timeout_ms;
     char          *att_errs;           /* what each failed attempt said */
+
+    /* pooling (pg_pool.c) */
+    uint64_t       born_at;            /* loop ms it was made (server_lifetime) */
+    uint64_t       idle_since;         /* loop ms it went IDLE (server_idle_timeout, check delay) */
+    char          *key;                /* user, database, startup parameters it was opened with */
+    size_t         keylen;
+    int            pool_op;            /* PG_POOL_RESET / PG_POOL_CHECK running, else 0 */
+    int            pool_failed;        /* ...and a result of it was not the expected one */
 };
 typedef struct pg_server_s pg_server_t;
 
@@ -161,6 +171,7 @@ struct pg_session_s {
     size_t         admin_sent;
     int            admin_busy;        /* an asynchronous command is running */
     int            admin;             /* this is a console session */
+    int            cancels;           /* cancel jobs running for it: its server is not pooled */
 
     uint8_t        bufs[2 * SY_PIPE_BUF];
 };
@@ -197,5 +208,12 @@ void pg_update_polls(pg_session_t *s);
 void pg_upstream_begin(pg_session_t *s);
 void pg_watch(pg_session_t *s, sy_conn_t *c, int events, sy_conn_cb cb);
 void pg_upstream_lost(pg_session_t *s, int err);
+void pg_upstream_connect(pg_session_t *s);
+
+/* pg_pool.c */
+enum { PG_POOL_RESET = 1, PG_POOL_CHECK = 2 };
+int  pg_pool_keep(pg_session_t *s);
+int  pg_pool_take(pg_session_t *s);
+void pg_pool_idle_check(sy_server_link_t *l, uint64_t now);
 
 #endif

@@ -1,0 +1,330 @@
+/*
+ * pg_pool.c - session pooling, as PgBouncer's pool_mode = session: a Postgres server
+ * connection outlives its client, reset, and serves the next client with the same key.
+ *
+ *   client leaves (pg_close, no error) with its server clean: ReadyForQuery 'I', nothing
+ *   in flight, no COPY, not moving, no cancel running, the route's current target
+ *        └─▶ pg_pool_keep: detached; DISCARD ALL through libpq (PQsendQuery, non-blocking,
+ *            its replies dropped; libpq records the ParameterStatus values it reports)
+ *        └─▶ IDLE on its worker's list for the route, watched for a hang-up
+ *   next client, same key, same worker (pg_upstream_begin)
+ *        └─▶ pg_pool_take: the newest IDLE server with the key; idle past
+ *            server_check_delay: an empty query first (a dead one is closed and the next
+ *            tried, then a fresh connect)
+ *        └─▶ pg_relay_begin: the greeting from that server's ParameterStatus (as they are
+ *            after the reset) and its real backend pid; a new cancel key maps to it
+ *
+ * The key is the target (which and its settings), the user, the database and every
+ * startup parameter the client sent (application_name, client_encoding, options, ...), in
+ * the client's order. A server was opened with exactly those, and RESET ALL (inside
+ * DISCARD ALL) goes back to them, so the next client gets a session that equals a fresh
+ * one, ParameterStatus included. Nothing is SET on reuse: a client with another
+ * application_name gets another server.
+ *
+ * Why libpq for the reset: the relay never lets libpq read (it relays raw bytes), so the
+ * PGconn is idle exactly as libpq left it, and libpq can run a query on it; it also keeps
+ * PQparameterStatus current with what the reset reports, which is what the next greeting
+ * is built from.
+ *
+ * Bounds: pool_size idle servers per worker and key, server_idle_timeout,
+ * server_lifetime (checked on release and once a second, sy_sweep_cb), and the route's
+ * target: a switch or a RELOAD that retargets closes the idle servers of the old target
+ * (sy_servers_check_idle), and one found stale on reuse is closed. A server that dies
+ * while IDLE is closed; no client sees it.
+ */
+#include "proxy/pg/pg_internal.h"
+
+static void pool_io(pg_server_t *sv);
+
+static void no_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
+/* Append "a=b\0" to the key being built. Returns 0 or -1 (out of memory). */
+static int key_add(char **k, size_t *n, size_t *cap, const char *a, const char *b)
+{
+    size_t need = strlen(a) + strlen(b) + 2;
+    if (*n + need > *cap) {
+        size_t ncap = (*n + need) * 2;
+        char *nk = realloc(*k, ncap);
+        if (nk == NULL)
+            return -1;
+        *k = nk;
+        *cap = ncap;
+    }
+    *n += (size_t)snprintf(*k + *n, *cap - *n, "%s=%s", a, b) + 1;
+    return 0;
+}
+
+/* The key of the client's session: user, database, then its startup parameters. */
+static char *pool_key(const pg_session_t *s, size_t *len)
+{
+    size_t cap = 0, n = 0, off = 0;
+    char *k = NULL;
+    const char *name, *value;
+    int bad = key_add(&k, &n, &cap, "user", s->user ? s->user : "") ||
+              key_add(&k, &n, &cap, "database", s->database ? s->database : "");
+    while (!bad && pgw_startup_next(&s->st, &off, &name, &value))
+        if (strcmp(name, "user") != 0 && strcmp(name, "database") != 0)
+            bad = key_add(&k, &n, &cap, name, value);
+    if (bad) {
+        free(k);
+        return NULL;
+    }
+    *len = n;
+    return k;
+}
+
+/* Why sv may not be (or stay) a pooled server now, or NULL. */
+static const char *pool_unfit(const pg_server_t *sv, uint64_t now)
+{
+    const sy_route_t *r = sv->link.route;
+    const conf_t *c = sy_conf();
+    if (!r->conf->pool || SY_LOAD(sy_server.stopping))
+        return "pool off";
+    if (sv->link.which != sy_route_active(r) || sv->link.target != sy_route_target(r, sv->link.which))
+        return "retargeted";
+    if (sv->pg == NULL || PQstatus(sv->pg) != CONNECTION_OK)
+        return "broken";
+    if (c->server_lifetime > 0 && now - sv->born_at >= (uint64_t)c->server_lifetime * 1000)
+        return "server_lifetime";
+    if (sv->link.state == SY_SERVER_IDLE && c->server_idle_timeout > 0 &&
+        now - sv->idle_since >= (uint64_t)c->server_idle_timeout * 1000)
+        return "server_idle_timeout";
+    return NULL;
+}
+
+/* Idle servers of sv's route on its worker with sv's key. */
+static int pool_count(const pg_server_t *sv)
+{
+    int n = 0;
+    sy_server_link_t *head = sy_worker_servers_of(sy_loop_index(sv->link.loop), sv->link.route, SY_SERVER_IDLE);
+    for (sy_server_link_t *l = head->next; l != head; l = l->next) {
+        const pg_server_t *o = (const pg_server_t *)l;
+        n += o->keylen == sv->keylen && memcmp(o->key, sv->key, sv->keylen) == 0;
+    }
+    return n;
+}
+
+/* A reset or check that does not answer within the connect timeout has failed. */
+static void pool_timeout_cb(uv_timer_t *t)
+{
+    pg_server_t *sv = t->data;
+    if (sv->pool_op == 0)
+        return;
+    sy_info("event=server_pool_timeout upstream=%s backend_pid=%u op=%s", sv->link.target->hostport, sv->be_pid,
+            sv->pool_op == PG_POOL_RESET ? "reset" : "check");
+    sv->pool_failed = 1;
+    pool_io(sv);
+}
+
+/* Start one of our own queries on sv (its replies go to libpq, not to a client), bounded
+ * by the connect timeout (its connect timer, stopped once it had connected). */
+static int pool_send(pg_server_t *sv, int op, const char *sql)
+{
+    sv->pool_op = op;
+    sv->pool_failed = 0;
+    if (!PQsendQuery(sv->pg, sql))
+        return -1;
+    if (sv->timer_on)
+        uv_timer_start(&sv->timer, pool_timeout_cb, sv->timeout_ms, 0);
+    pool_io(sv);
+    return 0;
+}
+
+/* The client's session is over and its server clean: keep the server (reset first).
+ * Returns 1 when s->srv was taken off s for the pool, 0 when s closes it as before. */
+int pg_pool_keep(pg_session_t *s)
+{
+    pg_server_t *sv = s->srv;
+    if (s->state != PGS_RELAY || sv == NULL || s->pre != NULL || sv->job || sv->closed || s->cancels > 0 ||
+        !pg_idle(s) || sy_pipe_pending(&s->c2s) || s->c2s.end != s->c2s.fwd || sy_conf()->pool_size <= 0 ||
+        pool_unfit(sv, uv_now(s->link.loop)) != NULL)
+        return 0;
+    if (sv->key == NULL && (sv->key = pool_key(s, &sv->keylen)) == NULL)
+        return 0;
+    if (pool_count(sv) >= sy_conf()->pool_size)
+        return 0;
+    pg_server_attach(s, NULL);   /* sv has no client now; it stays ACTIVE while it resets */
+    PQsetNoticeProcessor(sv->pg, no_notice, NULL);
+    if (pool_send(sv, PG_POOL_RESET, "DISCARD ALL") != 0)
+        pg_server_close(sv, "reset failed");
+    return 1;
+}
+
+static void pool_cb(sy_conn_t *c, int status, int events)
+{
+    (void)status;
+    (void)events;
+    pool_io(c->data);
+}
+
+static void notifies_drop(pg_server_t *sv)
+{
+    PGnotify *n;
+    while ((n = PQnotifies(sv->pg)) != NULL)
+        PQfreemem(n);
+}
+
+/* A server died or said something while IDLE. */
+static void idle_cb(sy_conn_t *c, int status, int events)
+{
+    pg_server_t *sv = c->data;
+    (void)events;
+    if (status < 0 || !PQconsumeInput(sv->pg)) {
+        pg_server_close(sv, "closed while idle");
+        return;
+    }
+    while (!PQisBusy(sv->pg)) {
+        PGresult *r = PQgetResult(sv->pg);
+        if (r == NULL)
+            break;
+        PQclear(r);
+    }
+    notifies_drop(sv);
+    if (PQstatus(sv->pg) != CONNECTION_OK)
+        pg_server_close(sv, "closed while idle");
+}
+
+static void reset_done(pg_server_t *sv)
+{
+    uint64_t now = uv_now(sv->link.loop);
+    const char *why = sv->pool_failed || PQtransactionStatus(sv->pg) != PQTRANS_IDLE ? "reset failed"
+                                                                                      : pool_unfit(sv, now);
+    notifies_drop(sv);
+    if (why == NULL && pool_count(sv) >= sy_conf()->pool_size)
+        why = "pool full";
+    if (why != NULL) {
+        pg_server_close(sv, why);
+        return;
+    }
+    SY_STAT_ADD(sv->link.route->pool_resets, 1);
+    sv->idle_since = now;
+    sy_server_set_state(&sv->link, SY_SERVER_IDLE);
+    if (sy_conn_watch(&sv->conn, UV_READABLE, idle_cb) != 0)
+        pg_server_close(sv, "cannot watch");
+    else
+        sy_debug("event=server_idle upstream=%s backend_pid=%u", sv->link.target->hostport, sv->be_pid);
+}
+
+static void check_done(pg_server_t *sv)
+{
+    pg_session_t *s = (pg_session_t *)sv->link.client;
+    notifies_drop(sv);
+    if (sv->pool_failed || PQtransactionStatus(sv->pg) != PQTRANS_IDLE) {
+        sy_info("event=server_check_failed conn=%llu upstream=%s backend_pid=%u", (unsigned long long)s->id,
+                sv->link.target->hostport, sv->be_pid);
+        pg_server_close(sv, "check failed");
+        pg_server_t *fresh = pg_server_new(s, sy_route_active(s->link.route));
+        if (fresh == NULL) {
+            pg_close(s, "53200", "route %s: out of memory", s->link.route->conf->name);
+            return;
+        }
+        pg_server_attach(s, fresh);
+        pg_upstream_begin(s);   /* another idle server, or a fresh connect */
+        return;
+    }
+    pg_set_state(s, PGS_CONNECTING);
+    pg_relay_begin(s);
+}
+
+/* One step of our own query: flush, read, take every result; done at the last. */
+static void pool_io(pg_server_t *sv)
+{
+    int flushed = 0;
+    if (sv->pool_failed)
+        goto done;   /* timed out: nothing more to wait for */
+    flushed = PQflush(sv->pg);
+    if (flushed < 0 || !PQconsumeInput(sv->pg)) {
+        sv->pool_failed = 1;
+        goto done;
+    }
+    while (!PQisBusy(sv->pg)) {
+        PGresult *r = PQgetResult(sv->pg);
+        if (r == NULL)
+            goto done;
+        ExecStatusType st = PQresultStatus(r);
+        if (st != (sv->pool_op == PG_POOL_RESET ? PGRES_COMMAND_OK : PGRES_EMPTY_QUERY))
+            sv->pool_failed = 1;
+        PQclear(r);
+    }
+    if (sy_conn_watch(&sv->conn, UV_READABLE | (flushed ? UV_WRITABLE : 0), pool_cb) == 0)
+        return;
+    sv->pool_failed = 1;
+done:;
+    int op = sv->pool_op;
+    sv->pool_op = 0;
+    if (sv->timer_on)
+        uv_timer_stop(&sv->timer);
+    if (op == PG_POOL_RESET)
+        reset_done(sv);
+    else
+        check_done(sv);
+}
+
+/* The newest IDLE server of s's route on this worker with s's key, fit for use. */
+static pg_server_t *pool_find(pg_session_t *s)
+{
+    size_t keylen;
+    char *key = pool_key(s, &keylen);
+    pg_server_t *found = NULL;
+    if (key == NULL)
+        return NULL;
+    uint64_t now = uv_now(s->link.loop);
+    sy_server_link_t *head = sy_worker_servers_of(sy_loop_index(s->link.loop), s->link.route, SY_SERVER_IDLE);
+    for (sy_server_link_t *l = head->prev, *prev; l != head && found == NULL; l = prev) {
+        pg_server_t *sv = (pg_server_t *)l;
+        prev = l->prev;
+        if (sv->keylen != keylen || memcmp(sv->key, key, keylen) != 0)
+            continue;
+        const char *why = pool_unfit(sv, now);
+        if (why != NULL)
+            pg_server_close(sv, why);
+        else
+            found = sv;
+    }
+    free(key);
+    return found;
+}
+
+/* Give s an idle server instead of connecting. Returns 1 when one was taken (the session
+ * goes on to its greeting, at once or after a check), 0 when s must connect. */
+int pg_pool_take(pg_session_t *s)
+{
+    if (!s->link.route->conf->pool)
+        return 0;
+    pg_server_t *sv = pool_find(s);
+    if (sv == NULL)
+        return 0;
+    uint64_t now = uv_now(s->link.loop);
+    pg_server_close(s->srv, "pooled server reused");   /* the unopened one */
+    pg_server_attach(s, sv);
+    sy_server_set_state(&sv->link, SY_SERVER_CONNECTING);
+    SY_STAT_ADD(s->link.route->pool_reuses, 1);
+    sy_debug("event=server_reuse conn=%llu upstream=%s backend_pid=%u idle_ms=%llu", (unsigned long long)s->id,
+             sv->link.target->hostport, sv->be_pid, (unsigned long long)(now - sv->idle_since));
+    pg_set_state(s, PGS_RESOLVING);
+    s->c2s.reading = 0;
+    if (now - sv->idle_since >= (uint64_t)sy_conf()->server_check_delay * 1000) {
+        if (pool_send(sv, PG_POOL_CHECK, "") != 0) {
+            sv->pool_failed = 1;
+            sv->pool_op = 0;
+            check_done(sv);
+        }
+        return 1;
+    }
+    pg_set_state(s, PGS_CONNECTING);
+    pg_relay_begin(s);
+    return 1;
+}
+
+/* The sweep's and a switch's look at an IDLE server (sy_server_link_t.idle_check). */
+void pg_pool_idle_check(sy_server_link_t *l, uint64_t now)
+{
+    pg_server_t *sv = (pg_server_t *)l;
+    const char *why = pool_unfit(sv, now);
+    if (why != NULL)
+        pg_server_close(sv, why);
+}
