@@ -68,7 +68,10 @@ def _one(conn, sql, args=None):
 
 def _leave_one(sy, con):
     """One client that runs a query and leaves; returns its backend pid once it is pooled."""
-    pid = _leave_one(sy, con)
+    s = ss.Session(sy.port)
+    pid = int(s.one("SELECT pg_backend_pid()"))
+    s.terminate()
+    _wait_idle(con, 1)
     return pid
 
 
@@ -115,9 +118,9 @@ def test_metrics_count_pool(ctx):
             _wait_idle(con, 1)
         import urllib.request
         text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=10).read().decode()
-        for want in ('switchyard_route_pool_idle_servers{route="pg"} 1',
-                     'switchyard_route_pool_reuses_total{route="pg"} 1',
-                     'switchyard_route_pool_resets_total{route="pg"} 2'):
+        for want in ('switchyard_route_pool_idle_servers{route="pg",protocol="postgres"} 1',
+                     'switchyard_route_pool_reuses_total{route="pg",protocol="postgres"} 1',
+                     'switchyard_route_pool_resets_total{route="pg",protocol="postgres"} 2'):
             check(want in text, "metrics lack %r:\n%s" % (want, [l for l in text.splitlines() if "pool" in l]))
         con.close()
 
