@@ -114,6 +114,8 @@ struct pg_server_s {
     size_t         keylen;
     int            pool_op;            /* PG_POOL_RESET / PG_POOL_CHECK running, else 0 */
     int            pool_failed;        /* ...and a result of it was not the expected one */
+    pg_session_t  *waiter;             /* resetting: the client that takes it when done */
+    struct pg_server_s *rs_prev, *rs_next;   /* on its worker's list of resetting servers */
 };
 typedef struct pg_server_s pg_server_t;
 
@@ -172,6 +174,7 @@ struct pg_session_s {
     int            admin_busy;        /* an asynchronous command is running */
     int            admin;             /* this is a console session */
     int            cancels;           /* cancel jobs running for it: its server is not pooled */
+    pg_server_t   *pool_wait;         /* the resetting server it waits for (pg_pool.c) */
 
     uint8_t        bufs[2 * SY_PIPE_BUF];
 };
@@ -214,6 +217,8 @@ void pg_upstream_connect(pg_session_t *s);
 enum { PG_POOL_RESET = 1, PG_POOL_CHECK = 2 };
 int  pg_pool_keep(pg_session_t *s);
 int  pg_pool_take(pg_session_t *s);
+void pg_pool_unwait(pg_session_t *s);
+void pg_pool_forget(pg_server_t *sv);
 void pg_pool_idle_check(sy_server_link_t *l, uint64_t now);
 
 #endif

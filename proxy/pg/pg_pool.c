@@ -35,6 +35,71 @@
 #include "proxy/pg/pg_internal.h"
 
 static void pool_io(pg_server_t *sv);
+static void pool_hand(pg_session_t *s, pg_server_t *sv, int check);
+
+/* Per worker, the servers being reset: a client that finds no idle server waits for one
+ * of these rather than connecting (a reset is one round trip, a connect many). */
+static pg_server_t *resetting[SY_MAX_WORKERS];
+
+static void resetting_add(pg_server_t *sv)
+{
+    pg_server_t **head = &resetting[sy_loop_index(sv->link.loop)];
+    sv->rs_prev = NULL;
+    sv->rs_next = *head;
+    if (*head != NULL)
+        (*head)->rs_prev = sv;
+    *head = sv;
+}
+
+static void resetting_remove(pg_server_t *sv)
+{
+    pg_server_t **head = &resetting[sy_loop_index(sv->link.loop)];
+    if (sv->rs_prev == NULL && *head != sv)
+        return;   /* not on it */
+    if (sv->rs_prev != NULL)
+        sv->rs_prev->rs_next = sv->rs_next;
+    else
+        *head = sv->rs_next;
+    if (sv->rs_next != NULL)
+        sv->rs_next->rs_prev = sv->rs_prev;
+    sv->rs_prev = sv->rs_next = NULL;
+}
+
+/* The server's reset is over (or it closes): off the list, and its waiter, if any, is
+ * returned to the caller. */
+static pg_session_t *reset_over(pg_server_t *sv)
+{
+    pg_session_t *w = sv->waiter;
+    resetting_remove(sv);
+    sv->waiter = NULL;
+    if (w != NULL)
+        w->pool_wait = NULL;
+    return w;
+}
+
+/* A client waited for a server that did not come: it connects. */
+static void waiter_connect(pg_session_t *w)
+{
+    if (w != NULL && w->state == PGS_RESOLVING)
+        pg_upstream_connect(w);
+}
+
+void pg_pool_unwait(pg_session_t *s)
+{
+    if (s->pool_wait != NULL) {
+        s->pool_wait->waiter = NULL;
+        s->pool_wait = NULL;
+    }
+}
+
+/* sv closes (pg_server_close): a reset it was in is over. */
+void pg_pool_forget(pg_server_t *sv)
+{
+    if (sv->pool_op != PG_POOL_RESET)
+        return;
+    sv->pool_op = 0;
+    waiter_connect(reset_over(sv));
+}
 
 static void no_notice(void *arg, const char *message)
 {
@@ -128,8 +193,15 @@ static int pool_send(pg_server_t *sv, int op, const char *sql)
     sv->pool_failed = 0;
     if (!PQsendQuery(sv->pg, sql))
         return -1;
-    if (sv->timer_on)
-        uv_timer_start(&sv->timer, pool_timeout_cb, sv->timeout_ms, 0);
+    if (!sv->timer_on) {   /* opened by a move, on the thread pool: no connect timer yet */
+        uv_timer_init(sv->link.loop, &sv->timer);
+        sv->timer.data = sv;
+        sv->refs++;   /* dropped in its close callback (pg_server_close) */
+        sv->timer_on = 1;
+    }
+    if (sv->timeout_ms == 0)
+        sv->timeout_ms = (uint64_t)sy_conf()->connect_timeout * 1000;
+    uv_timer_start(&sv->timer, pool_timeout_cb, sv->timeout_ms, 0);
     pool_io(sv);
     return 0;
 }
@@ -149,6 +221,7 @@ int pg_pool_keep(pg_session_t *s)
         return 0;
     pg_server_attach(s, NULL);   /* sv has no client now; it stays ACTIVE while it resets */
     PQsetNoticeProcessor(sv->pg, no_notice, NULL);
+    resetting_add(sv);
     if (pool_send(sv, PG_POOL_RESET, "DISCARD ALL") != 0)
         pg_server_close(sv, "reset failed");
     return 1;
@@ -191,17 +264,25 @@ static void idle_cb(sy_conn_t *c, int status, int events)
 static void reset_done(pg_server_t *sv)
 {
     uint64_t now = uv_now(sv->link.loop);
+    pg_session_t *w = reset_over(sv);
     const char *why = sv->pool_failed || PQtransactionStatus(sv->pg) != PQTRANS_IDLE ? "reset failed"
                                                                                       : pool_unfit(sv, now);
     notifies_drop(sv);
-    if (why == NULL && pool_count(sv) >= sy_conf()->pool_size)
+    if (why == NULL && w == NULL && pool_count(sv) >= sy_conf()->pool_size)
         why = "pool full";
     if (why != NULL) {
         pg_server_close(sv, why);
+        waiter_connect(w);
         return;
     }
     SY_STAT_ADD(sv->link.route->pool_resets, 1);
     sv->idle_since = now;
+    if (w != NULL) {   /* straight to the client that waited for it */
+        w->refs++;
+        pool_hand(w, sv, 0);
+        pg_session_unref(w);
+        return;
+    }
     sy_server_set_state(&sv->link, SY_SERVER_IDLE);
     if (sy_conn_watch(&sv->conn, UV_READABLE, idle_cb) != 0)
         pg_server_close(sv, "cannot watch");
@@ -264,40 +345,39 @@ done:;
         check_done(sv);
 }
 
-/* The newest IDLE server of s's route on this worker with s's key, fit for use. */
-static pg_server_t *pool_find(pg_session_t *s)
+/* The newest IDLE server of s's route on this worker with the key, fit for use. */
+static pg_server_t *pool_find(pg_session_t *s, const char *key, size_t keylen)
 {
-    size_t keylen;
-    char *key = pool_key(s, &keylen);
-    pg_server_t *found = NULL;
-    if (key == NULL)
-        return NULL;
     uint64_t now = uv_now(s->link.loop);
     sy_server_link_t *head = sy_worker_servers_of(sy_loop_index(s->link.loop), s->link.route, SY_SERVER_IDLE);
-    for (sy_server_link_t *l = head->prev, *prev; l != head && found == NULL; l = prev) {
+    for (sy_server_link_t *l = head->prev, *prev; l != head; l = prev) {
         pg_server_t *sv = (pg_server_t *)l;
         prev = l->prev;
         if (sv->keylen != keylen || memcmp(sv->key, key, keylen) != 0)
             continue;
         const char *why = pool_unfit(sv, now);
-        if (why != NULL)
-            pg_server_close(sv, why);
-        else
-            found = sv;
+        if (why == NULL)
+            return sv;
+        pg_server_close(sv, why);
     }
-    free(key);
-    return found;
+    return NULL;
 }
 
-/* Give s an idle server instead of connecting. Returns 1 when one was taken (the session
- * goes on to its greeting, at once or after a check), 0 when s must connect. */
-int pg_pool_take(pg_session_t *s)
+/* A server of s's route on this worker with the key that is being reset and that no
+ * other client waits for. */
+static pg_server_t *pool_find_resetting(pg_session_t *s, const char *key, size_t keylen)
 {
-    if (!s->link.route->conf->pool)
-        return 0;
-    pg_server_t *sv = pool_find(s);
-    if (sv == NULL)
-        return 0;
+    for (pg_server_t *sv = resetting[sy_loop_index(s->link.loop)]; sv != NULL; sv = sv->rs_next)
+        if (sv->waiter == NULL && sv->link.route == s->link.route && sv->keylen == keylen &&
+            memcmp(sv->key, key, keylen) == 0 && pool_unfit(sv, uv_now(s->link.loop)) == NULL)
+            return sv;
+    return NULL;
+}
+
+/* s takes sv (IDLE, or just reset for it) instead of its unopened server; with check, an
+ * empty query runs first. */
+static void pool_hand(pg_session_t *s, pg_server_t *sv, int check)
+{
     uint64_t now = uv_now(s->link.loop);
     pg_server_close(s->srv, "pooled server reused");   /* the unopened one */
     pg_server_attach(s, sv);
@@ -307,16 +387,42 @@ int pg_pool_take(pg_session_t *s)
              sv->link.target->hostport, sv->be_pid, (unsigned long long)(now - sv->idle_since));
     pg_set_state(s, PGS_RESOLVING);
     s->c2s.reading = 0;
-    if (now - sv->idle_since >= (uint64_t)sy_conf()->server_check_delay * 1000) {
+    if (check) {
         if (pool_send(sv, PG_POOL_CHECK, "") != 0) {
             sv->pool_failed = 1;
             sv->pool_op = 0;
             check_done(sv);
         }
-        return 1;
+        return;
     }
     pg_set_state(s, PGS_CONNECTING);
     pg_relay_begin(s);
+}
+
+/* Give s an idle server instead of connecting, or one being reset to wait for. Returns 1
+ * when one was taken (the session goes on to its greeting, at once, after a check or
+ * after the reset), 0 when s must connect. */
+int pg_pool_take(pg_session_t *s)
+{
+    size_t keylen;
+    char *key;
+    if (!s->link.route->conf->pool || (key = pool_key(s, &keylen)) == NULL)
+        return 0;
+    pg_server_t *sv = pool_find(s, key, keylen);
+    pg_server_t *rs = sv == NULL ? pool_find_resetting(s, key, keylen) : NULL;
+    free(key);
+    if (sv != NULL) {
+        uint64_t idle = uv_now(s->link.loop) - sv->idle_since;
+        pool_hand(s, sv, idle >= (uint64_t)sy_conf()->server_check_delay * 1000);
+        return 1;
+    }
+    if (rs == NULL)
+        return 0;
+    rs->waiter = s;
+    s->pool_wait = rs;
+    pg_set_state(s, PGS_RESOLVING);
+    s->c2s.reading = 0;
+    sy_debug("event=server_wait conn=%llu backend_pid=%u", (unsigned long long)s->id, rs->be_pid);
     return 1;
 }
 

@@ -136,6 +136,7 @@ void pg_server_close(pg_server_t *sv, const char *reason)
         uv_close((uv_handle_t *)&sv->timer, timer_close_cb);   /* its ref goes in the callback */
     }
     sy_conn_unwatch(&sv->conn);
+    pg_pool_forget(sv);
     if (sv->job) {
         if (!sv->closed)
             sy_debug("event=server_handoff upstream=%s reason=%s", sv->link.target ? sv->link.target->hostport : "",

@@ -208,6 +208,7 @@ void pg_close(pg_session_t *s, const char *sqlstate, const char *fmt, ...)
 {
     if (s->state == PGS_CLOSING || s->state == PGS_CLOSED)
         return;
+    pg_pool_unwait(s);
     if (sqlstate == NULL)
         pg_pool_keep(s);   /* a clean server stays for the next client */
     char msg[1024];

@@ -358,3 +358,42 @@ def test_pgbench_connect_per_transaction(ctx):
         # a client that connects while the server it would reuse still resets gets a new one
         check(int(p["reuses"]) >= 150, "few reuses under pgbench -C: %r" % p)
         con.close()
+
+
+def test_client_waits_for_resetting_server(ctx):
+    """A client that arrives while the only server of its key is still being reset waits for
+    it instead of connecting (a reset is one round trip); a reset that does not finish within
+    the connect timeout is given up, and the waiting client connects."""
+    with _start(ctx, globals_extra="connect_timeout = 3\n") as sy:
+        con = harness.Console(sy.port)
+        for resume in (True, False):
+            a = ss.Session(sy.port)
+            pid = int(a.one("SELECT pg_backend_pid()"))
+            os.kill(pid, signal.SIGSTOP)   # the DISCARD ALL will wait
+            try:
+                since = sy.log_size()
+                a.terminate()
+                result = {}
+
+                def second():
+                    b = ss.Session(sy.port)
+                    result["pid"] = int(b.one("SELECT pg_backend_pid()"))
+                    b.terminate()
+
+                t = threading.Thread(target=second)
+                t.start()
+                sy.wait_log("event=server_wait", since=since)
+                if resume:
+                    os.kill(pid, signal.SIGCONT)
+                t.join(20)
+                check(not t.is_alive(), "the waiting client never got a session")
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            if resume:
+                check(result.get("pid") == pid, "waited, but got backend %r, not %d" % (result.get("pid"), pid))
+            else:
+                check(result.get("pid") not in (None, pid), "got %r after the reset timed out" % result.get("pid"))
+                sy.wait_log("op=reset", since=since)
+            _wait_idle(con, 1)
+            # the first round's backend stays pooled; the next round starts from it
+        con.close()
