@@ -107,7 +107,8 @@ static void no_notice(void *arg, const char *message)
     (void)message;
 }
 
-/* Append "a=b\0" to the key being built. Returns 0 or -1 (out of memory). */
+/* Append "a\0b\0" to the key being built (no startup string holds a NUL, so no two
+ * parameter lists give the same key). Returns 0 or -1 (out of memory). */
 static int key_add(char **k, size_t *n, size_t *cap, const char *a, const char *b)
 {
     size_t need = strlen(a) + strlen(b) + 2;
@@ -119,7 +120,10 @@ static int key_add(char **k, size_t *n, size_t *cap, const char *a, const char *
         *k = nk;
         *cap = ncap;
     }
-    *n += (size_t)snprintf(*k + *n, *cap - *n, "%s=%s", a, b) + 1;
+    size_t la = strlen(a) + 1, lb = strlen(b) + 1;
+    memcpy(*k + *n, a, la);
+    memcpy(*k + *n + la, b, lb);
+    *n += la + lb;
     return 0;
 }
 
