@@ -397,3 +397,25 @@ def test_client_waits_for_resetting_server(ctx):
             _wait_idle(con, 1)
             # the first round's backend stays pooled; the next round starts from it
         con.close()
+
+
+def test_reuse_over_tls_and_scram(ctx):
+    """The external target (TLS verify-full, SCRAM as scram_user): the reset and the reuse run
+    over libpq's TLS session, and the reused session is still the TLS one, settings fresh."""
+    with _start(ctx, env=harness.external_env(ctx)) as sy:
+        con = harness.Console(sy.port)
+        a = ss.Session(sy.port)
+        pid = int(a.one("SELECT pg_backend_pid()"))
+        a.query("SET work_mem = '9MB'")
+        a.query("SET application_name = 'tls-leak'")
+        a.terminate()
+        _wait_idle(con, 1)
+        b = ss.Session(sy.port)
+        rows = b.query("SELECT pg_backend_pid(), current_user, current_setting('work_mem'), "
+                       "current_setting('application_name'), "
+                       "(SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid())")
+        check([tuple(r) for r in rows] == [(str(pid), "scram_user", "4MB", "", "t")], "reused TLS session: %r (first pid %d)" % (rows, pid))
+        check(b.params.get("application_name") == "", "greeting application_name %r" % b.params.get("application_name"))
+        b.terminate()
+        _wait_idle(con, 1)
+        con.close()
