@@ -245,23 +245,32 @@ static void notifies_drop(pg_server_t *sv)
         PQfreemem(n);
 }
 
+/* Read and drop what an idle server said (a notice, a notification, its FATAL before it
+ * goes), including what its TLS session already holds decrypted. 0, or -1 when it is gone. */
+static int idle_drain(pg_server_t *sv)
+{
+    do {
+        if (!PQconsumeInput(sv->pg))
+            return -1;
+        while (!PQisBusy(sv->pg)) {
+            PGresult *r = PQgetResult(sv->pg);
+            if (r == NULL)
+                break;
+            PQclear(r);
+        }
+        notifies_drop(sv);
+        if (PQstatus(sv->pg) != CONNECTION_OK)
+            return -1;
+    } while (sv->conn.ssl != NULL && sy_tls_pending(&sv->conn) > 0);
+    return 0;
+}
+
 /* A server died or said something while IDLE. */
 static void idle_cb(sy_conn_t *c, int status, int events)
 {
     pg_server_t *sv = c->data;
     (void)events;
-    if (status < 0 || !PQconsumeInput(sv->pg)) {
-        pg_server_close(sv, "closed while idle");
-        return;
-    }
-    while (!PQisBusy(sv->pg)) {
-        PGresult *r = PQgetResult(sv->pg);
-        if (r == NULL)
-            break;
-        PQclear(r);
-    }
-    notifies_drop(sv);
-    if (PQstatus(sv->pg) != CONNECTION_OK)
+    if (status < 0 || idle_drain(sv) != 0)
         pg_server_close(sv, "closed while idle");
 }
 
@@ -272,6 +281,8 @@ static void reset_done(pg_server_t *sv)
     const char *why = sv->pool_failed || PQtransactionStatus(sv->pg) != PQTRANS_IDLE ? "reset failed"
                                                                                       : pool_unfit(sv, now);
     notifies_drop(sv);
+    if (why == NULL && sv->conn.ssl != NULL && sy_tls_pending(&sv->conn) > 0 && idle_drain(sv) != 0)
+        why = "closed after the reset";   /* nothing may be left for the next client to read */
     if (why == NULL && w == NULL && pool_count(sv) >= sy_conf()->pool_size)
         why = "pool full";
     if (why != NULL) {
