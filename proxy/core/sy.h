@@ -395,8 +395,8 @@ sy_session_link_t *sy_worker_sessions_of(int worker, const sy_route_t *r, sy_cli
 sy_server_link_t  *sy_worker_servers_of(int worker, const sy_route_t *r, sy_server_state_t st);
 uint32_t sy_worker_clients_in(int worker, const sy_route_t *r, sy_client_state_t st);
 uint32_t sy_worker_servers_in(int worker, const sy_route_t *r, sy_server_state_t st);
-/* A worker's once-a-second walk of its clients, calling their tick hooks (data: the
- * worker index). */
+/* A worker's once-a-second walk of its clients, calling their tick hooks, and of its IDLE
+ * servers, calling their idle_check hooks (data: the worker index). */
 void sy_sweep_cb(uv_timer_t *t);
 /* Run the idle_check hook of every IDLE server of route r on this worker (a switch calls
  * it so the old target's idle servers close at once). On that worker only. */

@@ -74,9 +74,9 @@ typedef struct pg_params_s {
  *
  * A server can outlive its client (link.client NULL): a move or prepare job still using
  * its PGconn on the thread pool owns it until the job is done (state CLOSING, closed by
- * pg_server_job_done), and a pool (issue 9) will keep servers IDLE between clients.
+ * pg_server_job_done), and the pool (pg_pool.c) keeps servers IDLE between clients.
  *
- * Lifetime: reference counted. The owner (its session, a job, later a pool) holds one
+ * Lifetime: reference counted. The owner (its session, a job, the pool) holds one
  * until pg_server_close; a getaddrinfo request and the timer's close callback hold one.
  */
 struct pg_server_s {

@@ -11,7 +11,8 @@
  * client, or ahead of a move), ACTIVE while its session relays through it, CLOSING once
  * its session closes; a server whose PGconn a thread-pool job is using stays CLOSING,
  * with no client, until the job is done (pg_server_job_done), so nothing frees the
- * connection under the job's feet.
+ * connection under the job's feet. A server whose client left clean is reset and kept
+ * IDLE for the next one (pg_pool.c).
  */
 #include "proxy/pg/pg_internal.h"
 
