@@ -48,6 +48,10 @@ static const char builtin_text[] =
     "tcp_keepintvl = 5\n"
     "tcp_keepcnt = 3\n"
     "tcp_user_timeout = 30\n"
+    "pool_size = 20\n"
+    "server_idle_timeout = 600\n"
+    "server_lifetime = 3600\n"
+    "server_check_delay = 30\n"
     "workers = auto\n"
     "metrics_listen = 127.0.0.1:9187\n"
     "log_format = logfmt\n"
@@ -139,6 +143,10 @@ static int build_switchyard(build_t *b, const conf_raw_sec_t *s)
             { "tcp_keepintvl", 0, 1, 32767, "1..32767 seconds" },
             { "tcp_keepcnt", 0, 1, 127, "1..127" },
             { "tcp_user_timeout", 0, 0, 86400, "0..86400 seconds (0: the system's)" },
+            { "pool_size", 0, 0, 100000, "0..100000 (0: keep no idle server)" },
+            { "server_idle_timeout", 0, 0, 31536000, "0..31536000 seconds (0: never)" },
+            { "server_lifetime", 0, 0, 31536000, "0..31536000 seconds (0: never)" },
+            { "server_check_delay", 0, 0, 31536000, "0..31536000 seconds (0: check every reuse)" },
         };
         size_t j;
         for (j = 0; j < sizeof nums / sizeof nums[0]; j++)
@@ -163,7 +171,11 @@ static int build_switchyard(build_t *b, const conf_raw_sec_t *s)
             case 10: c->tcp_keepidle = (int)n; break;
             case 11: c->tcp_keepintvl = (int)n; break;
             case 12: c->tcp_keepcnt = (int)n; break;
-            default: c->tcp_user_timeout = (int)n; break;
+            case 13: c->tcp_user_timeout = (int)n; break;
+            case 14: c->pool_size = (int)n; break;
+            case 15: c->server_idle_timeout = (int)n; break;
+            case 16: c->server_lifetime = (int)n; break;
+            default: c->server_check_delay = (int)n; break;
             }
         } else if (strcmp(k, "admin_password") == 0) {
             free(c->admin_password);
@@ -326,7 +338,7 @@ static int check_addresses(build_t *b)
 /* Keys that only make sense for one protocol. */
 static int check_proto_keys(build_t *b, const conf_raw_sec_t *s, const conf_listener_t *l)
 {
-    static const char *const pg_only[] = { "databases", "default", "env_prefix", NULL };
+    static const char *const pg_only[] = { "databases", "default", "env_prefix", "pool", NULL };
     static const char *const redis_only[] = {
         "external_env", "client_password", "builtin_tls_ca_file", "builtin_tls_cert",
         "builtin_tls_key", "external_tls_ca_file", "external_tls_cert", "external_tls_key",
@@ -433,6 +445,9 @@ static int build_route(build_t *b, size_t ri)
     }
     if ((kv = conf__raw_get(s, "client_password")))
         r->client_password = conf__nonempty_dup(kv->val);
+    r->pool = 1;
+    if ((kv = conf__raw_get(s, "pool")) && (pr = conf__parse_bool(kv->val, &r->pool)))
+        return KV_ERR(b, s, kv, "%s", pr);
     if (r->proto == CONF_PROTO_REDIS && !r->client_password)
         r->client_password = conf__strdup(l->auth_password);
 
@@ -554,6 +569,10 @@ static void defaults(conf_t *c)
     c->tcp_keepintvl = 5;
     c->tcp_keepcnt = 3;
     c->tcp_user_timeout = 30;
+    c->pool_size = 20;
+    c->server_idle_timeout = 600;
+    c->server_lifetime = 3600;
+    c->server_check_delay = 30;
     c->log_format = CONF_LOG_LOGFMT;
     c->log_level = 2;
 }

@@ -101,6 +101,8 @@ typedef struct conf_route_s {
                                    * "PGHOST is set", "none of REDIS_STORE_ENDPOINT,
                                    * REDIS_ENDPOINT is set", "active = builtin in the
                                    * configuration (...)"; never contains a value */
+    int            pool;        /* pg: keep a left client's server connection for the next
+                                 * (session pooling, pg_pool.c); default 1 */
 } conf_route_t;
 
 typedef struct conf_s {
@@ -129,6 +131,11 @@ typedef struct conf_s {
                                       * connection fails (TCP_USER_TIMEOUT), default 30; 0: the
                                       * system's (about 15 minutes of retransmissions) */
     int        workers;              /* session loops (threads); 0: auto, one per CPU up to 16 */
+    /* Postgres server-connection pooling (routes with pool = on), as PgBouncer's: */
+    int        pool_size;            /* idle servers kept per worker and key, default 20 */
+    int        server_idle_timeout;  /* seconds an idle server is kept, default 600; 0: forever */
+    int        server_lifetime;      /* seconds a server is reused at most, default 3600; 0: forever */
+    int        server_check_delay;   /* an idle server is checked on reuse past this, default 30 */
     char      *admin_password;       /* console password; NULL: loopback/unix only */
     char      *metrics_listen;       /* "127.0.0.1:9187"; NULL or "off": disabled */
     conf_log_format_t log_format;

@@ -25,7 +25,9 @@
 
 static const char *const switchyard_keys[] = {
     "max_message_size", "redis_max_bulk", "redis_max_pipeline", "connect_timeout",
-    "drain_timeout", "pause_max", "switch_hold_max", "client_login_timeout", "client_idle_timeout", "client_stall_timeout", "tcp_keepidle", "tcp_keepintvl", "tcp_keepcnt", "tcp_user_timeout",
+    "drain_timeout", "pause_max", "switch_hold_max", "client_login_timeout", "client_idle_timeout",
+    "client_stall_timeout", "tcp_keepidle", "tcp_keepintvl", "tcp_keepcnt", "tcp_user_timeout",
+    "pool_size", "server_idle_timeout", "server_lifetime", "server_check_delay",
     "workers", "admin_password", "metrics_listen", "log_format",
     "log_level", NULL
 };
@@ -37,7 +39,7 @@ static const char *const route_keys[] = {
     "listener", "databases", "default", "env_prefix", "external_env", "client_password",
     "builtin", "builtin_tls_ca_file", "builtin_tls_cert", "builtin_tls_key",
     "external_tls_ca_file", "external_tls_cert", "external_tls_key",
-    "tls_insecure_skip_verify_i_know", "active", NULL
+    "tls_insecure_skip_verify_i_know", "active", "pool", NULL
 };
 
 static int key_known(conf_sec_type_t type, const char *key)

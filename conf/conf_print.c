@@ -93,6 +93,11 @@ void conf_print(const conf_t *c, FILE *out)
         fprintf(out, "  %-19s= off (no keepalive)\n", "tcp_keepidle");
     fprintf(out, "  %-19s= %d s%s\n", "tcp_user_timeout", c->tcp_user_timeout,
             c->tcp_user_timeout ? "" : " (the system's)");
+    fprintf(out, "  %-19s= %d\n", "pool_size", c->pool_size);
+    fprintf(out, "  %-19s= %d s%s\n", "server_idle_timeout", c->server_idle_timeout,
+            c->server_idle_timeout ? "" : " (never)");
+    fprintf(out, "  %-19s= %d s%s\n", "server_lifetime", c->server_lifetime, c->server_lifetime ? "" : " (never)");
+    fprintf(out, "  %-19s= %d s\n", "server_check_delay", c->server_check_delay);
     if (c->workers > 0)
         fprintf(out, "  %-19s= %d\n", "workers", c->workers);
     else
@@ -138,6 +143,7 @@ void conf_print(const conf_t *c, FILE *out)
                 fprintf(out, "%s%s", d == r->databases ? "" : ", ", *d);
             fprintf(out, "%s\n", r->is_default ? " (and any other: default route)" : "");
             fprintf(out, "  env       %sPG*\n", r->env_prefix);
+            fprintf(out, "  pool      %s\n", r->pool ? "on (session pooling)" : "off (one server per client)");
         } else {
             fprintf(out, "  env       %s\n", r->external_env ? r->external_env : "(none)");
             fprintf(out, "  client    %s\n", r->client_password ? "AUTH password ****"

@@ -76,6 +76,7 @@ static void show_help(pgr_buf_t *out)
         "SHOW CLIENTS                               one row per client session",
         "SHOW STATS                                 per-route counters",
         "SHOW SERVERS                               one row per upstream session",
+        "SHOW POOLS                                 per route: idle servers kept for reuse, reuses, resets",
         "SWITCH <route> TO builtin|external [GRADUAL] [FORCE]",
         "                                           move a route and its sessions to the other target",
         "SWITCH <route> TO builtin|external AFTER CATCHUP [TIMEOUT <s>] [PROMOTE]",
@@ -143,6 +144,35 @@ static void show_stats(pgr_buf_t *out)
         snprintf(f[10], 32, "%llu", (unsigned long long)SY_LOAD(r->closed_at_deadline));
         const char *v[12] = { r->conf->name, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10] };
         pgr_data_row(out, 12, v);
+    }
+    pgr_command_complete(out, "SHOW");
+}
+
+/* SHOW POOLS: per route, its server connections by state (the workers' list lengths)
+ * and what the pool did (pg_pool.c). */
+static void show_pools(pgr_buf_t *out)
+{
+    static const char *const cols[] = { "route", "pool", "target", "sv_idle", "sv_active", "sv_connecting",
+                                        "sv_closing", "pool_size", "reuses", "resets" };
+    pgr_row_description(out, 10, cols);
+    for (size_t i = 0; i < sy_server.nroutes; i++) {
+        const sy_route_t *r = &sy_server.routes[i];
+        char f[7][24];
+        uint64_t n[SY_SERVER_NSTATES] = { 0 };
+        for (int w = 0; w < sy_nworkers(); w++)
+            for (int st = 0; st < SY_SERVER_NSTATES; st++)
+                n[st] += sy_worker_servers_in(w, r, (sy_server_state_t)st);
+        snprintf(f[0], 24, "%llu", (unsigned long long)n[SY_SERVER_IDLE]);
+        snprintf(f[1], 24, "%llu", (unsigned long long)n[SY_SERVER_ACTIVE]);
+        snprintf(f[2], 24, "%llu", (unsigned long long)n[SY_SERVER_CONNECTING]);
+        snprintf(f[3], 24, "%llu", (unsigned long long)n[SY_SERVER_CLOSING]);
+        snprintf(f[4], 24, "%d", sy_conf()->pool_size);
+        snprintf(f[5], 24, "%llu", (unsigned long long)SY_LOAD(r->pool_reuses));
+        snprintf(f[6], 24, "%llu", (unsigned long long)SY_LOAD(r->pool_resets));
+        int on = r->conf->proto == CONF_PROTO_PG && r->conf->pool;
+        const char *v[10] = { r->conf->name, on ? "on" : "off", which_name(sy_route_active(r)), f[0], f[1], f[2],
+                              f[3], f[4], f[5], f[6] };
+        pgr_data_row(out, 10, v);
     }
     pgr_command_complete(out, "SHOW");
 }
@@ -559,6 +589,8 @@ int admin_execute(const char *sql, const char *user, pgr_buf_t *out, admin_done_
             show_stats(out);
         else if (strcasecmp(w[1], "SERVERS") == 0)
             return show_sessions(1, out, cb, ctx);
+        else if (strcasecmp(w[1], "POOLS") == 0)
+            show_pools(out);
         else
             result_error(out, "42601", "switchyard: unknown SHOW item \"%s\" (SHOW HELP lists them)", w[1]);
         return 1;

@@ -411,6 +411,22 @@ static void render_metrics(mx_buf_t *b)
                 n += sy_worker_servers_in(w, &sy_server.routes[i], (sy_server_state_t)st);
             u64_sample(b, "switchyard_route_server_states", &sy_server.routes[i], "state", sy_server_state_names[st], n);
         }
+    /* Postgres session pooling (pg_pool.c). */
+    family(b, "switchyard_route_pool_idle_servers", "gauge", "Server connections kept idle for reuse.");
+    for (size_t i = 0; i < sy_server.nroutes; i++) {
+        uint64_t n = 0;
+        for (int w = 0; w < sy_nworkers(); w++)
+            n += sy_worker_servers_in(w, &sy_server.routes[i], SY_SERVER_IDLE);
+        u64_sample(b, "switchyard_route_pool_idle_servers", &sy_server.routes[i], NULL, NULL, n);
+    }
+    family(b, "switchyard_route_pool_reuses_total", "counter", "Clients given an idle server instead of a new one.");
+    for (size_t i = 0; i < sy_server.nroutes; i++)
+        u64_sample(b, "switchyard_route_pool_reuses_total", &sy_server.routes[i], NULL, NULL,
+                   SY_LOAD(sy_server.routes[i].pool_reuses));
+    family(b, "switchyard_route_pool_resets_total", "counter", "Server connections reset (DISCARD ALL) and kept idle.");
+    for (size_t i = 0; i < sy_server.nroutes; i++)
+        u64_sample(b, "switchyard_route_pool_resets_total", &sy_server.routes[i], NULL, NULL,
+                   SY_LOAD(sy_server.routes[i].pool_resets));
     family(b, "switchyard_http_evicted_total", "counter",
            "Metrics connections closed before their request head arrived, to make room for a newer one.");
     buf_printf(b, "switchyard_http_evicted_total %llu\n", (unsigned long long)mx.evicted);

@@ -311,6 +311,7 @@ static void op_each(void *ctx, int worker)
             }
         }
         w->preparing--;
+        sy_servers_check_idle(worker, r);   /* the old target's idle servers (pools) go */
         wsw_schedule(w);
         break;
     case OP_STEP:
@@ -348,6 +349,7 @@ static void op_each(void *ctx, int worker)
             release_ready(worker, r);
             wsw_eval(w);
         }
+        sy_servers_check_idle(worker, r);   /* ...and any that went idle during the switch */
         sy_close_pending();
         break;
     }

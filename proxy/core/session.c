@@ -223,6 +223,22 @@ uint64_t sy_worker_sessions(int worker)
     return SY_LOAD(totals[worker]);
 }
 
+/* An idle_check may close its server (it leaves the list) but no other. */
+static void check_idle(lists_t *ls, uint64_t now)
+{
+    sy_server_link_t *head = &ls->servers[SY_SERVER_IDLE];
+    for (sy_server_link_t *s = head->next, *next; s != head; s = next) {
+        next = s->next;
+        if (s->idle_check != NULL)
+            s->idle_check(s, now);
+    }
+}
+
+void sy_servers_check_idle(int worker, const sy_route_t *r)
+{
+    check_idle(lists_of(worker, r), uv_now(sy_worker_loop(worker)));
+}
+
 void sy_sweep_cb(uv_timer_t *t)
 {
     int worker = (int)(intptr_t)t->data;
@@ -240,6 +256,7 @@ void sy_sweep_cb(uv_timer_t *t)
                     l->tick(l, now);
             }
         }
+        check_idle(ls, now);
     }
     sy_pipe_sweep();   /* after a burst of closed sessions, memory goes back */
 }

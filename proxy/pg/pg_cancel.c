@@ -130,6 +130,7 @@ static void cancel_done(uv_work_t *req, int status)
         sy_warn("event=cancel_failed conn=%llu error=\"%s\"", (unsigned long long)pg_session_id(w->s),
                 w->err);
     PQfreeCancel(w->cancel);
+    pg_session_cancel_done(w->s);
     pg_session_unref(w->s);
     free(w);
 }
@@ -154,6 +155,7 @@ static void cancel_on_worker(sy_msg_t *m)
     pg_session_ref(s);
     if (uv_queue_work(pg_session_loop(s), &w->req, cancel_work, cancel_done) != 0) {
         PQfreeCancel(pc);
+        pg_session_cancel_done(s);
         pg_session_unref(s);
         free(w);
     }

@@ -9,6 +9,8 @@
  *                  parameters, one attempt per address, attach to a session, its close
  *   pg_move.c      switchover: prepare, move (state query, replay), the link hooks
  *   pg_console.c   the admin console's wire side
+ *   pg_pool.c      session pooling: a left client's server reset and kept IDLE, and
+ *                  handed to the next client with the same key
  *
  * Nothing here is for other modules: they use pg_session.h.
  */
@@ -72,9 +74,9 @@ typedef struct pg_params_s {
  *
  * A server can outlive its client (link.client NULL): a move or prepare job still using
  * its PGconn on the thread pool owns it until the job is done (state CLOSING, closed by
- * pg_server_job_done), and a pool (issue 9) will keep servers IDLE between clients.
+ * pg_server_job_done), and the pool (pg_pool.c) keeps servers IDLE between clients.
  *
- * Lifetime: reference counted. The owner (its session, a job, later a pool) holds one
+ * Lifetime: reference counted. The owner (its session, a job, the pool) holds one
  * until pg_server_close; a getaddrinfo request and the timer's close callback hold one.
  */
 struct pg_server_s {
@@ -82,6 +84,7 @@ struct pg_server_s {
     int            refs;
     int            job;               /* a thread-pool job uses pg: its close waits for the job */
     int            closed;            /* pg_server_close was called (the job finishes the close) */
+    int            gone;              /* the server closed or failed under its client: never pooled */
     const char    *reason;            /* ...with this reason */
     int            counted;           /* counted in its route's upstreams */
     sy_conn_t      conn;
@@ -104,6 +107,16 @@ struct pg_server_s {
     int            natt, iatt;
     uint64_t       timeout_ms;
     char          *att_errs;           /* what each failed attempt said */
+
+    /* pooling (pg_pool.c) */
+    uint64_t       born_at;            /* loop ms it was made (server_lifetime) */
+    uint64_t       idle_since;         /* loop ms it went IDLE (server_idle_timeout, check delay) */
+    char          *key;                /* user, database, startup parameters it was opened with */
+    size_t         keylen;
+    int            pool_op;            /* PG_POOL_RESET / PG_POOL_CHECK running, else 0 */
+    int            pool_failed;        /* ...and a result of it was not the expected one */
+    pg_session_t  *waiter;             /* resetting: the client that takes it when done */
+    struct pg_server_s *rs_prev, *rs_next;   /* on its worker's list of resetting servers */
 };
 typedef struct pg_server_s pg_server_t;
 
@@ -163,6 +176,8 @@ struct pg_session_s {
     size_t         admin_sent;
     int            admin_busy;        /* an asynchronous command is running */
     int            admin;             /* this is a console session */
+    int            cancels;           /* cancel jobs running for it: its server is not pooled */
+    pg_server_t   *pool_wait;         /* the resetting server it waits for (pg_pool.c) */
 };
 
 void pg_admin_drive(pg_session_t *s);
@@ -199,5 +214,14 @@ void pg_watch(pg_session_t *s, sy_conn_t *c, int events, sy_conn_cb cb);
 void pg_upstream_lost(pg_session_t *s, int err);
 void pg_sscan_reset(pg_session_t *s);
 void pg_timer_start(pg_session_t *s, uv_timer_cb cb, uint64_t ms);
+void pg_upstream_connect(pg_session_t *s);
+
+/* pg_pool.c */
+enum { PG_POOL_RESET = 1, PG_POOL_CHECK = 2 };
+int  pg_pool_keep(pg_session_t *s);
+int  pg_pool_take(pg_session_t *s);
+void pg_pool_unwait(pg_session_t *s);
+void pg_pool_forget(pg_server_t *sv);
+void pg_pool_idle_check(sy_server_link_t *l, uint64_t now);
 
 #endif

@@ -11,7 +11,8 @@
  * client, or ahead of a move), ACTIVE while its session relays through it, CLOSING once
  * its session closes; a server whose PGconn a thread-pool job is using stays CLOSING,
  * with no client, until the job is done (pg_server_job_done), so nothing frees the
- * connection under the job's feet.
+ * connection under the job's feet. A server whose client left clean is reset and kept
+ * IDLE for the next one (pg_pool.c).
  */
 #include "proxy/pg/pg_internal.h"
 
@@ -25,6 +26,8 @@ static pg_server_t *server_alloc(pg_session_t *s)
     if (sv == NULL)
         return NULL;
     sv->refs = 1;
+    sv->born_at = uv_now(s->link.loop);
+    sv->link.idle_check = pg_pool_idle_check;
     sy_conn_init(&sv->conn, s->link.loop, -1, sv);
     sv->conn.own_fd = 0;   /* libpq's socket */
     return sv;
@@ -81,6 +84,7 @@ static void server_free(pg_server_t *sv)
     free(sv->pp);
     free(sv->att_buf);
     free(sv->att_errs);
+    free(sv->key);
     free(sv);
 }
 
@@ -133,6 +137,7 @@ void pg_server_close(pg_server_t *sv, const char *reason)
         uv_close((uv_handle_t *)&sv->timer, timer_close_cb);   /* its ref goes in the callback */
     }
     sy_conn_unwatch(&sv->conn);
+    pg_pool_forget(sv);
     if (sv->job) {
         if (!sv->closed)
             sy_debug("event=server_handoff upstream=%s reason=%s", sv->link.target ? sv->link.target->hostport : "",
@@ -195,7 +200,9 @@ void pg_server_describe(const sy_server_link_t *l, char cols[][128])
     snprintf(cols[1], 128, "postgres");
     snprintf(cols[2], 128, "%s", l->target ? l->target->hostport : "");
     /* The session's state while it relays through this one; the server's own otherwise. */
-    snprintf(cols[3], 128, "%s", s && s->srv == sv ? pg_state_names[s->state] : sy_server_state_names[l->state]);
+    snprintf(cols[3], 128, "%s", sv->pool_op == PG_POOL_RESET ? "resetting"
+                                 : sv->pool_op == PG_POOL_CHECK ? "checking"
+                                 : s && s->srv == sv ? pg_state_names[s->state] : sy_server_state_names[l->state]);
 }
 
 /* ---- upstream connect ------------------------------------------------------------- */
@@ -594,9 +601,16 @@ static void resolve_next(pg_server_t *sv)
     pg_connect_start(sv);
 }
 
+/* The session's upstream: an idle server of its pool (pg_pool.c), else a new one. */
+void pg_upstream_begin(pg_session_t *s)
+{
+    if (!pg_pool_take(s))
+        pg_upstream_connect(s);
+}
+
 /* Resolve the target's host names on the thread pool (libpq's own getaddrinfo would
  * block the loop), then connect. Targets with hostaddr need no resolution. */
-void pg_upstream_begin(pg_session_t *s)
+void pg_upstream_connect(pg_session_t *s)
 {
     pg_server_t *sv = s->srv;
     const conf_kv_t *kv = &sv->link.target->pg;

@@ -85,7 +85,14 @@ PGcancel *pg_session_cancel_handle(pg_session_t *s, uint32_t pid)
 {
     if (s->state != PGS_RELAY || s->srv == NULL || s->srv->pg == NULL || s->client_pid != pid)
         return NULL;
-    return PQgetCancel(s->srv->pg);
+    PGcancel *pc = PQgetCancel(s->srv->pg);
+    s->cancels += pc != NULL;
+    return pc;
+}
+
+void pg_session_cancel_done(pg_session_t *s)
+{
+    s->cancels--;
 }
 
 void pg_set_state(pg_session_t *s, pg_state_t to)
@@ -96,7 +103,8 @@ void pg_set_state(pg_session_t *s, pg_state_t to)
                            1u << PGS_STARTUP | 1u << PGS_ADMIN,
         [PGS_CLIENT_TLS] = 1u << PGS_STARTUP | 1u << PGS_CLOSING,
         [PGS_AUTH]       = 1u << PGS_RESOLVING | 1u << PGS_CLOSING | 1u << PGS_ADMIN,
-        [PGS_RESOLVING]  = 1u << PGS_CONNECTING | 1u << PGS_CLOSING,
+        [PGS_RESOLVING]  = 1u << PGS_CONNECTING | 1u << PGS_CLOSING |
+                           1u << PGS_RESOLVING,   /* a pooled server failed its check: another */
         [PGS_CONNECTING] = 1u << PGS_RELAY | 1u << PGS_CLOSING,
         [PGS_RELAY]      = 1u << PGS_CLOSING | 1u << PGS_MOVING,
         [PGS_MOVING]     = 1u << PGS_RELAY | 1u << PGS_CLOSING,
@@ -204,6 +212,9 @@ void pg_close(pg_session_t *s, const char *sqlstate, const char *fmt, ...)
 {
     if (s->state == PGS_CLOSING || s->state == PGS_CLOSED)
         return;
+    pg_pool_unwait(s);
+    if (sqlstate == NULL)
+        pg_pool_keep(s);   /* a clean server stays for the next client */
     char msg[1024];
     int boundary = (pgw_scan_at_boundary(&s->sscan) || s->s2c_cut) && s->s2c.fwd == s->s2c.end;
     pg_set_state(s, PGS_CLOSING);
@@ -458,6 +469,7 @@ static int pg_owed_reply(const pg_session_t *s)
 void pg_upstream_lost(pg_session_t *s, int err)
 {
     const char *why = s->srv->conn.tls_err ? s->srv->conn.tls_err : err ? strerror(-err) : "server closed the connection";
+    s->srv->gone = 1;
     if (s->server_fatal || !pg_owed_reply(s)) {
         sy_info("event=upstream_lost conn=%llu route=%s upstream=%s reason=\"%s\" owed=0 after=%s",
                 (unsigned long long)s->id, s->link.route->conf->name, s->srv->link.target->hostport, why,

@@ -13,8 +13,10 @@ uv_loop_t *pg_session_loop(const pg_session_t *s);
 void      pg_session_ref(pg_session_t *s);
 void      pg_session_unref(pg_session_t *s);
 /* A new PGcancel for the session's upstream when pid is its backend's process id and the
- * session is relaying, else NULL. The caller owns it (PQfreeCancel). On the session's
+ * session is relaying, else NULL; pg_session_cancel_done follows when it was not NULL. The caller owns it (PQfreeCancel). On the session's
  * worker only. */
 PGcancel *pg_session_cancel_handle(pg_session_t *s, uint32_t pid);
+/* A cancel made with that handle is over (its server may be pooled again). */
+void      pg_session_cancel_done(pg_session_t *s);
 
 #endif

@@ -294,6 +294,20 @@ def test_metrics_exposition(ctx):
     for i in range(3):
         harness.psql_ok(st.pg, "SELECT %d" % i)
     check(redis_support.cli(st.rport, "SET", "k", "v").stdout.strip() == "OK", "redis SET through switchyard")
+    # Pooling (on by default) keeps the psql sessions' servers, reset, idle: wait until no
+    # reset is running, and count them in what follows.
+    deadline = time.monotonic() + 5
+    while True:
+        samples = scrape(st.metrics)[0]
+        busy = sum(series(samples, "switchyard_route_server_states", state=x, **pg) for x in ("active", "connecting"))
+        if busy == 0:
+            break
+        check(time.monotonic() < deadline, "pg servers still resetting 5 s after psql left")
+        time.sleep(0.05)
+    idle0 = series(samples, "switchyard_route_server_states", state="idle", **pg)
+    check(idle0 >= 1 and series(samples, "switchyard_route_pool_idle_servers", **pg) == idle0,
+          "psql's servers not pooled: idle %s, pool_idle_servers %s"
+          % (idle0, series(samples, "switchyard_route_pool_idle_servers", **pg)))
     w = harness.PgWire(st.pg).startup(database="sourcegraph")
     w.query("BEGIN")
     w.query("SELECT 1")
@@ -305,14 +319,16 @@ def test_metrics_exposition(ctx):
           % series(samples, "switchyard_clients"))
     check(series(samples, "switchyard_route_clients", **pg) == 1, "pg route clients")
     check(series(samples, "switchyard_route_clients", **rd) == 1, "redis route clients")
-    check(series(samples, "switchyard_route_upstream_sessions", **pg) == 1, "pg upstream sessions")
+    # PgWire sends no application_name: another pool key than psql's, so a server of its own
+    check(series(samples, "switchyard_route_upstream_sessions", **pg) == 1 + idle0, "pg upstream sessions")
     check(series(samples, "switchyard_route_upstream_sessions", **rd) == 1, "redis upstream sessions")
     # ...and by state: each session's client relays (active) on an active server connection.
     for lab in (pg, rd):
         for state, want in (("active", 1), ("held", 0), ("moving", 0), ("closing", 0)):
             got = series(samples, "switchyard_route_client_states", state=state, **lab)
             check(got == want, "%s clients %s: %s, want %d" % (lab["route"], state, got, want))
-        for state, want in (("connecting", 0), ("active", 1), ("idle", 0), ("closing", 0)):
+        idle = idle0 if lab is pg else 0
+        for state, want in (("connecting", 0), ("active", 1), ("idle", idle), ("closing", 0)):
             got = series(samples, "switchyard_route_server_states", state=state, **lab)
             check(got == want, "%s servers %s: %s, want %d" % (lab["route"], state, got, want))
     # psql ran 3 queries, PgWire 3 more: a ReadyForQuery relayed each.

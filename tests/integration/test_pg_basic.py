@@ -382,8 +382,16 @@ def test_cancel(ctx):
 
 
 def test_terminate_closes_upstream(ctx):
-    """Terminate from the client ends the upstream session (no leaked backends)."""
-    sy = _sy(ctx)
+    """Terminate from the client ends the upstream session (no leaked backends). With pooling
+    on (the default) the backend is kept for the next client instead, so that side is checked
+    with pool = off, and with pooling the kept backend is closed just as cleanly when its idle
+    timeout ends it."""
+    for args in (["route.pg.pool=off"], ["switchyard.server_idle_timeout=1"]):
+        _terminate_closes_upstream(ctx, args)
+
+
+def _terminate_closes_upstream(ctx, args):
+    sy = _sy(ctx, args=args)
     logsize = os.path.getsize(ctx.external.logfile)
     w = PgWire(sy.port)
     w.startup(database="sourcegraph")
@@ -392,13 +400,13 @@ def test_terminate_closes_upstream(ctx):
     w.terminate()
     deadline = time.monotonic() + 5
     while pid in ctx.external.backend_pids():
-        check(time.monotonic() < deadline, "upstream backend %d still there 5 s after Terminate" % pid)
+        check(time.monotonic() < deadline, "upstream backend %d still there 5 s after Terminate (%s)" % (pid, args))
         time.sleep(0.1)
     # cleanly: the server saw a Terminate (and a TLS close), not a dropped connection
     with open(ctx.external.logfile, "rb") as f:
         f.seek(logsize)
         new = [l for l in f.read().decode("utf-8", "replace").splitlines() if "[%d]" % pid in l]
-    check(not new, "the upstream logged the session's end as unclean:\n" + "\n".join(new))
+    check(not new, "the upstream logged the session's end as unclean (%s):\n" % args + "\n".join(new))
     # and an abrupt client close too
     w = PgWire(sy.port)
     w.startup(database="sourcegraph")
@@ -406,17 +414,22 @@ def test_terminate_closes_upstream(ctx):
     w.close()
     deadline = time.monotonic() + 5
     while pid in ctx.external.backend_pids():
-        check(time.monotonic() < deadline, "upstream backend %d still there 5 s after client close" % pid)
+        check(time.monotonic() < deadline, "upstream backend %d still there 5 s after client close (%s)" % (pid, args))
         time.sleep(0.1)
     sy.stop()
-
 
 
 def test_show_servers_follows_the_session(ctx):
     """SHOW SERVERS has a row for the session's server connection, naming its client, its
     upstream and the state it relays in; the row goes when the client does (the server
-    connection is its own object, closed on its own path when its session ends)."""
-    sy = _sy(ctx)
+    connection is its own object, closed on its own path when its session ends). With pooling
+    on (the default) the server stays, idle and linked to nobody; with pool = off it goes."""
+    for pool in ("off", "on"):
+        _show_servers_follows_the_session(ctx, pool)
+
+
+def _show_servers_follows_the_session(ctx, pool):
+    sy = _sy(ctx, args=["route.pg.pool=%s" % pool])
     w = PgWire(sy.port)
     w.startup(database="sourcegraph")
     con = harness.Console(sy.port)
@@ -428,8 +441,14 @@ def test_show_servers_follows_the_session(ctx):
           "SHOW SERVERS: %r, want one row for client %r relaying to %r" % (rows, clients[0]["id"], clients[0]["target"]))
     w.terminate()
     deadline = time.monotonic() + 5
-    while [r for r in con.rows("SHOW SERVERS") if r["route"] == "pg"]:
-        check(time.monotonic() < deadline, "SHOW SERVERS still lists the pg server 5 s after the client left")
+    want = [] if pool == "off" else [{"client_id": "", "state": "idle", "upstream": clients[0]["target"]}]
+    while True:
+        rows = [{k: r[k] for k in ("client_id", "state", "upstream")}
+                for r in con.rows("SHOW SERVERS") if r["route"] == "pg"]
+        if rows == want:
+            break
+        check(time.monotonic() < deadline, "pool = %s: SHOW SERVERS has %r 5 s after the client left, want %r"
+              % (pool, rows, want))
         time.sleep(0.1)
     con.close()
     sy.stop()

@@ -134,6 +134,9 @@ static void test_defaults(void)
     CHECK(c.log_format == CONF_LOG_LOGFMT);
     CHECK(c.log_level == 2);
     CHECK(c.config_path == NULL && c.env_file == NULL);
+    CHECK(c.pool_size == 20 && c.server_idle_timeout == 600 && c.server_lifetime == 3600 &&
+          c.server_check_delay == 30);
+    CHECK(conf_route(&c, "pg")->pool == 1);
 
     CHECK(c.nlisteners == 3);
     const conf_listener_t *l = conf_listener(&c, "pg");
@@ -860,6 +863,14 @@ static void test_validation(void)
     const char *v13[] = { "route.redis-cache.databases=x", NULL };
     EXPECT_ERR(NULL, NULL, NULL, v13, "-o route.redis-cache.databases: [route redis-cache] databases: "
                "only for postgres routes; [listener redis-cache] is redis");
+    const char *vp1[] = { "route.redis-cache.pool=off", NULL };
+    EXPECT_ERR(NULL, NULL, NULL, vp1, "-o route.redis-cache.pool: [route redis-cache] pool: "
+               "only for postgres routes; [listener redis-cache] is redis");
+    const char *vp2[] = { "route.pg.pool=sometimes", NULL };
+    EXPECT_ERR(NULL, NULL, NULL, vp2, "-o route.pg.pool: [route pg] pool: must be true or false");
+    const char *vp3[] = { "switchyard.pool_size=-1", NULL };
+    EXPECT_ERR(NULL, NULL, NULL, vp3, "-o switchyard.pool_size: [switchyard] pool_size: "
+               "must be a number");
     const char *v14[] = { "route.pg.external_env=X", NULL };
     EXPECT_ERR(NULL, NULL, NULL, v14, "-o route.pg.external_env: [route pg] external_env: only for "
                "redis routes; [listener pg] is postgres (clients of a postgres listener "
