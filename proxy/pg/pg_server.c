@@ -179,6 +179,10 @@ int pg_server_adopt(pg_server_t *sv)
     }
     sv->be_pid = (uint32_t)PQbackendPID(sv->pg);
     sy_sock_keepalive(fd, 0);
+    /* The attempts are over: their parameters (18 KB) are not kept for the session's life. */
+    free(sv->pp);
+    sv->pp = NULL;
+    sv->natt = 0;
     if (sv->timer_on)
         uv_timer_stop(&sv->timer);   /* connected: the connect timeout is over */
     if (PQsslInUse(sv->pg)) {
