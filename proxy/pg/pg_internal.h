@@ -85,6 +85,7 @@ struct pg_server_s {
     int            job;               /* a thread-pool job uses pg: its close waits for the job */
     int            closed;            /* pg_server_close was called (the job finishes the close) */
     int            gone;              /* the server closed or failed under its client: never pooled */
+    int            needs_password;    /* the last attempt failed for want of a password */
     const char    *reason;            /* ...with this reason */
     int            counted;           /* counted in its route's upstreams */
     sy_conn_t      conn;
@@ -146,6 +147,10 @@ struct pg_session_s {
     /* startup */
     uint8_t       *startup;           /* copy of the client's StartupMessage */
     pg_scram_t    *scram;             /* the client's SCRAM exchange with us, while in PGS_AUTH */
+    char          *client_password;   /* the client's own password, asked because the target
+                                       * had none and its server wanted one: kept for
+                                       * reconnects and moves, wiped at the end */
+    int            asked_password;    /* PGS_AUTH waits for that password (cleartext) */
     pgw_startup_t  st;
     const char    *user, *database;
     uint32_t       key;
@@ -214,6 +219,7 @@ void pg_watch(pg_session_t *s, sy_conn_t *c, int events, sy_conn_cb cb);
 void pg_upstream_lost(pg_session_t *s, int err);
 void pg_sscan_reset(pg_session_t *s);
 void pg_timer_start(pg_session_t *s, uv_timer_cb cb, uint64_t ms);
+int  pg_ask_upstream_password(pg_session_t *s, pg_server_t *sv);
 void pg_upstream_connect(pg_session_t *s);
 
 /* pg_pool.c */

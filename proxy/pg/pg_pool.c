@@ -215,7 +215,7 @@ static int pool_send(pg_server_t *sv, int op, const char *sql)
 int pg_pool_keep(pg_session_t *s)
 {
     pg_server_t *sv = s->srv;
-    if (s->state != PGS_RELAY || sv == NULL || s->pre != NULL || sv->job || sv->closed || sv->gone || s->cancels > 0 ||
+    if (s->state != PGS_RELAY || sv == NULL || s->pre != NULL || sv->job || sv->closed || sv->gone || s->client_password != NULL || s->cancels > 0 ||
         !pg_idle(s) || sy_pipe_pending(&s->c2s) || s->c2s.end != s->c2s.fwd || sy_conf()->pool_size <= 0 ||
         pool_unfit(sv, uv_now(s->link.loop)) != NULL)
         return 0;

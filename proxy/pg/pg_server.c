@@ -230,6 +230,8 @@ static void connect_failed(pg_server_t *sv, const char *why)
         }
     }
     cause[o] = '\0';
+    if (sv->needs_password && pg_ask_upstream_password(s, sv))
+        return;
     /* The SQLSTATE the server would have given, where libpq's text tells it. */
     const char *state = pgw_errclass_connect(cause);
     pg_close(s, state, "route %s: cannot connect to %s: %s", s->link.route->conf->name, sv->link.target->hostport, cause);
@@ -408,6 +410,8 @@ int pg_build_params(const pg_session_t *s, const pg_server_t *resolved, const co
     const char *appname = client_appname ? client_appname : conf_kv_get(kv, "application_name");
     if (appname)
         keys[n] = "application_name", vals[n++] = appname;
+    if (s->client_password != NULL && conf_kv_get(kv, "password") == NULL)
+        keys[n] = "password", vals[n++] = s->client_password;
     const char *enc = client_encoding ? client_encoding : conf_kv_get(kv, "client_encoding");
     if (enc)
         keys[n] = "client_encoding", vals[n++] = enc;
@@ -461,6 +465,8 @@ static void pg_attempt_start(pg_server_t *sv)
 /* An attempt failed: remember why, and try the next host, or give up with every cause. */
 static void attempt_failed(pg_server_t *sv, const char *why)
 {
+    if (sv->pg != NULL && PQconnectionNeedsPassword(sv->pg))
+        sv->needs_password = 1;
     size_t have = sv->att_errs ? strlen(sv->att_errs) : 0, add = strlen(why);
     char *e = realloc(sv->att_errs, have + add + 2);
     if (e != NULL) {

@@ -68,6 +68,10 @@ static void pg_free(pg_session_t *s)
 {
     free(s->startup);
     free(s->scram);
+    if (s->client_password != NULL) {
+        OPENSSL_cleanse(s->client_password, strlen(s->client_password));
+        free(s->client_password);
+    }
     pgr_buf_free(&s->admin_out);
     pgr_buf_free(&s->s2c_extra);
     sy_pipe_release(&s->c2s);
@@ -105,7 +109,8 @@ void pg_set_state(pg_session_t *s, pg_state_t to)
         [PGS_AUTH]       = 1u << PGS_RESOLVING | 1u << PGS_CLOSING | 1u << PGS_ADMIN,
         [PGS_RESOLVING]  = 1u << PGS_CONNECTING | 1u << PGS_CLOSING |
                            1u << PGS_RESOLVING,   /* a pooled server failed its check: another */
-        [PGS_CONNECTING] = 1u << PGS_RELAY | 1u << PGS_CLOSING,
+        [PGS_CONNECTING] = 1u << PGS_RELAY | 1u << PGS_CLOSING |
+                           1u << PGS_AUTH,   /* the server wants the client's own password */
         [PGS_RELAY]      = 1u << PGS_CLOSING | 1u << PGS_MOVING,
         [PGS_MOVING]     = 1u << PGS_RELAY | 1u << PGS_CLOSING,
         [PGS_ADMIN]      = 1u << PGS_CLOSING,

@@ -204,8 +204,49 @@ static void pg_auth_failed(pg_session_t *s)
     pg_timer_start(s, auth_failed_cb, ms);
 }
 
+/*
+ * The target has no password for the client's user and its server asked for one (libpq:
+ * PQconnectionNeedsPassword): ask the client for its own, as the server would, and connect
+ * again with it. Only where a password may travel in clear: loopback, the unix socket, or
+ * the client's TLS. Asked once; a wrong one then gets the server's 28P01. Returns 1 when
+ * asked (sv is closed), 0 to fail as before.
+ */
+int pg_ask_upstream_password(pg_session_t *s, pg_server_t *sv)
+{
+    if (s->client_password != NULL || s->admin || (!s->trusted && s->client.ssl == NULL))
+        return 0;
+    uint8_t ask[16];
+    /* The next server, on the same target, waits attached (unconnected) for the password. */
+    pg_server_t *next = pg_server_new(s, sv->link.which);
+    if (next == NULL)
+        return 0;
+    sy_info("event=password_asked conn=%llu route=%s upstream=%s", (unsigned long long)s->id, s->link.route->conf->name,
+            sv->link.target->hostport);
+    pg_server_close(sv, "the server wants the client's password");
+    pg_server_attach(s, next);
+    pg_set_state(s, PGS_AUTH);
+    s->asked_password = 1;
+    s->c2s.reading = 1;
+    pg_auth_send(s, ask, pgw_build_auth_cleartext(ask, sizeof(ask)));
+    return 1;
+}
+
+/* The client's own password (cleartext, asked by pg_ask_upstream_password; NULL: the
+ * message was not one string, or no memory): connect again with it. */
+static void pg_take_upstream_password(pg_session_t *s, char *password, const char *err)
+{
+    s->asked_password = 0;
+    if (password == NULL) {
+        pg_close(s, err ? "08P01" : "53200", "%s", err ? err : "out of memory");
+        return;
+    }
+    s->client_password = password;
+    pg_upstream_connect(s);
+}
+
 /* One SASL message of the client's (SASLInitialResponse, then SASLResponse), for
- * listeners with auth_password and the console with admin_password. */
+ * listeners with auth_password and the console with admin_password; or the client's own
+ * password for its server (pg_ask_upstream_password). */
 void pg_handle_password(pg_session_t *s)
 {
     sy_pipe_t *p = &s->c2s;
@@ -214,11 +255,22 @@ void pg_handle_password(pg_session_t *s)
         return;   /* a failed attempt waits out its back-off */
     ssize_t r = pgw_password_parse(p->buf, p->end, PGW_PASSWORD_MAX, &pw);
     if (r == PGW_ERR) {
-        pg_close(s, "08P01", "expected SASL response, got message type %d", p->end > 0 ? p->buf[0] : 0);
+        pg_close(s, "08P01", "expected %s response, got message type %d", s->asked_password ? "password" : "SASL",
+                 p->end > 0 ? p->buf[0] : 0);
         return;
     }
     if (r == PGW_NEED_MORE)
         return;
+    if (s->asked_password) {
+        uint32_t len = (uint32_t)r;
+        char *password = pw.password ? strdup(pw.password) : NULL;
+        const char *err = pw.password ? NULL : pw.err;
+        OPENSSL_cleanse(p->buf, len);
+        memmove(p->buf, p->buf + len, p->end - len);
+        p->end -= len;
+        pg_take_upstream_password(s, password, err);
+        return;
+    }
     const char *secret = s->admin ? sy_conf()->admin_password : s->listener->conf->auth_password;
     pg_scram_verifier_t v;
     char nonce[PG_SCRAM_NONCE_LEN + 1], reply[PG_SCRAM_MSG_MAX + 256];
