@@ -101,7 +101,11 @@ typedef struct conf_route_s {
                                    * "PGHOST is set", "none of REDIS_STORE_ENDPOINT,
                                    * REDIS_ENDPOINT is set", "active = builtin in the
                                    * configuration (...)"; never contains a value */
+    int            multiplex;   /* redis: stateless clients share upstreams (multiplex = on|off) */
 } conf_route_t;
+
+/* multiplex's default: off until every Redis test passes with it on (see docs/architecture.md) */
+#define CONF_MULTIPLEX_DEFAULT 0
 
 typedef struct conf_s {
     /* [switchyard] */
