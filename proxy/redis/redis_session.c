@@ -82,7 +82,7 @@ void rs_set_state(redis_session_t *s, rs_state_t to)
     static const unsigned allowed[] = {
         [RS_CONNECTING] = 1u << RS_FAILED | 1u << RS_RELAY | 1u << RS_CLOSING,
         [RS_FAILED]     = 1u << RS_CLOSING,
-        [RS_RELAY]      = 1u << RS_CLOSING | 1u << RS_MOVING,
+        [RS_RELAY]      = 1u << RS_CLOSING | 1u << RS_MOVING | 1u << RS_CONNECTING,   /* pinned */
         [RS_MOVING]     = 1u << RS_RELAY | 1u << RS_CLOSING,
         [RS_CLOSING]    = 1u << RS_CLOSED,
         [RS_CLOSED]     = 0,
@@ -108,6 +108,7 @@ static void rs_timer_close_cb(uv_handle_t *h)
 /* Close the servers the client has: it needs them no more. */
 static void rs_drop_servers(redis_session_t *s, const char *reason)
 {
+    rs_mux_detach(s, 0);
     if (s->srv != NULL)
         rs_server_close(s->srv, reason, 0);
     if (s->pre != NULL)
@@ -256,6 +257,8 @@ void rs_update_polls(redis_session_t *s)
     if (s->state != RS_RELAY)
         return;
     rs_watch(s, &s->client, sy_pipe_src_events(&s->c2s) | sy_pipe_dst_events(&s->s2c), rs_client_cb);
+    if (s->mux != NULL || s->state != RS_RELAY)
+        return;   /* the shared upstream watches its own socket */
     rs_watch(s, &s->srv->conn, sy_pipe_src_events(&s->s2c) | sy_pipe_dst_events(&s->c2s), rs_server_cb);
 }
 
@@ -298,6 +301,16 @@ void rs_relay_drive(redis_session_t *s, sy_conn_t *c, int events)
         rs_upstream_lost(s, err);
         break;
     }
+    if (s->mux != NULL && s->state == RS_RELAY) {
+        rs_mux_poke(s);
+        rs_mux_pin_try(s);
+    }
+}
+
+const char *rs_upstream_name(const redis_session_t *s)
+{
+    const sy_server_link_t *l = s->srv != NULL ? &s->srv->link : s->mux != NULL ? rs_mux_link(s->mux) : NULL;
+    return l != NULL && l->target != NULL ? l->target->hostport : "-";
 }
 
 
@@ -350,11 +363,11 @@ static void rs_describe(const sy_session_link_t *l, char cols[][128])
     snprintf(cols[0], 128, "%llu", (unsigned long long)s->id);
     snprintf(cols[1], 128, "redis");
     snprintf(cols[2], 128, "%s", s->link.route ? s->link.route->conf->name : "");
-    snprintf(cols[3], 128, "%s", s->srv != NULL && s->srv->link.target ? s->srv->link.target->hostport : "");
+    snprintf(cols[3], 128, "%s", s->srv != NULL || s->mux != NULL ? rs_upstream_name(s) : "");
     snprintf(cols[4], 128, "%s", rs_names[s->state]);
-    snprintf(cols[5], 128, "pending=%llu multi=%d watch=%d subs=%llu blocked=%d monitor=%d resp3=%d",
+    snprintf(cols[5], 128, "pending=%llu multi=%d watch=%d subs=%llu blocked=%d monitor=%d resp3=%d mux=%s",
              (unsigned long long)s->pending, s->in_multi, s->watching, (unsigned long long)s->sub_count,
-             s->blocking, s->monitoring, s->resp3);
+             s->blocking, s->monitoring, s->resp3, s->mux ? "shared" : s->mux_route ? "pinned" : "off");
 }
 
 /* client_idle_timeout, as Redis's own `timeout`: a client idle that long is closed without
@@ -411,7 +424,7 @@ static void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t
         return;
     }
     SY_STAT_ADD(s->link.route->clients, 1);
-    if (rs_server_open(s) == NULL) {
+    if (s->link.route->conf->multiplex ? rs_mux_route(s) != 0 : rs_server_open(s) == NULL) {
         rs_set_state(s, RS_CLOSING);
         rs_destroy(s);
         return;
@@ -426,6 +439,10 @@ static void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t
         return;
     }
     rs_watch(s, &s->client, UV_READABLE, rs_client_cb);
+    if (s->mux != NULL) {
+        rs_mux_start(s);
+        return;
+    }
     sy_debug("event=connect conn=%llu route=%s target=%s", (unsigned long long)s->id, s->link.route->conf->name,
              s->srv->link.which == CONF_EXTERNAL ? "external" : "builtin");
     rs_server_connect(s->srv);
