@@ -78,7 +78,7 @@ struct rs_mux_s {
 static rs_mux_t **mux_slots[SY_MAX_WORKERS];
 
 static void mux_service(rs_mux_t *m);
-static void mux_lost(rs_mux_t *m, const char *why);
+static void mux_lost(rs_mux_t *m, const char *why, int fatal);
 
 /* ---- the object ------------------------------------------------------------------------ */
 
@@ -236,7 +236,7 @@ static void mux_dial_done(uv_work_t *req, int status)
         snprintf(why, sizeof(why), "cannot connect to %s: %s", m->link.target->hostport, d->err);
         SY_STAT_ADD(m->link.route->err_connect, 1);
         m->st = MUX_DOWN;
-        mux_lost(m, why);
+        mux_lost(m, why, 1);
     } else {
         rs_conn_take(&m->conn, m->link.loop, m, d->fd, d->ssl, NULL);
         m->st = MUX_UP;
@@ -257,7 +257,7 @@ static void mux_dial(rs_mux_t *m)
         return;
     mux_dial_t *d = calloc(1, sizeof(*d));
     if (d == NULL) {
-        mux_lost(m, "out of memory");
+        mux_lost(m, "out of memory", 1);
         return;
     }
     d->req.data = d;
@@ -271,7 +271,7 @@ static void mux_dial(rs_mux_t *m)
         m->refs--;
         free(d);
         m->st = MUX_DOWN;
-        mux_lost(m, "no thread pool");
+        mux_lost(m, "no thread pool", 1);
     }
 }
 
@@ -392,7 +392,7 @@ static void mux_flush(rs_mux_t *m)
             char why[300];
             snprintf(why, sizeof(why), "connection to %s lost: %s", m->link.target->hostport,
                      m->conn.tls_err ? m->conn.tls_err : strerror((int)-n));
-            mux_lost(m, why);
+            mux_lost(m, why, 0);
             return;
         }
         m->ostart += (uint32_t)n;
@@ -482,7 +482,7 @@ static void mux_dispatch(rs_mux_t *m)
         }
         mux_entry_t *e = mux_head(m);
         if (e == NULL) {
-            mux_lost(m, "a reply nobody asked for");
+            mux_lost(m, "a reply nobody asked for", 0);
             return;
         }
         while (m->iscan < m->iend && m->done_n < e->n) {
@@ -492,7 +492,7 @@ static void mux_dispatch(rs_mux_t *m)
                 char why[300];
                 snprintf(why, sizeof(why), "protocol error from %s: %s", m->link.target->hostport, m->rp.err);
                 SY_STAT_ADD(m->link.route->err_protocol, 1);
-                mux_lost(m, why);
+                mux_lost(m, why, 0);
                 return;
             }
             m->iscan += (uint32_t)n;
@@ -519,7 +519,7 @@ static void mux_read(rs_mux_t *m)
             char why[300];
             snprintf(why, sizeof(why), "connection to %s lost: %s", m->link.target->hostport,
                      m->conn.tls_err ? m->conn.tls_err : n == 0 ? "server closed the connection" : strerror((int)-n));
-            mux_lost(m, why);
+            mux_lost(m, why, 0);
             return;
         }
         m->iend += (uint32_t)n;
@@ -547,7 +547,7 @@ static void mux_watch(rs_mux_t *m)
         return;
     int ev = (m->iend < MUX_IN_CAP || m->istart > 0 ? m->conn.rd_wait : 0) | (m->ostart < m->oend ? m->conn.wr_wait : 0);
     if (sy_conn_watch(&m->conn, ev, mux_cb) != 0)
-        mux_lost(m, "cannot watch the connection");
+        mux_lost(m, "cannot watch the connection", 0);
 }
 
 static void mux_service(rs_mux_t *m)
@@ -567,33 +567,39 @@ static void mux_service(rs_mux_t *m)
 
 /* ---- death ----------------------------------------------------------------------------- */
 
-/* Answer n commands of s with line, as its shared upstream will not. */
-static void mux_fail_client(redis_session_t *s, uint64_t n, const char *line)
+/* Answer n commands of s with "-ERR switchyard: msg", as its shared upstream will not. */
+static void mux_fail_client(redis_session_t *s, uint64_t n, const char *msg)
 {
+    char line[1000];
+    snprintf(line, sizeof(line), "ERR switchyard: %s", msg);
     uint8_t out[1024];
     uint32_t len = (uint32_t)resp_build_error(out, sizeof(out), line);
     s->refs++;
     s->mux_inflight -= n;
+    SY_STAT_ADD(s->link.route->nerrors, n);
     if (!resp_reply_at_boundary(&s->rp)) {
         rs_close(s, NULL);   /* in the middle of a reply: the stream cannot be mended */
         n = 0;
     }
     for (uint64_t i = 0; i < n && s->state == RS_RELAY; i++)
         if (mux_deliver(s, out, len) < len)
-            rs_close(s, "%s", line + 4);
+            rs_close(s, "%s", msg);
     if (s->state == RS_RELAY && s->pin_wait && s->mux_inflight == 0)
         rs_mux_pin_try(s);
     rs_unref(s);
 }
 
-/* The shared upstream died, could not be dialed, or spoke nonsense: every command in flight
- * on it fails, for its own client only; the next command dials again. */
-static void mux_lost(rs_mux_t *m, const char *why)
+/* The shared upstream died, could not be dialed (fatal), or spoke nonsense: every command
+ * in flight on it fails, for its own client only; the next command dials again. A client
+ * whose upstream could not be reached is closed after its errors, as one with an upstream
+ * of its own is (the FAILED state); one whose upstream died goes on. */
+static void mux_lost(rs_mux_t *m, const char *why, int fatal)
 {
-    char line[900], lq[1000];
-    snprintf(line, sizeof(line), "ERR switchyard: route %s: %s", m->link.route->conf->name, why);
-    sy_info("event=upstream_lost conn=shared route=%s upstream=%s in_flight=%u message=%s", m->link.route->conf->name,
-            m->link.target->hostport, m->qlen, sy_logq(lq, sizeof(lq), line));
+    char msg[900], lq[1000];
+    snprintf(msg, sizeof(msg), "route %s: %s", m->link.route->conf->name, why);
+    sy_info("event=%s conn=shared route=%s upstream=%s in_flight=%u message=%s",
+            fatal ? "upstream_failed" : "upstream_lost", m->link.route->conf->name, m->link.target->hostport, m->qlen,
+            sy_logq(lq, sizeof(lq), msg));
     m->refs++;
     if (m->st == MUX_UP) {
         SY_STAT_ADD(m->link.route->err_lost, 1);
@@ -612,10 +618,11 @@ static void mux_lost(rs_mux_t *m, const char *why)
     m->qhead = m->qlen = m->qcap = 0;
     for (uint32_t i = 0; i < len; i++) {
         mux_entry_t *e = &q[(head + i) % cap];
-        if (e->s != NULL && e->s->mux == m) {
-            SY_STAT_ADD(m->link.route->nerrors, e->n);
-            mux_fail_client(e->s, e->n, line);
-        }
+        if (e->s != NULL && e->s->mux == m && fatal) {
+            e->s->pending = 0;   /* as FAILED: one error, then the close */
+            rs_close(e->s, "%s", msg);
+        } else if (e->s != NULL && e->s->mux == m)
+            mux_fail_client(e->s, e->n, msg);
     }
     free(q);
     if (!m->closed)
@@ -639,7 +646,9 @@ static int mux_attach(redis_session_t *s, rs_mux_t *m)
     sy_conn_init(&s->muxconn, s->link.loop, -1, s);
     s->muxconn.tp = &rs_mux_transport;
     s->c2s.dst = &s->muxconn;
-    s->link.server = NULL;
+    /* The client's server is the shared one (a switch reads its target); it is linked once
+     * the client relays, so the shared one's state stays its own. */
+    s->link.server = s->state == RS_RELAY ? &m->link : NULL;
     if (m->st == MUX_DOWN)
         mux_dial(m);   /* ahead of the first command */
     return 0;
@@ -655,6 +664,7 @@ int rs_mux_route(redis_session_t *s)
 void rs_mux_start(redis_session_t *s)
 {
     rs_set_state(s, RS_RELAY);
+    s->link.server = &s->mux->link;
     s->c2s.reading = 1;
     sy_debug("event=session_ready conn=%llu route=%s upstream=%s mux=shared", (unsigned long long)s->id,
              s->link.route->conf->name, s->mux->link.target->hostport);
@@ -678,6 +688,8 @@ void rs_mux_detach(redis_session_t *s, int later)
     s->mux = NULL;
     s->mux_inflight = s->mux_unsent = 0;
     s->c2s.dst = &s->noserver;
+    if (s->link.server == &m->link)
+        s->link.server = NULL;
     m->users--;
     mux_maybe_close(m, later);
 }

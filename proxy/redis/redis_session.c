@@ -91,6 +91,8 @@ void rs_set_state(redis_session_t *s, rs_state_t to)
         sy_err("event=bug conn=%llu from=%s to=%s", (unsigned long long)s->id, rs_names[s->state], rs_names[to]);
         abort();
     }
+    if (to == RS_CLOSING)
+        rs_mux_detach(s, 0);   /* before the client's server is marked closing: it is shared */
     s->state = to;
     if (to == RS_RELAY)
         sy_session_relaying(&s->link);
