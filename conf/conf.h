@@ -105,7 +105,9 @@ typedef struct conf_route_s {
 } conf_route_t;
 
 /* multiplex's default: off until every Redis test passes with it on (see docs/architecture.md) */
+#ifndef CONF_MULTIPLEX_DEFAULT
 #define CONF_MULTIPLEX_DEFAULT 0
+#endif
 
 typedef struct conf_s {
     /* [switchyard] */

@@ -527,6 +527,7 @@ static void mux_read(rs_mux_t *m)
         if (m->istart < m->iscan)
             return;   /* stalled */
     }
+    mux_kick(m);   /* out of budget: TLS may hold records no poll event announces */
 }
 
 static void mux_cb(sy_conn_t *c, int status, int events)
