@@ -8,8 +8,9 @@
  *          ──▶ TLS handshake (rediss://) ──▶ AUTH / SELECT, replies swallowed
  *          ──▶ relay: c2s framed by the request scanner, s2c by the reply scanner
  *
- * One upstream connection per client, so everything Redis offers keeps working. The
- * session always knows where the protocol stands: replies owed (`pending`), MULTI,
+ * One upstream connection per client, so everything Redis offers keeps working; with
+ * `multiplex = on`, a client shares its worker's upstream until it does anything stateful
+ * (redis_mux.c). The session always knows where the protocol stands: replies owed (`pending`), MULTI,
  * WATCH, subscriptions, blocking commands, MONITOR and CLIENT REPLY modes.
  *
  * Commands switchyard answers itself (AUTH, the AUTH part of HELLO, anything sent before
