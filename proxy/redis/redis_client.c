@@ -544,7 +544,7 @@ int rs_s2c_scan(void *arg, sy_pipe_t *p)
         }
     }
     if (!s->c2s.reading && s->held == LOCAL_NONE && s->pending < sy_conf()->redis_max_pipeline &&
-        s->state == RS_RELAY && s->link.state != SY_CLIENT_HELD)
+        s->state == RS_RELAY && s->link.state != SY_CLIENT_HELD && !s->pin_wait)
         s->c2s.reading = 1;
     if (s->link.route && rs_idle(s))
         sy_switch_poke(s->link.route);

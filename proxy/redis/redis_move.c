@@ -225,6 +225,7 @@ static void rs_mux_link_move(redis_session_t *s)
     } else {
         sy_session_set_state(&s->link, held ? SY_CLIENT_HELD : SY_CLIENT_ACTIVE);
         rs_update_polls(s);
+        rs_mux_pin_try(s);   /* a command that pins may have waited for the move */
     }
     sy_switch_moved(&s->link, 1);
     rs_unref(s);
