@@ -512,7 +512,8 @@ static void mux_read(rs_mux_t *m)
         }
         if (m->iend == MUX_IN_CAP)
             return;   /* a stalled client holds the buffer */
-        ssize_t n = m->conn.tp->read(&m->conn, m->in + m->iend, MUX_IN_CAP - m->iend);
+        uint32_t space = MUX_IN_CAP - m->iend;
+        ssize_t n = m->conn.tp->read(&m->conn, m->in + m->iend, space);
         if (n == SY_EAGAIN)
             return;
         if (n <= 0) {
@@ -526,6 +527,8 @@ static void mux_read(rs_mux_t *m)
         mux_dispatch(m);
         if (m->istart < m->iscan)
             return;   /* stalled */
+        if ((uint32_t)n < space && m->conn.ssl == NULL)
+            return;   /* a short plain read: the socket is drained */
     }
     mux_kick(m);   /* out of budget: TLS may hold records no poll event announces */
 }
