@@ -620,14 +620,25 @@ static void mux_lost(rs_mux_t *m, const char *why, int fatal)
     uint32_t head = m->qhead, len = m->qlen, cap = m->qcap;
     m->q = NULL;
     m->qhead = m->qlen = m->qcap = 0;
+    /* A client may be in several entries and close while the first is failed: each holds
+     * a reference until all are done. */
+    for (uint32_t i = 0; i < len; i++)
+        if (q[(head + i) % cap].s != NULL)
+            q[(head + i) % cap].s->refs++;
     for (uint32_t i = 0; i < len; i++) {
         mux_entry_t *e = &q[(head + i) % cap];
-        if (e->s != NULL && e->s->mux == m && fatal) {
+        if (e->s == NULL || e->s->mux != m || e->s->state != RS_RELAY)
+            continue;
+        if (fatal) {
             e->s->pending = 0;   /* as FAILED: one error, then the close */
             rs_close(e->s, "%s", msg);
-        } else if (e->s != NULL && e->s->mux == m)
+        } else {
             mux_fail_client(e->s, e->n, msg);
+        }
     }
+    for (uint32_t i = 0; i < len; i++)
+        if (q[(head + i) % cap].s != NULL)
+            rs_unref(q[(head + i) % cap].s);
     free(q);
     if (!m->closed)
         mux_wake(m);
