@@ -18,6 +18,8 @@ static int sub_kind(uint32_t flags)
 static local_t classify_local(redis_session_t *s, const resp_cmd_t *cmd)
 {
     const resp_req_t *r = &s->rq;
+    if (cmd->id == RESP_CMD_QUIT && s->mux != NULL)
+        return LOCAL_QUIT;
     if (cmd->id == RESP_CMD_AUTH)
         return LOCAL_AUTH;
     if (cmd->id == RESP_CMD_HELLO) {
@@ -178,6 +180,12 @@ static int run_local(redis_session_t *s)
     int argc = -1;
 
     s->held = LOCAL_NONE;
+    if (what == LOCAL_QUIT) {
+        if (!s->reply_off)
+            sy_pipe_inject(&s->s2c, "+OK\r\n", 5);
+        rs_close(s, NULL);
+        return -1;
+    }
     if (what == LOCAL_PROTO_ERR) {
         char msg[300];
         snprintf(msg, sizeof(msg), "ERR %s", s->proto_err ? s->proto_err : "Protocol error");

@@ -58,7 +58,9 @@ typedef enum {
     LOCAL_AUTH,        /* AUTH [user] password */
     LOCAL_HELLO,       /* HELLO with AUTH: check, strip, forward the rest */
     LOCAL_NOAUTH,      /* a command before a required AUTH */
-    LOCAL_PROTO_ERR    /* malformed request: answer like Redis and close */
+    LOCAL_PROTO_ERR,   /* malformed request: answer like Redis and close */
+    LOCAL_QUIT         /* QUIT of a multiplexed client: +OK and close (nothing to tell the
+                        * shared upstream, no upstream of its own to open for it) */
 } local_t;
 
 typedef enum { SETUP_NONE = 0, SETUP_AUTH, SETUP_SELECT } setup_t;

@@ -105,6 +105,11 @@ def test_stateful_clients_get_pinned(ctx):
         check(sub.read() == [b"message", b"ch", b"hello"], "the message reaches the pinned subscriber")
         check(name.cmd("CLIENT", "SETNAME", "me") == "OK" and name.cmd("CLIENT", "GETNAME") == b"me", "SETNAME")
         check(same.cmd("SELECT", "0") == "OK" and same.cmd("GET", "a") == b"1", "SELECT of the shared db")
+        # QUIT of a shared client is answered by switchyard after its replies: no upstream opened
+        with Resp(sy.redis_port) as q:
+            q.send_cmds([("SET", "qk", "1"), ("QUIT",), ("GET", "qk")])
+            check(q.expect_close(10) == b"+OK\r\n+OK\r\n", "SET, QUIT: +OK +OK, then the close")
+        check("quit" not in rs.commandstats(server), "QUIT reached the server: %r" % rs.commandstats(server))
         rows = {c["id"]: c for c in _show_clients(sy)}
         check(_mux_of(rows.values()) == ["pinned"] * 4 + ["shared"] * 2, "SHOW CLIENTS: %r" % rows)
         ups = _upstreams(server)
