@@ -16,8 +16,10 @@
  *
  * A client relays to at most one server (srv) and may hold one more dialed ahead of a
  * move (pre). A server knows its client only through link.client, and may have none
- * (closing; later, idle and shared between clients), so nothing of the protocol state
- * lives in it.
+ * (closing; later, idle), so nothing of the protocol state lives in it. A multiplexed
+ * client has no srv: it writes to and is answered by its worker's shared upstream (mux,
+ * redis_mux.c), which serves many clients and knows them only by its FIFO; its
+ * link.server is the shared one's link, so a switch sees which target it is on.
  *
  * Nothing here is for other modules.
  */
