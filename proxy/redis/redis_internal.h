@@ -89,6 +89,9 @@ typedef struct rs_server_s {
 } rs_server_t;
 
 typedef struct rs_mux_s rs_mux_t;
+/* A multiplexed client that holds up its shared upstream this long (its replies unread) is
+ * closed, so that it cannot stall the other clients for good. */
+#define RS_MUX_STALL_MS 5000
 
 typedef struct redis_session_s {
     sy_session_link_t link;         /* the client connection; first member */
@@ -146,6 +149,8 @@ typedef struct redis_session_s {
     int            mux_waiting;     /* on mux's list of clients waiting for queue space */
     int            pin_wait;        /* a command that pins waits at c2s.fwd for in-flight
                                      * replies to come back before its own upstream opens */
+    uint64_t       mux_stalled_at;  /* loop ms since its full s2c holds up the shared
+                                     * upstream, 0 when it does not (RS_MUX_STALL_MS) */
 
     uint8_t        bufs[2 * SY_PIPE_BUF];
 } redis_session_t;

@@ -426,6 +426,10 @@ static uint32_t mux_deliver(redis_session_t *s, const uint8_t *bytes, uint32_t n
     uint32_t take = sy_pipe_space(p);
     if (take > n)
         take = n;
+    if (take == n)
+        s->mux_stalled_at = 0;
+    else if (take > 0 || s->mux_stalled_at == 0)
+        s->mux_stalled_at = uv_now(s->link.loop);   /* it holds up the shared upstream since */
     if (take == 0)
         return 0;
     memcpy(p->buf + p->end, bytes, take);
@@ -706,6 +710,8 @@ void rs_mux_detach(redis_session_t *s, int later)
     if (s->link.server == &m->link)
         s->link.server = NULL;
     m->users--;
+    if (m->istart < m->iscan)
+        mux_kick(m);   /* it may have stalled on this client: its replies are dropped now */
     mux_maybe_close(m, later);
 }
 

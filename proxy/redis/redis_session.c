@@ -379,6 +379,12 @@ static void rs_tick(sy_session_link_t *l, uint64_t now)
 {
     redis_session_t *s = (redis_session_t *)l;
     uint64_t idle = (uint64_t)sy_conf()->client_idle_timeout * 1000;
+    if (s->mux != NULL && s->mux_stalled_at != 0 && now - s->mux_stalled_at >= RS_MUX_STALL_MS) {
+        sy_info("event=client_stalled conn=%llu route=%s stalled_ms=%llu", (unsigned long long)s->id,
+                s->link.route->conf->name, (unsigned long long)(now - s->mux_stalled_at));
+        rs_close(s, NULL);   /* its replies unread: the shared upstream goes on without it */
+        return;
+    }
     if (idle == 0 || s->state != RS_RELAY || s->blocking || s->sub_count > 0 || s->monitoring ||
         now - s->active_at < idle)
         return;

@@ -243,6 +243,33 @@ def test_client_leaving_with_replies_pending(ctx):
         sy.stop()
 
 
+def test_client_that_stops_reading_is_closed(ctx):
+    """A client that stops reading in the middle of its replies holds up the shared upstream
+    (head of line); after RS_MUX_STALL_MS (5 s) it is closed, and the client queued behind it
+    gets its reply."""
+    server = harness.RedisServer()
+    sy = _start(ctx, server, workers=1)
+    check(server.cli("SET", "big", "y" * 100000).stdout.strip() == "OK", "SET big")
+    other = Resp(sy.redis_port)
+    stuck = socket.create_connection(("127.0.0.1", sy.redis_port))
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        check(other.cmd("PING") == "PONG", "PING")
+        mark = sy.log_size()
+        stuck.sendall(b"".join(rs.encode("GET", "big") for _ in range(400)))   # 40 MB, never read
+        rs.wait_for(lambda: any("pending=" in c["detail"] and not c["detail"].startswith("pending=0")
+                                for c in _show_clients(sy)), what="the stuck client's replies to be owed")
+        other.send_cmds([("INCR", "n")])
+        check(other.read(timeout=20) == 1, "the client behind the stuck one is answered")
+        lines = sy.wait_log(r"event=client_stalled", since=mark, count=1)
+        check(len(lines) == 1, "the stuck client was closed as stalled: %r" % lines)
+        check(other.cmd("GET", "big", timeout=10) == b"y" * 100000, "the shared upstream goes on")
+    finally:
+        stuck.close()
+        other.close()
+        sy.stop()
+
+
 def test_switch_moves_shared_clients(ctx):
     """SWITCH with shared and pinned clients: the shared ones move at once to the new target's
     shared upstream, the pinned ones by their own move; none is left on the old store."""
