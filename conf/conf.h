@@ -103,7 +103,13 @@ typedef struct conf_route_s {
                                    * configuration (...)"; never contains a value */
     int            pool;        /* pg: keep a left client's server connection for the next
                                  * (session pooling, pg_pool.c); default 1 */
+    int            multiplex;   /* redis: stateless clients share upstreams (multiplex = on|off) */
 } conf_route_t;
+
+/* multiplex's default: off until every Redis test passes with it on (see docs/architecture.md) */
+#ifndef CONF_MULTIPLEX_DEFAULT
+#define CONF_MULTIPLEX_DEFAULT 0
+#endif
 
 typedef struct conf_s {
     /* [switchyard] */

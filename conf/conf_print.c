@@ -148,6 +148,7 @@ void conf_print(const conf_t *c, FILE *out)
             fprintf(out, "  env       %s\n", r->external_env ? r->external_env : "(none)");
             fprintf(out, "  client    %s\n", r->client_password ? "AUTH password ****"
                                                                 : "any AUTH accepted");
+            fprintf(out, "  multiplex %s\n", r->multiplex ? "on" : "off");
         }
         fprintf(out, "  active    %s: %s\n", r->active == CONF_EXTERNAL ? "external" : "builtin",
                 r->active_reason ? r->active_reason : "");

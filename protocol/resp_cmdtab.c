@@ -194,3 +194,28 @@ int resp_cmd_is_shareable(const resp_cmd_t *c)
         return 0;   /* a container without a known subcommand: no way to tell */
     return 1;
 }
+
+/* A captured argument that is a plain decimal db number (what SELECT accepts), or -1. */
+static int req_db_arg(const resp_req_t *r, uint32_t i)
+{
+    const char *p;
+    size_t n = req_arg(r, i, &p);
+    int v = 0;
+    if (n == 0 || n > 9)
+        return -1;
+    for (size_t k = 0; k < n; k++) {
+        if (p[k] < '0' || p[k] > '9')
+            return -1;
+        v = v * 10 + (p[k] - '0');
+    }
+    return v;
+}
+
+int resp_cmd_pins(const resp_cmd_t *c, const resp_req_t *r, int shared_db)
+{
+    if (c->id == RESP_CMD_AUTH)
+        return 0;
+    if (c->id == RESP_CMD_SELECT)
+        return !(r->argc == 2 && req_db_arg(r, 1) == shared_db);
+    return !resp_cmd_is_shareable(c);
+}

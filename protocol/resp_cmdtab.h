@@ -513,4 +513,17 @@ resp_cmd_t resp_cmd_classify(const resp_req_t *r);
  */
 int resp_cmd_is_shareable(const resp_cmd_t *c);
 
+/*
+ * Does this command pin a multiplexed client (one whose commands go to an upstream shared
+ * with other clients) to an upstream of its own, before it is sent? The table above is the
+ * answer: every command that is not shareable pins, with two exceptions read from the
+ * request r:
+ *   - AUTH: switchyard answers it itself; nothing reaches the upstream;
+ *   - SELECT of the db the shared upstream already uses (shared_db): a no-op there.
+ * So SELECT of another db, MULTI/WATCH, blocking commands (BLPOP, XREAD BLOCK, WAIT),
+ * (P|S)SUBSCRIBE, MONITOR, CLIENT anything (SETNAME, TRACKING, REPLY, ID, LIST, ...),
+ * HELLO, SYNC/PSYNC, scripts, operators' commands and every unknown command pin.
+ */
+int resp_cmd_pins(const resp_cmd_t *c, const resp_req_t *r, int shared_db);
+
 #endif /* SY_RESP_CMDTAB_H */

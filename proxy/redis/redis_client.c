@@ -18,6 +18,8 @@ static int sub_kind(uint32_t flags)
 static local_t classify_local(redis_session_t *s, const resp_cmd_t *cmd)
 {
     const resp_req_t *r = &s->rq;
+    if (cmd->id == RESP_CMD_QUIT && s->mux != NULL)
+        return LOCAL_QUIT;
     if (cmd->id == RESP_CMD_AUTH)
         return LOCAL_AUTH;
     if (cmd->id == RESP_CMD_HELLO) {
@@ -39,6 +41,8 @@ static void rs_owe(redis_session_t *s, uint64_t replies)
 {
     s->pending += replies;
     s->owed_seq += replies;
+    if (s->mux != NULL)
+        s->mux_unsent += replies;
 }
 
 static void track_command(redis_session_t *s, const resp_cmd_t *cmd)
@@ -176,6 +180,12 @@ static int run_local(redis_session_t *s)
     int argc = -1;
 
     s->held = LOCAL_NONE;
+    if (what == LOCAL_QUIT) {
+        if (!s->reply_off)
+            sy_pipe_inject(&s->s2c, "+OK\r\n", 5);
+        rs_close(s, NULL);
+        return -1;
+    }
     if (what == LOCAL_PROTO_ERR) {
         char msg[300];
         snprintf(msg, sizeof(msg), "ERR %s", s->proto_err ? s->proto_err : "Protocol error");
@@ -427,6 +437,15 @@ int rs_c2s_scan(void *arg, sy_pipe_t *p)
         p->scanned += (uint32_t)n;
         resp_cmd_t cmd = resp_cmd_classify(&s->rq);   /* once per command, or per partial read */
         if (!done) {
+            /* Multiplexed: only whole commands go to the shared upstream; one too big to
+             * wait for whole in the pipe gets an upstream of its own to stream to. */
+            if (s->mux != NULL) {
+                if (p->end - p->fwd >= p->cap / 2 && s->state == RS_RELAY) {
+                    rs_mux_pin(s);
+                    return 0;
+                }
+                continue;
+            }
             /* Partial command: stream it only if its name is known and not ours. */
             if (s->rq.ncap >= 1 && !(cmd.flags & RESP_CF_LOCAL) && !is_sub_cmd(&cmd) && s->authed &&
                 s->state == RS_RELAY)
@@ -445,6 +464,11 @@ int rs_c2s_scan(void *arg, sy_pipe_t *p)
             continue;
         }
         local_t l = classify_local(s, &cmd);
+        if (s->mux != NULL && (l == LOCAL_NONE || l == LOCAL_HELLO) &&
+            resp_cmd_pins(&cmd, &s->rq, rs_mux_shared_db(s))) {
+            rs_mux_pin(s);   /* it waits here for its own upstream */
+            return 0;
+        }
         if (l != LOCAL_NONE) {
             s->held = l;
             continue;
@@ -473,7 +497,7 @@ int rs_s2c_scan(void *arg, sy_pipe_t *p)
             SY_STAT_ADD(s->link.route->transactions, replies);
             SY_STAT_ADD(s->link.route->err_protocol, 1);
             rs_close(s, "route %s: protocol error from %s: %s", s->link.route->conf->name,
-                     s->srv->link.target->hostport, s->rp.err);
+                     rs_upstream_name(s), s->rp.err);
             return -1;
         }
         p->scanned += (uint32_t)n;
@@ -522,13 +546,13 @@ int rs_s2c_scan(void *arg, sy_pipe_t *p)
             s->c2s.reading = 1;
             if (sy_pipe_flush(&s->c2s) < 0) {
                 rs_close(s, "route %s: connection to %s lost", s->link.route->conf->name,
-                         s->srv->link.target->hostport);
+                         rs_upstream_name(s));
                 return -1;
             }
         }
     }
     if (!s->c2s.reading && s->held == LOCAL_NONE && s->pending < sy_conf()->redis_max_pipeline &&
-        s->state == RS_RELAY && s->link.state != SY_CLIENT_HELD)
+        s->state == RS_RELAY && s->link.state != SY_CLIENT_HELD && !s->pin_wait)
         s->c2s.reading = 1;
     if (s->link.route && rs_idle(s))
         sy_switch_poke(s->link.route);

@@ -11,11 +11,15 @@
  *                    one close path
  *   redis_move.c     switchover: prepare (a server dialed ahead), move (swap or replay),
  *                    the link hooks
+ *   redis_mux.c      multiplexing: the upstream a worker's stateless clients of a route
+ *                    share (rs_mux_t), the FIFO that matches its replies to them, pinning
  *
  * A client relays to at most one server (srv) and may hold one more dialed ahead of a
  * move (pre). A server knows its client only through link.client, and may have none
- * (closing; later, idle and shared between clients), so nothing of the protocol state
- * lives in it.
+ * (closing; later, idle), so nothing of the protocol state lives in it. A multiplexed
+ * client has no srv: it writes to and is answered by its worker's shared upstream (mux,
+ * redis_mux.c), which serves many clients and knows them only by its FIFO; its
+ * link.server is the shared one's link, so a switch sees which target it is on.
  *
  * Nothing here is for other modules.
  */
@@ -56,7 +60,9 @@ typedef enum {
     LOCAL_AUTH,        /* AUTH [user] password */
     LOCAL_HELLO,       /* HELLO with AUTH: check, strip, forward the rest */
     LOCAL_NOAUTH,      /* a command before a required AUTH */
-    LOCAL_PROTO_ERR    /* malformed request: answer like Redis and close */
+    LOCAL_PROTO_ERR,   /* malformed request: answer like Redis and close */
+    LOCAL_QUIT         /* QUIT of a multiplexed client: +OK and close (nothing to tell the
+                        * shared upstream, no upstream of its own to open for it) */
 } local_t;
 
 typedef enum { SETUP_NONE = 0, SETUP_AUTH, SETUP_SELECT } setup_t;
@@ -81,6 +87,11 @@ typedef struct rs_server_s {
                                      * (AUTH/SELECT) still to swallow */
     char             errmsg[600];   /* the last address's connect error */
 } rs_server_t;
+
+typedef struct rs_mux_s rs_mux_t;
+/* A multiplexed client that holds up its shared upstream this long (its replies unread) is
+ * closed, so that it cannot stall the other clients for good. */
+#define RS_MUX_STALL_MS 5000
 
 typedef struct redis_session_s {
     sy_session_link_t link;         /* the client connection; first member */
@@ -127,6 +138,19 @@ typedef struct redis_session_s {
     sub_set_t      subs[3];
     local_t        held;            /* a complete command awaiting its local answer */
     const char    *proto_err;
+    /* multiplexing (redis_mux.c): while mux is set, c2s writes whole commands into the
+     * shared upstream's queue (through muxconn) and the shared upstream delivers this
+     * client's replies into s2c */
+    rs_mux_t      *mux;             /* the shared upstream it uses, NULL when none */
+    sy_conn_t      muxconn;         /* c2s.dst while mux is set: rs_mux_transport */
+    uint64_t       mux_unsent;      /* replies owed by commands not yet in mux's queue */
+    uint64_t       mux_inflight;    /* replies mux still owes this client */
+    int            mux_route;       /* the route multiplexes: 1 shared or pinned */
+    int            mux_waiting;     /* on mux's list of clients waiting for queue space */
+    int            pin_wait;        /* a command that pins waits at c2s.fwd for in-flight
+                                     * replies to come back before its own upstream opens */
+    uint64_t       mux_stalled_at;  /* loop ms since its full s2c holds up the shared
+                                     * upstream, 0 when it does not (RS_MUX_STALL_MS) */
 } redis_session_t;
 
 void rs_closing_timeout_cb(uv_timer_t *t);
@@ -165,5 +189,20 @@ void rs_server_lend(rs_server_t *sv, int *fd, SSL **ssl);
 void rs_server_cb(sy_conn_t *c, int status, int events);
 /* Make sv the server s relays to (NULL: none); returns the one it relayed to before. */
 rs_server_t *rs_attach(redis_session_t *s, rs_server_t *sv);
+/* A socket dialed on the thread pool becomes c (made non-blocking; TLS when ssl). */
+void rs_conn_take(sy_conn_t *c, uv_loop_t *loop, void *data, int fd, SSL *ssl, uv_poll_t *poll);
+/* The upstream s talks to, as host:port, for messages ("-" when none). */
+const char *rs_upstream_name(const redis_session_t *s);
+
+/* Multiplexing (redis_mux.c). */
+int  rs_mux_route(redis_session_t *s);          /* route s onto its worker's shared upstream */
+void rs_mux_start(redis_session_t *s);          /* ...and start relaying */
+void rs_mux_detach(redis_session_t *s, int later);
+int  rs_mux_move(redis_session_t *s);           /* to the shared upstream of the active target */
+void rs_mux_pin(redis_session_t *s);            /* a command at c2s.fwd pins s: hold it */
+void rs_mux_pin_try(redis_session_t *s);        /* ...open s's own upstream once it can */
+void rs_mux_poke(redis_session_t *s);           /* s's s2c drained: a stalled mux goes on */
+int  rs_mux_shared_db(const redis_session_t *s);
+const sy_server_link_t *rs_mux_link(const rs_mux_t *m);
 
 #endif

@@ -206,10 +206,39 @@ int rs_link_quiet(sy_session_link_t *l)
     return rs_idle(s) && s->c2s.start == s->c2s.fwd;
 }
 
+/* A multiplexed client holds nothing on its shared upstream: it moves to the active
+ * target's shared upstream on the loop, with nothing to replay. */
+static void rs_mux_link_move(redis_session_t *s)
+{
+    sy_route_t *r = s->link.route;
+    if (rs_mux_move(s) != 0) {
+        rs_close(s, "route %s switched; reconnect", r->conf->name);
+        sy_switch_moved(&s->link, 0);
+        return;
+    }
+    sy_debug("event=moved conn=%llu route=%s upstream=%s mux=shared ms=0", (unsigned long long)s->id, r->conf->name,
+             rs_upstream_name(s));
+    s->refs++;
+    int held = s->link.moved_from == SY_CLIENT_HELD;
+    if (held && !sy_route_should_hold(&s->link)) {
+        rs_release(s);
+    } else {
+        sy_session_set_state(&s->link, held ? SY_CLIENT_HELD : SY_CLIENT_ACTIVE);
+        rs_update_polls(s);
+        rs_mux_pin_try(s);   /* a command that pins may have waited for the move */
+    }
+    sy_switch_moved(&s->link, 1);
+    rs_unref(s);
+}
+
 void rs_link_move(sy_session_link_t *l)
 {
     redis_session_t *s = (redis_session_t *)l;
     sy_route_t *r = s->link.route;
+    if (s->mux != NULL) {
+        rs_mux_link_move(s);
+        return;
+    }
     if (s->tracking || s->subs_untracked) {
         rs_close(s, "route %s switched to %s; reconnect (%s)", r->conf->name,
                  sy_route_active(r) == CONF_EXTERNAL ? "external" : "builtin",
@@ -332,6 +361,10 @@ void rs_link_prepare(sy_session_link_t *l)
     redis_session_t *s = (redis_session_t *)l;
     sy_route_t *r = s->link.route;
     conf_which_t which = sy_route_active(r);
+    if (s->mux != NULL) {
+        sy_switch_prepared(l);   /* its move opens nothing of its own */
+        return;
+    }
     rs_prep_t *w = calloc(1, sizeof(*w));
     if (s->pre != NULL)
         rs_server_close(s->pre, "replaced", 0);

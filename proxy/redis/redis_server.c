@@ -145,17 +145,22 @@ void rs_server_close(rs_server_t *sv, const char *reason, int later)
  * handle and has made it non-blocking already. */
 void rs_server_take(rs_server_t *sv, int fd, SSL *ssl, uv_poll_t *poll)
 {
+    rs_conn_take(&sv->conn, sv->link.loop, sv, fd, ssl, poll);
+}
+
+void rs_conn_take(sy_conn_t *c, uv_loop_t *loop, void *data, int fd, SSL *ssl, uv_poll_t *poll)
+{
     int one = 1;
-    sy_conn_init(&sv->conn, sv->link.loop, fd, sv);
+    sy_conn_init(c, loop, fd, data);
     sy_sock_keepalive(fd, 0);
     if (poll != NULL)
-        sy_conn_adopt_poll(&sv->conn, poll);
+        sy_conn_adopt_poll(c, poll);
     else
         ioctl(fd, FIONBIO, &one);
     if (ssl != NULL) {
-        sv->conn.ssl = ssl;
-        sv->conn.ssl_owned = 1;
-        sv->conn.tp = &sy_tls_transport;
+        c->ssl = ssl;
+        c->ssl_owned = 1;
+        c->tp = &sy_tls_transport;
         SSL_set_mode(ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_ENABLE_PARTIAL_WRITE);
     }
 }
@@ -220,6 +225,14 @@ static void rs_relay_start(rs_server_t *sv)
     sy_info("event=session_ready conn=%llu route=%s target=%s upstream=%s tls=%s", (unsigned long long)s->id,
             s->link.route->conf->name, sv->link.which == CONF_EXTERNAL ? "external" : "builtin",
             sv->link.target->hostport, sv->conn.ssl ? "on" : "off");
+    if (s->c2s.scanned < s->c2s.end) {
+        /* Pinned: the command that pinned it (and what followed) waits in c2s. */
+        int r = sy_pipe_resume(s, &s->c2s);
+        if (r == SY_PUMP_DST_ERR)
+            rs_upstream_lost(s, s->c2s.err);
+        if (r != SY_PUMP_OK || s->state != RS_RELAY)
+            return;
+    }
     rs_relay_drive(s, &sv->conn, 0);
     if (s->state == RS_RELAY)
         rs_relay_drive(s, &s->client, 0);

@@ -8,8 +8,9 @@
  *          ──▶ TLS handshake (rediss://) ──▶ AUTH / SELECT, replies swallowed
  *          ──▶ relay: c2s framed by the request scanner, s2c by the reply scanner
  *
- * One upstream connection per client, so everything Redis offers keeps working. The
- * session always knows where the protocol stands: replies owed (`pending`), MULTI,
+ * One upstream connection per client, so everything Redis offers keeps working; with
+ * `multiplex = on`, a client shares its worker's upstream until it does anything stateful
+ * (redis_mux.c). The session always knows where the protocol stands: replies owed (`pending`), MULTI,
  * WATCH, subscriptions, blocking commands, MONITOR and CLIENT REPLY modes.
  *
  * Commands switchyard answers itself (AUTH, the AUTH part of HELLO, anything sent before
@@ -84,7 +85,7 @@ void rs_set_state(redis_session_t *s, rs_state_t to)
     static const unsigned allowed[] = {
         [RS_CONNECTING] = 1u << RS_FAILED | 1u << RS_RELAY | 1u << RS_CLOSING,
         [RS_FAILED]     = 1u << RS_CLOSING,
-        [RS_RELAY]      = 1u << RS_CLOSING | 1u << RS_MOVING,
+        [RS_RELAY]      = 1u << RS_CLOSING | 1u << RS_MOVING | 1u << RS_CONNECTING,   /* pinned */
         [RS_MOVING]     = 1u << RS_RELAY | 1u << RS_CLOSING,
         [RS_CLOSING]    = 1u << RS_CLOSED,
         [RS_CLOSED]     = 0,
@@ -93,6 +94,8 @@ void rs_set_state(redis_session_t *s, rs_state_t to)
         sy_err("event=bug conn=%llu from=%s to=%s", (unsigned long long)s->id, rs_names[s->state], rs_names[to]);
         abort();
     }
+    if (to == RS_CLOSING)
+        rs_mux_detach(s, 0);   /* before the client's server is marked closing: it is shared */
     s->state = to;
     if (to == RS_RELAY)
         sy_session_relaying(&s->link);
@@ -110,6 +113,7 @@ static void rs_timer_close_cb(uv_handle_t *h)
 /* Close the servers the client has: it needs them no more. */
 static void rs_drop_servers(redis_session_t *s, const char *reason)
 {
+    rs_mux_detach(s, 0);
     if (s->srv != NULL)
         rs_server_close(s->srv, reason, 0);
     if (s->pre != NULL)
@@ -258,6 +262,8 @@ void rs_update_polls(redis_session_t *s)
     if (s->state != RS_RELAY)
         return;
     rs_watch(s, &s->client, sy_pipe_src_events(&s->c2s) | sy_pipe_dst_events(&s->s2c), rs_client_cb);
+    if (s->mux != NULL || s->state != RS_RELAY)
+        return;   /* the shared upstream watches its own socket */
     rs_watch(s, &s->srv->conn, sy_pipe_src_events(&s->s2c) | sy_pipe_dst_events(&s->c2s), rs_server_cb);
 }
 
@@ -300,6 +306,16 @@ void rs_relay_drive(redis_session_t *s, sy_conn_t *c, int events)
         rs_upstream_lost(s, err);
         break;
     }
+    if (s->mux != NULL && s->state == RS_RELAY) {
+        rs_mux_poke(s);
+        rs_mux_pin_try(s);
+    }
+}
+
+const char *rs_upstream_name(const redis_session_t *s)
+{
+    const sy_server_link_t *l = s->srv != NULL ? &s->srv->link : s->mux != NULL ? rs_mux_link(s->mux) : NULL;
+    return l != NULL && l->target != NULL ? l->target->hostport : "-";
 }
 
 
@@ -352,11 +368,11 @@ static void rs_describe(const sy_session_link_t *l, char cols[][128])
     snprintf(cols[0], 128, "%llu", (unsigned long long)s->id);
     snprintf(cols[1], 128, "redis");
     snprintf(cols[2], 128, "%s", s->link.route ? s->link.route->conf->name : "");
-    snprintf(cols[3], 128, "%s", s->srv != NULL && s->srv->link.target ? s->srv->link.target->hostport : "");
+    snprintf(cols[3], 128, "%s", s->srv != NULL || s->mux != NULL ? rs_upstream_name(s) : "");
     snprintf(cols[4], 128, "%s", rs_names[s->state]);
-    snprintf(cols[5], 128, "pending=%llu multi=%d watch=%d subs=%llu blocked=%d monitor=%d resp3=%d",
+    snprintf(cols[5], 128, "pending=%llu multi=%d watch=%d subs=%llu blocked=%d monitor=%d resp3=%d mux=%s",
              (unsigned long long)s->pending, s->in_multi, s->watching, (unsigned long long)s->sub_count,
-             s->blocking, s->monitoring, s->resp3);
+             s->blocking, s->monitoring, s->resp3, s->mux ? "shared" : s->mux_route ? "pinned" : "off");
 }
 
 /* client_idle_timeout, as Redis's own `timeout`: a client idle that long is closed without
@@ -371,6 +387,12 @@ static void rs_tick(sy_session_link_t *l, uint64_t now)
         sy_info("event=client_stalled conn=%llu route=%s idle_ms=%llu", (unsigned long long)s->id,
                 s->link.route ? s->link.route->conf->name : "-", (unsigned long long)(now - s->active_at));
         rs_close(s, "client stalled mid-command for %d s", sy_conf()->client_stall_timeout);
+        return;
+    }
+    if (s->mux != NULL && s->mux_stalled_at != 0 && now - s->mux_stalled_at >= RS_MUX_STALL_MS) {
+        sy_info("event=client_stalled conn=%llu route=%s stalled_ms=%llu", (unsigned long long)s->id,
+                s->link.route->conf->name, (unsigned long long)(now - s->mux_stalled_at));
+        rs_close(s, NULL);   /* its replies unread: the shared upstream goes on without it */
         return;
     }
     if (idle == 0 || s->state != RS_RELAY || s->blocking || s->sub_count > 0 || s->monitoring ||
@@ -419,7 +441,7 @@ static void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t
         return;
     }
     SY_STAT_ADD(s->link.route->clients, 1);
-    if (rs_server_open(s) == NULL) {
+    if (s->link.route->conf->multiplex ? rs_mux_route(s) != 0 : rs_server_open(s) == NULL) {
         rs_set_state(s, RS_CLOSING);
         rs_destroy(s);
         return;
@@ -436,6 +458,10 @@ static void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t
     rs_watch(s, &s->client, UV_READABLE, rs_client_cb);
     if (s->state != RS_CONNECTING)
         return;   /* the watch failed: the client was told and the session is closing */
+    if (s->mux != NULL) {
+        rs_mux_start(s);
+        return;
+    }
     sy_debug("event=connect conn=%llu route=%s target=%s", (unsigned long long)s->id, s->link.route->conf->name,
              s->srv->link.which == CONF_EXTERNAL ? "external" : "builtin");
     rs_server_connect(s->srv);

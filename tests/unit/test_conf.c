@@ -800,7 +800,24 @@ static void test_redis(void)
     CHECK(load(&c, NULL, NULL, NULL, ov3) == 0);
     r = conf_route(&c, "redis-store");
     CHECK(r && r->client_password && strcmp(r->client_password, SECRET "d") == 0);
+    CHECK(r && r->multiplex == CONF_MULTIPLEX_DEFAULT);
     conf_free(&c);
+
+    /* multiplex = on|off, per redis route; postgres routes have no such key */
+    const char *ov4[] = { "route.redis-store.multiplex=on", "route.redis-cache.multiplex=off", NULL };
+    CHECK(load(&c, NULL, NULL, NULL, ov4) == 0);
+    r = conf_route(&c, "redis-store");
+    CHECK(r && r->multiplex == 1);
+    r = conf_route(&c, "redis-cache");
+    CHECK(r && r->multiplex == 0);
+    conf_free(&c);
+    const char *ov5[] = { "route.redis-store.multiplex=sometimes", NULL };
+    EXPECT_ERR(NULL, NULL, NULL, ov5, "-o route.redis-store.multiplex: [route redis-store] multiplex: "
+               "must be true or false");
+    const char *ov6[] = { "route.pg.multiplex=on", NULL };
+    EXPECT_ERR(NULL, NULL, NULL, ov6, "-o route.pg.multiplex: [route pg] multiplex: only for redis "
+               "routes; [listener pg] is postgres (clients of a postgres listener authenticate with "
+               "its auth_password)");
 }
 
 /* ---- validation ----------------------------------------------------------------------- */

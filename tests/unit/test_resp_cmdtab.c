@@ -444,6 +444,89 @@ static void test_partial(void)
     CHECK(c.id == RESP_CMD_CLIENT && c.sub == RESP_SUBCMD_CLIENT_REPLY && !resp_cmd_is_shareable(&c));
 }
 
+
+/* ---- which commands pin a multiplexed client ---------------------------------------- */
+
+/* Does words (one command), fed in pieces of step bytes (0: whole), pin at shared_db? */
+static int pins_of(const char *wire, size_t len, size_t step, int shared_db)
+{
+    resp_req_t r;
+    size_t pos = 0;
+    int pins = -1;
+    resp_req_init(&r, 0);
+    while (pos < len) {
+        int done = 0;
+        size_t n = step && len - pos > step ? step : len - pos;
+        ssize_t rc = resp_req_scan(&r, (const uint8_t *)wire + pos, n, &done);
+        if (rc < 0)
+            return -2;
+        pos += (size_t)rc;
+        if (done) {
+            resp_cmd_t c = resp_cmd_classify(&r);
+            pins = resp_cmd_pins(&c, &r, shared_db);
+        }
+    }
+    return pins;
+}
+
+static const struct {
+    const char *words;
+    int         shared_db;
+    int         pins;
+} pin_vectors[] = {
+    /* shared: plain reads and writes, and what the shared upstream answers alike */
+    { "GET k", 0, 0 }, { "SET k v", 0, 0 }, { "MGET a b c", 0, 0 }, { "INCR n", 0, 0 },
+    { "DEL k", 0, 0 }, { "PING", 0, 0 }, { "ECHO hi", 0, 0 }, { "PUBLISH ch m", 0, 0 },
+    { "EXPIRE k 10", 0, 0 }, { "HSET h f v", 0, 0 }, { "ZADD z 1 m", 0, 0 }, { "XADD s * f v", 0, 0 },
+    { "XREAD STREAMS s 0", 0, 0 }, { "INFO", 0, 0 }, { "DBSIZE", 0, 0 }, { "TYPE k", 0, 0 },
+    { "SCAN 0", 0, 0 }, { "OBJECT ENCODING k", 0, 0 }, { "get k", 0, 0 },
+    /* AUTH is answered by switchyard; SELECT of the shared db changes nothing */
+    { "AUTH pw", 0, 0 }, { "AUTH user pw", 0, 0 }, { "SELECT 0", 0, 0 }, { "SELECT 3", 3, 0 },
+    /* SELECT of another db, or one we cannot read */
+    { "SELECT 1", 0, 1 }, { "SELECT 0", 2, 1 }, { "SELECT x", 0, 1 }, { "SELECT -1", 0, 1 },
+    { "SELECT 1 2", 1, 1 }, { "SELECT", 0, 1 }, { "SELECT 9999999999", 0, 1 },
+    /* transactions */
+    { "MULTI", 0, 1 }, { "EXEC", 0, 1 }, { "DISCARD", 0, 1 }, { "WATCH k", 0, 1 }, { "UNWATCH", 0, 1 },
+    /* blocking */
+    { "BLPOP l 0", 0, 1 }, { "BRPOP l 0", 0, 1 }, { "BLMOVE a b LEFT RIGHT 0", 0, 1 },
+    { "BZPOPMIN z 0", 0, 1 }, { "XREAD BLOCK 0 STREAMS s $", 0, 1 },
+    { "XREADGROUP GROUP g c BLOCK 0 STREAMS s >", 0, 1 }, { "WAIT 1 0", 0, 1 }, { "WAITAOF 1 0 0", 0, 1 },
+    { "XREAD COUNT 10 STREAMS s1 s2 0 0", 0, 1 },   /* arguments beyond the captured: unsure */
+    /* pub/sub, monitor */
+    { "SUBSCRIBE ch", 0, 1 }, { "PSUBSCRIBE p*", 0, 1 }, { "SSUBSCRIBE ch", 0, 1 },
+    { "UNSUBSCRIBE", 0, 1 }, { "MONITOR", 0, 1 },
+    /* the connection's own state, or what reveals it */
+    { "CLIENT SETNAME n", 0, 1 }, { "CLIENT TRACKING ON", 0, 1 }, { "CLIENT REPLY OFF", 0, 1 },
+    { "CLIENT NO-EVICT ON", 0, 1 }, { "CLIENT NO-TOUCH ON", 0, 1 }, { "CLIENT ID", 0, 1 },
+    { "CLIENT INFO", 0, 1 }, { "CLIENT LIST", 0, 1 }, { "CLIENT GETNAME", 0, 1 }, { "CLIENT KILL ID 5", 0, 1 },
+    { "CLIENT SETINFO lib-name x", 0, 1 }, { "CLIENT", 0, 1 }, { "CLIENT BOGUS", 0, 1 },
+    { "HELLO", 0, 1 }, { "HELLO 3", 0, 1 }, { "HELLO 2", 0, 1 }, { "RESET", 0, 1 }, { "READONLY", 0, 1 },
+    { "ASKING", 0, 1 }, { "QUIT", 0, 1 }, { "ACL WHOAMI", 0, 1 },
+    /* replication, scripts, operators' commands */
+    { "SYNC", 0, 1 }, { "PSYNC ? -1", 0, 1 }, { "REPLCONF listening-port 1", 0, 1 },
+    { "EVAL return 1 0", 0, 1 }, { "EVALSHA abc 0", 0, 1 }, { "EVAL_RO return 1 0", 0, 1 },
+    { "FCALL f 0", 0, 1 }, { "FCALL_RO f 0", 0, 1 }, { "SCRIPT DEBUG YES", 0, 1 },
+    { "CONFIG SET timeout 0", 0, 1 }, { "DEBUG SLEEP 0", 0, 1 }, { "SHUTDOWN", 0, 1 },
+    /* unknown: a module or a newer server may give it any semantics */
+    { "NOSUCHCOMMAND", 0, 1 }, { "MYMODULE.CMD a", 0, 1 },
+};
+
+static void test_pins(void)
+{
+    char wire[512], line[512];
+    for (size_t i = 0; i < sizeof pin_vectors / sizeof pin_vectors[0]; i++) {
+        const char *w = pin_vectors[i].words;
+        int db = pin_vectors[i].shared_db, want = pin_vectors[i].pins;
+        size_t n = multibulk(w, wire, sizeof wire);
+        size_t ln = (size_t)snprintf(line, sizeof line, "%s\r\n", w);
+        for (size_t step = 0; step <= 3; step++) {
+            int got = pins_of(wire, n, step, db), got_inline = pins_of(line, ln, step, db);
+            CHECK_MSG(got == want, "%s (db %d, step %zu): pins %d", w, db, step, got);
+            CHECK_MSG(got_inline == want, "inline %s (db %d, step %zu): pins %d", w, db, step, got_inline);
+        }
+    }
+}
+
 int main(void)
 {
     test_rows();
@@ -451,5 +534,6 @@ int main(void)
     test_flag_sets();
     test_classify();
     test_partial();
+    test_pins();
     return unit_done("resp_cmdtab");
 }
