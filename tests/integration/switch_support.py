@@ -68,14 +68,14 @@ def start_pg(ctx, dead_route=False, extra_env=None):
     return sy
 
 
-def start_redis(ctx, builtin, external, globals_extra=""):
+def start_redis(ctx, builtin, external, globals_extra="", route_extra=""):
     """switchyard with route redis-store (builtin and external RedisServers, plain, starting on
     builtin) and a postgres listener for the console (route pg on ctx.builtin). sy.redis_port
     is the redis listener."""
     import redis_support as rs
     port = harness.free_port()
     conf = rs.redis_conf([rs.Route("redis-store", port, rs.endpoint(builtin), "REDIS_STORE_ENDPOINT",
-                                   extra="active = builtin")],
+                                   extra="active = builtin\n" + route_extra)],
                          globals_extra=GLOBALS + globals_extra)
     # redis_conf writes drain_timeout = 2 itself; ours must be the only one
     conf = conf.replace("drain_timeout = 2\n", "", 1)

@@ -239,7 +239,7 @@ def test_server_closes_idle_client_silently(ctx):
     command: redis-py raised ResponseError instead of ConnectionError)."""
     import redis as redispy
     server = harness.RedisServer()
-    sy = rs.start_proxy(server)
+    sy = rs.start_proxy(server, extra="multiplex = off")   # the client's own upstream is killed
 
     def kill_others(keep_names):
         for line in server.cli("CLIENT", "LIST").stdout.splitlines():
@@ -271,4 +271,27 @@ def test_server_closes_idle_client_silently(ctx):
     except redispy.exceptions.ResponseError as e:
         fail("redis-py took switchyard's error for a reply: %s" % e)
     r.close()
+    sy.stop()
+
+
+def test_shared_upstream_killed_idle_clients_carry_on(ctx):
+    """With multiplexing, CLIENT KILL of the shared upstream owes the idle clients behind it
+    nothing: they stay connected, and their next command goes over a new shared upstream."""
+    server = harness.RedisServer()
+    sy = rs.start_proxy(server, extra="multiplex = on")
+    clients = [Resp(sy.port) for _ in range(5)]
+    for i, c in enumerate(clients):
+        check(c.cmd("SET", "k%d" % i, "v%d" % i) == "OK", "SET through the shared upstream")
+    mark = sy.log_size()
+    for line in server.cli("CLIENT", "LIST").stdout.splitlines():
+        f = rs.client_info_fields(line)
+        if f.get("cmd") != "client|list":
+            server.cli("CLIENT", "KILL", "ID", f["id"])
+    sy.wait_log(r"event=upstream_lost conn=shared route=redis-store", since=mark, timeout=10,
+                what="switchyard to see the kill")
+    for i, c in enumerate(clients):
+        got = c.cmd("GET", "k%d" % i)
+        check(got == ("v%d" % i).encode(), "client %d after the kill: %r" % (i, got))
+        c.close()
+    sy.check_alive()
     sy.stop()

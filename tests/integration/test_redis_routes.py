@@ -187,7 +187,9 @@ def test_server_connections_across_a_switch(ctx):
     import switch_support as ss
     builtin = harness.RedisServer()
     external = harness.RedisServer()
-    sy = ss.start_redis(ctx, builtin, external)
+    # one server object per client is the subject: without multiplexing (test_redis_mux
+    # covers the shared upstream across a switch)
+    sy = ss.start_redis(ctx, builtin, external, route_extra="multiplex = off")
     con = ss.Console(sy)
     idle, sel, m = rs.Resp(sy.redis_port), rs.Resp(sy.redis_port), rs.Resp(sy.redis_port)
     try:

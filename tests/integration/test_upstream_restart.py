@@ -63,7 +63,7 @@ def test_postgres_restart(ctx):
 
 def test_redis_restart(ctx):
     server = harness.RedisServer()
-    sy = rs.start_proxy(server)
+    sy = rs.start_proxy(server, extra="multiplex = off")   # each client's own upstream
     idle = Resp(sy.port)
     check(idle.cmd("SET", "k", "v") == "OK", "SET")
     blocked = Resp(sy.port)
@@ -93,3 +93,23 @@ def test_redis_restart(ctx):
     sy.check_alive()
     sy.stop()
     check(not problems, "\n".join(problems))
+
+
+def test_redis_restart_multiplexed(ctx):
+    """With multiplexing, an idle client owes nothing when the shared upstream goes away: a
+    restart of redis-server does not close it, and its next command after the restart is
+    answered over a new shared upstream."""
+    server = harness.RedisServer()
+    sy = rs.start_proxy(server, extra="multiplex = on")
+    idle = Resp(sy.port)
+    check(idle.cmd("SET", "k", "v") == "OK", "SET")
+    mark = sy.log_size()
+    server.stop()
+    sy.wait_log(r"event=upstream_lost conn=shared route=redis-store", since=mark, timeout=10,
+                what="switchyard to see the server go")
+    server.start()
+    got = idle.cmd("PING")
+    check(got == "PONG", "the idle client after the restart: %r" % (got,))
+    idle.close()
+    sy.check_alive()
+    sy.stop()

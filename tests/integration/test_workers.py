@@ -41,6 +41,8 @@ def _conf(workers, metrics, pg_port, pg_builtin, redis_port, redis_builtin):
             "[route pg]\nlistener = pg\ndatabases = sourcegraph\ndefault = true\nbuiltin = %s\n\n"
             "[listener redis-store]\nprotocol = redis\nlisten = 127.0.0.1:%d\n\n"
             "[route redis-store]\nlistener = redis-store\nbuiltin = %s\n"
+            # SHOW SERVERS is counted one row per client: each its own upstream
+            "multiplex = off\n"
             % (workers, metrics, pg_port, pg_builtin, redis_port, redis_builtin))
 
 
