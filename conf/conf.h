@@ -106,9 +106,9 @@ typedef struct conf_route_s {
     int            multiplex;   /* redis: stateless clients share upstreams (multiplex = on|off) */
 } conf_route_t;
 
-/* multiplex's default: off until every Redis test passes with it on (see docs/architecture.md) */
+/* multiplex's default: on (issue 9); a build can set it off with -DCONF_MULTIPLEX_DEFAULT=0 */
 #ifndef CONF_MULTIPLEX_DEFAULT
-#define CONF_MULTIPLEX_DEFAULT 0
+#define CONF_MULTIPLEX_DEFAULT 1
 #endif
 
 typedef struct conf_s {

@@ -37,7 +37,9 @@ def _conf(pg_port, redis_port, ctx, rs):
     return (harness.pg_conf(pg_port, [harness.pg_route(
         "pg", "sourcegraph", default=True, env_prefix="", builtin=ctx.builtin.conninfo())])
         + "\n[listener rd]\nprotocol = redis\nlisten = 127.0.0.1:%d\n\n"
-          "[route rd]\nlistener = rd\nbuiltin = %s\n" % (redis_port, redis_support.endpoint(rs)))
+          "[route rd]\nlistener = rd\nbuiltin = %s\n"
+          # the count of fds at the limit assumes an upstream per Redis client
+          "multiplex = off\n" % (redis_port, redis_support.endpoint(rs)))
 
 
 def _limits(pid):
