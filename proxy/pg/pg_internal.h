@@ -146,11 +146,11 @@ struct pg_session_s {
 
     /* startup */
     uint8_t       *startup;           /* copy of the client's StartupMessage */
-    pg_scram_t    *scram;             /* the client's SCRAM exchange with us, while in PGS_AUTH */
+    pg_scram_t    *scram;             /* the client's SCRAM exchange with us, while in PGS_AUTH;
+                                       * NULL there: the cleartext ask for its own password */
     char          *client_password;   /* the client's own password, asked because the target
                                        * had none and its server wanted one: kept for
                                        * reconnects and moves, wiped at the end */
-    int            asked_password;    /* PGS_AUTH waits for that password (cleartext) */
     pgw_startup_t  st;
     const char    *user, *database;
     uint32_t       key;

@@ -225,7 +225,6 @@ int pg_ask_upstream_password(pg_session_t *s, pg_server_t *sv)
     pg_server_close(sv, "the server wants the client's password");
     pg_server_attach(s, next);
     pg_set_state(s, PGS_AUTH);
-    s->asked_password = 1;
     s->c2s.reading = 1;
     pg_auth_send(s, ask, pgw_build_auth_cleartext(ask, sizeof(ask)));
     return 1;
@@ -235,7 +234,6 @@ int pg_ask_upstream_password(pg_session_t *s, pg_server_t *sv)
  * message was not one string, or no memory): connect again with it. */
 static void pg_take_upstream_password(pg_session_t *s, char *password, const char *err)
 {
-    s->asked_password = 0;
     if (password == NULL) {
         pg_close(s, err ? "08P01" : "53200", "%s", err ? err : "out of memory");
         return;
@@ -255,13 +253,13 @@ void pg_handle_password(pg_session_t *s)
         return;   /* a failed attempt waits out its back-off */
     ssize_t r = pgw_password_parse(p->buf, p->end, PGW_PASSWORD_MAX, &pw);
     if (r == PGW_ERR) {
-        pg_close(s, "08P01", "expected %s response, got message type %d", s->asked_password ? "password" : "SASL",
+        pg_close(s, "08P01", "expected %s response, got message type %d", s->scram == NULL ? "password" : "SASL",
                  p->end > 0 ? p->buf[0] : 0);
         return;
     }
     if (r == PGW_NEED_MORE)
         return;
-    if (s->asked_password) {
+    if (s->scram == NULL) {   /* asked by pg_ask_upstream_password */
         uint32_t len = (uint32_t)r;
         char *password = pw.password ? strdup(pw.password) : NULL;
         const char *err = pw.password ? NULL : pw.err;

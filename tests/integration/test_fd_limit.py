@@ -106,6 +106,18 @@ def _refused(got, refusal, what):
     return refused, held
 
 
+def _served_again(pg_port):
+    """Once the clients left, psql through switchyard works again within 10 s."""
+    deadline = time.monotonic() + 10
+    while True:
+        r = harness.psql(pg_port, "SELECT 7")
+        if r.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    check(r.returncode == 0 and r.stdout.strip() == "7",
+          "after the clients left, psql through switchyard failed: %s" % r.stderr.strip()[-500:])
+
+
 def _hammer(ports, stop, counts):
     """Keep new clients coming while switchyard is at its limit."""
     while not stop.is_set():
@@ -199,14 +211,7 @@ def test_fd_limit_refuses_without_spinning(ctx):
     # Clients leave: new ones are served again, on both listeners.
     for s in held:
         s.close()
-    deadline = time.monotonic() + 10
-    while True:
-        r = harness.psql(pg_port, "SELECT 7")
-        if r.returncode == 0 or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    check(r.returncode == 0 and r.stdout.strip() == "7",
-          "after the clients left, psql through switchyard failed: %s" % r.stderr.strip()[-500:])
+    _served_again(pg_port)
     out = redis_support.cli(redis_port, "PING").stdout.strip()
     check(out == "PONG", "after the clients left, PING through switchyard gave %r" % out)
     sy.stop()
@@ -264,13 +269,7 @@ def test_fd_limit_10000_clients(ctx):
         for s in held:
             s.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    deadline = time.monotonic() + 10
-    while True:
-        r = harness.psql(pg_port, "SELECT 7")
-        if r.returncode == 0 or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    check(r.returncode == 0 and r.stdout.strip() == "7", "after the clients left, psql failed: %s" % r.stderr[-300:])
+    _served_again(pg_port)
     sy.stop()
 
 
