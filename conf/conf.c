@@ -445,7 +445,7 @@ static int build_route(build_t *b, size_t ri)
     }
     if ((kv = conf__raw_get(s, "client_password")))
         r->client_password = conf__nonempty_dup(kv->val);
-    r->pool = 1;
+    r->pool = CONF_POOL_DEFAULT;
     if ((kv = conf__raw_get(s, "pool")) && (pr = conf__parse_bool(kv->val, &r->pool)))
         return KV_ERR(b, s, kv, "%s", pr);
     if (r->proto == CONF_PROTO_REDIS && !r->client_password)

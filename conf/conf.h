@@ -106,6 +106,10 @@ typedef struct conf_route_s {
     int            multiplex;   /* redis: stateless clients share upstreams (multiplex = on|off) */
 } conf_route_t;
 
+/* pool's default: on (issue 9); a build can set it off with -DCONF_POOL_DEFAULT=0 */
+#ifndef CONF_POOL_DEFAULT
+#define CONF_POOL_DEFAULT 1
+#endif
 /* multiplex's default: on (issue 9); a build can set it off with -DCONF_MULTIPLEX_DEFAULT=0 */
 #ifndef CONF_MULTIPLEX_DEFAULT
 #define CONF_MULTIPLEX_DEFAULT 1

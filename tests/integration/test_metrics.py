@@ -259,7 +259,7 @@ ROUTE_FAMILIES = {
 
 
 def test_metrics_exposition(ctx):
-    st = Setup(ctx)
+    st = Setup(ctx, pg_extra="pool = on\n")   # said, not assumed: a build may default it off
     pg = dict(route="pg", protocol="postgres")
     rd = dict(route="redis-store", protocol="redis")
 
@@ -294,7 +294,7 @@ def test_metrics_exposition(ctx):
     for i in range(3):
         harness.psql_ok(st.pg, "SELECT %d" % i)
     check(redis_support.cli(st.rport, "SET", "k", "v").stdout.strip() == "OK", "redis SET through switchyard")
-    # Pooling (on by default) keeps the psql sessions' servers, reset, idle: wait until no
+    # Pooling keeps the psql sessions' servers, reset, idle: wait until no
     # reset is running, and count them in what follows.
     deadline = time.monotonic() + 5
     while True:

@@ -22,6 +22,9 @@ import psycopg2.extensions
 
 
 def _conf(ctx, port, route_extra="", globals_extra="", builtin=None):
+    # pool = on is the default; said here so that a build with it off still tests pooling.
+    if "pool =" not in route_extra:
+        route_extra = ("pool = on\n" + route_extra).strip()
     return harness.pg_conf(port, [
         harness.pg_route("pg", "sourcegraph", default=True, env_prefix="",
                          builtin=builtin or ctx.builtin.conninfo(), extra=route_extra),
@@ -268,7 +271,7 @@ def test_lifetime_and_pool_size(ctx):
 def test_switch_drains_pool(ctx):
     """A switch closes the old target's idle servers: SHOW POOLS shows 0 when SWITCH answers, and
     their backends go away; the next client is served by the new target."""
-    sy = ss.start_pg(ctx)
+    sy = ss.start_pg(ctx, route_extra="pool = on")
     con = ss.Console(sy)
     pids = []
     for _ in range(4):   # two workers: a server kept on each

@@ -136,7 +136,7 @@ static void test_defaults(void)
     CHECK(c.config_path == NULL && c.env_file == NULL);
     CHECK(c.pool_size == 20 && c.server_idle_timeout == 600 && c.server_lifetime == 3600 &&
           c.server_check_delay == 30);
-    CHECK(conf_route(&c, "pg")->pool == 1);
+    CHECK(conf_route(&c, "pg")->pool == CONF_POOL_DEFAULT);
 
     CHECK(c.nlisteners == 3);
     const conf_listener_t *l = conf_listener(&c, "pg");
