@@ -345,7 +345,8 @@ start_switchyard_extra() {
 # start_switch_proxy PG_PORT [VAR=VALUE...] (switch_bench.sh, soak.sh; reads r_a and r_b): switchyard (default workers) with a pg route whose
 # builtin is Postgres on 127.0.0.1:PG_PORT (its external comes from the PG* of VAR=VALUE, if
 # any) and a redis route builtin 127.0.0.1:$r_a, external 127.0.0.1:$r_b. Sets sy_pg, sy_r,
-# SY_PID; the console is psql on sy_pg.
+# SY_PID; the console is psql on sy_pg. BENCH_MULTIPLEX=off gives the redis route one upstream
+# per client (the default is on).
 start_switch_proxy() {
 	local pg_port=$1
 	shift
@@ -375,6 +376,7 @@ start_switch_proxy() {
 		builtin = 127.0.0.1:$r_a
 		external_env = REDIS_ENDPOINT
 		active = builtin
+		multiplex = ${BENCH_MULTIPLEX:-on}
 	EOF
 	switchyard_env_args
 	env "${SY_ENV_ARGS[@]}" "$@" REDIS_ENDPOINT="127.0.0.1:$r_b" \
