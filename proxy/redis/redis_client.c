@@ -70,6 +70,9 @@ static void track_command(redis_session_t *s, const resp_cmd_t *cmd)
         s->monitoring = 1;
     } else if (cmd->id == RESP_CMD_QUIT) {
         s->quitting = 1;
+    } else if (cmd->id == RESP_CMD_REPLCONF && r->argc % 2 == 1 && !s->in_multi &&
+               (resp_req_arg_is(r, 1, "ACK") || resp_req_arg_is(r, 1, "GETACK"))) {
+        replies = 0;   /* Redis never answers these (a replica's offset, a master's ask) */
     } else if (cmd->id == RESP_CMD_RESET) {
         s->in_multi = s->watching = s->monitoring = 0;
         s->reply_off = s->reply_skip = 0;
@@ -144,7 +147,7 @@ static void rs_effect(redis_session_t *s, int has_reply, int db, const char *nam
 }
 
 /* Reply number seen_seq arrived; ok is 0 for an error reply. */
-static void rs_reply_seen(redis_session_t *s, int ok)
+void rs_reply_seen(redis_session_t *s, int ok)
 {
     s->seen_seq++;
     while (s->neffects > 0 && s->effects[0].seq <= s->seen_seq) {
@@ -396,7 +399,7 @@ static void record_subscriptions(redis_session_t *s, uint32_t flags, const uint8
 /* No reply owed and nothing half-done: the next command can go to another server. */
 int rs_idle(const redis_session_t *s)
 {
-    return s->state == RS_RELAY && s->pending == 0 && !s->in_multi && !s->watching && !s->blocking &&
+    return s->state == RS_RELAY && s->repl == NULL && s->pending == 0 && !s->in_multi && !s->watching && !s->blocking &&
            !s->monitoring && s->held == LOCAL_NONE && resp_req_at_boundary(&s->rq) &&
            resp_reply_at_boundary(&s->rp) && s->s2c.scanned == s->s2c.end;
 }
@@ -406,6 +409,8 @@ int rs_c2s_scan(void *arg, sy_pipe_t *p)
     redis_session_t *s = arg;
     if (s->state != RS_RELAY && s->state != RS_FAILED)
         return 0;
+    if (s->repl != NULL)
+        return rs_repl_c2s_scan(s, p);
     for (;;) {
         int h = c2s_try_local(s);
         if (h < 0)
@@ -473,6 +478,10 @@ int rs_c2s_scan(void *arg, sy_pipe_t *p)
             s->held = l;
             continue;
         }
+        if ((cmd.id == RESP_CMD_SYNC || cmd.id == RESP_CMD_PSYNC) && s->mux == NULL && !s->in_multi) {
+            p->fwd = p->scanned;
+            return rs_repl_begin(s, cmd.id == RESP_CMD_PSYNC);
+        }
         track_command(s, &cmd);
         if (is_sub_cmd(&cmd))
             record_subscriptions(s, cmd.flags, p->buf + p->fwd, p->scanned - p->fwd);
@@ -490,6 +499,11 @@ int rs_s2c_scan(void *arg, sy_pipe_t *p)
     redis_session_t *s = arg;
     uint64_t replies = 0;   /* added to the route's shared counter once per read */
     while (p->scanned < p->end) {
+        if (rs_repl_owns_s2c(s)) {
+            if (rs_repl_s2c_scan(s, p) != 0)
+                return -1;
+            continue;
+        }
         int done = 0;
         ssize_t n = resp_reply_scan(&s->rp, p->buf + p->scanned, p->end - p->scanned, &done);
         if (n < 0) {

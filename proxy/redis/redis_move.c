@@ -361,8 +361,8 @@ void rs_link_prepare(sy_session_link_t *l)
     redis_session_t *s = (redis_session_t *)l;
     sy_route_t *r = s->link.route;
     conf_which_t which = sy_route_active(r);
-    if (s->mux != NULL) {
-        sy_switch_prepared(l);   /* its move opens nothing of its own */
+    if (s->mux != NULL || s->repl != NULL) {
+        sy_switch_prepared(l);   /* its move opens nothing of its own; a replica never moves */
         return;
     }
     rs_prep_t *w = calloc(1, sizeof(*w));
@@ -393,7 +393,7 @@ void rs_link_kick(sy_session_link_t *l, const char *why)
     redis_session_t *s = (redis_session_t *)l;
     if (s->state == RS_MOVING)
         return;
-    rs_close(s, "%s", why);
+    rs_close(s, "%s%s", why, s->repl != NULL ? " (a replication stream cannot move)" : "");
 }
 
 void rs_link_release(sy_session_link_t *l)
