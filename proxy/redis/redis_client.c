@@ -21,7 +21,7 @@ static local_t classify_local(redis_session_t *s, const resp_cmd_t *cmd)
     if (cmd->id == RESP_CMD_QUIT && s->mux != NULL)
         return LOCAL_QUIT;
     if (cmd->id == RESP_CMD_AUTH)
-        return LOCAL_AUTH;
+        return r->argc == 3 && rs_acl_forwards(s) ? LOCAL_NONE : LOCAL_AUTH;   /* an ACL user: upstream */
     if (cmd->id == RESP_CMD_HELLO) {
         for (uint32_t i = 1; i < r->ncap; i++)
             if (resp_req_arg_is(r, i, "AUTH"))
@@ -82,6 +82,7 @@ static void track_command(redis_session_t *s, const resp_cmd_t *cmd)
         s->client_name[0] = '\0';
         s->neffects = 0;
         s->tracking = 0;
+        rs_acl_reset(s);
         for (int i = 0; i < 3; i++)
             rs_sub_clear(&s->subs[i]);
     } else if (cmd->id == RESP_CMD_HELLO && r->ncap > 1) {
@@ -150,6 +151,7 @@ static void rs_effect(redis_session_t *s, int has_reply, int db, const char *nam
 void rs_reply_seen(redis_session_t *s, int ok)
 {
     s->seen_seq++;
+    rs_acl_seen(s, ok);
     while (s->neffects > 0 && s->effects[0].seq <= s->seen_seq) {
         if (s->effects[0].seq == s->seen_seq && ok) {
             if (s->effects[0].db >= 0)
@@ -255,12 +257,20 @@ static int run_local(redis_session_t *s)
             olen = resp_build_error(out, sizeof(out), "ERR switchyard: HELLO with AUTH must be a RESP command");
         } else {
             resp_arg_t keep[16];
-            int nkeep = 0, ok = 1;
+            int nkeep = 0, ok = 1, auth_at = -1;
             for (int i = 0; i < argc; i++) {
                 if (i > 0 && argv[i].len == 4 && strncasecmp(argv[i].ptr, "AUTH", 4) == 0) {
                     if (i + 2 >= argc) {
                         ok = -1;
                         break;
+                    }
+                    if (rs_acl_forwards(s)) {   /* the server checks it: AUTH stays */
+                        auth_at = nkeep + 1;
+                        keep[nkeep++] = argv[i];
+                        keep[nkeep++] = argv[i + 1];
+                        keep[nkeep++] = argv[i + 2];
+                        i += 2;
+                        continue;
                     }
                     if (!check_password(s, argv[i + 2].ptr, argv[i + 2].len))
                         ok = 0;
@@ -282,6 +292,9 @@ static int run_local(redis_session_t *s)
                     olen = resp_build_error(out, sizeof(out), "ERR switchyard: HELLO too long");
                 } else {
                     s->authed = 1;
+                    if (auth_at > 0)   /* before cmd is rewritten: keep[] points into it */
+                        rs_acl_sent(s, s->owed_seq + 1, keep[auth_at].ptr, keep[auth_at].len, keep[auth_at + 1].ptr,
+                                    keep[auth_at + 1].len);
                     memcpy(cmd, rewritten, rlen);
                     memmove(cmd + rlen, cmd + clen, p->end - p->scanned);
                     p->end -= (uint32_t)(clen - rlen);
@@ -470,7 +483,7 @@ int rs_c2s_scan(void *arg, sy_pipe_t *p)
         }
         local_t l = classify_local(s, &cmd);
         if (s->mux != NULL && (l == LOCAL_NONE || l == LOCAL_HELLO) &&
-            resp_cmd_pins(&cmd, &s->rq, rs_mux_shared_db(s))) {
+            (resp_cmd_pins(&cmd, &s->rq, rs_mux_shared_db(s)) || cmd.id == RESP_CMD_AUTH)) {
             rs_mux_pin(s);   /* it waits here for its own upstream */
             return 0;
         }
@@ -482,7 +495,10 @@ int rs_c2s_scan(void *arg, sy_pipe_t *p)
             p->fwd = p->scanned;
             return rs_repl_begin(s, cmd.id == RESP_CMD_PSYNC);
         }
+        uint64_t owed = s->owed_seq;
         track_command(s, &cmd);
+        if (cmd.id == RESP_CMD_AUTH)   /* forwarded: an ACL user, once the server says OK */
+            rs_acl_sent_cmd(s, s->owed_seq > owed ? s->owed_seq : 0, p->buf + p->fwd, p->scanned - p->fwd);
         if (is_sub_cmd(&cmd))
             record_subscriptions(s, cmd.flags, p->buf + p->fwd, p->scanned - p->fwd);
         sy_session_set_pinned(&s->link, s->tracking || s->subs_untracked);

@@ -212,6 +212,19 @@ int  rs_repl_at_boundary(const redis_session_t *s);  /* an -ERR of ours may go i
 const char *rs_repl_phase(const redis_session_t *s); /* sync|rdb|stream, NULL: no replica */
 void rs_repl_free(redis_session_t *s);
 
+/* The client's own ACL user (redis_acl.c). seq: the number of the reply that confirms an
+ * AUTH (owed_seq once it is owed), 0 when none will come. */
+int  rs_acl_forwards(const redis_session_t *s);      /* AUTH <user> <pw> goes upstream */
+void rs_acl_sent(redis_session_t *s, uint64_t seq, const char *user, size_t ulen, const char *pw, size_t pwlen);
+void rs_acl_sent_cmd(redis_session_t *s, uint64_t seq, const uint8_t *cmd, size_t len);   /* AUTH u p */
+void rs_acl_seen(redis_session_t *s, int ok);        /* reply seen_seq arrived */
+void rs_acl_reset(redis_session_t *s);               /* RESET: the default user again */
+void rs_acl_free(redis_session_t *s);
+int  rs_acl_unsure(const redis_session_t *s);        /* an AUTH it could not record */
+const char *rs_acl_user(const redis_session_t *s);   /* the identity a move replays, or NULL */
+uint8_t *rs_acl_auth_cmd(const redis_session_t *s, size_t *len);   /* AUTH u p; free: rs_acl_wipe_buf */
+void rs_acl_wipe_buf(uint8_t *buf, size_t len);
+
 /* Multiplexing (redis_mux.c). */
 int  rs_mux_route(redis_session_t *s);          /* route s onto its worker's shared upstream */
 void rs_mux_start(redis_session_t *s);          /* ...and start relaying */

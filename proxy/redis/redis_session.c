@@ -43,6 +43,7 @@ void rs_unref(redis_session_t *s)
         for (int i = 0; i < 3; i++)
             rs_sub_clear(&s->subs[i]);
         rs_repl_free(s);
+        rs_acl_free(s);
         sy_pipe_release(&s->c2s);
         sy_pipe_release(&s->s2c);
         free(s);
