@@ -12,7 +12,9 @@
  * number of its reply, and becomes the session's identity when that reply is not an
  * error. A move replays AUTH <user> <pw> on the new target before anything else
  * (redis_move.c); a replay the new target refuses closes the session with -ERR saying so.
- * RESET forgets the identity, as Redis returns to the default user. The passwords are
+ * RESET forgets the identity, as Redis returns to the default user; where the endpoint
+ * has a password or a db, its own AUTH/SELECT follow the RESET upstream and their replies
+ * are cut out, so the client is back where a new connection starts. The passwords are
  * wiped when replaced or freed, and never logged.
  */
 #include "proxy/redis/redis_internal.h"
@@ -30,6 +32,10 @@ struct rs_acl_s {
     acl_cred_t pend[RS_ACL_PEND];
     int        npend;
     int        unsure;     /* an AUTH that could not be recorded: the session cannot move */
+    /* after a RESET: the endpoint's own AUTH/SELECT, whose replies the client must not see
+     * (n of them right after reply number seq) */
+    struct { uint64_t seq; int n; } hide[RS_ACL_PEND];
+    int        nhide;
 };
 
 static void cred_wipe(acl_cred_t *c)
@@ -129,7 +135,86 @@ void rs_acl_seen(redis_session_t *s, int ok)
 
 void rs_acl_reset(redis_session_t *s)
 {
-    rs_acl_free(s);
+    rs_acl_t *a = s->acl;
+    if (a == NULL)
+        return;
+    cred_wipe(&a->cur);
+    for (int i = 0; i < a->npend; i++)
+        cred_wipe(&a->pend[i]);
+    a->npend = 0;
+    a->unsure = 0;
+}
+
+/*
+ * RESET went upstream (p->fwd is just past it): Redis made the connection the default
+ * user, unauthenticated where that user has a password, in db 0. The endpoint's own
+ * AUTH and SELECT follow it, as on a new connection, and their replies are cut out of
+ * what the client reads (rs_acl_hidden_scan). Returns 0, or -1 when the session closed.
+ */
+int rs_acl_after_reset(redis_session_t *s, sy_pipe_t *p)
+{
+    uint8_t cmds[1200];
+    int n;
+    if (s->srv == NULL)
+        return 0;
+    size_t len = rs_setup_cmds(&s->srv->link.target->redis, cmds, sizeof(cmds), &n);
+    if (len == 0)
+        return 0;
+    rs_acl_t *a = acl_of(s);
+    if (a == NULL || a->nhide == RS_ACL_PEND || sy_pipe_space(p) < len) {
+        explicit_bzero(cmds, sizeof(cmds));
+        rs_close(s, "route %s: RESET: too many commands pipelined behind it", s->link.route->conf->name);
+        return -1;
+    }
+    memmove(p->buf + p->fwd + len, p->buf + p->fwd, p->end - p->fwd);
+    memcpy(p->buf + p->fwd, cmds, len);
+    explicit_bzero(cmds, sizeof(cmds));
+    p->fwd += (uint32_t)len;
+    p->scanned += (uint32_t)len;
+    p->end += (uint32_t)len;
+    a->hide[a->nhide].seq = s->owed_seq;   /* RESET's own reply */
+    a->hide[a->nhide].n = n;
+    a->nhide++;
+    return 0;
+}
+
+int rs_acl_busy(const redis_session_t *s)
+{
+    return s->acl != NULL && s->acl->nhide > 0;
+}
+
+int rs_acl_hides(const redis_session_t *s)
+{
+    return s->acl != NULL && s->acl->nhide > 0 && s->acl->hide[0].seq == s->seen_seq;
+}
+
+/* The reply at p->scanned answers the endpoint's AUTH/SELECT after a RESET: scan it and
+ * cut it out of the pipe. Returns 0, or -1 when the session closed (the server refused). */
+int rs_acl_hidden_scan(redis_session_t *s, sy_pipe_t *p)
+{
+    rs_acl_t *a = s->acl;
+    int done = 0;
+    ssize_t n = resp_reply_scan(&s->rp, p->buf + p->scanned, p->end - p->scanned, &done);
+    if (n < 0) {
+        rs_close(s, "route %s: protocol error from %s: %s", s->link.route->conf->name, rs_upstream_name(s), s->rp.err);
+        return -1;
+    }
+    memmove(p->buf + p->scanned, p->buf + p->scanned + n, p->end - p->scanned - (uint32_t)n);
+    p->end -= (uint32_t)n;
+    if (!done)
+        return 0;
+    if (s->rp.type == '-' || s->rp.type == '!') {
+        char q[RESP_CAP_LEN + 1];
+        snprintf(q, sizeof(q), "%s", s->rp.first);
+        rs_close(s, "route %s: %s refused switchyard's AUTH/SELECT after RESET: %s", s->link.route->conf->name,
+                 rs_upstream_name(s), q);
+        return -1;
+    }
+    if (--a->hide[0].n == 0) {
+        a->nhide--;
+        memmove(&a->hide[0], &a->hide[1], (size_t)a->nhide * sizeof(a->hide[0]));
+    }
+    return 0;
 }
 
 void rs_acl_free(redis_session_t *s)

@@ -412,7 +412,7 @@ static void record_subscriptions(redis_session_t *s, uint32_t flags, const uint8
 /* No reply owed and nothing half-done: the next command can go to another server. */
 int rs_idle(const redis_session_t *s)
 {
-    return s->state == RS_RELAY && s->repl == NULL && s->pending == 0 && !s->in_multi && !s->watching && !s->blocking &&
+    return s->state == RS_RELAY && s->repl == NULL && !rs_acl_busy(s) && s->pending == 0 && !s->in_multi && !s->watching && !s->blocking &&
            !s->monitoring && s->held == LOCAL_NONE && resp_req_at_boundary(&s->rq) &&
            resp_reply_at_boundary(&s->rp) && s->s2c.scanned == s->s2c.end;
 }
@@ -503,6 +503,8 @@ int rs_c2s_scan(void *arg, sy_pipe_t *p)
             record_subscriptions(s, cmd.flags, p->buf + p->fwd, p->scanned - p->fwd);
         sy_session_set_pinned(&s->link, s->tracking || s->subs_untracked);
         p->fwd = p->scanned;
+        if (cmd.id == RESP_CMD_RESET && rs_acl_after_reset(s, p) != 0)
+            return -1;
         if (s->pending >= sy_conf()->redis_max_pipeline)
             p->reading = 0;   /* back-pressure: resume as replies drain */
     }
@@ -517,6 +519,11 @@ int rs_s2c_scan(void *arg, sy_pipe_t *p)
     while (p->scanned < p->end) {
         if (rs_repl_owns_s2c(s)) {
             if (rs_repl_s2c_scan(s, p) != 0)
+                return -1;
+            continue;
+        }
+        if (rs_acl_hides(s)) {   /* the endpoint's AUTH/SELECT after a RESET: not the client's */
+            if (rs_acl_hidden_scan(s, p) != 0)
                 return -1;
             continue;
         }

@@ -197,6 +197,9 @@ void rs_server_cb(sy_conn_t *c, int status, int events);
 rs_server_t *rs_attach(redis_session_t *s, rs_server_t *sv);
 /* A socket dialed on the thread pool becomes c (made non-blocking; TLS when ssl). */
 void rs_conn_take(sy_conn_t *c, uv_loop_t *loop, void *data, int fd, SSL *ssl, uv_poll_t *poll);
+/* The commands that set an upstream of ep up (AUTH, SELECT) into out; *replies they owe.
+ * Returns the bytes written (0: none needed). out holds the password: wipe it. */
+size_t rs_setup_cmds(const sy_endpoint_t *ep, uint8_t *out, size_t cap, int *replies);
 /* The upstream s talks to, as host:port, for messages ("-" when none). */
 const char *rs_upstream_name(const redis_session_t *s);
 
@@ -224,6 +227,10 @@ int  rs_acl_unsure(const redis_session_t *s);        /* an AUTH it could not rec
 const char *rs_acl_user(const redis_session_t *s);   /* the identity a move replays, or NULL */
 uint8_t *rs_acl_auth_cmd(const redis_session_t *s, size_t *len);   /* AUTH u p; free: rs_acl_wipe_buf */
 void rs_acl_wipe_buf(uint8_t *buf, size_t len);
+int  rs_acl_after_reset(redis_session_t *s, sy_pipe_t *p);   /* the endpoint's AUTH/SELECT again */
+int  rs_acl_busy(const redis_session_t *s);          /* replies of those still to come */
+int  rs_acl_hides(const redis_session_t *s);         /* the next reply is one of them */
+int  rs_acl_hidden_scan(redis_session_t *s, sy_pipe_t *p);
 
 /* Multiplexing (redis_mux.c). */
 int  rs_mux_route(redis_session_t *s);          /* route s onto its worker's shared upstream */

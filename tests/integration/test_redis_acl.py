@@ -154,3 +154,26 @@ def test_acl_move_closes_a_session_the_new_target_refuses(ctx):
     plain.close()
     con.close()
     sy.stop()
+
+
+def test_reset_returns_to_the_endpoint_user(ctx):
+    """The endpoint authenticates as its own user in db 3. A client that became user1 and
+    sends RESET is back where a new connection starts: the endpoint's user, db 3; and the
+    replies to switchyard's own AUTH/SELECT after RESET never reach the client."""
+    server = harness.RedisServer(password="default-pw",
+                                 acl=USERS + ["epuser on >ep-pw ~* &* +@all"])
+    sy = rs.start_proxy(server, env={"REDIS_STORE_ENDPOINT": "redis://epuser:ep-pw@127.0.0.1:%d/3" % server.port})
+    port = sy.listeners["redis-store"]
+    with Resp(port) as r:
+        check(r.cmd("SET", "rk", "in-3") == "OK", "SET")
+        check(r.cmd("ACL", "WHOAMI") == b"epuser", "a new connection is not the endpoint's user")
+        check(r.cmd("AUTH", "user1", "pw1") == "OK", "AUTH user1")
+        check(r.cmd("ACL", "WHOAMI") == b"user1", "not user1 after AUTH")
+        check(r.cmd("SELECT", "5") == "OK", "SELECT 5")
+        r.send_cmds([("RESET",), ("ACL", "WHOAMI"), ("GET", "rk"), ("PING",)])
+        got = [r.read(timeout=10) for _ in range(4)]
+        check(got == ["RESET", b"epuser", b"in-3", "PONG"], "after RESET: %r" % (got,))
+        check(r.nothing_for(0.3), "a reply of switchyard's own AUTH/SELECT reached the client")
+    check(server.cli("GET", "rk", db=3).stdout.strip() == "in-3", "the SET is not in db 3")
+    check("ep-pw" not in sy.log_text() and "pw1" not in sy.log_text(), "a password reached the log")
+    sy.stop()
