@@ -517,12 +517,12 @@ int rs_s2c_scan(void *arg, sy_pipe_t *p)
     redis_session_t *s = arg;
     uint64_t replies = 0;   /* added to the route's shared counter once per read */
     while (p->scanned < p->end) {
-        if (rs_repl_owns_s2c(s)) {
+        if (s->repl != NULL && rs_repl_owns_s2c(s)) {
             if (rs_repl_s2c_scan(s, p) != 0)
                 return -1;
             continue;
         }
-        if (rs_acl_hides(s)) {   /* the endpoint's AUTH/SELECT after a RESET: not the client's */
+        if (s->acl != NULL && rs_acl_hides(s)) {   /* the endpoint's AUTH/SELECT after a RESET */
             if (rs_acl_hidden_scan(s, p) != 0)
                 return -1;
             continue;

@@ -106,7 +106,8 @@ def test_acl_user_moves_with_its_session(ctx):
     sy = _start(ctx, builtin, external)
     con = ss.Console(sy)
     a = Resp(sy.redis_port)
-    check(a.cmd("AUTH", "user1", "pw1") == "OK", "AUTH user1")
+    a.send(b"AUTH user1 pw1\r\n")   # inline: recorded from the captured arguments
+    check(a.read(timeout=10) == "OK", "inline AUTH user1")
     b = Resp(sy.redis_port)
     v = b.cmd("HELLO", "3", "AUTH", "ro", "pw2", "SETNAME", "rb")
     check(isinstance(v, rs.Map) and (b"server", b"redis") in v, "HELLO 3 AUTH ro: %r" % (v,))
