@@ -15,7 +15,9 @@ then the command stream. Through switchyard, with real servers and clients:
   - at a SWITCH the replica is pinned (SHOW ROUTES), shows as state replica in SHOW CLIENTS,
     is not moved, and at the deadline gets "-ERR switchyard: ... a replication stream
     cannot move" between two stream commands and is closed, while an ordinary client moves
-    to the new target; the real replica then reconnects and follows the new target.
+    to the new target; the real replica then reconnects and follows the new target;
+  - a SYNC the server refuses (-NOPERM) is an ordinary reply, byte for byte as direct, and
+    the client goes on; REPLCONF ACK/GETACK owe no reply, so the client stays movable.
 """
 
 import os
@@ -259,4 +261,33 @@ def test_replica_at_a_switch_is_pinned_and_closed_at_the_deadline(ctx):
     other.close()
     con.close()
     replica.stop()
+    sy.stop()
+
+
+def test_refused_sync_and_replconf_ack_keep_the_client_ordinary(ctx):
+    """A SYNC the server refuses (an ACL user without the right) is an ordinary error reply,
+    and the client's next commands are answered as direct; REPLCONF ACK, which Redis never
+    answers, owes nothing (the session is idle after it, so a switch can move it)."""
+    builtin = harness.RedisServer(acl=["noreplica on >pw ~* &* +@all -sync -psync"])
+    external = harness.RedisServer()
+    sy = ss.start_redis(ctx, builtin, external)
+    steps = rs.encode("AUTH", "noreplica", "pw") + b"SYNC\r\n" + rs.encode("PSYNC", "?", "-1") + b"PING\r\n"
+    out = []
+    for port in (builtin.port, sy.redis_port):
+        with rs.Resp(port) as r:
+            r.send(steps)
+            out.append([r.read(timeout=10) and r.last_raw for _ in range(4)])
+            check(r.nothing_for(0.2), "more replies than commands on port %d" % port)
+    check(out[0] == out[1], "refused SYNC: switchyard %r, direct %r" % (out[1], out[0]))
+    check(out[0][1].startswith(b"-NOPERM"), "direct SYNC answered %r" % out[0][1])
+    with rs.Resp(sy.redis_port) as r:
+        r.send(rs.encode("REPLCONF", "ACK", "0") + rs.encode("REPLCONF", "GETACK", "*") + b"PING\r\n")
+        check(r.read(timeout=10) == "PONG" and r.nothing_for(0.2), "REPLCONF ACK/GETACK were answered")
+        con = ss.Console(sy)
+        harness.wait_clients(con, lambda rows: len(rows) == 1 and "pending=0" in rows[0]["detail"]
+                             and rows[0]["state"] == "relay", "the client idle after REPLCONF ACK", route=ROUTE)
+        row, _t0, _t1 = con.switch(ROUTE, "external")
+        check(row["moved"] == "1" and row["closed"] == "0", "SWITCH after REPLCONF ACK: %r" % row)
+        check(r.cmd("PING") == "PONG", "PING after the move")
+        con.close()
     sy.stop()
