@@ -412,9 +412,10 @@ static void record_subscriptions(redis_session_t *s, uint32_t flags, const uint8
 /* No reply owed and nothing half-done: the next command can go to another server. */
 int rs_idle(const redis_session_t *s)
 {
-    return s->state == RS_RELAY && s->repl == NULL && !rs_acl_busy(s) && s->pending == 0 && !s->in_multi && !s->watching && !s->blocking &&
+    return s->state == RS_RELAY && s->pending == 0 && !s->in_multi && !s->watching && !s->blocking &&
            !s->monitoring && s->held == LOCAL_NONE && resp_req_at_boundary(&s->rq) &&
-           resp_reply_at_boundary(&s->rp) && s->s2c.scanned == s->s2c.end;
+           resp_reply_at_boundary(&s->rp) && s->s2c.scanned == s->s2c.end &&
+           s->repl == NULL && !rs_acl_busy(s);   /* a replica never is; nor is a RESET's setup in flight */
 }
 
 int rs_c2s_scan(void *arg, sy_pipe_t *p)

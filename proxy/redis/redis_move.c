@@ -29,7 +29,7 @@ typedef struct rs_move_s {
     uint8_t         *replay;   /* the commands to replay, and how many replies they owe */
     size_t           replay_len;
     int              replay_replies;
-    uint8_t         *auth;     /* AUTH <user> <pw> of the client's ACL user, first (redis_acl.c) */
+    uint8_t         *auth;     /* AUTH <user> <pw> of the client's ACL user, after the replay (redis_acl.c) */
     size_t           auth_len;
     char             user[128];   /* ...its user, for the error when the new target refuses */
     int              reply_off;   /* CLIENT REPLY OFF, after everything else */
