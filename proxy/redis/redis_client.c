@@ -21,7 +21,7 @@ static local_t classify_local(redis_session_t *s, const resp_cmd_t *cmd)
     if (cmd->id == RESP_CMD_QUIT && s->mux != NULL)
         return LOCAL_QUIT;
     if (cmd->id == RESP_CMD_AUTH)
-        return r->argc == 3 && rs_acl_forwards(s) ? LOCAL_NONE : LOCAL_AUTH;   /* an ACL user: upstream */
+        return r->argc != 2 && rs_acl_forwards(s) ? LOCAL_NONE : LOCAL_AUTH;   /* but AUTH <pw>: upstream */
     if (cmd->id == RESP_CMD_HELLO) {
         for (uint32_t i = 1; i < r->ncap; i++)
             if (resp_req_arg_is(r, i, "AUTH"))
@@ -498,7 +498,7 @@ int rs_c2s_scan(void *arg, sy_pipe_t *p)
         }
         uint64_t owed = s->owed_seq;
         track_command(s, &cmd);
-        if (cmd.id == RESP_CMD_AUTH)   /* forwarded: an ACL user, once the server says OK */
+        if (cmd.id == RESP_CMD_AUTH && s->rq.argc == 3)   /* forwarded: an ACL user, once the server says OK */
             rs_acl_sent_cmd(s, s->owed_seq > owed ? s->owed_seq : 0, p->buf + p->fwd, p->scanned - p->fwd);
         if (is_sub_cmd(&cmd))
             record_subscriptions(s, cmd.flags, p->buf + p->fwd, p->scanned - p->fwd);

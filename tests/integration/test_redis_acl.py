@@ -58,6 +58,8 @@ def test_acl_user_identity_through_switchyard(ctx):
         ("AUTH", "user1", "wrong"),
         ("ACL", "WHOAMI"),
         ("AUTH", "nosuch", "pw1"),
+        ("AUTH", "user1", "pw1", "extra"),
+        ("AUTH",),
         ("AUTH", "ro", "pw2"),
         ("ACL", "WHOAMI"),
         ("GET", "ro:x"),
@@ -80,7 +82,7 @@ def test_acl_user_identity_through_switchyard(ctx):
     via = _transcript(sy.redis_port, steps)
     for step, d, v in zip(steps, direct, via):
         check(d == v, "%s: switchyard answered %r, the server directly %r" % (" ".join(step), v, d))
-    check(direct[2] == b"$5\r\nuser1\r\n" and direct[10].startswith(b"-NOPERM"), "direct transcript %r" % direct)
+    check(direct[2] == b"$5\r\nuser1\r\n" and direct[12].startswith(b"-NOPERM"), "direct transcript %r" % direct)
 
     # the client with a user of its own is pinned; the one-argument AUTH stays local
     con = ss.Console(sy)
