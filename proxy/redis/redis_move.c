@@ -413,7 +413,8 @@ void rs_link_kick(sy_session_link_t *l, const char *why)
     redis_session_t *s = (redis_session_t *)l;
     if (s->state == RS_MOVING)
         return;
-    rs_close(s, "%s%s", why, s->repl != NULL ? " (a replication stream cannot move)" : "");
+    int switching = SY_LOAD(s->link.route->sw_phase) != 0;   /* a switch's deadline, not a shutdown */
+    rs_close(s, "%s%s", why, s->repl != NULL && switching ? " (a replication stream cannot move)" : "");
 }
 
 void rs_link_release(sy_session_link_t *l)
