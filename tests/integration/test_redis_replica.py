@@ -17,7 +17,9 @@ then the command stream. Through switchyard, with real servers and clients:
     cannot move" between two stream commands and is closed, while an ordinary client moves
     to the new target; the real replica then reconnects and follows the new target;
   - a SYNC the server refuses (-NOPERM) is an ordinary reply, byte for byte as direct, and
-    the client goes on; REPLCONF ACK/GETACK owe no reply, so the client stays movable.
+    the client goes on; REPLCONF ACK/GETACK owe no reply, so the client stays movable;
+  - client_idle_timeout spares a replica whose stream is quiet (it fails with the
+    exemption removed).
 """
 
 import os
@@ -290,4 +292,38 @@ def test_refused_sync_and_replconf_ack_keep_the_client_ordinary(ctx):
         check(row["moved"] == "1" and row["closed"] == "0", "SWITCH after REPLCONF ACK: %r" % row)
         check(r.cmd("PING") == "PONG", "PING after the move")
         con.close()
+    sy.stop()
+
+
+def test_client_idle_timeout_spares_a_replica(ctx):
+    """client_idle_timeout closes an idle client, as Redis's timeout does, but not a replica
+    whose stream is quiet (Redis spares replicas too). The replica is a raw SYNC, which
+    sends no REPLCONF ACK, and the master PINGs it only once a minute."""
+    builtin = harness.RedisServer(extra_args=FAST + ("--repl-ping-replica-period", "60",
+                                                     "--repl-diskless-sync", "no"))
+    external = harness.RedisServer()
+    sy = ss.start_redis(ctx, builtin, external, globals_extra="client_idle_timeout = 1\n")
+    raw = socket.create_connection(("127.0.0.1", sy.redis_port))
+    raw.sendall(b"SYNC\r\n")
+    _read_sync(raw)
+    con = ss.Console(sy)
+    rid = _replica_rows(con)[0]["id"]
+    mark = sy.log_size()
+    for _ in range(3):   # three sweeps that closed an idle client passed the replica by
+        idle = rs.Resp(sy.redis_port)
+        check(idle.cmd("PING") == "PONG", "PING")
+        sy.wait_log(r"event=idle_timeout conn=\d+ ", since=sy.log_size(), timeout=10, what="an idle client closed")
+        idle.close()
+    check(not [l for l in sy.log_text()[mark:].splitlines() if "event=idle_timeout conn=%s " % rid in l],
+          "the replica was closed for being idle")
+    check([r["id"] for r in _replica_rows(con)] == [rid], "the replica is gone: %r" % con.rows("SHOW CLIENTS"))
+    check(builtin.cli("SET", "late", "1").stdout.strip() == "OK", "SET")
+    raw.settimeout(10)
+    got = b""
+    while b"late" not in got:
+        chunk = raw.recv(65536)
+        check(chunk, "the replica's stream closed")
+        got += chunk
+    raw.close()
+    con.close()
     sy.stop()
