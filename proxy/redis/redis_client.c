@@ -21,7 +21,7 @@ static local_t classify_local(redis_session_t *s, const resp_cmd_t *cmd)
     if (cmd->id == RESP_CMD_QUIT && s->mux != NULL)
         return LOCAL_QUIT;
     if (cmd->id == RESP_CMD_AUTH)
-        return LOCAL_AUTH;
+        return r->argc != 2 && rs_acl_forwards(s) ? LOCAL_NONE : LOCAL_AUTH;   /* but AUTH <pw>: upstream */
     if (cmd->id == RESP_CMD_HELLO) {
         for (uint32_t i = 1; i < r->ncap; i++)
             if (resp_req_arg_is(r, i, "AUTH"))
@@ -70,6 +70,9 @@ static void track_command(redis_session_t *s, const resp_cmd_t *cmd)
         s->monitoring = 1;
     } else if (cmd->id == RESP_CMD_QUIT) {
         s->quitting = 1;
+    } else if (cmd->id == RESP_CMD_REPLCONF && r->argc % 2 == 1 && !s->in_multi &&
+               (resp_req_arg_is(r, 1, "ACK") || resp_req_arg_is(r, 1, "GETACK"))) {
+        replies = 0;   /* Redis never answers these (a replica's offset, a master's ask) */
     } else if (cmd->id == RESP_CMD_RESET) {
         s->in_multi = s->watching = s->monitoring = 0;
         s->reply_off = s->reply_skip = 0;
@@ -79,6 +82,7 @@ static void track_command(redis_session_t *s, const resp_cmd_t *cmd)
         s->client_name[0] = '\0';
         s->neffects = 0;
         s->tracking = 0;
+        rs_acl_reset(s);
         for (int i = 0; i < 3; i++)
             rs_sub_clear(&s->subs[i]);
     } else if (cmd->id == RESP_CMD_HELLO && r->ncap > 1) {
@@ -144,9 +148,10 @@ static void rs_effect(redis_session_t *s, int has_reply, int db, const char *nam
 }
 
 /* Reply number seen_seq arrived; ok is 0 for an error reply. */
-static void rs_reply_seen(redis_session_t *s, int ok)
+void rs_reply_seen(redis_session_t *s, int ok)
 {
     s->seen_seq++;
+    rs_acl_seen(s, ok);
     while (s->neffects > 0 && s->effects[0].seq <= s->seen_seq) {
         if (s->effects[0].seq == s->seen_seq && ok) {
             if (s->effects[0].db >= 0)
@@ -252,12 +257,20 @@ static int run_local(redis_session_t *s)
             olen = resp_build_error(out, sizeof(out), "ERR switchyard: HELLO with AUTH must be a RESP command");
         } else {
             resp_arg_t keep[16];
-            int nkeep = 0, ok = 1;
+            int nkeep = 0, ok = 1, auth_at = -1;
             for (int i = 0; i < argc; i++) {
                 if (i > 0 && argv[i].len == 4 && strncasecmp(argv[i].ptr, "AUTH", 4) == 0) {
                     if (i + 2 >= argc) {
                         ok = -1;
                         break;
+                    }
+                    if (rs_acl_forwards(s)) {   /* the server checks it: AUTH stays */
+                        auth_at = nkeep + 1;
+                        keep[nkeep++] = argv[i];
+                        keep[nkeep++] = argv[i + 1];
+                        keep[nkeep++] = argv[i + 2];
+                        i += 2;
+                        continue;
                     }
                     if (!check_password(s, argv[i + 2].ptr, argv[i + 2].len))
                         ok = 0;
@@ -279,6 +292,9 @@ static int run_local(redis_session_t *s)
                     olen = resp_build_error(out, sizeof(out), "ERR switchyard: HELLO too long");
                 } else {
                     s->authed = 1;
+                    if (auth_at > 0)   /* before cmd is rewritten: keep[] points into it */
+                        rs_acl_sent(s, s->owed_seq + 1, keep[auth_at].ptr, keep[auth_at].len, keep[auth_at + 1].ptr,
+                                    keep[auth_at + 1].len);
                     memcpy(cmd, rewritten, rlen);
                     memmove(cmd + rlen, cmd + clen, p->end - p->scanned);
                     p->end -= (uint32_t)(clen - rlen);
@@ -398,7 +414,8 @@ int rs_idle(const redis_session_t *s)
 {
     return s->state == RS_RELAY && s->pending == 0 && !s->in_multi && !s->watching && !s->blocking &&
            !s->monitoring && s->held == LOCAL_NONE && resp_req_at_boundary(&s->rq) &&
-           resp_reply_at_boundary(&s->rp) && s->s2c.scanned == s->s2c.end;
+           resp_reply_at_boundary(&s->rp) && s->s2c.scanned == s->s2c.end &&
+           s->repl == NULL && !rs_acl_busy(s);   /* a replica never is; nor is a RESET's setup in flight */
 }
 
 int rs_c2s_scan(void *arg, sy_pipe_t *p)
@@ -406,6 +423,8 @@ int rs_c2s_scan(void *arg, sy_pipe_t *p)
     redis_session_t *s = arg;
     if (s->state != RS_RELAY && s->state != RS_FAILED)
         return 0;
+    if (s->repl != NULL)
+        return rs_repl_c2s_scan(s, p);
     for (;;) {
         int h = c2s_try_local(s);
         if (h < 0)
@@ -465,7 +484,7 @@ int rs_c2s_scan(void *arg, sy_pipe_t *p)
         }
         local_t l = classify_local(s, &cmd);
         if (s->mux != NULL && (l == LOCAL_NONE || l == LOCAL_HELLO) &&
-            resp_cmd_pins(&cmd, &s->rq, rs_mux_shared_db(s))) {
+            (resp_cmd_pins(&cmd, &s->rq, rs_mux_shared_db(s)) || cmd.id == RESP_CMD_AUTH)) {
             rs_mux_pin(s);   /* it waits here for its own upstream */
             return 0;
         }
@@ -473,11 +492,20 @@ int rs_c2s_scan(void *arg, sy_pipe_t *p)
             s->held = l;
             continue;
         }
+        if ((cmd.id == RESP_CMD_SYNC || cmd.id == RESP_CMD_PSYNC) && s->mux == NULL && !s->in_multi) {
+            p->fwd = p->scanned;
+            return rs_repl_begin(s, cmd.id == RESP_CMD_PSYNC);
+        }
+        uint64_t owed = s->owed_seq;
         track_command(s, &cmd);
+        if (cmd.id == RESP_CMD_AUTH && s->rq.argc == 3)   /* forwarded: an ACL user, once the server says OK */
+            rs_acl_sent_cmd(s, s->owed_seq > owed ? s->owed_seq : 0, p->buf + p->fwd, p->scanned - p->fwd);
         if (is_sub_cmd(&cmd))
             record_subscriptions(s, cmd.flags, p->buf + p->fwd, p->scanned - p->fwd);
         sy_session_set_pinned(&s->link, s->tracking || s->subs_untracked);
         p->fwd = p->scanned;
+        if (cmd.id == RESP_CMD_RESET && rs_acl_after_reset(s, p) != 0)
+            return -1;
         if (s->pending >= sy_conf()->redis_max_pipeline)
             p->reading = 0;   /* back-pressure: resume as replies drain */
     }
@@ -490,6 +518,16 @@ int rs_s2c_scan(void *arg, sy_pipe_t *p)
     redis_session_t *s = arg;
     uint64_t replies = 0;   /* added to the route's shared counter once per read */
     while (p->scanned < p->end) {
+        if (s->repl != NULL && rs_repl_owns_s2c(s)) {
+            if (rs_repl_s2c_scan(s, p) != 0)
+                return -1;
+            continue;
+        }
+        if (s->acl != NULL && rs_acl_hides(s)) {   /* the endpoint's AUTH/SELECT after a RESET */
+            if (rs_acl_hidden_scan(s, p) != 0)
+                return -1;
+            continue;
+        }
         int done = 0;
         ssize_t n = resp_reply_scan(&s->rp, p->buf + p->scanned, p->end - p->scanned, &done);
         if (n < 0) {

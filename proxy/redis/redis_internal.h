@@ -13,6 +13,8 @@
  *                    the link hooks
  *   redis_mux.c      multiplexing: the upstream a worker's stateless clients of a route
  *                    share (rs_mux_t), the FIFO that matches its replies to them, pinning
+ *   redis_replica.c  SYNC/PSYNC over a client connection: the payload, then a raw stream
+ *   redis_acl.c      AUTH <user> <pw> forwarded: the identity a move replays
  *
  * A client relays to at most one server (srv) and may hold one more dialed ahead of a
  * move (pre). A server knows its client only through link.client, and may have none
@@ -89,6 +91,8 @@ typedef struct rs_server_s {
 } rs_server_t;
 
 typedef struct rs_mux_s rs_mux_t;
+typedef struct rs_repl_s rs_repl_t;   /* a replica's SYNC and stream (redis_replica.c) */
+typedef struct rs_acl_s rs_acl_t;     /* the client's own ACL user (redis_acl.c) */
 /* A multiplexed client that holds up its shared upstream this long (its replies unread) is
  * closed, so that it cannot stall the other clients for good. */
 #define RS_MUX_STALL_MS 5000
@@ -151,6 +155,8 @@ typedef struct redis_session_s {
                                      * replies to come back before its own upstream opens */
     uint64_t       mux_stalled_at;  /* loop ms since its full s2c holds up the shared
                                      * upstream, 0 when it does not (RS_MUX_STALL_MS) */
+    rs_repl_t     *repl;            /* SYNC/PSYNC sent: a replica, NULL when not */
+    rs_acl_t      *acl;             /* an ACL user it authenticated as upstream, NULL: none */
 } redis_session_t;
 
 void rs_closing_timeout_cb(uv_timer_t *t);
@@ -191,8 +197,40 @@ void rs_server_cb(sy_conn_t *c, int status, int events);
 rs_server_t *rs_attach(redis_session_t *s, rs_server_t *sv);
 /* A socket dialed on the thread pool becomes c (made non-blocking; TLS when ssl). */
 void rs_conn_take(sy_conn_t *c, uv_loop_t *loop, void *data, int fd, SSL *ssl, uv_poll_t *poll);
+/* The commands that set an upstream of ep up (AUTH, SELECT) into out; *replies they owe.
+ * Returns the bytes written (0: none needed). out holds the password: wipe it. */
+size_t rs_setup_cmds(const sy_endpoint_t *ep, uint8_t *out, size_t cap, int *replies);
 /* The upstream s talks to, as host:port, for messages ("-" when none). */
 const char *rs_upstream_name(const redis_session_t *s);
+
+/* A reply to the client arrived (redis_client.c); ok is 0 for an error reply. */
+void rs_reply_seen(redis_session_t *s, int ok);
+
+/* Replicas (redis_replica.c): SYNC/PSYNC sent, what answers it, then a raw stream. */
+int  rs_repl_begin(redis_session_t *s, int psync);   /* SYNC/PSYNC just forwarded */
+int  rs_repl_c2s_scan(redis_session_t *s, sy_pipe_t *p);
+int  rs_repl_owns_s2c(const redis_session_t *s);     /* the next server bytes are SYNC's */
+int  rs_repl_s2c_scan(redis_session_t *s, sy_pipe_t *p);
+int  rs_repl_at_boundary(const redis_session_t *s);  /* an -ERR of ours may go in here */
+const char *rs_repl_phase(const redis_session_t *s); /* sync|rdb|stream, NULL: no replica */
+void rs_repl_free(redis_session_t *s);
+
+/* The client's own ACL user (redis_acl.c). seq: the number of the reply that confirms an
+ * AUTH (owed_seq once it is owed), 0 when none will come. */
+int  rs_acl_forwards(const redis_session_t *s);      /* AUTH <user> <pw> goes upstream */
+void rs_acl_sent(redis_session_t *s, uint64_t seq, const char *user, size_t ulen, const char *pw, size_t pwlen);
+void rs_acl_sent_cmd(redis_session_t *s, uint64_t seq, const uint8_t *cmd, size_t len);   /* AUTH u p */
+void rs_acl_seen(redis_session_t *s, int ok);        /* reply seen_seq arrived */
+void rs_acl_reset(redis_session_t *s);               /* RESET: the default user again */
+void rs_acl_free(redis_session_t *s);
+int  rs_acl_unsure(const redis_session_t *s);        /* an AUTH it could not record */
+const char *rs_acl_user(const redis_session_t *s);   /* the identity a move replays, or NULL */
+uint8_t *rs_acl_auth_cmd(const redis_session_t *s, size_t *len);   /* AUTH u p; free: rs_acl_wipe_buf */
+void rs_acl_wipe_buf(uint8_t *buf, size_t len);
+int  rs_acl_after_reset(redis_session_t *s, sy_pipe_t *p);   /* the endpoint's AUTH/SELECT again */
+int  rs_acl_busy(const redis_session_t *s);          /* replies of those still to come */
+int  rs_acl_hides(const redis_session_t *s);         /* the next reply is one of them */
+int  rs_acl_hidden_scan(redis_session_t *s, sy_pipe_t *p);
 
 /* Multiplexing (redis_mux.c). */
 int  rs_mux_route(redis_session_t *s);          /* route s onto its worker's shared upstream */

@@ -29,6 +29,10 @@ typedef struct rs_move_s {
     uint8_t         *replay;   /* the commands to replay, and how many replies they owe */
     size_t           replay_len;
     int              replay_replies;
+    uint8_t         *auth;     /* AUTH <user> <pw> of the client's ACL user, after the replay (redis_acl.c) */
+    size_t           auth_len;
+    char             user[128];   /* ...its user, for the error when the new target refuses */
+    int              reply_off;   /* CLIENT REPLY OFF, after everything else */
     uint64_t         started;
 } rs_move_t;
 
@@ -54,6 +58,11 @@ static int rs_build_replay(redis_session_t *s, rs_move_t *m)
     size_t cap = 0;
     resp_arg_t a[3];
     char db[16];
+    if (rs_acl_user(s) != NULL) {
+        snprintf(m->user, sizeof(m->user), "%s", rs_acl_user(s));
+        if ((m->auth = rs_acl_auth_cmd(s, &m->auth_len)) == NULL)
+            return -1;
+    }
     if (s->resp3) {
         a[0] = (resp_arg_t){ "HELLO", 5 };
         a[1] = (resp_arg_t){ "3", 1 };
@@ -89,13 +98,7 @@ static int rs_build_replay(redis_session_t *s, rs_move_t *m)
         free(argv);
         m->replay_replies += (int)set->n;
     }
-    if (s->reply_off) {
-        /* Last, and it has no reply of its own. */
-        a[0] = (resp_arg_t){ "CLIENT", 6 };
-        a[1] = (resp_arg_t){ "REPLY", 5 };
-        a[2] = (resp_arg_t){ "OFF", 3 };
-        rs_append_cmd(&m->replay, &m->replay_len, &cap, 3, a);
-    }
+    m->reply_off = s->reply_off;   /* last of all (rs_move_work): it has no reply of its own */
     return 0;
 }
 
@@ -115,8 +118,19 @@ static void rs_move_work(uv_work_t *req)
             return;
         rs_dialed(m->fd);
     }
+    /* The state as the endpoint's user (it may do more than the client's), then the
+     * client's own user, then CLIENT REPLY OFF, whose AUTH would get no reply. */
     if (m->replay_len > 0 &&
         sy_redis_roundtrip(m->fd, m->ssl, m->replay, m->replay_len, m->replay_replies, m->err, sizeof(m->err)) != 0)
+        return;
+    if (m->auth_len > 0 && sy_redis_roundtrip(m->fd, m->ssl, m->auth, m->auth_len, 1, m->err, sizeof(m->err)) != 0) {
+        char why[sizeof(m->err)];
+        snprintf(why, sizeof(why), "%s", m->err);
+        snprintf(m->err, sizeof(m->err), "AUTH as %.100s on the new target failed: %.300s", m->user, why);
+        return;
+    }
+    static const uint8_t off[] = "*3\r\n$6\r\nCLIENT\r\n$5\r\nREPLY\r\n$3\r\nOFF\r\n";
+    if (m->reply_off && sy_redis_roundtrip(m->fd, m->ssl, off, sizeof(off) - 1, 0, m->err, sizeof(m->err)) != 0)
         return;
     m->ok = 1;
 }
@@ -139,7 +153,7 @@ static void rs_release(redis_session_t *s)
  * move needs no job. */
 static int rs_replay_empty(const redis_session_t *s)
 {
-    return !s->resp3 && s->client_db < 0 && !s->client_name[0] && !s->reply_off &&
+    return !s->resp3 && s->client_db < 0 && !s->client_name[0] && !s->reply_off && rs_acl_user(s) == NULL &&
            s->subs[0].n + s->subs[1].n + s->subs[2].n == 0;
 }
 
@@ -196,6 +210,7 @@ static void rs_move_done(uv_work_t *req, int status)
     rs_unref(s);
 out:
     free(m->replay);
+    rs_acl_wipe_buf(m->auth, m->auth_len);
     free(m);
     rs_unref(s);
 }
@@ -239,10 +254,12 @@ void rs_link_move(sy_session_link_t *l)
         rs_mux_link_move(s);
         return;
     }
-    if (s->tracking || s->subs_untracked) {
+    if (s->tracking || s->subs_untracked || rs_acl_unsure(s)) {
         rs_close(s, "route %s switched to %s; reconnect (%s)", r->conf->name,
                  sy_route_active(r) == CONF_EXTERNAL ? "external" : "builtin",
-                 s->tracking ? "CLIENT TRACKING sessions cannot move" : "subscriptions could not be recorded");
+                 s->tracking        ? "CLIENT TRACKING sessions cannot move"
+                 : rs_acl_unsure(s) ? "an AUTH user could not be recorded"
+                                    : "subscriptions could not be recorded");
         sy_switch_moved(l, 0);
         return;
     }
@@ -278,8 +295,10 @@ void rs_link_move(sy_session_link_t *l)
     }
     rs_move_t *m = calloc(1, sizeof(*m));
     if (m == NULL || rs_build_replay(s, m) != 0 || (pre == NULL && (pre = rs_server_new(s, which, t)) == NULL)) {
-        if (m)
+        if (m) {
             free(m->replay);
+            rs_acl_wipe_buf(m->auth, m->auth_len);
+        }
         free(m);
         if (pre != NULL)
             rs_server_close(pre, "no_memory", 0);
@@ -307,6 +326,7 @@ void rs_link_move(sy_session_link_t *l)
         sy_redis_hangup(m->fd, m->ssl);
         rs_server_close(m->sv, "no_thread_pool", 0);
         free(m->replay);
+        rs_acl_wipe_buf(m->auth, m->auth_len);
         free(m);
         rs_set_state(s, RS_RELAY);
         rs_close(s, "route %s switched; reconnect", r->conf->name);
@@ -361,8 +381,8 @@ void rs_link_prepare(sy_session_link_t *l)
     redis_session_t *s = (redis_session_t *)l;
     sy_route_t *r = s->link.route;
     conf_which_t which = sy_route_active(r);
-    if (s->mux != NULL) {
-        sy_switch_prepared(l);   /* its move opens nothing of its own */
+    if (s->mux != NULL || s->repl != NULL) {
+        sy_switch_prepared(l);   /* its move opens nothing of its own; a replica never moves */
         return;
     }
     rs_prep_t *w = calloc(1, sizeof(*w));
@@ -393,7 +413,8 @@ void rs_link_kick(sy_session_link_t *l, const char *why)
     redis_session_t *s = (redis_session_t *)l;
     if (s->state == RS_MOVING)
         return;
-    rs_close(s, "%s", why);
+    int switching = SY_LOAD(s->link.route->sw_phase) != 0;   /* a switch's deadline, not a shutdown */
+    rs_close(s, "%s%s", why, s->repl != NULL && switching ? " (a replication stream cannot move)" : "");
 }
 
 void rs_link_release(sy_session_link_t *l)

@@ -287,30 +287,35 @@ static void rs_setup_read(rs_server_t *sv)
     rs_watch(s, &sv->conn, sv->conn.rd_wait, rs_server_cb);
 }
 
-static void rs_send_setup(rs_server_t *sv)
+size_t rs_setup_cmds(const sy_endpoint_t *ep, uint8_t *out, size_t cap, int *replies)
 {
-    const sy_endpoint_t *ep = &sv->link.target->redis;
-    uint8_t out[1200];
     size_t o = 0;
     char dbs[16];
     resp_arg_t a[3];
-    sv->setup_left = 0;
+    *replies = 0;
     if (ep->has_password) {
         int n = 0;
         a[n++] = (resp_arg_t){ "AUTH", 4 };
         if (ep->has_user)
             a[n++] = (resp_arg_t){ ep->user, strlen(ep->user) };
         a[n++] = (resp_arg_t){ ep->password, strlen(ep->password) };
-        o += resp_cmd_build(out + o, sizeof(out) - o, n, a);
-        sv->setup_left++;
+        o += resp_cmd_build(out + o, cap - o, n, a);
+        (*replies)++;
     }
     if (ep->db != 0) {
         snprintf(dbs, sizeof(dbs), "%d", ep->db);
         a[0] = (resp_arg_t){ "SELECT", 6 };
         a[1] = (resp_arg_t){ dbs, strlen(dbs) };
-        o += resp_cmd_build(out + o, sizeof(out) - o, 2, a);
-        sv->setup_left++;
+        o += resp_cmd_build(out + o, cap - o, 2, a);
+        (*replies)++;
     }
+    return o;
+}
+
+static void rs_send_setup(rs_server_t *sv)
+{
+    uint8_t out[1200];
+    size_t o = rs_setup_cmds(&sv->link.target->redis, out, sizeof(out), &sv->setup_left);
     if (o > 0) {
         ssize_t n = sv->conn.tp->write(&sv->conn, out, o);
         memset(out, 0, sizeof(out));

@@ -42,6 +42,8 @@ void rs_unref(redis_session_t *s)
     if (--s->refs == 0) {
         for (int i = 0; i < 3; i++)
             rs_sub_clear(&s->subs[i]);
+        rs_repl_free(s);
+        rs_acl_free(s);
         sy_pipe_release(&s->c2s);
         sy_pipe_release(&s->s2c);
         free(s);
@@ -212,7 +214,8 @@ int rs_reply_error(redis_session_t *s, const char *msg)
 
 int rs_s2c_at_boundary(redis_session_t *s)
 {
-    return resp_reply_at_boundary(&s->rp) && s->s2c.scanned == s->s2c.end;
+    return resp_reply_at_boundary(&s->rp) && s->s2c.scanned == s->s2c.end &&
+           (s->repl == NULL || rs_repl_at_boundary(s));
 }
 
 /* Close the session; with fmt, each owed reply (at least one) first gets
@@ -369,10 +372,12 @@ static void rs_describe(const sy_session_link_t *l, char cols[][128])
     snprintf(cols[1], 128, "redis");
     snprintf(cols[2], 128, "%s", s->link.route ? s->link.route->conf->name : "");
     snprintf(cols[3], 128, "%s", s->srv != NULL || s->mux != NULL ? rs_upstream_name(s) : "");
-    snprintf(cols[4], 128, "%s", rs_names[s->state]);
-    snprintf(cols[5], 128, "pending=%llu multi=%d watch=%d subs=%llu blocked=%d monitor=%d resp3=%d mux=%s",
+    const char *repl = rs_repl_phase(s);
+    snprintf(cols[4], 128, "%s", repl != NULL && s->state == RS_RELAY ? "replica" : rs_names[s->state]);
+    snprintf(cols[5], 128, "pending=%llu multi=%d watch=%d subs=%llu blocked=%d monitor=%d resp3=%d mux=%s%s%s",
              (unsigned long long)s->pending, s->in_multi, s->watching, (unsigned long long)s->sub_count,
-             s->blocking, s->monitoring, s->resp3, s->mux ? "shared" : s->mux_route ? "pinned" : "off");
+             s->blocking, s->monitoring, s->resp3, s->mux ? "shared" : s->mux_route ? "pinned" : "off",
+             repl != NULL ? " replica=" : "", repl != NULL ? repl : "");
 }
 
 /* client_idle_timeout, as Redis's own `timeout`: a client idle that long is closed without
@@ -395,7 +400,7 @@ static void rs_tick(sy_session_link_t *l, uint64_t now)
         rs_close(s, NULL);   /* its replies unread: the shared upstream goes on without it */
         return;
     }
-    if (idle == 0 || s->state != RS_RELAY || s->blocking || s->sub_count > 0 || s->monitoring ||
+    if (idle == 0 || s->state != RS_RELAY || s->blocking || s->sub_count > 0 || s->monitoring || s->repl != NULL ||
         now - s->active_at < idle)
         return;
     sy_info("event=idle_timeout conn=%llu route=%s idle_ms=%llu", (unsigned long long)s->id,
