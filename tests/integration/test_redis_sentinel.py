@@ -1,0 +1,204 @@
+"""
+test_redis_sentinel.py - issue 10 part 3: a Redis target given as redis-sentinel://.
+
+The test makes its own replication: a master, a replica of it, and one sentinel
+(`redis-server CONF --sentinel`, the binary Debian's redis-sentinel package links to) that
+monitors the master as "mymaster". switchyard's route redis-store has
+builtin = redis-sentinel://:<password>@127.0.0.1:<dead port>,127.0.0.1:<sentinel>/mymaster:
+the first sentinel of the list answers nothing, so switchyard must go on to the next one.
+
+  - At startup switchyard asks the sentinel for the master (event=sentinel_watch names it),
+    and --check / the log show the endpoint with the password masked.
+  - (twice: multiplex = on and off) 20 clients (tests/tools/switch_redis_check: SET a new key, GET it back, per round) run
+    through switchyard while `SENTINEL FAILOVER mymaster` promotes the replica. switchyard
+    pauses the route at +try-failover, and at +switch-master moves the sessions to the new
+    master with an atomic switch (event=sentinel_switch_done), then resumes. Afterwards:
+      * 0 errors (a paused command waits; none was in flight on the old master when the
+        replica was promoted);
+      * every acknowledged SET is on the new master with its value: no acknowledged write
+        was lost;
+      * rounds went on after the switch, on the new master (the old one is a read-only
+        replica by then, so a write that reached it would have been an error), and once
+        the old master is a replica no client connection is left on it, while the new
+        master has switchyard's.
+"""
+
+import os
+import random
+import time
+
+import harness
+from harness import check, fail
+import redis_support as rs
+
+CLIENTS = 20
+SECONDS = 12
+MASTER = "mymaster"
+PASSWORD = "s3nt1nel-pw"
+
+
+class Sentinel:
+    """redis-server --sentinel on a free port, monitoring 127.0.0.1:master_port as MASTER."""
+
+    def __init__(self, master_port, password):
+        self.dir = harness.tmpdir("sentinel")
+        self.port = harness.free_port()
+        self.conf = os.path.join(self.dir, "sentinel.conf")
+        with open(self.conf, "w") as f:
+            f.write("port %d\nbind 127.0.0.1\ndir %s\n" % (self.port, self.dir))
+            f.write("sentinel monitor %s 127.0.0.1 %d 1\n" % (MASTER, master_port))
+            f.write("sentinel auth-pass %s %s\n" % (MASTER, password))
+            f.write("sentinel down-after-milliseconds %s 5000\n" % MASTER)
+            f.write("sentinel failover-timeout %s 20000\n" % MASTER)
+        self.proc = harness.Proc([harness.REDIS_SERVER, self.conf, "--sentinel"], env=harness.clean_env(home=self.dir),
+                                 log=os.path.join(self.dir, "sentinel.log"), name="redis-sentinel")
+        harness.wait_port(self.port, proc=self.proc.popen, what="redis-sentinel")
+
+    def cli(self, *args):
+        return harness.run([harness.REDIS_CLI, "-h", "127.0.0.1", "-p", str(self.port)] + [str(a) for a in args],
+                           env=harness.clean_env(), timeout=30)
+
+    def log(self):
+        return harness.log_tail(os.path.join(self.dir, "sentinel.log"), 40)
+
+
+def _value(client, rnd):
+    """The value switch_redis_check writes in (client, round): see its header."""
+    lens = (1, 7, 100, 1000, 1, 7, 100, 300, 1, 7, 100, 300, 1, 7, 100, 4097)
+    ln = lens[(rnd + client) % len(lens)]
+    head = "%d:%d:" % (client, rnd)
+    return (head + "".join(chr(ord("a") + (i * 7 + rnd) % 26) for i in range(len(head), ln))).encode()
+
+
+def _role(server):
+    r = server.cli("ROLE")
+    return r.stdout.split("\n")[0].strip() if r.returncode == 0 else "?"
+
+
+def _clients(server):
+    """Normal client connections on server, the sentinel's and this redis-cli's own left out."""
+    r = server.cli("CLIENT", "LIST", "TYPE", "normal")
+    check(r.returncode == 0, "CLIENT LIST: %s" % r.stderr)
+    return [l for l in r.stdout.splitlines() if l.strip() and "cmd=client" not in l and " name=sentinel-" not in l]
+
+
+def _dump(server, prefix):
+    """{key: value} of every key under prefix on server (redis-cli --scan, then MGET in slices)."""
+    r = harness.run([harness.REDIS_CLI, "-h", "127.0.0.1", "-p", str(server.port), "-a", PASSWORD, "--no-auth-warning",
+                     "--scan", "--pattern", prefix + ":*"], env=harness.clean_env(), timeout=120)
+    check(r.returncode == 0, "redis-cli --scan failed: %s" % r.stderr)
+    keys = sorted(set(r.stdout.split()))
+    out = {}
+    import redis
+    c = redis.Redis(host="127.0.0.1", port=server.port, password=PASSWORD)
+    for i in range(0, len(keys), 500):
+        part = keys[i:i + 500]
+        for k, v in zip(part, c.mget(part)):
+            out[k] = v
+    c.close()
+    return out
+
+
+def _failover(multiplex):
+    master = harness.RedisServer(password=PASSWORD, extra_args=("--masterauth", PASSWORD))
+    replica = harness.RedisServer(password=PASSWORD, extra_args=("--masterauth", PASSWORD, "--replicaof", "127.0.0.1",
+                                                                 str(master.port)))
+    harness.wait_until(lambda: "master_link_status:up" in replica.cli("INFO", "replication").stdout, timeout=20,
+                       what="the replica in sync with the master")
+    sen = Sentinel(master.port, PASSWORD)
+
+    def sentinel_knows_replica():
+        r = sen.cli("SENTINEL", "REPLICAS", MASTER)
+        return r.returncode == 0 and str(replica.port) in r.stdout and "master-link-status\nok" in r.stdout
+    harness.wait_until(sentinel_knows_replica, timeout=30, what="the sentinel to see the replica")
+
+    dead = harness.free_port()
+    url = "redis-sentinel://:%s@127.0.0.1:%d,127.0.0.1:%d/%s" % (PASSWORD, dead, sen.port, MASTER)
+    port = harness.free_port()
+    conf = rs.redis_conf([rs.Route("redis-store", port, url, None, "multiplex = %s" % multiplex)],
+                         globals_extra="switch_hold_max = 5")
+
+    # --check masks the password and says how the master is found
+    d = harness.tmpdir("conf")
+    path = os.path.join(d, "switchyard.conf")
+    with open(path, "w") as f:
+        f.write(conf)
+    r = harness.run([harness.switchyard_bin(), "--config", path, "--check"], env=harness.clean_env(), timeout=30)
+    check(r.returncode == 0, "--check failed: %s %s" % (r.stdout, r.stderr))
+    check(PASSWORD not in r.stdout + r.stderr, "--check shows the password:\n%s" % r.stdout)
+    check("redis-sentinel://:****@127.0.0.1:%d,127.0.0.1:%d/%s" % (dead, sen.port, MASTER) in r.stdout,
+          "--check does not show the masked sentinel endpoint:\n%s" % r.stdout)
+
+    sy = harness.Switchyard(conf)
+    sy.wait_log(r"event=sentinel_watch route=redis-store master_name=%s sentinel=127.0.0.1:%d master=127.0.0.1:%d"
+                % (MASTER, sen.port, master.port), timeout=20, what="the watcher on the second sentinel")
+    v = rs.cli(port, "SET", "probe", "1")
+    check(v.returncode == 0 and "OK" in v.stdout, "SET through switchyard: %r %r" % (v.stdout, v.stderr))
+    check(master.cli("GET", "probe").stdout.strip() == "1", "the first SET did not land on the master")
+
+    out_dir = harness.tmpdir("src")
+    prefix = "sn%d" % random.randrange(1 << 30)
+    acks_file = os.path.join(out_dir, "acks.txt")
+    with open(os.path.join(out_dir, "out.txt"), "wb") as out:
+        load = harness.Proc([harness.tool("switch_redis_check"), "127.0.0.1", str(port), str(CLIENTS), str(SECONDS),
+                             prefix, acks_file], env=harness.clean_env(), stdout=out,
+                            log=os.path.join(out_dir, "err.txt"), name="switch_redis_check")
+        # wait until every client has written, then fail over
+        harness.wait_until(lambda: len(_dump(master, prefix)) >= CLIENTS * 3, timeout=20,
+                           what="the checker clients writing")
+        since = sy.log_size()
+        f = sen.cli("SENTINEL", "FAILOVER", MASTER)
+        check(f.returncode == 0 and "OK" in f.stdout, "SENTINEL FAILOVER: %r %r\n%s" % (f.stdout, f.stderr, sen.log()))
+        t_failover = time.time()
+        sy.wait_log(r"event=pause route=redis-store", since=since, timeout=10, what="the pause at +try-failover")
+        sy.wait_log(r"event=sentinel_master route=redis-store side=builtin master=127.0.0.1:%d was=127.0.0.1:%d "
+                    r"via=\+switch-master" % (replica.port, master.port), since=since, timeout=20,
+                    what="the new master from +switch-master")
+        done = sy.wait_log(r"event=sentinel_switch_done route=redis-store", since=since, timeout=20,
+                           what="the sessions moved to the new master")
+        t_switched = time.time()
+        sy.wait_log(r"event=resume route=redis-store reason=sentinel_switch_done", since=since, timeout=5)
+        rc = load.wait(timeout=SECONDS + 60)
+    text = open(os.path.join(out_dir, "out.txt"), "rb").read().decode("utf-8", "replace")
+    text += harness.log_tail(os.path.join(out_dir, "err.txt"), 20)
+    check(rc == 0, "the checker clients saw errors across the failover (rc %s):\n%s\n%s" % (rc, text[-3000:],
+                                                                                         sy.log_text()[-3000:]))
+    check(" closed=0 " in done[0], "the failover switch closed sessions: %s" % done[0])
+    check(_role(replica) == "master", "the replica was not promoted: %s" % _role(replica))
+
+    # every acknowledged SET is on the new master, with its value
+    harness.wait_until(lambda: _role(master) == "slave", timeout=30, what="the old master to become a replica")
+    acks = []
+    for line in open(acks_file):
+        c, rnd, sent, acked, _nil = line.split()
+        acks.append((int(c), int(rnd), float(sent), float(acked)))
+    check(len(acks) > CLIENTS * 10, "too few acknowledged writes: %d" % len(acks))
+    have = _dump(replica, prefix)
+    lost = [(c, n) for c, n, _s, _a in acks if have.get("%s:%d:%d" % (prefix, c, n)) != _value(c, n)]
+    check(not lost, "%d acknowledged writes are not on the new master (first: %r; %d keys there, %r; old: %s)"
+          % (len(lost), lost[:5], len(have), list(have.items())[:2], master.cli("DBSIZE").stdout))
+    check(not _clients(master), "clients left on the old master: %r" % _clients(master))
+    c = rs.Resp(port, timeout=10)
+    c.send_cmds([("SET", "after", "failover")])
+    v = c.read(timeout=10, what="SET after the failover")
+    check(v == "OK", "SET after the failover answered %r" % (v,))
+    check(replica.cli("GET", "after").stdout.strip() == "failover", "the SET after the failover is not on the new master")
+    check(_clients(replica), "no switchyard connection on the new master")
+    c.close()
+    after = [a for a in acks if a[2] > t_switched]
+    check(len(after) >= CLIENTS, "only %d writes after the failover switch" % len(after))
+    print("sentinel failover (multiplex = %s): %d acknowledged writes, %d after the switch, failover to switch done %.2f s; %s"
+          % (multiplex, len(acks), len(after), t_switched - t_failover, text.strip().splitlines()[-1]))
+    check(PASSWORD not in sy.log_text(), "the log shows the password")
+
+
+def test_sentinel_failover_keeps_every_write(ctx):
+    """Shared upstreams (multiplex = on, the default): the clients re-attach to the new
+    master's shared upstream."""
+    _failover("on")
+
+
+def test_sentinel_failover_own_upstreams(ctx):
+    """multiplex = off: each client's own upstream is opened on the new master ahead of the
+    hold, then swapped in."""
+    _failover("off")
