@@ -5,7 +5,8 @@ The test makes its own replication: a master, a replica of it, and one sentinel
 (`redis-server CONF --sentinel`, the binary Debian's redis-sentinel package links to) that
 monitors the master as "mymaster". switchyard's route redis-store has
 builtin = redis-sentinel://:<password>@127.0.0.1:<dead port>,127.0.0.1:<sentinel>/mymaster:
-the first sentinel of the list answers nothing, so switchyard must go on to the next one.
+the first sentinel of the list answers nothing, so switchyard must go on to the next one,
+which has a password (requirepass): it answers NOAUTH, and switchyard AUTHs with the URL's.
 
   - At startup switchyard asks the sentinel for the master (event=sentinel_watch names it),
     and --check / the log show the endpoint with the password masked.
@@ -25,6 +26,7 @@ the first sentinel of the list answers nothing, so switchyard must go on to the 
 
 import os
 import random
+import signal
 import time
 
 import harness
@@ -48,6 +50,7 @@ class Sentinel:
             f.write("port %d\nbind 127.0.0.1\ndir %s\n" % (self.port, self.dir))
             f.write("sentinel monitor %s 127.0.0.1 %d 1\n" % (MASTER, master_port))
             f.write("sentinel auth-pass %s %s\n" % (MASTER, password))
+            f.write("requirepass %s\n" % password)     # switchyard gets NOAUTH, then AUTHs
             f.write("sentinel down-after-milliseconds %s 5000\n" % MASTER)
             f.write("sentinel failover-timeout %s 20000\n" % MASTER)
         self.proc = harness.Proc([harness.REDIS_SERVER, self.conf, "--sentinel"], env=harness.clean_env(home=self.dir),
@@ -55,7 +58,8 @@ class Sentinel:
         harness.wait_port(self.port, proc=self.proc.popen, what="redis-sentinel")
 
     def cli(self, *args):
-        return harness.run([harness.REDIS_CLI, "-h", "127.0.0.1", "-p", str(self.port)] + [str(a) for a in args],
+        return harness.run([harness.REDIS_CLI, "-h", "127.0.0.1", "-p", str(self.port), "-a", PASSWORD,
+                            "--no-auth-warning"] + [str(a) for a in args],
                            env=harness.clean_env(), timeout=30)
 
     def log(self):
@@ -189,6 +193,11 @@ def _failover(multiplex):
     check(len(after) >= CLIENTS, "only %d writes after the failover switch" % len(after))
     print("sentinel failover (multiplex = %s): %d acknowledged writes, %d after the switch, failover to switch done %.2f s; %s"
           % (multiplex, len(acks), len(after), t_switched - t_failover, text.strip().splitlines()[-1]))
+    # a RELOAD (SIGHUP) keeps the master the sentinel named: nothing is retargeted
+    since = sy.log_size()
+    sy.proc.send_signal(signal.SIGHUP)
+    sy.wait_log(r"event=reload_done retargeted=0", since=since, timeout=10, what="the reload")
+    check("reload_retarget" not in sy.log_text()[since:], "the reload retargeted:\n%s" % sy.log_text()[since:])
     check(PASSWORD not in sy.log_text(), "the log shows the password")
 
 
@@ -202,3 +211,39 @@ def test_sentinel_failover_own_upstreams(ctx):
     """multiplex = off: each client's own upstream is opened on the new master ahead of the
     hold, then swapped in."""
     _failover("off")
+
+
+def test_reload_moves_shared_clients_to_a_new_address(ctx):
+    """What the sentinel path builds on, without a sentinel: a RELOAD that gives the active
+    target another address (REDIS_STORE_ENDPOINT in the env file) moves multiplexed clients
+    to a shared upstream on the new address. (A shared upstream used to be found by route
+    and side alone: the switch re-attached its clients to the old one, for ever.)"""
+    a = harness.RedisServer()
+    b = harness.RedisServer()
+    d = harness.tmpdir("envf")
+    env_path = os.path.join(d, "env")
+    with open(env_path, "w") as f:
+        f.write("REDIS_STORE_ENDPOINT=redis://127.0.0.1:%d\n" % a.port)
+    port = harness.free_port()
+    conf = rs.redis_conf([rs.Route("redis-store", port, "127.0.0.1:1", "REDIS_STORE_ENDPOINT", "multiplex = on")])
+    sy = harness.Switchyard(conf, env_file=env_path)
+    clients = [rs.Resp(port, timeout=10) for _ in range(4)]
+    for i, c in enumerate(clients):
+        c.send_cmds([("SET", "before:%d" % i, "a")])
+        check(c.read(timeout=10, what="SET before") == "OK", "SET before the reload")
+    check(a.cli("DBSIZE").stdout.strip() == "4", "the SETs before the reload are not on the first address")
+    with open(env_path, "w") as f:
+        f.write("REDIS_STORE_ENDPOINT=redis://127.0.0.1:%d\n" % b.port)
+    since = sy.log_size()
+    sy.proc.send_signal(signal.SIGHUP)
+    sy.wait_log(r"event=reload_done retargeted=1", since=since, timeout=10, what="the reload")
+    done = sy.wait_log(r"event=switch_done route=redis-store", since=since, timeout=10,
+                       what="the switch to the new address")
+    check("moved=4 closed=0" in done[0], "the switch did not move the 4 clients: %s" % done[0])
+    for i, c in enumerate(clients):
+        c.send_cmds([("SET", "after:%d" % i, "b")])
+        check(c.read(timeout=10, what="SET after") == "OK", "SET after the reload")
+    check(b.cli("DBSIZE").stdout.strip() == "4", "the SETs after the reload are not on the new address")
+    check(a.cli("DBSIZE").stdout.strip() == "4", "a SET after the reload reached the old address")
+    for c in clients:
+        c.close()
