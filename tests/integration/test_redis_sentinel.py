@@ -8,6 +8,8 @@ builtin = redis-sentinel://:<password>@127.0.0.1:<dead port>,127.0.0.1:<sentinel
 the first sentinel of the list answers nothing, so switchyard must go on to the next one,
 which has a password (requirepass): it answers NOAUTH, and switchyard AUTHs with the URL's.
 
+  - (a third time with two sentinels, the watched one stopped mid-run: the watcher goes on
+    to the next of the list, and the failover is asked of that one)
   - At startup switchyard asks the sentinel for the master (event=sentinel_watch names it),
     and --check / the log show the endpoint with the password masked.
   - (twice: multiplex = on and off) 20 clients (tests/tools/switch_redis_check: SET a new key, GET it back, per round) run
@@ -103,7 +105,7 @@ def _dump(server, prefix):
     return out
 
 
-def _failover(multiplex):
+def _failover(multiplex, lose_sentinel=False):
     master = harness.RedisServer(password=PASSWORD, extra_args=("--masterauth", PASSWORD))
     replica = harness.RedisServer(password=PASSWORD, extra_args=("--masterauth", PASSWORD, "--replicaof", "127.0.0.1",
                                                                  str(master.port)))
@@ -111,13 +113,19 @@ def _failover(multiplex):
                        what="the replica in sync with the master")
     sen = Sentinel(master.port, PASSWORD)
 
-    def sentinel_knows_replica():
+    def sentinel_knows_replica(sen):
         r = sen.cli("SENTINEL", "REPLICAS", MASTER)
         return r.returncode == 0 and str(replica.port) in r.stdout and "master-link-status\nok" in r.stdout
-    harness.wait_until(sentinel_knows_replica, timeout=30, what="the sentinel to see the replica")
+    harness.wait_until(lambda: sentinel_knows_replica(sen), timeout=30, what="the sentinel to see the replica")
+    sen2 = None
+    if lose_sentinel:
+        sen2 = Sentinel(master.port, PASSWORD)
+        harness.wait_until(lambda: sentinel_knows_replica(sen2), timeout=30, what="the second sentinel to see the replica")
 
     dead = harness.free_port()
     url = "redis-sentinel://:%s@127.0.0.1:%d,127.0.0.1:%d/%s" % (PASSWORD, dead, sen.port, MASTER)
+    if sen2 is not None:
+        url = url.replace("/" + MASTER, ",127.0.0.1:%d/%s" % (sen2.port, MASTER))
     port = harness.free_port()
     conf = rs.redis_conf([rs.Route("redis-store", port, url, None, "multiplex = %s" % multiplex)],
                          globals_extra="switch_hold_max = 5")
@@ -130,7 +138,7 @@ def _failover(multiplex):
     r = harness.run([harness.switchyard_bin(), "--config", path, "--check"], env=harness.clean_env(), timeout=30)
     check(r.returncode == 0, "--check failed: %s %s" % (r.stdout, r.stderr))
     check(PASSWORD not in r.stdout + r.stderr, "--check shows the password:\n%s" % r.stdout)
-    check("redis-sentinel://:****@127.0.0.1:%d,127.0.0.1:%d/%s" % (dead, sen.port, MASTER) in r.stdout,
+    check(url.replace(PASSWORD, "****") in r.stdout,
           "--check does not show the masked sentinel endpoint:\n%s" % r.stdout)
 
     sy = harness.Switchyard(conf)
@@ -150,6 +158,15 @@ def _failover(multiplex):
         # wait until every client has written, then fail over
         harness.wait_until(lambda: len(_dump(master, prefix)) >= CLIENTS * 3, timeout=20,
                            what="the checker clients writing")
+        if sen2 is not None:
+            # the watched sentinel goes away: the watcher goes on to the next one in the list
+            since = sy.log_size()
+            sen.proc.stop()
+            sy.wait_log(r"event=sentinel_lost route=redis-store sentinel=127.0.0.1:%d" % sen.port, since=since,
+                        timeout=20, what="the watcher noticing its sentinel is gone")
+            sy.wait_log(r"event=sentinel_watch route=redis-store master_name=%s sentinel=127.0.0.1:%d" % (MASTER, sen2.port),
+                        since=since, timeout=20, what="the watcher on the next sentinel")
+            sen = sen2
         since = sy.log_size()
         f = sen.cli("SENTINEL", "FAILOVER", MASTER)
         check(f.returncode == 0 and "OK" in f.stdout, "SENTINEL FAILOVER: %r %r\n%s" % (f.stdout, f.stderr, sen.log()))
@@ -247,3 +264,9 @@ def test_reload_moves_shared_clients_to_a_new_address(ctx):
     check(a.cli("DBSIZE").stdout.strip() == "4", "a SET after the reload reached the old address")
     for c in clients:
         c.close()
+
+
+def test_sentinel_lost_then_failover_through_the_next(ctx):
+    """Two sentinels; the one switchyard listens to is stopped mid-run, switchyard goes on to
+    the next one of the list, and the failover is asked of that one."""
+    _failover("on", lose_sentinel=True)
