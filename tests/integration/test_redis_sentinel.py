@@ -36,7 +36,7 @@ from harness import check, fail
 import redis_support as rs
 
 CLIENTS = 20
-SECONDS = 12
+SECONDS = 8
 MASTER = "mymaster"
 PASSWORD = "s3nt1nel-pw"
 
@@ -79,6 +79,13 @@ def _value(client, rnd):
 def _role(server):
     r = server.cli("ROLE")
     return r.stdout.split("\n")[0].strip() if r.returncode == 0 else "?"
+
+
+def _ts(line):
+    """Seconds of a log line's ts=...Z field."""
+    import datetime
+    v = line.split("ts=", 1)[1].split()[0].rstrip("Z")
+    return datetime.datetime.fromisoformat(v).timestamp()
 
 
 def _clients(server):
@@ -171,14 +178,15 @@ def _failover(multiplex, lose_sentinel=False):
         f = sen.cli("SENTINEL", "FAILOVER", MASTER)
         check(f.returncode == 0 and "OK" in f.stdout, "SENTINEL FAILOVER: %r %r\n%s" % (f.stdout, f.stderr, sen.log()))
         t_failover = time.time()
-        sy.wait_log(r"event=pause route=redis-store", since=since, timeout=10, what="the pause at +try-failover")
+        paused = sy.wait_log(r"event=pause route=redis-store", since=since, timeout=10,
+                             what="the pause at +try-failover")
         sy.wait_log(r"event=sentinel_master route=redis-store side=builtin master=127.0.0.1:%d was=127.0.0.1:%d "
                     r"via=\+switch-master" % (replica.port, master.port), since=since, timeout=20,
                     what="the new master from +switch-master")
         done = sy.wait_log(r"event=sentinel_switch_done route=redis-store", since=since, timeout=20,
                            what="the sessions moved to the new master")
         t_switched = time.time()
-        sy.wait_log(r"event=resume route=redis-store reason=sentinel_switch_done", since=since, timeout=5)
+        resumed = sy.wait_log(r"event=resume route=redis-store reason=sentinel_switch_done", since=since, timeout=5)
         rc = load.wait(timeout=SECONDS + 60)
     text = open(os.path.join(out_dir, "out.txt"), "rb").read().decode("utf-8", "replace")
     text += harness.log_tail(os.path.join(out_dir, "err.txt"), 20)
@@ -208,8 +216,10 @@ def _failover(multiplex, lose_sentinel=False):
     c.close()
     after = [a for a in acks if a[2] > t_switched]
     check(len(after) >= CLIENTS, "only %d writes after the failover switch" % len(after))
-    print("sentinel failover (multiplex = %s): %d acknowledged writes, %d after the switch, failover to switch done %.2f s; %s"
-          % (multiplex, len(acks), len(after), t_switched - t_failover, text.strip().splitlines()[-1]))
+    held = _ts(resumed[0]) - _ts(paused[0])
+    print("sentinel failover (multiplex = %s): %d acknowledged writes, %d after the switch; route paused %.3f s "
+          "(+try-failover to the sessions on the new master); SENTINEL FAILOVER to switch done %.2f s; %s"
+          % (multiplex, len(acks), len(after), held, t_switched - t_failover, text.strip().splitlines()[-1]))
     # a RELOAD (SIGHUP) keeps the master the sentinel named: nothing is retargeted
     since = sy.log_size()
     sy.proc.send_signal(signal.SIGHUP)
