@@ -10,6 +10,7 @@ which has a password (requirepass): it answers NOAUTH, and switchyard AUTHs with
 
   - (a third time with two sentinels, the watched one stopped mid-run: the watcher goes on
     to the next of the list, and the failover is asked of that one)
+  - No sentinel answers at startup: commands get "no sentinel answered" until one does.
   - At startup switchyard asks the sentinel for the master (event=sentinel_watch names it),
     and --check / the log show the endpoint with the password masked.
   - (twice: multiplex = on and off) 20 clients (tests/tools/switch_redis_check: SET a new key, GET it back, per round) run
@@ -44,9 +45,9 @@ PASSWORD = "s3nt1nel-pw"
 class Sentinel:
     """redis-server --sentinel on a free port, monitoring 127.0.0.1:master_port as MASTER."""
 
-    def __init__(self, master_port, password):
+    def __init__(self, master_port, password, port=None):
         self.dir = harness.tmpdir("sentinel")
-        self.port = harness.free_port()
+        self.port = port or harness.free_port()
         self.conf = os.path.join(self.dir, "sentinel.conf")
         with open(self.conf, "w") as f:
             f.write("port %d\nbind 127.0.0.1\ndir %s\n" % (self.port, self.dir))
@@ -280,3 +281,26 @@ def test_sentinel_lost_then_failover_through_the_next(ctx):
     """Two sentinels; the one switchyard listens to is stopped mid-run, switchyard goes on to
     the next one of the list, and the failover is asked of that one."""
     _failover("on", lose_sentinel=True)
+
+
+def test_no_sentinel_at_startup(ctx):
+    """No sentinel answers at startup: switchyard starts, a command gets a clear error (and
+    no password), and once a sentinel is up on the listed address the watcher learns the
+    master and commands reach it."""
+    master = harness.RedisServer(password=PASSWORD)
+    sport = harness.free_port()
+    port = harness.free_port()
+    url = "redis-sentinel://:%s@127.0.0.1:%d/%s" % (PASSWORD, sport, MASTER)
+    sy = harness.Switchyard(rs.redis_conf([rs.Route("redis-store", port, url)]))
+    sy.wait_log(r"event=sentinel_unreachable route=redis-store sentinel=127.0.0.1:%d" % sport, timeout=10)
+    r = rs.cli(port, "SET", "k", "v")
+    check("ERR switchyard: route redis-store: cannot connect to sentinel master %s: no sentinel answered" % MASTER
+          in r.stdout + r.stderr, "SET with no sentinel answered %r %r" % (r.stdout, r.stderr))
+    since = sy.log_size()
+    Sentinel(master.port, PASSWORD, port=sport)
+    sy.wait_log(r"event=sentinel_master route=redis-store side=builtin master=127.0.0.1:%d was=unknown "
+                r"via=get-master-addr-by-name" % master.port, since=since, timeout=20)
+    harness.wait_until(lambda: "OK" in rs.cli(port, "SET", "k", "v").stdout, timeout=10,
+                       what="a SET through switchyard once the sentinel named the master")
+    check(master.cli("GET", "k").stdout.strip() == "v", "the SET is not on the master")
+    check(PASSWORD not in sy.log_text(), "the log shows the password")
