@@ -6,7 +6,8 @@
  *   1. a refusal has a message and leaves no credential behind (user and password all
  *      zero bytes, no flags set): a half-parsed secret must not outlive the call;
  *   2. an accepted endpoint respects the field bounds (host non-empty and short enough,
- *      port 1..65535, db >= 0, a user always comes with a password);
+ *      port 1..65535, db >= 0, a user always comes with a password; a sentinel form has
+ *      1..EP_SENTINELS_MAX sentinels, a master name, and no master address yet);
  *   3. printed back as a full URL (user and password percent-encoded, IPv6 in brackets)
  *      it parses to the same fields;
  *   4. the masked form is the same at every capacity (snprintf semantics: same length,
@@ -40,7 +41,8 @@ static void put_encoded(char *out, size_t *len, const char *s)
 static void build_url(const sy_endpoint_t *ep, char *out)
 {
     size_t len = 0;
-    int n = snprintf(out, URL_MAX, "%s://", ep->tls ? "rediss" : "redis");
+    int n = snprintf(out, URL_MAX, "%s%s://", ep->tls ? "rediss" : "redis",
+                     ep->sentinel ? "-sentinel" : "");
     len = (size_t)n;
     if (ep->has_user)
         put_encoded(out, &len, ep->user);
@@ -51,7 +53,17 @@ static void build_url(const sy_endpoint_t *ep, char *out)
     if (ep->has_user || ep->has_password)
         out[len++] = '@';
     out[len] = '\0';
-    len += (size_t)sy_endpoint_hostport(ep, out + len, (int)(URL_MAX - len));
+    if (ep->sentinel) {
+        for (int i = 0; i < ep->nsentinels; i++) {
+            const char *h = ep->sentinels[i].host;
+            int v6 = strchr(h, ':') != NULL;
+            len += (size_t)snprintf(out + len, URL_MAX - len, "%s%s%s%s:%u", i ? "," : "", v6 ? "[" : "",
+                                    h, v6 ? "]" : "", (unsigned)ep->sentinels[i].port);
+        }
+        len += (size_t)snprintf(out + len, URL_MAX - len, "/%s", ep->master);
+    } else {
+        len += (size_t)sy_endpoint_hostport(ep, out + len, (int)(URL_MAX - len));
+    }
     if (ep->has_db)
         snprintf(out + len, URL_MAX - len, "/%d", ep->db);
 }
@@ -63,6 +75,11 @@ static void same_fields(const sy_endpoint_t *a, const sy_endpoint_t *b, int with
     REQUIRE(a->has_password == b->has_password);
     REQUIRE(!with_password || strcmp(a->password, b->password) == 0);
     REQUIRE(a->has_db == b->has_db && a->db == b->db);
+    REQUIRE(a->sentinel == b->sentinel && a->nsentinels == b->nsentinels);
+    REQUIRE(strcmp(a->master, b->master) == 0);
+    for (int i = 0; i < a->nsentinels; i++)
+        REQUIRE(strcmp(a->sentinels[i].host, b->sentinels[i].host) == 0 &&
+                a->sentinels[i].port == b->sentinels[i].port);
 }
 
 static int no_credentials(const sy_endpoint_t *ep)
@@ -70,7 +87,7 @@ static int no_credentials(const sy_endpoint_t *ep)
     for (size_t i = 0; i < EP_CRED_MAX; i++)
         if (ep->user[i] || ep->password[i])
             return 0;
-    return !ep->has_user && !ep->has_password && !ep->has_db && !ep->tls;
+    return !ep->has_user && !ep->has_password && !ep->has_db && !ep->tls && !ep->sentinel;
 }
 
 static void check_masked(const sy_endpoint_t *ep)
@@ -96,8 +113,8 @@ static void check_masked(const sy_endpoint_t *ep)
     REQUIRE(!ep->has_password || strcmp(back.password, "****") == 0);
 
     int h = sy_endpoint_hostport(ep, hp, sizeof hp);
-    REQUIRE(h > 0 && h <= n && (size_t)h == strlen(hp));
-    REQUIRE(strstr(full, hp) != NULL);
+    REQUIRE(h > 0 && (size_t)h == strlen(hp));
+    REQUIRE(ep->sentinel || (h <= n && strstr(full, hp) != NULL));
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -119,9 +136,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     REQUIRE(err == NULL);
-    REQUIRE(ep.host[0] != '\0' && strlen(ep.host) < EP_HOST_MAX);
     REQUIRE(strlen(ep.user) < EP_CRED_MAX && strlen(ep.password) < EP_CRED_MAX);
-    REQUIRE(ep.port >= 1 && ep.db >= 0 && (ep.has_db || ep.db == 0));
+    REQUIRE(ep.db >= 0 && (ep.has_db || ep.db == 0));
+    if (ep.sentinel) {
+        REQUIRE(ep.host[0] == '\0' && ep.port == 0 && ep.master[0] != '\0');
+        REQUIRE(ep.nsentinels >= 1 && ep.nsentinels <= EP_SENTINELS_MAX);
+        for (int i = 0; i < ep.nsentinels; i++)
+            REQUIRE(ep.sentinels[i].host[0] != '\0' && ep.sentinels[i].port >= 1);
+    } else {
+        REQUIRE(ep.host[0] != '\0' && strlen(ep.host) < EP_HOST_MAX && ep.port >= 1);
+        REQUIRE(ep.nsentinels == 0 && ep.master[0] == '\0');
+    }
     REQUIRE(!ep.has_user || ep.has_password);
     REQUIRE(ep.has_user == (ep.user[0] != '\0'));
     REQUIRE(ep.tls == 0 || ep.tls == 1);

@@ -106,8 +106,8 @@ static int ep_port(const char *s, size_t n, uint16_t *port)
     return 0;
 }
 
-/* host[:port] in s[0..n). */
-static int ep_hostport(const char *s, size_t n, sy_endpoint_t *ep, const char **err)
+/* host[:port] in s[0..n) into hostbuf[EP_HOST_MAX] and *port (left as it is when absent). */
+static int ep_hostport(const char *s, size_t n, char *hostbuf, uint16_t *port, const char **err)
 {
     const char *host, *rest;
     size_t hlen, rlen;
@@ -157,13 +157,13 @@ static int ep_hostport(const char *s, size_t n, sy_endpoint_t *ep, const char **
     }
     if (hlen >= EP_HOST_MAX)
         return ep_fail(err, "host too long");
-    memcpy(ep->host, host, hlen);
-    ep->host[hlen] = '\0';
+    memcpy(hostbuf, host, hlen);
+    hostbuf[hlen] = '\0';
 
     if (rlen > 0) {                     /* rest = ":port" */
         if (memchr(rest, '?', rlen) || memchr(rest, '#', rlen))
             return ep_fail(err, "query parameters are not supported");
-        if (ep_port(rest + 1, rlen - 1, &ep->port) != 0)
+        if (ep_port(rest + 1, rlen - 1, port) != 0)
             return ep_fail(err, "port must be 1..65535");
     }
     return 0;
@@ -188,6 +188,50 @@ static int ep_db(const char *s, size_t n, sy_endpoint_t *ep, const char **err)
     ep->db = (int)v;
     ep->has_db = 1;
     return 0;
+}
+
+/* The sentinel list "h1[:p1],h2[:p2]" in s[0..n). */
+static int ep_sentinels(const char *s, size_t n, sy_endpoint_t *ep, const char **err)
+{
+    const char *end = s + n;
+
+    for (;;) {
+        const char *comma = memchr(s, ',', (size_t)(end - s));
+        const char *stop = comma ? comma : end;
+        sy_ep_addr_t *a;
+
+        if (ep->nsentinels == EP_SENTINELS_MAX)
+            return ep_fail(err, "too many sentinels (at most 8)");
+        a = &ep->sentinels[ep->nsentinels++];
+        a->port = EP_SENTINEL_PORT;
+        if (ep_hostport(s, (size_t)(stop - s), a->host, &a->port, err) != 0)
+            return -1;
+        if (!comma)
+            return 0;
+        s = comma + 1;
+    }
+}
+
+/* After the sentinel list: "master-name[/db]" in s[0..n). */
+static int ep_master(const char *s, size_t n, sy_endpoint_t *ep, const char **err)
+{
+    const char *slash = memchr(s, '/', n);
+    size_t len = slash ? (size_t)(slash - s) : n;
+
+    if (len == 0)
+        return ep_fail(err, "missing master name");
+    if (len >= EP_NAME_MAX)
+        return ep_fail(err, "master name too long");
+    for (size_t i = 0; i < len; i++) {
+        int c = (unsigned char)s[i];
+        if (c == '?' || c == '#')
+            return ep_fail(err, "query parameters are not supported");
+        if (!ep_is_alnum(c) && c != '-' && c != '.' && c != '_')
+            return ep_fail(err, "invalid character in master name");
+    }
+    memcpy(ep->master, s, len);
+    ep->master[len] = '\0';
+    return slash ? ep_db(slash + 1, n - len - 1, ep, err) : 0;
 }
 
 /* user[:password] in s[0..n), percent-decoded. */
@@ -235,7 +279,7 @@ int sy_endpoint_parse(const char *s, sy_endpoint_t *ep, const char **err)
     if (!sep) {
         if (strchr(s, '@') || strchr(s, '/'))
             return ep_fail(err, "credentials and db need a redis:// or rediss:// URL");
-        rc = ep_hostport(s, (size_t)(end - s), ep, err);
+        rc = ep_hostport(s, (size_t)(end - s), ep->host, &ep->port, err);
         goto out;
     }
 
@@ -243,8 +287,13 @@ int sy_endpoint_parse(const char *s, sy_endpoint_t *ep, const char **err)
         ep->tls = 0;
     else if (ep_word_is(s, (size_t)(sep - s), "rediss"))
         ep->tls = 1;
+    else if (ep_word_is(s, (size_t)(sep - s), "redis-sentinel"))
+        ep->sentinel = 1;
+    else if (ep_word_is(s, (size_t)(sep - s), "rediss-sentinel"))
+        ep->sentinel = ep->tls = 1;
     else
-        return ep_fail(err, "unknown scheme (expected redis:// or rediss://)");
+        return ep_fail(err, "unknown scheme (expected redis://, rediss://, redis-sentinel:// or "
+                            "rediss-sentinel://)");
 
     auth = sep + 3;
     at = NULL;
@@ -258,7 +307,15 @@ int sy_endpoint_parse(const char *s, sy_endpoint_t *ep, const char **err)
         auth = at + 1;
     }
     slash = strchr(auth, '/');
-    rc = ep_hostport(auth, (size_t)((slash ? slash : end) - auth), ep, err);
+    if (ep->sentinel) {
+        ep->port = 0;                   /* the master's address is not known yet */
+        rc = ep_sentinels(auth, (size_t)((slash ? slash : end) - auth), ep, err);
+        if (rc == 0)
+            rc = slash ? ep_master(slash + 1, (size_t)(end - slash - 1), ep, err)
+                       : ep_fail(err, "missing master name");
+        goto out;
+    }
+    rc = ep_hostport(auth, (size_t)((slash ? slash : end) - auth), ep->host, &ep->port, err);
     if (rc == 0 && slash)
         rc = ep_db(slash + 1, (size_t)(end - slash - 1), ep, err);
 
@@ -313,18 +370,28 @@ static void ep_put_encoded(ep_out_t *o, const char *s)
     }
 }
 
-static void ep_put_hostport(ep_out_t *o, const sy_endpoint_t *ep)
+static void ep_put_addr(ep_out_t *o, const char *host, uint16_t port)
 {
-    char port[8];
-    int bracket = strchr(ep->host, ':') != NULL;
+    char pbuf[8];
+    int bracket = strchr(host, ':') != NULL;
 
     if (bracket)
         ep_puts(o, "[");
-    ep_puts(o, ep->host);
+    ep_puts(o, host);
     if (bracket)
         ep_puts(o, "]");
-    snprintf(port, sizeof port, ":%u", (unsigned)ep->port);
-    ep_puts(o, port);
+    snprintf(pbuf, sizeof pbuf, ":%u", (unsigned)port);
+    ep_puts(o, pbuf);
+}
+
+static void ep_put_hostport(ep_out_t *o, const sy_endpoint_t *ep)
+{
+    if (ep->sentinel && ep->host[0] == '\0') {
+        ep_puts(o, "sentinel master ");
+        ep_puts(o, ep->master);
+        return;
+    }
+    ep_put_addr(o, ep->host, ep->port);
 }
 
 static int ep_done(const ep_out_t *o)
@@ -338,8 +405,11 @@ int sy_endpoint_format_masked(const sy_endpoint_t *ep, char *out, int cap)
 
     if (o.cap > 0)
         out[0] = '\0';
-    if (ep->tls || ep->has_user || ep->has_password || ep->has_db) {
-        ep_puts(&o, ep->tls ? "rediss://" : "redis://");
+    if (ep->sentinel || ep->tls || ep->has_user || ep->has_password || ep->has_db) {
+        if (ep->sentinel)
+            ep_puts(&o, ep->tls ? "rediss-sentinel://" : "redis-sentinel://");
+        else
+            ep_puts(&o, ep->tls ? "rediss://" : "redis://");
         if (ep->has_user)
             ep_put_encoded(&o, ep->user);
         if (ep->has_password)
@@ -347,7 +417,17 @@ int sy_endpoint_format_masked(const sy_endpoint_t *ep, char *out, int cap)
         if (ep->has_user || ep->has_password)
             ep_puts(&o, "@");
     }
-    ep_put_hostport(&o, ep);
+    if (ep->sentinel) {
+        for (int i = 0; i < ep->nsentinels; i++) {
+            if (i > 0)
+                ep_puts(&o, ",");
+            ep_put_addr(&o, ep->sentinels[i].host, ep->sentinels[i].port);
+        }
+        ep_puts(&o, "/");
+        ep_puts(&o, ep->master);
+    } else {
+        ep_put_hostport(&o, ep);
+    }
     if (ep->has_db) {
         char db[16];
         snprintf(db, sizeof db, "/%d", ep->db);

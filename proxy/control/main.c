@@ -23,6 +23,7 @@
 #include "proxy/cli/cli.h"
 #include "proxy/cli/notify.h"
 #include "proxy/control/metrics.h"
+#include "proxy/control/sentinel.h"
 
 sy_server_t sy_server;
 static uv_signal_t sig_term, sig_int, sig_hup;
@@ -306,6 +307,7 @@ int main(int argc, char **argv)
     sy_log_level = sy_conf()->log_level;
     sy_log_json = sy_conf()->log_format == CONF_LOG_JSON;
     signal(SIGPIPE, SIG_IGN);
+    sy_sentinel_adopt(sy_server.conf);   /* redis-sentinel:// targets: ask for the masters */
 
     /* Switchover moves sessions on the thread pool (libpq connect, state replay); give it
      * room to move a route's sessions at once. Must be set before the pool starts. */
@@ -339,6 +341,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "switchyard: %s\n", err);
         return 1;
     }
+    sy_sentinel_sync();
     if (sy_listeners_start(err, sizeof(err)) != 0) {
         fprintf(stderr, "switchyard: %s\n", err);
         return 1;

@@ -10,11 +10,13 @@
  * external) moves its sessions there with the switchover mechanism, like SWITCH.
  *
  * Sessions keep pointers into the configuration they were opened under, so a replaced
- * configuration is kept, not freed: one small allocation per reload.
+ * configuration is kept, not freed: one small allocation per reload. sy_conf_publish is the
+ * swap itself; sentinel.c uses it too, to move a route to the master a failover promoted.
  */
 #include <stdlib.h>
 #include <string.h>
 #include "proxy/core/sy.h"
+#include "proxy/control/sentinel.h"
 
 static conf_args_t saved_args;
 static conf_t     **retired;      /* replaced configurations, still referenced */
@@ -86,36 +88,20 @@ static int same_shape(const conf_t *a, const conf_t *b, char *err, size_t errlen
     return 1;
 }
 
-int sy_reload(char *err, size_t errlen)
+/*
+ * Put fresh in force (it must have the same shape as the configuration in force): the old
+ * one is retired, never freed; routes whose active target changed move their sessions with
+ * an atomic switch, whose end calls done(ctx) when done is not NULL. Returns the number of
+ * switches started, or -1 (out of memory, nothing changed; fresh is still the caller's).
+ * why names the log events (event=<why>_retarget). Used by RELOAD and by sentinel.c.
+ */
+int sy_conf_publish(conf_t *fresh, const char *why, sy_switch_done_cb done, void *ctx)
 {
-    conf_t *fresh = calloc(1, sizeof(*fresh));
-    if (fresh == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    char lerr[900];
-    if (conf_load(fresh, &saved_args, &sy_server.env, lerr, sizeof(lerr)) != 0) {
-        snprintf(err, errlen, "reload refused, nothing changed: %s", lerr);
-        free(fresh);
-        sy_warn("event=reload_failed error=\"%s\"", lerr);
-        return -1;
-    }
-    if (!same_shape(sy_conf(), fresh, lerr, sizeof(lerr))) {
-        snprintf(err, errlen, "reload refused, nothing changed: %s", lerr);
-        conf_free(fresh);
-        free(fresh);
-        sy_warn("event=reload_failed error=\"%s\"", lerr);
-        return -1;
-    }
     /* Keep the old configuration alive: sessions, listeners and thread-pool jobs point
      * into it. */
     conf_t **r2 = realloc(retired, (nretired + 1) * sizeof(*retired));
-    if (r2 == NULL) {
-        conf_free(fresh);
-        free(fresh);
-        snprintf(err, errlen, "out of memory");
+    if (r2 == NULL)
         return -1;
-    }
     retired = r2;
     retired[nretired++] = sy_server.conf;
 
@@ -173,14 +159,47 @@ int sy_reload(char *err, size_t errlen)
             continue;
         char q[600];
         const conf_target_t *new_t = sy_route_target(r, want[i]);
-        sy_info("event=reload_retarget route=%s active=%s target=%s", r->conf->name,
+        sy_info("event=%s_retarget route=%s active=%s target=%s", why, r->conf->name,
                 want[i] == CONF_EXTERNAL ? "external" : "builtin",
                 sy_logq(q, sizeof(q), new_t->display ? new_t->display : ""));
-        if (r->sw == NULL && sy_switch_start(r, want[i], 0, NULL, NULL) == 0)
+        if (r->sw == NULL && sy_switch_start(r, want[i], 0, done, ctx) == 0)
             moving++;
         else
             SY_STORE(r->active, want[i]);   /* a running switch picks the new target up as it goes */
     }
+    return moving;
+}
+
+int sy_reload(char *err, size_t errlen)
+{
+    conf_t *fresh = calloc(1, sizeof(*fresh));
+    if (fresh == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    char lerr[900];
+    if (conf_load(fresh, &saved_args, &sy_server.env, lerr, sizeof(lerr)) != 0) {
+        snprintf(err, errlen, "reload refused, nothing changed: %s", lerr);
+        free(fresh);
+        sy_warn("event=reload_failed error=\"%s\"", lerr);
+        return -1;
+    }
+    if (!same_shape(sy_conf(), fresh, lerr, sizeof(lerr))) {
+        snprintf(err, errlen, "reload refused, nothing changed: %s", lerr);
+        conf_free(fresh);
+        free(fresh);
+        sy_warn("event=reload_failed error=\"%s\"", lerr);
+        return -1;
+    }
+    sy_sentinel_adopt(fresh);   /* the masters the sentinels named stay known */
+    int moving = sy_conf_publish(fresh, "reload", NULL, NULL);
+    if (moving < 0) {
+        conf_free(fresh);
+        free(fresh);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    sy_sentinel_sync();
     sy_info("event=reload_done retargeted=%d", moving);
     snprintf(err, errlen, "reloaded; %d route(s) retargeted", moving);
     return 0;

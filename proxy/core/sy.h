@@ -544,6 +544,9 @@ void     pg_cancel_request(uint32_t pid, uint32_t key);
  * the reason (nothing changed). */
 void sy_reload_remember_args(const conf_args_t *args);
 int  sy_reload(char *msg, size_t len);
+/* Put a configuration of the same shape in force, retargeting routes like RELOAD (reload.c:
+ * the comment above it). Returns the switches started, -1 when nothing changed. */
+int  sy_conf_publish(conf_t *fresh, const char *why, sy_switch_done_cb done, void *ctx);
 /* Two targets that reach the same place the same way (secrets included). */
 int  sy_target_equal(const conf_target_t *a, const conf_target_t *b);
 

@@ -72,6 +72,10 @@ int sy_redis_dial(const conf_target_t *t, int *fd_out, SSL **ssl_out, char *err,
     char port[8];
     int fd = -1;
     SSL *ssl = NULL;
+    if (ep->host[0] == '\0') {          /* redis-sentinel://: no sentinel has named the master yet */
+        snprintf(err, errlen, "no sentinel answered");
+        return -1;
+    }
     memset(&hints, 0, sizeof(hints));
     hints.ai_socktype = SOCK_STREAM;
     snprintf(port, sizeof(port), "%u", ep->port);

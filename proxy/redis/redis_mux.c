@@ -180,6 +180,11 @@ static rs_mux_t *mux_get(uv_loop_t *loop, sy_route_t *r, conf_which_t which)
     if (mux_slots[w] == NULL && (mux_slots[w] = calloc((size_t)sy_server.nroutes * 2, sizeof(rs_mux_t *))) == NULL)
         return NULL;
     int slot = (int)(r - sy_server.routes) * 2 + (which == CONF_EXTERNAL);
+    const rs_mux_t *old = mux_slots[w][slot];
+    const conf_target_t *t = sy_route_target(r, which);
+    if (old != NULL && old->link.target != t && !sy_target_equal(old->link.target, t))
+        mux_slots[w][slot] = NULL;   /* a RELOAD or a failover moved this side: the old mux
+                                      * serves its users until the last leaves (mux_close) */
     if (mux_slots[w][slot] == NULL)
         mux_slots[w][slot] = mux_new(loop, r, which, slot);
     return mux_slots[w][slot];

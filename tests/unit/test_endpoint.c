@@ -77,6 +77,9 @@ typedef struct {
     const char *err;
 } bad_case_t;
 
+#define SCHEME_ERR \
+    "unknown scheme (expected redis://, rediss://, redis-sentinel:// or rediss-sentinel://)"
+
 static const bad_case_t bad_cases[] = {
     { "", "missing host" },
     { ":6379", "missing host" },
@@ -103,10 +106,10 @@ static const bad_case_t bad_cases[] = {
     { "redis://h/1/2", "db must be a number 0..2147483647" },
     { "redis://h/ 1", "db must be a number 0..2147483647" },
     { "redis://h/+1", "db must be a number 0..2147483647" },
-    { "http://h", "unknown scheme (expected redis:// or rediss://)" },
-    { "://h", "unknown scheme (expected redis:// or rediss://)" },
-    { "redis+tls://h", "unknown scheme (expected redis:// or rediss://)" },
-    { "unix:///tmp/redis.sock", "unknown scheme (expected redis:// or rediss://)" },
+    { "http://h", SCHEME_ERR },
+    { "://h", SCHEME_ERR },
+    { "redis+tls://h", SCHEME_ERR },
+    { "unix:///tmp/redis.sock", SCHEME_ERR },
     { "redis://u:p%4@h", "bad percent-encoding in password" },
     { "redis://u:p%zz@h", "bad percent-encoding in password" },
     { "redis://u:%@h", "bad percent-encoding in password" },
@@ -131,7 +134,105 @@ static const bad_case_t bad_cases[] = {
     { "ho st", "invalid character in host" },
     { "h%41:1", "invalid character in host" },
     { "redis://h\n", "invalid character in host" },
+    /* the sentinel forms */
+    { "redis-sentinel://h:26379", "missing master name" },
+    { "redis-sentinel://h:26379/", "missing master name" },
+    { "redis-sentinel://h//2", "missing master name" },
+    { "redis-sentinel:///m", "missing host" },
+    { "redis-sentinel://,h/m", "missing host" },
+    { "redis-sentinel://h,/m", "missing host" },
+    { "redis-sentinel://h,,h2/m", "missing host" },
+    { "redis-sentinel://:pw@/m", "missing host" },
+    { "redis-sentinel://h:0/m", "port must be 1..65535" },
+    { "redis-sentinel://h:1,h:65536/m", "port must be 1..65535" },
+    { "redis-sentinel://h/m/x", "db must be a number 0..2147483647" },
+    { "redis-sentinel://h/m/1/2", "db must be a number 0..2147483647" },
+    { "redis-sentinel://h/m/2147483648", "db must be a number 0..2147483647" },
+    { "redis-sentinel://h/m y", "invalid character in master name" },
+    { "redis-sentinel://h/m%20y", "invalid character in master name" },
+    { "redis-sentinel://h/m\n", "invalid character in master name" },
+    { "redis-sentinel://h/m?x=1", "query parameters are not supported" },
+    { "redis-sentinel://h/m#f", "query parameters are not supported" },
+    { "redis-sentinel://u@h/m", "user without password (use redis://user:password@host)" },
+    { "redis-sentinel://u:p%zz@h/m", "bad percent-encoding in password" },
+    { "redis-sentinel://::1/m", "IPv6 address must be in brackets" },
+    { "redis-sentinel://[::1/m", "unterminated IPv6 address" },
+    { "redis-sentinel://a,b,c,d,e,f,g,h,i/m", "too many sentinels (at most 8)" },
+    { "redis-sentinels://h/m", SCHEME_ERR },
+    { "sentinel://h/m", SCHEME_ERR },
 };
+
+/* The sentinel forms: the sentinel list as host:port joined by ',', the master's name. */
+typedef struct {
+    const char *in;
+    const char *sentinels;
+    const char *master;
+    int         tls;
+    const char *user;
+    const char *password;
+    int         db;
+    const char *masked;
+} sentinel_case_t;
+
+static const sentinel_case_t sentinel_cases[] = {
+    { "redis-sentinel://127.0.0.1:26379/mymaster", "127.0.0.1:26379", "mymaster", 0, NULL, NULL, -1,
+      "redis-sentinel://127.0.0.1:26379/mymaster" },
+    { "redis-sentinel://s1/m", "s1:26379", "m", 0, NULL, NULL, -1, "redis-sentinel://s1:26379/m" },
+    { "REDIS-SENTINEL://s1:1,s2,[::1]:3/my-master.1_x/4", "s1:1,s2:26379,[::1]:3", "my-master.1_x", 0,
+      NULL, NULL, 4, "redis-sentinel://s1:1,s2:26379,[::1]:3/my-master.1_x/4" },
+    { "redis-sentinel://:pw@s1:5000,s2:5001/m/0", "s1:5000,s2:5001", "m", 0, NULL, "pw", 0,
+      "redis-sentinel://:****@s1:5000,s2:5001/m/0" },
+    { "rediss-sentinel://u:p%40ss@s1/m", "s1:26379", "m", 1, "u", "p@ss", -1,
+      "rediss-sentinel://u:****@s1:26379/m" },
+    { "redis-sentinel://u:a/b,c@s1,s2/m", "s1:26379,s2:26379", "m", 0, "u", "a/b,c", -1,
+      "redis-sentinel://u:****@s1:26379,s2:26379/m" },
+    { "redis-sentinel://a,b,c,d,e,f,g,h/m", "a:26379,b:26379,c:26379,d:26379,e:26379,f:26379,g:26379,"
+      "h:26379", "m", 0, NULL, NULL, -1,
+      "redis-sentinel://a:26379,b:26379,c:26379,d:26379,e:26379,f:26379,g:26379,h:26379/m" },
+};
+
+static void check_sentinel(const sentinel_case_t *c)
+{
+    char *in = exact_dup(c->in);
+    sy_endpoint_t ep;
+    const char *err = "unset";
+    char out[2048];
+    int rc = sy_endpoint_parse(in, &ep, &err);
+
+    CHECK_MSG(rc == 0 && err == NULL, "%s: rc %d err %s", c->in, rc, err ? err : "(null)");
+    if (rc == 0) {
+        size_t o = 0;
+        out[0] = '\0';
+        for (int i = 0; i < ep.nsentinels; i++)
+            o += (size_t)snprintf(out + o, sizeof out - o, "%s%s%s%s:%u", i ? "," : "",
+                                  strchr(ep.sentinels[i].host, ':') ? "[" : "", ep.sentinels[i].host,
+                                  strchr(ep.sentinels[i].host, ':') ? "]" : "",
+                                  (unsigned)ep.sentinels[i].port);
+        CHECK_MSG(ep.sentinel == 1 && strcmp(out, c->sentinels) == 0, "%s: sentinels [%s]", c->in, out);
+        CHECK_MSG(strcmp(ep.master, c->master) == 0, "%s: master [%s]", c->in, ep.master);
+        CHECK_MSG(ep.host[0] == '\0' && ep.port == 0, "%s: a master address before any sentinel said",
+                  c->in);
+        CHECK_MSG(ep.tls == c->tls, "%s: tls %d", c->in, ep.tls);
+        CHECK_MSG(c->user ? ep.has_user && strcmp(ep.user, c->user) == 0 : !ep.has_user, "%s: user",
+                  c->in);
+        CHECK_MSG(c->password ? ep.has_password && strcmp(ep.password, c->password) == 0
+                              : !ep.has_password, "%s: password", c->in);
+        CHECK_MSG(c->db < 0 ? !ep.has_db : ep.has_db && ep.db == c->db, "%s: db", c->in);
+        rc = sy_endpoint_format_masked(&ep, out, (int)sizeof out);
+        CHECK_MSG(strcmp(out, c->masked) == 0 && rc == (int)strlen(out), "%s: masked [%s]", c->in, out);
+        if (ep.has_password && ep.password[0])
+            CHECK_MSG(strstr(out, ep.password) == NULL, "%s: password in [%s]", c->in, out);
+        rc = sy_endpoint_hostport(&ep, out, (int)sizeof out);
+        CHECK_MSG(strncmp(out, "sentinel master ", 16) == 0 && strcmp(out + 16, c->master) == 0,
+                  "%s: hostport [%s]", c->in, out);
+        /* once the daemon knows the master, messages name its address */
+        snprintf(ep.host, sizeof ep.host, "10.1.2.3");
+        ep.port = 6380;
+        sy_endpoint_hostport(&ep, out, (int)sizeof out);
+        CHECK_MSG(strcmp(out, "10.1.2.3:6380") == 0, "%s: hostport [%s]", c->in, out);
+    }
+    free(in);
+}
 
 static void check_ok(const ok_case_t *c)
 {
@@ -268,6 +369,8 @@ int main(void)
         check_ok(&ok_cases[i]);
     for (size_t i = 0; i < sizeof bad_cases / sizeof bad_cases[0]; i++)
         check_bad(&bad_cases[i]);
+    for (size_t i = 0; i < sizeof sentinel_cases / sizeof sentinel_cases[0]; i++)
+        check_sentinel(&sentinel_cases[i]);
     test_limits();
     test_format();
     return unit_done("endpoint");
