@@ -25,7 +25,7 @@ ROOT = os.path.dirname(HERE)
 SUMMARY = re.compile(r"^(?:(\S+): )?(\d+) passed, (\d+) failed\s*$")
 UNIT_TIMEOUT = 600
 TSAN_TESTS = ["test_workers", "test_switch_", "test_redis_load", "test_pg_basic", "test_metrics", "test_cli",
-              "test_session_core"]
+              "test_session_core", "test_redis_sentinel"]
 
 
 def run_units(build):
