@@ -197,7 +197,14 @@ static int run_local(redis_session_t *s)
         rs_close(s, NULL);
         return -1;
     }
-    if (what == LOCAL_NOAUTH) {
+    if (s->swallow) {
+        s->swallow = 0;
+        if (what == LOCAL_AUTH || what == LOCAL_HELLO)
+            olen = rs_large_answer(s, what, out, sizeof(out));
+    }
+    if (olen > 0) {
+        /* a swallowed command's answer: nothing of it is left to rewrite */
+    } else if (what == LOCAL_NOAUTH) {
         olen = resp_build_error(out, sizeof(out), resp_cmd_classify(&s->rq).id == RESP_CMD_HELLO
             ? "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO "
               "<proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP "
@@ -325,6 +332,16 @@ static int run_local(redis_session_t *s)
     return 0;
 }
 
+/* A command still arriving fills half the buffer: 1 when switchyard answers it whatever
+ * its bytes (the connect error of a FAILED session, AUTH, HELLO ... AUTH, a command before
+ * a required AUTH), so they can be dropped as they come; 0 when it goes upstream. */
+static int large_swallowed(redis_session_t *s, const resp_cmd_t *cmd)
+{
+    if (s->state == RS_FAILED)
+        return 1;
+    return s->state == RS_RELAY && classify_local(s, cmd) != LOCAL_NONE;
+}
+
 static int c2s_try_local(redis_session_t *s)
 {
     if (s->held == LOCAL_NONE)
@@ -437,6 +454,12 @@ int rs_c2s_scan(void *arg, sy_pipe_t *p)
         p->scanned += (uint32_t)n;
         resp_cmd_t cmd = resp_cmd_classify(&s->rq);   /* once per command, or per partial read */
         if (!done) {
+            /* Too big to wait for whole at fwd: answered here, or streamed (redis_large.c). */
+            int large = p->end - p->fwd >= p->cap / 2;
+            if (s->swallow || (large && large_swallowed(s, &cmd))) {
+                rs_large_drop(s, p);
+                continue;
+            }
             /* Multiplexed: only whole commands go to the shared upstream; one too big to
              * wait for whole in the pipe gets an upstream of its own to stream to. */
             if (s->mux != NULL) {
@@ -450,6 +473,8 @@ int rs_c2s_scan(void *arg, sy_pipe_t *p)
             if (s->rq.ncap >= 1 && !(cmd.flags & RESP_CF_LOCAL) && !is_sub_cmd(&cmd) && s->authed &&
                 s->state == RS_RELAY)
                 p->fwd = p->scanned;
+            else if (large && s->state == RS_RELAY)
+                rs_large_stream(s, p, &cmd);
             continue;
         }
         if (s->state == RS_FAILED) {
@@ -463,8 +488,12 @@ int rs_c2s_scan(void *arg, sy_pipe_t *p)
             p->fwd = p->scanned;
             continue;
         }
-        local_t l = classify_local(s, &cmd);
-        if (s->mux != NULL && (l == LOCAL_NONE || l == LOCAL_HELLO) &&
+        /* Streamed upstream already (fwd passed its start): it is the server's to answer. */
+        int streamed = !s->swallow && p->scanned - p->fwd < s->rq.cmd_bytes;
+        local_t l = streamed ? LOCAL_NONE : classify_local(s, &cmd);
+        if (s->swallow && l == LOCAL_NONE)
+            l = LOCAL_NOAUTH;   /* swallowed as one, still one (nothing reclassifies it) */
+        if (s->mux != NULL && !s->swallow && (l == LOCAL_NONE || l == LOCAL_HELLO) &&
             resp_cmd_pins(&cmd, &s->rq, rs_mux_shared_db(s))) {
             rs_mux_pin(s);   /* it waits here for its own upstream */
             return 0;

@@ -151,6 +151,11 @@ typedef struct redis_session_s {
                                      * replies to come back before its own upstream opens */
     uint64_t       mux_stalled_at;  /* loop ms since its full s2c holds up the shared
                                      * upstream, 0 when it does not (RS_MUX_STALL_MS) */
+    /* commands bigger than the pipe, a client gone while not read (redis_large.c) */
+    int            swallow;         /* the command at c2s.fwd is answered here: its bytes
+                                     * are dropped as they come */
+    int            swallow_hello;   /* a swallowed HELLO's password: 1 right, 0 wrong, -1 unknown */
+    int            client_fin;      /* the client shut its side (seen while not reading it) */
 } redis_session_t;
 
 void rs_closing_timeout_cb(uv_timer_t *t);
@@ -193,6 +198,12 @@ rs_server_t *rs_attach(redis_session_t *s, rs_server_t *sv);
 void rs_conn_take(sy_conn_t *c, uv_loop_t *loop, void *data, int fd, SSL *ssl, uv_poll_t *poll);
 /* The upstream s talks to, as host:port, for messages ("-" when none). */
 const char *rs_upstream_name(const redis_session_t *s);
+
+/* Commands bigger than the pipe's buffer, a client that leaves (redis_large.c). */
+void   rs_large_drop(redis_session_t *s, sy_pipe_t *p);   /* swallow [fwd..scanned) */
+void   rs_large_stream(redis_session_t *s, sy_pipe_t *p, const resp_cmd_t *cmd);
+size_t rs_large_answer(redis_session_t *s, local_t what, uint8_t *out, size_t cap);
+int    rs_large_client_left(redis_session_t *s);
 
 /* Multiplexing (redis_mux.c). */
 int  rs_mux_route(redis_session_t *s);          /* route s onto its worker's shared upstream */

@@ -261,7 +261,10 @@ void rs_update_polls(redis_session_t *s)
 {
     if (s->state != RS_RELAY)
         return;
-    rs_watch(s, &s->client, sy_pipe_src_events(&s->c2s) | sy_pipe_dst_events(&s->s2c), rs_client_cb);
+    int ev = sy_pipe_src_events(&s->c2s);
+    if (ev == 0 && !s->client_fin && !s->c2s.src_eof)
+        ev = UV_DISCONNECT;   /* not reading it: still see it leave (rs_large_client_left) */
+    rs_watch(s, &s->client, ev | sy_pipe_dst_events(&s->s2c), rs_client_cb);
     if (s->mux != NULL || s->state != RS_RELAY)
         return;   /* the shared upstream watches its own socket */
     rs_watch(s, &s->srv->conn, sy_pipe_src_events(&s->s2c) | sy_pipe_dst_events(&s->c2s), rs_server_cb);
@@ -292,6 +295,8 @@ void rs_upstream_lost(redis_session_t *s, int err)
 void rs_relay_drive(redis_session_t *s, sy_conn_t *c, int events)
 {
     int err;
+    if ((events & UV_DISCONNECT) && c == &s->client && rs_large_client_left(s))
+        return;
     s->active_at = uv_now(s->link.loop);
     switch (sy_relay_step(s, &s->c2s, &s->s2c, c, events, &err)) {
     case SY_RELAY_OK:
