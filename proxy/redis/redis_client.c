@@ -194,6 +194,7 @@ static int run_local(redis_session_t *s)
             SY_STAT_ADD(s->link.route->err_protocol, 1);
         }
         rs_reply_error(s, msg);
+        s->linger = 1;   /* the rest of what it sends is read and dropped, not reset */
         rs_close(s, NULL);
         return -1;
     }

@@ -156,6 +156,11 @@ typedef struct redis_session_s {
                                      * are dropped as they come */
     int            swallow_hello;   /* a swallowed HELLO's password: 1 right, 0 wrong, -1 unknown */
     int            client_fin;      /* the client shut its side (seen while not reading it) */
+    /* closing with errors: each owed reply gets errmsg as the pipe takes it, then the
+     * lingering close (sy_conn_linger) so a client still sending reads them all */
+    uint64_t       errs_owed;
+    int            linger;          /* 0 none, 1 to shut the write side, 2 draining */
+    size_t         linger_left;     /* bytes it may still drop */
 } redis_session_t;
 
 void rs_closing_timeout_cb(uv_timer_t *t);
