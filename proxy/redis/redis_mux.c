@@ -640,7 +640,8 @@ static void mux_lost(rs_mux_t *m, const char *why, int fatal)
         if (e->s == NULL || e->s->mux != m || e->s->state != RS_RELAY)
             continue;
         if (fatal) {
-            rs_close(e->s, "%s", msg);   /* each command owed gets the error, then the close */
+            e->s->pending = 0;   /* as FAILED: one error, then the close */
+            rs_close(e->s, "%s", msg);
         } else {
             mux_fail_client(e->s, e->n, msg);
         }

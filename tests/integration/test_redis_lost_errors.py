@@ -7,8 +7,10 @@ them), then killed (SIGKILL). Every command switchyard took must be answered, by
 (the INCR values 1..R, in order, relayed before the stop) or by switchyard's -ERR, and the
 client must then see an orderly end (EOF): no reset before the last reply, though it was
 still sending when the errors were written. With a dedicated upstream (multiplex = off)
-the -ERRs are exactly the replies SHOW CLIENTS said were owed; multiplexed, the shared
-upstream's redial fails too and the commands taken since get theirs.
+the -ERRs are exactly the replies SHOW CLIENTS said were owed; multiplexed, those owed get
+theirs too, and the commands taken after the kill go to the shared upstream's redial, which
+fails: like any client whose upstream cannot be reached they get one error and the close
+(test_redis_failures.test_unreachable_endpoint).
 """
 
 import os
