@@ -198,11 +198,13 @@ static int run_local(redis_session_t *s)
         rs_close(s, NULL);
         return -1;
     }
-    if (s->swallow) {
-        s->swallow = 0;
-        if (what == LOCAL_AUTH || what == LOCAL_HELLO)
-            olen = rs_large_answer(s, what, out, sizeof(out));
+    if (what == LOCAL_GUARD) {
+        resp_cmd_t c = resp_cmd_classify(&s->rq);
+        olen = rs_guard_answer(s, &c, cmd, clen, out, sizeof(out));
+    } else if (s->swallow && (what == LOCAL_AUTH || what == LOCAL_HELLO)) {
+        olen = rs_large_answer(s, what, out, sizeof(out));
     }
+    s->swallow = 0;
     if (olen > 0) {
         /* a swallowed command's answer: nothing of it is left to rewrite */
     } else if (what == LOCAL_NOAUTH) {
@@ -340,7 +342,7 @@ static int large_swallowed(redis_session_t *s, const resp_cmd_t *cmd)
 {
     if (s->state == RS_FAILED)
         return 1;
-    return s->state == RS_RELAY && classify_local(s, cmd) != LOCAL_NONE;
+    return s->state == RS_RELAY && (classify_local(s, cmd) != LOCAL_NONE || rs_guard_partial(s, cmd));
 }
 
 static int c2s_try_local(redis_session_t *s)
@@ -492,6 +494,8 @@ int rs_c2s_scan(void *arg, sy_pipe_t *p)
         /* Streamed upstream already (fwd passed its start): it is the server's to answer. */
         int streamed = !s->swallow && p->scanned - p->fwd < s->rq.cmd_bytes;
         local_t l = streamed ? LOCAL_NONE : classify_local(s, &cmd);
+        if (l == LOCAL_NONE && !streamed && rs_guard_refuses(s, &cmd, p->buf + p->fwd, p->scanned - p->fwd))
+            l = LOCAL_GUARD;
         if (s->swallow && l == LOCAL_NONE)
             l = LOCAL_NOAUTH;   /* swallowed as one, still one (nothing reclassifies it) */
         if (s->mux != NULL && !s->swallow && (l == LOCAL_NONE || l == LOCAL_HELLO) &&
@@ -503,7 +507,9 @@ int rs_c2s_scan(void *arg, sy_pipe_t *p)
             s->held = l;
             continue;
         }
+        uint64_t seq_before = s->owed_seq;
         track_command(s, &cmd);
+        rs_guard_track(s, &cmd, seq_before);
         if (is_sub_cmd(&cmd))
             record_subscriptions(s, cmd.flags, p->buf + p->fwd, p->scanned - p->fwd);
         sy_session_set_pinned(&s->link, s->tracking || s->subs_untracked);
@@ -558,6 +564,8 @@ int rs_s2c_scan(void *arg, sy_pipe_t *p)
             continue;
         }
         if (!push && s->pending > 0) {
+            if (rs_guard_reply(s, p) != 0)
+                return -1;
             replies++;
             s->pending--;
             rs_reply_seen(s, r->type != '-' && r->type != '!');
@@ -568,6 +576,8 @@ int rs_s2c_scan(void *arg, sy_pipe_t *p)
     p->fwd = p->scanned;
     if (replies > 0)
         SY_STAT_ADD(s->link.route->transactions, replies);
+    if (rs_guard_hold(s, p) != 0)
+        return -1;
     /* Owed replies have passed: a held command can be answered now. */
     if (s->held != LOCAL_NONE && s->pending == 0 && s->state == RS_RELAY) {
         if (rs_c2s_scan(s, &s->c2s) != 0)

@@ -43,6 +43,7 @@
 #include "protocol/resp.h"
 #include "protocol/resp_cmd.h"
 #include "protocol/resp_cmdtab.h"
+#include "protocol/resp_mask.h"
 #include "proxy/redis/redis_dial.h"
 
 typedef enum { RS_CONNECTING = 0, RS_FAILED, RS_RELAY, RS_MOVING, RS_CLOSING, RS_CLOSED } rs_state_t;
@@ -61,8 +62,9 @@ typedef enum {
     LOCAL_HELLO,       /* HELLO with AUTH: check, strip, forward the rest */
     LOCAL_NOAUTH,      /* a command before a required AUTH */
     LOCAL_PROTO_ERR,   /* malformed request: answer like Redis and close */
-    LOCAL_QUIT         /* QUIT of a multiplexed client: +OK and close (nothing to tell the
+    LOCAL_QUIT,        /* QUIT of a multiplexed client: +OK and close (nothing to tell the
                         * shared upstream, no upstream of its own to open for it) */
+    LOCAL_GUARD        /* a write that would lock switchyard out: refused (redis_guard.c) */
 } local_t;
 
 typedef enum { SETUP_NONE = 0, SETUP_AUTH, SETUP_SELECT } setup_t;
@@ -161,6 +163,14 @@ typedef struct redis_session_s {
     uint64_t       errs_owed;
     int            linger;          /* 0 none, 1 to shut the write side, 2 draining */
     size_t         linger_left;     /* bytes it may still drop */
+    /* CONFIG GET replies to mask (redis_guard.c): by reply number, in order */
+    struct {
+        uint64_t   seq;
+        int        depth;           /* 0: the reply itself; 1: inside EXEC's array */
+    } masks[8];
+    int            nmasks;
+    uint64_t       mask_all_until;  /* masks overflowed: every reply up to it is masked */
+    int            mask_exec;       /* a CONFIG GET is queued in the open MULTI */
 } redis_session_t;
 
 void rs_closing_timeout_cb(uv_timer_t *t);
@@ -209,6 +219,15 @@ void   rs_large_drop(redis_session_t *s, sy_pipe_t *p);   /* swallow [fwd..scann
 void   rs_large_stream(redis_session_t *s, sy_pipe_t *p, const resp_cmd_t *cmd);
 size_t rs_large_answer(redis_session_t *s, local_t what, uint8_t *out, size_t cap);
 int    rs_large_client_left(redis_session_t *s);
+
+/* The target's secrets (redis_guard.c). */
+int    rs_guard_partial(const redis_session_t *s, const resp_cmd_t *cmd);
+int    rs_guard_refuses(redis_session_t *s, const resp_cmd_t *cmd, const uint8_t *buf, size_t len);
+size_t rs_guard_answer(redis_session_t *s, const resp_cmd_t *cmd, const uint8_t *buf, size_t len,
+                       uint8_t *out, size_t cap);
+void   rs_guard_track(redis_session_t *s, const resp_cmd_t *cmd, uint64_t seq_before);
+int    rs_guard_reply(redis_session_t *s, sy_pipe_t *p);   /* a reply complete: mask it */
+int    rs_guard_hold(redis_session_t *s, sy_pipe_t *p);    /* end of a scan: hold one coming */
 
 /* Multiplexing (redis_mux.c). */
 int  rs_mux_route(redis_session_t *s);          /* route s onto its worker's shared upstream */
