@@ -342,7 +342,7 @@ static int check_proto_keys(build_t *b, const conf_raw_sec_t *s, const conf_list
     static const char *const redis_only[] = {
         "external_env", "client_password", "builtin_tls_ca_file", "builtin_tls_cert",
         "builtin_tls_key", "external_tls_ca_file", "external_tls_cert", "external_tls_key",
-        "tls_insecure_skip_verify_i_know", "multiplex", NULL
+        "tls_insecure_skip_verify_i_know", "multiplex", "redis_guard_config", NULL
     };
     const char *const *bad = l->proto == CONF_PROTO_PG ? redis_only : pg_only;
     for (; *bad; bad++) {
@@ -452,6 +452,9 @@ static int build_route(build_t *b, size_t ri)
         r->client_password = conf__strdup(l->auth_password);
     r->multiplex = CONF_MULTIPLEX_DEFAULT;
     if ((kv = conf__raw_get(s, "multiplex")) && (pr = conf__parse_bool(kv->val, &r->multiplex)))
+        return KV_ERR(b, s, kv, "%s", pr);
+    r->guard_config = 1;
+    if ((kv = conf__raw_get(s, "redis_guard_config")) && (pr = conf__parse_bool(kv->val, &r->guard_config)))
         return KV_ERR(b, s, kv, "%s", pr);
 
     /* targets */

@@ -104,6 +104,8 @@ typedef struct conf_route_s {
     int            pool;        /* pg: keep a left client's server connection for the next
                                  * (session pooling, pg_pool.c); default 1 */
     int            multiplex;   /* redis: stateless clients share upstreams (multiplex = on|off) */
+    int            guard_config; /* redis: mask CONFIG GET secrets, refuse lock-outs
+                                  * (redis_guard_config = on|off, default on) */
 } conf_route_t;
 
 /* pool's default: on (issue 9); a build can set it off with -DCONF_POOL_DEFAULT=0 */

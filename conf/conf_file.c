@@ -39,7 +39,7 @@ static const char *const route_keys[] = {
     "listener", "databases", "default", "env_prefix", "external_env", "client_password",
     "builtin", "builtin_tls_ca_file", "builtin_tls_cert", "builtin_tls_key",
     "external_tls_ca_file", "external_tls_cert", "external_tls_key",
-    "tls_insecure_skip_verify_i_know", "active", "pool", "multiplex", NULL
+    "tls_insecure_skip_verify_i_know", "active", "pool", "multiplex", "redis_guard_config", NULL
 };
 
 static int key_known(conf_sec_type_t type, const char *key)

@@ -149,6 +149,7 @@ void conf_print(const conf_t *c, FILE *out)
             fprintf(out, "  client    %s\n", r->client_password ? "AUTH password ****"
                                                                 : "any AUTH accepted");
             fprintf(out, "  multiplex %s\n", r->multiplex ? "on" : "off");
+            fprintf(out, "  guard     %s\n", r->guard_config ? "on (CONFIG secrets masked, lock-outs refused)" : "off");
         }
         fprintf(out, "  active    %s: %s\n", r->active == CONF_EXTERNAL ? "external" : "builtin",
                 r->active_reason ? r->active_reason : "");

@@ -24,9 +24,13 @@
  *   - inline arguments are split as sdssplitargs() splits them, quote errors included,
  *     and errors are reported only when the line is complete, as Redis does;
  *   - "expected '$', got 'x'" has '\r'/'\n' replaced by spaces, as addReplyErrorFormat.
- * Two limits differ: a count above RESP_MAX_ARGS is rejected (Redis 7 allows INT_MAX),
- * and an inline line is limited to RESP_INLINE_MAX bytes however it arrives (Redis
- * only checks when a read ends without a newline); no unauthenticated-size limits.
+ *   - an inline line is refused as Redis refuses it: when a call's input ends without
+ *     the line's '\n' and more than RESP_INLINE_MAX bytes of it (a pending '\r'
+ *     included) are in; so a longer line whose '\n' comes in the same read is accepted,
+ *     and the caller's read size decides, as Redis's does (each call adds at most one
+ *     read, so a line never grows past two reads' worth).
+ * One limit differs: a count above RESP_MAX_ARGS is rejected (Redis 7 allows INT_MAX);
+ * no unauthenticated-size limits.
  *
  * Replies are any RESP2/RESP3 value. Nesting costs no memory: p->pending counts the
  * values still owed to the current top-level value (an aggregate of n replaces its own
@@ -229,6 +233,13 @@ static void inline_put(resp_req_t *r, int c)
     }
     if (n < UINT32_MAX)
         r->arg_len[i] = n + 1;
+}
+
+/* One more byte of an inline line (saturating: the limit is checked per call). */
+static void inline_count(resp_req_t *r)
+{
+    if (r->inline_len < UINT32_MAX)
+        r->inline_len++;
 }
 
 /* One byte of an inline line (never the terminating '\n') through sdssplitargs(). */
@@ -466,19 +477,17 @@ ssize_t resp_req_scan(resp_req_t *r, const uint8_t *buf, size_t len, int *done)
                 req_complete(r, done);
                 return (ssize_t)i;
             }
-            /* Line bytes count toward the limit; a "\r\n" ending does not. */
+            /* Line bytes count toward the limit, checked when the input runs out. */
             if (r->line_cr) {           /* the previous '\r' was not the line end */
                 r->line_cr = 0;
-                if (++r->inline_len > RESP_INLINE_MAX)
-                    return req_fail(r, "Protocol error: too big inline request");
+                inline_count(r);
                 inline_feed(r, '\r');
             }
             if (c == '\r') {
                 r->line_cr = 1;
                 break;
             }
-            if (++r->inline_len > RESP_INLINE_MAX)
-                return req_fail(r, "Protocol error: too big inline request");
+            inline_count(r);
             if (c == '\0')
                 r->line_nul = 1;
             inline_feed(r, c);
@@ -489,6 +498,10 @@ ssize_t resp_req_scan(resp_req_t *r, const uint8_t *buf, size_t len, int *done)
             return req_fail(r, "Protocol error: scanner state corrupted");
         }
     }
+    /* Redis's own test, made when a read ends without the line's '\n': more than
+     * RESP_INLINE_MAX bytes buffered (a '\r' not yet known to end the line included). */
+    if (r->state == REQ_INLINE && (uint64_t)r->inline_len + (uint64_t)r->line_cr > RESP_INLINE_MAX)
+        return req_fail(r, "Protocol error: too big inline request");
     return (ssize_t)i;
 }
 

@@ -46,6 +46,66 @@ int resp_cmd_split(const uint8_t *buf, size_t len, resp_arg_t *argv, int max)
     return pos == len ? (int)argc : -1;
 }
 
+/* "<digits>\r\n" at buf[*pos..len): 1 and the value, 0 when it is not all there yet,
+ * -1 when it is not a number (more than 18 digits included). */
+static int head_num(const uint8_t *buf, size_t len, size_t *pos, long long *out)
+{
+    size_t p = *pos;
+    long long v = 0;
+    int digits = 0;
+    while (p < len && buf[p] >= '0' && buf[p] <= '9') {
+        if (++digits > 18)
+            return -1;
+        v = v * 10 + (buf[p] - '0');
+        p++;
+    }
+    if (p + 1 >= len)
+        return p < len && buf[p] != '\r' ? -1 : 0;
+    if (digits == 0 || buf[p] != '\r' || buf[p + 1] != '\n')
+        return -1;
+    *pos = p + 2;
+    *out = v;
+    return 1;
+}
+
+int resp_cmd_split_head(const uint8_t *buf, size_t len, resp_arg_t *argv, int max,
+                        long long *argc_out, long long *next_len)
+{
+    size_t pos = 1;
+    long long argc, alen;
+    int n = 0, r;
+
+    *argc_out = -1;
+    *next_len = -1;
+    if (len == 0)
+        return 0;
+    if (buf[0] != '*')
+        return -1;
+    if ((r = head_num(buf, len, &pos, &argc)) <= 0)
+        return r;
+    *argc_out = argc;
+    while (n < argc && n < max && pos < len) {
+        if (buf[pos] != '$')
+            return -1;
+        size_t at = pos + 1;
+        if ((r = head_num(buf, len, &at, &alen)) < 0)
+            return -1;
+        if (r == 0)
+            break;
+        if ((size_t)alen > len - at || len - at - (size_t)alen < 2) {
+            *next_len = alen;   /* its body is still arriving */
+            break;
+        }
+        if (buf[at + alen] != '\r' || buf[at + alen + 1] != '\n')
+            return -1;
+        argv[n].ptr = (const char *)buf + at;
+        argv[n].len = (size_t)alen;
+        n++;
+        pos = at + (size_t)alen + 2;
+    }
+    return n;
+}
+
 size_t resp_cmd_build(uint8_t *out, size_t cap, int argc, const resp_arg_t *argv)
 {
     size_t o = 0;

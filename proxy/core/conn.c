@@ -86,6 +86,8 @@ void sy_conn_init(sy_conn_t *c, uv_loop_t *loop, int fd, void *data)
 static void conn_poll_cb(uv_poll_t *h, int status, int events)
 {
     sy_conn_t *c = h->data;
+    if (status < 0 && c != NULL)
+        c->events = 0;   /* libuv stopped the handle on POLLERR: the next watch restarts it */
     if (c != NULL && c->cb != NULL)
         c->cb(c, status, events);
 }
@@ -149,6 +151,26 @@ void sy_conn_close(sy_conn_t *c)
     if (c->fd >= 0 && c->own_fd)
         close(c->fd);
     c->fd = -1;
+}
+
+int sy_conn_linger(sy_conn_t *c, size_t *budget, int first)
+{
+    uint8_t junk[16384];
+    if (c->fd < 0)
+        return 1;
+    if (first && shutdown(c->fd, SHUT_WR) != 0)
+        return 1;   /* not connected any more: nothing to wait for */
+    while (*budget > 0) {
+        ssize_t n = recv(c->fd, junk, *budget < sizeof(junk) ? *budget : sizeof(junk), 0);
+        if (n > 0) {
+            *budget -= (size_t)n;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return 0;
+        return 1;   /* the peer closed, or failed */
+    }
+    return 1;
 }
 
 void sy_conn_close_later(sy_conn_t *c)

@@ -103,6 +103,14 @@ void sy_conn_close(sy_conn_t *c);
  * (a switch swaps thousands of upstreams; their FIN exchanges need not be in the hold:
  * they run when the switch releases its sessions, at most 8192 waiting per worker). */
 void sy_conn_close_later(sy_conn_t *c);
+/* A lingering close, as a server closes after an error while its peer may still be
+ * sending (closing with unread input makes the kernel send a reset, which can destroy the
+ * replies the peer has not read yet): the first call shuts c's write side (a FIN after all
+ * that was written), each call reads and drops what the peer still sends, at most *budget
+ * bytes in all. 1: done (the peer closed or failed, or the budget is spent), close c now;
+ * 0: more may come, watch c for UV_READABLE and call again. The caller bounds the time. */
+int  sy_conn_linger(sy_conn_t *c, size_t *budget, int first);
+#define SY_LINGER_BYTES (64u << 20)
 
 /* TLS (tls.c): all OpenSSL calls of the daemon live there. */
 int  sy_tls_init(void);

@@ -199,10 +199,20 @@ static int run_local(redis_session_t *s)
             SY_STAT_ADD(s->link.route->err_protocol, 1);
         }
         rs_reply_error(s, msg);
+        s->linger = 1;   /* the rest of what it sends is read and dropped, not reset */
         rs_close(s, NULL);
         return -1;
     }
-    if (what == LOCAL_NOAUTH) {
+    if (what == LOCAL_GUARD) {
+        resp_cmd_t c = resp_cmd_classify(&s->rq);
+        olen = rs_guard_answer(s, &c, cmd, clen, out, sizeof(out));
+    } else if (s->swallow && (what == LOCAL_AUTH || what == LOCAL_HELLO)) {
+        olen = rs_large_answer(s, what, out, sizeof(out));
+    }
+    s->swallow = 0;
+    if (olen > 0) {
+        /* a swallowed command's answer: nothing of it is left to rewrite */
+    } else if (what == LOCAL_NOAUTH) {
         olen = resp_build_error(out, sizeof(out), resp_cmd_classify(&s->rq).id == RESP_CMD_HELLO
             ? "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO "
               "<proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP "
@@ -341,6 +351,16 @@ static int run_local(redis_session_t *s)
     return 0;
 }
 
+/* A command still arriving fills half the buffer: 1 when switchyard answers it whatever
+ * its bytes (the connect error of a FAILED session, AUTH, HELLO ... AUTH, a command before
+ * a required AUTH), so they can be dropped as they come; 0 when it goes upstream. */
+static int large_swallowed(redis_session_t *s, const resp_cmd_t *cmd)
+{
+    if (s->state == RS_FAILED)
+        return 1;
+    return s->state == RS_RELAY && (classify_local(s, cmd) != LOCAL_NONE || rs_guard_partial(s, cmd));
+}
+
 static int c2s_try_local(redis_session_t *s)
 {
     if (s->held == LOCAL_NONE)
@@ -456,6 +476,12 @@ int rs_c2s_scan(void *arg, sy_pipe_t *p)
         p->scanned += (uint32_t)n;
         resp_cmd_t cmd = resp_cmd_classify(&s->rq);   /* once per command, or per partial read */
         if (!done) {
+            /* Too big to wait for whole at fwd: answered here, or streamed (redis_large.c). */
+            int large = p->end - p->fwd >= p->cap / 2;
+            if (s->swallow || (large && large_swallowed(s, &cmd))) {
+                rs_large_drop(s, p);
+                continue;
+            }
             /* Multiplexed: only whole commands go to the shared upstream; one too big to
              * wait for whole in the pipe gets an upstream of its own to stream to. */
             if (s->mux != NULL) {
@@ -469,6 +495,8 @@ int rs_c2s_scan(void *arg, sy_pipe_t *p)
             if (s->rq.ncap >= 1 && !(cmd.flags & RESP_CF_LOCAL) && !is_sub_cmd(&cmd) && s->authed &&
                 s->state == RS_RELAY)
                 p->fwd = p->scanned;
+            else if (large && s->state == RS_RELAY)
+                rs_large_stream(s, p, &cmd);
             continue;
         }
         if (s->state == RS_FAILED) {
@@ -482,8 +510,14 @@ int rs_c2s_scan(void *arg, sy_pipe_t *p)
             p->fwd = p->scanned;
             continue;
         }
-        local_t l = classify_local(s, &cmd);
-        if (s->mux != NULL && (l == LOCAL_NONE || l == LOCAL_HELLO) &&
+        /* Streamed upstream already (fwd passed its start): it is the server's to answer. */
+        int streamed = !s->swallow && p->scanned - p->fwd < s->rq.cmd_bytes;
+        local_t l = streamed ? LOCAL_NONE : classify_local(s, &cmd);
+        if (l == LOCAL_NONE && !streamed && rs_guard_refuses(s, &cmd, p->buf + p->fwd, p->scanned - p->fwd))
+            l = LOCAL_GUARD;
+        if (s->swallow && l == LOCAL_NONE)
+            l = LOCAL_NOAUTH;   /* swallowed as one, still one (nothing reclassifies it) */
+        if (s->mux != NULL && !s->swallow && (l == LOCAL_NONE || l == LOCAL_HELLO) &&
             (resp_cmd_pins(&cmd, &s->rq, rs_mux_shared_db(s)) || cmd.id == RESP_CMD_AUTH)) {
             rs_mux_pin(s);   /* it waits here for its own upstream */
             return 0;
@@ -496,10 +530,13 @@ int rs_c2s_scan(void *arg, sy_pipe_t *p)
             p->fwd = p->scanned;
             return rs_repl_begin(s, cmd.id == RESP_CMD_PSYNC);
         }
-        uint64_t owed = s->owed_seq;
+        uint64_t seq_before = s->owed_seq;
         track_command(s, &cmd);
-        if (cmd.id == RESP_CMD_AUTH && s->rq.argc == 3)   /* forwarded: an ACL user, once the server says OK */
-            rs_acl_sent_cmd(s, s->owed_seq > owed ? s->owed_seq : 0, p->buf + p->fwd, p->scanned - p->fwd);
+        rs_guard_track(s, &cmd, seq_before);
+        if (cmd.id == RESP_CMD_AUTH && s->rq.argc == 3)   /* forwarded: an ACL user, once the server says OK;
+                                                          * one streamed is not whole here: not recorded */
+            rs_acl_sent_cmd(s, s->owed_seq > seq_before ? s->owed_seq : 0, p->buf + p->fwd,
+                            streamed ? 0 : p->scanned - p->fwd);
         if (is_sub_cmd(&cmd))
             record_subscriptions(s, cmd.flags, p->buf + p->fwd, p->scanned - p->fwd);
         sy_session_set_pinned(&s->link, s->tracking || s->subs_untracked);
@@ -566,6 +603,8 @@ int rs_s2c_scan(void *arg, sy_pipe_t *p)
             continue;
         }
         if (!push && s->pending > 0) {
+            if (rs_guard_reply(s, p) != 0)
+                return -1;
             replies++;
             s->pending--;
             rs_reply_seen(s, r->type != '-' && r->type != '!');
@@ -576,6 +615,8 @@ int rs_s2c_scan(void *arg, sy_pipe_t *p)
     p->fwd = p->scanned;
     if (replies > 0)
         SY_STAT_ADD(s->link.route->transactions, replies);
+    if (rs_guard_hold(s, p) != 0)
+        return -1;
     /* Owed replies have passed: a held command can be answered now. */
     if (s->held != LOCAL_NONE && s->pending == 0 && s->state == RS_RELAY) {
         if (rs_c2s_scan(s, &s->c2s) != 0)

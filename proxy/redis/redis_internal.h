@@ -45,6 +45,7 @@
 #include "protocol/resp.h"
 #include "protocol/resp_cmd.h"
 #include "protocol/resp_cmdtab.h"
+#include "protocol/resp_mask.h"
 #include "proxy/redis/redis_dial.h"
 
 typedef enum { RS_CONNECTING = 0, RS_FAILED, RS_RELAY, RS_MOVING, RS_CLOSING, RS_CLOSED } rs_state_t;
@@ -63,8 +64,9 @@ typedef enum {
     LOCAL_HELLO,       /* HELLO with AUTH: check, strip, forward the rest */
     LOCAL_NOAUTH,      /* a command before a required AUTH */
     LOCAL_PROTO_ERR,   /* malformed request: answer like Redis and close */
-    LOCAL_QUIT         /* QUIT of a multiplexed client: +OK and close (nothing to tell the
+    LOCAL_QUIT,        /* QUIT of a multiplexed client: +OK and close (nothing to tell the
                         * shared upstream, no upstream of its own to open for it) */
+    LOCAL_GUARD        /* a write that would lock switchyard out: refused (redis_guard.c) */
 } local_t;
 
 typedef enum { SETUP_NONE = 0, SETUP_AUTH, SETUP_SELECT } setup_t;
@@ -157,6 +159,24 @@ typedef struct redis_session_s {
                                      * upstream, 0 when it does not (RS_MUX_STALL_MS) */
     rs_repl_t     *repl;            /* SYNC/PSYNC sent: a replica, NULL when not */
     rs_acl_t      *acl;             /* an ACL user it authenticated as upstream, NULL: none */
+    /* commands bigger than the pipe, a client gone while not read (redis_large.c) */
+    int            swallow;         /* the command at c2s.fwd is answered here: its bytes
+                                     * are dropped as they come */
+    int            swallow_hello;   /* a swallowed HELLO's password: 1 right, 0 wrong, -1 unknown */
+    int            client_fin;      /* the client shut its side (seen while not reading it) */
+    /* closing with errors: each owed reply gets errmsg as the pipe takes it, then the
+     * lingering close (sy_conn_linger) so a client still sending reads them all */
+    uint64_t       errs_owed;
+    int            linger;          /* 0 none, 1 to shut the write side, 2 draining */
+    size_t         linger_left;     /* bytes it may still drop */
+    /* CONFIG GET replies to mask (redis_guard.c): by reply number, in order */
+    struct {
+        uint64_t   seq;
+        int        depth;           /* 0: the reply itself; 1: inside EXEC's array */
+    } masks[8];
+    int            nmasks;
+    uint64_t       mask_all_until;  /* masks overflowed: every reply up to it is masked */
+    int            mask_exec;       /* a CONFIG GET is queued in the open MULTI */
 } redis_session_t;
 
 void rs_closing_timeout_cb(uv_timer_t *t);
@@ -231,6 +251,20 @@ int  rs_acl_after_reset(redis_session_t *s, sy_pipe_t *p);   /* the endpoint's A
 int  rs_acl_busy(const redis_session_t *s);          /* replies of those still to come */
 int  rs_acl_hides(const redis_session_t *s);         /* the next reply is one of them */
 int  rs_acl_hidden_scan(redis_session_t *s, sy_pipe_t *p);
+/* Commands bigger than the pipe's buffer, a client that leaves (redis_large.c). */
+void   rs_large_drop(redis_session_t *s, sy_pipe_t *p);   /* swallow [fwd..scanned) */
+void   rs_large_stream(redis_session_t *s, sy_pipe_t *p, const resp_cmd_t *cmd);
+size_t rs_large_answer(redis_session_t *s, local_t what, uint8_t *out, size_t cap);
+int    rs_large_client_left(redis_session_t *s);
+
+/* The target's secrets (redis_guard.c). */
+int    rs_guard_partial(const redis_session_t *s, const resp_cmd_t *cmd);
+int    rs_guard_refuses(redis_session_t *s, const resp_cmd_t *cmd, const uint8_t *buf, size_t len);
+size_t rs_guard_answer(redis_session_t *s, const resp_cmd_t *cmd, const uint8_t *buf, size_t len,
+                       uint8_t *out, size_t cap);
+void   rs_guard_track(redis_session_t *s, const resp_cmd_t *cmd, uint64_t seq_before);
+int    rs_guard_reply(redis_session_t *s, sy_pipe_t *p);   /* a reply complete: mask it */
+int    rs_guard_hold(redis_session_t *s, sy_pipe_t *p);    /* end of a scan: hold one coming */
 
 /* Multiplexing (redis_mux.c). */
 int  rs_mux_route(redis_session_t *s);          /* route s onto its worker's shared upstream */

@@ -546,6 +546,8 @@ static void mux_cb(sy_conn_t *c, int status, int events)
 {
     rs_mux_t *m = c->data;
     m->refs++;
+    if (status < 0)   /* POLLERR (a reset): events is 0; the read or write says what failed */
+        events = m->conn.rd_wait | m->conn.wr_wait;
     if (m->st == MUX_UP && (events & m->conn.wr_wait))
         mux_flush(m);
     if (m->st == MUX_UP && (events & m->conn.rd_wait))
@@ -594,9 +596,13 @@ static void mux_fail_client(redis_session_t *s, uint64_t n, const char *msg)
         rs_close(s, NULL);   /* in the middle of a reply: the stream cannot be mended */
         n = 0;
     }
-    for (uint64_t i = 0; i < n && s->state == RS_RELAY; i++)
-        if (mux_deliver(s, out, len) < len)
-            rs_close(s, "%s", msg);
+    for (uint64_t i = 0; i < n && s->state == RS_RELAY; i++) {
+        if (sy_pipe_space(&s->s2c) < len) {
+            rs_close(s, "%s", msg);   /* each reply still owed gets it as the client reads */
+            break;
+        }
+        mux_deliver(s, out, len);
+    }
     if (s->state == RS_RELAY && s->pin_wait && s->mux_inflight == 0)
         rs_mux_pin_try(s);
     rs_unref(s);

@@ -182,14 +182,31 @@ void rs_closing_timeout_cb(uv_timer_t *t)
     rs_destroy(t->data);
 }
 
+/* CLOSING: write what is left and the errors still owed, as fast as the client takes
+ * them; then, when it may still be sending, the lingering close; then the end. The
+ * closing timer bounds it all. */
 static void rs_closing_drive(redis_session_t *s)
 {
-    int r = sy_pipe_flush(&s->s2c);
-    if (r < 0 || !sy_pipe_pending(&s->s2c)) {
+    for (;;) {
+        while (s->errs_owed > 0 && rs_reply_error(s, s->errmsg) == 0)
+            s->errs_owed--;
+        if (sy_pipe_flush(&s->s2c) < 0) {
+            rs_destroy(s);
+            return;
+        }
+        if (sy_pipe_pending(&s->s2c)) {
+            rs_watch(s, &s->client, sy_pipe_dst_events(&s->s2c), rs_client_cb);
+            return;
+        }
+        if (s->errs_owed == 0)
+            break;
+    }
+    if (s->linger == 0 || sy_conn_linger(&s->client, &s->linger_left, s->linger == 1)) {
         rs_destroy(s);
         return;
     }
-    rs_watch(s, &s->client, sy_pipe_dst_events(&s->s2c), rs_client_cb);
+    s->linger = 2;
+    rs_watch(s, &s->client, UV_READABLE, rs_client_cb);
 }
 
 /* Watch c for events; a watch that fails would leave the session waiting for an event that
@@ -241,16 +258,17 @@ void rs_close(redis_session_t *s, const char *fmt, ...)
         if (s->link.route)
             SY_STAT_ADD(s->link.route->nerrors, 1);
         if (boundary) {
-            uint64_t n = s->pending ? s->pending : 1;
-            for (uint64_t i = 0; i < n && i < 100000; i++)
-                if (rs_reply_error(s, line) != 0) {
-                    sy_pipe_flush(&s->s2c);
-                    if (rs_reply_error(s, line) != 0)
-                        break;
-                }
+            s->errs_owed = s->pending ? s->pending : 1;
+            size_t n = strlen(line) < sizeof(s->errmsg) ? strlen(line) : sizeof(s->errmsg) - 1;
+            memmove(s->errmsg, line, n);   /* the message may have been made from errmsg */
+            s->errmsg[n] = '\0';
         }
+        s->linger = 1;   /* the client may still be sending: let every error reach it */
     }
-    if (!sy_pipe_pending(&s->s2c)) {
+    if (s->linger && (s->client.fd < 0 || s->c2s.src_eof || SY_LOAD(sy_server.stopping)))
+        s->linger = 0;
+    s->linger_left = SY_LINGER_BYTES;
+    if (!sy_pipe_pending(&s->s2c) && s->errs_owed == 0 && s->linger == 0) {
         rs_destroy(s);
         return;
     }
@@ -264,7 +282,10 @@ void rs_update_polls(redis_session_t *s)
 {
     if (s->state != RS_RELAY)
         return;
-    rs_watch(s, &s->client, sy_pipe_src_events(&s->c2s) | sy_pipe_dst_events(&s->s2c), rs_client_cb);
+    int ev = sy_pipe_src_events(&s->c2s);
+    if (ev == 0 && !s->client_fin && !s->c2s.src_eof)
+        ev = UV_DISCONNECT;   /* not reading it: still see it leave (rs_large_client_left) */
+    rs_watch(s, &s->client, ev | sy_pipe_dst_events(&s->s2c), rs_client_cb);
     if (s->mux != NULL || s->state != RS_RELAY)
         return;   /* the shared upstream watches its own socket */
     rs_watch(s, &s->srv->conn, sy_pipe_src_events(&s->s2c) | sy_pipe_dst_events(&s->c2s), rs_server_cb);
@@ -295,6 +316,8 @@ void rs_upstream_lost(redis_session_t *s, int err)
 void rs_relay_drive(redis_session_t *s, sy_conn_t *c, int events)
 {
     int err;
+    if ((events & UV_DISCONNECT) && c == &s->client && rs_large_client_left(s))
+        return;
     s->active_at = uv_now(s->link.loop);
     switch (sy_relay_step(s, &s->c2s, &s->s2c, c, events, &err)) {
     case SY_RELAY_OK:

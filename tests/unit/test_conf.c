@@ -814,6 +814,17 @@ static void test_redis(void)
     const char *ov5[] = { "route.redis-store.multiplex=sometimes", NULL };
     EXPECT_ERR(NULL, NULL, NULL, ov5, "-o route.redis-store.multiplex: [route redis-store] multiplex: "
                "must be true or false");
+    /* redis_guard_config = on|off, per redis route, default on */
+    const char *ov7[] = { "route.redis-cache.redis_guard_config=off", NULL };
+    CHECK(load(&c, NULL, NULL, NULL, ov7) == 0);
+    r = conf_route(&c, "redis-store");
+    CHECK(r && r->guard_config == 1);
+    r = conf_route(&c, "redis-cache");
+    CHECK(r && r->guard_config == 0);
+    conf_free(&c);
+    const char *ov8[] = { "route.redis-store.redis_guard_config=maybe", NULL };
+    EXPECT_ERR(NULL, NULL, NULL, ov8, "-o route.redis-store.redis_guard_config: [route redis-store] "
+               "redis_guard_config: must be true or false");
     const char *ov6[] = { "route.pg.multiplex=on", NULL };
     EXPECT_ERR(NULL, NULL, NULL, ov6, "-o route.pg.multiplex: [route pg] multiplex: only for redis "
                "routes; [listener pg] is postgres (clients of a postgres listener authenticate with "
