@@ -319,19 +319,22 @@ def test_rediss_sentinel_speaks_tls_to_the_master(ctx):
     master = harness.RedisServer(tls=tls)
     sen = Sentinel(master.tls_port, None, extra="tls-replication yes\ntls-cert-file %s\ntls-key-file %s\n"
                    "tls-ca-cert-file %s\ntls-auth-clients no\n" % (tls.server_crt, tls.server_key, tls.ca_a))
-    ports = {n: harness.free_port() for n in ("tls", "plain")}
+    ports = {n: harness.free_port() for n in ("tls", "plain", "plain-off")}
     routes = [rs.Route("tls", ports["tls"], "rediss-sentinel://127.0.0.1:%d/%s" % (sen.port, MASTER), None,
                        "builtin_tls_ca_file = %s" % tls.ca_a),
-              # multiplex = off: a shared upstream that the server resets at once leaves its
-              # client unanswered (a separate bug of the multiplexed path, on the base commit too)
-              rs.Route("plain", ports["plain"], "redis-sentinel://127.0.0.1:%d/%s" % (sen.port, MASTER), None,
-                       "multiplex = off")]
+              # a shared upstream the server resets at once, and one of the client's own: both
+              # answer with switchyard's error (the shared one hung before the reset's poll
+              # error was handled in mux_cb)
+              rs.Route("plain", ports["plain"], "redis-sentinel://127.0.0.1:%d/%s" % (sen.port, MASTER), None),
+              rs.Route("plain-off", ports["plain-off"], "redis-sentinel://127.0.0.1:%d/%s" % (sen.port, MASTER),
+                       None, "multiplex = off")]
     sy = harness.Switchyard(rs.redis_conf(routes))
     sy.wait_log(r"event=sentinel_watch route=tls master_name=%s sentinel=127.0.0.1:%d master=127.0.0.1:%d"
                 % (MASTER, sen.port, master.tls_port), timeout=20)
     r = rs.cli(ports["tls"], "SET", "k", "over-tls")
     check(r.returncode == 0 and "OK" in r.stdout, "SET through rediss-sentinel://: %r %r" % (r.stdout, r.stderr))
     check(master.cli("GET", "k").stdout.strip() == "over-tls", "the SET is not on the master")
-    r = rs.cli(ports["plain"], "SET", "k", "plain", timeout=20)
-    check("OK" not in r.stdout and "ERR switchyard" in r.stdout + r.stderr,
-          "plain redis-sentinel:// to a TLS port answered %r %r" % (r.stdout, r.stderr))
+    for name in ("plain", "plain-off"):
+        r = rs.cli(ports[name], "SET", "k", "plain", timeout=20)
+        check("OK" not in r.stdout and "ERR switchyard" in r.stdout + r.stderr,
+              "%s redis-sentinel:// to a TLS port answered %r %r" % (name, r.stdout, r.stderr))
