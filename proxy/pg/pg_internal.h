@@ -137,6 +137,8 @@ struct pg_session_s {
     int            gss_answered;      /* GSSENCRequest seen (libpq may follow it with SSLRequest) */
     int            s2c_cut;           /* the server stream was cut at a message boundary */
     int            server_fatal;      /* the server sent a FATAL or PANIC ErrorResponse */
+    int            fatal_dropped;     /* ...while the session was idle, not relayed: it reconnects,
+                                       * and the client's next query waits for the new server */
     int            terminating;       /* client sent Terminate */
     int            linger;            /* after our last error: read and drop until the client closes */
 

@@ -382,6 +382,7 @@ int pg_reconnect_begin(pg_session_t *s, const char *why)
     pg_server_close(s->srv, "lost");
     s->s2c.src_eof = 0;   /* that was the old server's end; the next one reads afresh */
     s->s2c.err = s->c2s.err = 0;
+    s->fatal_dropped = 0;   /* the client's next query, held since, goes to the next server */
     pg_set_state(s, PGS_RECONNECTING);
     s->c2s.reading = 0;   /* the client's next query waits in the kernel */
     pg_watch(s, &s->client, sy_pipe_dst_events(&s->s2c), pg_client_cb);

@@ -309,6 +309,13 @@ static int c2s_scan(void *arg, sy_pipe_t *p)
     pg_session_t *s = arg;
     while (p->scanned < p->end) {
         pgw_event_t ev;
+        if (s->fatal_dropped) {
+            /* The server is going (its FATAL was not relayed): the next query is for the
+             * server the session reconnects to, and waits unscanned. */
+            p->reading = 0;
+            p->fwd = p->scanned;
+            return 0;
+        }
         if (s->state == PGS_RELAY && pg_idle(s) && sy_route_should_hold(&s->link)) {
             /* A pause or a switch: the client's next transaction waits here. */
             if (s->link.state != SY_CLIENT_HELD) {
@@ -435,6 +442,8 @@ static int s2c_scan(void *arg, sy_pipe_t *p)
                     p->scanned = bnd;
                     sy_debug("event=server_fatal_dropped conn=%llu sqlstate=%s", (unsigned long long)s->id,
                              f.sqlstate ? f.sqlstate : "");
+                    s->fatal_dropped = 1;
+                    s->c2s.reading = 0;
                     continue;
                 }
                 s->server_fatal = 1;
