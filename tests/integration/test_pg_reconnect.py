@@ -31,9 +31,10 @@ def _cluster(name):
     return pg
 
 
-def _start(ctx, pg, window=None, **kw):
+def _start(ctx, pg, window=None, args_extra=(), **kw):
     env = {"PGHOST": "127.0.0.1", "PGPORT": str(pg.port), "PGUSER": "postgres", "PGSSLMODE": "disable"}
     args = ["switchyard.reconnect_window=%d" % window] if window is not None else []
+    args += list(args_extra)
     return harness.start_default(ctx, env=env, args=args, **kw)
 
 
@@ -157,8 +158,12 @@ def test_restart_keeps_idle_sessions(ctx):
         deadline = time.monotonic() + 10
         got = []
         while time.monotonic() < deadline and not got:
-            select.select([c], [], [], 0.5)
-            c.poll()
+            try:
+                select.select([c], [], [], 0.5)
+                c.poll()
+            except (psycopg2.Error, ValueError) as e:
+                got = ["error: %s" % e]
+                break
             got = [n.payload for n in c.notifies if n.channel == "ch%d" % i]
         if got != ["after%d" % i]:
             problems.append("session %d: notifications after the restart %s" % (i, got))
@@ -454,3 +459,42 @@ def test_window_off_closes_as_before(ctx):
     pg.cleanup()
     check(errs == ["57P01"] and closed, "idle client with the window off: %s closed=%s" % (errs, closed))
     check(err.sqlstate == "08001" and secs < 2, "new connection with the window off: %s after %.1f s" % (err, secs))
+
+
+def test_crash_keeps_idle_session(ctx):
+    """The server is SIGKILLed (no FATAL, the connection just closes) and started again
+    (crash recovery): an idle session with a SET and a prepared statement carries on, and
+    the reconnect is counted in switchyard_route_reconnects_total."""
+    import urllib.request
+    pg = _cluster("reconnect-crash")
+    mport = harness.free_port()
+    sy = _start(ctx, pg, args_extra=["switchyard.metrics_listen=127.0.0.1:%d" % mport])
+    console = harness.Console(sy.port)
+    c = _connect(sy)
+    _one(c, "SET work_mem = '11MB'")
+    _one(c, "PREPARE crash(int) AS SELECT $1 + 1")
+    _saved(console, 1)
+    since = len(sy.log_text())
+    pg.kill9()
+    pg.start()
+    _after_restart(sy, console, since, 1)
+    problems = []
+    try:
+        if _one(c, "SHOW work_mem") != "11MB" or _one(c, "EXECUTE crash(1)") != 2:
+            problems.append("the session's state was not replayed")
+    except psycopg2.Error as e:
+        problems.append("the idle session after the crash: %s" % str(e).strip())
+    try:
+        text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=10).read().decode()
+    except OSError as e:
+        text = ""
+        problems.append("metrics: %s" % e)
+    line = [l for l in text.splitlines() if l.startswith("switchyard_route_reconnects_total") and 'route="pg"' in l]
+    if not line or not line[0].rstrip().endswith(" 1"):
+        problems.append("switchyard_route_reconnects_total for pg: %s" % line)
+    c.close()
+    console.close()
+    sy.check_alive()
+    sy.stop()
+    pg.cleanup()
+    check(not problems, "\n".join(problems))
