@@ -50,15 +50,6 @@ void pg_saved_free(pg_session_t *s)
 
 /* ---- what may change session state ----------------------------------------------- */
 
-static int has_word(const uint8_t *b, size_t len, const char *w)
-{
-    size_t wl = strlen(w);
-    for (size_t i = 0; i + wl <= len; i++)
-        if (strncasecmp((const char *)b + i, w, wl) == 0)
-            return 1;
-    return 0;
-}
-
 /* A Query ('Q') or Parse ('P', parse = 1) body from the client, captured whole (body
  * NULL: too long to capture, so assumed to change state). A named Parse makes a prepared
  * statement; a SELECT may take an advisory lock or call set_config (their tags say
@@ -67,30 +58,18 @@ void pg_dirty_query(pg_session_t *s, const uint8_t *body, size_t len, int parse)
 {
     if (s->dirty)
         return;
-    if (body == NULL || (parse && len > 0 && body[0] != '\0') || has_word(body, len, "advisory_lock") ||
-        has_word(body, len, "set_config"))
+    if (body == NULL || (parse && len > 0 && body[0] != '\0') ||
+        pg_sql_calls_state_functions((const char *)body, len))
         s->dirty = 1;
 }
 
 /* A CommandComplete from the server: the commands that change no session state are
- * named; anything else (SET, RESET, PREPARE, DEALLOCATE, LISTEN, UNLISTEN, DISCARD,
- * DECLARE, CREATE ...) may. */
+ * named (pg_sql_tag_keeps_state); anything else (SET, RESET, PREPARE, DEALLOCATE, LISTEN,
+ * UNLISTEN, DISCARD, DECLARE, CREATE ...) may. */
 void pg_dirty_tag(pg_session_t *s, const uint8_t *body, size_t len)
 {
-    static const char *const clean[] = {
-        "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "BEGIN", "START", "COMMIT", "ROLLBACK",
-        "SAVEPOINT", "RELEASE", "COPY", "FETCH", "MOVE", "SHOW", "EXPLAIN", "TRUNCATE", "NOTIFY",
-        "VACUUM", "ANALYZE", "LOCK", NULL
-    };
-    if (s->dirty)
-        return;
-    size_t wl = 0;
-    while (wl < len && body[wl] != ' ' && body[wl] != '\0')
-        wl++;
-    for (const char *const *c = clean; *c; c++)
-        if (strlen(*c) == wl && memcmp(*c, body, wl) == 0)
-            return;
-    s->dirty = 1;
+    if (!s->dirty && !pg_sql_tag_keeps_state((const char *)body, len))
+        s->dirty = 1;
 }
 
 /* ---- saving the state ahead -------------------------------------------------------- */

@@ -670,7 +670,8 @@ static void pg_describe(const sy_session_link_t *l, char cols[][128])
     snprintf(cols[0], 128, "%llu", (unsigned long long)s->id);
     snprintf(cols[1], 128, "%s", s->admin ? "console" : "postgres");
     snprintf(cols[2], 128, "%s", s->link.route ? s->link.route->conf->name : "");
-    snprintf(cols[3], 128, "%s", s->srv ? s->srv->link.target->hostport : "");
+    const conf_target_t *rt = s->state == PGS_RECONNECTING ? sy_route_target(s->link.route, s->rc_which) : NULL;
+    snprintf(cols[3], 128, "%s", s->srv ? s->srv->link.target->hostport : rt ? rt->hostport : "");
     snprintf(cols[4], 128, "%s", pg_state_names[s->state]);
     snprintf(cols[5], 128, "txn=%c inflight=%u copy=%s db=%.40s user=%.40s replay=%s", s->txn ? s->txn : '-',
              s->inflight, s->copy_in || s->copy_out ? "yes" : "no", s->database ? s->database : "",

@@ -385,6 +385,11 @@ def test_window_expiry(ctx):
     since = sy.log_size()
     pg.stop()
     sy.wait_log(r"event=upstream_lost .*reconnecting=1", since=since, what="the idle session reconnecting")
+    console = harness.Console(sy.port)
+    rows = harness.wait_clients(console, lambda rows: any(r["state"] == "reconnecting" for r in rows),
+                                "SHOW CLIENTS to show the session reconnecting", route="pg")
+    console.close()
+    shown = [r for r in rows if r["state"] == "reconnecting"]
     t0 = time.monotonic()
     idle.send_query("SELECT 1")
     data, closed = idle.read_until_close(timeout=15)
@@ -395,6 +400,8 @@ def test_window_expiry(ctx):
         problems.append("idle client: errors %s closed=%s, want ['08006'] and the close" % (errs, closed))
     elif "route pg" not in errs[0].get("M", "") or str(pg.port) not in errs[0].get("M", ""):
         problems.append("idle client: the message names no route and target: %s" % errs[0].get("M"))
+    if not shown or shown[0]["target"] != "127.0.0.1:%d" % pg.port:
+        problems.append("SHOW CLIENTS while reconnecting: %s" % shown)
     if not 0.5 <= waited <= 5:
         problems.append("idle client: answered after %.1f s, want about the 2 s window" % waited)
     err, secs = harness.connect_error(sy.port, db="sourcegraph")
