@@ -406,8 +406,8 @@ static int s2c_scan(void *arg, sy_pipe_t *p)
 {
     pg_session_t *s = arg;
     /* While a reconnect is possible, the client's idle stream moves on whole messages
-     * only (bnd: where the message being scanned began), so that a FATAL, which would
-     * come before the close, can be dropped whole. */
+     * only (bnd: where the message being scanned began), so that a FATAL, which comes
+     * before the close, can be dropped whole. */
     uint32_t bnd = p->fwd;
     while (p->scanned < p->end) {
         pgw_event_t ev;
@@ -483,7 +483,9 @@ static int s2c_scan(void *arg, sy_pipe_t *p)
     }
     if (pgw_scan_at_boundary(&s->sscan))
         bnd = p->scanned;
-    p->fwd = pg_reconnectable(s) ? bnd : p->scanned;
+    /* Held only as long as it could be a FATAL to drop (a captured body): a longer one
+     * goes on, or a large notice would fill the pipe and stall the session. */
+    p->fwd = pg_reconnectable(s) && p->scanned - bnd <= 5 + PGW_CAPTURE_MAX ? bnd : p->scanned;
     if (s->link.route && pg_idle(s))
         sy_switch_poke(s->link.route);
     return 0;

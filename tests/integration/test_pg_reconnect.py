@@ -505,3 +505,36 @@ def test_crash_keeps_idle_session(ctx):
     sy.stop()
     pg.cleanup()
     check(not problems, "\n".join(problems))
+
+
+def test_idle_stream_not_held(ctx):
+    """While a session is idle its server's messages are forwarded whole (a FATAL could be
+    dropped): notifications small and large (a 7900-byte payload, past what could be a
+    FATAL to drop) still arrive at once, one by one and in a burst."""
+    sy = harness.start_default(ctx)
+    w = PgWire(sy.port)
+    w.startup(database="sourcegraph")
+    w.query("LISTEN big")
+    problems = []
+    for size in (1, 900, 1100, 7900):
+        ctx.builtin.sql("NOTIFY big, '%s'" % ("x" * size), db="sourcegraph")
+        try:
+            _, ch, payload = w.wait_notification(timeout=5)
+            if len(payload) != size:
+                problems.append("payload of %d bytes arrived as %d" % (size, len(payload)))
+        except Exception as e:   # noqa: BLE001 - reported
+            problems.append("a %d-byte notification did not arrive: %s" % (size, e))
+    ctx.builtin.sql("SELECT pg_notify('big', repeat('y', n)) FROM generate_series(1, 30) AS n", db="sourcegraph")
+    for n in range(1, 31):
+        try:
+            _, ch, payload = w.wait_notification(timeout=5)
+            if payload != "y" * n:
+                problems.append("burst: notification %d has %d bytes" % (n, len(payload)))
+                break
+        except Exception as e:   # noqa: BLE001
+            problems.append("burst: notification %d did not arrive: %s" % (n, e))
+            break
+    w.close()
+    sy.check_alive()
+    sy.stop()
+    check(not problems, "\n".join(problems))
