@@ -147,6 +147,7 @@ static int build_switchyard(build_t *b, const conf_raw_sec_t *s)
             { "server_idle_timeout", 0, 0, 31536000, "0..31536000 seconds (0: never)" },
             { "server_lifetime", 0, 0, 31536000, "0..31536000 seconds (0: never)" },
             { "server_check_delay", 0, 0, 31536000, "0..31536000 seconds (0: check every reuse)" },
+            { "reconnect_window", 0, 0, 86400, "0..86400 seconds (0: off)" },
         };
         size_t j;
         for (j = 0; j < sizeof nums / sizeof nums[0]; j++)
@@ -175,7 +176,8 @@ static int build_switchyard(build_t *b, const conf_raw_sec_t *s)
             case 14: c->pool_size = (int)n; break;
             case 15: c->server_idle_timeout = (int)n; break;
             case 16: c->server_lifetime = (int)n; break;
-            default: c->server_check_delay = (int)n; break;
+            case 17: c->server_check_delay = (int)n; break;
+            default: c->reconnect_window = (int)n; break;
             }
         } else if (strcmp(k, "admin_password") == 0) {
             free(c->admin_password);
@@ -579,6 +581,7 @@ static void defaults(conf_t *c)
     c->server_idle_timeout = 600;
     c->server_lifetime = 3600;
     c->server_check_delay = 30;
+    c->reconnect_window = 30;
     c->log_format = CONF_LOG_LOGFMT;
     c->log_level = 2;
 }

@@ -28,7 +28,7 @@ static const char *const switchyard_keys[] = {
     "drain_timeout", "pause_max", "switch_hold_max", "client_login_timeout", "client_idle_timeout",
     "client_stall_timeout", "tcp_keepidle", "tcp_keepintvl", "tcp_keepcnt", "tcp_user_timeout",
     "pool_size", "server_idle_timeout", "server_lifetime", "server_check_delay",
-    "workers", "admin_password", "metrics_listen", "log_format",
+    "reconnect_window", "workers", "admin_password", "metrics_listen", "log_format",
     "log_level", NULL
 };
 static const char *const listener_keys[] = {

@@ -41,3 +41,30 @@ const char *pgw_errclass_connect(const char *libpq_text)
             return errclass_rules[i].sqlstate;
     return PGW_SQLSTATE_CANNOT_CONNECT;
 }
+
+/* Phrases of libpq (fe-connect.c) and the postmaster (ProcessStartupPacket) that mean the
+ * server is away for now. */
+static const char *const transient_phrases[] = {
+    "Connection refused",
+    "Connection reset",
+    "No such file or directory",      /* the unix socket is gone while the server is down */
+    "timeout expired",
+    "No route to host",
+    "Network is unreachable",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "the database system is not yet accepting connections",
+    "the database system is not accepting connections",
+    "server closed the connection unexpectedly",
+};
+
+int pgw_errclass_transient(const char *libpq_text)
+{
+    if (libpq_text == NULL || strcmp(pgw_errclass_connect(libpq_text), PGW_SQLSTATE_CANNOT_CONNECT) != 0)
+        return 0;
+    for (size_t i = 0; i < sizeof transient_phrases / sizeof transient_phrases[0]; i++)
+        if (strstr(libpq_text, transient_phrases[i]) != NULL)
+            return 1;
+    return 0;
+}

@@ -28,4 +28,11 @@
  * must be NUL-terminated; never NULL (08001 when no rule matches, and for NULL text). */
 const char *pgw_errclass_connect(const char *libpq_text);
 
+/* 1 when libpq's connection failure text says the server is not there for now (refused,
+ * reset, timed out, unreachable, no socket file, starting up, shutting down or in
+ * recovery, closed during the handshake), so that trying again later may succeed; 0 for
+ * everything else (credentials, too many clients, a missing database or role...) and for
+ * NULL. Same rules as above: a phrase anywhere in the text. */
+int pgw_errclass_transient(const char *libpq_text);
+
 #endif

@@ -143,3 +143,33 @@ int pg_sql_find_prepare(const char *sql, size_t len, const char *name, size_t *s
     }
     return -1;
 }
+
+int pg_sql_tag_keeps_state(const char *tag, size_t len)
+{
+    static const char *const clean[] = {
+        "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "BEGIN", "START", "COMMIT", "ROLLBACK",
+        "SAVEPOINT", "RELEASE", "COPY", "FETCH", "MOVE", "SHOW", "EXPLAIN", "TRUNCATE", "NOTIFY",
+        "VACUUM", "ANALYZE", "LOCK", NULL
+    };
+    size_t wl = 0;
+    while (wl < len && tag[wl] != ' ' && tag[wl] != '\0')
+        wl++;
+    for (const char *const *c = clean; *c; c++)
+        if (strlen(*c) == wl && memcmp(*c, tag, wl) == 0)
+            return 1;
+    return 0;
+}
+
+static int has_word(const char *b, size_t len, const char *w)
+{
+    size_t wl = strlen(w);
+    for (size_t i = 0; i + wl <= len; i++)
+        if (strncasecmp(b + i, w, wl) == 0)
+            return 1;
+    return 0;
+}
+
+int pg_sql_calls_state_functions(const char *sql, size_t len)
+{
+    return has_word(sql, len, "advisory_lock") || has_word(sql, len, "set_config");
+}

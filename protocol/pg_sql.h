@@ -22,4 +22,22 @@
  */
 int pg_sql_find_prepare(const char *sql, size_t len, const char *name, size_t *start, size_t *stmt_len);
 
+/*
+ * What may change a session's state (SET values, prepared statements, LISTEN, temporary
+ * tables, cursors, advisory locks), for the reconnect's "read the state again" (proxy/pg/
+ * pg_reconnect.c). Both err on the side of "may".
+ *
+ * pg_sql_tag_keeps_state: a CommandComplete tag (its body, tag[0..len), NUL or not) of a
+ * command that changes no session state: SELECT, INSERT, UPDATE, DELETE, MERGE, BEGIN,
+ * START, COMMIT, ROLLBACK, SAVEPOINT, RELEASE, COPY, FETCH, MOVE, SHOW, EXPLAIN, TRUNCATE,
+ * NOTIFY, VACUUM, ANALYZE, LOCK. 1 for those, 0 for anything else (SET, PREPARE, LISTEN,
+ * DISCARD, DECLARE CURSOR, CREATE ..., an empty tag).
+ *
+ * pg_sql_calls_state_functions: a query text whose tag says nothing may still take a
+ * session-level advisory lock (pg_advisory_lock, pg_try_advisory_lock..._shared) or call
+ * set_config: 1 when either name occurs anywhere in sql[0..len), case-insensitively.
+ */
+int pg_sql_tag_keeps_state(const char *tag, size_t len);
+int pg_sql_calls_state_functions(const char *sql, size_t len);
+
 #endif

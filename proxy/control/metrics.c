@@ -427,6 +427,11 @@ static void render_metrics(mx_buf_t *b)
     for (size_t i = 0; i < sy_server.nroutes; i++)
         u64_sample(b, "switchyard_route_pool_resets_total", &sy_server.routes[i], NULL, NULL,
                    SY_LOAD(sy_server.routes[i].pool_resets));
+    family(b, "switchyard_route_reconnects_total", "counter",
+           "Idle sessions reconnected, their state replayed, after their upstream closed (reconnect_window).");
+    for (size_t i = 0; i < sy_server.nroutes; i++)
+        u64_sample(b, "switchyard_route_reconnects_total", &sy_server.routes[i], NULL, NULL,
+                   SY_LOAD(sy_server.routes[i].reconnects));
     family(b, "switchyard_http_evicted_total", "counter",
            "Metrics connections closed before their request head arrived, to make room for a newer one.");
     buf_printf(b, "switchyard_http_evicted_total %llu\n", (unsigned long long)mx.evicted);

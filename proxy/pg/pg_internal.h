@@ -11,6 +11,8 @@
  *   pg_console.c   the admin console's wire side
  *   pg_pool.c      session pooling: a left client's server reset and kept IDLE, and
  *                  handed to the next client with the same key
+ *   pg_reconnect.c reconnect_window: the state an idle session would need replayed, saved
+ *                  ahead; the reconnect after its upstream closed; new sessions that wait
  *
  * Nothing here is for other modules: they use pg_session.h.
  */
@@ -45,6 +47,8 @@ typedef enum {
     PGS_RELAY,
     PGS_MOVING,
     PGS_ADMIN,
+    PGS_SAVING,          /* reading the session's state to replay (pg_reconnect.c) */
+    PGS_RECONNECTING,    /* the upstream closed under an idle session: reconnecting */
     PGS_CLOSING,
     PGS_CLOSED
 } pg_state_t;
@@ -133,6 +137,8 @@ struct pg_session_s {
     int            gss_answered;      /* GSSENCRequest seen (libpq may follow it with SSLRequest) */
     int            s2c_cut;           /* the server stream was cut at a message boundary */
     int            server_fatal;      /* the server sent a FATAL or PANIC ErrorResponse */
+    int            fatal_dropped;     /* ...while the session was idle, not relayed: it reconnects,
+                                       * and the client's next query waits for the new server */
     int            terminating;       /* client sent Terminate */
     int            linger;            /* after our last error: read and drop until the client closes */
 
@@ -183,6 +189,16 @@ struct pg_session_s {
     int            admin;             /* this is a console session */
     int            cancels;           /* cancel jobs running for it: its server is not pooled */
     pg_server_t   *pool_wait;         /* the resetting server it waits for (pg_pool.c) */
+
+    /* reconnect_window (pg_reconnect.c) */
+    int            dirty;             /* the session state may have changed since it was saved */
+    const char    *unsaved;           /* why the saved state cannot be replayed, or NULL */
+    PGresult      *saved[3];          /* settings, prepared statements, LISTENs, as a move reads them */
+    conf_which_t   rc_which;          /* reconnecting to this target */
+    uint64_t       rc_since;          /* loop ms the upstream was lost (or the first connect failed) */
+    uint64_t       rc_delay;          /* the next back-off, ms */
+    int            rc_attempts;
+    char           rc_why[256];       /* the last cause */
 };
 
 void pg_admin_drive(pg_session_t *s);
@@ -221,6 +237,22 @@ void pg_sscan_reset(pg_session_t *s);
 void pg_timer_start(pg_session_t *s, uv_timer_cb cb, uint64_t ms);
 int  pg_ask_upstream_password(pg_session_t *s, pg_server_t *sv);
 void pg_upstream_connect(pg_session_t *s);
+
+/* pg_move.c: the move's two halves, for a reconnect */
+int  pg_state_read(PGconn *old, PGresult *out[3], char *err, size_t errlen);
+int  pg_state_replay(PGconn *conn, PGresult *const st[3], char *err, size_t errlen);
+void pg_notifies_take(PGconn *c, pgr_buf_t *out);
+int  pg_swap_in(pg_session_t *s, pg_server_t *to, const pgr_buf_t *notifies, const char *old_reason);
+void pg_release(pg_session_t *s);
+
+/* pg_reconnect.c */
+void pg_saved_free(pg_session_t *s);
+void pg_dirty_query(pg_session_t *s, const uint8_t *body, size_t len, int parse);
+void pg_dirty_tag(pg_session_t *s, const uint8_t *body, size_t len);
+void pg_save_maybe(pg_session_t *s);
+int  pg_reconnectable(const pg_session_t *s);
+int  pg_reconnect_begin(pg_session_t *s, const char *why);
+int  pg_connect_retry(pg_session_t *s, const char *state, const char *cause);
 
 /* pg_pool.c */
 enum { PG_POOL_RESET = 1, PG_POOL_CHECK = 2 };

@@ -44,15 +44,6 @@ static void no_notice(void *arg, const char *message)
     (void)message;
 }
 
-static void move_collect_notifies(pg_move_t *m)
-{
-    PGnotify *n;
-    while ((n = PQnotifies(m->old)) != NULL) {
-        pgr_notification(&m->notifies, (uint32_t)n->be_pid, n->relname, n->extra);
-        PQfreemem(n);
-    }
-}
-
 /* Types below FirstNormalObjectId are Postgres's own, the same on every server; others
  * (enums, domains, composites, extensions' types) have the OIDs of the server that made
  * them, and a copy made by pg_dump or logical replication numbers them differently. */
@@ -213,15 +204,17 @@ static int move_replay_pipeline(pg_move_t *m, PGresult *settings, PGresult *prep
     return ok ? 0 : -1;
 }
 
-static void move_work(uv_work_t *req)
+/* The session's state on `old` (idle, as libpq left it), blocking, on the thread pool: what
+ * cannot move (temporary tables, advisory locks, WITH HOLD cursors) and what must, in one
+ * round trip. Returns 0 with out[] = settings, prepared statements, LISTENs (the caller
+ * clears them), or -1 with the cause in err (out[] cleared). */
+int pg_state_read(PGconn *old, PGresult *out[3], char *err, size_t errlen)
 {
-    pg_move_t *m = req->data;
-    PGresult *r = NULL, *settings = NULL, *prepared = NULL, *listens = NULL;
-    PQsetnonblocking(m->old, 0);
-    PQsetNoticeProcessor(m->old, no_notice, NULL);
-
-    /* One round trip: what cannot move, then what must. */
-    if (!PQsendQuery(m->old,
+    PGresult *r = NULL;
+    out[0] = out[1] = out[2] = NULL;
+    PQsetnonblocking(old, 0);
+    PQsetNoticeProcessor(old, no_notice, NULL);
+    if (!PQsendQuery(old,
                      "SELECT (SELECT count(*) FROM pg_catalog.pg_class WHERE relpersistence = 't'"
                      " AND relnamespace = pg_catalog.pg_my_temp_schema()),"
                      " (SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory'"
@@ -235,61 +228,99 @@ static void move_work(uv_work_t *req)
                      " JOIN pg_catalog.pg_namespace tn ON tn.oid = ty.typnamespace)::text"
                      " FROM pg_catalog.pg_prepared_statements ORDER BY prepare_time;"
                      "SELECT pg_catalog.pg_listening_channels()")) {
-        snprintf(m->err, sizeof(m->err), "%s", PQerrorMessage(m->old));
-        goto out;
+        snprintf(err, errlen, "%s", PQerrorMessage(old));
+        return -1;
     }
-    PGresult **slots[4] = { &r, &settings, &prepared, &listens };
+    PGresult **slots[4] = { &r, &out[0], &out[1], &out[2] };
     int nres = 0, bad = 0;
     PGresult *res;
-    while ((res = PQgetResult(m->old)) != NULL) {
+    while ((res = PQgetResult(old)) != NULL) {
         if (PQresultStatus(res) != PGRES_TUPLES_OK || nres >= 4) {
             if (!bad)
-                snprintf(m->err, sizeof(m->err), "%s", PQresultErrorMessage(res));
+                snprintf(err, errlen, "%s", PQresultErrorMessage(res));
             bad = 1;
             PQclear(res);
             continue;
         }
         *slots[nres++] = res;
     }
-    if (bad || nres != 4) {
-        if (!bad)
-            snprintf(m->err, sizeof(m->err), "unexpected answer to the state query");
-        goto out;
+    if (!bad && nres != 4)
+        snprintf(err, errlen, "unexpected answer to the state query");
+    else if (!bad && atoi(PQgetvalue(r, 0, 0)) > 0)
+        snprintf(err, errlen, "the session holds temporary tables");
+    else if (!bad && atoi(PQgetvalue(r, 0, 1)) > 0)
+        snprintf(err, errlen, "the session holds advisory locks");
+    else if (!bad && atoi(PQgetvalue(r, 0, 2)) > 0)
+        snprintf(err, errlen, "the session has WITH HOLD cursors");
+    else if (!bad) {
+        PQclear(r);
+        return 0;
     }
-    if (atoi(PQgetvalue(r, 0, 0)) > 0) {
-        snprintf(m->err, sizeof(m->err), "the session holds temporary tables");
-        goto out;
+    PQclear(r);
+    for (int i = 0; i < 3; i++) {
+        PQclear(out[i]);
+        out[i] = NULL;
     }
-    if (atoi(PQgetvalue(r, 0, 1)) > 0) {
-        snprintf(m->err, sizeof(m->err), "the session holds advisory locks");
-        goto out;
-    }
-    if (atoi(PQgetvalue(r, 0, 2)) > 0) {
-        snprintf(m->err, sizeof(m->err), "the session has WITH HOLD cursors");
-        goto out;
-    }
-    move_collect_notifies(m);
+    return -1;
+}
 
+void pg_notifies_take(PGconn *c, pgr_buf_t *out)
+{
+    PGnotify *n;
+    while ((n = PQnotifies(c)) != NULL) {
+        pgr_notification(out, (uint32_t)n->be_pid, n->relname, n->extra);
+        PQfreemem(n);
+    }
+}
+
+/* Replay st[] (from pg_state_read) on a new, idle session; blocking. 0, or -1 with err. */
+static int state_replay(pg_move_t *m, PGresult *const st[3])
+{
+    PQsetNoticeProcessor(m->conn, no_notice, NULL);
+    if (move_replay(m, st[0], st[1], st[2]) != 0)
+        return -1;
+    if (PQtransactionStatus(m->conn) != PQTRANS_IDLE) {
+        snprintf(m->err, sizeof(m->err), "the new session is not idle");
+        return -1;
+    }
+    return 0;
+}
+
+int pg_state_replay(PGconn *conn, PGresult *const st[3], char *err, size_t errlen)
+{
+    pg_move_t *m = calloc(1, sizeof(*m));
+    if (m == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    m->conn = conn;
+    int r = state_replay(m, st);
+    snprintf(err, errlen, "%s", m->err);
+    free(m);
+    return r;
+}
+
+static void move_work(uv_work_t *req)
+{
+    pg_move_t *m = req->data;
+    PGresult *st[3] = { NULL, NULL, NULL };
+    if (pg_state_read(m->old, st, m->err, sizeof(m->err)) != 0)
+        goto out;
+    pg_notifies_take(m->old, &m->notifies);
     if (m->conn == NULL)
         m->conn = PQconnectdbParams(m->pp.keys, m->pp.vals, 0);
     if (PQstatus(m->conn) != CONNECTION_OK) {
         snprintf(m->err, sizeof(m->err), "cannot connect: %s", PQerrorMessage(m->conn));
         goto out;
     }
-    PQsetNoticeProcessor(m->conn, no_notice, NULL);
-    if (move_replay(m, settings, prepared, listens) != 0)
+    if (state_replay(m, st) != 0)
         goto out;
-    move_collect_notifies(m);
-    if (PQtransactionStatus(m->conn) != PQTRANS_IDLE) {
-        snprintf(m->err, sizeof(m->err), "the new session is not idle");
-        goto out;
-    }
+    pg_notifies_take(m->old, &m->notifies);
+    pg_notifies_take(m->conn, &m->notifies);
     m->ok = 1;
 out:
-    PQclear(r);
-    PQclear(settings);
-    PQclear(prepared);
-    PQclear(listens);
+    for (int i = 0; i < 3; i++)
+        PQclear(st[i]);
     for (char *p = m->err; *p; p++)
         if (*p == '\n' || *p == '\t')
             *p = ' ';
@@ -298,7 +329,7 @@ out:
         m->err[--el] = '\0';
 }
 
-static void pg_release(pg_session_t *s)
+void pg_release(pg_session_t *s)
 {
     if (s->state != PGS_RELAY)
         return;
@@ -337,42 +368,13 @@ static void move_done(uv_work_t *req, int status)
         sy_switch_moved(&s->link, 0);
         goto out;
     }
-    /* Swap servers: the new one is attached (its socket and TLS session adopted), the old
-     * one closed. */
-    if (pg_server_adopt(to) != 0) {
+    int sw = pg_swap_in(s, to, &m->notifies, "moved");
+    if (sw == -1) {
         pg_server_close(to, "move failed");
         pg_close(s, "57P01", "route %s switched; reconnect (cannot take over the TLS session)",
                  s->link.route->conf->name);
-        sy_switch_moved(&s->link, 0);
-        goto out;
     }
-    pg_server_t *from = s->srv;
-    pg_server_attach(s, to);
-    pg_server_close(from, "moved");
-    SY_STAT_ADD(s->link.route->upstreams, 1);
-    to->counted = 1;
-    pg_sscan_reset(s);
-
-    /* Tell the client what changed, and hand over notifications that arrived, before
-     * anything more from the new server: queued whole, however large, and fed to the
-     * client as it reads (pg_extra_drain). */
-    for (const char *const *p = pg_reported_params; *p; p++) {
-        const char *v = PQparameterStatus(to->pg, *p);
-        const char *seen = pg_param_get(s, *p);
-        if (v != NULL && (seen == NULL || strcmp(seen, v) != 0)) {
-            pgr_parameter_status(&s->s2c_extra, *p, v);
-            pg_param_seen(s, *p, v);
-        }
-    }
-    pgr_append(&s->s2c_extra, m->notifies.data, m->notifies.len);
-    pg_set_state(s, PGS_RELAY);
-    if (s->s2c_extra.oom) {
-        pg_close(s, "53200", "route %s: out of memory after a move", s->link.route->conf->name);
-        sy_switch_moved(&s->link, 0);
-        goto out;
-    }
-    if (pg_extra_drain(s) < 0) {
-        pg_close(s, NULL, NULL);   /* the client is gone */
+    if (sw != 0) {
         sy_switch_moved(&s->link, 0);
         goto out;
     }
@@ -392,6 +394,45 @@ out:
     pgr_buf_free(&m->notifies);
     free(m);
     pg_session_unref(s);
+}
+
+/*
+ * Put `to` (connected on the thread pool, its PGconn set) in place of the session's server,
+ * which is closed with old_reason: the client is told what ParameterStatus values changed,
+ * and given `notifies`, before anything more from the new server. The session is RELAY
+ * after it. Returns 0; -1 when to's TLS session cannot be had (nothing changed: the caller
+ * closes both); -2 when the session closed (out of memory, or its client is gone).
+ */
+int pg_swap_in(pg_session_t *s, pg_server_t *to, const pgr_buf_t *notifies, const char *old_reason)
+{
+    if (pg_server_adopt(to) != 0)
+        return -1;
+    pg_server_t *from = s->srv;
+    pg_server_attach(s, to);
+    pg_server_close(from, old_reason);
+    SY_STAT_ADD(s->link.route->upstreams, 1);
+    to->counted = 1;
+    pg_sscan_reset(s);
+    /* Queued whole, however large, and fed to the client as it reads (pg_extra_drain). */
+    for (const char *const *p = pg_reported_params; *p; p++) {
+        const char *v = PQparameterStatus(to->pg, *p);
+        const char *seen = pg_param_get(s, *p);
+        if (v != NULL && (seen == NULL || strcmp(seen, v) != 0)) {
+            pgr_parameter_status(&s->s2c_extra, *p, v);
+            pg_param_seen(s, *p, v);
+        }
+    }
+    pgr_append(&s->s2c_extra, notifies->data, notifies->len);
+    pg_set_state(s, PGS_RELAY);
+    if (s->s2c_extra.oom) {
+        pg_close(s, "53200", "route %s: out of memory after a move", s->link.route->conf->name);
+        return -2;
+    }
+    if (pg_extra_drain(s) < 0) {
+        pg_close(s, NULL, NULL);   /* the client is gone */
+        return -2;
+    }
+    return 0;
 }
 
 int pg_link_quiet(sy_session_link_t *l)

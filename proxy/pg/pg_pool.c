@@ -30,8 +30,10 @@
  * server_lifetime (checked on release and once a second, sy_sweep_cb), and the route's
  * target: a switch or a RELOAD that retargets closes the idle servers of the old target
  * (sy_servers_check_idle), and one found stale on reuse is closed. A server that dies
- * while IDLE is closed; no client sees it.
+ * while IDLE is closed; no client sees it: one whose death the loop has not seen yet is
+ * looked at (a poll without waiting) before it is handed out.
  */
+#include <poll.h>
 #include "proxy/pg/pg_internal.h"
 
 static void pool_io(pg_server_t *sv);
@@ -360,6 +362,26 @@ done:;
         check_done(sv);
 }
 
+/* An IDLE server about to be handed out died, or said something (its FATAL), and the
+ * loop has not seen it yet: look now, without waiting. 1 when it is no use. */
+static int idle_dead(pg_server_t *sv)
+{
+    struct pollfd pfd = { .fd = sv->conn.fd, .events = POLLIN };
+    int tls = sv->conn.ssl != NULL && sy_tls_pending(&sv->conn) > 0;
+    if (!tls && poll(&pfd, 1, 0) <= 0)
+        return 0;
+    if (!PQconsumeInput(sv->pg))
+        return 1;
+    int bad = 0;
+    PGresult *r;
+    while (!PQisBusy(sv->pg) && (r = PQgetResult(sv->pg)) != NULL) {
+        bad |= PQresultStatus(r) == PGRES_FATAL_ERROR;   /* an error while idle: its FATAL */
+        PQclear(r);
+    }
+    notifies_drop(sv);
+    return bad || PQstatus(sv->pg) != CONNECTION_OK;
+}
+
 /* The newest IDLE server of s's route on this worker with the key, fit for use. */
 static pg_server_t *pool_find(pg_session_t *s, const char *key, size_t keylen)
 {
@@ -371,6 +393,8 @@ static pg_server_t *pool_find(pg_session_t *s, const char *key, size_t keylen)
         if (sv->keylen != keylen || memcmp(sv->key, key, keylen) != 0)
             continue;
         const char *why = pool_unfit(sv, now);
+        if (why == NULL && idle_dead(sv))
+            why = "closed while idle";
         if (why == NULL)
             return sv;
         pg_server_close(sv, why);

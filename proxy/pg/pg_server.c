@@ -234,6 +234,8 @@ static void connect_failed(pg_server_t *sv, const char *why)
         return;
     /* The SQLSTATE the server would have given, where libpq's text tells it. */
     const char *state = pgw_errclass_connect(cause);
+    if (pg_connect_retry(s, state, cause))
+        return;   /* reconnect_window: the target may be back in a moment */
     pg_close(s, state, "route %s: cannot connect to %s: %s", s->link.route->conf->name, sv->link.target->hostport, cause);
 }
 

@@ -23,6 +23,9 @@
  *   RELAY       relaying both ways
  *   MOVING      switchover: the session is being moved to the route's new target
  *   ADMIN       serving the admin console (database "switchyard", admin.c)
+ *   SAVING      idle, its state being read for a reconnect's replay (pg_reconnect.c)
+ *   RECONNECTING its upstream closed while idle: a new one is being opened, the
+ *               client's next query waits (pg_reconnect.c)
  *   CLOSING     flushing a last ErrorResponse to the client, then closing
  *
  * The upstream fd and TLS session belong to libpq: we adopt them after PQconnectPoll
@@ -37,7 +40,8 @@
 static void server_cb(sy_conn_t *c, int status, int events);
 
 const char *const pg_state_names[] = {
-    "startup", "client_tls", "auth", "resolving", "connecting", "relay", "moving", "admin", "closing", "closed"
+    "startup", "client_tls", "auth", "resolving", "connecting", "relay", "moving", "admin", "saving",
+    "reconnecting", "closing", "closed"
 };
 
 /* Parameters the server reports with ParameterStatus (GUC_REPORT) in 15..17. libpq has
@@ -68,6 +72,7 @@ static void pg_free(pg_session_t *s)
 {
     free(s->startup);
     free(s->scram);
+    pg_saved_free(s);
     if (s->client_password != NULL) {
         OPENSSL_cleanse(s->client_password, strlen(s->client_password));
         free(s->client_password);
@@ -110,10 +115,13 @@ void pg_set_state(pg_session_t *s, pg_state_t to)
         [PGS_RESOLVING]  = 1u << PGS_CONNECTING | 1u << PGS_CLOSING |
                            1u << PGS_RESOLVING,   /* a pooled server failed its check: another */
         [PGS_CONNECTING] = 1u << PGS_RELAY | 1u << PGS_CLOSING |
-                           1u << PGS_AUTH,   /* the server wants the client's own password */
-        [PGS_RELAY]      = 1u << PGS_CLOSING | 1u << PGS_MOVING,
+                           1u << PGS_AUTH |   /* the server wants the client's own password */
+                           1u << PGS_RESOLVING,   /* reconnect_window: try again later */
+        [PGS_RELAY]      = 1u << PGS_CLOSING | 1u << PGS_MOVING | 1u << PGS_SAVING | 1u << PGS_RECONNECTING,
         [PGS_MOVING]     = 1u << PGS_RELAY | 1u << PGS_CLOSING,
         [PGS_ADMIN]      = 1u << PGS_CLOSING,
+        [PGS_SAVING]     = 1u << PGS_RELAY | 1u << PGS_CLOSING,
+        [PGS_RECONNECTING] = 1u << PGS_RELAY | 1u << PGS_CLOSING,
         [PGS_CLOSING]    = 1u << PGS_CLOSED,
         [PGS_CLOSED]     = 0,
     };
@@ -301,6 +309,13 @@ static int c2s_scan(void *arg, sy_pipe_t *p)
     pg_session_t *s = arg;
     while (p->scanned < p->end) {
         pgw_event_t ev;
+        if (s->fatal_dropped) {
+            /* The server is going (its FATAL was not relayed): the next query is for the
+             * server the session reconnects to, and waits unscanned. */
+            p->reading = 0;
+            p->fwd = p->scanned;
+            return 0;
+        }
         if (s->state == PGS_RELAY && pg_idle(s) && sy_route_should_hold(&s->link)) {
             /* A pause or a switch: the client's next transaction waits here. */
             if (s->link.state != SY_CLIENT_HELD) {
@@ -319,8 +334,12 @@ static int c2s_scan(void *arg, sy_pipe_t *p)
             return -1;
         }
         p->scanned += (uint32_t)n;
+        if (ev == PGW_EV_CAPTURED)
+            pg_dirty_query(s, s->cscan.cap, s->cscan.cap_len, s->cscan.type == 'P');
         if (ev != PGW_EV_HEADER)
             continue;
+        if ((s->cscan.type == 'Q' || s->cscan.type == 'P') && s->cscan.len - 4 > PGW_CAPTURE_MAX)
+            pg_dirty_query(s, NULL, 0, 0);   /* too long to look at */
         switch (s->cscan.type) {
         case 'Q':
             s->inflight++;
@@ -329,11 +348,14 @@ static int c2s_scan(void *arg, sy_pipe_t *p)
             s->inflight++;
             s->unsynced = 0;
             break;
+        case 'C':
+            s->dirty = 1;   /* Close of a prepared statement (or a portal) */
+            s->unsynced = 1;
+            break;
         case 'P':
         case 'B':
         case 'D':
         case 'E':
-        case 'C':
         case 'H':
             s->unsynced = 1;
             break;
@@ -383,8 +405,14 @@ const char *pg_param_get(const pg_session_t *s, const char *name)
 static int s2c_scan(void *arg, sy_pipe_t *p)
 {
     pg_session_t *s = arg;
+    /* While a reconnect is possible, the client's idle stream moves on whole messages
+     * only (bnd: where the message being scanned began), so that a FATAL, which comes
+     * before the close, can be dropped whole. */
+    uint32_t bnd = p->fwd;
     while (p->scanned < p->end) {
         pgw_event_t ev;
+        if (pgw_scan_at_boundary(&s->sscan))
+            bnd = p->scanned;
         ssize_t n = pgw_scan(&s->sscan, p->buf + p->scanned, p->end - p->scanned, &ev);
         if (n < 0) {
             /* Drop the bad header: what came before is whole messages, so the client can
@@ -405,8 +433,25 @@ static int s2c_scan(void *arg, sy_pipe_t *p)
         if (ev == PGW_EV_CAPTURED && s->sscan.type == 'E') {
             pgw_error_fields_t f;
             if (pgw_parse_error(s->sscan.cap, s->sscan.cap_len, &f) == 0 && f.severity != NULL &&
-                (strcmp(f.severity, "FATAL") == 0 || strcmp(f.severity, "PANIC") == 0))
+                (strcmp(f.severity, "FATAL") == 0 || strcmp(f.severity, "PANIC") == 0)) {
+                if (pg_reconnectable(s) && p->scanned - bnd == 1 + s->sscan.len) {
+                    /* The client is owed nothing and will not be told: the session
+                     * reconnects when the server closes (pg_reconnect.c). */
+                    memmove(p->buf + bnd, p->buf + p->scanned, p->end - p->scanned);
+                    p->end -= p->scanned - bnd;
+                    p->scanned = bnd;
+                    sy_debug("event=server_fatal_dropped conn=%llu sqlstate=%s", (unsigned long long)s->id,
+                             f.sqlstate ? f.sqlstate : "");
+                    s->fatal_dropped = 1;
+                    s->c2s.reading = 0;
+                    continue;
+                }
                 s->server_fatal = 1;
+            }
+            continue;
+        }
+        if (ev == PGW_EV_CAPTURED && s->sscan.type == 'C') {
+            pg_dirty_tag(s, s->sscan.cap, s->sscan.cap_len);
             continue;
         }
         if (ev != PGW_EV_HEADER)
@@ -436,7 +481,11 @@ static int s2c_scan(void *arg, sy_pipe_t *p)
             break;
         }
     }
-    p->fwd = p->scanned;
+    if (pgw_scan_at_boundary(&s->sscan))
+        bnd = p->scanned;
+    /* Held only as long as it could be a FATAL to drop (a captured body): a longer one
+     * goes on, or a large notice would fill the pipe and stall the session. */
+    p->fwd = pg_reconnectable(s) && p->scanned - bnd <= 5 + PGW_CAPTURE_MAX ? bnd : p->scanned;
     if (s->link.route && pg_idle(s))
         sy_switch_poke(s->link.route);
     return 0;
@@ -458,6 +507,7 @@ void pg_sscan_reset(pg_session_t *s)
     pgw_scan_init(&s->sscan, sy_conf()->max_message_size);
     pgw_scan_capture(&s->sscan, 'S');
     pgw_scan_capture(&s->sscan, 'E');
+    pgw_scan_capture(&s->sscan, 'C');   /* CommandComplete: did session state change? */
     s->server_fatal = 0;
 }
 
@@ -475,6 +525,18 @@ void pg_upstream_lost(pg_session_t *s, int err)
 {
     const char *why = s->srv->conn.tls_err ? s->srv->conn.tls_err : err ? strerror(-err) : "server closed the connection";
     s->srv->gone = 1;
+    if (pg_reconnect_begin(s, why))
+        return;   /* idle, its state saved: reconnecting */
+    if (!s->server_fatal && sy_conf()->reconnect_window > 0 && (s->txn != 'I' || s->dirty || s->unsaved)) {
+        /* reconnect_window is on, and this session cannot have it: say why. In a
+         * transaction the outcome is unknown; the client must never see its COMMIT
+         * succeed. */
+        pg_close(s, "08006", "route %s: connection to %s lost: %s; %s", s->link.route->conf->name,
+                 s->srv->link.target->hostport, why,
+                 s->txn != 'I' || pg_owed_reply(s) ? "the transaction's outcome is unknown"
+                 : s->unsaved ? s->unsaved : "the session's state was not saved yet");
+        return;
+    }
     if (s->server_fatal || !pg_owed_reply(s)) {
         sy_info("event=upstream_lost conn=%llu route=%s upstream=%s reason=\"%s\" owed=0 after=%s",
                 (unsigned long long)s->id, s->link.route->conf->name, s->srv->link.target->hostport, why,
@@ -531,6 +593,7 @@ void pg_relay_drive(pg_session_t *s, sy_conn_t *c, int events)
         return;
     }
     pg_update_polls(s);
+    pg_save_maybe(s);
 }
 
 static void server_cb(sy_conn_t *c, int status, int events)
@@ -609,11 +672,12 @@ static void pg_describe(const sy_session_link_t *l, char cols[][128])
     snprintf(cols[0], 128, "%llu", (unsigned long long)s->id);
     snprintf(cols[1], 128, "%s", s->admin ? "console" : "postgres");
     snprintf(cols[2], 128, "%s", s->link.route ? s->link.route->conf->name : "");
-    snprintf(cols[3], 128, "%s", s->srv ? s->srv->link.target->hostport : "");
+    const conf_target_t *rt = s->state == PGS_RECONNECTING ? sy_route_target(s->link.route, s->rc_which) : NULL;
+    snprintf(cols[3], 128, "%s", s->srv ? s->srv->link.target->hostport : rt ? rt->hostport : "");
     snprintf(cols[4], 128, "%s", pg_state_names[s->state]);
-    snprintf(cols[5], 128, "txn=%c inflight=%u copy=%s db=%.40s user=%.40s", s->txn ? s->txn : '-', s->inflight,
-             s->copy_in || s->copy_out ? "yes" : "no", s->database ? s->database : "",
-             s->user ? s->user : "");
+    snprintf(cols[5], 128, "txn=%c inflight=%u copy=%s db=%.40s user=%.40s replay=%s", s->txn ? s->txn : '-',
+             s->inflight, s->copy_in || s->copy_out ? "yes" : "no", s->database ? s->database : "",
+             s->user ? s->user : "", s->unsaved ? "no" : s->dirty ? "pending" : "saved");
 }
 
 /*
@@ -693,6 +757,8 @@ static void pg_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *l
     sy_pipe_setup(&s->c2s, &s->client, NULL, c2s_scan, 1);
     sy_pipe_setup(&s->s2c, NULL, &s->client, s2c_scan, 1);
     pgw_scan_init(&s->cscan, sy_conf()->max_message_size);
+    pgw_scan_capture(&s->cscan, 'Q');   /* what may change session state (pg_reconnect.c) */
+    pgw_scan_capture(&s->cscan, 'P');
     pg_sscan_reset(s);
     int rc = sy_conn_watch_logged(&s->client, UV_READABLE, pg_client_cb, s->id);
     if (rc != 0) {

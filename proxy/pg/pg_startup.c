@@ -416,6 +416,8 @@ void pg_client_cb(sy_conn_t *c, int status, int events)
         break;
     }
     case PGS_MOVING:
+    case PGS_SAVING:
+    case PGS_RECONNECTING:
         if (sy_pipe_flush(&s->s2c) < 0)
             pg_close(s, NULL, NULL);   /* the move finishes and finds the session closing */
         else

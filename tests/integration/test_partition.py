@@ -17,7 +17,10 @@ import harness
 import netns
 from harness import PgError, PgWire, check
 
-TCP = "tcp_keepidle = 1\ntcp_keepintvl = 1\ntcp_keepcnt = 2\ntcp_user_timeout = 3\nconnect_timeout = 2\n"
+# reconnect_window = 0: the keepalive bounds and the old contract (an idle session closed
+# with its server, 08001 at once); the reconnect is test_pg_reconnect's.
+TCP = "tcp_keepidle = 1\ntcp_keepintvl = 1\ntcp_keepcnt = 2\ntcp_user_timeout = 3\nconnect_timeout = 2\n" \
+    "reconnect_window = 0\n"
 # the documented bound with those settings: keepidle + keepcnt x keepintvl = 3 s; allow slack
 BOUND = 8.0
 

@@ -1,6 +1,8 @@
 """
 test_pg_failures.py - issue 2, case 6: a target that is down, slow or dies gives the client
 the documented error in time, and other sessions are untouched. Only loopback addresses.
+These pin the contract with reconnect_window = 0 (08001 at once, an idle session closed with
+its server); the reconnect itself is test_pg_reconnect's.
 """
 
 import os
@@ -11,6 +13,9 @@ import time
 
 import harness
 from harness import PgError, PgWire, check, psql, psql_ok
+
+
+NO_RECONNECT = ["switchyard.reconnect_window=0"]
 
 
 def _names(err, route, hostport):
@@ -26,7 +31,7 @@ def _names(err, route, hostport):
 def test_closed_port_08001_fast(ctx):
     port = harness.closed_port()
     env = {"PGHOST": "127.0.0.1", "PGPORT": str(port), "PGUSER": "postgres", "PGSSLMODE": "disable"}
-    sy = harness.start_default(ctx, env=env)
+    sy = harness.start_default(ctx, env=env, args=NO_RECONNECT)
     err, secs = harness.connect_error(sy.port, db="sourcegraph")
     problems = []
     if err.sqlstate != "08001":
@@ -51,7 +56,7 @@ def test_silent_target_connect_timeout(ctx):
     within 3 s."""
     silent = harness.SilentListener()
     env = {"PGHOST": "127.0.0.1", "PGPORT": str(silent.port), "PGUSER": "postgres", "PGCONNECT_TIMEOUT": "2"}
-    sy = harness.start_default(ctx, env=env)
+    sy = harness.start_default(ctx, env=env, args=NO_RECONNECT)
     problems = []
     err, secs = harness.connect_error(sy.port, db="sourcegraph", timeout=15)
     if err.sqlstate not in ("08001", "08006"):
@@ -81,7 +86,7 @@ def test_default_connect_timeout(ctx):
     """Without PGCONNECT_TIMEOUT the error still comes, within 10 s + 1 s."""
     silent = harness.SilentListener()
     env = {"PGHOST": "127.0.0.1", "PGPORT": str(silent.port), "PGUSER": "postgres"}
-    sy = harness.start_default(ctx, env=env)
+    sy = harness.start_default(ctx, env=env, args=NO_RECONNECT)
     err, secs = harness.connect_error(sy.port, db="sourcegraph", timeout=30)
     sy.stop()
     check(err.sqlstate in ("08001", "08006"), "SQLSTATE %s" % err.sqlstate)
@@ -95,7 +100,7 @@ def _upstream_dies(ctx, how):
     doomed = harness.PgCluster("doomed-" + how, hba="trust", setup=False)
     doomed.sql('CREATE DATABASE sourcegraph')
     env = {"PGHOST": "127.0.0.1", "PGPORT": str(doomed.port), "PGUSER": "postgres", "PGSSLMODE": "disable"}
-    sy = harness.start_default(ctx, env=env)
+    sy = harness.start_default(ctx, env=env, args=NO_RECONNECT)
     hostport = "127.0.0.1:%d" % doomed.port
     victim = PgWire(sy.port)
     victim.startup(database="sourcegraph")
@@ -202,7 +207,7 @@ def test_upstream_too_many_connections(ctx):
     small.sql("CREATE ROLE app LOGIN")
     env = {"PGHOST": "127.0.0.1", "PGPORT": str(small.port), "PGUSER": "app", "PGDATABASE": "postgres",
            "PGSSLMODE": "disable"}
-    sy = harness.start_default(ctx, env=env)
+    sy = harness.start_default(ctx, env=env, args=NO_RECONNECT)
     opened, err = [], None
     try:
         for _ in range(12):
@@ -234,7 +239,7 @@ def test_sigterm_exits_promptly(ctx):
     silent = harness.SilentListener()
     env = harness.prefixed("CODEINSIGHTS_", {"PGHOST": "127.0.0.1", "PGPORT": str(silent.port),
                                              "PGUSER": "postgres", "PGCONNECT_TIMEOUT": "30"})
-    sy = harness.start_default(ctx, env=env)
+    sy = harness.start_default(ctx, env=env, args=NO_RECONNECT)
     idle = PgWire(sy.port)
     idle.startup(database="sourcegraph")
     busy = PgWire(sy.port)
@@ -283,7 +288,7 @@ def test_client_leaves_while_connecting(ctx):
     the upstream attempts are dropped and nothing is left open."""
     silent = harness.SilentListener()
     env = {"PGHOST": "127.0.0.1", "PGPORT": str(silent.port), "PGUSER": "postgres", "PGCONNECT_TIMEOUT": "3"}
-    sy = harness.start_default(ctx, env=env)
+    sy = harness.start_default(ctx, env=env, args=NO_RECONNECT)
     # settled after its start: the first health probes of the built-in routes are over
     for route in ("pg-codeintel", "pg-codeinsights"):
         sy.wait_log(r"event=health route=%s target=builtin healthy=1" % route)

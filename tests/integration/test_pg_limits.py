@@ -258,9 +258,10 @@ def test_churn_no_fd_or_memory_leak(ctx):
     # No quarantine: with one, ASan's recycling of OpenSSL-sized chunks looks like growth.
     # Pooling stays on (the default), so the churn goes through its release, reset and reuse
     # paths too; its idle servers are upstream sessions that outlive their clients by design,
-    # so a 1 s server_idle_timeout closes them before each count below.
+    # so a 1 s server_idle_timeout closes them before each count below. A 1 s
+    # reconnect_window: the refused connects go through their retries before the 08001.
     sy = harness.start_default(ctx, env=env, asan_extra="quarantine_size_mb=0:thread_local_quarantine_size_kb=0",
-                               args=["switchyard.server_idle_timeout=1"])
+                               args=["switchyard.server_idle_timeout=1", "switchyard.reconnect_window=1"])
 
     def one(i):
         kind = i % 6

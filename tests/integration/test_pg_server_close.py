@@ -3,6 +3,9 @@ test_pg_server_close.py - issue 12 A: when the server ends a session, the client
 server said and nothing more. After Postgres's own FATAL (pg_terminate_backend: 57P01) and
 close, switchyard closes the client too and adds no error of its own; 08006 is only for a
 server that vanished while the client was owed a reply (test_pg_failures covers that).
+With reconnect_window = 0: with the window on, an idle session whose backend was terminated
+is reconnected instead (57P01 at the wire is an admin shutdown as much as
+pg_terminate_backend), which test_pg_reconnect covers.
 """
 
 import json
@@ -43,7 +46,7 @@ def _terminated(cluster, port, how):
 def test_terminated_backend_one_error_as_direct(ctx):
     """pg_terminate_backend of an idle session, one idle in a transaction and one mid-query:
     the client gets exactly the errors a direct client gets (FATAL 57P01), then the close."""
-    sy = harness.start_default(ctx)
+    sy = harness.start_default(ctx, args=["switchyard.reconnect_window=0"])
     diffs = []
     for how in ("idle", "in transaction", "mid-query"):
         direct = _terminated(ctx.builtin, ctx.builtin.port, how)
@@ -82,7 +85,7 @@ def test_node_postgres_terminated_backend(ctx):
     """node-postgres emitted 'error' twice for one terminated backend (the server's 57P01,
     then switchyard's 08006); the second is unhandled in most applications and kills the
     process. Through switchyard it must see what it sees direct."""
-    sy = harness.start_default(ctx)
+    sy = harness.start_default(ctx, args=["switchyard.reconnect_window=0"])
     diffs = []
     for mode in ("idle", "query"):
         direct = _node(ctx.builtin.port, mode, ctx.builtin)

@@ -5,7 +5,8 @@ client sees what a direct client sees, and only that: Postgres's own FATAL 57P01
 idle session and one mid-query, a silent close for an idle Redis client, -ERR for a Redis
 command in flight. While the server is down a new session gets 08001 / -ERR at once;
 after it is back new sessions work, and no write a client saw acknowledged is lost.
-(Issue 10 will keep idle sessions across a restart; this pins today's contract.)
+Postgres with reconnect_window = 0, the contract it keeps when the window is off: issue 10
+keeps idle sessions across a restart and lets new ones wait (test_pg_reconnect).
 """
 
 import socket
@@ -27,7 +28,7 @@ def test_postgres_restart(ctx):
     pg.sql("CREATE DATABASE sourcegraph")
     pg.sql("CREATE TABLE acked (id int PRIMARY KEY)", db="sourcegraph")
     env = {"PGHOST": "127.0.0.1", "PGPORT": str(pg.port), "PGUSER": "postgres", "PGSSLMODE": "disable"}
-    sy = harness.start_default(ctx, env=env)
+    sy = harness.start_default(ctx, env=env, args=["switchyard.reconnect_window=0"])
     writer = PgWire(sy.port)
     writer.startup(database="sourcegraph")
     for i in range(20):

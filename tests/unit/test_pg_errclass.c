@@ -103,5 +103,26 @@ int main(void)
         free(folded);
     }
     CHECK_STREQ(pgw_errclass_connect(NULL), "08001");
+
+    /* Worth trying again later: the server is away for now. */
+    static const struct { const char *text; int transient; } tr[] = {
+        { "connection to server at \"127.0.0.1\", port 5432 failed: Connection refused\n"
+          "\tIs the server running on that host and accepting TCP/IP connections?\n", 1 },
+        { "connection to server at \"127.0.0.1\", port 5432 failed: FATAL:  the database system is starting up\n", 1 },
+        { "connection to server at \"127.0.0.1\", port 5432 failed: FATAL:  the database system is shutting down\n", 1 },
+        { "connection to server on socket \"/tmp/.s.PGSQL.5432\" failed: No such file or directory\n", 1 },
+        { "timeout expired", 1 },
+        { "connection to server at \"127.0.0.1\", port 5432 failed: server closed the connection unexpectedly\n", 1 },
+        { "connection to server at \"127.0.0.1\", port 5432 failed: FATAL:  database \"nope\" does not exist\n", 0 },
+        { "connection to server at \"127.0.0.1\", port 5432 failed: FATAL:  role \"x\" does not exist\n", 0 },
+        /* a credentials failure on one host outranks a refusal on another */
+        { "connection to server at \"a\", port 1 failed: Connection refused\n"
+          "connection to server at \"b\", port 2 failed: FATAL:  password authentication failed for user \"u\"\n", 0 },
+        { "connection to server at \"a\", port 1 failed: FATAL:  sorry, too many clients already\n", 0 },
+        { "", 0 },
+    };
+    for (size_t i = 0; i < sizeof tr / sizeof tr[0]; i++)
+        CHECK(pgw_errclass_transient(tr[i].text) == tr[i].transient);
+    CHECK(pgw_errclass_transient(NULL) == 0);
     return unit_done("pg_errclass");
 }

@@ -47,5 +47,39 @@ int main(void)
     CHECK(find("/* unterminated; PREPARE x AS SELECT 1", "x") == NULL);
     CHECK(find("PREPARE", "x") == NULL);
     CHECK(find("PREPARE \"x", "x") == NULL);
+
+    /* CommandComplete tags: which change no session state. Each at the end of an exact-size
+     * buffer, without its NUL, and with it. */
+    static const struct { const char *tag; int keeps; } tags[] = {
+        { "SELECT 1", 1 }, { "INSERT 0 1", 1 }, { "UPDATE 3", 1 }, { "DELETE 0", 1 }, { "MERGE 2", 1 },
+        { "BEGIN", 1 }, { "COMMIT", 1 }, { "ROLLBACK", 1 }, { "COPY 10", 1 }, { "FETCH 5", 1 },
+        { "SHOW", 1 }, { "SAVEPOINT", 1 }, { "RELEASE", 1 }, { "TRUNCATE TABLE", 1 }, { "LOCK TABLE", 1 },
+        { "SET", 0 }, { "RESET", 0 }, { "PREPARE", 0 }, { "DEALLOCATE", 0 }, { "DEALLOCATE ALL", 0 },
+        { "LISTEN", 0 }, { "UNLISTEN", 0 }, { "DISCARD ALL", 0 }, { "DECLARE CURSOR", 0 },
+        { "CREATE TABLE", 0 }, { "CLOSE CURSOR", 0 }, { "", 0 }, { "SELECTS 1", 0 }, { "SELEC", 0 },
+        { "select 1", 0 },   /* tags are upper case; anything else is not one we know */
+    };
+    for (size_t i = 0; i < sizeof tags / sizeof tags[0]; i++) {
+        size_t n = strlen(tags[i].tag);
+        for (int nul = 0; nul <= 1; nul++) {
+            char *b = malloc(n + (size_t)nul + 1);
+            memcpy(b, tags[i].tag, n + (size_t)nul);
+            CHECK_MSG(pg_sql_tag_keeps_state(b, n + (size_t)nul) == tags[i].keeps, "tag %s", tags[i].tag);
+            free(b);
+        }
+    }
+    static const struct { const char *sql; int calls; } fns[] = {
+        { "SELECT pg_advisory_lock(1)", 1 }, { "select PG_TRY_ADVISORY_LOCK(1, 2)", 1 },
+        { "SELECT pg_advisory_lock_shared(7)", 1 }, { "SELECT set_config('a.b', 'c', false)", 1 },
+        { "SELECT pg_advisory_xact_lock(1)", 0 }, { "SELECT 1", 0 }, { "", 0 }, { "advisory_loc", 0 },
+        { "SELECT 1; SELECT Set_Config('x.y', '1', false)", 1 },
+    };
+    for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
+        size_t n = strlen(fns[i].sql);
+        char *b = malloc(n ? n : 1);
+        memcpy(b, fns[i].sql, n);
+        CHECK_MSG(pg_sql_calls_state_functions(b, n) == fns[i].calls, "sql %s", fns[i].sql);
+        free(b);
+    }
     return unit_done("pg_sql");
 }
