@@ -192,6 +192,9 @@ struct pg_session_s {
 
     /* reconnect_window (pg_reconnect.c) */
     int            dirty;             /* the session state may have changed since it was saved */
+    int            ro_suspect;        /* its server may have turned read-only (25006, or
+                                       * in_hot_standby / default_transaction_read_only on):
+                                       * looked at when idle, moved if so (pg_reconnect.c) */
     const char    *unsaved;           /* why the saved state cannot be replayed, or NULL */
     PGresult      *saved[3];          /* settings, prepared statements, LISTENs, as a move reads them */
     conf_which_t   rc_which;          /* reconnecting to this target */
@@ -249,6 +252,8 @@ void pg_release(pg_session_t *s);
 void pg_saved_free(pg_session_t *s);
 void pg_dirty_query(pg_session_t *s, const uint8_t *body, size_t len, int parse);
 void pg_dirty_tag(pg_session_t *s, const uint8_t *body, size_t len);
+void pg_ro_seen_param(pg_session_t *s, const char *name, const char *value);
+void pg_ro_seen_error(pg_session_t *s, const char *sqlstate);
 void pg_save_maybe(pg_session_t *s);
 int  pg_reconnectable(const pg_session_t *s);
 int  pg_reconnect_begin(pg_session_t *s, const char *why);

@@ -28,6 +28,14 @@
  * window (pg_connect_retry), then get the 08001 they would have got at once. The queue is
  * the sessions themselves, bounded as every client is (the listener's limits).
  *
+ * A server that turns read-only under its sessions (a failover's old primary fenced with
+ * default_transaction_read_only, a standby): when the target asks for a read-write
+ * session (target_session_attrs = read-write or primary), a session that saw a hint of it
+ * (SQLSTATE 25006, or in_hot_standby / default_transaction_read_only reported on) has the
+ * server asked at its next idle moment, with its state read in the same job; if the
+ * server is read-only for every session (in recovery, or the setting is not the
+ * session's own), the session reconnects as above, and libpq picks the primary.
+ *
  * Each attempt, success and give-up is logged (event=reconnect_attempt|reconnected|
  * reconnect_gave_up), and a success counts in switchyard_route_reconnects_total.
  */
@@ -72,6 +80,41 @@ void pg_dirty_tag(pg_session_t *s, const uint8_t *body, size_t len)
         s->dirty = 1;
 }
 
+/* ---- a server turned read-only ------------------------------------------------------ */
+
+/* The target asks libpq for a read-write server: only then can a reconnect find another. */
+static int wants_read_write(const pg_session_t *s)
+{
+    const conf_target_t *t = s->srv != NULL ? s->srv->link.target : NULL;
+    const char *tsa = t != NULL ? conf_kv_get(&t->pg, "target_session_attrs") : NULL;
+    return tsa != NULL && (strcmp(tsa, "read-write") == 0 || strcmp(tsa, "primary") == 0);
+}
+
+void pg_ro_seen_param(pg_session_t *s, const char *name, const char *value)
+{
+    if ((strcmp(name, "in_hot_standby") == 0 || strcmp(name, "default_transaction_read_only") == 0) &&
+        strcmp(value, "on") == 0)
+        s->ro_suspect = 1;
+}
+
+void pg_ro_seen_error(pg_session_t *s, const char *sqlstate)
+{
+    if (sqlstate != NULL && strcmp(sqlstate, "25006") == 0)   /* read_only_sql_transaction */
+        s->ro_suspect = 1;
+}
+
+/* Blocking, on the thread pool: read-only for every session, not by the session's own
+ * choice (its SET, its role's or database's setting, its startup options). */
+static int server_read_only(PGconn *c)
+{
+    PGresult *r = PQexec(c, "SELECT pg_catalog.pg_is_in_recovery() OR EXISTS (SELECT 1 FROM pg_catalog.pg_settings"
+                            " WHERE name = 'default_transaction_read_only' AND setting = 'on'"
+                            " AND source NOT IN ('session', 'user', 'database', 'database user', 'client'))");
+    int ro = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    PQclear(r);
+    return ro;
+}
+
 /* ---- saving the state ahead -------------------------------------------------------- */
 
 typedef struct pg_save_s {
@@ -81,6 +124,7 @@ typedef struct pg_save_s {
     PGconn       *pg;
     PGresult     *st[3];
     int           ok, alive;
+    int           ro_check, readonly;   /* ask whether the server is read-only; it is */
     char          err[256];
     pgr_buf_t     notifies;
 } pg_save_t;
@@ -98,6 +142,9 @@ static void oneline(char *e)
 static void save_work(uv_work_t *req)
 {
     pg_save_t *w = req->data;
+    PQsetnonblocking(w->pg, 0);
+    if (w->ro_check)
+        w->readonly = server_read_only(w->pg);
     w->ok = pg_state_read(w->pg, w->st, w->err, sizeof(w->err)) == 0;
     pg_notifies_take(w->pg, &w->notifies);
     w->alive = PQstatus(w->pg) == CONNECTION_OK;
@@ -140,6 +187,18 @@ static void save_done(uv_work_t *req, int status)
         pg_close(s, NULL, NULL);
         goto out;
     }
+    if (w->readonly && w->ok && s->s2c_extra.len == 0) {
+        sy_info("event=server_read_only conn=%llu route=%s upstream=%s backend_pid=%u reconnecting=1",
+                (unsigned long long)s->id, s->link.route->conf->name, s->srv->link.target->hostport, s->srv->be_pid);
+        if (pg_reconnect_begin(s, "the server is read-only"))
+            goto out;
+    } else if (w->readonly && w->ok) {
+        s->ro_suspect = 1;   /* not now (notifications still owed to the client): later */
+    } else if (w->readonly) {
+        sy_info("event=server_read_only conn=%llu route=%s upstream=%s reconnecting=0 why=\"%s\"",
+                (unsigned long long)s->id, s->link.route->conf->name, s->srv->link.target->hostport,
+                s->unsaved ? s->unsaved : "");
+    }
     pg_release(s);   /* the client's next query, waiting in the kernel, goes on */
     if (s->state == PGS_RELAY && pg_idle(s))
         sy_switch_poke(s->link.route);
@@ -156,7 +215,9 @@ out:
  */
 void pg_save_maybe(pg_session_t *s)
 {
-    if (!s->dirty || s->state != PGS_RELAY || sy_conf()->reconnect_window == 0 || s->admin || s->terminating ||
+    if (s->ro_suspect && !wants_read_write(s))
+        s->ro_suspect = 0;   /* a reconnect would find the same kind of server */
+    if (!(s->dirty || s->ro_suspect) || s->state != PGS_RELAY || sy_conf()->reconnect_window == 0 || s->admin || s->terminating ||
         !pg_idle(s) || s->c2s.end != s->c2s.start || s->s2c_extra.len > 0 || s->srv == NULL || s->srv->job ||
         s->pre != NULL || s->link.state != SY_CLIENT_ACTIVE || sy_route_should_hold(&s->link))
         return;
@@ -167,6 +228,8 @@ void pg_save_maybe(pg_session_t *s)
     w->s = s;
     w->sv = s->srv;
     w->pg = s->srv->pg;
+    w->ro_check = s->ro_suspect;
+    s->ro_suspect = 0;
     pg_set_state(s, PGS_SAVING);
     s->c2s.reading = 0;
     sy_conn_unwatch(&s->srv->conn);   /* libpq reads the socket until the job is done */

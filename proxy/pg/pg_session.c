@@ -426,13 +426,18 @@ static int s2c_scan(void *arg, sy_pipe_t *p)
         p->scanned += (uint32_t)n;
         if (ev == PGW_EV_CAPTURED && s->sscan.type == 'S') {
             const char *name, *value;
-            if (pgw_parse_parameter_status(s->sscan.cap, s->sscan.cap_len, &name, &value) == 0)
+            if (pgw_parse_parameter_status(s->sscan.cap, s->sscan.cap_len, &name, &value) == 0) {
                 pg_param_seen(s, name, value);
+                pg_ro_seen_param(s, name, value);
+            }
             continue;
         }
         if (ev == PGW_EV_CAPTURED && s->sscan.type == 'E') {
             pgw_error_fields_t f;
-            if (pgw_parse_error(s->sscan.cap, s->sscan.cap_len, &f) == 0 && f.severity != NULL &&
+            int parsed = pgw_parse_error(s->sscan.cap, s->sscan.cap_len, &f) == 0;
+            if (parsed)
+                pg_ro_seen_error(s, f.sqlstate);
+            if (parsed && f.severity != NULL &&
                 (strcmp(f.severity, "FATAL") == 0 || strcmp(f.severity, "PANIC") == 0)) {
                 if (pg_reconnectable(s) && p->scanned - bnd == 1 + s->sscan.len) {
                     /* The client is owed nothing and will not be told: the session
