@@ -345,6 +345,10 @@ static void op_each(void *ctx, int worker)
                 w->active = 0;
                 if (w->check_init)
                     uv_timer_stop(&w->check);
+                FOR_ACTED_ON(worker, r, l, next) {
+                    if (l->unprepare != NULL)
+                        l->unprepare(l);
+                }
             }
             release_ready(worker, r);
             wsw_eval(w);

@@ -391,8 +391,11 @@ struct sy_session_link_s {
      * move:  start moving to the route's active target; sy_switch_moved() follows
      * kick:  close the session with the "switched; reconnect" error
      * release: a hold ended; carry on relaying
-     * prepare: open the new upstream ahead of the hold; sy_switch_prepared() follows */
+     * prepare: open the new upstream ahead of the hold; sy_switch_prepared() follows
+     * unprepare (may be NULL): the switch is over; a server opened ahead that no move used
+     * (a refused AFTER CATCHUP: the route points at the old target again) goes */
     void             (*prepare)(sy_session_link_t *l);
+    void             (*unprepare)(sy_session_link_t *l);
     /* Once a second on its worker (may be NULL): the session checks its own timeouts
      * (client_login_timeout, client_idle_timeout) against now (the loop's ms) and closes
      * itself when one ran out. */

@@ -225,6 +225,7 @@ int pg_idle(const pg_session_t *s);
 void pg_link_kick(sy_session_link_t *l, const char *why);
 void pg_link_move(sy_session_link_t *l);
 void pg_link_prepare(sy_session_link_t *l);
+void pg_link_unprepare(sy_session_link_t *l);
 int pg_link_quiet(sy_session_link_t *l);
 void pg_link_release(sy_session_link_t *l);
 const char *pg_param_get(const pg_session_t *s, const char *name);

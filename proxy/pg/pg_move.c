@@ -529,6 +529,15 @@ static void prep_done(uv_work_t *req, int status)
     pg_session_unref(s);
 }
 
+void pg_link_unprepare(sy_session_link_t *l)
+{
+    pg_session_t *s = (pg_session_t *)l;
+    sy_route_t *r = s->link.route;
+    if (s->pre != NULL && s->state == PGS_RELAY && !s->pre->job &&
+        s->pre->link.target != sy_route_target(r, sy_route_active(r)))
+        pg_server_close(s->pre, "the switch did not move it");
+}
+
 void pg_link_prepare(sy_session_link_t *l)
 {
     pg_session_t *s = (pg_session_t *)l;

@@ -750,6 +750,7 @@ static void pg_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *l
     s->link.describe = pg_describe;
     s->link.quiet = pg_link_quiet;
     s->link.prepare = pg_link_prepare;
+    s->link.unprepare = pg_link_unprepare;
     s->link.move = pg_link_move;
     s->link.kick = pg_link_kick;
     s->link.release = pg_link_release;

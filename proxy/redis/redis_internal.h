@@ -188,6 +188,7 @@ int rs_idle(const redis_session_t *s);
 void rs_link_kick(sy_session_link_t *l, const char *why);
 void rs_link_move(sy_session_link_t *l);
 void rs_link_prepare(sy_session_link_t *l);
+void rs_link_unprepare(sy_session_link_t *l);
 int rs_link_quiet(sy_session_link_t *l);
 void rs_link_release(sy_session_link_t *l);
 void rs_relay_drive(redis_session_t *s, sy_conn_t *c, int events);

@@ -376,6 +376,14 @@ static void rs_prep_done(uv_work_t *req, int status)
     rs_unref(s);
 }
 
+void rs_link_unprepare(sy_session_link_t *l)
+{
+    redis_session_t *s = (redis_session_t *)l;
+    sy_route_t *r = s->link.route;
+    if (s->pre != NULL && s->state == RS_RELAY && s->pre->link.target != sy_route_target(r, sy_route_active(r)))
+        rs_server_close(s->pre, "the switch did not move it", 0);
+}
+
 void rs_link_prepare(sy_session_link_t *l)
 {
     redis_session_t *s = (redis_session_t *)l;

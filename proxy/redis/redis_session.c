@@ -448,6 +448,7 @@ static void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t
     s->link.describe = rs_describe;
     s->link.quiet = rs_link_quiet;
     s->link.prepare = rs_link_prepare;
+    s->link.unprepare = rs_link_unprepare;
     s->link.move = rs_link_move;
     s->link.kick = rs_link_kick;
     s->link.release = rs_link_release;

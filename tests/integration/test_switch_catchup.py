@@ -316,6 +316,11 @@ def test_catchup_timeout(ctx):
     check(r2 == [(str(pub.port),)], "the session opened during the wait answered %r, not on the built-in (%d)"
           % (r2, pub.port))
     check(con.route("pg")["closed_at_deadline"] == "0", "sessions closed: %r" % con.route("pg"))
+    # Nothing moved: the connections opened ahead on the external for the move are closed.
+    ext = "SELECT count(*) FROM pg_stat_activity WHERE datname = 'sourcegraph' AND backend_type = 'client backend'" \
+          " AND pid <> pg_backend_pid()"
+    harness.wait_until(lambda: sub.sql(ext) == "0", timeout=5,
+                       what=lambda: "the external's backends after the refusal: %s" % sub.sql(ext))
 
     # replication back on: the same switch, from the CLI, goes through, and the row written
     # before is there
