@@ -287,17 +287,23 @@ def test_tracking_redirect(ctx):
 # after a move
 
 def test_client_state_after_switch(ctx):
-    """A SWITCH moves a client with a name, a db, RESP3 and an ACL user: on the new target
-    GETNAME, CLIENT INFO's name=/db=/resp=/user= and ACL WHOAMI are what the client set;
+    """A SWITCH moves a client with a name, a db, NO-EVICT, RESP3 and an ACL user: on the new
+    target GETNAME, CLIENT INFO's name=/db=/resp=/user=/flags and ACL WHOAMI are what the
+    client set (NO-EVICT was lost before: flags=N);
     CLIENT ID is the new target's connection id (documented: it changes at a move)."""
     for mux in MODES:
         sy, builtin, external = _start(ctx, mux)
         con = ss.Console(sy)
         try:
-            with Resp(sy.redis_port) as c, Resp(sy.redis_port) as plain:
+            with Resp(sy.redis_port) as c, Resp(sy.redis_port) as plain, Resp(sy.redis_port) as long, \
+                    Resp(sy.redis_port) as longer:
                 check(plain.cmd("SET", "p", "1") == "OK", "a stateless client")
+                check(long.cmd("CLIENT", "SETNAME", "n" * 128) == "OK", "SETNAME of 128 bytes")
+                check(longer.cmd("CLIENT", "SETNAME", "n" * 129) == "OK" and longer.cmd("CLIENT", "GETNAME") == b"n" * 129,
+                      "SETNAME of 129 bytes")
                 old = c.cmd("CLIENT", "ID")
-                for step in (("CLIENT", "SETNAME", "mover"), ("SELECT", "4"), ("AUTH", "alice", "apw")):
+                for step in (("CLIENT", "SETNAME", "mover"), ("SELECT", "4"), ("CLIENT", "NO-EVICT", "on"),
+                             ("AUTH", "alice", "apw")):
                     check(c.cmd(*step) == "OK", " ".join(step))
                 check(isinstance(c.cmd("HELLO", "3"), rs.Map), "HELLO 3")
                 con.switch(ROUTE, "external")
@@ -306,11 +312,16 @@ def test_client_state_after_switch(ctx):
                 new = c.cmd("CLIENT", "ID")
                 f = _fields(c.cmd("CLIENT", "INFO"))
                 check(c.cmd("CLIENT", "GETNAME") == b"mover", "mux=%s: GETNAME after the switch" % mux)
-                check((f["name"], f["db"], f["resp"], f["user"]) == ("mover", "4", "3", "alice"),
-                      "mux=%s: CLIENT INFO after the switch: %r" % (mux, f))
+                check((f["name"], f["db"], f["resp"], f["user"], "e" in f["flags"]) == ("mover", "4", "3", "alice", True),
+                      "mux=%s: CLIENT INFO after the switch (flags e: NO-EVICT): %r" % (mux, f))
                 check(int(f["id"]) == new and _row_of(external, new) is not None and _row_of(builtin, old) is None,
                       "mux=%s: CLIENT ID after the switch is the new target's connection (%d, was %d)" % (mux, new, old))
                 check(c.cmd("ACL", "WHOAMI") == b"alice", "WHOAMI after the switch")
+                check(long.cmd("CLIENT", "GETNAME") == b"n" * 128, "mux=%s: a name of 128 bytes is replayed" % mux)
+                e = longer.read(timeout=10)
+                check(isinstance(e, Err) and e.endswith("(a subscription or client name could not be recorded)"),
+                      "mux=%s: a client name over 128 bytes cannot be replayed: %r" % (mux, e))
+                check(longer.expect_close(10) == b"", "closed after the error")
         finally:
             con.close()
             sy.stop()
