@@ -99,6 +99,11 @@ static void track_command(redis_session_t *s, const resp_cmd_t *cmd)
             effect = r->arg[2];
         else
             s->subs_untracked = 1;   /* a name we cannot replay */
+    } else if (cmd->sub == RESP_SUBCMD_CLIENT_NO_EVICT && r->argc == 3) {
+        if (resp_req_arg_is(r, 2, "ON"))
+            s->no_evict = 1;
+        else if (resp_req_arg_is(r, 2, "OFF"))
+            s->no_evict = 0;   /* anything else is the server's syntax error, and no change */
     } else if (cmd->sub == RESP_SUBCMD_CLIENT_TRACKING) {
         s->tracking = resp_req_arg_is(r, 2, "ON");
         sy_session_set_pinned(&s->link, s->tracking || s->subs_untracked);

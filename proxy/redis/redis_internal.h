@@ -140,6 +140,7 @@ typedef struct redis_session_s {
     uint64_t       owed_seq, seen_seq;  /* replies owed / seen since the start */
     char           client_name[RESP_CAP_LEN + 1];
     int            tracking;        /* CLIENT TRACKING ON: cannot move */
+    int            no_evict;        /* CLIENT NO-EVICT ON (RESET keeps it): a move replays it */
     int            subs_untracked;  /* a subscription we could not record: cannot move */
     sub_set_t      subs[3];
     local_t        held;            /* a complete command awaiting its local answer */

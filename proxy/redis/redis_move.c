@@ -12,9 +12,9 @@
 /*
  * At a command boundary (no reply owed, not in MULTI/WATCH, not blocked, not
  * monitoring) the upstream holds no state of the client's beyond what we recorded: its
- * SELECT, CLIENT SETNAME, HELLO version and subscriptions. The new upstream is dialed
- * ahead of the hold (prepare), the state replayed on the thread pool (move), and the
- * socket adopted. Clients using CLIENT TRACKING cannot be moved.
+ * SELECT, CLIENT SETNAME, CLIENT NO-EVICT, HELLO version and subscriptions. The new
+ * upstream is dialed ahead of the hold (prepare), the state replayed on the thread pool
+ * (move), and the socket adopted. Clients using CLIENT TRACKING cannot be moved.
  */
 typedef struct rs_move_s {
     uv_work_t        req;
@@ -80,6 +80,13 @@ static int rs_build_replay(redis_session_t *s, rs_move_t *m)
         a[0] = (resp_arg_t){ "CLIENT", 6 };
         a[1] = (resp_arg_t){ "SETNAME", 7 };
         a[2] = (resp_arg_t){ s->client_name, strlen(s->client_name) };
+        rs_append_cmd(&m->replay, &m->replay_len, &cap, 3, a);
+        m->replay_replies++;
+    }
+    if (s->no_evict) {
+        a[0] = (resp_arg_t){ "CLIENT", 6 };
+        a[1] = (resp_arg_t){ "NO-EVICT", 8 };
+        a[2] = (resp_arg_t){ "on", 2 };
         rs_append_cmd(&m->replay, &m->replay_len, &cap, 3, a);
         m->replay_replies++;
     }
@@ -153,7 +160,7 @@ static void rs_release(redis_session_t *s)
  * move needs no job. */
 static int rs_replay_empty(const redis_session_t *s)
 {
-    return !s->resp3 && s->client_db < 0 && !s->client_name[0] && !s->reply_off && rs_acl_user(s) == NULL &&
+    return !s->resp3 && s->client_db < 0 && !s->client_name[0] && !s->no_evict && !s->reply_off && rs_acl_user(s) == NULL &&
            s->subs[0].n + s->subs[1].n + s->subs[2].n == 0;
 }
 
@@ -259,7 +266,7 @@ void rs_link_move(sy_session_link_t *l)
                  sy_route_active(r) == CONF_EXTERNAL ? "external" : "builtin",
                  s->tracking        ? "CLIENT TRACKING sessions cannot move"
                  : rs_acl_unsure(s) ? "an AUTH user could not be recorded"
-                                    : "subscriptions could not be recorded");
+                                    : "a subscription or client name could not be recorded");
         sy_switch_moved(l, 0);
         return;
     }
