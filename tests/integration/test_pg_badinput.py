@@ -7,6 +7,8 @@ GSSENCRequest answered N, NegotiateProtocolVersion for newer minor versions and 
 
 import random
 import socket
+import json
+import os
 import struct
 
 import harness
@@ -214,4 +216,26 @@ def test_pre_startup_answers_as_postgres(ctx):
         if direct != via:
             diffs.append("%s: Postgres %s, switchyard %s" % (name, direct, via))
     check(not diffs, "pre-startup answers differ from Postgres:\n" + "\n".join(diffs))
+    sy.stop()
+
+
+def _node_early_end(port):
+    node_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "node")
+    script = harness.require_file(os.path.join(node_dir, "early_end.js"), "node script")
+    harness.require_file(os.path.join(node_dir, "node_modules", "pg"), "node-postgres (scripts/install-deps.sh)")
+    r = harness.run(["node", script, str(port)], timeout=30)
+    check(r.returncode == 0, "node exited %s: %s" % (r.returncode, r.stderr[-800:]))
+    return json.loads(r.stdout.strip().splitlines()[-1])["events"]
+
+
+def test_node_postgres_ends_at_once(ctx):
+    """issue 12 C with the client it broke: node-postgres ending before its startup sends
+    Terminate first; direct, Postgres closes silently and the application sees nothing,
+    through switchyard the same (an 08P01 of switchyard's own used to reject connect())."""
+    sy = harness.start_default(ctx)
+    for _ in range(3):
+        direct, via = _node_early_end(ctx.builtin.port), _node_early_end(sy.port)
+        check(direct == via and not any(e.startswith(("error", "connect:")) for e in via),
+              "node-postgres ending at once: direct %s, switchyard %s" % (direct, via))
+    sy.check_alive()
     sy.stop()
