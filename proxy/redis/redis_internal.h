@@ -164,6 +164,7 @@ typedef struct redis_session_s {
     rs_backoff_t   rc;
     const conf_target_t *rc_target;
     conf_which_t   rc_which;
+    int            rc_new;          /* it never relayed: its first connect is retried */
 } redis_session_t;
 
 void rs_closing_timeout_cb(uv_timer_t *t);
@@ -222,6 +223,12 @@ const sy_server_link_t *rs_mux_link(const rs_mux_t *m);
  * attempt, -1 when the window from lost_at has run out (or is 0). */
 void rs_backoff_start(rs_backoff_t *b, uint64_t now);
 int  rs_backoff_next(rs_backoff_t *b, uint64_t now);
+/* A connect error worth retrying (refused, reset, LOADING...), not a wrong password or
+ * certificate. */
+int  rs_transient(const char *cause);
+/* sv, s's server being connected, failed for cause: 1 when s now waits and retries within
+ * the window (sv closed), 0 when the caller fails it. */
+int  rs_reconnect_connect_failed(redis_session_t *s, rs_server_t *sv, const char *cause);
 /* On the thread pool: PING a dialed server; 0 on +PONG, else -1 with why in err. */
 int  rs_ping(int fd, SSL *ssl, char *err, size_t errlen);
 /* s's own upstream is gone (why): 1 when s is now reconnecting (its commands in flight

@@ -248,16 +248,23 @@ static void mux_rc_timer_cb(uv_timer_t *t)
     mux_dial(m);
 }
 
-/* A dial failed: within reconnect_window, wait and dial again (1), the commands queued
- * meanwhile waiting too; else 0, and they fail. */
-static int mux_retry(rs_mux_t *m, const char *why)
+/* A dial failed (why; the server's or the socket's cause): for a transient cause within
+ * reconnect_window, wait and dial again (1), the commands queued meanwhile waiting too;
+ * else 0, and they fail. */
+static int mux_retry(rs_mux_t *m, char *why, size_t whylen, const char *cause)
 {
     char q[700];
+    if (sy_conf()->reconnect_window <= 0 || !rs_transient(cause)) {
+        memset(&m->rc, 0, sizeof(m->rc));   /* fails as it did without a window */
+        return 0;
+    }
     int d = rs_backoff_next(&m->rc, uv_now(m->link.loop));
     sy_info("event=%s conn=shared route=%s upstream=%s attempt=%u next_ms=%d queued=%u error=%s",
             d < 0 ? "reconnect_gave_up" : "reconnect_failed", m->link.route->conf->name, m->link.target->hostport,
             m->rc.attempts, d, m->qlen, sy_logq(q, sizeof(q), why));
     if (d < 0) {
+        size_t n = strlen(why);
+        snprintf(why + n, whylen - n, " (for reconnect_window, %d s)", sy_conf()->reconnect_window);
         memset(&m->rc, 0, sizeof(m->rc));   /* a later command waits a window of its own */
         return 0;
     }
@@ -277,7 +284,7 @@ static void mux_dial_done(uv_work_t *req, int status)
         snprintf(why, sizeof(why), "cannot connect to %s: %s", m->link.target->hostport, d->err);
         SY_STAT_ADD(m->link.route->err_connect, 1);
         m->st = MUX_DOWN;
-        if (!mux_retry(m, why))
+        if (!mux_retry(m, why, sizeof(why), d->err))
             mux_lost(m, why, 1);
     } else {
         rs_conn_take(&m->conn, m->link.loop, m, d->fd, d->ssl, NULL);

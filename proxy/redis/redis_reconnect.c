@@ -22,6 +22,11 @@
  * command cut in half, a local answer waiting (AUTH pipelined behind owed replies), and a
  * subscriber with replies owed.
  *
+ * A new session (or one being pinned) whose target cannot be reached for a transient cause
+ * (refused, reset, timed out, LOADING: rs_transient) waits the same way
+ * (rs_reconnect_connect_failed), then gets "cannot connect ... within reconnect_window";
+ * a wrong password or certificate fails at once, as before.
+ *
  * The shared upstream of multiplexed clients (redis_mux.c) uses the back-off below: after
  * it dies it dials again at once; while dials fail its clients' commands wait in its queue
  * (bounded: MUX_OUT_CAP, then their reads stop) until it is back or the window has run out.
@@ -59,6 +64,22 @@ int rs_backoff_next(rs_backoff_t *b, uint64_t now)
     if (spent + d > window)
         d = (uint32_t)(window - spent);   /* the last attempt at the window's end */
     return (int)d;
+}
+
+int rs_transient(const char *cause)
+{
+    static const char *const again[] = { "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", NULL };
+    if (strncmp(cause, "TLS", 3) == 0 || strncmp(cause, "cannot start TLS", 16) == 0)
+        return 0;   /* certificates do not mend themselves */
+    size_t n = 0;
+    while (cause[n] >= 'A' && cause[n] <= 'Z')
+        n++;
+    if (n < 2 || (cause[n] != ' ' && cause[n] != '\0'))
+        return 1;   /* not a server's error reply: refused, reset, timed out, closed ... */
+    for (const char *const *a = again; *a; a++)
+        if (strlen(*a) == n && strncmp(cause, *a, n) == 0)
+            return 1;
+    return 0;       /* WRONGPASS, NOAUTH, ERR ...: the configuration's, not the moment's */
 }
 
 int rs_ping(int fd, SSL *ssl, char *err, size_t errlen)
@@ -107,8 +128,13 @@ static void rc_work(uv_work_t *req)
 static void rc_give_up(redis_session_t *s, const char *cause)
 {
     char q[700];
-    snprintf(s->errmsg, sizeof(s->errmsg), "route %s: connection to %s lost and not back within reconnect_window (%d s): %s",
-             s->link.route->conf->name, s->rc_target->hostport, sy_conf()->reconnect_window, cause);
+    if (s->rc_new)
+        snprintf(s->errmsg, sizeof(s->errmsg), "route %s: cannot connect to %s within reconnect_window (%d s): %s",
+                 s->link.route->conf->name, s->rc_target->hostport, sy_conf()->reconnect_window, cause);
+    else
+        snprintf(s->errmsg, sizeof(s->errmsg),
+                 "route %s: connection to %s lost and not back within reconnect_window (%d s): %s",
+                 s->link.route->conf->name, s->rc_target->hostport, sy_conf()->reconnect_window, cause);
     sy_info("event=reconnect_gave_up conn=%llu route=%s upstream=%s attempts=%u ms=%llu error=%s",
             (unsigned long long)s->id, s->link.route->conf->name, s->rc_target->hostport, s->rc.attempts,
             (unsigned long long)(uv_now(s->link.loop) - s->rc.lost_at), sy_logq(q, sizeof(q), cause));
@@ -142,6 +168,7 @@ static void rc_resume(redis_session_t *s, rs_server_t *sv, rc_job_t *j)
             s->link.route->conf->name, sv->link.target->hostport, s->rc.attempts,
             (unsigned long long)(uv_now(s->link.loop) - s->rc.lost_at));
     memset(&s->rc, 0, sizeof(s->rc));
+    s->rc_new = 0;
     s->c2s.reading = 1;
     s->s2c.reading = 1;
     s->s2c.src_eof = 0;   /* that was the old upstream's */
@@ -171,7 +198,7 @@ static void rc_done(uv_work_t *req, int status)
         char q[700];
         sy_redis_hangup(j->fd, j->ssl);
         rs_server_close(sv, "reconnect_failed", 0);
-        int d = rs_backoff_next(&s->rc, uv_now(s->link.loop));
+        int d = rs_transient(j->err) ? rs_backoff_next(&s->rc, uv_now(s->link.loop)) : -1;
         sy_info("event=reconnect_failed conn=%llu route=%s upstream=%s attempt=%u next_ms=%d error=%s",
                 (unsigned long long)s->id, s->link.route->conf->name, s->rc_target->hostport, s->rc.attempts, d,
                 sy_logq(q, sizeof(q), j->err));
@@ -271,5 +298,30 @@ int rs_reconnect_begin(redis_session_t *s, const char *why)
     rs_watch(s, &s->client, 0, rs_client_cb);
     rs_backoff_start(&s->rc, uv_now(s->link.loop));
     rc_attempt(s);
+    return 1;
+}
+
+int rs_reconnect_connect_failed(redis_session_t *s, rs_server_t *sv, const char *cause)
+{
+    if (sy_conf()->reconnect_window <= 0 || !rs_transient(cause))
+        return 0;
+    char q[700];
+    s->rc_which = sv->link.which;
+    s->rc_target = sv->link.target;
+    s->rc_new = 1;
+    /* Whatever the server said during setup is not the client's to see. */
+    s->s2c.start = s->s2c.fwd = s->s2c.scanned = s->s2c.end = 0;
+    s->s2c.src_eof = 0;
+    resp_reply_init(&s->rp, 0);
+    rs_server_close(sv, "connect_failed", 0);
+    rs_backoff_start(&s->rc, uv_now(s->link.loop));
+    s->rc.attempts = 1;
+    int d = rs_backoff_next(&s->rc, uv_now(s->link.loop));
+    sy_info("event=reconnect_failed conn=%llu route=%s upstream=%s attempt=1 next_ms=%d error=%s",
+            (unsigned long long)s->id, s->link.route->conf->name, s->rc_target->hostport, d,
+            sy_logq(q, sizeof(q), cause));
+    rs_watch(s, &s->client, 0, rs_client_cb);
+    if (s->state == RS_CONNECTING)
+        rs_timer_start(s, rc_timer_cb, (uint64_t)d);
     return 1;
 }

@@ -112,16 +112,19 @@ def _restart_under_load(server, sy, pinned):
     print("restart after %.2f s; errors in flight: %d over %d clients; acked %d" %
           (restarted, errors, CLIENTS, sum(c.acked for c in checkers)))
     # the stateful client kept its db and name, and its connection
-    name = pinned.cmd("CLIENT", "GETNAME")
-    if name != b"keeper":
-        problems.append("pinned client lost its name after the restart: %r" % (name,))
-    where = pinned.cmd("GET", "where")
-    if where != b"db3":
-        problems.append("pinned client lost its SELECT 3 after the restart: GET where = %r" % (where,))
-    info = pinned.cmd("CLIENT", "INFO")
-    info = info.decode() if isinstance(info, bytes) else str(info)
-    if " db=3 " not in " %s " % info:
-        problems.append("pinned client's upstream is not on db 3: %r" % (info,))
+    try:
+        name = pinned.cmd("CLIENT", "GETNAME")
+        if name != b"keeper":
+            problems.append("pinned client lost its name after the restart: %r" % (name,))
+        where = pinned.cmd("GET", "where")
+        if where != b"db3":
+            problems.append("pinned client lost its SELECT 3 after the restart: GET where = %r" % (where,))
+        info = pinned.cmd("CLIENT", "INFO")
+        info = info.decode() if isinstance(info, bytes) else str(info)
+        if " db=3 " not in " %s " % info:
+            problems.append("pinned client's upstream is not on db 3: %r" % (info,))
+    except (rs.Closed, OSError) as e:
+        problems.append("pinned client (SELECT 3, SETNAME) after the restart: %r" % e)
     return problems
 
 
@@ -138,7 +141,8 @@ def test_restart_multiplexed(ctx):
     sy = rs.start_proxy(server, extra="multiplex = on", globals_extra="reconnect_window = 30")
     pinned = _pinned(sy)
     problems = _restart_under_load(server, sy, pinned)
-    sy.wait_log(r"event=reconnected conn=shared route=%s" % ROUTE, what="the shared upstream's reconnect")
+    if not problems:
+        sy.wait_log(r"event=reconnected conn=shared route=%s" % ROUTE, what="the shared upstream's reconnect")
     pinned.close()
     sy.check_alive()
     sy.stop()
@@ -166,17 +170,31 @@ def _window_expiry(multiplex):
     sy.wait_log(r"event=upstream_lost", since=mark, timeout=10, what="switchyard to see the server go")
     lost_at = time.monotonic()
     problems = []
+    fresh = Resp(sy.port, timeout=30)   # a new client while the target is down waits too
+    fresh.send_cmds([("PING",)])
     try:
         r = c.cmd("GET", "k")
     except Exception as e:
         r = e
     waited = time.monotonic() - lost_at
+    try:
+        f = fresh.read()
+    except Exception as e:
+        f = e
+    fresh_waited = time.monotonic() - lost_at
+    fresh.close()
+    if not isinstance(f, rs.Err) or "cannot connect to 127.0.0.1:%d" % server.port not in f:
+        problems.append("a new client's PING while down got %r, want -ERR ... cannot connect" % (f,))
+    if not 1.5 <= fresh_waited <= 6:
+        problems.append("a new client's PING while down answered after %.2f s, want about the window" % fresh_waited)
     if not isinstance(r, rs.Err) or ROUTE not in r or ("127.0.0.1:%d" % server.port) not in r:
         problems.append("GET while down got %r, want -ERR naming the route and the target" % (r,))
     if not 1.5 <= waited <= 6:
         problems.append("GET while down answered after %.2f s, want about the window (2 s)" % waited)
-    print("multiplex=%s: the waiting command got its error after %.2f s: %r" % (multiplex, waited, r))
-    sy.wait_log(r"event=reconnect_gave_up", since=mark, what="the give-up event")
+    print("multiplex=%s: the waiting command got its error after %.2f s: %r; a new client's after %.2f s: %r" %
+          (multiplex, waited, r, fresh_waited, f))
+    if not problems:
+        sy.wait_log(r"event=reconnect_gave_up", since=mark, what="the give-up event")
     c.close()
     server.start()
     again = Resp(sy.port)
@@ -194,3 +212,32 @@ def test_window_expiry_multiplexed(ctx):
 
 def test_window_expiry_pinned(ctx):
     _window_expiry("off")
+
+
+def test_transaction_is_not_carried_over(ctx):
+    """A session in MULTI when its upstream dies is closed (silently: nothing was owed, as
+    Redis closes it), never reconnected: the commands it queued are gone, and carrying on
+    would run the rest of the transaction outside it."""
+    server = _aof_server()
+    sy = rs.start_proxy(server, extra="multiplex = off", globals_extra="reconnect_window = 30")
+    c = Resp(sy.port, timeout=30)
+    check(c.cmd("MULTI") == "OK", "MULTI")
+    check(c.cmd("INCR", "tx") == "QUEUED", "INCR queued")
+    idle = Resp(sy.port, timeout=30)
+    check(idle.cmd("SET", "idle", "1") == "OK", "SET")
+    mark = sy.log_size()
+    server.kill()
+    sy.wait_log(r"event=upstream_lost .*reconnect=on", since=mark, timeout=10, what="the idle session's reconnect")
+    got = c.expect_close(15)
+    server.start()
+    problems = []
+    if got != b"":
+        problems.append("the session in MULTI got %r before its close, want nothing" % got)
+    if idle.cmd("GET", "idle") != b"1":
+        problems.append("the idle session did not carry on")
+    if server.cli("GET", "tx").stdout.strip() not in ("",):
+        problems.append("the queued INCR ran: tx = %r" % server.cli("GET", "tx").stdout)
+    idle.close()
+    sy.check_alive()
+    sy.stop()
+    check(not problems, "\n".join(problems))
