@@ -173,6 +173,11 @@ static void rc_resume(redis_session_t *s, rs_server_t *sv, rc_job_t *j)
     s->s2c.reading = 1;
     s->s2c.src_eof = 0;   /* that was the old upstream's */
     s->s2c.err = s->c2s.err = 0;
+    if (s->link.state == SY_CLIENT_HELD) {
+        s->c2s.reading = 0;   /* paused (PAUSE, a switch): the release sends what waits */
+        rs_update_polls(s);
+        return;
+    }
     if (s->c2s.scanned < s->c2s.end) {
         int r = sy_pipe_resume(s, &s->c2s);
         if (r == SY_PUMP_DST_ERR)

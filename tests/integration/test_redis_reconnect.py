@@ -12,7 +12,10 @@ test_redis_reconnect.py - issue 10 part 2 for Redis: sessions outlive an upstrea
     SETNAME client, which keeps its db and name).
   - window expiry: with reconnect_window = 2 and the server stopped for good, a command
     sent while it is down gets switchyard's -ERR naming route and target after about the
-    window: not at once, and not never. Both with multiplexing and without.
+    window: not at once, and not never; so does a new client that connects meanwhile. Both
+    with multiplexing and without.
+  - a session in MULTI is not carried over (closed, as Redis closes it: the transaction is
+    lost); a subscriber is subscribed again and gets what is published after the restart.
 """
 
 import threading
@@ -241,3 +244,25 @@ def test_transaction_is_not_carried_over(ctx):
     sy.check_alive()
     sy.stop()
     check(not problems, "\n".join(problems))
+
+
+def test_subscriber_resubscribed(ctx):
+    """A subscriber's own upstream restarts: it is subscribed again (the move's replay) and
+    gets what is published after the restart, on the connection it had."""
+    server = _aof_server()
+    sy = rs.start_proxy(server, extra="multiplex = off", globals_extra="reconnect_window = 30")
+    sub = Resp(sy.port, timeout=30)
+    got = sub.cmd("SUBSCRIBE", "news")
+    check(isinstance(got, list) and got[:2] == [b"subscribe", b"news"], "SUBSCRIBE: %r" % (got,))
+    mark = sy.log_size()
+    server.kill()
+    sy.wait_log(r"event=upstream_lost .*reconnect=on", since=mark, timeout=10, what="the subscriber's reconnect")
+    server.start()
+    sy.wait_log(r"event=reconnected conn=", since=mark, timeout=15, what="the subscriber reconnected")
+    n = server.cli("PUBLISH", "news", "after").stdout.strip()
+    check(n == "1", "PUBLISH after the restart reached %r subscribers, want 1" % n)
+    msg = sub.read(timeout=10)
+    check(msg == [b"message", b"news", b"after"], "the subscriber got %r" % (msg,))
+    sub.close()
+    sy.check_alive()
+    sy.stop()
