@@ -320,7 +320,7 @@ struct sy_route_s {
     char                health_err[256];  /* its cause when not ok */
     uint64_t            pool_reuses;      /* pg: clients given an idle server (atomic) */
     uint64_t            pool_resets;      /* pg: servers reset for the next client (atomic) */
-    uint64_t            reconnects;       /* pg: idle sessions reconnected after their upstream closed (atomic) */
+    uint64_t            reconnects;       /* sessions (pg, redis) or shared upstreams reconnected (atomic) */
 };
 
 /*

@@ -15,6 +15,8 @@
  *                    share (rs_mux_t), the FIFO that matches its replies to them, pinning
  *   redis_replica.c  SYNC/PSYNC over a client connection: the payload, then a raw stream
  *   redis_acl.c      AUTH <user> <pw> forwarded: the identity a move replays
+ *   redis_reconnect.c  reconnect_window: an upstream lost under a session is dialed again
+ *                    (the move's replay for a session's own), with back-off
  *
  * A client relays to at most one server (srv) and may hold one more dialed ahead of a
  * move (pre). A server knows its client only through link.client, and may have none
@@ -91,6 +93,13 @@ typedef struct rs_server_s {
                                      * (AUTH/SELECT) still to swallow */
     char             errmsg[600];   /* the last address's connect error */
 } rs_server_t;
+
+/* reconnect_window's back-off (redis_reconnect.c): lost_at 0 while not reconnecting. */
+typedef struct rs_backoff_s {
+    uint64_t lost_at;               /* loop ms the upstream was lost */
+    uint32_t delay_ms;              /* the last wait between attempts */
+    uint32_t attempts;
+} rs_backoff_t;
 
 typedef struct rs_mux_s rs_mux_t;
 typedef struct rs_repl_s rs_repl_t;   /* a replica's SYNC and stream (redis_replica.c) */
@@ -178,6 +187,11 @@ typedef struct redis_session_s {
     int            nmasks;
     uint64_t       mask_all_until;  /* masks overflowed: every reply up to it is masked */
     int            mask_exec;       /* a CONFIG GET is queued in the open MULTI */
+    /* reconnect_window (redis_reconnect.c): its own upstream, lost, is dialed again */
+    rs_backoff_t   rc;
+    const conf_target_t *rc_target;
+    conf_which_t   rc_which;
+    int            rc_new;          /* it never relayed: its first connect is retried */
 } redis_session_t;
 
 void rs_closing_timeout_cb(uv_timer_t *t);
@@ -278,5 +292,23 @@ void rs_mux_pin_try(redis_session_t *s);        /* ...open s's own upstream once
 void rs_mux_poke(redis_session_t *s);           /* s's s2c drained: a stalled mux goes on */
 int  rs_mux_shared_db(const redis_session_t *s);
 const sy_server_link_t *rs_mux_link(const rs_mux_t *m);
+
+/* reconnect_window (redis_reconnect.c). rs_backoff_next: ms to wait before the next
+ * attempt, -1 when the window from lost_at has run out (or is 0). */
+void rs_backoff_start(rs_backoff_t *b, uint64_t now);
+int  rs_backoff_next(rs_backoff_t *b, uint64_t now);
+/* A connect error worth retrying (refused, reset, LOADING...), not a wrong password or
+ * certificate. */
+int  rs_transient(const char *cause);
+/* sv, s's server being connected, failed for cause: 1 when s now waits and retries within
+ * the window (sv closed), 0 when the caller fails it. */
+int  rs_reconnect_connect_failed(redis_session_t *s, rs_server_t *sv, const char *cause);
+/* On the thread pool: PING a dialed server; 0 on +PONG, else -1 with why in err. */
+int  rs_ping(int fd, SSL *ssl, char *err, size_t errlen);
+/* s's own upstream is gone (why): 1 when s is now reconnecting (its commands in flight
+ * answered with -ERR) or closed, 0 when it cannot be rebuilt and the caller closes it. */
+int  rs_reconnect_begin(redis_session_t *s, const char *why);
+/* The commands a move replays for s (redis_move.c), malloc'd into *buf; 0 or -1. */
+int  rs_replay_build(redis_session_t *s, uint8_t **buf, size_t *len, int *replies);
 
 #endif

@@ -109,6 +109,17 @@ static int rs_build_replay(redis_session_t *s, rs_move_t *m)
     return 0;
 }
 
+int rs_replay_build(redis_session_t *s, uint8_t **buf, size_t *len, int *replies)
+{
+    rs_move_t m;
+    memset(&m, 0, sizeof(m));
+    int r = rs_build_replay(s, &m);
+    *buf = m.replay;
+    *len = m.replay_len;
+    *replies = m.replay_replies;
+    return r;
+}
+
 /* On the thread pool, after a dial: what the relay wants of the socket that costs nothing
  * to set here instead of on the loop. */
 static void rs_dialed(int fd)

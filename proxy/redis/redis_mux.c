@@ -31,7 +31,10 @@
  * The shared upstream is dialed on the thread pool (sy_redis_dial: connect, TLS, AUTH,
  * SELECT), so nothing of the setup passes through a client. When it dies, every client
  * with replies in flight gets one -ERR per command in flight (a client in the middle of a
- * reply is closed: its stream cannot be mended), and the next command dials again. It
+ * reply is closed: its stream cannot be mended), and the next command dials again. With
+ * reconnect_window (redis_reconnect.c) it dials again at once, and while dials fail it
+ * retries with back-off (its timer, rc_on): commands queue meanwhile, and only when the
+ * window from the loss has run out do its clients get the error and the close. It
  * closes when its last client has left and its last reply is in.
  *
  * Switchover: the clients of a mux hold nothing on it, so a move is a detach and an attach
@@ -71,6 +74,9 @@ struct rs_mux_s {
     redis_session_t **waiters;     /* clients whose c2s waits for queue space */
     uint32_t         nwait, capwait;
     uint64_t         served;       /* replies delivered (SHOW SERVERS) */
+    uv_timer_t       rc_timer;     /* reconnect_window: the next dial after a failed one */
+    int              rc_on;        /* ...is waited for: no dial before it */
+    rs_backoff_t     rc;           /* lost_at 0: not reconnecting */
 };
 
 /* Each worker's muxes, by route and target: [route index * 2 + which]; only that worker
@@ -136,6 +142,8 @@ static void mux_close(rs_mux_t *m, const char *reason, int later)
     if (m->idle_on)
         uv_idle_stop(&m->idle);
     uv_close((uv_handle_t *)&m->idle, mux_idle_closed);
+    uv_timer_stop(&m->rc_timer);
+    uv_close((uv_handle_t *)&m->rc_timer, mux_idle_closed);
     mux_unref(m);
 }
 
@@ -155,10 +163,12 @@ static rs_mux_t *mux_new(uv_loop_t *loop, sy_route_t *r, conf_which_t which, int
         free(m);
         return NULL;
     }
-    m->refs = 2;   /* open, and the idle handle until its close callback */
+    m->refs = 3;   /* open, and the idle and timer handles until their close callbacks */
     m->slot = slot;
     uv_idle_init(loop, &m->idle);
     m->idle.data = m;
+    uv_timer_init(loop, &m->rc_timer);
+    m->rc_timer.data = m;
     sy_conn_init(&m->conn, loop, -1, m);
     resp_reply_init(&m->rp, 0);
     m->link.loop = loop;
@@ -215,6 +225,7 @@ typedef struct mux_dial_s {
     const conf_target_t *target;
     int                  fd;
     SSL                 *ssl;
+    int                  ping;         /* a redial: the server must answer (not dying, not loading) */
     char                 err[512];
 } mux_dial_t;
 
@@ -224,11 +235,48 @@ static void mux_dial_work(uv_work_t *req)
     int one = 1;
     if (sy_redis_dial(d->target, &d->fd, &d->ssl, d->err, sizeof(d->err)) != 0)
         d->fd = -1;
-    else
+    else if (d->ping && rs_ping(d->fd, d->ssl, d->err, sizeof(d->err)) != 0) {
+        sy_redis_hangup(d->fd, d->ssl);
+        d->fd = -1;
+        d->ssl = NULL;
+    } else
         setsockopt(d->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
 static void mux_watch(rs_mux_t *m);
+static void mux_dial(rs_mux_t *m);
+
+static void mux_rc_timer_cb(uv_timer_t *t)
+{
+    rs_mux_t *m = t->data;
+    m->rc_on = 0;
+    mux_dial(m);
+}
+
+/* A dial failed (why; the server's or the socket's cause): for a transient cause within
+ * reconnect_window, wait and dial again (1), the commands queued meanwhile waiting too;
+ * else 0, and they fail. */
+static int mux_retry(rs_mux_t *m, char *why, size_t whylen, const char *cause)
+{
+    char q[700];
+    if (sy_conf()->reconnect_window <= 0 || !rs_transient(cause)) {
+        memset(&m->rc, 0, sizeof(m->rc));   /* fails as it did without a window */
+        return 0;
+    }
+    int d = rs_backoff_next(&m->rc, uv_now(m->link.loop));
+    sy_info("event=%s conn=shared route=%s upstream=%s attempt=%u next_ms=%d queued=%u error=%s",
+            d < 0 ? "reconnect_gave_up" : "reconnect_failed", m->link.route->conf->name, m->link.target->hostport,
+            m->rc.attempts, d, m->qlen, sy_logq(q, sizeof(q), why));
+    if (d < 0) {
+        size_t n = strlen(why);
+        snprintf(why + n, whylen - n, " (for reconnect_window, %d s)", sy_conf()->reconnect_window);
+        memset(&m->rc, 0, sizeof(m->rc));   /* a later command waits a window of its own */
+        return 0;
+    }
+    m->rc_on = 1;
+    uv_timer_start(&m->rc_timer, mux_rc_timer_cb, (uint64_t)d, 0);
+    return 1;
+}
 
 static void mux_dial_done(uv_work_t *req, int status)
 {
@@ -241,7 +289,8 @@ static void mux_dial_done(uv_work_t *req, int status)
         snprintf(why, sizeof(why), "cannot connect to %s: %s", m->link.target->hostport, d->err);
         SY_STAT_ADD(m->link.route->err_connect, 1);
         m->st = MUX_DOWN;
-        mux_lost(m, why, 1);
+        if (!mux_retry(m, why, sizeof(why), d->err))
+            mux_lost(m, why, 1);
     } else {
         rs_conn_take(&m->conn, m->link.loop, m, d->fd, d->ssl, NULL);
         m->st = MUX_UP;
@@ -250,6 +299,13 @@ static void mux_dial_done(uv_work_t *req, int status)
         sy_server_set_state(&m->link, SY_SERVER_ACTIVE);
         sy_debug("event=shared_ready route=%s upstream=%s users=%u", m->link.route->conf->name,
                  m->link.target->hostport, m->users);
+        if (m->rc.lost_at != 0) {
+            SY_STAT_ADD(m->link.route->reconnects, 1);
+            sy_info("event=reconnected conn=shared route=%s upstream=%s attempts=%u ms=%llu queued=%u",
+                    m->link.route->conf->name, m->link.target->hostport, m->rc.attempts,
+                    (unsigned long long)(uv_now(m->link.loop) - m->rc.lost_at), m->qlen);
+            memset(&m->rc, 0, sizeof(m->rc));
+        }
         mux_service(m);
     }
     free(d);
@@ -258,7 +314,7 @@ static void mux_dial_done(uv_work_t *req, int status)
 
 static void mux_dial(rs_mux_t *m)
 {
-    if (m->st != MUX_DOWN || m->closed)
+    if (m->st != MUX_DOWN || m->closed || m->rc_on)
         return;
     mux_dial_t *d = calloc(1, sizeof(*d));
     if (d == NULL) {
@@ -269,8 +325,12 @@ static void mux_dial(rs_mux_t *m)
     d->m = m;
     d->fd = -1;
     d->target = m->link.target;
+    d->ping = m->rc.lost_at != 0;
     m->st = MUX_DIALING;
     m->refs++;
+    if (m->rc.lost_at != 0)
+        sy_info("event=reconnect_attempt conn=shared route=%s upstream=%s attempt=%u queued=%u",
+                m->link.route->conf->name, m->link.target->hostport, ++m->rc.attempts, m->qlen);
     sy_server_set_state(&m->link, SY_SERVER_CONNECTING);
     if (uv_queue_work(m->link.loop, &d->req, mux_dial_work, mux_dial_done) != 0) {
         m->refs--;
@@ -546,8 +606,12 @@ static void mux_cb(sy_conn_t *c, int status, int events)
 {
     rs_mux_t *m = c->data;
     m->refs++;
-    if (status < 0)   /* POLLERR (a reset): events is 0; the read or write says what failed */
+    if (status < 0) {
+        /* POLLERR (a reset: SIGKILL of the server under load): libuv stopped the poll and
+         * says no events. Read and write to learn why; the poll starts again if need be. */
+        m->conn.events = 0;
         events = m->conn.rd_wait | m->conn.wr_wait;
+    }
     if (m->st == MUX_UP && (events & m->conn.wr_wait))
         mux_flush(m);
     if (m->st == MUX_UP && (events & m->conn.rd_wait))
@@ -620,9 +684,12 @@ static void mux_lost(rs_mux_t *m, const char *why, int fatal)
             fatal ? "upstream_failed" : "upstream_lost", m->link.route->conf->name, m->link.target->hostport, m->qlen,
             sy_logq(lq, sizeof(lq), msg));
     m->refs++;
-    if (m->st == MUX_UP) {
+    int was_up = m->st == MUX_UP;
+    if (was_up) {
         SY_STAT_ADD(m->link.route->err_lost, 1);
         mux_drop_socket(m, 0);
+        if (sy_conf()->reconnect_window > 0)
+            rs_backoff_start(&m->rc, uv_now(m->link.loop));
     }
     if (m->st != MUX_DIALING)
         sy_server_set_state(&m->link, SY_SERVER_CONNECTING);
@@ -657,8 +724,8 @@ static void mux_lost(rs_mux_t *m, const char *why, int fatal)
     free(q);
     if (!m->closed)
         mux_wake(m);
-    if (!m->closed && m->oend > m->ostart)
-        mux_dial(m);
+    if (!m->closed && (m->oend > m->ostart || (was_up && m->rc.lost_at != 0)))
+        mux_dial(m);   /* with reconnect_window, at once: idle clients find it back */
     if (!m->closed)
         mux_maybe_close(m, 0);
     mux_unref(m);

@@ -187,6 +187,8 @@ static void rs_connect_failed(rs_server_t *sv, const char *cause)
     redis_session_t *s = rs_client(sv);
     if (sv->closed || s == NULL || s->srv != sv || s->state != RS_CONNECTING)
         return;
+    if (rs_reconnect_connect_failed(s, sv, cause))
+        return;   /* reconnect_window: it waits for the target */
     snprintf(s->errmsg, sizeof(s->errmsg), "route %s: cannot connect to %s: %s", s->link.route->conf->name,
              sv->link.target->hostport, cause);
     char q[700];

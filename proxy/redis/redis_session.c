@@ -300,6 +300,8 @@ void rs_upstream_lost(redis_session_t *s, int err)
     const char *why = s->srv->conn.tls_err ? s->srv->conn.tls_err : err ? strerror(-err)
                                                                       : "server closed the connection";
     SY_STAT_ADD(s->link.route->err_lost, 1);
+    if (rs_reconnect_begin(s, why))
+        return;   /* reconnect_window: it waits for the upstream to come back */
     if (s->pending == 0 && s->held == LOCAL_NONE && s->c2s.end == s->c2s.start) {
         /* Nothing owed and nothing waiting to be sent: close as Redis itself would (CLIENT
          * KILL, a restart), without a word. An -ERR here would be read as the reply to the

@@ -5,8 +5,9 @@ client sees what a direct client sees, and only that: Postgres's own FATAL 57P01
 idle session and one mid-query, a silent close for an idle Redis client, -ERR for a Redis
 command in flight. While the server is down a new session gets 08001 / -ERR at once;
 after it is back new sessions work, and no write a client saw acknowledged is lost.
-Postgres with reconnect_window = 0, the contract it keeps when the window is off: issue 10
-keeps idle sessions across a restart and lets new ones wait (test_pg_reconnect).
+Both with reconnect_window = 0, the contract they keep when the window is off: issue 10
+keeps idle sessions across a restart and lets new ones wait (test_pg_reconnect,
+test_redis_reconnect).
 """
 
 import socket
@@ -64,7 +65,9 @@ def test_postgres_restart(ctx):
 
 def test_redis_restart(ctx):
     server = harness.RedisServer()
-    sy = rs.start_proxy(server, extra="multiplex = off")   # each client's own upstream
+    # each client's own upstream; reconnect_window = 0: today's contract (with a window the
+    # sessions outlive the restart: test_redis_reconnect)
+    sy = rs.start_proxy(server, extra="multiplex = off", globals_extra="reconnect_window = 0")
     idle = Resp(sy.port)
     check(idle.cmd("SET", "k", "v") == "OK", "SET")
     blocked = Resp(sy.port)
