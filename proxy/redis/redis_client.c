@@ -538,6 +538,8 @@ int rs_c2s_scan(void *arg, sy_pipe_t *p)
         uint64_t seq_before = s->owed_seq;
         track_command(s, &cmd);
         rs_guard_track(s, &cmd, seq_before);
+        if (cmd.sub == RESP_SUBCMD_CLIENT_KILL && s->owed_seq > seq_before)
+            s->kill_seq = s->owed_seq;   /* a close right after it may be the client's own doing */
         if (cmd.id == RESP_CMD_AUTH && s->rq.argc == 3)   /* forwarded: an ACL user, once the server says OK;
                                                           * one streamed is not whole here: not recorded */
             rs_acl_sent_cmd(s, s->owed_seq > seq_before ? s->owed_seq : 0, p->buf + p->fwd,

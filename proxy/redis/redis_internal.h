@@ -192,6 +192,7 @@ typedef struct redis_session_s {
     const conf_target_t *rc_target;
     conf_which_t   rc_which;
     int            rc_new;          /* it never relayed: its first connect is retried */
+    uint64_t       kill_seq;        /* the reply number of its last CLIENT KILL (0: none) */
 } redis_session_t;
 
 void rs_closing_timeout_cb(uv_timer_t *t);

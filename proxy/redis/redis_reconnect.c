@@ -254,9 +254,11 @@ static void rc_attempt(redis_session_t *s)
 }
 
 /* What a move can rebuild on a new upstream, and a stream that can be mended. */
+/* Not after the client's own CLIENT KILL, answered last or still in flight: the close that
+ * follows may be what it asked for (its own connection killed), and Redis leaves it closed. */
 static int rc_recoverable(redis_session_t *s)
 {
-    return s->state == RS_RELAY && s->srv != NULL && s->mux == NULL && !s->in_multi && !s->watching &&
+    return (s->kill_seq == 0 || s->kill_seq < s->seen_seq) && s->state == RS_RELAY && s->srv != NULL && s->mux == NULL && !s->in_multi && !s->watching &&
            !s->monitoring && !s->tracking && !s->subs_untracked && s->held == LOCAL_NONE && !s->reply_skip &&
            (s->sub_count == 0 || s->pending == 0) && rs_s2c_at_boundary(s) && resp_req_at_boundary(&s->rq) &&
            s->c2s.fwd == s->c2s.scanned;
