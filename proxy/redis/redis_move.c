@@ -111,12 +111,29 @@ static int rs_build_replay(redis_session_t *s, rs_move_t *m)
 
 int rs_replay_build(redis_session_t *s, uint8_t **buf, size_t *len, int *replies)
 {
+    static const uint8_t off[] = "*3\r\n$6\r\nCLIENT\r\n$5\r\nREPLY\r\n$3\r\nOFF\r\n";
     rs_move_t m;
     memset(&m, 0, sizeof(m));
     int r = rs_build_replay(s, &m);
-    *buf = m.replay;
-    *len = m.replay_len;
-    *replies = m.replay_replies;
+    /* One stream, in a move's order: the state as the endpoint's user, the client's own
+     * AUTH (one reply), CLIENT REPLY OFF last (none). The caller wipes it (a password). */
+    size_t n = m.replay_len + m.auth_len + (m.reply_off ? sizeof(off) - 1 : 0);
+    uint8_t *b = r == 0 && n > 0 ? malloc(n) : NULL;
+    if (b != NULL) {
+        if (m.replay_len > 0)
+            memcpy(b, m.replay, m.replay_len);
+        if (m.auth_len > 0)
+            memcpy(b + m.replay_len, m.auth, m.auth_len);
+        if (m.reply_off)
+            memcpy(b + m.replay_len + m.auth_len, off, sizeof(off) - 1);
+    } else if (n > 0) {
+        r = -1;
+    }
+    free(m.replay);
+    rs_acl_wipe_buf(m.auth, m.auth_len);
+    *buf = b;
+    *len = b != NULL ? n : 0;
+    *replies = m.replay_replies + (m.auth_len > 0);
     return r;
 }
 

@@ -215,7 +215,7 @@ static void rc_done(uv_work_t *req, int status)
         rc_resume(s, sv, j);
     }
     rs_server_unref(sv);
-    free(j->replay);
+    rs_acl_wipe_buf(j->replay, j->replay_len);   /* may hold the client's AUTH */
     free(j);
     rs_unref(s);
 }
@@ -228,7 +228,7 @@ static void rc_attempt(redis_session_t *s)
         if (sv != NULL)
             rs_server_close(sv, "no_memory", 0);
         if (j != NULL)
-            free(j->replay);
+            rs_acl_wipe_buf(j->replay, j->replay_len);   /* may hold the client's AUTH */
         free(j);
         rc_give_up(s, "out of memory");
         return;
@@ -247,7 +247,7 @@ static void rc_attempt(redis_session_t *s)
         s->refs--;
         rs_server_unref(sv);
         rs_server_close(sv, "no_thread_pool", 0);
-        free(j->replay);
+        rs_acl_wipe_buf(j->replay, j->replay_len);   /* may hold the client's AUTH */
         free(j);
         rc_give_up(s, "no thread pool");
     }

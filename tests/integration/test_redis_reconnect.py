@@ -266,3 +266,33 @@ def test_subscriber_resubscribed(ctx):
     sub.close()
     sy.check_alive()
     sy.stop()
+
+
+def test_restart_keeps_acl_user_and_reply_off(ctx):
+    """The replay of a reconnect is a move's, in full: a client's own ACL user (AUTH
+    forwarded, replayed after its other state) and CLIENT REPLY OFF (last) are on the new
+    upstream too. Without them the user would be `default` again, and a command under
+    REPLY OFF would get a reply the client never reads."""
+    server = harness.RedisServer(extra_args=("--appendonly", "yes", "--appendfsync", "always",
+                                             "--user", "alice", "on", ">alice-pw", "~*", "&*", "+@all"))
+    sy = rs.start_proxy(server, extra="multiplex = off", globals_extra="reconnect_window = 30")
+    a = Resp(sy.port, timeout=30)
+    check(a.cmd("AUTH", "alice", "alice-pw") == "OK", "AUTH alice")
+    check(a.cmd("ACL", "WHOAMI") == b"alice", "ACL WHOAMI before the restart")
+    b = Resp(sy.port, timeout=30)
+    check(b.cmd("CLIENT", "SETNAME", "quiet") == "OK", "SETNAME")
+    b.send_cmds([("CLIENT", "REPLY", "OFF")])
+    mark = sy.log_size()
+    server.kill()
+    sy.wait_log(r"event=upstream_lost", since=mark, count=2, timeout=10, what="both sessions' upstreams lost")
+    server.start()
+    sy.wait_log(r"event=reconnected conn=", since=mark, count=2, timeout=30, what="both sessions reconnected")
+    check(a.cmd("ACL", "WHOAMI") == b"alice", "the reconnected session is not alice any more")
+    b.send_cmds([("INCR", "quiet-count"), ("CLIENT", "REPLY", "ON")])
+    r = b.read()
+    check(r == "OK", "under CLIENT REPLY OFF after the reconnect, the first reply is %r, not REPLY ON's OK" % (r,))
+    check(b.cmd("GET", "quiet-count") == b"1", "the INCR sent under REPLY OFF did not run")
+    a.close()
+    b.close()
+    sy.check_alive()
+    sy.stop()
