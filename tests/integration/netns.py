@@ -66,8 +66,16 @@ class Netns:
             _ip("-n", self.name, "link", "set", dev, "down")
 
     def heal(self):
+        """Bring the links up again, and return once traffic can pass: both ends carry (a
+        veth end is up only when its peer is), and neither side remembers the neighbour it
+        failed to reach while the link was down (a connect would get EHOSTUNREACH at once)."""
         for dev in self.links:
             _ip("-n", self.name, "link", "set", dev, "up")
+        ends = [(self.name, dev) for dev in self.links] + list(getattr(self, "peers", {}).values())
+        for ns, dev in ends:
+            harness.wait_until(lambda: "state UP" in _ip("-n", ns, "-o", "link", "show", "dev", dev), timeout=10,
+                               what="link %s in %s up" % (dev, ns))
+            _ip("-n", ns, "neigh", "flush", "dev", dev)
 
     def cleanup(self):
         r = subprocess.run(["ip", "netns", "del", self.name], capture_output=True, text=True)
@@ -83,3 +91,6 @@ def veth(a, addr_a, b, addr_b, prefix=24):
         _ip("-n", ns.name, "addr", "add", "%s/%d" % (addr, prefix), "dev", dev)
         _ip("-n", ns.name, "link", "set", dev, "up")
         ns.links.append(dev)
+    # each end knows its peer, so a heal can wait for both
+    a.peers = dict(getattr(a, "peers", {}), **{da: (b.name, db)})
+    b.peers = dict(getattr(b, "peers", {}), **{db: (a.name, da)})
