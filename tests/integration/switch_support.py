@@ -46,12 +46,12 @@ GLOBALS = ("drain_timeout = %d\npause_max = %d\nconnect_timeout = 5\nlog_level =
 # --------------------------------------------------------------------------------------------
 # switchyard configurations
 
-def start_pg(ctx, dead_route=False, extra_env=None, route_extra=""):
+def start_pg(ctx, dead_route=False, extra_env=None, route_extra="", globals_extra=""):
     """switchyard with route pg (see the module docstring) on a free port; .dead_port is the
     closed port of pg-dead's external when dead_route."""
     port = harness.free_port()
-    head = ("[switchyard]\nmetrics_listen = off\n%s\n"
-            "[listener pg]\nprotocol = postgres\nlisten = 127.0.0.1:%d\n\n" % (GLOBALS, port))
+    head = ("[switchyard]\nmetrics_listen = off\n%s%s\n"
+            "[listener pg]\nprotocol = postgres\nlisten = 127.0.0.1:%d\n\n" % (GLOBALS, globals_extra, port))
     conf = head + harness.pg_route("pg", "sourcegraph", default=True, env_prefix="",
                                    builtin=ctx.builtin.conninfo(),
                                    extra="active = builtin" + ("\n" + route_extra if route_extra else ""))

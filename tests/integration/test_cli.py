@@ -174,7 +174,7 @@ def test_cli_status_and_switch_both_ways(ctx):
 
 
 def test_cli_switch_refused_and_forced(ctx):
-    sy = start(ctx)
+    sy = start(ctx, globals_extra="reconnect_window = 2\n")   # a forced route's new client: 08001 after 2 s
     conf = ["--config", sy.conf_path]
 
     # no such route: the console refuses, exit 1, message on stderr

@@ -222,7 +222,8 @@ def wait_readyz(port, status, timeout=7.0, want=None):
 # switchyard with a Postgres route and a Redis route
 
 def conf(metrics_port, pg_port, pg_builtin, redis_port, redis_builtin, pg_extra=""):
-    return ("[switchyard]\nmetrics_listen = 127.0.0.1:%d\ndrain_timeout = 2\n\n"
+    # reconnect_window = 2: a client of a dead target waits that long, then gets its 08001
+    return ("[switchyard]\nmetrics_listen = 127.0.0.1:%d\ndrain_timeout = 2\nreconnect_window = 2\n\n"
             "[listener pg]\nprotocol = postgres\nlisten = 127.0.0.1:%d\n\n"
             "[route pg]\nlistener = pg\ndatabases = sourcegraph\ndefault = true\nbuiltin = %s\n%s\n"
             "[listener redis-store]\nprotocol = redis\nlisten = 127.0.0.1:%d\n\n"

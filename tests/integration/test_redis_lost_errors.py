@@ -30,7 +30,11 @@ N = 200000
 def _start(ctx, server, multiplex):
     port = harness.free_port()
     conf = rs.redis_conf([rs.Route("redis-store", port, rs.endpoint(server), None,
-                                   extra="multiplex = %s\n" % multiplex)])
+                                   extra="multiplex = %s\n" % multiplex)],
+                         # the commands taken after the kill wait this long for the server
+                         # (issue 10), then get their error: short, to stay well inside
+                         # the client's socket timeout
+                         globals_extra="reconnect_window = 2")
     conf += ("\n[listener pg]\nprotocol = postgres\nlisten = 127.0.0.1:%d\n\n" % harness.free_port()
              + harness.pg_route("pg", "sourcegraph", default=True, env_prefix="", builtin=ctx.builtin.conninfo()))
     sy = harness.Switchyard(conf)

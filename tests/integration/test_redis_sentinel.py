@@ -295,7 +295,8 @@ def test_no_sentinel_at_startup(ctx):
     sport = harness.free_port()
     port = harness.free_port()
     url = "redis-sentinel://:%s@127.0.0.1:%d/%s" % (PASSWORD, sport, MASTER)
-    sy = harness.Switchyard(rs.redis_conf([rs.Route("redis-store", port, url)]))
+    # reconnect_window = 2: the first SET waits that long for a master, then gets the error
+    sy = harness.Switchyard(rs.redis_conf([rs.Route("redis-store", port, url)], globals_extra="reconnect_window = 2"))
     sy.wait_log(r"event=sentinel_unreachable route=redis-store sentinel=127.0.0.1:%d" % sport, timeout=10)
     r = rs.cli(port, "SET", "k", "v")
     check("ERR switchyard: route redis-store: cannot connect to sentinel master %s: no sentinel answered" % MASTER

@@ -174,7 +174,9 @@ def test_switch_deadline_closes_unmovable_sessions(ctx):
 # 5. an unreachable target: refused, unless FORCE
 
 def test_switch_unreachable_refused_then_forced(ctx):
-    sy = ss.start_pg(ctx, dead_route=True)
+    # reconnect_window = 2: a new client of a target that refuses waits that long for it
+    # (issue 10), then gets the 08001 this test reads
+    sy = ss.start_pg(ctx, dead_route=True, globals_extra="reconnect_window = 2\n")
     con = ss.Console(sy)
     hostport = "127.0.0.1:%d" % sy.dead_port
     d = ss.Session(sy.port, db="deaddb")
