@@ -113,7 +113,9 @@ def test_parity_matrix(ctx):
         routes.append(harness.pg_route("m%d" % i, "m%d" % i, env_prefix="M%d_" % i))
         env.update(harness.prefixed("M%d_" % i, cenv))
     port = harness.free_port()
-    sy = harness.Switchyard(harness.pg_conf(port, routes), env=env)
+    # reconnect_window = 2: "all down" waits that long for a host (issue 10), then fails as
+    # direct; with the default 30 s it would meet psql's own connect_timeout
+    sy = harness.Switchyard(harness.pg_conf(port, routes, globals_extra="reconnect_window = 2\n"), env=env)
 
     def proxied(i):
         return _outcome(harness.run([PSQL, "-X", "-A", "-t", "-h", "127.0.0.1", "-p", str(port),
