@@ -226,6 +226,7 @@ rs_server_t *rs_server_open(redis_session_t *s);
 void rs_server_connect(rs_server_t *sv);
 rs_server_t *rs_server_new(redis_session_t *s, conf_which_t which, const conf_target_t *t);
 void rs_server_close(rs_server_t *sv, const char *reason, int later);
+void rs_enter_failed(redis_session_t *s);   /* the next command gets s->errmsg, then the close */
 void rs_server_unref(rs_server_t *sv);
 void rs_server_take(rs_server_t *sv, int fd, SSL *ssl, uv_poll_t *poll);
 void rs_server_lend(rs_server_t *sv, int *fd, SSL **ssl);

@@ -139,12 +139,7 @@ static void rc_give_up(redis_session_t *s, const char *cause)
             (unsigned long long)s->id, s->link.route->conf->name, s->rc_target->hostport, s->rc.attempts,
             (unsigned long long)(uv_now(s->link.loop) - s->rc.lost_at), sy_logq(q, sizeof(q), cause));
     SY_STAT_ADD(s->link.route->err_connect, 1);
-    rs_set_state(s, RS_FAILED);
-    rs_timer_start(s, rs_closing_timeout_cb, 10000);   /* a client that never sends is not kept */
-    s->c2s.reading = 1;
-    if (rs_c2s_scan(s, &s->c2s) != 0)
-        return;
-    rs_failed_read(s);
+    rs_enter_failed(s);
 }
 
 static void rc_timer_cb(uv_timer_t *t)

@@ -200,8 +200,16 @@ static void rs_connect_failed(rs_server_t *sv, const char *cause)
     s->s2c.start = s->s2c.fwd = s->s2c.scanned = s->s2c.end = 0;
     resp_reply_init(&s->rp, 0);
     rs_server_close(sv, "connect_failed", 0);
+    rs_enter_failed(s);
+}
+
+/* FAILED: the client's next command gets s->errmsg, then the close (rs_c2s_scan); a client
+ * that never sends is not kept. One place for a connect that failed and for a reconnect
+ * that gave up. */
+void rs_enter_failed(redis_session_t *s)
+{
     rs_set_state(s, RS_FAILED);
-    rs_timer_start(s, rs_closing_timeout_cb, 10000);   /* a client that never sends is not kept */
+    rs_timer_start(s, rs_closing_timeout_cb, 10000);
     s->c2s.reading = 1;
     /* A command may already be buffered or waiting in the socket. */
     if (rs_c2s_scan(s, &s->c2s) != 0)
