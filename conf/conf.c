@@ -52,6 +52,7 @@ static const char builtin_text[] =
     "server_idle_timeout = 600\n"
     "server_lifetime = 3600\n"
     "server_check_delay = 30\n"
+    "server_release_delay = 30\n"
     "workers = auto\n"
     "metrics_listen = 127.0.0.1:9187\n"
     "log_format = logfmt\n"
@@ -147,6 +148,7 @@ static int build_switchyard(build_t *b, const conf_raw_sec_t *s)
             { "server_idle_timeout", 0, 0, 31536000, "0..31536000 seconds (0: never)" },
             { "server_lifetime", 0, 0, 31536000, "0..31536000 seconds (0: never)" },
             { "server_check_delay", 0, 0, 31536000, "0..31536000 seconds (0: check every reuse)" },
+            { "server_release_delay", 0, 0, 31536000, "0..31536000 seconds (0: never release)" },
             { "reconnect_window", 0, 0, 86400, "0..86400 seconds (0: off)" },
         };
         size_t j;
@@ -177,6 +179,7 @@ static int build_switchyard(build_t *b, const conf_raw_sec_t *s)
             case 15: c->server_idle_timeout = (int)n; break;
             case 16: c->server_lifetime = (int)n; break;
             case 17: c->server_check_delay = (int)n; break;
+            case 18: c->server_release_delay = (int)n; break;
             default: c->reconnect_window = (int)n; break;
             }
         } else if (strcmp(k, "admin_password") == 0) {
@@ -581,6 +584,7 @@ static void defaults(conf_t *c)
     c->server_idle_timeout = 600;
     c->server_lifetime = 3600;
     c->server_check_delay = 30;
+    c->server_release_delay = 30;
     c->reconnect_window = 30;
     c->log_format = CONF_LOG_LOGFMT;
     c->log_level = 2;

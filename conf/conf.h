@@ -148,6 +148,7 @@ typedef struct conf_s {
     int        server_idle_timeout;  /* seconds an idle server is kept, default 600; 0: forever */
     int        server_lifetime;      /* seconds a server is reused at most, default 3600; 0: forever */
     int        server_check_delay;   /* an idle server is checked on reuse past this, default 30 */
+    int        server_release_delay; /* a clean idle client gives its server back after this, default 30; 0: never */
     int        reconnect_window;     /* seconds sessions wait for a lost upstream, default 30; 0: off */
     char      *admin_password;       /* console password; NULL: loopback/unix only */
     char      *metrics_listen;       /* "127.0.0.1:9187"; NULL or "off": disabled */

@@ -28,8 +28,8 @@ static const char *const switchyard_keys[] = {
     "drain_timeout", "pause_max", "switch_hold_max", "client_login_timeout", "client_idle_timeout",
     "client_stall_timeout", "tcp_keepidle", "tcp_keepintvl", "tcp_keepcnt", "tcp_user_timeout",
     "pool_size", "server_idle_timeout", "server_lifetime", "server_check_delay",
-    "reconnect_window", "workers", "admin_password", "metrics_listen", "log_format",
-    "log_level", NULL
+    "server_release_delay", "reconnect_window", "workers", "admin_password", "metrics_listen",
+    "log_format", "log_level", NULL
 };
 static const char *const listener_keys[] = {
     "protocol", "listen", "unix_socket", "unix_socket_mode", "unix_socket_group", "tls_cert", "tls_key",

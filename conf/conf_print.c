@@ -98,6 +98,8 @@ void conf_print(const conf_t *c, FILE *out)
             c->server_idle_timeout ? "" : " (never)");
     fprintf(out, "  %-19s= %d s%s\n", "server_lifetime", c->server_lifetime, c->server_lifetime ? "" : " (never)");
     fprintf(out, "  %-19s= %d s\n", "server_check_delay", c->server_check_delay);
+    fprintf(out, "  %-19s= %d s%s\n", "server_release_delay", c->server_release_delay,
+            c->server_release_delay ? "" : " (never)");
     fprintf(out, "  %-19s= %d s%s\n", "reconnect_window", c->reconnect_window, c->reconnect_window ? "" : " (off)");
     if (c->workers > 0)
         fprintf(out, "  %-19s= %d\n", "workers", c->workers);

@@ -153,11 +153,12 @@ static void show_stats(pgr_buf_t *out)
 static void show_pools(pgr_buf_t *out)
 {
     static const char *const cols[] = { "route", "pool", "target", "sv_idle", "sv_active", "sv_connecting",
-                                        "sv_closing", "pool_size", "reuses", "resets" };
-    pgr_row_description(out, 10, cols);
+                                        "sv_closing", "pool_size", "reuses", "resets", "releases", "retakes",
+                                        "pins" };
+    pgr_row_description(out, 13, cols);
     for (size_t i = 0; i < sy_server.nroutes; i++) {
         const sy_route_t *r = &sy_server.routes[i];
-        char f[7][24];
+        char f[10][24];
         uint64_t n[SY_SERVER_NSTATES] = { 0 };
         for (int w = 0; w < sy_nworkers(); w++)
             for (int st = 0; st < SY_SERVER_NSTATES; st++)
@@ -169,10 +170,13 @@ static void show_pools(pgr_buf_t *out)
         snprintf(f[4], 24, "%d", sy_conf()->pool_size);
         snprintf(f[5], 24, "%llu", (unsigned long long)SY_LOAD(r->pool_reuses));
         snprintf(f[6], 24, "%llu", (unsigned long long)SY_LOAD(r->pool_resets));
+        snprintf(f[7], 24, "%llu", (unsigned long long)SY_LOAD(r->pool_releases));
+        snprintf(f[8], 24, "%llu", (unsigned long long)SY_LOAD(r->pool_retakes));
+        snprintf(f[9], 24, "%llu", (unsigned long long)SY_LOAD(r->pool_pins));
         int on = r->conf->proto == CONF_PROTO_PG && r->conf->pool;
-        const char *v[10] = { r->conf->name, on ? "on" : "off", which_name(sy_route_active(r)), f[0], f[1], f[2],
-                              f[3], f[4], f[5], f[6] };
-        pgr_data_row(out, 10, v);
+        const char *v[13] = { r->conf->name, on ? "on" : "off", which_name(sy_route_active(r)), f[0], f[1], f[2],
+                              f[3], f[4], f[5], f[6], f[7], f[8], f[9] };
+        pgr_data_row(out, 13, v);
     }
     pgr_command_complete(out, "SHOW");
 }

@@ -43,6 +43,7 @@
  *
  * Probes run even when metrics_listen is off: SHOW ROUTES reports health too.
  */
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -427,6 +428,20 @@ static void render_metrics(mx_buf_t *b)
     for (size_t i = 0; i < sy_server.nroutes; i++)
         u64_sample(b, "switchyard_route_pool_resets_total", &sy_server.routes[i], NULL, NULL,
                    SY_LOAD(sy_server.routes[i].pool_resets));
+    static const struct { const char *name, *help; size_t off; } rel[] = {
+        { "switchyard_route_pool_releases_total", "Idle clients that gave their server connection back (server_release_delay).",
+          offsetof(sy_route_t, pool_releases) },
+        { "switchyard_route_pool_retakes_total", "Released clients that took a server connection again for their next message.",
+          offsetof(sy_route_t, pool_retakes) },
+        { "switchyard_route_pool_pins_total", "Idle clients kept on their server because the server holds session state.",
+          offsetof(sy_route_t, pool_pins) },
+    };
+    for (size_t k = 0; k < sizeof(rel) / sizeof(rel[0]); k++) {
+        family(b, rel[k].name, "counter", rel[k].help);
+        for (size_t i = 0; i < sy_server.nroutes; i++)
+            u64_sample(b, rel[k].name, &sy_server.routes[i], NULL, NULL,
+                       SY_LOAD(*(uint64_t *)((char *)&sy_server.routes[i] + rel[k].off)));
+    }
     family(b, "switchyard_route_reconnects_total", "counter",
            "Idle sessions reconnected, their state replayed, after their upstream closed (reconnect_window).");
     for (size_t i = 0; i < sy_server.nroutes; i++)

@@ -320,6 +320,9 @@ struct sy_route_s {
     char                health_err[256];  /* its cause when not ok */
     uint64_t            pool_reuses;      /* pg: clients given an idle server (atomic) */
     uint64_t            pool_resets;      /* pg: servers reset for the next client (atomic) */
+    uint64_t            pool_releases;    /* pg: idle clients that gave their server back (atomic) */
+    uint64_t            pool_retakes;     /* pg: released clients that took a server again (atomic) */
+    uint64_t            pool_pins;        /* pg: clients pinned to their server by session state (atomic) */
     uint64_t            reconnects;       /* sessions (pg, redis) or shared upstreams reconnected (atomic) */
 };
 

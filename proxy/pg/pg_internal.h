@@ -12,7 +12,10 @@
  *   pg_pool.c      session pooling: a left client's server reset and kept IDLE, and
  *                  handed to the next client with the same key
  *   pg_reconnect.c reconnect_window: the state an idle session would need replayed, saved
- *                  ahead; the reconnect after its upstream closed; new sessions that wait
+ *                  ahead; the reconnect after its upstream closed; new sessions that wait;
+ *                  a released session's re-take
+ *   pg_release.c   server_release_delay: an idle client without session state gives its
+ *                  server back to the pool (asked of the server first), or is pinned
  *
  * Nothing here is for other modules: they use pg_session.h.
  */
@@ -48,7 +51,9 @@ typedef enum {
     PGS_MOVING,
     PGS_ADMIN,
     PGS_SAVING,          /* reading the session's state to replay (pg_reconnect.c) */
-    PGS_RECONNECTING,    /* the upstream closed under an idle session: reconnecting */
+    PGS_RECONNECTING,    /* the upstream closed under an idle session (or a released one
+                          * sent its next message): reconnecting */
+    PGS_RELEASED,        /* idle, its server given back (pg_release.c): no server */
     PGS_CLOSING,
     PGS_CLOSED
 } pg_state_t;
@@ -120,6 +125,7 @@ struct pg_server_s {
     size_t         keylen;
     int            pool_op;            /* PG_POOL_RESET / PG_POOL_CHECK running, else 0 */
     int            pool_failed;        /* ...and a result of it was not the expected one */
+    int            pin_found;          /* PG_POOL_PIN: 1 + the first column that was not 0 */
     pg_session_t  *waiter;             /* resetting: the client that takes it when done */
     struct pg_server_s *rs_prev, *rs_next;   /* on its worker's list of resetting servers */
 };
@@ -189,6 +195,8 @@ struct pg_session_s {
     int            admin;             /* this is a console session */
     int            cancels;           /* cancel jobs running for it: its server is not pooled */
     pg_server_t   *pool_wait;         /* the resetting server it waits for (pg_pool.c) */
+    const char    *pin_why;           /* pinned to its server for life: why (pg_release.c) */
+    int            retake;            /* RECONNECTING is a released session's re-take */
 
     /* reconnect_window (pg_reconnect.c) */
     int            dirty;             /* the session state may have changed since it was saved */
@@ -259,10 +267,20 @@ void pg_save_maybe(pg_session_t *s);
 int  pg_reconnectable(const pg_session_t *s);
 int  pg_reconnect_begin(pg_session_t *s, const char *why);
 int  pg_connect_retry(pg_session_t *s, const char *state, const char *cause);
+void pg_reconnect_retake(pg_session_t *s);
+void pg_reconnect_taken(pg_session_t *s);
+void pg_reconnect_attempt(pg_session_t *s);
+
+/* pg_release.c */
+void pg_release_maybe(pg_session_t *s, uint64_t now);
+void pg_release_checked(pg_server_t *sv);
+void pg_release_wake(pg_session_t *s);
 
 /* pg_pool.c */
-enum { PG_POOL_RESET = 1, PG_POOL_CHECK = 2 };
+enum { PG_POOL_RESET = 1, PG_POOL_CHECK = 2, PG_POOL_PIN = 3 };
 int  pg_pool_keep(pg_session_t *s);
+int  pg_pool_put(pg_session_t *s);
+int  pg_pool_pin_check(pg_session_t *s, const char *sql);
 int  pg_pool_take(pg_session_t *s);
 void pg_pool_unwait(pg_session_t *s);
 void pg_pool_forget(pg_server_t *sv);

@@ -410,8 +410,10 @@ int pg_swap_in(pg_session_t *s, pg_server_t *to, const pgr_buf_t *notifies, cons
     pg_server_t *from = s->srv;
     pg_server_attach(s, to);
     pg_server_close(from, old_reason);
-    SY_STAT_ADD(s->link.route->upstreams, 1);
-    to->counted = 1;
+    if (!to->counted) {   /* a pooled one (a released session's re-take) already is */
+        SY_STAT_ADD(s->link.route->upstreams, 1);
+        to->counted = 1;
+    }
     pg_sscan_reset(s);
     /* Queued whole, however large, and fed to the client as it reads (pg_extra_drain). */
     for (const char *const *p = pg_reported_params; *p; p++) {
@@ -576,6 +578,10 @@ void pg_link_kick(sy_session_link_t *l, const char *why)
 
 void pg_link_release(sy_session_link_t *l)
 {
-    pg_release((pg_session_t *)l);
+    pg_session_t *s = (pg_session_t *)l;
+    if (s->state == PGS_RELEASED)
+        pg_release_wake(s);   /* held with no server: it takes one now */
+    else
+        pg_release(s);
 }
 

@@ -32,6 +32,13 @@
  * (sy_servers_check_idle), and one found stale on reuse is closed. A server that dies
  * while IDLE is closed; no client sees it: one whose death the loop has not seen yet is
  * looked at (a poll without waiting) before it is handed out.
+ *
+ * A client that stays connected can give its server back too (server_release_delay,
+ * pg_release.c): the server is asked whether the session holds state (PG_POOL_PIN, a
+ * query through libpq as the reset is), and if not it is put here as a leaving client's
+ * is (pg_pool_put). Its next message takes one again through pg_pool_take, with the
+ * session RECONNECTING (s->retake): the hand-out then ends in pg_reconnect_taken (the
+ * ParameterStatus differences, no greeting) instead of pg_relay_begin.
  */
 #include <poll.h>
 #include "proxy/pg/pg_internal.h"
@@ -84,6 +91,25 @@ static void waiter_connect(pg_session_t *w)
 {
     if (w != NULL && w->state == PGS_RESOLVING)
         pg_upstream_connect(w);
+    else if (w != NULL && w->state == PGS_RECONNECTING && w->retake)
+        pg_reconnect_attempt(w);
+}
+
+/* s has the server it was handed (s->srv, checked if it had to be): on to the greeting,
+ * or, for a released session, to the relay it left. */
+static void hand_over(pg_session_t *s)
+{
+    if (s->retake) {
+        pg_reconnect_taken(s);
+        return;
+    }
+    pg_set_state(s, PGS_CONNECTING);
+    pg_relay_begin(s);
+}
+
+static const char *op_name(int op)
+{
+    return op == PG_POOL_RESET ? "reset" : op == PG_POOL_CHECK ? "check" : "pin_check";
 }
 
 void pg_pool_unwait(pg_session_t *s)
@@ -186,7 +212,7 @@ static void pool_timeout_cb(uv_timer_t *t)
     if (sv->pool_op == 0)
         return;
     sy_info("event=server_pool_timeout upstream=%s backend_pid=%u op=%s", sv->link.target->hostport, sv->be_pid,
-            sv->pool_op == PG_POOL_RESET ? "reset" : "check");
+            op_name(sv->pool_op));
     sv->pool_failed = 1;
     pool_io(sv);
 }
@@ -197,6 +223,7 @@ static int pool_send(pg_server_t *sv, int op, const char *sql)
 {
     sv->pool_op = op;
     sv->pool_failed = 0;
+    sv->pin_found = 0;
     if (!PQsendQuery(sv->pg, sql))
         return -1;
     if (!sv->timer_on) {   /* opened by a move, on the thread pool: no connect timer yet */
@@ -212,15 +239,50 @@ static int pool_send(pg_server_t *sv, int op, const char *sql)
     return 0;
 }
 
+/* s's server is clean and may go to the pool: idle, nothing of the client's waiting, no
+ * move, job or cancel, not opened with the client's own password, fit (pool_unfit). */
+static int pool_fit(const pg_session_t *s)
+{
+    const pg_server_t *sv = s->srv;
+    return s->state == PGS_RELAY && sv != NULL && s->pre == NULL && !sv->job && !sv->closed && !sv->gone &&
+           sv->pool_op == 0 && s->client_password == NULL && s->cancels == 0 && pg_idle(s) &&
+           !sy_pipe_pending(&s->c2s) && s->c2s.end == s->c2s.fwd && sy_conf()->pool_size > 0 &&
+           pool_unfit(sv, uv_now(s->link.loop)) == NULL;
+}
+
 /* The client's session is over and its server clean: keep the server (reset first).
  * Returns 1 when s->srv was taken off s for the pool, 0 when s closes it as before. */
 int pg_pool_keep(pg_session_t *s)
 {
+    return pool_fit(s) && pg_pool_put(s);
+}
+
+/* Ask s's idle server, through libpq, the one-row query `sql` (pg_release.c): each column
+ * 0 when the session holds no state of that kind. Returns 1 when it runs (the session
+ * SAVING meanwhile; pg_release_checked follows), 0 when the server is not fit for the
+ * pool now. */
+int pg_pool_pin_check(pg_session_t *s, const char *sql)
+{
     pg_server_t *sv = s->srv;
-    if (s->state != PGS_RELAY || sv == NULL || s->pre != NULL || sv->job || sv->closed || sv->gone || s->client_password != NULL || s->cancels > 0 ||
-        !pg_idle(s) || sy_pipe_pending(&s->c2s) || s->c2s.end != s->c2s.fwd || sy_conf()->pool_size <= 0 ||
-        pool_unfit(sv, uv_now(s->link.loop)) != NULL)
+    if (!pool_fit(s) || (sv->conn.ssl != NULL && sy_tls_pending(&sv->conn) > 0))
         return 0;
+    PQsetNoticeProcessor(sv->pg, no_notice, NULL);
+    pg_set_state(s, PGS_SAVING);
+    s->c2s.reading = 0;   /* the client's next message waits for the answer */
+    pg_watch(s, &s->client, sy_pipe_dst_events(&s->s2c), pg_client_cb);
+    if (s->state == PGS_SAVING && pool_send(sv, PG_POOL_PIN, sql) != 0) {
+        sv->pool_failed = 1;
+        sv->pool_op = 0;
+        pg_release_checked(sv);
+    }
+    return 1;
+}
+
+/* Put s's server in the pool: detached from s, reset, then IDLE. Returns 1, or 0 when it
+ * cannot be kept (the pool for its key is full): s still has it. */
+int pg_pool_put(pg_session_t *s)
+{
+    pg_server_t *sv = s->srv;
     if (sv->key == NULL && (sv->key = pool_key(s, &sv->keylen)) == NULL)
         return 0;
     if (pool_count(sv) >= sy_conf()->pool_size)
@@ -315,6 +377,11 @@ static void check_done(pg_server_t *sv)
         sy_info("event=server_check_failed conn=%llu upstream=%s backend_pid=%u", (unsigned long long)s->id,
                 sv->link.target->hostport, sv->be_pid);
         pg_server_close(sv, "check failed");
+        if (s->retake) {   /* another idle server, or a connect as a reconnect makes */
+            if (!pg_pool_take(s))
+                pg_reconnect_attempt(s);
+            return;
+        }
         pg_server_t *fresh = pg_server_new(s, sy_route_active(s->link.route));
         if (fresh == NULL) {
             pg_close(s, "53200", "route %s: out of memory", s->link.route->conf->name);
@@ -324,8 +391,7 @@ static void check_done(pg_server_t *sv)
         pg_upstream_begin(s);   /* another idle server, or a fresh connect */
         return;
     }
-    pg_set_state(s, PGS_CONNECTING);
-    pg_relay_begin(s);
+    hand_over(s);
 }
 
 /* One step of our own query: flush, read, take every result; done at the last. */
@@ -344,8 +410,15 @@ static void pool_io(pg_server_t *sv)
         if (r == NULL)
             goto done;
         ExecStatusType st = PQresultStatus(r);
-        if (st != (sv->pool_op == PG_POOL_RESET ? PGRES_COMMAND_OK : PGRES_EMPTY_QUERY))
+        ExecStatusType want = sv->pool_op == PG_POOL_RESET   ? PGRES_COMMAND_OK
+                              : sv->pool_op == PG_POOL_CHECK ? PGRES_EMPTY_QUERY
+                                                             : PGRES_TUPLES_OK;
+        if (st != want || (sv->pool_op == PG_POOL_PIN && PQntuples(r) != 1))
             sv->pool_failed = 1;
+        else if (sv->pool_op == PG_POOL_PIN)
+            for (int i = 0; i < PQnfields(r) && sv->pin_found == 0; i++)
+                if (strcmp(PQgetvalue(r, 0, i), "0") != 0)
+                    sv->pin_found = i + 1;
         PQclear(r);
     }
     if (sy_conn_watch(&sv->conn, UV_READABLE | (flushed ? UV_WRITABLE : 0), pool_cb) == 0)
@@ -358,8 +431,10 @@ done:;
         uv_timer_stop(&sv->timer);
     if (op == PG_POOL_RESET)
         reset_done(sv);
-    else
+    else if (op == PG_POOL_CHECK)
         check_done(sv);
+    else
+        pg_release_checked(sv);
 }
 
 /* An IDLE server about to be handed out died, or said something (its FATAL), and the
@@ -424,7 +499,8 @@ static void pool_hand(pg_session_t *s, pg_server_t *sv, int check)
     SY_STAT_ADD(s->link.route->pool_reuses, 1);
     sy_debug("event=server_reuse conn=%llu upstream=%s backend_pid=%u idle_ms=%llu", (unsigned long long)s->id,
              sv->link.target->hostport, sv->be_pid, (unsigned long long)(now - sv->idle_since));
-    pg_set_state(s, PGS_RESOLVING);
+    if (!s->retake)
+        pg_set_state(s, PGS_RESOLVING);
     s->c2s.reading = 0;
     if (check) {
         if (pool_send(sv, PG_POOL_CHECK, "") != 0) {
@@ -434,8 +510,7 @@ static void pool_hand(pg_session_t *s, pg_server_t *sv, int check)
         }
         return;
     }
-    pg_set_state(s, PGS_CONNECTING);
-    pg_relay_begin(s);
+    hand_over(s);
 }
 
 /* Give s an idle server instead of connecting, or one being reset to wait for. Returns 1
@@ -459,7 +534,8 @@ int pg_pool_take(pg_session_t *s)
         return 0;
     rs->waiter = s;
     s->pool_wait = rs;
-    pg_set_state(s, PGS_RESOLVING);
+    if (!s->retake)
+        pg_set_state(s, PGS_RESOLVING);
     s->c2s.reading = 0;
     sy_debug("event=server_wait conn=%llu backend_pid=%u", (unsigned long long)s->id, rs->be_pid);
     return 1;

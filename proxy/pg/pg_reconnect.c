@@ -38,6 +38,12 @@
  *
  * Each attempt, success and give-up is logged (event=reconnect_attempt|reconnected|
  * reconnect_gave_up), and a success counts in switchyard_route_reconnects_total.
+ *
+ * A released session (pg_release.c: idle, no state, its server given back to the pool)
+ * takes a server the same way when its next message comes (pg_reconnect_retake, s->retake):
+ * RECONNECTING, an idle server of the pool first (pg_pool_take, which ends in
+ * pg_reconnect_taken), else these attempts (nothing to replay) within the same window,
+ * and the same give-up.
  */
 #include "proxy/pg/pg_internal.h"
 
@@ -321,6 +327,38 @@ static void rc_work(uv_work_t *req)
     oneline(w->err);
 }
 
+/* sv (connected, its state replayed) takes the place of the one s lost or gave back. */
+static void rc_swap(pg_session_t *s, pg_server_t *sv, const pgr_buf_t *notifies)
+{
+    int sw = pg_swap_in(s, sv, notifies, "lost");
+    if (sw == -1) {
+        snprintf(s->rc_why, sizeof(s->rc_why), "cannot take over the TLS session");
+        pg_server_close(sv, "reconnect failed");
+        rc_failed(s);
+        return;
+    }
+    if (sw != 0)
+        return;
+    SY_STAT_ADD(*(s->retake ? &s->link.route->pool_retakes : &s->link.route->reconnects), 1);
+    if (s->retake)
+        sy_debug("event=server_retaken conn=%llu route=%s upstream=%s backend_pid=%u attempts=%d ms=%llu",
+                 (unsigned long long)s->id, s->link.route->conf->name, sv->link.target->hostport, sv->be_pid,
+                 s->rc_attempts, (unsigned long long)(uv_now(s->link.loop) - s->rc_since));
+    else
+        sy_info("event=reconnected conn=%llu route=%s upstream=%s backend_pid=%u attempts=%d ms=%llu",
+                (unsigned long long)s->id, s->link.route->conf->name, sv->link.target->hostport, sv->be_pid,
+                s->rc_attempts, (unsigned long long)(uv_now(s->link.loop) - s->rc_since));
+    s->rc_since = 0;
+    s->retake = 0;
+    if (!sy_route_should_hold(&s->link)) {
+        pg_release(s);
+    } else {
+        sy_session_set_state(&s->link, SY_CLIENT_HELD);   /* paused meanwhile: RESUME releases it */
+        pg_update_polls(s);
+        sy_switch_poke(s->link.route);
+    }
+}
+
 static void rc_done(uv_work_t *req, int status)
 {
     pg_rc_t *w = req->data;
@@ -336,27 +374,7 @@ static void rc_done(uv_work_t *req, int status)
         rc_failed(s);
         goto out;
     }
-    int sw = pg_swap_in(s, sv, &w->notifies, "lost");
-    if (sw == -1) {
-        snprintf(s->rc_why, sizeof(s->rc_why), "cannot take over the TLS session");
-        pg_server_close(sv, "reconnect failed");
-        rc_failed(s);
-        goto out;
-    }
-    if (sw != 0)
-        goto out;
-    SY_STAT_ADD(s->link.route->reconnects, 1);
-    sy_info("event=reconnected conn=%llu route=%s upstream=%s backend_pid=%u attempts=%d ms=%llu",
-            (unsigned long long)s->id, s->link.route->conf->name, sv->link.target->hostport, sv->be_pid,
-            s->rc_attempts, (unsigned long long)(uv_now(s->link.loop) - s->rc_since));
-    s->rc_since = 0;
-    if (!sy_route_should_hold(&s->link)) {
-        pg_release(s);
-    } else {
-        sy_session_set_state(&s->link, SY_CLIENT_HELD);   /* paused meanwhile: RESUME releases it */
-        pg_update_polls(s);
-        sy_switch_poke(s->link.route);
-    }
+    rc_swap(s, sv, &w->notifies);
 out:
     pgr_buf_free(&w->notifies);
     free(w);
@@ -408,29 +426,60 @@ int pg_reconnectable(const pg_session_t *s)
  * and reconnect_window is on: s is RECONNECTING (its server closed, its client not read
  * until it is back). Returns 0 when the caller closes s as before.
  */
+/* RECONNECTING to target `which`, the back-off from its start, the client not read.
+ * Returns 1, or 0 when the session closed (its client could not be watched). */
+static int rc_start(pg_session_t *s, conf_which_t which, const char *why)
+{
+    s->rc_which = which;
+    s->rc_since = uv_now(s->link.loop);
+    s->rc_delay = 100;
+    s->rc_attempts = 0;
+    snprintf(s->rc_why, sizeof(s->rc_why), "%s", why);
+    pg_set_state(s, PGS_RECONNECTING);
+    s->c2s.reading = 0;   /* the client's next query waits in the kernel */
+    pg_watch(s, &s->client, sy_pipe_dst_events(&s->s2c), pg_client_cb);
+    return s->state == PGS_RECONNECTING;
+}
+
 int pg_reconnect_begin(pg_session_t *s, const char *why)
 {
     if (!pg_reconnectable(s) || s->server_fatal || !pgw_scan_at_boundary(&s->sscan) ||
         !pgw_scan_at_boundary(&s->cscan))
         return 0;
-    s->rc_which = s->srv->link.which;
-    s->rc_since = uv_now(s->link.loop);
-    s->rc_delay = 100;
-    s->rc_attempts = 0;
-    snprintf(s->rc_why, sizeof(s->rc_why), "%s", why);
     sy_info("event=upstream_lost conn=%llu route=%s upstream=%s reason=\"%s\" owed=0 after=idle reconnecting=1",
             (unsigned long long)s->id, s->link.route->conf->name, s->srv->link.target->hostport, why);
     SY_STAT_ADD(s->link.route->err_lost, 1);
+    conf_which_t which = s->srv->link.which;
     pg_server_close(s->srv, "lost");
     s->s2c.src_eof = 0;   /* that was the old server's end; the next one reads afresh */
     s->s2c.err = s->c2s.err = 0;
     s->fatal_dropped = 0;   /* the client's next query, held since, goes to the next server */
-    pg_set_state(s, PGS_RECONNECTING);
-    s->c2s.reading = 0;   /* the client's next query waits in the kernel */
-    pg_watch(s, &s->client, sy_pipe_dst_events(&s->s2c), pg_client_cb);
-    if (s->state == PGS_RECONNECTING)
+    if (rc_start(s, which, why))
         rc_attempt(s);
     return 1;
+}
+
+/* A released session's next message waits for a server (pg_release.c). */
+void pg_reconnect_retake(pg_session_t *s)
+{
+    s->retake = 1;
+    if (rc_start(s, sy_route_active(s->link.route), "no server was free") && !pg_pool_take(s))
+        rc_attempt(s);
+}
+
+/* The pool handed a released session its server (s->srv, adopted, checked). */
+void pg_reconnect_taken(pg_session_t *s)
+{
+    pg_server_t *sv = s->srv;
+    static const pgr_buf_t none;
+    pg_server_attach(s, NULL);   /* swapped in as a reconnect's new server is */
+    rc_swap(s, sv, &none);
+}
+
+/* A released session found no server in the pool after all: connect. */
+void pg_reconnect_attempt(pg_session_t *s)
+{
+    rc_attempt(s);
 }
 
 /* ---- new sessions while the target is down ------------------------------------------- */

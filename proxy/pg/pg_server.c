@@ -206,6 +206,7 @@ void pg_server_describe(const sy_server_link_t *l, char cols[][128])
     /* The session's state while it relays through this one; the server's own otherwise. */
     snprintf(cols[3], 128, "%s", sv->pool_op == PG_POOL_RESET ? "resetting"
                                  : sv->pool_op == PG_POOL_CHECK ? "checking"
+                                 : sv->pool_op == PG_POOL_PIN   ? "release_check"
                                  : s && s->srv == sv ? pg_state_names[s->state] : sy_server_state_names[l->state]);
 }
 

@@ -24,8 +24,10 @@
  *   MOVING      switchover: the session is being moved to the route's new target
  *   ADMIN       serving the admin console (database "switchyard", admin.c)
  *   SAVING      idle, its state being read for a reconnect's replay (pg_reconnect.c)
- *   RECONNECTING its upstream closed while idle: a new one is being opened, the
+ *   RECONNECTING its upstream closed while idle, or a released session sent its next
+ *               message: a server is being opened (or taken from the pool), the
  *               client's next query waits (pg_reconnect.c)
+ *   RELEASED    idle with no server: it went back to the pool (pg_release.c)
  *   CLOSING     flushing a last ErrorResponse to the client, then closing
  *
  * The upstream fd and TLS session belong to libpq: we adopt them after PQconnectPoll
@@ -41,7 +43,7 @@ static void server_cb(sy_conn_t *c, int status, int events);
 
 const char *const pg_state_names[] = {
     "startup", "client_tls", "auth", "resolving", "connecting", "relay", "moving", "admin", "saving",
-    "reconnecting", "closing", "closed"
+    "reconnecting", "released", "closing", "closed"
 };
 
 /* Parameters the server reports with ParameterStatus (GUC_REPORT) in 15..17. libpq has
@@ -117,11 +119,13 @@ void pg_set_state(pg_session_t *s, pg_state_t to)
         [PGS_CONNECTING] = 1u << PGS_RELAY | 1u << PGS_CLOSING |
                            1u << PGS_AUTH |   /* the server wants the client's own password */
                            1u << PGS_RESOLVING,   /* reconnect_window: try again later */
-        [PGS_RELAY]      = 1u << PGS_CLOSING | 1u << PGS_MOVING | 1u << PGS_SAVING | 1u << PGS_RECONNECTING,
+        [PGS_RELAY]      = 1u << PGS_CLOSING | 1u << PGS_MOVING | 1u << PGS_SAVING | 1u << PGS_RECONNECTING |
+                           1u << PGS_RELEASED,
         [PGS_MOVING]     = 1u << PGS_RELAY | 1u << PGS_CLOSING,
         [PGS_ADMIN]      = 1u << PGS_CLOSING,
         [PGS_SAVING]     = 1u << PGS_RELAY | 1u << PGS_CLOSING,
         [PGS_RECONNECTING] = 1u << PGS_RELAY | 1u << PGS_CLOSING,
+        [PGS_RELEASED]   = 1u << PGS_RECONNECTING | 1u << PGS_CLOSING,
         [PGS_CLOSING]    = 1u << PGS_CLOSED,
         [PGS_CLOSED]     = 0,
     };
@@ -683,6 +687,10 @@ static void pg_describe(const sy_session_link_t *l, char cols[][128])
     snprintf(cols[5], 128, "txn=%c inflight=%u copy=%s db=%.40s user=%.40s replay=%s", s->txn ? s->txn : '-',
              s->inflight, s->copy_in || s->copy_out ? "yes" : "no", s->database ? s->database : "",
              s->user ? s->user : "", s->unsaved ? "no" : s->dirty ? "pending" : "saved");
+    if (s->pin_why != NULL) {
+        size_t n = strlen(cols[5]);
+        snprintf(cols[5] + n, 128 - n, " pin=%s", s->pin_why);
+    }
 }
 
 /*
@@ -722,8 +730,13 @@ static void pg_tick(sy_session_link_t *l, uint64_t now)
             pg_close(s, "08P01", "client stalled mid-message for %d s", sy_conf()->client_stall_timeout);
             return;
         }
-        if (idle == 0 || !pg_idle(s) || s->txn != 'I' || now - s->active_at < idle)
+        /* fall through */
+    case PGS_RELEASED:
+        if (idle == 0 || !pg_idle(s) || s->txn != 'I' || now - s->active_at < idle) {
+            if (s->state == PGS_RELAY)
+                pg_release_maybe(s, now);
             return;
+        }
         sy_info("event=idle_timeout conn=%llu route=%s idle_ms=%llu", (unsigned long long)s->id,
                 s->link.route ? s->link.route->conf->name : "-", (unsigned long long)(now - s->active_at));
         pg_close(s, "57P05", "terminating connection due to idle-session timeout");

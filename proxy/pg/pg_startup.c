@@ -415,6 +415,9 @@ void pg_client_cb(sy_conn_t *c, int status, int events)
         pg_watch(s, &s->client, 0, pg_client_cb);
         break;
     }
+    case PGS_RELEASED:
+        pg_release_wake(s);
+        break;
     case PGS_MOVING:
     case PGS_SAVING:
     case PGS_RECONNECTING:

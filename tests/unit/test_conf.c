@@ -135,7 +135,7 @@ static void test_defaults(void)
     CHECK(c.log_level == 2);
     CHECK(c.config_path == NULL && c.env_file == NULL);
     CHECK(c.pool_size == 20 && c.server_idle_timeout == 600 && c.server_lifetime == 3600 &&
-          c.server_check_delay == 30);
+          c.server_check_delay == 30 && c.server_release_delay == 30);
     CHECK(conf_route(&c, "pg")->pool == CONF_POOL_DEFAULT);
 
     CHECK(c.nlisteners == 3);

@@ -1,0 +1,151 @@
+/*
+ * pg_release.c - server_release_delay: an idle Postgres client gives its server connection
+ * back to the pool and stays connected with none, as RDS Proxy's multiplexing does; one
+ * whose session holds state on its server is pinned to it for life ("pinning").
+ *
+ *   RELAY, idle (ReadyForQuery 'I', nothing in flight, no COPY, no move, job or cancel)
+ *   for server_release_delay, found by the once-a-second tick (pg_tick)
+ *     └─▶ a reported parameter differs from what libpq recorded at the connect: pinned
+ *     └─▶ SAVING: PIN_SQL on the idle PGconn through libpq (pg_pool_pin_check, the way
+ *         the pool's reset runs); the client is not read meanwhile
+ *           ├─ a column not 0: pinned (logged once, counted, SHOW CLIENTS pin=...)
+ *           ├─ the client sent something (or left) meanwhile: RELAY on the same server
+ *           └─ else: RELEASED; the server goes to the pool (pg_pool_put: reset, IDLE), or
+ *              is closed when the pool for its key is full
+ *   RELEASED, the client's next message (or its hang-up)
+ *     └─▶ RECONNECTING (pg_reconnect_retake): an idle server of the pool, else a connect
+ *         within reconnect_window; then the relay goes on where it stopped: no greeting,
+ *         the same BackendKeyData key (a cancel reaches whatever server the session has),
+ *         ParameterStatus for the values that differ
+ *
+ * What the check cannot see stays the client's to mind, as with PgBouncer's transaction
+ * pooling: lastval()/currval(), the unnamed prepared statement, LOAD, session-level
+ * plan caches; and pg_backend_pid() is the pid of whichever server serves it.
+ */
+#include "proxy/pg/pg_internal.h"
+
+/* One row; each column 0 when the session holds none of it. The names below follow. */
+static const char PIN_SQL[] =
+    "SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_settings WHERE source = 'session'),"
+    " (SELECT pg_catalog.count(*) FROM pg_catalog.pg_prepared_statements),"
+    " (SELECT pg_catalog.count(*) FROM pg_catalog.pg_cursors),"
+    " (SELECT pg_catalog.count(*) FROM pg_catalog.pg_listening_channels()),"
+    " (SELECT pg_catalog.count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory'"
+    " AND pid = pg_catalog.pg_backend_pid()),"
+    " (SELECT pg_catalog.count(*) FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema())"
+    " + (SELECT pg_catalog.count(*) FROM pg_catalog.pg_proc WHERE pronamespace = pg_catalog.pg_my_temp_schema()),"
+    " (current_user <> session_user)::pg_catalog.int4";
+static const char *const pin_names[] = { "settings", "prepared", "cursors", "listen", "advisory_lock",
+                                         "temp", "role" };
+
+static void pin(pg_session_t *s, const char *why)
+{
+    s->pin_why = why;
+    SY_STAT_ADD(s->link.route->pool_pins, 1);
+    sy_info("event=client_pinned conn=%llu route=%s upstream=%s backend_pid=%u reason=%s", (unsigned long long)s->id,
+            s->link.route->conf->name, s->srv->link.target->hostport, s->srv->be_pid, why);
+}
+
+/* A reported parameter (SET of one, SET SESSION AUTHORIZATION, SET ROLE's is_superuser)
+ * whose value the client last saw differs from what the server said at the connect or
+ * the last reset, which is what the next server would say. */
+static int params_changed(const pg_session_t *s)
+{
+    for (const char *const *p = pg_reported_params; *p; p++) {
+        const char *v = PQparameterStatus(s->srv->pg, *p), *seen = pg_param_get(s, *p);
+        if (v != NULL && seen != NULL && strcmp(v, seen) != 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* From the tick: start the release of an idle client's server. */
+void pg_release_maybe(pg_session_t *s, uint64_t now)
+{
+    uint64_t delay = (uint64_t)sy_conf()->server_release_delay * 1000;
+    if (delay == 0 || s->pin_why != NULL || s->admin || s->link.route == NULL || !s->link.route->conf->pool ||
+        s->terminating || s->fatal_dropped || s->server_fatal || s->srv == NULL || now - s->active_at < delay ||
+        s->c2s.end != s->c2s.start || s->s2c.end != s->s2c.start || s->s2c_extra.len > 0 ||
+        s->link.state != SY_CLIENT_ACTIVE || sy_route_should_hold(&s->link))
+        return;
+    if (!pg_idle(s))
+        return;
+    if (params_changed(s)) {
+        pin(s, "parameter");
+        return;
+    }
+    pg_pool_pin_check(s, PIN_SQL);
+}
+
+/* Something of the client's is waiting (or it left): the session goes on as it is. */
+static int client_waiting(pg_session_t *s)
+{
+    uint8_t b;
+    if (s->client.ssl != NULL && sy_tls_pending(&s->client) > 0)
+        return 1;
+    ssize_t n = recv(s->client.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+/* The check's answer is in (pg_pool.c's pool_io): release, pin, or go on. */
+void pg_release_checked(pg_server_t *sv)
+{
+    pg_session_t *s = (pg_session_t *)sv->link.client;
+    if (s == NULL || s->state != PGS_SAVING)
+        return;
+    pg_set_state(s, PGS_RELAY);
+    if (sv->pool_failed) {
+        if (PQisBusy(sv->pg) || PQtransactionStatus(sv->pg) != PQTRANS_IDLE) {
+            /* No answer: what the server will still send is libpq's, not the client's. */
+            sv->gone = 1;
+            pg_close(s, "08006", "route %s: connection to %s lost: no answer to the release check",
+                     s->link.route->conf->name, sv->link.target->hostport);
+            return;
+        }
+        pin(s, "check_failed");
+    } else if (sv->pin_found > 0) {
+        int i = sv->pin_found - 1;
+        pin(s, i < (int)(sizeof(pin_names) / sizeof(pin_names[0])) ? pin_names[i] : "state");
+    } else if (!client_waiting(s)) {
+        uint32_t pid = sv->be_pid;
+        pg_saved_free(s);   /* nothing to replay: the server said so */
+        s->dirty = 0;
+        s->unsaved = NULL;
+        s->ro_suspect = 0;
+        SY_STAT_ADD(s->link.route->pool_releases, 1);
+        if (!pg_pool_put(s))
+            pg_server_close(sv, "pool full");
+        pg_set_state(s, PGS_RELEASED);
+        sy_debug("event=server_released conn=%llu route=%s backend_pid=%u", (unsigned long long)s->id,
+                 s->link.route->conf->name, pid);
+        pg_watch(s, &s->client, UV_READABLE, pg_client_cb);   /* on to pg_release_wake */
+        return;
+    }
+    pg_release(s);   /* the relay goes on, with the client's message if it sent one */
+}
+
+/* A released client sent something or hung up, or a hold on it is over: take a server. */
+void pg_release_wake(pg_session_t *s)
+{
+    if (s->state != PGS_RELEASED)
+        return;
+    if (s->link.state == SY_CLIENT_HELD)
+        return;   /* the hold's release comes back here */
+    uint8_t b;
+    ssize_t n = s->client.ssl != NULL && sy_tls_pending(&s->client) > 0
+                    ? 1
+                    : recv(s->client.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        pg_close(s, NULL, NULL);   /* it left: it had nothing on any server */
+        return;
+    }
+    if (n < 0)
+        return;   /* a spurious wake-up */
+    if (sy_route_should_hold(&s->link)) {
+        sy_session_set_state(&s->link, SY_CLIENT_HELD);   /* RESUME or the switch releases it */
+        pg_watch(s, &s->client, 0, pg_client_cb);
+        sy_switch_poke(s->link.route);
+        return;
+    }
+    pg_reconnect_retake(s);
+}
