@@ -10,7 +10,10 @@
 # SWITCHYARD_BIN (build/switchyard), SWITCHYARD_BASELINE_BIN (another build, say the
 # previous main, measured the same way after it as "sy-base"), BENCH_KEEP=1 (the temp dir
 # keeps /proc/PID/smaps at base, peak and after, per build), IDLE_AT_PEAK (a shell command
-# run with all clients idle, $SY_PID set: say, gdb -p $SY_PID -batch -ex 'call malloc_stats()').
+# run with all clients idle, $SY_PID set: say, gdb -p $SY_PID -batch -ex 'call malloc_stats()'),
+# IDLE_RELEASE_DELAY (2: server_release_delay of SWITCHYARD_BIN, so that the idle Postgres
+# clients give their servers back within the run; the baseline gets none, as a build that
+# does not know the key would refuse it).
 #
 # One throwaway cluster (max_connections = IDLE_PG + 50: every client has its own upstream)
 # and one redis-server; switchyard (workers auto) with a Postgres and a Redis route to them.
@@ -18,6 +21,8 @@
 # client after one PING. RSS is VmRSS of /proc/PID/status:
 #   base    after start and one request of each kind
 #   steps   after each step of clients is open and idle
+#   released  once SHOW POOLS counts a release per Postgres client (builds with
+#           server_release_delay; up to 120 s), then 3 s (three sweeps)
 #   after   once every client left and switchyard counts none, after 3 s (three sweeps)
 # Writes bench/out/idle_rss.dat (build clients pg redis rss_kb; "after" rows have the
 # clients column 0 and the label in column 5) and prints a table.
@@ -46,8 +51,8 @@ start_redis_server redis --maxclients $((IDLE_REDIS + 200)) --tcp-backlog 4096
 
 rss_kb() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status"; }
 
-# start_sy NAME BIN: switchyard NAME with a pg route (any database) and a redis route.
-# Sets sy_pg, sy_r, SY_PID.
+# start_sy NAME BIN [GLOBALS]: switchyard NAME with a pg route (any database) and a redis
+# route, GLOBALS added to [switchyard]. Sets sy_pg, sy_r, SY_PID.
 start_sy() {
 	local d=$BENCH_DIR/$1
 	mkdir -p "$d"
@@ -58,6 +63,7 @@ start_sy() {
 		[switchyard]
 		metrics_listen = off
 		log_level = warn
+		${3:-}
 		[listener pg]
 		protocol = postgres
 		listen = 127.0.0.1:$sy_pg
@@ -82,6 +88,9 @@ start_sy() {
 }
 
 console() { "$PG_BIN/psql" -qXAt -F ' ' -h 127.0.0.1 -p "$sy_pg" -U postgres switchyard -c "$1"; }
+# released: idle Postgres clients that gave their server back (SHOW POOLS column 11; empty
+# for a build without it).
+released() { console "SHOW POOLS" | awk '$1 == "pg" { print $11 }'; }
 # clients_left: clients switchyard still counts on both routes (SHOW STATS column 2).
 clients_left() { console "SHOW STATS" | awk '$1 == "pg" || $1 == "redis" { n += $2 } END { print n + 0 }'; }
 
@@ -121,10 +130,10 @@ DAT=$BENCH_OUT/idle_rss.dat
 } >"$DAT"
 declare -A BASE=() PEAK=() AFTER=() PEAKN=()
 
-# measure NAME BIN
+# measure NAME BIN [GLOBALS]
 measure() {
 	local name=$1 i pg=0 rd=0 kpg kr a b rss
-	start_sy "$name" "$2"
+	start_sy "$name" "$2" "${3:-}"
 	probe_redis "$sy_r" >/dev/null
 	"$PG_BIN/psql" -qXAt -h 127.0.0.1 -p "$sy_pg" -U postgres postgres -c "SELECT 1" >/dev/null
 	BASE[$name]=$(rss_kb "$SY_PID")
@@ -144,6 +153,16 @@ measure() {
 		echo "$name $((pg + rd)) $pg $rd $rss" >>"$DAT"
 		log "$name: $pg pg + $rd redis idle clients: RSS $rss kB (pg: $a; redis: $b)"
 	done
+	if [ -n "$(released)" ] && ((pg > 0)); then
+		for ((i = 0; i < 1200; i++)); do
+			(($(released) >= pg)) && break
+			sleep 0.1
+		done
+		sleep 3   # three sweeps: the one after the closes trims
+		log "$name: $(released) of $pg pg clients released: RSS $rss kB before, $(rss_kb "$SY_PID") kB after"
+		rss=$(rss_kb "$SY_PID")
+		echo "$name $((pg + rd)) $pg $rd $rss released" >>"$DAT"
+	fi
 	PEAK[$name]=$rss
 	cp "/proc/$SY_PID/smaps" "$BENCH_DIR/$name-peak.smaps"
 	if [ -n "${IDLE_AT_PEAK:-}" ]; then SY_PID=$SY_PID bash -c "$IDLE_AT_PEAK" || true; fi
@@ -164,7 +183,7 @@ measure() {
 	unset "BENCH_PIDS[$name]"
 }
 
-measure switchyard "$SWITCHYARD_BIN"
+measure switchyard "$SWITCHYARD_BIN" "server_release_delay = ${IDLE_RELEASE_DELAY:-2}"
 NAMES=(switchyard)
 if [ -n "${SWITCHYARD_BASELINE_BIN:-}" ]; then
 	measure sy-base "$SWITCHYARD_BASELINE_BIN"

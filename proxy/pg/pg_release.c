@@ -95,6 +95,10 @@ void pg_release_checked(pg_server_t *sv)
         return;
     pg_set_state(s, PGS_RELAY);
     if (sv->pool_failed) {
+        if (PQstatus(sv->pg) != CONNECTION_OK) {
+            pg_upstream_lost(s, 0);   /* it closed meanwhile: as if under the relay */
+            return;
+        }
         if (PQisBusy(sv->pg) || PQtransactionStatus(sv->pg) != PQTRANS_IDLE) {
             /* No answer: what the server will still send is libpq's, not the client's. */
             sv->gone = 1;
