@@ -13,8 +13,10 @@
  *                 HEADER (5 bytes: type + int32 length)
  *                    |  length checked against 4..max_len, 'Z' must be 5
  *                    v
- *                 BODY   skipped in O(1) per call, or copied into s->cap when the
- *                    |   type is captured and the body fits PGW_CAPTURE_MAX
+ *                 BODY   skipped in O(1) per call; when the type is captured and the
+ *                    |   body fits PGW_CAPTURE_MAX, shown where it lies in the
+ *                    |   caller's buffer (s->cap), or gathered in s->copy (malloc,
+ *                    |   freed by the next call) when it came in pieces
  *                    v
  *                 back to HEADER
  *
@@ -36,6 +38,7 @@
  */
 #include "protocol/pg_wire.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* Largest message we ever build: the length field is a signed int32 on the wire. */
@@ -216,6 +219,13 @@ void pgw_scan_init(pgw_scan_t *s, uint32_t max_len)
     s->max_len = max_len ? max_len : SCAN_DEFAULT_MAX;
 }
 
+void pgw_scan_release(pgw_scan_t *s)
+{
+    free(s->copy);
+    s->copy = NULL;
+    s->cap = NULL;
+}
+
 void pgw_scan_capture(pgw_scan_t *s, uint8_t type)
 {
     s->capture[type >> 3] |= (uint8_t)(1u << (type & 7));
@@ -224,6 +234,13 @@ void pgw_scan_capture(pgw_scan_t *s, uint8_t type)
 static int scan_captures(const pgw_scan_t *s, uint8_t type)
 {
     return (s->capture[type >> 3] >> (type & 7)) & 1;
+}
+
+void pgw_scan_skip_body(pgw_scan_t *s)
+{
+    if (s->capturing == CAP_PENDING)
+        s->hdr_have = 0;   /* nothing left of it: between messages */
+    s->capturing = CAP_OFF;
 }
 
 static ssize_t scan_fail(pgw_scan_t *s, const char *msg)
@@ -237,6 +254,7 @@ static void scan_header_done(pgw_scan_t *s, pgw_event_t *ev)
 {
     s->type = s->hdr[0];
     s->body_left = s->len - 4;
+    s->cap = s->hdr;        /* an empty body: any valid pointer */
     s->cap_len = 0;
     s->capturing = (scan_captures(s, s->type) && s->body_left <= PGW_CAPTURE_MAX) ? CAP_ON : CAP_OFF;
 
@@ -251,6 +269,26 @@ static void scan_header_done(pgw_scan_t *s, pgw_event_t *ev)
     }
 }
 
+/* Body bytes buf[0..n) of a captured message: seen in place when they are all of it,
+ * else gathered in s->copy. Returns 0, or PGW_ERR when the copy cannot be allocated. */
+static ssize_t scan_capture_body(pgw_scan_t *s, const uint8_t *buf, size_t n)
+{
+    if (s->copy == NULL && s->cap_len == 0 && n == s->body_left) {
+        s->cap = buf;
+        s->cap_len = (uint32_t)n;
+        return 0;
+    }
+    if (s->copy == NULL) {
+        s->copy = malloc(s->len - 4);
+        if (s->copy == NULL)
+            return scan_fail(s, "out of memory gathering a message");
+    }
+    memcpy(s->copy + s->cap_len, buf, n);
+    s->cap_len += (uint32_t)n;
+    s->cap = s->copy;
+    return 0;
+}
+
 ssize_t pgw_scan(pgw_scan_t *s, const uint8_t *buf, size_t len, pgw_event_t *ev)
 {
     size_t n;
@@ -258,6 +296,12 @@ ssize_t pgw_scan(pgw_scan_t *s, const uint8_t *buf, size_t len, pgw_event_t *ev)
     *ev = PGW_EV_NONE;
     if (s->err != NULL)
         return PGW_ERR;
+    if (s->copy != NULL && s->capturing != CAP_ON) {
+        /* the gathered body was reported by the previous call */
+        free(s->copy);
+        s->copy = NULL;
+        s->cap = NULL;
+    }
 
     if (s->capturing == CAP_PENDING) {
         s->capturing = CAP_OFF;
@@ -277,7 +321,7 @@ ssize_t pgw_scan(pgw_scan_t *s, const uint8_t *buf, size_t len, pgw_event_t *ev)
             s->status = st;
             s->body_left = 0;
             if (s->capturing) {
-                s->cap[0] = st;
+                s->cap = &s->status;
                 s->cap_len = 1;
                 s->capturing = CAP_PENDING;
             } else {
@@ -287,10 +331,8 @@ ssize_t pgw_scan(pgw_scan_t *s, const uint8_t *buf, size_t len, pgw_event_t *ev)
             return 1;
         }
         n = len < s->body_left ? len : s->body_left;
-        if (s->capturing) {
-            memcpy(s->cap + s->cap_len, buf, n);
-            s->cap_len += (uint32_t)n;
-        }
+        if (s->capturing && scan_capture_body(s, buf, n) != 0)
+            return PGW_ERR;
         s->body_left -= (uint32_t)n;
         if (s->body_left == 0) {
             if (s->capturing) {
@@ -321,11 +363,6 @@ ssize_t pgw_scan(pgw_scan_t *s, const uint8_t *buf, size_t len, pgw_event_t *ev)
         return scan_fail(s, "invalid ReadyForQuery message length");
     scan_header_done(s, ev);
     return (ssize_t)n;
-}
-
-int pgw_scan_at_boundary(const pgw_scan_t *s)
-{
-    return s->err == NULL && s->hdr_have == 0;
 }
 
 /* ---- builders --------------------------------------------------------------------- */

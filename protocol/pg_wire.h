@@ -16,8 +16,9 @@
  *       byte type | int32 length (includes itself, not the type) | body
  *
  * pgw_scan_* frames a normal-phase stream without copying bodies: it reports each
- * message header, optionally captures the bodies of small messages of chosen types,
- * and skips everything else, so a 100 MB COPY costs nothing but the header checks.
+ * message header, optionally shows the bodies of small messages of chosen types (where
+ * they lie in the caller's buffer; gathered only when they came in pieces), and skips
+ * everything else, so a 100 MB COPY costs nothing but the header checks.
  *
  * Error convention: functions return bytes consumed (>= 0) or PGW_ERR; on PGW_ERR the
  * state's `err` holds a static message. PGW_NEED_MORE (0 consumed) is only returned by
@@ -100,34 +101,53 @@ typedef struct pgw_scan_s {
     uint8_t  hdr_have;
     uint8_t  capturing;
     uint32_t body_left;          /* body bytes of the current message not yet consumed */
+    uint8_t *copy;               /* a captured body that arrived in pieces, gathered (malloc) */
 
     /* results of the last event */
     uint8_t  type;               /* message type of the current/last message */
     uint32_t len;                /* its length field (body length + 4) */
     uint8_t  status;             /* for 'Z' (ReadyForQuery): 'I', 'T' or 'E' */
+    const uint8_t *cap;          /* CAPTURED: the body, cap_len bytes (see pgw_scan) */
     uint32_t cap_len;
-    uint8_t  cap[PGW_CAPTURE_MAX];
 
     const char *err;             /* static message after PGW_ERR */
 } pgw_scan_t;
 
-/* Initialise a scanner; max_len 0 means 1 GiB. No types captured. */
+/* Initialise a scanner; max_len 0 means 1 GiB. No types captured. On a scanner that was
+ * used, pgw_scan_release it first. */
 void pgw_scan_init(pgw_scan_t *s, uint32_t max_len);
+
+/* Free what the scanner holds (a body being gathered); it may then be initialised again.
+ * A zeroed scanner holds nothing. */
+void pgw_scan_release(pgw_scan_t *s);
 
 /* Capture bodies (<= PGW_CAPTURE_MAX) of messages of this type. 'Z' status is always reported. */
 void pgw_scan_capture(pgw_scan_t *s, uint8_t type);
+
+/* Right after the HEADER event of a message of a captured type: do not capture this one
+ * (its body is skipped; no CAPTURED event follows). */
+void pgw_scan_skip_body(pgw_scan_t *s);
 
 /*
  * Consume bytes from buf[0..len). Stops right after an event so the caller can act
  * on it (e.g. decide where to cut the stream). Returns bytes consumed (may be less than
  * len; call again with the rest) and sets *ev, or PGW_ERR with s->err set (length
- * field < 4 or > max_len, ReadyForQuery with a bad status or length).
+ * field < 4 or > max_len, ReadyForQuery with a bad status or length; "out of memory"
+ * when a body in pieces cannot be gathered).
  * For 'Z' the HEADER event is delayed until the status byte has been read.
  * A captured message reports HEADER first, then CAPTURED when its body is complete.
- * True when the scanner stands between two messages.
+ * A captured body is not copied when the call that completes it holds all of it: s->cap
+ * then points into that call's buf. Only a body that arrived in pieces is gathered, in
+ * memory the scanner allocates then and frees at its next call. Either way s->cap is
+ * valid until the next pgw_scan call, or until the caller changes buf.
  */
 ssize_t pgw_scan(pgw_scan_t *s, const uint8_t *buf, size_t len, pgw_event_t *ev);
-int pgw_scan_at_boundary(const pgw_scan_t *s);
+
+/* True when the scanner stands between two messages. */
+static inline int pgw_scan_at_boundary(const pgw_scan_t *s)
+{
+    return s->err == NULL && s->hdr_have == 0;
+}
 
 /* ---- builders ----------------------------------------------------------------------
  * Each writes one complete message to out[0..cap) and returns its size, or 0 if it

@@ -259,6 +259,7 @@ void pg_release(pg_session_t *s);
 
 /* pg_reconnect.c */
 void pg_saved_free(pg_session_t *s);
+void pg_dirty_header(pg_session_t *s, pgw_scan_t *sc);
 void pg_dirty_query(pg_session_t *s, const uint8_t *body, size_t len, int parse);
 void pg_dirty_tag(pg_session_t *s, const uint8_t *body, size_t len);
 void pg_ro_seen_param(pg_session_t *s, const char *name, const char *value);

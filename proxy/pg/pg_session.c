@@ -81,6 +81,8 @@ static void pg_free(pg_session_t *s)
     }
     pgr_buf_free(&s->admin_out);
     pgr_buf_free(&s->s2c_extra);
+    pgw_scan_release(&s->cscan);
+    pgw_scan_release(&s->sscan);
     sy_pipe_release(&s->c2s);
     sy_pipe_release(&s->s2c);
     free(s);
@@ -342,11 +344,10 @@ static int c2s_scan(void *arg, sy_pipe_t *p)
             pg_dirty_query(s, s->cscan.cap, s->cscan.cap_len, s->cscan.type == 'P');
         if (ev != PGW_EV_HEADER)
             continue;
-        if ((s->cscan.type == 'Q' || s->cscan.type == 'P') && s->cscan.len - 4 > PGW_CAPTURE_MAX)
-            pg_dirty_query(s, NULL, 0, 0);   /* too long to look at */
         switch (s->cscan.type) {
         case 'Q':
             s->inflight++;
+            pg_dirty_header(s, &s->cscan);
             break;
         case 'S':
             s->inflight++;
@@ -357,6 +358,9 @@ static int c2s_scan(void *arg, sy_pipe_t *p)
             s->unsynced = 1;
             break;
         case 'P':
+            s->unsynced = 1;
+            pg_dirty_header(s, &s->cscan);
+            break;
         case 'B':
         case 'D':
         case 'E':
@@ -446,11 +450,11 @@ static int s2c_scan(void *arg, sy_pipe_t *p)
                 if (pg_reconnectable(s) && p->scanned - bnd == 1 + s->sscan.len) {
                     /* The client is owed nothing and will not be told: the session
                      * reconnects when the server closes (pg_reconnect.c). */
+                    sy_debug("event=server_fatal_dropped conn=%llu sqlstate=%s", (unsigned long long)s->id,
+                             f.sqlstate ? f.sqlstate : "");   /* before the bytes it points at go */
                     memmove(p->buf + bnd, p->buf + p->scanned, p->end - p->scanned);
                     p->end -= p->scanned - bnd;
                     p->scanned = bnd;
-                    sy_debug("event=server_fatal_dropped conn=%llu sqlstate=%s", (unsigned long long)s->id,
-                             f.sqlstate ? f.sqlstate : "");
                     s->fatal_dropped = 1;
                     s->c2s.reading = 0;
                     continue;
@@ -466,6 +470,9 @@ static int s2c_scan(void *arg, sy_pipe_t *p)
         if (ev != PGW_EV_HEADER)
             continue;
         switch (s->sscan.type) {
+        case 'C':
+            pg_dirty_header(s, &s->sscan);
+            break;
         case 'Z':
             s->txn = s->sscan.status;
             if (s->inflight > 0)
@@ -494,7 +501,7 @@ static int s2c_scan(void *arg, sy_pipe_t *p)
         bnd = p->scanned;
     /* Held only as long as it could be a FATAL to drop (a captured body): a longer one
      * goes on, or a large notice would fill the pipe and stall the session. */
-    p->fwd = pg_reconnectable(s) && p->scanned - bnd <= 5 + PGW_CAPTURE_MAX ? bnd : p->scanned;
+    p->fwd = p->scanned != bnd && p->scanned - bnd <= 5 + PGW_CAPTURE_MAX && pg_reconnectable(s) ? bnd : p->scanned;
     if (s->link.route && pg_idle(s))
         sy_switch_poke(s->link.route);
     return 0;
@@ -513,6 +520,7 @@ void pg_update_polls(pg_session_t *s)
  * close is expected and the client was already told. */
 void pg_sscan_reset(pg_session_t *s)
 {
+    pgw_scan_release(&s->sscan);
     pgw_scan_init(&s->sscan, sy_conf()->max_message_size);
     pgw_scan_capture(&s->sscan, 'S');
     pgw_scan_capture(&s->sscan, 'E');
@@ -602,7 +610,8 @@ void pg_relay_drive(pg_session_t *s, sy_conn_t *c, int events)
         return;
     }
     pg_update_polls(s);
-    pg_save_maybe(s);
+    if ((s->dirty || s->ro_suspect) && sy_conf()->reconnect_window > 0)
+        pg_save_maybe(s);   /* nothing to save otherwise: not even a call */
 }
 
 static void server_cb(sy_conn_t *c, int status, int events)

@@ -58,6 +58,10 @@ int main(void)
         { "LISTEN", 0 }, { "UNLISTEN", 0 }, { "DISCARD ALL", 0 }, { "DECLARE CURSOR", 0 },
         { "CREATE TABLE", 0 }, { "CLOSE CURSOR", 0 }, { "", 0 }, { "SELECTS 1", 0 }, { "SELEC", 0 },
         { "select 1", 0 },   /* tags are upper case; anything else is not one we know */
+        { "START TRANSACTION", 1 }, { "ANALYZE", 1 }, { "NOTIFY", 1 }, { "VACUUM", 1 }, { "EXPLAIN", 1 },
+        { "MOVE 1", 1 }, { "SAVEPOINTS", 0 }, { "SAVEPOINT x", 1 }, { "TRUNCATED", 0 }, { "S", 0 },
+        { "CREATE EXTENSION", 0 }, { "ALTER SYSTEM", 0 }, { "REFRESH MATERIALIZED VIEW", 0 },
+        { "SELECTSELECTSELECT", 0 }, { " SELECT", 0 },
     };
     for (size_t i = 0; i < sizeof tags / sizeof tags[0]; i++) {
         size_t n = strlen(tags[i].tag);
@@ -73,6 +77,14 @@ int main(void)
         { "SELECT pg_advisory_lock_shared(7)", 1 }, { "SELECT set_config('a.b', 'c', false)", 1 },
         { "SELECT pg_advisory_xact_lock(1)", 0 }, { "SELECT 1", 0 }, { "", 0 }, { "advisory_loc", 0 },
         { "SELECT 1; SELECT Set_Config('x.y', '1', false)", 1 },
+        /* found around each underscore: at the buffer's very start and end, next to other
+         * underscores, cut short on either side */
+        { "advisory_lock", 1 }, { "set_config", 1 }, { "xset_configx", 1 }, { "__set_config__", 1 },
+        { "advisory__lock", 0 }, { "set__config", 0 }, { "_", 0 }, { "___", 0 }, { "t_config", 0 },
+        { "set_confi", 0 }, { "dvisory_lock", 0 }, { "advisory_loc", 0 }, { "et_config", 0 },
+        { "SELECT abalance FROM pgbench_accounts WHERE aid = 1;", 0 }, { "SELECT 1", 0 },
+        { "SELECT a_b, c_d, set_e, f_config FROM advisory_x_lock", 0 },
+        { "SELECT pg_catalog.PG_ADVISORY_LOCK_SHARED(1)", 1 }, { "select SET_CONFIG", 1 },
     };
     for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
         size_t n = strlen(fns[i].sql);

@@ -276,7 +276,8 @@ typedef struct {
     uint32_t    len;
     uint8_t     status;     /* 'Z' only */
     size_t      off;        /* stream offset right after the event */
-    int         cap_ok;     /* CAPTURED: cap holds exactly the body */
+    int         cap_ok;     /* CAPTURED: cap holds exactly the body, in the chunk that
+                               held all of it, else gathered outside it */
 } rec_t;
 
 #define MAX_REC 64
@@ -335,6 +336,13 @@ static void add_raw(stream_t *st, const void *p, size_t n)
     st->n += n;
 }
 
+/* Types whose capture the driver turns off at their HEADER (pgw_scan_skip_body). */
+static const char *scan_skip = "";
+
+/* The current chunk: stream[chunk_start..) lives at chunk[0..chunk_len). */
+static const uint8_t *chunk;
+static size_t chunk_start, chunk_len;
+
 static void record(run_t *out, const pgw_scan_t *s, pgw_event_t ev, size_t off, const uint8_t *stream)
 {
     rec_t *e;
@@ -350,9 +358,17 @@ static void record(run_t *out, const pgw_scan_t *s, pgw_event_t ev, size_t off, 
     e->len = s->len;
     e->status = s->type == 'Z' ? s->status : 0;
     e->off = off;
-    if (ev == PGW_EV_CAPTURED)
+    if (ev == PGW_EV_CAPTURED) {
         e->cap_ok = s->cap_len == s->len - 4 && s->cap_len <= off &&
                     memcmp(s->cap, stream + off - s->cap_len, s->cap_len) == 0;
+        /* A body (not 'Z''s status, not an empty one) is seen where it lies when this
+         * chunk holds all of it, and gathered when it came in pieces. */
+        if (e->cap_ok && s->type != 'Z' && s->cap_len > 0) {
+            int whole = off - s->cap_len >= chunk_start;
+            int inside = s->cap >= chunk && s->cap + s->cap_len <= chunk + chunk_len;
+            e->cap_ok = whole == inside && (whole || s->cap == s->copy);
+        }
+    }
 }
 
 /*
@@ -375,6 +391,9 @@ static void run_chunks(const uint8_t *stream, size_t n, const size_t *cuts, size
         size_t clen = end - start, off = 0;
         uint8_t *b = dup_exact(stream + start, clen);
 
+        chunk = b;
+        chunk_start = start;
+        chunk_len = clen;
         for (;;) {
             pgw_event_t ev = PGW_EV_CAPTURED;
             ssize_t r = pgw_scan(&s, b + off, clen - off, &ev);
@@ -387,6 +406,7 @@ static void run_chunks(const uint8_t *stream, size_t n, const size_t *cuts, size
                     pgw_scan(&s, NULL, 0, &ev) != PGW_ERR || pgw_scan_at_boundary(&s))
                     out->bad = 1;
                 free(b);
+                pgw_scan_release(&s);
                 return;
             }
             if (r < 0 || (size_t)r > clen - off) {
@@ -396,6 +416,8 @@ static void run_chunks(const uint8_t *stream, size_t n, const size_t *cuts, size
             off += (size_t)r;
             if (s.cap_len > PGW_CAPTURE_MAX)
                 out->bad = 1;
+            if (ev == PGW_EV_HEADER && s.type != 0 && strchr(scan_skip, s.type) != NULL)
+                pgw_scan_skip_body(&s);
             if (ev != PGW_EV_NONE)
                 record(out, &s, ev, start + off, stream);
             else if (off == clen)
@@ -409,6 +431,9 @@ static void run_chunks(const uint8_t *stream, size_t n, const size_t *cuts, size
         start = end;
     }
     out->boundary = pgw_scan_at_boundary(&s);
+    if (s.copy != NULL)
+        out->bad = 1;       /* a gathered body outlived the call after its event */
+    pgw_scan_release(&s);
 }
 
 static int rec_eq(const rec_t *a, const rec_t *b)
@@ -539,6 +564,27 @@ static void test_scan_capture_z(void)
     add_msg(&st, 'Z', "T", 1, 1);
     add_msg(&st, 'Z', "E", 1, 1);
     check_all_feeds("capture Z", &st, 0, "ZS", NULL);
+}
+
+/* pgw_scan_skip_body right after a HEADER: that message is not captured (no CAPTURED
+ * event, its body skipped), an empty one leaves the scanner between messages at once, and
+ * the other captured types are not affected. No body is kept in the scanner itself: it
+ * stays small (idle sessions hold two). */
+static void test_scan_skip_capture(void)
+{
+    static stream_t st;
+
+    memset(&st, 0, sizeof st);
+    add_msg(&st, 'C', P("SELECT 1\0"), 0);
+    add_msg(&st, 'E', P("SERROR\0C42601\0Mx\0\0"), 1);
+    add_msg(&st, 'C', "", 0, 0);                                        /* empty, skipped */
+    add_msg(&st, 'Z', "I", 1, 0);                                       /* captured 'Z', skipped */
+    add_msg(&st, 'S', P("a\0b\0"), 1);
+    add_msg(&st, 'C', P("SET\0"), 0);
+    scan_skip = "CZ";
+    check_all_feeds("skip capture", &st, 0, "CEZS", NULL);
+    scan_skip = "";
+    CHECK(sizeof(pgw_scan_t) <= 96);
 }
 
 typedef struct {
@@ -1058,6 +1104,7 @@ int main(void)
     test_startup_fields();
     test_scan_stream();
     test_scan_capture_z();
+    test_scan_skip_capture();
     test_scan_malformed();
     test_scan_skip();
     test_build_exact();
