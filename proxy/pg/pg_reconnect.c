@@ -169,8 +169,8 @@ static void save_done(uv_work_t *req, int status)
         s->dirty = 0;
     } else {
         pg_saved_free(s);
-        snprintf(s->rc_why, sizeof(s->rc_why), "%s", w->alive ? w->err : "the server closed while its state was read");
-        s->unsaved = s->rc_why;
+        pg_rc_why_set(s, "%s", w->alive ? w->err : "the server closed while its state was read");
+        s->unsaved = pg_rc_why(s);
         s->dirty = !w->alive;   /* known (and not movable), or unknown */
     }
     sy_debug("event=session_saved conn=%llu ok=%d settings=%d prepared=%d listens=%d%s%s",
@@ -273,7 +273,7 @@ static void rc_give_up(pg_session_t *s)
     sy_warn("event=reconnect_gave_up conn=%llu route=%s upstream=%s attempts=%d ms=%llu", (unsigned long long)s->id,
             s->link.route->conf->name, rc_hostport(s), s->rc_attempts, (unsigned long long)ms);
     pg_close(s, "08006", "route %s: connection to %s lost, and not back within reconnect_window (%d s): %s",
-             s->link.route->conf->name, rc_hostport(s), sy_conf()->reconnect_window, s->rc_why);
+             s->link.route->conf->name, rc_hostport(s), sy_conf()->reconnect_window, pg_rc_why(s));
 }
 
 static void rc_timer_cb(uv_timer_t *t)
@@ -296,7 +296,7 @@ static void rc_failed(pg_session_t *s)
 {
     uint64_t spent = uv_now(s->link.loop) - s->rc_since;
     sy_info("event=reconnect_attempt conn=%llu route=%s upstream=%s attempt=%d ok=0 error=\"%s\"",
-            (unsigned long long)s->id, s->link.route->conf->name, rc_hostport(s), s->rc_attempts, s->rc_why);
+            (unsigned long long)s->id, s->link.route->conf->name, rc_hostport(s), s->rc_attempts, pg_rc_why(s));
     if (spent + s->rc_delay > (uint64_t)window_ms()) {
         if (spent >= (uint64_t)window_ms()) {
             rc_give_up(s);
@@ -331,14 +331,14 @@ static void rc_done(uv_work_t *req, int status)
     if (pg_server_job_done(sv) || s->state != PGS_RECONNECTING)
         goto out;   /* the session closed meanwhile: sv went with it */
     if (!w->ok) {
-        snprintf(s->rc_why, sizeof(s->rc_why), "%s", w->err);
+        pg_rc_why_set(s, "%s", w->err);
         pg_server_close(sv, "reconnect failed");
         rc_failed(s);
         goto out;
     }
     int sw = pg_swap_in(s, sv, &w->notifies, "lost");
     if (sw == -1) {
-        snprintf(s->rc_why, sizeof(s->rc_why), "cannot take over the TLS session");
+        pg_rc_why_set(s, "cannot take over the TLS session");
         pg_server_close(sv, "reconnect failed");
         rc_failed(s);
         goto out;
@@ -372,7 +372,7 @@ static void rc_attempt(pg_session_t *s)
     if (sv == NULL || pg_build_params(s, NULL, sv->link.target, &w->pp, &why) != 0) {
         pg_server_close(sv, "cannot reconnect");
         free(w);
-        snprintf(s->rc_why, sizeof(s->rc_why), "%s", why);
+        pg_rc_why_set(s, "%s", why);
         rc_failed(s);
         return;
     }
@@ -388,7 +388,7 @@ static void rc_attempt(pg_session_t *s)
         sv->job = 0;
         pg_server_close(sv, "cannot reconnect");
         free(w);
-        snprintf(s->rc_why, sizeof(s->rc_why), "cannot queue the attempt");
+        pg_rc_why_set(s, "cannot queue the attempt");
         rc_failed(s);
     }
 }
@@ -417,7 +417,7 @@ int pg_reconnect_begin(pg_session_t *s, const char *why)
     s->rc_since = uv_now(s->link.loop);
     s->rc_delay = 100;
     s->rc_attempts = 0;
-    snprintf(s->rc_why, sizeof(s->rc_why), "%s", why);
+    pg_rc_why_set(s, "%s", why);
     sy_info("event=upstream_lost conn=%llu route=%s upstream=%s reason=\"%s\" owed=0 after=idle reconnecting=1",
             (unsigned long long)s->id, s->link.route->conf->name, s->srv->link.target->hostport, why);
     SY_STAT_ADD(s->link.route->err_lost, 1);
