@@ -75,6 +75,23 @@ typedef struct pg_params_s {
 
 #define PG_MAX_HOSTS 64
 
+/* What a server needs only while it is being opened (about 21 KB with its pg_params_t):
+ * allocated by pg_upstream_connect, freed once the connection is up. */
+typedef struct pg_connect_s {
+    uv_getaddrinfo_t gai;
+    char          *hosts[PG_MAX_HOSTS];   /* host list being resolved */
+    char          *addrs[PG_MAX_HOSTS];   /* comma-joined addresses per host, "" = as is */
+    int            nhosts, ihost;
+    char          *resolve_err;
+    /* connection attempts: one per host address, each with its own connect_timeout, as
+     * libpq's blocking connect does (PQconnectPoll alone never moves on by itself) */
+    struct pg_params_s *pp;
+    char          *att_host[PG_MAX_HOSTS], *att_addr[PG_MAX_HOSTS], *att_port[PG_MAX_HOSTS];
+    char          *att_buf;
+    int            natt, iatt;
+    char          *att_errs;           /* what each failed attempt said */
+} pg_connect_t;
+
 /*
  * One upstream connection (the server side of a session), its own object: its socket
  * (libpq's), its PGconn and backend, how it is being opened (names resolved off the loop,
@@ -104,19 +121,8 @@ struct pg_server_s {
     /* being opened */
     uv_timer_t     timer;
     int            timer_on;
-    uv_getaddrinfo_t gai;
-    char          *hosts[PG_MAX_HOSTS];   /* host list being resolved */
-    char          *addrs[PG_MAX_HOSTS];   /* comma-joined addresses per host, "" = as is */
-    int            nhosts, ihost;
-    char          *resolve_err;
-    /* connection attempts: one per host address, each with its own connect_timeout, as
-     * libpq's blocking connect does (PQconnectPoll alone never moves on by itself) */
-    struct pg_params_s *pp;
-    char          *att_host[PG_MAX_HOSTS], *att_addr[PG_MAX_HOSTS], *att_port[PG_MAX_HOSTS];
-    char          *att_buf;
-    int            natt, iatt;
     uint64_t       timeout_ms;
-    char          *att_errs;           /* what each failed attempt said */
+    pg_connect_t  *cn;                 /* while it is being opened, NULL once up (pg_server_adopt) */
 
     /* pooling (pg_pool.c) */
     uint64_t       born_at;            /* loop ms it was made (server_lifetime) */
@@ -177,10 +183,10 @@ struct pg_session_s {
     uint32_t       inflight;          /* Query/Sync sent, ReadyForQuery not yet seen */
     int            unsynced;          /* extended-protocol messages sent since the last Sync */
     int            copy_in, copy_out;
-    /* ParameterStatus values the client has seen, to tell it what a move changes */
-    char           pnames[16][40];
-    char           pvals[16][80];
-    int            nparams;
+    /* ParameterStatus values the client has seen, to tell it what a move changes:
+     * "name\0value\0" pairs, params_len bytes in one allocation (pg_param_seen) */
+    char          *params;
+    uint32_t       params_len;
 
     /* Messages of our own for the client that must precede anything more from the
      * server (what a move learned: ParameterStatus changes, notifications that arrived on
@@ -209,7 +215,8 @@ struct pg_session_s {
     uint64_t       rc_since;          /* loop ms the upstream was lost (or the first connect failed) */
     uint64_t       rc_delay;          /* the next back-off, ms */
     int            rc_attempts;
-    char           rc_why[256];       /* the last cause */
+    char          *rc_why;            /* the last cause: PG_RC_WHY bytes, allocated with the
+                                       * first (pg_rc_why_set), kept until the session ends */
 };
 
 void pg_admin_drive(pg_session_t *s);
@@ -236,8 +243,18 @@ void pg_link_prepare(sy_session_link_t *l);
 void pg_link_unprepare(sy_session_link_t *l);
 int pg_link_quiet(sy_session_link_t *l);
 void pg_link_release(sy_session_link_t *l);
+/* The ParameterStatus values the client has seen: at most PG_PARAMS_MAX names shorter
+ * than PG_PARAM_NAME_MAX, values cut to PG_PARAM_VAL_MAX - 1 bytes. */
+#define PG_PARAMS_MAX     16
+#define PG_PARAM_NAME_MAX 40
+#define PG_PARAM_VAL_MAX  80
 const char *pg_param_get(const pg_session_t *s, const char *name);
 void pg_param_seen(pg_session_t *s, const char *name, const char *value);
+/* reconnect_window's last cause (s->rc_why), allocated on first use; the text read back
+ * is never NULL (pg_rc_why: "out of memory" when it could not be kept). */
+#define PG_RC_WHY 256
+void pg_rc_why_set(pg_session_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+const char *pg_rc_why(const pg_session_t *s);
 void pg_relay_begin(pg_session_t *s);
 void pg_relay_drive(pg_session_t *s, sy_conn_t *c, int events);
 void pg_set_state(pg_session_t *s, pg_state_t to);

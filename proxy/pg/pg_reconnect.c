@@ -193,8 +193,8 @@ static void save_done(uv_work_t *req, int status)
         s->dirty = 0;
     } else {
         pg_saved_free(s);
-        snprintf(s->rc_why, sizeof(s->rc_why), "%s", w->alive ? w->err : "the server closed while its state was read");
-        s->unsaved = s->rc_why;
+        pg_rc_why_set(s, "%s", w->alive ? w->err : "the server closed while its state was read");
+        s->unsaved = pg_rc_why(s);
         s->dirty = !w->alive;   /* known (and not movable), or unknown */
     }
     sy_debug("event=session_saved conn=%llu ok=%d settings=%d prepared=%d listens=%d%s%s",
@@ -297,7 +297,7 @@ static void rc_give_up(pg_session_t *s)
     sy_warn("event=reconnect_gave_up conn=%llu route=%s upstream=%s attempts=%d ms=%llu", (unsigned long long)s->id,
             s->link.route->conf->name, rc_hostport(s), s->rc_attempts, (unsigned long long)ms);
     pg_close(s, "08006", "route %s: connection to %s lost, and not back within reconnect_window (%d s): %s",
-             s->link.route->conf->name, rc_hostport(s), sy_conf()->reconnect_window, s->rc_why);
+             s->link.route->conf->name, rc_hostport(s), sy_conf()->reconnect_window, pg_rc_why(s));
 }
 
 static void rc_timer_cb(uv_timer_t *t)
@@ -320,7 +320,7 @@ static void rc_failed(pg_session_t *s)
 {
     uint64_t spent = uv_now(s->link.loop) - s->rc_since;
     sy_info("event=reconnect_attempt conn=%llu route=%s upstream=%s attempt=%d ok=0 error=\"%s\"",
-            (unsigned long long)s->id, s->link.route->conf->name, rc_hostport(s), s->rc_attempts, s->rc_why);
+            (unsigned long long)s->id, s->link.route->conf->name, rc_hostport(s), s->rc_attempts, pg_rc_why(s));
     if (spent + s->rc_delay > (uint64_t)window_ms()) {
         if (spent >= (uint64_t)window_ms()) {
             rc_give_up(s);
@@ -350,7 +350,7 @@ static void rc_swap(pg_session_t *s, pg_server_t *sv, const pgr_buf_t *notifies)
 {
     int sw = pg_swap_in(s, sv, notifies, "lost");
     if (sw == -1) {
-        snprintf(s->rc_why, sizeof(s->rc_why), "cannot take over the TLS session");
+        pg_rc_why_set(s, "cannot take over the TLS session");
         pg_server_close(sv, "reconnect failed");
         rc_failed(s);
         return;
@@ -387,7 +387,7 @@ static void rc_done(uv_work_t *req, int status)
     if (pg_server_job_done(sv) || s->state != PGS_RECONNECTING)
         goto out;   /* the session closed meanwhile: sv went with it */
     if (!w->ok) {
-        snprintf(s->rc_why, sizeof(s->rc_why), "%s", w->err);
+        pg_rc_why_set(s, "%s", w->err);
         pg_server_close(sv, "reconnect failed");
         rc_failed(s);
         goto out;
@@ -408,7 +408,7 @@ static void rc_attempt(pg_session_t *s)
     if (sv == NULL || pg_build_params(s, NULL, sv->link.target, &w->pp, &why) != 0) {
         pg_server_close(sv, "cannot reconnect");
         free(w);
-        snprintf(s->rc_why, sizeof(s->rc_why), "%s", why);
+        pg_rc_why_set(s, "%s", why);
         rc_failed(s);
         return;
     }
@@ -424,7 +424,7 @@ static void rc_attempt(pg_session_t *s)
         sv->job = 0;
         pg_server_close(sv, "cannot reconnect");
         free(w);
-        snprintf(s->rc_why, sizeof(s->rc_why), "cannot queue the attempt");
+        pg_rc_why_set(s, "cannot queue the attempt");
         rc_failed(s);
     }
 }
@@ -452,7 +452,7 @@ static int rc_start(pg_session_t *s, conf_which_t which, const char *why)
     s->rc_since = uv_now(s->link.loop);
     s->rc_delay = 100;
     s->rc_attempts = 0;
-    snprintf(s->rc_why, sizeof(s->rc_why), "%s", why);
+    pg_rc_why_set(s, "%s", why);
     pg_set_state(s, PGS_RECONNECTING);
     s->c2s.reading = 0;   /* the client's next query waits in the kernel */
     pg_watch(s, &s->client, sy_pipe_dst_events(&s->s2c), pg_client_cb);

@@ -74,16 +74,27 @@ static pg_session_t *server_client(const pg_server_t *sv)
     return (pg_session_t *)sv->link.client;
 }
 
+/* The connect state goes once the server is up (or gone): nothing of it is needed after. */
+static void connect_state_free(pg_server_t *sv)
+{
+    pg_connect_t *cn = sv->cn;
+    if (cn == NULL)
+        return;
+    for (int i = 0; i < cn->nhosts; i++) {
+        free(cn->hosts[i]);
+        free(cn->addrs[i]);
+    }
+    free(cn->resolve_err);
+    free(cn->pp);
+    free(cn->att_buf);
+    free(cn->att_errs);
+    free(cn);
+    sv->cn = NULL;
+}
+
 static void server_free(pg_server_t *sv)
 {
-    for (int i = 0; i < sv->nhosts; i++) {
-        free(sv->hosts[i]);
-        free(sv->addrs[i]);
-    }
-    free(sv->resolve_err);
-    free(sv->pp);
-    free(sv->att_buf);
-    free(sv->att_errs);
+    connect_state_free(sv);
     free(sv->key);
     free(sv);
 }
@@ -179,10 +190,9 @@ int pg_server_adopt(pg_server_t *sv)
     }
     sv->be_pid = (uint32_t)PQbackendPID(sv->pg);
     sy_sock_keepalive(fd, 0);
-    /* The attempts are over: their parameters (18 KB) are not kept for the session's life. */
-    free(sv->pp);
-    sv->pp = NULL;
-    sv->natt = 0;
+    /* The attempts are over: their state (21 KB with the parameters) is not kept for the
+     * session's life. */
+    connect_state_free(sv);
     if (sv->timer_on)
         uv_timer_stop(&sv->timer);   /* connected: the connect timeout is over */
     if (PQsslInUse(sv->pg)) {
@@ -248,11 +258,12 @@ static void connect_timeout_cb(uv_timer_t *t)
     pg_session_t *s = server_client(sv);
     if (s == NULL)
         return;
-    if (s->state == PGS_CONNECTING && sv->natt > 0) {
+    pg_connect_t *cn = sv->cn;
+    if (s->state == PGS_CONNECTING && cn != NULL && cn->natt > 0) {
         char msg[600];
-        int i = sv->iatt;
+        int i = cn->iatt;
         snprintf(msg, sizeof(msg), "connection to server at \"%s\" (%s), port %s failed: timeout expired",
-                 sv->att_host[i], sv->att_addr[i], sv->att_port[i][0] ? sv->att_port[i] : "5432");
+                 cn->att_host[i], cn->att_addr[i], cn->att_port[i][0] ? cn->att_port[i] : "5432");
         attempt_failed(sv, msg);
     } else if (s->state == PGS_CONNECTING || s->state == PGS_RESOLVING) {
         connect_failed(sv, "timeout expired");
@@ -351,15 +362,16 @@ int pg_build_params(const pg_session_t *s, const pg_server_t *resolved, const co
     const char *ports = conf_kv_get(kv, "port");
     int nports = 0;
     const char *portv[PG_MAX_HOSTS];
-    int use_lists = sv != NULL && sv->nhosts > 0 && conf_kv_get(kv, "hostaddr") == NULL;
+    const pg_connect_t *cn = sv != NULL ? sv->cn : NULL;
+    int use_lists = cn != NULL && cn->nhosts > 0 && conf_kv_get(kv, "hostaddr") == NULL;
     if (use_lists) {
         snprintf(pp->portbuf, sizeof(pp->portbuf), "%s", ports ? ports : "");
         for (char *save = NULL, *tk = ports ? strtok_r(pp->portbuf, ",", &save) : NULL; tk && nports < PG_MAX_HOSTS;
              tk = strtok_r(NULL, ",", &save))
             portv[nports++] = tk;
-        for (int i = 0; i < sv->nhosts; i++) {
+        for (int i = 0; i < cn->nhosts; i++) {
             const char *port = nports == 0 ? "" : nports == 1 ? portv[0] : i < nports ? portv[i] : "";
-            const char *a = sv->addrs[i];
+            const char *a = cn->addrs[i];
             if (a == NULL)
                 continue;   /* resolution failed: libpq would skip it too */
             const char *p = a;
@@ -368,14 +380,14 @@ int pg_build_params(const pg_session_t *s, const pg_server_t *resolved, const co
                 size_t alen = comma ? (size_t)(comma - p) : strlen(p);
                 size_t hl = strlen(hostlist), al = strlen(addrlist), pl = strlen(portlist);
                 const char *sep = hl || al || pl ? "," : "";
-                snprintf(hostlist + hl, sizeof(pp->hostlist) - hl, "%s%s", sep, sv->hosts[i]);
+                snprintf(hostlist + hl, sizeof(pp->hostlist) - hl, "%s%s", sep, cn->hosts[i]);
                 snprintf(addrlist + al, sizeof(pp->addrlist) - al, "%s%.*s", sep, (int)alen, p);
                 snprintf(portlist + pl, sizeof(pp->portlist) - pl, "%s%s", sep, port);
                 p = comma ? comma + 1 : NULL;
             } while (p);
         }
         if (hostlist[0] == '\0' && addrlist[0] == '\0') {
-            *why = sv->resolve_err ? sv->resolve_err : "could not resolve any host";
+            *why = cn->resolve_err ? cn->resolve_err : "could not resolve any host";
             return -1;
         }
     }
@@ -427,17 +439,18 @@ int pg_build_params(const pg_session_t *s, const pg_server_t *resolved, const co
 static void pg_attempt_start(pg_server_t *sv)
 {
     const char *keys[64], *vals[64];
+    pg_connect_t *cn = sv->cn;
     size_t n = 0;
-    for (; sv->pp->keys[n] != NULL && n < 63; n++) {
-        keys[n] = sv->pp->keys[n];
-        vals[n] = sv->pp->vals[n];
-        if (sv->natt > 0) {
+    for (; cn->pp->keys[n] != NULL && n < 63; n++) {
+        keys[n] = cn->pp->keys[n];
+        vals[n] = cn->pp->vals[n];
+        if (cn->natt > 0) {
             if (strcmp(keys[n], "host") == 0)
-                vals[n] = sv->att_host[sv->iatt];
+                vals[n] = cn->att_host[cn->iatt];
             else if (strcmp(keys[n], "hostaddr") == 0)
-                vals[n] = sv->att_addr[sv->iatt];
+                vals[n] = cn->att_addr[cn->iatt];
             else if (strcmp(keys[n], "port") == 0)
-                vals[n] = sv->att_port[sv->iatt];
+                vals[n] = cn->att_port[cn->iatt];
         }
     }
     keys[n] = vals[n] = NULL;
@@ -468,81 +481,83 @@ static void pg_attempt_start(pg_server_t *sv)
 /* An attempt failed: remember why, and try the next host, or give up with every cause. */
 static void attempt_failed(pg_server_t *sv, const char *why)
 {
+    pg_connect_t *cn = sv->cn;
     if (sv->pg != NULL && PQconnectionNeedsPassword(sv->pg))
         sv->needs_password = 1;
-    size_t have = sv->att_errs ? strlen(sv->att_errs) : 0, add = strlen(why);
-    char *e = realloc(sv->att_errs, have + add + 2);
+    size_t have = cn->att_errs ? strlen(cn->att_errs) : 0, add = strlen(why);
+    char *e = realloc(cn->att_errs, have + add + 2);
     if (e != NULL) {
         memcpy(e + have, why, add + 1);
         if (add == 0 || why[add - 1] != '\n')
             strcat(e, "\n");
-        sv->att_errs = e;
+        cn->att_errs = e;
     }
     server_finish(sv);
     sv->conn.fd = -1;
-    if (sv->natt > 0 && ++sv->iatt < sv->natt) {
+    if (cn->natt > 0 && ++cn->iatt < cn->natt) {
         pg_attempt_start(sv);
         return;
     }
-    connect_failed(sv, sv->att_errs ? sv->att_errs : why);
+    connect_failed(sv, cn->att_errs ? cn->att_errs : why);
 }
 
 static void pg_connect_start(pg_server_t *sv)
 {
     pg_session_t *s = server_client(sv);
+    pg_connect_t *cn = sv->cn;
     const char *why = "out of memory";
-    sv->pp = malloc(sizeof(*sv->pp));
-    if (sv->pp == NULL || pg_build_params(s, sv, sv->link.target, sv->pp, &why) != 0) {
+    cn->pp = malloc(sizeof(*cn->pp));
+    if (cn->pp == NULL || pg_build_params(s, sv, sv->link.target, cn->pp, &why) != 0) {
         connect_failed(sv, why);
         return;
     }
     /* With several resolved host addresses, make one attempt per address. */
     const char *hl = NULL, *al = NULL, *pl = NULL;
-    for (size_t i = 0; sv->pp->keys[i]; i++) {
-        if (sv->pp->vals[i] == sv->pp->hostlist)
-            hl = sv->pp->hostlist;
-        else if (sv->pp->vals[i] == sv->pp->addrlist)
-            al = sv->pp->addrlist;
-        else if (sv->pp->vals[i] == sv->pp->portlist)
-            pl = sv->pp->portlist;
+    for (size_t i = 0; cn->pp->keys[i]; i++) {
+        if (cn->pp->vals[i] == cn->pp->hostlist)
+            hl = cn->pp->hostlist;
+        else if (cn->pp->vals[i] == cn->pp->addrlist)
+            al = cn->pp->addrlist;
+        else if (cn->pp->vals[i] == cn->pp->portlist)
+            pl = cn->pp->portlist;
     }
     if (hl != NULL && al != NULL && strchr(al, ',') != NULL) {
         size_t hlen = strlen(hl) + 1, alen = strlen(al) + 1, plen = pl ? strlen(pl) + 1 : 1;
-        sv->att_buf = malloc(hlen + alen + plen);
-        if (sv->att_buf == NULL) {
+        cn->att_buf = malloc(hlen + alen + plen);
+        if (cn->att_buf == NULL) {
             connect_failed(sv, why);
             return;
         }
-        char *h = sv->att_buf, *a = h + hlen, *p = a + alen;
+        char *h = cn->att_buf, *a = h + hlen, *p = a + alen;
         memcpy(h, hl, hlen);
         memcpy(a, al, alen);
         memcpy(p, pl ? pl : "", plen);
         int nh = 0, na = 0, np = 0;
         for (char *x = h; x && nh < PG_MAX_HOSTS; nh++) {
-            sv->att_host[nh] = x;
+            cn->att_host[nh] = x;
             x = strchr(x, ',');
             if (x)
                 *x++ = '\0';
         }
         for (char *x = a; x && na < PG_MAX_HOSTS; na++) {
-            sv->att_addr[na] = x;
+            cn->att_addr[na] = x;
             x = strchr(x, ',');
             if (x)
                 *x++ = '\0';
         }
         for (char *x = p; x && np < PG_MAX_HOSTS; np++) {
-            sv->att_port[np] = x;
+            cn->att_port[np] = x;
             x = strchr(x, ',');
             if (x)
                 *x++ = '\0';
         }
-        sv->natt = nh < na ? nh : na;
-        for (int i = 0; i < sv->natt; i++)
+        cn->natt = nh < na ? nh : na;
+        for (int i = 0; i < cn->natt; i++)
             if (i >= np)
-                sv->att_port[i] = np == 1 ? sv->att_port[0] : (char *)"";
+                cn->att_port[i] = np == 1 ? cn->att_port[0] : (char *)"";
     }
     pg_set_state(s, PGS_CONNECTING);
-    sv->iatt = 0;
+    cn->iatt = 0;
     pg_attempt_start(sv);
 }
 
@@ -557,13 +572,14 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         server_unref(sv);
         return;
     }
-    int i = sv->ihost;
+    pg_connect_t *cn = sv->cn;
+    int i = cn->ihost;
     if (status != 0) {
         char msg[512];
-        snprintf(msg, sizeof(msg), "could not translate host name \"%s\" to address: %s", sv->hosts[i],
+        snprintf(msg, sizeof(msg), "could not translate host name \"%s\" to address: %s", cn->hosts[i],
                  uv_strerror(status));
-        free(sv->resolve_err);
-        sv->resolve_err = strdup(msg);
+        free(cn->resolve_err);
+        cn->resolve_err = strdup(msg);
     } else {
         char list[2048] = "";
         for (struct addrinfo *a = res; a; a = a->ai_next) {
@@ -579,37 +595,38 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
             size_t l = strlen(list);
             snprintf(list + l, sizeof(list) - l, "%s%s", l ? "," : "", ip);
         }
-        sv->addrs[i] = strdup(list);
+        cn->addrs[i] = strdup(list);
     }
     uv_freeaddrinfo(res);
-    sv->ihost++;
+    cn->ihost++;
     resolve_next(sv);
     server_unref(sv);
 }
 
 static void resolve_next(pg_server_t *sv)
 {
-    while (sv->ihost < sv->nhosts) {
-        const char *h = sv->hosts[sv->ihost];
+    pg_connect_t *cn = sv->cn;
+    while (cn->ihost < cn->nhosts) {
+        const char *h = cn->hosts[cn->ihost];
         unsigned char tmp[16];
         if (h[0] == '\0' || h[0] == '/' || h[0] == '@') {
-            sv->addrs[sv->ihost] = strdup("");       /* unix socket: nothing to resolve */
+            cn->addrs[cn->ihost] = strdup("");       /* unix socket: nothing to resolve */
         } else if (inet_pton(AF_INET, h, tmp) == 1 || inet_pton(AF_INET6, h, tmp) == 1) {
-            sv->addrs[sv->ihost] = strdup(h);
+            cn->addrs[cn->ihost] = strdup(h);
         } else {
             struct addrinfo hints;
             memset(&hints, 0, sizeof(hints));
             hints.ai_family = AF_UNSPEC;
             hints.ai_socktype = SOCK_STREAM;
-            sv->gai.data = sv;
+            cn->gai.data = sv;
             sv->refs++;
-            int r = uv_getaddrinfo(sv->link.loop, &sv->gai, gai_cb, h, NULL, &hints);
+            int r = uv_getaddrinfo(sv->link.loop, &cn->gai, gai_cb, h, NULL, &hints);
             if (r == 0)
                 return;
             sv->refs--;
-            sv->addrs[sv->ihost] = NULL;
+            cn->addrs[cn->ihost] = NULL;
         }
-        sv->ihost++;
+        cn->ihost++;
     }
     pg_connect_start(sv);
 }
@@ -633,6 +650,12 @@ void pg_upstream_connect(pg_session_t *s)
     if (ct != NULL && atoi(ct) > 0)
         timeout = atoi(ct) < 2 ? 2 : atoi(ct);   /* libpq treats 1 as 2 */
 
+    connect_state_free(sv);   /* from an earlier attempt on sv, if any */
+    pg_connect_t *cn = sv->cn = calloc(1, sizeof(*cn));
+    if (cn == NULL) {
+        connect_failed(sv, "out of memory");
+        return;
+    }
     pg_set_state(s, PGS_RESOLVING);
     uv_timer_init(sv->link.loop, &sv->timer);
     sv->timer.data = sv;
@@ -647,17 +670,17 @@ void pg_upstream_connect(pg_session_t *s)
         char *save = NULL;
         /* keep empty entries: "a,,b" means a default host in libpq */
         char *p = copy;
-        while (p != NULL && sv->nhosts < PG_MAX_HOSTS) {
+        while (p != NULL && cn->nhosts < PG_MAX_HOSTS) {
             char *comma = strchr(p, ',');
             if (comma)
                 *comma = '\0';
-            sv->hosts[sv->nhosts++] = strdup(p);
+            cn->hosts[cn->nhosts++] = strdup(p);
             p = comma ? comma + 1 : NULL;
         }
         (void)save;
         free(copy);
     }
-    sv->ihost = 0;
+    cn->ihost = 0;
     resolve_next(sv);
 }
 

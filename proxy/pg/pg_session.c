@@ -75,6 +75,8 @@ static void pg_free(pg_session_t *s)
     free(s->startup);
     free(s->scram);
     pg_saved_free(s);
+    free(s->params);
+    free(s->rc_why);
     if (s->client_password != NULL) {
         OPENSSL_cleanse(s->client_password, strlen(s->client_password));
         free(s->client_password);
@@ -385,28 +387,71 @@ static int c2s_scan(void *arg, sy_pipe_t *p)
     return 0;
 }
 
-/* Remember a ParameterStatus the client has been sent. */
+/* Remember a ParameterStatus the client has been sent. The pairs are rebuilt in a new
+ * block on a change: a few times per session (the greeting, a SET of a reported
+ * setting), never per message. Out of memory the old values stay: a move then tells the
+ * client a value it may already have, which is harmless. */
 void pg_param_seen(pg_session_t *s, const char *name, const char *value)
 {
-    int i;
-    for (i = 0; i < s->nparams; i++)
-        if (strcmp(s->pnames[i], name) == 0)
-            break;
-    if (i == s->nparams) {
-        if (s->nparams == 16 || strlen(name) >= sizeof(s->pnames[0]))
-            return;
-        s->nparams++;
-        snprintf(s->pnames[i], sizeof(s->pnames[i]), "%s", name);
+    size_t nl = strlen(name), vl = strnlen(value, PG_PARAM_VAL_MAX - 1);
+    if (nl >= PG_PARAM_NAME_MAX)
+        return;
+    const char *old = pg_param_get(s, name);
+    if (old != NULL && strlen(old) == vl && memcmp(old, value, vl) == 0)
+        return;
+    int n = 0;
+    for (uint32_t at = 0; at < s->params_len; n++)
+        at += (uint32_t)strlen(s->params + at) + 1, at += (uint32_t)strlen(s->params + at) + 1;
+    if (old == NULL && n == PG_PARAMS_MAX)
+        return;
+    size_t cap = s->params_len + nl + vl + 2;
+    char *nb = malloc(cap), *o = nb;
+    if (nb == NULL)
+        return;
+    for (uint32_t at = 0; at < s->params_len;) {   /* every pair but name's */
+        size_t a = strlen(s->params + at) + 1, b = strlen(s->params + at + a) + 1;
+        if (strcmp(s->params + at, name) != 0) {
+            memcpy(o, s->params + at, a + b);
+            o += a + b;
+        }
+        at += (uint32_t)(a + b);
     }
-    snprintf(s->pvals[i], sizeof(s->pvals[i]), "%s", value);
+    memcpy(o, name, nl + 1);
+    o += nl + 1;
+    memcpy(o, value, vl);
+    o[vl] = '\0';
+    o += vl + 1;
+    free(s->params);
+    s->params = nb;
+    s->params_len = (uint32_t)(o - nb);
 }
 
 const char *pg_param_get(const pg_session_t *s, const char *name)
 {
-    for (int i = 0; i < s->nparams; i++)
-        if (strcmp(s->pnames[i], name) == 0)
-            return s->pvals[i];
+    for (uint32_t at = 0; at < s->params_len;) {
+        const char *n = s->params + at, *v = n + strlen(n) + 1;
+        if (strcmp(n, name) == 0)
+            return v;
+        at = (uint32_t)(v + strlen(v) + 1 - s->params);
+    }
     return NULL;
+}
+
+void pg_rc_why_set(pg_session_t *s, const char *fmt, ...)
+{
+    char msg[PG_RC_WHY];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);   /* an argument may be s->rc_why itself */
+    va_end(ap);
+    if (s->rc_why == NULL && (s->rc_why = malloc(PG_RC_WHY)) == NULL)
+        return;
+    memcpy(s->rc_why, msg, sizeof(msg));
+}
+
+const char *pg_rc_why(const pg_session_t *s)
+{
+    return s->rc_why != NULL ? s->rc_why : "out of memory";
 }
 
 /* server -> client: transaction status, in-flight count, COPY. */

@@ -56,7 +56,8 @@ static void track_command(redis_session_t *s, const resp_cmd_t *cmd)
     } else if (cmd->flags & RESP_CF_UNSUBSCRIBE) {
         /* Without arguments Redis answers once per subscription of that kind, or once. */
         int kind = sub_kind(cmd->flags);
-        replies = r->argc > 1 ? r->argc - 1 : (s->subs[kind].n ? s->subs[kind].n : 1);
+        size_t n = s->subs != NULL ? s->subs[kind].n : 0;
+        replies = r->argc > 1 ? r->argc - 1 : (n ? n : 1);
     } else if (cmd->id == RESP_CMD_MULTI) {
         s->in_multi = 1;
     } else if (cmd->id == RESP_CMD_EXEC || cmd->id == RESP_CMD_DISCARD) {
@@ -79,12 +80,15 @@ static void track_command(redis_session_t *s, const resp_cmd_t *cmd)
         s->sub_count = 0;
         s->resp3 = 0;
         s->client_db = -1;
-        s->client_name[0] = '\0';
+        rs_set_client_name(s, NULL);
         s->neffects = 0;
+        free(s->effects);
+        s->effects = NULL;
         s->tracking = 0;
         rs_acl_reset(s);
-        for (int i = 0; i < 3; i++)
-            rs_sub_clear(&s->subs[i]);
+        if (s->subs != NULL)
+            for (int i = 0; i < 3; i++)
+                rs_sub_clear(&s->subs[i]);
     } else if (cmd->id == RESP_CMD_HELLO && r->ncap > 1) {
         s->resp3 = strcmp(r->arg[1], "3") == 0;
         for (uint32_t i = 2; i + 1 < r->ncap; i++)
@@ -137,13 +141,23 @@ static void track_command(redis_session_t *s, const resp_cmd_t *cmd)
 
 /* A SELECT / SETNAME (effect_db < 0) whose reply is the last one owed. Without a reply
  * to wait for (CLIENT REPLY OFF/SKIP) it counts at once. */
+static void rs_effect_now(redis_session_t *s, int db, const char *name)
+{
+    if (db >= 0)
+        s->client_db = db;
+    else if (rs_set_client_name(s, name) != 0)
+        s->subs_untracked = 1;   /* out of memory: a name it cannot replay */
+}
+
+/* The effects wait in an array allocated with the first one and freed with the last. */
 static void rs_effect(redis_session_t *s, int has_reply, int db, const char *name)
 {
-    if (!has_reply || s->neffects == 8) {
-        if (db >= 0)
-            s->client_db = db;
-        else
-            snprintf(s->client_name, sizeof(s->client_name), "%s", name);
+    if (!has_reply || s->neffects == RS_MAX_EFFECTS) {
+        rs_effect_now(s, db, name);
+        return;
+    }
+    if (s->effects == NULL && (s->effects = malloc(RS_MAX_EFFECTS * sizeof(*s->effects))) == NULL) {
+        s->subs_untracked = 1;   /* out of memory: cannot follow it, so cannot move */
         return;
     }
     int i = s->neffects++;
@@ -158,14 +172,19 @@ void rs_reply_seen(redis_session_t *s, int ok)
     s->seen_seq++;
     rs_acl_seen(s, ok);
     while (s->neffects > 0 && s->effects[0].seq <= s->seen_seq) {
-        if (s->effects[0].seq == s->seen_seq && ok) {
-            if (s->effects[0].db >= 0)
-                s->client_db = s->effects[0].db;
-            else
-                snprintf(s->client_name, sizeof(s->client_name), "%s", s->effects[0].name);
-        }
-        s->neffects--;
-        memmove(&s->effects[0], &s->effects[1], (size_t)s->neffects * sizeof(s->effects[0]));
+        if (s->effects[0].seq == s->seen_seq && ok)
+            rs_effect_now(s, s->effects[0].db, s->effects[0].name);
+        rs_effects_drop_first(s);
+    }
+}
+
+void rs_effects_drop_first(redis_session_t *s)
+{
+    s->neffects--;
+    memmove(&s->effects[0], &s->effects[1], (size_t)s->neffects * sizeof(s->effects[0]));
+    if (s->neffects == 0) {
+        free(s->effects);
+        s->effects = NULL;
     }
 }
 
@@ -390,8 +409,13 @@ static void record_subscriptions(redis_session_t *s, uint32_t flags, const uint8
 {
     const resp_req_t *r = &s->rq;
     int kind = sub_kind(flags), unsub = (flags & RESP_CF_UNSUBSCRIBE) != 0;
+    sub_set_t *subs = rs_subs(s);
+    if (subs == NULL) {
+        s->subs_untracked = 1;   /* out of memory */
+        return;
+    }
     if (unsub && r->argc == 1) {
-        rs_sub_clear(&s->subs[kind]);
+        rs_sub_clear(&subs[kind]);
         return;
     }
     resp_arg_t stack[64], *argv = stack;
@@ -425,8 +449,8 @@ static void record_subscriptions(redis_session_t *s, uint32_t flags, const uint8
     } else {
         for (int i = 1; i < argc; i++) {
             if (unsub)
-                rs_sub_del(&s->subs[kind], argv[i].ptr, argv[i].len);
-            else if (rs_sub_add(&s->subs[kind], argv[i].ptr, argv[i].len) != 0)
+                rs_sub_del(&subs[kind], argv[i].ptr, argv[i].len);
+            else if (rs_sub_add(&subs[kind], argv[i].ptr, argv[i].len) != 0)
                 s->subs_untracked = 1;
         }
     }
@@ -508,7 +532,7 @@ int rs_c2s_scan(void *arg, sy_pipe_t *p)
             /* The first command gets the connect error; nothing goes upstream. */
             if (s->rq.argc == 0)
                 continue;
-            rs_close(s, "%s", s->errmsg);
+            rs_close(s, "%s", rs_errmsg(s));
             return -1;
         }
         if (s->rq.argc == 0) {
@@ -591,7 +615,7 @@ int rs_s2c_scan(void *arg, sy_pipe_t *p)
             push = 1;
         } else if (s->monitoring && r->type == '+' && s->pending == 0) {
             push = 1;
-        } else if (r->type == '*' && (s->sub_count > 0 || s->subs[0].n + s->subs[1].n + s->subs[2].n > 0) &&
+        } else if (r->type == '*' && (s->sub_count > 0 || rs_subs_total(s) > 0) &&
                    r->first_len > 0 &&
                    (strcasecmp(r->first, "message") == 0 || strcasecmp(r->first, "pmessage") == 0 ||
                     strcasecmp(r->first, "smessage") == 0)) {

@@ -130,8 +130,9 @@ size_t rs_guard_answer(redis_session_t *s, const resp_cmd_t *cmd, const uint8_t 
 
 static void guard_mark(redis_session_t *s, uint64_t seq, int depth)
 {
-    if (s->nmasks == (int)(sizeof(s->masks) / sizeof(s->masks[0]))) {
-        s->mask_all_until = seq;   /* full: every reply up to it is looked at */
+    if (s->nmasks == RS_MAX_MASKS ||
+        (s->masks == NULL && (s->masks = malloc(RS_MAX_MASKS * sizeof(*s->masks))) == NULL)) {
+        s->mask_all_until = seq;   /* full (or out of memory): every reply up to it is looked at */
         return;
     }
     s->masks[s->nmasks].seq = seq;
@@ -171,6 +172,10 @@ static int guard_take(redis_session_t *s, uint64_t seq)
             depth = s->masks[0].depth;
         s->nmasks--;
         memmove(&s->masks[0], &s->masks[1], (size_t)s->nmasks * sizeof(s->masks[0]));
+        if (s->nmasks == 0) {   /* allocated with the first, freed with the last */
+            free(s->masks);
+            s->masks = NULL;
+        }
     }
     if (depth < 0 && seq <= s->mask_all_until)
         depth = 0;

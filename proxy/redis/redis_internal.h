@@ -102,6 +102,19 @@ typedef struct rs_backoff_s {
 } rs_backoff_t;
 
 typedef struct rs_mux_s rs_mux_t;
+/* A SELECT / CLIENT SETNAME waiting for the reply with its sequence number. */
+#define RS_MAX_EFFECTS 8
+typedef struct rs_effect_s {
+    uint64_t seq;
+    int      db;                    /* >= 0: a SELECT; -1: a SETNAME */
+    char     name[RESP_CAP_LEN + 1];
+} rs_effect_t;
+/* A CONFIG GET reply to mask (redis_guard.c). */
+#define RS_MAX_MASKS 8
+typedef struct rs_mask_s {
+    uint64_t seq;
+    int      depth;                 /* 0: the reply itself; 1: inside EXEC's array */
+} rs_mask_t;
 typedef struct rs_repl_s rs_repl_t;   /* a replica's SYNC and stream (redis_replica.c) */
 typedef struct rs_acl_s rs_acl_t;     /* the client's own ACL user (redis_acl.c) */
 /* A multiplexed client that holds up its shared upstream this long (its replies unread) is
@@ -115,7 +128,6 @@ typedef struct redis_session_s {
     rs_state_t     state;
     sy_listener_t *listener;
     /* route, target and which: in link, stored once */
-    int            authed;          /* client may send commands */
     const char    *password;        /* what clients must AUTH with, NULL if nothing */
 
     sy_conn_t      client;
@@ -126,34 +138,47 @@ typedef struct redis_session_s {
     resp_req_t     rq;
     resp_reply_t   rp;
 
-    uv_timer_t     timer;           /* a failed or closing client's linger */
-    int            timer_on;
-    char           errmsg[600];     /* what FAILED answers the first command with */
+    /* What an idle client does not need is allocated when it is (issue 9: an idle client
+     * holds a couple of KB): the timer, the error text, pending SELECT/SETNAME effects,
+     * the client's name, CONFIG GET masks, subscriptions. */
+    uv_timer_t    *timer;           /* a failed or closing client's linger; NULL: none */
+    char          *errmsg;          /* what FAILED answers the first command with (malloc'd,
+                                     * NULL: none, or out of memory: rs_errmsg) */
 
     uint64_t       active_at;       /* loop ms of the last traffic either way (client_idle_timeout) */
     /* protocol state */
     uint64_t       pending;         /* replies the server still owes the client */
     uint64_t       sub_count;       /* channels + patterns + shard channels subscribed */
-    int            in_multi, watching, monitoring, blocking, quitting;
-    int            reply_off, reply_skip;
-    int            resp3;
+    uint64_t       owed_seq, seen_seq;  /* replies owed / seen since the start */
     int            client_db;       /* the client's own SELECT, -1 if none */
     /* SELECT / CLIENT SETNAME take effect only when the server says OK: each waits here
      * for the reply with its sequence number */
-    struct {
-        uint64_t   seq;
-        int        db;              /* >= 0: a SELECT; -1: a SETNAME */
-        char       name[RESP_CAP_LEN + 1];
-    } effects[8];
     int            neffects;
-    uint64_t       owed_seq, seen_seq;  /* replies owed / seen since the start */
-    char           client_name[RESP_CAP_LEN + 1];
-    int            tracking;        /* CLIENT TRACKING ON: cannot move */
-    int            no_evict;        /* CLIENT NO-EVICT ON (RESET keeps it): a move replays it */
-    int            subs_untracked;  /* a subscription we could not record: cannot move */
-    sub_set_t      subs[3];
-    local_t        held;            /* a complete command awaiting its local answer */
+    rs_effect_t   *effects;         /* RS_MAX_EFFECTS of them while neffects > 0, else NULL */
+    char          *client_name;     /* CLIENT SETNAME's (malloc'd), NULL: none */
+    sub_set_t     *subs;            /* [3] (SUB_CHANNEL...) once it subscribed, else NULL */
     const char    *proto_err;
+    local_t        held;            /* a complete command awaiting its local answer */
+    /* Yes/no state, one byte each (0/1 unless said). */
+    int8_t         authed;          /* client may send commands */
+    int8_t         in_multi, watching, monitoring, blocking, quitting;
+    int8_t         reply_off, reply_skip;
+    int8_t         resp3;
+    int8_t         tracking;        /* CLIENT TRACKING ON: cannot move */
+    int8_t         no_evict;        /* CLIENT NO-EVICT ON (RESET keeps it): a move replays it */
+    int8_t         subs_untracked;  /* a subscription we could not record: cannot move */
+    int8_t         mux_route;       /* the route multiplexes: 1 shared or pinned */
+    int8_t         mux_waiting;     /* on mux's list of clients waiting for queue space */
+    int8_t         pin_wait;        /* a command that pins waits at c2s.fwd for in-flight
+                                     * replies to come back before its own upstream opens */
+    /* commands bigger than the pipe, a client gone while not read (redis_large.c) */
+    int8_t         swallow;         /* the command at c2s.fwd is answered here: its bytes
+                                     * are dropped as they come */
+    int8_t         swallow_hello;   /* a swallowed HELLO's password: 1 right, 0 wrong, -1 unknown */
+    int8_t         client_fin;      /* the client shut its side (seen while not reading it) */
+    int8_t         linger;          /* 0 none, 1 to shut the write side, 2 draining (below) */
+    int8_t         mask_exec;       /* a CONFIG GET is queued in the open MULTI */
+    int8_t         rc_new;          /* it never relayed: its first connect is retried */
     /* multiplexing (redis_mux.c): while mux is set, c2s writes whole commands into the
      * shared upstream's queue (through muxconn) and the shared upstream delivers this
      * client's replies into s2c */
@@ -161,37 +186,22 @@ typedef struct redis_session_s {
     sy_conn_t      muxconn;         /* c2s.dst while mux is set: rs_mux_transport */
     uint64_t       mux_unsent;      /* replies owed by commands not yet in mux's queue */
     uint64_t       mux_inflight;    /* replies mux still owes this client */
-    int            mux_route;       /* the route multiplexes: 1 shared or pinned */
-    int            mux_waiting;     /* on mux's list of clients waiting for queue space */
-    int            pin_wait;        /* a command that pins waits at c2s.fwd for in-flight
-                                     * replies to come back before its own upstream opens */
     uint64_t       mux_stalled_at;  /* loop ms since its full s2c holds up the shared
                                      * upstream, 0 when it does not (RS_MUX_STALL_MS) */
     rs_repl_t     *repl;            /* SYNC/PSYNC sent: a replica, NULL when not */
     rs_acl_t      *acl;             /* an ACL user it authenticated as upstream, NULL: none */
-    /* commands bigger than the pipe, a client gone while not read (redis_large.c) */
-    int            swallow;         /* the command at c2s.fwd is answered here: its bytes
-                                     * are dropped as they come */
-    int            swallow_hello;   /* a swallowed HELLO's password: 1 right, 0 wrong, -1 unknown */
-    int            client_fin;      /* the client shut its side (seen while not reading it) */
     /* closing with errors: each owed reply gets errmsg as the pipe takes it, then the
      * lingering close (sy_conn_linger) so a client still sending reads them all */
     uint64_t       errs_owed;
-    int            linger;          /* 0 none, 1 to shut the write side, 2 draining */
     size_t         linger_left;     /* bytes it may still drop */
     /* CONFIG GET replies to mask (redis_guard.c): by reply number, in order */
-    struct {
-        uint64_t   seq;
-        int        depth;           /* 0: the reply itself; 1: inside EXEC's array */
-    } masks[8];
+    rs_mask_t     *masks;           /* RS_MAX_MASKS of them while nmasks > 0, else NULL */
     int            nmasks;
+    conf_which_t   rc_which;
     uint64_t       mask_all_until;  /* masks overflowed: every reply up to it is masked */
-    int            mask_exec;       /* a CONFIG GET is queued in the open MULTI */
     /* reconnect_window (redis_reconnect.c): its own upstream, lost, is dialed again */
     rs_backoff_t   rc;
     const conf_target_t *rc_target;
-    conf_which_t   rc_which;
-    int            rc_new;          /* it never relayed: its first connect is retried */
     uint64_t       kill_seq;        /* the reply number of its last CLIENT KILL (0: none) */
 } redis_session_t;
 
@@ -220,6 +230,14 @@ int rs_s2c_at_boundary(redis_session_t *s);
 int rs_sub_add(sub_set_t *set, const char *name, size_t len);
 void rs_sub_clear(sub_set_t *set);
 void rs_sub_del(sub_set_t *set, const char *name, size_t len);
+/* s's subscription sets, allocated on first use (NULL: out of memory). */
+sub_set_t *rs_subs(redis_session_t *s);
+size_t rs_subs_total(const redis_session_t *s);   /* names recorded in all three */
+/* The error text FAILED and CLOSING answer with (s->errmsg, or an out-of-memory line). */
+void rs_set_errmsg(redis_session_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+const char *rs_errmsg(const redis_session_t *s);
+/* CLIENT SETNAME's name takes effect ("" clears it). 0, or -1 out of memory. */
+int  rs_set_client_name(redis_session_t *s, const char *name);
 
 /* The server side (redis_server.c). */
 rs_server_t *rs_server_open(redis_session_t *s);
@@ -243,6 +261,7 @@ const char *rs_upstream_name(const redis_session_t *s);
 
 /* A reply to the client arrived (redis_client.c); ok is 0 for an error reply. */
 void rs_reply_seen(redis_session_t *s, int ok);
+void rs_effects_drop_first(redis_session_t *s);   /* the oldest pending effect goes */
 
 /* Replicas (redis_replica.c): SYNC/PSYNC sent, what answers it, then a raw stream. */
 int  rs_repl_begin(redis_session_t *s, int psync);   /* SYNC/PSYNC just forwarded */

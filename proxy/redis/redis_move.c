@@ -76,7 +76,7 @@ static int rs_build_replay(redis_session_t *s, rs_move_t *m)
         rs_append_cmd(&m->replay, &m->replay_len, &cap, 2, a);
         m->replay_replies++;
     }
-    if (s->client_name[0]) {
+    if (s->client_name != NULL) {
         a[0] = (resp_arg_t){ "CLIENT", 6 };
         a[1] = (resp_arg_t){ "SETNAME", 7 };
         a[2] = (resp_arg_t){ s->client_name, strlen(s->client_name) };
@@ -91,7 +91,7 @@ static int rs_build_replay(redis_session_t *s, rs_move_t *m)
         m->replay_replies++;
     }
     static const char *const subcmd[3] = { "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE" };
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 3 && s->subs != NULL; k++) {
         const sub_set_t *set = &s->subs[k];
         if (set->n == 0)
             continue;
@@ -188,8 +188,8 @@ static void rs_release(redis_session_t *s)
  * move needs no job. */
 static int rs_replay_empty(const redis_session_t *s)
 {
-    return !s->resp3 && s->client_db < 0 && !s->client_name[0] && !s->no_evict && !s->reply_off && rs_acl_user(s) == NULL &&
-           s->subs[0].n + s->subs[1].n + s->subs[2].n == 0;
+    return !s->resp3 && s->client_db < 0 && s->client_name == NULL && !s->no_evict && !s->reply_off && rs_acl_user(s) == NULL &&
+           rs_subs_total(s) == 0;
 }
 
 /* Attach sv, ready, in place of the server the session relays to; the old one's close

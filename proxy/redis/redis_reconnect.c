@@ -129,11 +129,10 @@ static void rc_give_up(redis_session_t *s, const char *cause)
 {
     char q[700];
     if (s->rc_new)
-        snprintf(s->errmsg, sizeof(s->errmsg), "route %s: cannot connect to %s within reconnect_window (%d s): %s",
+        rs_set_errmsg(s, "route %s: cannot connect to %s within reconnect_window (%d s): %s",
                  s->link.route->conf->name, s->rc_target->hostport, sy_conf()->reconnect_window, cause);
     else
-        snprintf(s->errmsg, sizeof(s->errmsg),
-                 "route %s: connection to %s lost and not back within reconnect_window (%d s): %s",
+        rs_set_errmsg(s, "route %s: connection to %s lost and not back within reconnect_window (%d s): %s",
                  s->link.route->conf->name, s->rc_target->hostport, sy_conf()->reconnect_window, cause);
     sy_info("event=reconnect_gave_up conn=%llu route=%s upstream=%s attempts=%u ms=%llu error=%s",
             (unsigned long long)s->id, s->link.route->conf->name, s->rc_target->hostport, s->rc.attempts,
@@ -284,10 +283,8 @@ int rs_reconnect_begin(redis_session_t *s, const char *why)
     s->seen_seq += owed;
     s->pending = 0;
     s->blocking = 0;
-    while (s->neffects > 0 && s->effects[0].seq <= s->seen_seq) {
-        s->neffects--;
-        memmove(&s->effects[0], &s->effects[1], (size_t)s->neffects * sizeof(s->effects[0]));
-    }
+    while (s->neffects > 0 && s->effects[0].seq <= s->seen_seq)
+        rs_effects_drop_first(s);
     s->c2s.start = s->c2s.fwd;   /* the unwritten rest of those commands never goes */
     rs_server_close(old, "upstream_lost", 0);
     rs_set_state(s, RS_CONNECTING);

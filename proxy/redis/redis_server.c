@@ -189,11 +189,11 @@ static void rs_connect_failed(rs_server_t *sv, const char *cause)
         return;
     if (rs_reconnect_connect_failed(s, sv, cause))
         return;   /* reconnect_window: it waits for the target */
-    snprintf(s->errmsg, sizeof(s->errmsg), "route %s: cannot connect to %s: %s", s->link.route->conf->name,
-             sv->link.target->hostport, cause);
+    rs_set_errmsg(s, "route %s: cannot connect to %s: %s", s->link.route->conf->name, sv->link.target->hostport,
+                  cause);
     char q[700];
     sy_info("event=upstream_failed conn=%llu route=%s error=%s", (unsigned long long)s->id, s->link.route->conf->name,
-            sy_logq(q, sizeof(q), s->errmsg));
+            sy_logq(q, sizeof(q), rs_errmsg(s)));
     SY_STAT_ADD(s->link.route->nerrors, 1);
     SY_STAT_ADD(s->link.route->err_connect, 1);
     /* Whatever the server said during setup is not the client's to see. */

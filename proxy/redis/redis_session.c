@@ -37,11 +37,55 @@ void rs_sub_clear(sub_set_t *set)
     memset(set, 0, sizeof(*set));
 }
 
+sub_set_t *rs_subs(redis_session_t *s)
+{
+    if (s->subs == NULL)
+        s->subs = calloc(3, sizeof(*s->subs));
+    return s->subs;
+}
+
+size_t rs_subs_total(const redis_session_t *s)
+{
+    return s->subs == NULL ? 0 : s->subs[0].n + s->subs[1].n + s->subs[2].n;
+}
+
+void rs_set_errmsg(redis_session_t *s, const char *fmt, ...)
+{
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);   /* fmt's arguments may be s->errmsg itself */
+    va_end(ap);
+    free(s->errmsg);
+    s->errmsg = strdup(msg);
+}
+
+const char *rs_errmsg(const redis_session_t *s)
+{
+    return s->errmsg != NULL ? s->errmsg : "switchyard: out of memory";
+}
+
+int rs_set_client_name(redis_session_t *s, const char *name)
+{
+    free(s->client_name);
+    s->client_name = NULL;
+    if (name == NULL || name[0] == '\0')
+        return 0;
+    s->client_name = strdup(name);
+    return s->client_name != NULL ? 0 : -1;
+}
+
 void rs_unref(redis_session_t *s)
 {
     if (--s->refs == 0) {
-        for (int i = 0; i < 3; i++)
-            rs_sub_clear(&s->subs[i]);
+        if (s->subs != NULL)
+            for (int i = 0; i < 3; i++)
+                rs_sub_clear(&s->subs[i]);
+        free(s->subs);
+        free(s->errmsg);
+        free(s->effects);
+        free(s->masks);
+        free(s->client_name);
         rs_repl_free(s);
         rs_acl_free(s);
         sy_pipe_release(&s->c2s);
@@ -109,7 +153,9 @@ void rs_set_state(redis_session_t *s, rs_state_t to)
 
 static void rs_timer_close_cb(uv_handle_t *h)
 {
-    rs_unref(h->data);
+    redis_session_t *s = h->data;
+    free(h);
+    rs_unref(s);
 }
 
 /* Close the servers the client has: it needs them no more. */
@@ -157,24 +203,29 @@ static void rs_destroy(redis_session_t *s)
         SY_STAT_ADD(s->link.route->bytes_out, s->s2c.bytes);
     }
     SY_STAT_SUB(sy_server.nclients, 1);
-    if (s->timer_on) {
-        uv_timer_stop(&s->timer);
-        s->timer_on = 0;
-        uv_close((uv_handle_t *)&s->timer, rs_timer_close_cb);
+    if (s->timer != NULL) {
+        uv_timer_stop(s->timer);
+        uv_close((uv_handle_t *)s->timer, rs_timer_close_cb);
+        s->timer = NULL;
     }
     rs_unref(s);
     sy_server_client_gone();
 }
 
+/* The timer is allocated the first time it is needed (an idle client has none). Out of
+ * memory the session goes on without the bound (it still ends when the client leaves). */
 void rs_timer_start(redis_session_t *s, uv_timer_cb cb, uint64_t ms)
 {
-    if (!s->timer_on) {
-        uv_timer_init(s->link.loop, &s->timer);
-        s->timer.data = s;
+    if (s->timer == NULL) {
+        if ((s->timer = malloc(sizeof(*s->timer))) == NULL) {
+            sy_warn("event=out_of_memory conn=%llu what=timer", (unsigned long long)s->id);
+            return;
+        }
+        uv_timer_init(s->link.loop, s->timer);
+        s->timer->data = s;
         s->refs++;
-        s->timer_on = 1;
     }
-    uv_timer_start(&s->timer, cb, ms, 0);
+    uv_timer_start(s->timer, cb, ms, 0);
 }
 
 void rs_closing_timeout_cb(uv_timer_t *t)
@@ -188,7 +239,7 @@ void rs_closing_timeout_cb(uv_timer_t *t)
 static void rs_closing_drive(redis_session_t *s)
 {
     for (;;) {
-        while (s->errs_owed > 0 && rs_reply_error(s, s->errmsg) == 0)
+        while (s->errs_owed > 0 && rs_reply_error(s, s->errmsg != NULL ? s->errmsg : "ERR switchyard: out of memory") == 0)
             s->errs_owed--;
         if (sy_pipe_flush(&s->s2c) < 0) {
             rs_destroy(s);
@@ -259,9 +310,7 @@ void rs_close(redis_session_t *s, const char *fmt, ...)
             SY_STAT_ADD(s->link.route->nerrors, 1);
         if (boundary) {
             s->errs_owed = s->pending ? s->pending : 1;
-            size_t n = strlen(line) < sizeof(s->errmsg) ? strlen(line) : sizeof(s->errmsg) - 1;
-            memmove(s->errmsg, line, n);   /* the message may have been made from errmsg */
-            s->errmsg[n] = '\0';
+            rs_set_errmsg(s, "%s", line);
         }
         s->linger = 1;   /* the client may still be sending: let every error reach it */
     }
@@ -481,7 +530,7 @@ static void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t
     s->authed = s->password == NULL;
     if (!trusted && s->password == NULL) {
         rs_set_state(s, RS_FAILED);
-        snprintf(s->errmsg, sizeof(s->errmsg), "connections from non-loopback addresses need a password");
+        rs_set_errmsg(s, "connections from non-loopback addresses need a password");
         s->c2s.reading = 1;
         rs_failed_read(s);
         return;
