@@ -102,6 +102,13 @@ void sy_pipe_release(sy_pipe_t *p)
     torn_down++;
 }
 
+/* Something else that held memory was freed on this loop (a server connection and its
+ * PGconn): it counts towards the burst after which the sweep trims. */
+void sy_pipe_note_teardown(void)
+{
+    torn_down++;
+}
+
 void sy_pipe_sweep(void)
 {
     if (torn_down < SY_PIPE_TRIM_AFTER)

@@ -176,6 +176,7 @@ int  sy_pipe_ensure(sy_pipe_t *p);
 /* Teardown: the buffer goes back whatever is in it. */
 void sy_pipe_release(sy_pipe_t *p);
 /* From the worker's 1 s sweep: after a burst of closed sessions, give memory back. */
+void sy_pipe_note_teardown(void);
 void sy_pipe_sweep(void);
 unsigned sy_pipe_free_count(void);   /* free buffers on this thread's list */
 /* Space left at the end (compacts first when that helps; takes a buffer if the pipe had
