@@ -77,14 +77,17 @@ void pg_release_maybe(pg_session_t *s, uint64_t now)
     pg_pool_pin_check(s, PIN_SQL);
 }
 
-/* Something of the client's is waiting (or it left): the session goes on as it is. */
-static int client_waiting(pg_session_t *s)
+/* Look at the client without reading: 1 it sent something, 0 it hung up (or its socket
+ * failed), -1 nothing yet. */
+static int client_peek(pg_session_t *s)
 {
     uint8_t b;
     if (s->client.ssl != NULL && sy_tls_pending(&s->client) > 0)
         return 1;
     ssize_t n = recv(s->client.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+    if (n > 0)
+        return 1;
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? -1 : 0;
 }
 
 /* The check's answer is in (pg_pool.c's pool_io): release, pin, or go on. */
@@ -110,7 +113,7 @@ void pg_release_checked(pg_server_t *sv)
     } else if (sv->pin_found > 0) {
         int i = sv->pin_found - 1;
         pin(s, i < (int)(sizeof(pin_names) / sizeof(pin_names[0])) ? pin_names[i] : "state");
-    } else if (!client_waiting(s)) {
+    } else if (client_peek(s) < 0) {   /* nothing waiting, and it is still there */
         uint32_t pid = sv->be_pid;
         pg_saved_free(s);   /* nothing to replay: the server said so */
         s->dirty = 0;
@@ -135,11 +138,8 @@ void pg_release_wake(pg_session_t *s)
         return;
     if (s->link.state == SY_CLIENT_HELD)
         return;   /* the hold's release comes back here */
-    uint8_t b;
-    ssize_t n = s->client.ssl != NULL && sy_tls_pending(&s->client) > 0
-                    ? 1
-                    : recv(s->client.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+    int n = client_peek(s);
+    if (n == 0) {
         pg_close(s, NULL, NULL);   /* it left: it had nothing on any server */
         return;
     }
