@@ -232,7 +232,9 @@ def test_libpq_variables_parity(ctx):
         routes.append(harness.pg_route("v%d" % i, "v%d" % i, env_prefix="V%d_" % i))
         env.update(harness.prefixed("V%d_" % i, cenv))
     port = harness.free_port()
-    sy = harness.Switchyard(harness.pg_conf(port, routes), env=env)
+    # reconnect_window = 2, as in the matrix above: with the default 30 s, "all down" waits
+    # as long as psql's own PGCONNECT_TIMEOUT below, and which one fires first is a race
+    sy = harness.Switchyard(harness.pg_conf(port, routes, globals_extra="reconnect_window = 2\n"), env=env)
 
     def proxied(i):
         return _outcome(harness.run([PSQL, "-X", "-A", "-t", "-h", "127.0.0.1", "-p", str(port),
