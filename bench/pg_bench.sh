@@ -6,7 +6,10 @@
 #
 # Environment: BENCH_SECONDS (default 10) per pgbench run, BENCH_ROUNDS (3), BENCH_SCALE
 # (pgbench -i scale, 10), SWITCHYARD_BIN (build/switchyard), HAPROXY_NBTHREAD (haproxy's
-# default when unset), BENCH_KEEP=1 to keep the temp dir with every log.
+# default when unset), BENCH_KEEP=1 to keep the temp dir with every log, BENCH_RATE=N to run
+# workload A at a fixed N tps (pgbench -R) instead of flat out: every target then carries the
+# same load, so CPU/100k compares work per transaction, not how well each batches when busy;
+# BENCH_WORKLOADS ("A B", or one of them).
 #
 # One throwaway cluster on a free 127.0.0.1 port (run as the postgres user when we are root),
 # and in front of it, each on its own free port:
@@ -118,8 +121,8 @@ start_haproxy "$PG_PORT"
 [ -n "$SWITCHYARD_NA" ] && log "switchyard: n/a ($SWITCHYARD_NA)"
 
 # ---- runs ---------------------------------------------------------------------------------
-WORKLOADS=(A B)
-declare -A WL_ARGS=([A]="-S -c 8 -j 2" [B]="-S -C -c 4 -j 2")
+read -r -a WORKLOADS <<<"${BENCH_WORKLOADS:-A B}"
+declare -A WL_ARGS=([A]="-S -c 8 -j 2${BENCH_RATE:+ -R $BENCH_RATE}" [B]="-S -C -c 4 -j 2")
 declare -A TPS=() CPU=()   # key "target:workload" -> space-separated per-round values
 
 # run_one TARGET WORKLOAD ROUND
@@ -172,11 +175,11 @@ for t in direct switchyard $SY_EXTRA pgbouncer haproxy; do
 		printf '%-11s | %12s | %5s | %8s | %10s | %5s | %8s\n' "$t" n/a n/a n/a n/a n/a n/a
 		continue
 	fi
-	cA=${MC[$t:A]}; cB=${MC[$t:B]}
+	cA=${MC[$t:A]:-n/a}; cB=${MC[$t:B]:-n/a}
 	[ "$t" = direct ] && { cA="($cA)"; cB="($cB)"; }
 	printf '%-11s | %12s | %5s | %8s | %10s | %5s | %8s\n' "$t" \
-		"$(fmt "${MT[$t:A]}" 1)" "$(ratio "${MT[$t:A]}" "${MT[direct:A]}")" "$cA" \
-		"$(fmt "${MT[$t:B]}" 1)" "$(ratio "${MT[$t:B]}" "${MT[direct:B]}")" "$cB"
+		"$(fmt "${MT[$t:A]:-n/a}" 1)" "$(ratio "${MT[$t:A]:-n/a}" "${MT[direct:A]:-n/a}")" "$cA" \
+		"$(fmt "${MT[$t:B]:-n/a}" 1)" "$(ratio "${MT[$t:B]:-n/a}" "${MT[direct:B]:-n/a}")" "$cB"
 done
 [ -n "$SWITCHYARD_NA" ] && echo "switchyard: n/a ($SWITCHYARD_NA)"
 
