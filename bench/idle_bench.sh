@@ -11,9 +11,11 @@
 # previous main, measured the same way after it as "sy-base"), BENCH_KEEP=1 (the temp dir
 # keeps /proc/PID/smaps at base, peak and after, per build), IDLE_AT_PEAK (a shell command
 # run with all clients idle, $SY_PID set: say, gdb -p $SY_PID -batch -ex 'call malloc_stats()'),
+# IDLE_AT_AFTER (the same, once every client left and RSS is sampled),
 # IDLE_RELEASE_DELAY (2: server_release_delay of SWITCHYARD_BIN, so that the idle Postgres
 # clients give their servers back within the run; the baseline gets none, as a build that
-# does not know the key would refuse it).
+# does not know the key would refuse it), IDLE_CONF (more [switchyard] lines for
+# SWITCHYARD_BIN, say "pool_size = 0").
 #
 # One throwaway cluster (max_connections = IDLE_PG + 50: every client has its own upstream)
 # and one redis-server; switchyard (workers auto) with a Postgres and a Redis route to them.
@@ -91,6 +93,8 @@ console() { "$PG_BIN/psql" -qXAt -F ' ' -h 127.0.0.1 -p "$sy_pg" -U postgres swi
 # released: idle Postgres clients that gave their server back (SHOW POOLS column 11; empty
 # for a build without it).
 released() { console "SHOW POOLS" | awk '$1 == "pg" { print $11 }'; }
+# pool_idle: idle Postgres servers the pool keeps (legitimately: pool_size per worker).
+pool_idle() { console "SHOW POOLS" | awk '$1 == "pg" { print $4 }'; }
 # clients_left: clients switchyard still counts on both routes (SHOW STATS column 2).
 clients_left() { console "SHOW STATS" | awk '$1 == "pg" || $1 == "redis" { n += $2 } END { print n + 0 }'; }
 
@@ -154,8 +158,10 @@ measure() {
 		log "$name: $pg pg + $rd redis idle clients: RSS $rss kB (pg: $a; redis: $b)"
 	done
 	if [ -n "$(released)" ] && ((pg > 0)); then
-		for ((i = 0; i < 1200; i++)); do
-			(($(released) >= pg)) && break
+		# By the clock: under load one SHOW POOLS takes a good part of a second, and 1,200
+		# tries took 3 to 8 minutes instead of 120 s.
+		local until=$((SECONDS + 120))
+		while ((SECONDS < until)) && (($(released) < pg)); do
 			sleep 0.1
 		done
 		sleep 3   # three sweeps: the one after the closes trims
@@ -177,13 +183,15 @@ measure() {
 	AFTER[$name]=$(rss_kb "$SY_PID")
 	cp "/proc/$SY_PID/smaps" "$BENCH_DIR/$name-after.smaps"   # BENCH_KEEP=1: where RSS stayed
 	echo "$name 0 0 0 ${AFTER[$name]} after" >>"$DAT"
-	log "$name: all left ($(clients_left) counted): RSS ${AFTER[$name]} kB"
+	log "$name: all left ($(clients_left) counted): RSS ${AFTER[$name]} kB; pg servers kept idle: $(pool_idle)"
+	if [ -n "${IDLE_AT_AFTER:-}" ]; then SY_PID=$SY_PID bash -c "$IDLE_AT_AFTER" || true; fi
 	kill -TERM "$SY_PID"
 	wait "$SY_PID" 2>/dev/null || true
 	unset "BENCH_PIDS[$name]"
 }
 
-measure switchyard "$SWITCHYARD_BIN" "server_release_delay = ${IDLE_RELEASE_DELAY:-2}"
+measure switchyard "$SWITCHYARD_BIN" "server_release_delay = ${IDLE_RELEASE_DELAY:-2}
+${IDLE_CONF:-}"
 NAMES=(switchyard)
 if [ -n "${SWITCHYARD_BASELINE_BIN:-}" ]; then
 	measure sy-base "$SWITCHYARD_BASELINE_BIN"
