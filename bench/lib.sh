@@ -289,7 +289,7 @@ start_haproxy() {
 
 # start_switchyard WRITE_CONF PROBE [NAME [WORKERS]]: build/switchyard as target NAME
 # (default switchyard) with WORKERS worker threads (default SWITCHYARD_WORKERS, else the
-# config's auto: one per CPU), with the config that the function WRITE_CONF FILE PORT
+# config's auto: half the CPUs), with the config that the function WRITE_CONF FILE PORT
 # writes, checked with --check, then probed with PROBE PORT (a real client request through
 # it). On any failure SWITCHYARD_NA says why and the bench goes on without it.
 # SWITCHYARD_ALSO_WORKERS=N makes the benches start a second one, "sy-Nw", with N workers.

@@ -142,7 +142,7 @@ typedef struct conf_s {
     int        tcp_user_timeout;     /* seconds sent data may stay unacknowledged before the
                                       * connection fails (TCP_USER_TIMEOUT), default 30; 0: the
                                       * system's (about 15 minutes of retransmissions) */
-    int        workers;              /* session loops (threads); 0: auto, one per CPU up to 16 */
+    int        workers;              /* session loops (threads); 0: auto, half the CPUs, 1 to 16 */
     /* Postgres server-connection pooling (routes with pool = on), as PgBouncer's: */
     int        pool_size;            /* idle servers kept per worker and key, default 20 */
     int        server_idle_timeout;  /* seconds an idle server is kept, default 600; 0: forever */

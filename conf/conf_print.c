@@ -104,7 +104,7 @@ void conf_print(const conf_t *c, FILE *out)
     if (c->workers > 0)
         fprintf(out, "  %-19s= %d\n", "workers", c->workers);
     else
-        fprintf(out, "  %-19s= auto (one per CPU, at most 16)\n", "workers");
+        fprintf(out, "  %-19s= auto (half the CPUs, 1 to 16)\n", "workers");
     fprintf(out, "  %-19s= %s\n", "admin_password",
             c->admin_password ? "****" : "none (console for switchyard's own user and root only)");
     fprintf(out, "  %-19s= %s\n", "metrics_listen", c->metrics_listen ? c->metrics_listen : "off");

@@ -1,6 +1,6 @@
 /*
  * worker.c - the loops: one control loop on the main thread, and one session loop per
- * worker thread (`workers`, by default one per CPU).
+ * worker thread (`workers`, by default half the CPUs).
  *
  *   main thread     control loop (sy_server.loop): signals, console commands, switchover
  *                   and pause timers, reload, metrics and health probes
