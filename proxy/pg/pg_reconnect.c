@@ -44,6 +44,10 @@
  * RECONNECTING, an idle server of the pool first (pg_pool_take, which ends in
  * pg_reconnect_taken), else these attempts (nothing to replay) within the same window,
  * and the same give-up.
+ *
+ * A RECONNECTING session has no server, so a switch or a retargeting RELOAD has nothing
+ * of it to move: each attempt goes to the route's target as it is then, and a connection
+ * that comes up on a target the route left meanwhile is closed and the attempt made again.
  */
 #include "proxy/pg/pg_internal.h"
 
@@ -386,6 +390,13 @@ static void rc_done(uv_work_t *req, int status)
     sv->pg = w->conn;
     if (pg_server_job_done(sv) || s->state != PGS_RECONNECTING)
         goto out;   /* the session closed meanwhile: sv went with it */
+    if (sv->link.target != sy_route_target(s->link.route, sy_route_active(s->link.route))) {
+        /* A switch or a RELOAD retargeted the route meanwhile, and passed this session by
+         * (it had no server to move): not the old target's, the new one's. */
+        pg_server_close(sv, "retargeted");
+        rc_attempt(s);
+        goto out;
+    }
     if (!w->ok) {
         pg_rc_why_set(s, "%s", w->err);
         pg_server_close(sv, "reconnect failed");
@@ -399,9 +410,12 @@ out:
     pg_session_unref(s);
 }
 
+/* Each attempt goes to the route's target as it is now: a session without a server is
+ * not moved by a switch (there is nothing to move), so it goes where the switch went. */
 static void rc_attempt(pg_session_t *s)
 {
     const char *why = "out of memory";
+    s->rc_which = sy_route_active(s->link.route);
     pg_rc_t *w = calloc(1, sizeof(*w));
     pg_server_t *sv = w ? pg_server_new(s, s->rc_which) : NULL;
     s->rc_attempts++;

@@ -9,12 +9,18 @@
  *     └─▶ SAVING: PIN_SQL on the idle PGconn through libpq (pg_pool_pin_check, the way
  *         the pool's reset runs); the client is not read meanwhile
  *           ├─ a column not 0: pinned (logged once, counted, SHOW CLIENTS pin=...)
- *           ├─ the client sent something (or left) meanwhile: RELAY on the same server
+ *           ├─ the client sent something (or left) meanwhile, or a switch opened its next
+ *           │  server meanwhile (s->pre): RELAY on the same server (the switch moves it)
+ *           ├─ the server went (its FATAL, then its close): lost, as under the relay
+ *           │  (pg_upstream_lost: reconnected when its state is saved)
  *           └─ else: RELEASED; the server goes to the pool (pg_pool_put: reset, IDLE), or
  *              is closed when the pool for its key is full
  *   RELEASED, the client's next message (or its hang-up)
+ *     └─▶ a hang-up, or a Terminate (plain sockets): closed, no server taken for it
  *     └─▶ RECONNECTING (pg_reconnect_retake): an idle server of the pool, else a connect
- *         within reconnect_window; then the relay goes on where it stopped: no greeting,
+ *         within reconnect_window, to the route's target as it is at each attempt (a
+ *         switch has no server of a released session to move, so none is left on the old
+ *         target); then the relay goes on where it stopped: no greeting,
  *         the same BackendKeyData key (a cancel reaches whatever server the session has),
  *         ParameterStatus for the values that differ
  *
@@ -90,6 +96,22 @@ static int client_peek(pg_session_t *s)
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? -1 : 0;
 }
 
+/* The client's next message is a Terminate, which needs no server: 1, and it is read
+ * (closing with it unread would reset the connection). Looked at on a plain socket only:
+ * a TLS record cannot be peeked into, and such a client takes a server for it. */
+static int client_terminates(pg_session_t *s)
+{
+    static const uint8_t terminate[5] = { 'X', 0, 0, 0, 4 };
+    uint8_t b[5];
+    if (s->client.ssl != NULL)
+        return 0;
+    ssize_t n = recv(s->client.fd, b, sizeof(b), MSG_PEEK | MSG_DONTWAIT);
+    if (n != (ssize_t)sizeof(b) || memcmp(b, terminate, sizeof(b)) != 0)
+        return 0;
+    (void)!recv(s->client.fd, b, sizeof(b), MSG_DONTWAIT);
+    return 1;
+}
+
 /* The check's answer is in (pg_pool.c's pool_io): release, pin, or go on. */
 void pg_release_checked(pg_server_t *sv)
 {
@@ -98,6 +120,11 @@ void pg_release_checked(pg_server_t *sv)
         return;
     pg_set_state(s, PGS_RELAY);
     if (sv->pool_failed) {
+        /* A server that goes (a restart, pg_terminate_backend) answers the check with its
+         * FATAL, and the check ends there, with the close that follows still unread: read
+         * it now (no wait), so that it counts as the loss it is. */
+        if (PQstatus(sv->pg) == CONNECTION_OK && PQisBusy(sv->pg))
+            (void)PQconsumeInput(sv->pg);
         if (PQstatus(sv->pg) != CONNECTION_OK) {
             pg_upstream_lost(s, 0);   /* it closed meanwhile: as if under the relay */
             return;
@@ -113,7 +140,10 @@ void pg_release_checked(pg_server_t *sv)
     } else if (sv->pin_found > 0) {
         int i = sv->pin_found - 1;
         pin(s, i < (int)(sizeof(pin_names) / sizeof(pin_names[0])) ? pin_names[i] : "state");
-    } else if (client_peek(s) < 0) {   /* nothing waiting, and it is still there */
+    } else if (s->pre == NULL && client_peek(s) < 0) {
+        /* Nothing waiting, it is still there, and no switch opened a server for it while
+         * it was checked (one that did moves it as any idle session: it is released on
+         * the new target later). */
         uint32_t pid = sv->be_pid;
         pg_saved_free(s);   /* nothing to replay: the server said so */
         s->dirty = 0;
@@ -139,7 +169,7 @@ void pg_release_wake(pg_session_t *s)
     if (s->link.state == SY_CLIENT_HELD)
         return;   /* the hold's release comes back here */
     int n = client_peek(s);
-    if (n == 0) {
+    if (n == 0 || client_terminates(s)) {
         pg_close(s, NULL, NULL);   /* it left: it had nothing on any server */
         return;
     }

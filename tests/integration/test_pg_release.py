@@ -290,3 +290,341 @@ def test_release_off(ctx):
         a.terminate()
         b.terminate()
         con.close()
+
+
+# --------------------------------------------------------------------------------------------
+# released and checking clients under a switch, a RELOAD, a shutdown, a server's death and a
+# client's hang-up
+
+class _CatalogLock:
+    """ACCESS EXCLUSIVE on pg_catalog.pg_class in database sourcegraph of `cluster`, held in an
+    open transaction: the release check's query (it reads pg_class) waits for it, so its
+    client stays SAVING until .release()."""
+
+    def __init__(self, cluster):
+        self.c = psycopg2.connect(cluster.conninfo(user=harness.SUPERUSER, dbname="sourcegraph"))
+        self.pid = self.c.get_backend_pid()
+        self.c.cursor().execute("LOCK TABLE pg_catalog.pg_class IN ACCESS EXCLUSIVE MODE")
+
+    def release(self):
+        if self.c is not None:
+            try:
+                self.c.rollback()
+                self.c.close()
+            except psycopg2.Error:
+                pass   # its backend went with a restart
+            self.c = None
+
+
+def _checking(con, timeout=15.0):
+    """Wait for a release check to be running (its server in SHOW SERVERS as release_check,
+    its client SAVING); returns the SHOW CLIENTS rows of the SAVING clients (the lock holds
+    every client's check that begins meanwhile)."""
+    harness.wait_until(lambda: any(r["state"] == "release_check" for r in con.rows("SHOW SERVERS")
+                                   if r["route"] == "pg"), timeout, "a release check running")
+    rows = [r for r in con.rows("SHOW CLIENTS") if r["route"] == "pg" and r["state"] == "saving"]
+    check(len(rows) >= 1, "a client SAVING during the check: %r" % rows)
+    return rows
+
+
+def _saving_client(con, port, cluster):
+    """A client whose release check waits (a catalog lock): (session, its backend pid, lock)."""
+    c = ss.Session(port)
+    pid = int(c.one("SELECT pg_backend_pid()"))
+    lock = _CatalogLock(cluster)   # within the 1 s delay: c has not been looked at yet
+    _checking(con)
+    return c, pid, lock
+
+
+def _switch_start(ctx, globals_extra="", builtin=None):
+    """ss.start_pg's switchyard (route pg: builtin, and external through PG*) with the pool,
+    one worker and server_release_delay = 1; builtin: another built-in target."""
+    sy_globals = "workers = 1\nserver_release_delay = 1\n" + globals_extra
+    if builtin is None:
+        return ss.start_pg(ctx, route_extra="pool = on", globals_extra=sy_globals)
+    port = harness.free_port()
+    conf = ("[switchyard]\nmetrics_listen = off\n%s%s\n[listener pg]\nprotocol = postgres\n"
+            "listen = 127.0.0.1:%d\n\n" % (ss.GLOBALS, sy_globals, port))
+    conf += harness.pg_route("pg", "sourcegraph", default=True, env_prefix="", builtin=builtin,
+                             extra="active = builtin\npool = on")
+    return harness.Switchyard(conf, env=harness.external_env(ctx, user="scram_user", db="sourcegraph"))
+
+
+def _pg_clients(con):
+    return [r for r in con.rows("SHOW CLIENTS") if r["route"] == "pg"]
+
+
+def _wait_nclients(con, n, what):
+    last = []
+
+    def look():
+        last[:] = _pg_clients(con)
+        return len(last) == n
+
+    harness.wait_until(look, 15, lambda: "%s; SHOW CLIENTS: %r" % (what, last))
+
+
+def test_switch_with_released_and_checking_clients(ctx):
+    """A SWITCH while two clients are released and a third is SAVING (its release check
+    waits on a catalog lock): the switch completes, nothing is closed, and each client's next
+    query runs on the new target; the old target's pooled servers are not re-taken."""
+    with _switch_start(ctx) as sy:
+        con = ss.Console(sy)
+        a, b = ss.Session(sy.port), ss.Session(sy.port)
+        check(ss.where(a)[0] == "builtin" and ss.where(b)[0] == "builtin", "a and b start on builtin")
+        _wait_state(con, 2, "released")
+        _wait_pools(con, lambda p: p["sv_idle"] == "2", "a's and b's servers pooled")
+        c, cpid, lock = _saving_client(con, sy.port, ctx.builtin)
+        try:
+            since = sy.log_size()
+            t = ss.SwitchThread(sy, "pg", "external")
+            ss.wait_prepared(sy, "pg", since=since)
+        finally:
+            lock.release()
+        row, _, _ = t.join_result(20)
+        check(row["closed"] == "0", "SWITCH with released and checking clients: %r" % row)
+        for name, s in (("c", c), ("a", a), ("b", b)):
+            t0 = time.monotonic()
+            check(ss.where(s)[0] == "external", "%s's next query is not on the new target" % name)
+            check(time.monotonic() - t0 < 3, "%s's next query took %.1f s" % (name, time.monotonic() - t0))
+        builtin_servers = [r for r in con.rows("SHOW SERVERS") if r["route"] == "pg" and
+                           r["target"].endswith(":%d" % ctx.builtin.port)]
+        check(builtin_servers == [], "servers of the old target after the switch: %r" % builtin_servers)
+        check(cpid not in ctx.builtin.backend_pids(), "c's old backend %d stayed open" % cpid)
+        # released again on the new target, and re-taken there
+        _wait_pools(con, lambda p: int(p["releases"]) >= 5, "released on the new target")
+        for s in (a, b, c):
+            check(ss.where(s)[0] == "external", "a re-take after the switch is not on the new target")
+        check(all(r["state"] in ("relay", "released") for r in _pg_clients(con)), "SHOW CLIENTS: %r" % _pg_clients(con))
+        _wait_state(con, 3, "released")
+        _wait_pools(con, lambda p: p["sv_idle"] == "3" and p["sv_active"] == "0" and p["sv_connecting"] == "0",
+                    "three released clients: three pooled servers, none other")
+        for s in (a, b, c):
+            s.terminate()
+        con.close()
+        sy.check_alive()
+
+
+def test_switch_while_retake_connects(ctx):
+    """A released client sends while the pool has nothing for it, so its re-take connects,
+    and a SWITCH begins and ends meanwhile (it has no server to move): its query is answered
+    on the new target, not on the old one the connect began for."""
+    pg = harness.PgCluster("release-switch", hba="trust", setup=False)
+    try:
+        pg.sql("CREATE DATABASE sourcegraph")
+        pg.sql("ALTER DATABASE sourcegraph SET sy.cluster = 'private'")
+        conninfo = "host=127.0.0.1 port=%d user=postgres dbname=sourcegraph sslmode=disable" % pg.port
+        with _switch_start(ctx, builtin=conninfo) as sy:
+            con = ss.Console(sy)
+            a = ss.Session(sy.port)
+            apid = int(a.one("SELECT pg_backend_pid()"))
+            _wait_state(con, 1, "released")
+            _wait_pools(con, lambda p: p["sv_idle"] == "1", "a's server pooled")
+            pg.sql("SELECT pg_terminate_backend(%d)" % apid)
+            _wait_pools(con, lambda p: p["sv_idle"] == "0", "the pool empty")
+            os.kill(pg.proc.pid, signal.SIGSTOP)   # a connect to the old target waits
+            try:
+                a.send_query("SELECT current_setting('sy.cluster'), inet_server_port()")
+                _wait_state(con, 1, "reconnecting")
+                row, _, _ = con.switch("pg", "external")
+                check(row["closed"] == "0", "SWITCH: %r" % row)
+            finally:
+                os.kill(pg.proc.pid, signal.SIGCONT)
+            rows = a.read_result()
+            check(rows[0][0] == "external", "a released client's query during a switch ran on %r" % (rows,))
+            check(ss.where(a)[0] == "external", "after the switch")
+            servers = [r for r in con.rows("SHOW SERVERS") if r["route"] == "pg" and r["target"].endswith(":%d" % pg.port)]
+            check(servers == [], "servers of the old target: %r" % servers)
+            a.terminate()
+            con.close()
+            sy.check_alive()
+    finally:
+        pg.cleanup()
+
+
+def _rewrite_conf(sy, old, new):
+    with open(sy.conf_path) as f:
+        text = f.read()
+    check(old in text, "%r not in the configuration" % old)
+    with open(sy.conf_path, "w") as f:
+        f.write(text.replace(old, new, 1))
+
+
+def test_reload_with_released_and_checking_clients(ctx):
+    """RELOAD (console) retargets route pg's builtin (the same cluster, with another
+    work_mem in its options) while a client is released and one is SAVING: both next
+    queries run on the new target; then SIGHUP turns server_release_delay off while a client
+    is SAVING: it is answered on its server, is not released again, and a released one
+    re-takes a server on its next query."""
+    with _start(ctx) as sy:
+        con = harness.Console(sy.port)
+        a = ss.Session(sy.port)
+        check(a.one("SHOW work_mem") == "4MB", "the default work_mem")
+        _wait_state(con, 1, "released")
+        c, cpid, lock = _saving_client(con, sy.port, ctx.builtin)
+        try:
+            old = "builtin = " + ctx.builtin.conninfo()
+            _rewrite_conf(sy, old, old + " options='-c work_mem=5MB'")
+            since = sy.log_size()
+            con.rows("RELOAD")
+            sy.wait_log(r"event=reload_retarget route=pg", since=since, what="the RELOAD's retarget")
+        finally:
+            lock.release()
+        done = sy.wait_log(r"event=switch_done route=pg", since=since, what="the RELOAD's switch done")
+        check("closed=0" in done[0], "the RELOAD's switch closed a client: %s" % done[0])
+        check(a.one("SHOW work_mem") == "5MB", "a released client after the RELOAD is on the old target")
+        check(c.one("SHOW work_mem") == "5MB", "the checked client after the RELOAD is on the old target")
+        # SIGHUP: server_release_delay 1 -> 0 while c's check waits
+        _wait_state(con, 2, "released")
+        d, dpid, lock = _saving_client(con, sy.port, ctx.builtin)
+        try:
+            _rewrite_conf(sy, "server_release_delay = 1", "server_release_delay = 0")
+            since = sy.log_size()
+            os.kill(sy.pid, signal.SIGHUP)
+            sy.wait_log(r"event=reload_done", since=since, what="the SIGHUP reload")
+        finally:
+            lock.release()
+        check(int(d.one("SELECT pg_backend_pid()")) == dpid, "d lost its backend")
+        p = _pools(con)
+        releases, retakes = p["releases"], int(p["retakes"])
+        check(a.one("SELECT 2") == "2" and c.one("SELECT 3") == "3", "released clients after the SIGHUP")
+        _wait_pools(con, lambda p: int(p["retakes"]) == retakes + 2, "a's and c's re-takes")
+        pids = {int(s.one("SELECT pg_backend_pid()")) for s in (a, c, d)}
+        time.sleep(2.5)   # two sweeps: nothing to sync on when nothing is to happen
+        check(len(pids) == 3 and _pools(con)["releases"] == releases, "released with server_release_delay = 0")
+        check(all(r["state"] == "relay" for r in _pg_clients(con)), "SHOW CLIENTS: %r" % _pg_clients(con))
+        for s in (a, c, d):
+            s.terminate()
+        con.close()
+        sy.check_alive()
+
+
+def test_sigterm_with_released_and_checking_clients(ctx):
+    """SIGTERM with a client released, one SAVING and one pinned (connected, idle): at the
+    drain deadline each gets the same FATAL 57P01 "shutting down", and switchyard exits in
+    time, cleanly."""
+    with _start(ctx) as sy:   # drain_timeout = 2 (harness.pg_conf)
+        con = harness.Console(sy.port)
+        p = ss.Session(sy.port)
+        p.query("SET work_mem = '6MB'")
+        a = ss.Session(sy.port)
+        a.one("SELECT 1")
+        _wait_state(con, 1, "released")
+        _wait_pools(con, lambda x: x["pins"] == "1", "p pinned")
+        c, _, lock = _saving_client(con, sy.port, ctx.builtin)
+        try:
+            t0 = time.monotonic()
+            os.kill(sy.pid, signal.SIGTERM)
+            errs = {}
+            for name, s in (("pinned", p), ("released", a), ("saving", c)):
+                err, _ = s.close_error(10)
+                errs[name] = err
+            sy.proc.wait(timeout=10)
+            secs = time.monotonic() - t0
+        finally:
+            lock.release()
+        for name, err in errs.items():
+            check(err is not None and err.get("S") == "FATAL" and err.get("C") == "57P01" and
+                  "shutting down" in err.get("M", ""), "the %s client at shutdown: %r" % (name, err))
+        check(secs < 6, "exit %.1f s after SIGTERM (drain_timeout 2)" % secs)
+        problems = sy.exited_problems()
+        check(not problems, "; ".join(problems))
+
+
+def test_server_dies_while_checking_or_pooled(ctx):
+    """The backend of a SAVING client is terminated while its release check waits: the
+    client's next query is answered on a fresh server. A released client's backend, idle in
+    the pool, is terminated: the pool drops it and the client's next query takes a fresh
+    server. Nothing is closed, nothing hangs."""
+    with _start(ctx) as sy:
+        con = harness.Console(sy.port)
+        a = ss.Session(sy.port)
+        apid = int(a.one("SELECT pg_backend_pid()"))
+        _wait_state(con, 1, "released")
+        _wait_pools(con, lambda p: p["sv_idle"] == "1", "a's server pooled")
+        ctx.builtin.sql("SELECT pg_terminate_backend(%d)" % apid)
+        _wait_pools(con, lambda p: p["sv_idle"] == "0", "the dead pooled server dropped")
+        check(int(a.one("SELECT pg_backend_pid()")) != apid, "a re-took its dead backend")
+        check(a.one("SELECT 1") == "1", "a after its pooled backend died")
+        # the same, with the client's query sent at once (the loop may not have seen the death)
+        _wait_state(con, 1, "released")
+        _wait_pools(con, lambda p: p["sv_idle"] == "1", "a's server pooled again")
+        apid = int(ctx.builtin.backend_pids("datname = 'sourcegraph' AND state = 'idle'")[0])
+        ctx.builtin.sql("SELECT pg_terminate_backend(%d)" % apid)
+        check(a.one("SELECT 3") == "3", "a right after its pooled backend died")
+        # the backend of a SAVING client dies
+        c, cpid, lock = _saving_client(con, sy.port, ctx.builtin)
+        try:
+            lock.c.cursor().execute("SELECT pg_terminate_backend(%d)" % cpid)
+            harness.wait_until(lambda: cpid not in ctx.builtin.backend_pids(), 10, "c's backend gone")
+        finally:
+            lock.release()
+        pid = int(c.one("SELECT pg_backend_pid()"))
+        check(pid != cpid, "c answered by its dead backend?")
+        check(c.one("SELECT 6 * 7") == "42", "c after its backend died")
+        check(all(r["state"] in ("relay", "released") for r in _pg_clients(con)), "SHOW CLIENTS: %r" % _pg_clients(con))
+        for s in (a, c):
+            s.terminate()
+        con.close()
+        sy.check_alive()
+
+
+def test_postgres_restart_while_checking_and_released(ctx):
+    """The whole Postgres restarts while a client is SAVING and another released (its
+    server pooled): both next queries are answered on fresh servers."""
+    pg = harness.PgCluster("release-restart", hba="trust", setup=False)
+    try:
+        pg.sql("CREATE DATABASE sourcegraph")
+        conninfo = "host=127.0.0.1 port=%d user=postgres dbname=sourcegraph sslmode=disable" % pg.port
+        with _start(ctx, builtin=conninfo) as sy:
+            con = harness.Console(sy.port)
+            a = ss.Session(sy.port)
+            apid = int(a.one("SELECT pg_backend_pid()"))
+            _wait_state(con, 1, "released")
+            c, cpid, lock = _saving_client(con, sy.port, pg)
+            try:
+                pg.restart()
+            finally:
+                lock.release()
+            check(c.one("SELECT 1") == "1", "c (SAVING) after the restart")
+            check(a.one("SELECT 2") == "2", "a (released) after the restart")
+            pids = {int(s.one("SELECT pg_backend_pid()")) for s in (a, c)}
+            check(not pids & {apid, cpid}, "a backend from before the restart: %r" % pids)
+            for s in (a, c):
+                s.terminate()
+            con.close()
+            sy.check_alive()
+    finally:
+        pg.cleanup()
+
+
+def test_client_hangs_up_while_checking_or_released(ctx):
+    """A client that hangs up while SAVING, one that hangs up while released, and one that
+    sends Terminate while released: each is gone from SHOW CLIENTS, no server stays active
+    for them, the clean servers stay pooled, and the Terminate takes no server (a released
+    client's goodbye used to re-take one, or connect, only to close it)."""
+    with _start(ctx) as sy:
+        con = harness.Console(sy.port)
+        a, b = ss.Session(sy.port), ss.Session(sy.port)
+        a.one("SELECT 1")
+        b.one("SELECT 1")
+        _wait_state(con, 2, "released")
+        c, cpid, lock = _saving_client(con, sy.port, ctx.builtin)
+        try:
+            c.sock.close()   # no Terminate: a hang-up
+        finally:
+            lock.release()
+        _wait_nclients(con, 2, "c gone")
+        a.sock.close()
+        _wait_nclients(con, 1, "a gone")
+        retakes = _pools(con)["retakes"]
+        b.terminate()
+        _wait_nclients(con, 0, "b gone")
+        p = _pools(con)
+        check(p["retakes"] == retakes, "a Terminate of a released client took a server: %r" % p)
+        # two servers in all: c was handed the one a had released
+        _wait_pools(con, lambda p: p["sv_active"] == "0" and p["sv_connecting"] == "0" and p["sv_idle"] == "2",
+                    "the two servers pooled, none active")
+        check(cpid in ctx.builtin.backend_pids(), "c's clean server was not kept")
+        con.close()
+        sy.check_alive()
