@@ -84,32 +84,26 @@ void pg_release_maybe(pg_session_t *s, uint64_t now)
 }
 
 /* Look at the client without reading: 1 it sent something, 0 it hung up (or its socket
- * failed), -1 nothing yet. */
-static int client_peek(pg_session_t *s)
+ * failed), -1 nothing yet. With terminate set, *terminate says whether what it sent is a
+ * whole Terminate, which needs no server; a plain socket only: a TLS record cannot be
+ * peeked into, and such a client takes a server for it. */
+static const uint8_t terminate_msg[5] = { 'X', 0, 0, 0, 4 };
+
+static int client_peek(pg_session_t *s, int *terminate)
 {
-    uint8_t b;
+    uint8_t b[sizeof(terminate_msg)];
+    if (terminate != NULL)
+        *terminate = 0;
     if (s->client.ssl != NULL && sy_tls_pending(&s->client) > 0)
         return 1;
-    ssize_t n = recv(s->client.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n > 0)
+    ssize_t n = recv(s->client.fd, b, terminate != NULL && s->client.ssl == NULL ? sizeof(b) : 1,
+                     MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0) {
+        if (terminate != NULL && n == (ssize_t)sizeof(b) && memcmp(b, terminate_msg, sizeof(b)) == 0)
+            *terminate = 1;
         return 1;
+    }
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? -1 : 0;
-}
-
-/* The client's next message is a Terminate, which needs no server: 1, and it is read
- * (closing with it unread would reset the connection). Looked at on a plain socket only:
- * a TLS record cannot be peeked into, and such a client takes a server for it. */
-static int client_terminates(pg_session_t *s)
-{
-    static const uint8_t terminate[5] = { 'X', 0, 0, 0, 4 };
-    uint8_t b[5];
-    if (s->client.ssl != NULL)
-        return 0;
-    ssize_t n = recv(s->client.fd, b, sizeof(b), MSG_PEEK | MSG_DONTWAIT);
-    if (n != (ssize_t)sizeof(b) || memcmp(b, terminate, sizeof(b)) != 0)
-        return 0;
-    (void)!recv(s->client.fd, b, sizeof(b), MSG_DONTWAIT);
-    return 1;
 }
 
 /* The check's answer is in (pg_pool.c's pool_io): release, pin, or go on. */
@@ -140,7 +134,7 @@ void pg_release_checked(pg_server_t *sv)
     } else if (sv->pin_found > 0) {
         int i = sv->pin_found - 1;
         pin(s, i < (int)(sizeof(pin_names) / sizeof(pin_names[0])) ? pin_names[i] : "state");
-    } else if (s->pre == NULL && client_peek(s) < 0) {
+    } else if (s->pre == NULL && client_peek(s, NULL) < 0) {
         /* Nothing waiting, it is still there, and no switch opened a server for it while
          * it was checked (one that did moves it as any idle session: it is released on
          * the new target later). */
@@ -168,8 +162,12 @@ void pg_release_wake(pg_session_t *s)
         return;
     if (s->link.state == SY_CLIENT_HELD)
         return;   /* the hold's release comes back here */
-    int n = client_peek(s);
-    if (n == 0 || client_terminates(s)) {
+    int terminate;
+    int n = client_peek(s, &terminate);
+    if (n == 0 || terminate) {
+        uint8_t b[sizeof(terminate_msg)];
+        if (terminate)   /* read, so that the close is not a reset */
+            (void)!recv(s->client.fd, b, sizeof(b), MSG_DONTWAIT);
         pg_close(s, NULL, NULL);   /* it left: it had nothing on any server */
         return;
     }
