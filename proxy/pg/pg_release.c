@@ -9,8 +9,9 @@
  *     └─▶ SAVING: PIN_SQL on the idle PGconn through libpq (pg_pool_pin_check, the way
  *         the pool's reset runs); the client is not read meanwhile
  *           ├─ a column not 0: pinned (logged once, counted, SHOW CLIENTS pin=...)
- *           ├─ the client sent something (or left) meanwhile, or a switch opened its next
- *           │  server meanwhile (s->pre): RELAY on the same server (the switch moves it)
+ *           ├─ the client sent something (or left) meanwhile, a switch opened its next
+ *           │  server meanwhile (s->pre: the switch moves it), or a RELOAD set
+ *           │  server_release_delay to 0: RELAY on the same server
  *           ├─ the server went (its FATAL, then its close): lost, as under the relay
  *           │  (pg_upstream_lost: reconnected when its state is saved)
  *           └─ else: RELEASED; the server goes to the pool (pg_pool_put: reset, IDLE), or
@@ -134,10 +135,10 @@ void pg_release_checked(pg_server_t *sv)
     } else if (sv->pin_found > 0) {
         int i = sv->pin_found - 1;
         pin(s, i < (int)(sizeof(pin_names) / sizeof(pin_names[0])) ? pin_names[i] : "state");
-    } else if (s->pre == NULL && client_peek(s, NULL) < 0) {
-        /* Nothing waiting, it is still there, and no switch opened a server for it while
-         * it was checked (one that did moves it as any idle session: it is released on
-         * the new target later). */
+    } else if (s->pre == NULL && sy_conf()->server_release_delay > 0 && client_peek(s, NULL) < 0) {
+        /* Nothing waiting, it is still there, no switch opened a server for it while it
+         * was checked (one that did moves it as any idle session: it is released on the
+         * new target later), and no RELOAD turned release off meanwhile. */
         uint32_t pid = sv->be_pid;
         pg_saved_free(s);   /* nothing to replay: the server said so */
         s->dirty = 0;

@@ -395,7 +395,8 @@ def test_switch_with_released_and_checking_clients(ctx):
         _wait_pools(con, lambda p: int(p["releases"]) >= 5, "released on the new target")
         for s in (a, b, c):
             check(ss.where(s)[0] == "external", "a re-take after the switch is not on the new target")
-        check(all(r["state"] in ("relay", "released") for r in _pg_clients(con)), "SHOW CLIENTS: %r" % _pg_clients(con))
+        check(all(r["state"] in ("relay", "released", "saving") for r in _pg_clients(con)),
+              "SHOW CLIENTS: %r" % _pg_clients(con))   # saving: an idle one's check, by now
         _wait_state(con, 3, "released")
         _wait_pools(con, lambda p: p["sv_idle"] == "3" and p["sv_active"] == "0" and p["sv_connecting"] == "0",
                     "three released clients: three pooled servers, none other")
@@ -546,11 +547,15 @@ def test_server_dies_while_checking_or_pooled(ctx):
         _wait_pools(con, lambda p: p["sv_idle"] == "0", "the dead pooled server dropped")
         check(int(a.one("SELECT pg_backend_pid()")) != apid, "a re-took its dead backend")
         check(a.one("SELECT 1") == "1", "a after its pooled backend died")
-        # the same, with the client's query sent at once (the loop may not have seen the death)
+        # the same, with the client's query sent the moment the backend is gone, before the
+        # loop may have seen the death (the hand-out looks at the socket first). A query
+        # sent while the backend is still exiting can reach it and be lost with it (08006,
+        # as through PgBouncer): that race is not what this checks.
         _wait_state(con, 1, "released")
         _wait_pools(con, lambda p: p["sv_idle"] == "1", "a's server pooled again")
         apid = int(ctx.builtin.backend_pids("datname = 'sourcegraph' AND state = 'idle'")[0])
         ctx.builtin.sql("SELECT pg_terminate_backend(%d)" % apid)
+        harness.wait_until(lambda: apid not in ctx.builtin.backend_pids(), 10, "a's backend gone")
         check(a.one("SELECT 3") == "3", "a right after its pooled backend died")
         # the backend of a SAVING client dies
         c, cpid, lock = _saving_client(con, sy.port, ctx.builtin)
@@ -562,7 +567,10 @@ def test_server_dies_while_checking_or_pooled(ctx):
         pid = int(c.one("SELECT pg_backend_pid()"))
         check(pid != cpid, "c answered by its dead backend?")
         check(c.one("SELECT 6 * 7") == "42", "c after its backend died")
-        check(all(r["state"] in ("relay", "released") for r in _pg_clients(con)), "SHOW CLIENTS: %r" % _pg_clients(con))
+        # a, idle for the 1 s delay, may be in its own check (saving) by now: nothing may be
+        # left reconnecting or closing
+        check(all(r["state"] in ("relay", "released", "saving") for r in _pg_clients(con)),
+              "SHOW CLIENTS: %r" % _pg_clients(con))
         for s in (a, c):
             s.terminate()
         con.close()
