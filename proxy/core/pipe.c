@@ -103,10 +103,11 @@ void sy_pipe_release(sy_pipe_t *p)
 }
 
 /* Something else that held memory was freed on this loop (a server connection and its
- * PGconn): it counts towards the burst after which the sweep trims. */
-void sy_pipe_note_teardown(void)
+ * PGconn: SY_PIPE_TRIM_SERVER): it counts, as that many pipes, towards the burst after
+ * which the sweep trims. */
+void sy_pipe_note_teardown(unsigned weight)
 {
-    torn_down++;
+    torn_down += weight;
 }
 
 void sy_pipe_sweep(void)

@@ -169,6 +169,10 @@ enum { SY_PUMP_OK = 0, SY_PUMP_EOF, SY_PUMP_SRC_ERR, SY_PUMP_DST_ERR, SY_PUMP_CL
  * this many pipes were torn down, returns the free buffers and the heap's free pages to
  * the system. */
 #define SY_PIPE_TRIM_AFTER 256
+/* What a closed server connection counts towards SY_PIPE_TRIM_AFTER: its idle PGconn (two
+ * 16 KiB libpq buffers, its strings and parameters: about 55 KB) frees about what sixteen
+ * pipes' sessions do, so a pool's idle timeout closing its servers also gives memory back. */
+#define SY_PIPE_TRIM_SERVER 16
 /* A pipe without a buffer, with cap SY_PIPE_BUF. */
 void sy_pipe_setup(sy_pipe_t *p, sy_conn_t *src, sy_conn_t *dst, sy_scan_cb scan, int reading);
 /* Make sure p->buf exists, for a caller that reads into it itself. 0 or -ENOMEM. */
@@ -176,7 +180,7 @@ int  sy_pipe_ensure(sy_pipe_t *p);
 /* Teardown: the buffer goes back whatever is in it. */
 void sy_pipe_release(sy_pipe_t *p);
 /* From the worker's 1 s sweep: after a burst of closed sessions, give memory back. */
-void sy_pipe_note_teardown(void);
+void sy_pipe_note_teardown(unsigned weight);
 void sy_pipe_sweep(void);
 unsigned sy_pipe_free_count(void);   /* free buffers on this thread's list */
 /* Space left at the end (compacts first when that helps; takes a buffer if the pipe had

@@ -97,7 +97,7 @@ static void server_free(pg_server_t *sv)
     connect_state_free(sv);
     free(sv->key);
     free(sv);
-    sy_pipe_note_teardown();   /* its PGconn went back to the heap: a burst of these is trimmed */
+    sy_pipe_note_teardown(SY_PIPE_TRIM_SERVER);   /* its PGconn went back to the heap */
 }
 
 static void server_unref(pg_server_t *sv)

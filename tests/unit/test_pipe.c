@@ -178,6 +178,18 @@ static void buffer_lifecycle(void)
     CHECK(sy_pipe_free_count() == kept);
     sy_pipe_sweep();   /* a quiet second: trim */
     CHECK(sy_pipe_free_count() == 0);
+    /* A pool's idle timeout closes a few servers, each worth many pipes: that is a burst
+     * too (before, it took 256 server closes, and 21 idle servers closing after a burst of
+     * clients left their pages in the heap). */
+    enum { SERVERS = 16 };
+    for (int i = 0; i < SERVERS; i++)
+        sy_pipe_note_teardown(SY_PIPE_TRIM_SERVER);
+    CHECK(sy_pipe_ensure(&p) == 0);
+    sy_pipe_release(&p);
+    CHECK(sy_pipe_free_count() == 1);
+    sy_pipe_sweep();
+    sy_pipe_sweep();
+    CHECK_MSG(sy_pipe_free_count() == 0, "no trim after %d server closes", SERVERS);
 }
 
 int main(void)
