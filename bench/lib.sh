@@ -296,7 +296,7 @@ start_haproxy() {
 SWITCHYARD_NA=
 start_switchyard() {
 	local write_conf=$1 probe=$2 name=${3:-switchyard} workers=${4:-${SWITCHYARD_WORKERS:-}}
-	local bin=${5:-$SWITCHYARD_BIN}
+	local bin=${5:-$SWITCHYARD_BIN} sets=${6:-}
 	local d=$BENCH_DIR/$name port pid
 	mkdir -p "$d"
 	if ! [ -x "$bin" ] || ! "$bin" --help >/dev/null 2>&1; then
@@ -314,6 +314,8 @@ start_switchyard() {
 	fi
 	local extra=()
 	if [ -n "$workers" ]; then extra=(-o "switchyard.workers=$workers"); fi
+	local kv
+	for kv in $sets; do extra+=(-o "$kv"); done
 	env "${SY_ENV_ARGS[@]}" "$d/switchyard" --config "$d/switchyard.conf" "${extra[@]}" >"$d/switchyard.log" 2>&1 &
 	pid=$!
 	bench_track "$name" "$pid"
@@ -328,6 +330,9 @@ start_switchyard() {
 
 # The extra switchyard targets, if any (their names, for the tables):
 #   SWITCHYARD_ALSO_WORKERS=N      a second one, "sy-Nw", with N workers;
+#   SWITCHYARD_ALSO_SET="K=V ..."  one more, "sy-set", with those settings over its config
+#                                  (-o, say "switchyard.reconnect_window=0"), so what a
+#                                  feature costs is measured in one run;
 #   SWITCHYARD_BASELINE_BIN=PATH   another build (say, the previous main), "sy-base", with
 #                                  the same workers, so a change is measured in one run.
 SY_EXTRA=
@@ -335,6 +340,10 @@ start_switchyard_extra() {
 	if [ -n "${SWITCHYARD_ALSO_WORKERS:-}" ]; then
 		SY_EXTRA=sy-${SWITCHYARD_ALSO_WORKERS}w
 		start_switchyard "$1" "$2" "$SY_EXTRA" "$SWITCHYARD_ALSO_WORKERS"
+	fi
+	if [ -n "${SWITCHYARD_ALSO_SET:-}" ]; then
+		SY_EXTRA="$SY_EXTRA sy-set"
+		start_switchyard "$1" "$2" sy-set "" "" "$SWITCHYARD_ALSO_SET"
 	fi
 	if [ -n "${SWITCHYARD_BASELINE_BIN:-}" ]; then
 		SY_EXTRA="$SY_EXTRA sy-base"
