@@ -11,7 +11,9 @@
 # previous main, measured the same way after it as "sy-base"), BENCH_KEEP=1 (the temp dir
 # keeps /proc/PID/smaps at base, peak and after, per build), IDLE_AT_PEAK (a shell command
 # run with all clients idle, $SY_PID set: say, gdb -p $SY_PID -batch -ex 'call malloc_stats()'),
-# IDLE_AT_AFTER (the same, once every client left and RSS is sampled),
+# IDLE_AT_AFTER (the same, once every client left and RSS is sampled), IDLE_POOL_WAIT=N
+# (then wait up to N s for the pool to close its idle servers, which it keeps for
+# server_idle_timeout: set a short one with IDLE_CONF, and sample RSS again, "after_pool"),
 # IDLE_RELEASE_DELAY (2: server_release_delay of SWITCHYARD_BIN, so that the idle Postgres
 # clients give their servers back within the run; the baseline gets none, as a build that
 # does not know the key would refuse it), IDLE_CONF (more [switchyard] lines for
@@ -185,6 +187,19 @@ measure() {
 	echo "$name 0 0 0 ${AFTER[$name]} after" >>"$DAT"
 	log "$name: all left ($(clients_left) counted): RSS ${AFTER[$name]} kB; pg servers kept idle: $(pool_idle)"
 	if [ -n "${IDLE_AT_AFTER:-}" ]; then SY_PID=$SY_PID bash -c "$IDLE_AT_AFTER" || true; fi
+	if [ -n "${IDLE_POOL_WAIT:-}" ] && [ -n "$(pool_idle)" ]; then
+		# The pool's idle servers are kept on purpose (server_idle_timeout, 600 s by default;
+		# set a short one with IDLE_CONF): once it closed them, what is left of the burst.
+		local until=$((SECONDS + IDLE_POOL_WAIT))
+		while ((SECONDS < until)) && (($(pool_idle) > 0)); do
+			sleep 0.5
+		done
+		sleep 3   # three sweeps: the one after the closes trims
+		local ap
+		ap=$(rss_kb "$SY_PID")
+		echo "$name 0 0 0 $ap after_pool" >>"$DAT"
+		log "$name: the pool's idle servers closed ($(pool_idle) left): RSS $ap kB, $(ratio "$ap" "${BASE[$name]}") of base"
+	fi
 	kill -TERM "$SY_PID"
 	wait "$SY_PID" 2>/dev/null || true
 	unset "BENCH_PIDS[$name]"

@@ -106,7 +106,7 @@ if [ -f "$OUT/idle_rss.dat" ]; then
 	plots=()
 	i=1
 	for b in $builds; do
-		awk -v b="$b" '$1 == b && $6 != "after"' "$F" >"$TMP/rss-$b.dat"
+		awk -v b="$b" '$1 == b && $6 != "after" && $6 != "after_pool"' "$F" >"$TMP/rss-$b.dat"
 		awk -v b="$b" '$1 == b && $6 == "after"' "$F" >"$TMP/after-$b.dat"
 		plots+=("\"$TMP/rss-$b.dat\" using 2:(\$5/1024) with linespoints lw 2 pt 7 lc $i title \"$b\"")
 		plots+=("\"$TMP/after-$b.dat\" using 2:(\$5/1024) with points pt 6 ps 2 lc $i title \"$b after all left\"")
