@@ -26,7 +26,7 @@
  * is that worker's list, without a lock. */
 static __thread uint8_t *free_bufs[SY_PIPE_FREE_MAX];
 static __thread unsigned free_len;
-static __thread unsigned torn_down;   /* sy_pipe_release calls since the last sweep trim */
+static __thread unsigned torn_down;   /* pipes since the last trim; a server: SY_PIPE_TRIM_SERVER */
 static __thread unsigned torn_seen;   /* torn_down at the last sweep */
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
