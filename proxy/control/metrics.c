@@ -30,18 +30,8 @@
  *                  failing route (orchestrators stop sending traffic, not restart us)
  *   HEAD           as GET without the body; other methods 405; other paths 404
  *
- * Probes: a repeating timer (unref'd) looks at every route each second and queues
- * sy_target_probe on the thread pool for a route whose active target was probed more than
- * MX_PROBE_EVERY_MS ago, or not at all since a switch or a RELOAD. One probe per route at a time, and
- * at most MX_PROBES_MAX at once: the pool has four threads, and a dead target can hold a
- * probe for connect_timeout; the sessions' name lookups, cancel requests and the
- * console's SWITCH precheck need the rest. The result is stored in the after-work
- * callback, on the loop thread, so route->healthy and route->health_err are only ever
- * written there. A result for a target that is no longer active is dropped. Probe threads
- * read the route's configuration; RELOAD keeps replaced configurations alive (reload.c),
- * so that is safe while they run.
- *
- * Probes run even when metrics_listen is off: SHOW ROUTES reports health too.
+ * The health probes behind /readyz (route->healthy) are in probe.c. They run even when
+ * metrics_listen is off: SHOW ROUTES reports health too.
  */
 #include <stddef.h>
 #include <stdarg.h>
@@ -53,17 +43,13 @@
 #include "proxy/core/sy.h"
 #include "proxy/control/admin.h"
 #include "proxy/control/metrics.h"
+#include "proxy/control/probe.h"
 #include "protocol/http_req.h"
 
-#define MX_TICK_MS          1000
-#define MX_PROBE_EVERY_MS   5000
-#define MX_PROBES_MAX       2
 #define MX_REQUEST_MS       2000    /* a whole request head must arrive within this */
 #define MX_RESPONSE_MS      5000    /* writing the response and lingering after it */
 #define MX_CONNS_MAX        512     /* open HTTP connections (see "Staying up" above) */
 #define MX_BACKLOG          511
-#define MX_PROBE_USER       "postgres"
-#define MX_NOT_PROBED       "not probed yet"
 
 #define PROM_CONTENT_TYPE   "text/plain; version=0.0.4; charset=utf-8"
 #define TEXT_CONTENT_TYPE   "text/plain; charset=utf-8"
@@ -126,29 +112,10 @@ static void buf_text(mx_buf_t *b, const char *s)
         buf_printf(b, "%c", (unsigned char)*s < 0x20 || *s == 0x7f ? ' ' : *s);
 }
 
-/* ---- probes ------------------------------------------------------------------------- */
-
-typedef struct mx_probe_s {
-    uv_work_t     req;
-    sy_route_t   *route;
-    int           busy;         /* queued or running on the pool */
-    conf_which_t  which;        /* the target being (or last) probed */
-    const conf_route_t *conf;   /* ...under this configuration (RELOAD replaces it) */
-    int           ok;           /* worker's result */
-    char          err[256];     /* worker's cause */
-    int           has_result;   /* a result for `which` was stored in the route */
-    int           last_ok;      /* -1 before the first result: for logging changes */
-    uint64_t      started_ms;
-} mx_probe_t;
-
 static struct {
     uv_tcp_t     server;
     int          server_on;
-    uv_timer_t   timer;
-    int          timer_on;
     int          stopping;
-    mx_probe_t  *probes;        /* one per route */
-    int          inflight;
     struct mx_conn_s *conns;    /* live HTTP connections, doubly linked, newest first */
     struct mx_conn_s *oldest;   /* ...and the other end */
     int          nconns;
@@ -156,11 +123,6 @@ static struct {
     uint64_t     evicted;       /* connections closed to make room for a newer one */
     uint64_t     next_id;
 } mx;
-
-static const char *which_name(conf_which_t w)
-{
-    return w == CONF_EXTERNAL ? "external" : "builtin";
-}
 
 static const conf_target_t *route_target(const sy_route_t *r, conf_which_t w)
 {
@@ -171,97 +133,6 @@ static const char *target_hostport(const sy_route_t *r, conf_which_t w)
 {
     const conf_target_t *t = route_target(r, w);
     return t->defined && t->hostport ? t->hostport : "(none)";
-}
-
-/* Thread pool: blocking. Reads only the route's configuration, which outlives the loop. */
-static void probe_work(uv_work_t *req)
-{
-    mx_probe_t *p = req->data;
-    p->ok = sy_target_probe(p->conf, p->which, MX_PROBE_USER, p->err, sizeof(p->err)) == 0;
-}
-
-static void probe_pump(void);
-
-static void probe_done(uv_work_t *req, int status)
-{
-    mx_probe_t *p = req->data;
-    sy_route_t *r = p->route;
-    p->busy = 0;
-    mx.inflight--;
-    if (status != 0)        /* UV_ECANCELED: sy_metrics_stop took it off the queue */
-        return;
-    if (r->active != p->which || r->conf != p->conf) {
-        p->has_result = 0;  /* switched or reloaded meanwhile: says nothing about the new target */
-    } else {
-        p->has_result = 1;
-        r->healthy = p->ok;
-        snprintf(r->health_err, sizeof(r->health_err), "%s", p->ok ? "" : p->err);
-        if (p->ok != p->last_ok) {
-            char q[600];
-            if (p->ok)
-                sy_info("event=health route=%s target=%s healthy=1", r->conf->name, which_name(p->which));
-            else
-                sy_warn("event=health route=%s target=%s healthy=0 error=%s", r->conf->name,
-                        which_name(p->which), sy_logq(q, sizeof(q), p->err));
-            p->last_ok = p->ok;
-        }
-    }
-    probe_pump();
-}
-
-/* Queue the probes that are due, up to MX_PROBES_MAX in flight. */
-static void probe_pump(void)
-{
-    if (mx.stopping || mx.probes == NULL)
-        return;
-    uint64_t now = uv_now(sy_server.loop);
-    for (size_t i = 0; i < sy_server.nroutes && mx.inflight < MX_PROBES_MAX; i++) {
-        mx_probe_t *p = &mx.probes[i];
-        sy_route_t *r = p->route;
-        if (p->busy)
-            continue;
-        if (p->has_result && p->which == r->active && p->conf == r->conf &&
-            now - p->started_ms < MX_PROBE_EVERY_MS)
-            continue;
-        p->which = r->active;
-        p->conf = r->conf;
-        p->started_ms = now;
-        p->req.data = p;
-        int rc = uv_queue_work(sy_server.loop, &p->req, probe_work, probe_done);
-        if (rc != 0) {
-            sy_warn("event=health_probe_error route=%s error=%s", r->conf->name, uv_strerror(rc));
-            continue;
-        }
-        p->busy = 1;
-        mx.inflight++;
-    }
-}
-
-static void tick_cb(uv_timer_t *t)
-{
-    probe_pump();
-}
-
-static int probes_start(char *err, size_t errlen)
-{
-    mx.probes = calloc(sy_server.nroutes ? sy_server.nroutes : 1, sizeof(*mx.probes));
-    if (mx.probes == NULL) {
-        snprintf(err, errlen, "out of memory for health probes");
-        return -1;
-    }
-    for (size_t i = 0; i < sy_server.nroutes; i++) {
-        sy_route_t *r = &sy_server.routes[i];
-        mx.probes[i].route = r;
-        mx.probes[i].last_ok = -1;
-        r->healthy = 0;
-        snprintf(r->health_err, sizeof(r->health_err), "%s", MX_NOT_PROBED);
-    }
-    uv_timer_init(sy_server.loop, &mx.timer);
-    mx.timer_on = 1;
-    uv_timer_start(&mx.timer, tick_cb, MX_TICK_MS, MX_TICK_MS);
-    uv_unref((uv_handle_t *)&mx.timer);
-    probe_pump();   /* the first round right away */
-    return 0;
 }
 
 /* ---- /metrics and /readyz ----------------------------------------------------------- */
@@ -463,9 +334,7 @@ static int render_readyz(mx_buf_t *b)
         bad++;
         /* The probed target's address: the active one, except for the moment after a
          * switch before its first probe, when the cause is still the old target's. */
-        const mx_probe_t *p = mx.probes ? &mx.probes[i] : NULL;
-        conf_which_t w = p && p->has_result ? p->which : r->active;
-        buf_printf(b, "route %s: %s: ", r->conf->name, target_hostport(r, w));
+        buf_printf(b, "route %s: %s: ", r->conf->name, target_hostport(r, sy_probe_target(i)));
         buf_text(b, r->health_err[0] ? r->health_err : "unhealthy");
         buf_printf(b, "\n");
     }
@@ -800,7 +669,7 @@ int sy_metrics_start(char *err, size_t errlen)
     const char *addr = sy_conf()->metrics_listen;
     if (addr && *addr && strcmp(addr, "off") != 0 && server_start(addr, err, errlen) != 0)
         return -1;
-    return probes_start(err, errlen);
+    return sy_probes_start(err, errlen);
 }
 
 void sy_metrics_stop(void)
@@ -814,14 +683,5 @@ void sy_metrics_stop(void)
     }
     for (mx_conn_t *c = mx.conns; c; c = c->next)
         conn_close(c);
-    if (mx.timer_on) {
-        uv_timer_stop(&mx.timer);
-        uv_close((uv_handle_t *)&mx.timer, NULL);
-        mx.timer_on = 0;
-    }
-    /* Probes still queued are dropped; one already running finishes on its thread and
-     * its result is stored if the loop is still running then. */
-    for (size_t i = 0; mx.probes && i < sy_server.nroutes; i++)
-        if (mx.probes[i].busy)
-            uv_cancel((uv_req_t *)&mx.probes[i].req);
+    sy_probes_stop();
 }
