@@ -58,6 +58,7 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libsy.a tests/unit/unit.h
 
 # Unit tests of the pure parts of proxy/ link the one object they test.
 $(BUILD)/tests/test_pipe: $(BUILD)/proxy/core/pipe.o
+$(BUILD)/tests/test_pg_cancel: $(BUILD)/proxy/pg/pg_cancel.o
 
 # LD_PRELOAD fault injection for the tests (tests/preload/): plain, no sanitizer.
 $(BUILD)/tools/fault_inject.so: tests/preload/fault_inject.c

@@ -559,6 +559,7 @@ typedef struct pg_session_s pg_session_t;
 uint32_t pg_cancel_register(pg_session_t *s);
 void     pg_cancel_unregister(uint32_t key);
 void     pg_cancel_request(uint32_t pid, uint32_t key);
+uint32_t pg_cancel_slots(void);   /* the key table's size: it grows with the sessions and shrinks after */
 
 /* RELOAD and SIGHUP (reload.c). sy_reload returns 0 with a summary in msg, or -1 with
  * the reason (nothing changed). */
