@@ -121,59 +121,87 @@ uint32_t pg_cancel_slots(void)
     return n;
 }
 
-typedef struct cancel_work_s {
-    sy_msg_t      msg;       /* first: the request, on the session's worker */
-    uv_work_t     req;
-    uint32_t      pid, key;
-    pg_session_t *s;
-    PGcancel     *cancel;    /* the job's own */
-    int           ok;
-    char          err[256];
-} cancel_work_t;
+/* ---- PQcancel on libuv's thread pool (it connects and waits) ---------------------- */
 
-static void cancel_work(uv_work_t *req)
+typedef struct cancel_job_s {
+    uv_work_t    req;
+    PGcancel    *pc;
+    pg_cancel_cb cb;
+    void        *arg;
+    int          ok;
+    char         err[256];
+} cancel_job_t;
+
+static void job_work(uv_work_t *req)
 {
-    cancel_work_t *w = req->data;
-    w->ok = PQcancel(w->cancel, w->err, sizeof(w->err));
+    cancel_job_t *j = req->data;
+    j->ok = PQcancel(j->pc, j->err, sizeof(j->err));
 }
 
-static void cancel_done(uv_work_t *req, int status)
+static void job_done(uv_work_t *req, int status)
 {
-    cancel_work_t *w = req->data;
-    if (w->ok)
-        sy_info("event=cancel_sent conn=%llu", (unsigned long long)pg_session_id(w->s));
+    cancel_job_t *j = req->data;
+    (void)status;
+    j->cb(j->arg, j->ok, j->err);
+    PQfreeCancel(j->pc);
+    free(j);
+}
+
+int pg_cancel_run(uv_loop_t *loop, PGcancel *pc, pg_cancel_cb cb, void *arg)
+{
+    cancel_job_t *j = calloc(1, sizeof(*j));
+    if (j == NULL) {
+        PQfreeCancel(pc);
+        return -1;
+    }
+    j->req.data = j;
+    j->pc = pc;
+    j->cb = cb;
+    j->arg = arg;
+    if (uv_queue_work(loop, &j->req, job_work, job_done) != 0) {
+        PQfreeCancel(pc);
+        free(j);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- a client's CancelRequest -------------------------------------------------------- */
+
+typedef struct cancel_msg_s {
+    sy_msg_t msg;   /* first: the request, on the session's worker */
+    uint32_t pid, key;
+} cancel_msg_t;
+
+static void client_cancel_done(void *arg, int ok, const char *err)
+{
+    pg_session_t *s = arg;
+    if (ok)
+        sy_info("event=cancel_sent conn=%llu", (unsigned long long)pg_session_id(s));
     else
-        sy_warn("event=cancel_failed conn=%llu error=\"%s\"", (unsigned long long)pg_session_id(w->s),
-                w->err);
-    PQfreeCancel(w->cancel);
-    pg_session_cancel_done(w->s);
-    pg_session_unref(w->s);
-    free(w);
+        sy_warn("event=cancel_failed conn=%llu error=\"%s\"", (unsigned long long)pg_session_id(s), err);
+    pg_session_cancel_done(s);
+    pg_session_unref(s);
 }
 
 /* On the session's worker: find it again and start the cancel. */
 static void cancel_on_worker(sy_msg_t *m)
 {
-    cancel_work_t *w = (cancel_work_t *)m;
+    cancel_msg_t *w = (cancel_msg_t *)m;
     pthread_mutex_lock(&sy_shared_mu);
     slot_t *slot = lookup(w->key);
     pg_session_t *s = slot ? slot->s : NULL;
     pthread_mutex_unlock(&sy_shared_mu);
     PGcancel *pc = s ? pg_session_cancel_handle(s, w->pid) : NULL;
+    free(w);
     if (pc == NULL) {
         sy_info("event=cancel_ignored reason=unknown_key");
-        free(w);
         return;
     }
-    w->req.data = w;
-    w->s = s;
-    w->cancel = pc;
     pg_session_ref(s);
-    if (uv_queue_work(pg_session_loop(s), &w->req, cancel_work, cancel_done) != 0) {
-        PQfreeCancel(pc);
+    if (pg_cancel_run(pg_session_loop(s), pc, client_cancel_done, s) != 0) {
         pg_session_cancel_done(s);
         pg_session_unref(s);
-        free(w);
     }
 }
 
@@ -187,7 +215,7 @@ void pg_cancel_request(uint32_t pid, uint32_t key)
         sy_info("event=cancel_ignored reason=unknown_key");
         return;
     }
-    cancel_work_t *w = calloc(1, sizeof(*w));
+    cancel_msg_t *w = calloc(1, sizeof(*w));
     if (w == NULL)
         return;
     w->pid = pid;

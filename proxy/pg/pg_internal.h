@@ -132,6 +132,8 @@ struct pg_server_s {
     int            pool_op;            /* PG_POOL_RESET / PG_POOL_CHECK running, else 0 */
     int            pool_failed;        /* ...and a result of it was not the expected one */
     int            pin_found;          /* PG_POOL_PIN: 1 + the first column that was not 0 */
+    int            pin_cancel;         /* PG_POOL_PIN outlived its timeout: PG_PIN_CANCEL_* */
+    int            pin_answered;       /* ...and its answer came while the cancel was on its way */
     pg_session_t  *waiter;             /* resetting: the client that takes it when done */
     struct pg_server_s *rs_prev, *rs_next;   /* on its worker's list of resetting servers */
 };
@@ -225,6 +227,7 @@ pg_server_t *pg_server_new(pg_session_t *s, conf_which_t which);
 pg_server_t *pg_server_route(pg_session_t *s, sy_route_t *r);
 void pg_server_attach(pg_session_t *s, pg_server_t *sv);
 void pg_server_close(pg_server_t *sv, const char *reason);
+void pg_server_unref(pg_server_t *sv);
 int pg_server_job_done(pg_server_t *sv);
 int pg_server_adopt(pg_server_t *sv);
 void pg_client_cb(sy_conn_t *c, int status, int events);
@@ -296,6 +299,7 @@ void pg_release_wake(pg_session_t *s);
 
 /* pg_pool.c */
 enum { PG_POOL_RESET = 1, PG_POOL_CHECK = 2, PG_POOL_PIN = 3 };
+enum { PG_PIN_CANCEL_NONE = 0, PG_PIN_CANCEL_RUNNING, PG_PIN_CANCEL_DONE };
 int  pg_pool_keep(pg_session_t *s);
 int  pg_pool_put(pg_session_t *s);
 int  pg_pool_pin_check(pg_session_t *s, const char *sql);

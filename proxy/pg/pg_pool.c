@@ -50,6 +50,21 @@ static void pool_hand(pg_session_t *s, pg_server_t *sv, int check);
  * of these rather than connecting (a reset is one round trip, a connect many). */
 static pg_server_t *resetting[SY_MAX_WORKERS];
 
+/* Per worker, release checks in flight. server_release_delay after a burst of clients
+ * connected, every one of them is due at once: 5,000 catalog queries sent together took a
+ * 2-CPU Postgres with 5,000 backends past connect_timeout (bench/idle_bench.sh, 2026-12-03),
+ * and a check that times out used to close its client. The rest wait for the next tick. */
+#define PIN_CHECKS_MAX 8
+static unsigned pin_checks[SY_MAX_WORKERS];
+
+/* sv's own query is over (answered, failed or its server closing). */
+static void op_end(pg_server_t *sv)
+{
+    if (sv->pool_op == PG_POOL_PIN)
+        pin_checks[sy_loop_index(sv->link.loop)]--;
+    sv->pool_op = 0;
+}
+
 static void resetting_add(pg_server_t *sv)
 {
     pg_server_t **head = &resetting[sy_loop_index(sv->link.loop)];
@@ -123,10 +138,10 @@ void pg_pool_unwait(pg_session_t *s)
 /* sv closes (pg_server_close): a reset it was in is over. */
 void pg_pool_forget(pg_server_t *sv)
 {
-    if (sv->pool_op != PG_POOL_RESET)
-        return;
-    sv->pool_op = 0;
-    waiter_connect(reset_over(sv));
+    int op = sv->pool_op;
+    op_end(sv);
+    if (op == PG_POOL_RESET)
+        waiter_connect(reset_over(sv));
 }
 
 static void no_notice(void *arg, const char *message)
@@ -205,12 +220,51 @@ static int pool_count(const pg_server_t *sv)
     return n;
 }
 
-/* A reset or check that does not answer within the connect timeout has failed. */
+/*
+ * A release check that outlives the timeout is cancelled, as a client's query would be:
+ * the server is there, only slow (a lock on a catalog, a server swamped), and its client
+ * must not pay for a check of ours with its connection. Its answer (the cancel's error, or
+ * the result that crossed the cancel) is taken only once the cancel was delivered: a
+ * cancel still on its way after the relay went on would land on the client's next query.
+ * The backend ignores one that comes while it is idle.
+ */
+static void pin_cancel_done(void *arg, int ok, const char *err)
+{
+    pg_server_t *sv = arg;
+    if (!ok)
+        sy_info("event=release_check_cancel_failed backend_pid=%u error=\"%s\"", sv->be_pid, err);
+    sv->pin_cancel = PG_PIN_CANCEL_DONE;
+    if (sv->pin_answered) {
+        sv->pin_answered = 0;
+        pg_release_checked(sv);   /* nothing if sv closed or left its client meanwhile */
+    }
+    pg_server_unref(sv);
+}
+
+/* 0 when the cancel of sv's release check is on its way. */
+static int pin_cancel_start(pg_server_t *sv)
+{
+    PGcancel *pc = PQgetCancel(sv->pg);
+    if (pc == NULL || pg_cancel_run(sv->link.loop, pc, pin_cancel_done, sv) != 0)
+        return -1;
+    sv->refs++;   /* pin_cancel_done's */
+    sv->pin_cancel = PG_PIN_CANCEL_RUNNING;
+    return 0;
+}
+
+/* A reset or check that does not answer within the connect timeout has failed; a release
+ * check is cancelled first, and fails only if it does not answer the cancel either. */
 static void pool_timeout_cb(uv_timer_t *t)
 {
     pg_server_t *sv = t->data;
     if (sv->pool_op == 0)
         return;
+    if (sv->pool_op == PG_POOL_PIN && sv->pin_cancel == PG_PIN_CANCEL_NONE && pin_cancel_start(sv) == 0) {
+        sy_info("event=release_check_slow upstream=%s backend_pid=%u ms=%llu action=cancel",
+                sv->link.target->hostport, sv->be_pid, (unsigned long long)sv->timeout_ms);
+        uv_timer_start(&sv->timer, pool_timeout_cb, sv->timeout_ms, 0);
+        return;
+    }
     sy_info("event=server_pool_timeout upstream=%s backend_pid=%u op=%s", sv->link.target->hostport, sv->be_pid,
             op_name(sv->pool_op));
     sv->pool_failed = 1;
@@ -224,8 +278,12 @@ static int pool_send(pg_server_t *sv, int op, const char *sql)
     sv->pool_op = op;
     sv->pool_failed = 0;
     sv->pin_found = 0;
+    sv->pin_cancel = PG_PIN_CANCEL_NONE;
+    sv->pin_answered = 0;
     if (!PQsendQuery(sv->pg, sql))
         return -1;
+    if (op == PG_POOL_PIN)
+        pin_checks[sy_loop_index(sv->link.loop)]++;   /* op_end takes it off */
     if (!sv->timer_on) {   /* opened by a move, on the thread pool: no connect timer yet */
         uv_timer_init(sv->link.loop, &sv->timer);
         sv->timer.data = sv;
@@ -264,8 +322,9 @@ int pg_pool_keep(pg_session_t *s)
 int pg_pool_pin_check(pg_session_t *s, const char *sql)
 {
     pg_server_t *sv = s->srv;
-    if (!pool_fit(s) || (sv->conn.ssl != NULL && sy_tls_pending(&sv->conn) > 0))
-        return 0;
+    if (pin_checks[sy_loop_index(s->link.loop)] >= PIN_CHECKS_MAX || !pool_fit(s) ||
+        (sv->conn.ssl != NULL && sy_tls_pending(&sv->conn) > 0))
+        return 0;   /* the tick comes back to it */
     PQsetNoticeProcessor(sv->pg, no_notice, NULL);
     pg_set_state(s, PGS_SAVING);
     s->c2s.reading = 0;   /* the client's next message waits for the answer */
@@ -426,13 +485,15 @@ static void pool_io(pg_server_t *sv)
     sv->pool_failed = 1;
 done:;
     int op = sv->pool_op;
-    sv->pool_op = 0;
+    op_end(sv);
     if (sv->timer_on)
         uv_timer_stop(&sv->timer);
     if (op == PG_POOL_RESET)
         reset_done(sv);
     else if (op == PG_POOL_CHECK)
         check_done(sv);
+    else if (sv->pin_cancel == PG_PIN_CANCEL_RUNNING)
+        sv->pin_answered = 1;   /* taken once the cancel was delivered: pin_cancel_done */
     else
         pg_release_checked(sv);
 }

@@ -114,6 +114,8 @@ void pg_release_checked(pg_server_t *sv)
     if (s == NULL || s->state != PGS_SAVING)
         return;
     pg_set_state(s, PGS_RELAY);
+    int cancelled = sv->pin_cancel != PG_PIN_CANCEL_NONE;
+    sv->pin_cancel = PG_PIN_CANCEL_NONE;
     if (sv->pool_failed) {
         /* A server that goes (a restart, pg_terminate_backend) answers the check with its
          * FATAL, and the check ends there, with the close that follows still unread: read
@@ -129,6 +131,15 @@ void pg_release_checked(pg_server_t *sv)
             sv->gone = 1;
             pg_close(s, "08006", "route %s: connection to %s lost: no answer to the release check",
                      s->link.route->conf->name, sv->link.target->hostport);
+            return;
+        }
+        if (cancelled) {
+            /* We cancelled it (pool_timeout_cb): the server is slow, not the session
+             * stateful. The relay goes on; it is asked again after another delay. */
+            s->active_at = uv_now(s->link.loop);
+            sy_info("event=release_check_cancelled conn=%llu route=%s backend_pid=%u", (unsigned long long)s->id,
+                    s->link.route->conf->name, sv->be_pid);
+            pg_release(s);
             return;
         }
         pin(s, "check_failed");

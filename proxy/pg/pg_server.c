@@ -106,6 +106,12 @@ static void server_unref(pg_server_t *sv)
         server_free(sv);
 }
 
+/* For a holder of a reference of its own (a job that outlives the close). */
+void pg_server_unref(pg_server_t *sv)
+{
+    server_unref(sv);
+}
+
 static void timer_close_cb(uv_handle_t *h)
 {
     server_unref(h->data);

@@ -18,5 +18,9 @@ void      pg_session_unref(pg_session_t *s);
 PGcancel *pg_session_cancel_handle(pg_session_t *s, uint32_t pid);
 /* A cancel made with that handle is over (its server may be pooled again). */
 void      pg_session_cancel_done(pg_session_t *s);
+/* pg_cancel.c: PQcancel(pc) on loop's thread pool, then cb(arg, ok, error) on loop; pc is the job's
+ * (freed after cb). 0, or -1 when it could not start (pc freed, cb not called). */
+typedef void (*pg_cancel_cb)(void *arg, int ok, const char *err);
+int       pg_cancel_run(uv_loop_t *loop, PGcancel *pc, pg_cancel_cb cb, void *arg);
 
 #endif

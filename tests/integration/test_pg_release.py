@@ -636,3 +636,64 @@ def test_client_hangs_up_while_checking_or_released(ctx):
         check(cpid in ctx.builtin.backend_pids(), "c's clean server was not kept")
         con.close()
         sy.check_alive()
+
+
+def test_slow_check_cancelled_not_its_client(ctx):
+    """A release check that outlives connect_timeout (1 s here; a catalog lock holds it) is
+    cancelled, and its client keeps its connection and its backend: the server was slow, not
+    gone. It is not pinned, and once the lock is gone its next check releases it. Before,
+    the timeout closed the client with 08006 ("no answer to the release check")."""
+    with _start(ctx, globals_extra="connect_timeout = 1\n") as sy:
+        con = harness.Console(sy.port)
+        since = sy.log_size()
+        c, pid, lock = _saving_client(con, sy.port, ctx.builtin)
+        try:
+            sy.wait_log(r"event=release_check_slow .*action=cancel", since=since, what="the check cancelled")
+            sy.wait_log(r"event=release_check_cancelled conn=", since=since, what="the relay going on")
+        finally:
+            lock.release()
+        check(int(c.one("SELECT pg_backend_pid()")) == pid, "c lost its backend %d" % pid)
+        p = _pools(con)
+        check(p["pins"] == "0", "a cancelled check pinned its client: %r" % p)
+        check("no answer to the release check" not in sy.log_text(), "the check's timeout closed c")
+        _wait_state(con, 1, "released")   # checked again after another delay, lock gone
+        check(c.one("SELECT 6 * 7") == "42", "c after its release")
+        c.terminate()
+        con.close()
+        sy.check_alive()
+
+
+def test_checks_at_most_eight_at_once(ctx):
+    """Twelve clients due for their release check at once (a catalog lock holds every check
+    that starts): at most eight checks run on a worker at a time, the rest wait for a tick,
+    and all twelve are released once the lock is gone. Before, a burst of idle clients sent
+    every check together (5,000 at once in bench/idle_bench.sh, which took Postgres past
+    connect_timeout)."""
+    with _start(ctx) as sy:
+        con = harness.Console(sy.port)
+        clients = [ss.Session(sy.port) for _ in range(12)]
+        for i, c in enumerate(clients):
+            check(c.one("SELECT %d" % i) == str(i), "client %d" % i)
+        lock = _CatalogLock(ctx.builtin)   # within the 1 s delay, as in _saving_client
+        try:
+            _wait_state(con, 8, "saving")
+            saving = []
+
+            def more():
+                saving[:] = [r for r in _pg_clients(con) if r["state"] == "saving"]
+                return len(saving) > 8
+            # every client is past its 1 s delay on each of these ticks: none may start a ninth
+            try:
+                harness.wait_until(more, 3.0, "more than eight checks")
+                too_many = True
+            except harness.TestFailure:
+                too_many = False
+            check(not too_many, "%d release checks at once: %r" % (len(saving), saving))
+        finally:
+            lock.release()
+        _wait_pools(con, lambda p: p["releases"] == "12", "all twelve released")
+        for i, c in enumerate(clients):
+            check(c.one("SELECT %d" % (i + 100)) == str(i + 100), "client %d after its release" % i)
+            c.terminate()
+        con.close()
+        sy.check_alive()
