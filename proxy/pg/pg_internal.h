@@ -204,6 +204,8 @@ struct pg_session_s {
     int            cancels;           /* cancel jobs running for it: its server is not pooled */
     pg_server_t   *pool_wait;         /* the resetting server it waits for (pg_pool.c) */
     const char    *pin_why;           /* pinned to its server for life: why (pg_release.c) */
+    int            due_queued;        /* waits for a release check's turn (pg_release.c) */
+    struct pg_session_s *due_prev, *due_next;
     int            retake;            /* RECONNECTING is a released session's re-take */
 
     /* reconnect_window (pg_reconnect.c) */
@@ -295,6 +297,7 @@ void pg_reconnect_attempt(pg_session_t *s);
 /* pg_release.c */
 void pg_release_maybe(pg_session_t *s, uint64_t now);
 void pg_release_checked(pg_server_t *sv);
+void pg_release_forget(pg_session_t *s);
 void pg_release_wake(pg_session_t *s);
 
 /* pg_pool.c */
@@ -303,6 +306,7 @@ enum { PG_PIN_CANCEL_NONE = 0, PG_PIN_CANCEL_RUNNING, PG_PIN_CANCEL_DONE };
 int  pg_pool_keep(pg_session_t *s);
 int  pg_pool_put(pg_session_t *s);
 int  pg_pool_pin_check(pg_session_t *s, const char *sql);
+int  pg_pool_pin_room(uv_loop_t *loop);
 int  pg_pool_take(pg_session_t *s);
 void pg_pool_unwait(pg_session_t *s);
 void pg_pool_forget(pg_server_t *sv);

@@ -53,9 +53,16 @@ static pg_server_t *resetting[SY_MAX_WORKERS];
 /* Per worker, release checks in flight. server_release_delay after a burst of clients
  * connected, every one of them is due at once: 5,000 catalog queries sent together took a
  * 2-CPU Postgres with 5,000 backends past connect_timeout (bench/idle_bench.sh, 2026-12-03),
- * and a check that times out used to close its client. The rest wait for the next tick. */
+ * and a check that times out used to close its client. The rest wait their turn in
+ * pg_release.c's queue. */
 #define PIN_CHECKS_MAX 8
 static unsigned pin_checks[SY_MAX_WORKERS];
+
+/* 1 when another release check may start on loop's worker. */
+int pg_pool_pin_room(uv_loop_t *loop)
+{
+    return pin_checks[sy_loop_index(loop)] < PIN_CHECKS_MAX;
+}
 
 /* sv's own query is over (answered, failed or its server closing). */
 static void op_end(pg_server_t *sv)
@@ -322,8 +329,7 @@ int pg_pool_keep(pg_session_t *s)
 int pg_pool_pin_check(pg_session_t *s, const char *sql)
 {
     pg_server_t *sv = s->srv;
-    if (pin_checks[sy_loop_index(s->link.loop)] >= PIN_CHECKS_MAX || !pool_fit(s) ||
-        (sv->conn.ssl != NULL && sy_tls_pending(&sv->conn) > 0))
+    if (!pg_pool_pin_room(s->link.loop) || !pool_fit(s) || (sv->conn.ssl != NULL && sy_tls_pending(&sv->conn) > 0))
         return 0;   /* the tick comes back to it */
     PQsetNoticeProcessor(sv->pg, no_notice, NULL);
     pg_set_state(s, PGS_SAVING);

@@ -66,6 +66,67 @@ static int params_changed(const pg_session_t *s)
     return 0;
 }
 
+/*
+ * Per worker, the clients due for their check while PIN_CHECKS_MAX checks ran
+ * (pg_pool.c), in the order they came due. A check that ends starts the next one
+ * (pg_release_checked), so a burst of clients is asked as fast as the server answers, not
+ * eight a tick. A client taken off the queue is looked at afresh: it may have sent
+ * something meanwhile.
+ */
+static pg_session_t *due_head[SY_MAX_WORKERS], *due_tail[SY_MAX_WORKERS];
+static int due_running[SY_MAX_WORKERS];
+
+static void due_add(pg_session_t *s)
+{
+    int w = sy_loop_index(s->link.loop);
+    if (s->due_queued)
+        return;
+    s->due_next = NULL;
+    s->due_prev = due_tail[w];
+    if (due_tail[w] != NULL)
+        due_tail[w]->due_next = s;
+    else
+        due_head[w] = s;
+    due_tail[w] = s;
+    s->due_queued = 1;
+}
+
+/* Off the queue: its turn came, or it closes (pg_destroy). */
+void pg_release_forget(pg_session_t *s)
+{
+    int w = sy_loop_index(s->link.loop);
+    if (!s->due_queued)
+        return;
+    if (s->due_prev != NULL)
+        s->due_prev->due_next = s->due_next;
+    else
+        due_head[w] = s->due_next;
+    if (s->due_next != NULL)
+        s->due_next->due_prev = s->due_prev;
+    else
+        due_tail[w] = s->due_prev;
+    s->due_prev = s->due_next = NULL;
+    s->due_queued = 0;
+}
+
+/* A check's turn is free on loop's worker: the clients waiting for one. Not re-entered
+ * (a check that fails at once ends in pg_release_checked again). */
+static void due_run(uv_loop_t *loop)
+{
+    int w = sy_loop_index(loop);
+    if (due_running[w])
+        return;
+    due_running[w] = 1;
+    uint64_t now = uv_now(loop);
+    while (due_head[w] != NULL && pg_pool_pin_room(loop)) {
+        pg_session_t *s = due_head[w];
+        pg_release_forget(s);
+        sy_debug("event=release_check_turn conn=%llu", (unsigned long long)s->id);
+        pg_release_maybe(s, now);
+    }
+    due_running[w] = 0;
+}
+
 /* From the tick: start the release of an idle client's server. */
 void pg_release_maybe(pg_session_t *s, uint64_t now)
 {
@@ -81,6 +142,11 @@ void pg_release_maybe(pg_session_t *s, uint64_t now)
         pin(s, "parameter");
         return;
     }
+    if (!pg_pool_pin_room(s->link.loop)) {
+        due_add(s);
+        return;
+    }
+    pg_release_forget(s);   /* the tick may get to it before its turn in the queue comes */
     pg_pool_pin_check(s, PIN_SQL);
 }
 
@@ -107,8 +173,18 @@ static int client_peek(pg_session_t *s, int *terminate)
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? -1 : 0;
 }
 
-/* The check's answer is in (pg_pool.c's pool_io): release, pin, or go on. */
+static void checked(pg_server_t *sv);
+
+/* The check's answer is in (pg_pool.c's pool_io): release, pin, or go on; then the next
+ * client due gets its turn. */
 void pg_release_checked(pg_server_t *sv)
+{
+    uv_loop_t *loop = sv->link.loop;
+    checked(sv);
+    due_run(loop);
+}
+
+static void checked(pg_server_t *sv)
 {
     pg_session_t *s = (pg_session_t *)sv->link.client;
     if (s == NULL || s->state != PGS_SAVING)

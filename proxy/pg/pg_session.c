@@ -168,6 +168,7 @@ static void pg_destroy(pg_session_t *s)
     sy_session_unlink(&s->link);
     pg_cancel_unregister(s->key);
     s->key = 0;
+    pg_release_forget(s);
     pg_servers_close(s, "client closed");
     sy_conn_close(&s->client);
     if (s->link.route) {

@@ -13,6 +13,7 @@ The tests run one worker (the pool is per worker) and wait on SHOW CLIENTS / SHO
 """
 
 import os
+import re
 import signal
 import struct
 import time
@@ -665,8 +666,8 @@ def test_slow_check_cancelled_not_its_client(ctx):
 
 def test_checks_at_most_eight_at_once(ctx):
     """Twelve clients due for their release check at once (a catalog lock holds every check
-    that starts): at most eight checks run on a worker at a time, the rest wait for a tick,
-    and all twelve are released once the lock is gone. Before, a burst of idle clients sent
+    that starts): at most eight checks run on a worker at a time, the rest wait in a queue,
+    and once the lock is gone each check that ends starts the next: all twelve are released. Before, a burst of idle clients sent
     every check together (5,000 at once in bench/idle_bench.sh, which took Postgres past
     connect_timeout)."""
     with _start(ctx) as sy:
@@ -692,6 +693,9 @@ def test_checks_at_most_eight_at_once(ctx):
         finally:
             lock.release()
         _wait_pools(con, lambda p: p["releases"] == "12", "all twelve released")
+        # the four that waited were started by the checks that ended, not a tick later
+        turns = len(re.findall(r"event=release_check_turn ", sy.log_text()))
+        check(turns >= 4, "%d clients started by a check's end, not 4 or more" % turns)
         for i, c in enumerate(clients):
             check(c.one("SELECT %d" % (i + 100)) == str(i + 100), "client %d after its release" % i)
             c.terminate()
