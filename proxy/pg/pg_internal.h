@@ -139,6 +139,11 @@ struct pg_server_s {
 };
 typedef struct pg_server_s pg_server_t;
 
+/* A place on a worker's queue of clients due for a release check; next NULL: on none. */
+typedef struct pg_due_s {
+    struct pg_due_s *prev, *next;
+} pg_due_t;
+
 struct pg_session_s {
     sy_session_link_t link;           /* the client connection; first member */
     uint64_t       id;
@@ -204,8 +209,7 @@ struct pg_session_s {
     int            cancels;           /* cancel jobs running for it: its server is not pooled */
     pg_server_t   *pool_wait;         /* the resetting server it waits for (pg_pool.c) */
     const char    *pin_why;           /* pinned to its server for life: why (pg_release.c) */
-    int            due_queued;        /* waits for a release check's turn (pg_release.c) */
-    struct pg_session_s *due_prev, *due_next;
+    pg_due_t       due;               /* waiting for a release check's turn (pg_release.c) */
     int            retake;            /* RECONNECTING is a released session's re-take */
 
     /* reconnect_window (pg_reconnect.c) */

@@ -325,12 +325,12 @@ int pg_pool_keep(pg_session_t *s)
 /* Ask s's idle server, through libpq, the one-row query `sql` (pg_release.c): each column
  * 0 when the session holds no state of that kind. Returns 1 when it runs (the session
  * SAVING meanwhile; pg_release_checked follows), 0 when the server is not fit for the
- * pool now. */
+ * pool now. The caller saw a check's turn free (pg_pool_pin_room). */
 int pg_pool_pin_check(pg_session_t *s, const char *sql)
 {
     pg_server_t *sv = s->srv;
-    if (!pg_pool_pin_room(s->link.loop) || !pool_fit(s) || (sv->conn.ssl != NULL && sy_tls_pending(&sv->conn) > 0))
-        return 0;   /* the tick comes back to it */
+    if (!pool_fit(s) || (sv->conn.ssl != NULL && sy_tls_pending(&sv->conn) > 0))
+        return 0;
     PQsetNoticeProcessor(sv->pg, no_notice, NULL);
     pg_set_state(s, PGS_SAVING);
     s->c2s.reading = 0;   /* the client's next message waits for the answer */

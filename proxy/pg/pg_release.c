@@ -73,40 +73,36 @@ static int params_changed(const pg_session_t *s)
  * eight a tick. A client taken off the queue is looked at afresh: it may have sent
  * something meanwhile.
  */
-static pg_session_t *due_head[SY_MAX_WORKERS], *due_tail[SY_MAX_WORKERS];
+static pg_due_t due[SY_MAX_WORKERS];   /* circular, through the sessions' own nodes */
 static int due_running[SY_MAX_WORKERS];
+
+static pg_due_t *due_of(uv_loop_t *loop)
+{
+    pg_due_t *q = &due[sy_loop_index(loop)];
+    if (q->next == NULL)
+        q->prev = q->next = q;
+    return q;
+}
 
 static void due_add(pg_session_t *s)
 {
-    int w = sy_loop_index(s->link.loop);
-    if (s->due_queued)
+    pg_due_t *q = due_of(s->link.loop);
+    if (s->due.next != NULL)
         return;
-    s->due_next = NULL;
-    s->due_prev = due_tail[w];
-    if (due_tail[w] != NULL)
-        due_tail[w]->due_next = s;
-    else
-        due_head[w] = s;
-    due_tail[w] = s;
-    s->due_queued = 1;
+    s->due.prev = q->prev;
+    s->due.next = q;
+    q->prev->next = &s->due;
+    q->prev = &s->due;
 }
 
 /* Off the queue: its turn came, or it closes (pg_destroy). */
 void pg_release_forget(pg_session_t *s)
 {
-    int w = sy_loop_index(s->link.loop);
-    if (!s->due_queued)
+    if (s->due.next == NULL)
         return;
-    if (s->due_prev != NULL)
-        s->due_prev->due_next = s->due_next;
-    else
-        due_head[w] = s->due_next;
-    if (s->due_next != NULL)
-        s->due_next->due_prev = s->due_prev;
-    else
-        due_tail[w] = s->due_prev;
-    s->due_prev = s->due_next = NULL;
-    s->due_queued = 0;
+    s->due.prev->next = s->due.next;
+    s->due.next->prev = s->due.prev;
+    s->due.prev = s->due.next = NULL;
 }
 
 /* A check's turn is free on loop's worker: the clients waiting for one. Not re-entered
@@ -118,8 +114,9 @@ static void due_run(uv_loop_t *loop)
         return;
     due_running[w] = 1;
     uint64_t now = uv_now(loop);
-    while (due_head[w] != NULL && pg_pool_pin_room(loop)) {
-        pg_session_t *s = due_head[w];
+    pg_due_t *q = due_of(loop);
+    while (q->next != q && pg_pool_pin_room(loop)) {
+        pg_session_t *s = (pg_session_t *)((char *)q->next - offsetof(pg_session_t, due));
         pg_release_forget(s);
         sy_debug("event=release_check_turn conn=%llu", (unsigned long long)s->id);
         pg_release_maybe(s, now);
