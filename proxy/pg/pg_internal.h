@@ -117,6 +117,7 @@ struct pg_server_s {
     sy_conn_t      conn;
     PGconn        *pg;
     uint32_t       be_pid;            /* the upstream backend */
+    int            adopted;           /* pg_server_adopt ran once (a pooled server is adopted again) */
 
     /* being opened */
     uv_timer_t     timer;

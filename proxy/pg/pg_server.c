@@ -196,7 +196,11 @@ int pg_server_adopt(pg_server_t *sv)
         sv->conn.own_fd = 0;
     }
     sv->be_pid = (uint32_t)PQbackendPID(sv->pg);
-    sy_sock_keepalive(fd, 0);
+    /* Socket options stay with the socket: a server taken from the pool has them (a
+     * getpeername per reuse less, pgbench -C, 2026-12-03). */
+    if (!sv->adopted)
+        sy_sock_keepalive(fd, 0);
+    sv->adopted = 1;
     /* The attempts are over: their state (21 KB with the parameters) is not kept for the
      * session's life. */
     connect_state_free(sv);
@@ -658,6 +662,7 @@ void pg_upstream_connect(pg_session_t *s)
         timeout = atoi(ct) < 2 ? 2 : atoi(ct);   /* libpq treats 1 as 2 */
 
     connect_state_free(sv);   /* from an earlier attempt on sv, if any */
+    sv->adopted = 0;          /* a new socket */
     pg_connect_t *cn = sv->cn = calloc(1, sizeof(*cn));
     if (cn == NULL) {
         connect_failed(sv, "out of memory");
