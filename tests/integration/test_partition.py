@@ -29,6 +29,13 @@ def _unix_conninfo(cluster):
     return "host=%s port=%d sslmode=disable" % (cluster.sockdir, cluster.port)
 
 
+def _builtin_conninfo(ctx):
+    """ctx.builtin starts on first use and serves every later test on 127.0.0.1: first used
+    inside a namespace, it would listen there, and each later test would get a refused
+    connection (seen running test_partition before test_pg_release alone, 2026-12-03)."""
+    return _unix_conninfo(ctx.builtin)
+
+
 def _remote_cluster(ns, addr):
     hba = "local all all trust\nhost all all 127.0.0.1/32 trust\nhost all all %s/24 trust\n" % addr
     with ns.entered():
@@ -47,6 +54,7 @@ def test_partition_to_upstream(ctx):
     route and target within the keepalive bound; an idle session is closed without a word, as
     a direct one; a new session gets 08001 within connect_timeout; the bystander route is
     untouched; after the link heals, new sessions work."""
+    builtin = _builtin_conninfo(ctx)   # before any namespace is entered
     a, b = netns.Netns("sy-pa"), netns.Netns("sy-pb")
     netns.veth(a, "10.77.0.1", b, "10.77.0.2")
     remote = _remote_cluster(b, "10.77.0.2")
@@ -56,7 +64,7 @@ def test_partition_to_upstream(ctx):
             harness.pg_route("pg", "sourcegraph", default=True, env_prefix="",
                              builtin="host=10.77.0.2 port=%d sslmode=disable" % remote.port),
             harness.pg_route("pg-codeintel", "sourcegraph-codeintel", env_prefix="CODEINTEL_",
-                             builtin=_unix_conninfo(ctx.builtin)),
+                             builtin=builtin),
         ], globals_extra=TCP)
         sy = harness.Switchyard(conf)
         victim = PgWire(sy.port)
@@ -114,6 +122,7 @@ def test_partition_from_client(ctx):
     """A client in its own namespace opens a transaction that holds a lock, then its link goes
     down. switchyard finds the dead client within the keepalive bound and ends its server
     session, so the lock is released; a local client is untouched."""
+    builtin = _builtin_conninfo(ctx)   # before any namespace is entered
     a, c = netns.Netns("sy-ca"), netns.Netns("sy-cc")
     netns.veth(a, "10.78.0.1", c, "10.78.0.2")
     secret = "partition-secret"
@@ -124,9 +133,9 @@ def test_partition_from_client(ctx):
                 "[listener local]\nprotocol = postgres\nlisten = 127.0.0.1:%d\n\n"
                 % (TCP, port, secret, local_port))
         conf += harness.pg_route("pg", "sourcegraph", default=True, env_prefix="",
-                                 builtin=_unix_conninfo(ctx.builtin))
+                                 builtin=builtin)
         conf += harness.pg_route("pg-local", "sourcegraph", listener="local", env_prefix="LOCAL_",
-                                 builtin=_unix_conninfo(ctx.builtin), default=True)
+                                 builtin=builtin, default=True)
         sy = harness.Switchyard(conf, wait=False)
         harness.wait_port(port, timeout=30, proc=sy.proc.popen, host="10.78.0.1", what="switchyard")
         harness.wait_port(local_port, timeout=30, proc=sy.proc.popen, what="switchyard")
