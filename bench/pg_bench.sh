@@ -9,13 +9,15 @@
 # default when unset), BENCH_KEEP=1 to keep the temp dir with every log, BENCH_RATE=N to run
 # workload A at a fixed N tps (pgbench -R) instead of flat out: every target then carries the
 # same load, so CPU/100k compares work per transaction, not how well each batches when busy;
-# BENCH_WORKLOADS ("A B", or one of them).
+# BENCH_WORKLOADS ("A B", or one of them); BENCH_FLOOR=0 leaves out the floor rows.
 #
 # One throwaway cluster on a free 127.0.0.1 port (run as the postgres user when we are root),
 # and in front of it, each on its own free port:
 #   pgbouncer  pool_mode = session, auth_type = trust (as postgres when root: it refuses root)
 #   haproxy    mode tcp
 #   switchyard built-in target = the cluster ("switchyard: n/a" if it does not build or start)
+#   floor      bench/floor_relay.c, bytes copied and never read: the least any proxy costs
+#              here (floor-uring: the same with io_uring, where liburing-dev is installed)
 #
 # Workloads, each BENCH_SECONDS long, run BENCH_ROUNDS times, interleaved across targets
 # (round 1 of every workload on every target, then round 2, ...; the target order rotates):
@@ -89,6 +91,35 @@ start_pgbouncer() {
 	fi
 }
 
+# ---- the floor ----------------------------------------------------------------------------
+# bench/floor_relay.c: a relay that copies bytes and reads none of them, the least CPU any
+# TCP proxy spends per transaction here ("floor", epoll; "floor-uring", io_uring, where
+# liburing is installed). BENCH_FLOOR=0 leaves them out.
+start_floor() {
+	local d=$BENCH_DIR/floor mode port pid lib=()
+	mkdir -p "$d"
+	[ -e /usr/include/liburing.h ] && lib=(-luring)
+	cc -O2 -std=gnu11 -o "$d/floor_relay" "$(dirname "$0")/floor_relay.c" "${lib[@]}" 2>"$d/cc.log" ||
+		{ log "floor_relay did not build: $(head -n 2 "$d/cc.log")"; return 0; }
+	for mode in epoll uring; do
+		[ "$mode" = uring ] && [ ${#lib[@]} -eq 0 ] && continue
+		free_port port
+		"$d/floor_relay" "$mode" "$port" "$PG_PORT" 2>"$d/$mode.log" &
+		pid=$!
+		local name=floor
+		[ "$mode" = uring ] && name=floor-uring
+		bench_track "$name" "$pid"
+		if wait_port "$port" 10 "$pid"; then
+			add_target "$name" "$port" "$pid"
+			FLOORS="$FLOORS $name"
+			log "$name pid $pid on 127.0.0.1:$port"
+		else
+			log "$name did not start: $(head -n 2 "$d/$mode.log")"
+		fi
+	done
+}
+FLOORS=
+
 # ---- switchyard ---------------------------------------------------------------------------
 # One listener, one route serving every database (the bench database by name, anything else
 # as the listener's default), built-in target = the cluster. No metrics port, quiet logs.
@@ -118,6 +149,7 @@ start_switchyard write_switchyard_conf probe_pg
 start_switchyard_extra write_switchyard_conf probe_pg
 start_pgbouncer
 start_haproxy "$PG_PORT"
+[ "${BENCH_FLOOR:-1}" = 0 ] || start_floor
 [ -n "$SWITCHYARD_NA" ] && log "switchyard: n/a ($SWITCHYARD_NA)"
 
 # ---- runs ---------------------------------------------------------------------------------
@@ -170,7 +202,7 @@ echo "Postgres: pgbench -S, ${BENCH_SECONDS}s runs, median of $BENCH_ROUNDS, sca
 echo "CPU/100k = proxy CPU seconds (user+sys) per 100k transactions (direct: Postgres's own, in parentheses)"
 printf '%-11s | %12s | %5s | %8s | %10s | %5s | %8s\n' target "-S -c8 tps" ratio CPU/100k "-C tps" ratio CPU/100k
 printf '%s\n' "------------|--------------|-------|----------|------------|-------|---------"
-for t in direct switchyard $SY_EXTRA pgbouncer haproxy; do
+for t in direct switchyard $SY_EXTRA pgbouncer haproxy $FLOORS; do
 	if [ -z "${PORT[$t]:-}" ]; then
 		printf '%-11s | %12s | %5s | %8s | %10s | %5s | %8s\n' "$t" n/a n/a n/a n/a n/a n/a
 		continue
@@ -190,7 +222,7 @@ mkdir -p "$BENCH_OUT"
 {
 	echo "# Postgres pgbench medians of $BENCH_ROUNDS, ${BENCH_SECONDS}s runs, $(nproc) CPUs, $(date -u +%Y-%m-%d)"
 	echo "# target workload tps ratio cpu_per_100k"
-	for t in direct switchyard $SY_EXTRA pgbouncer haproxy; do
+	for t in direct switchyard $SY_EXTRA pgbouncer haproxy $FLOORS; do
 		[ -n "${PORT[$t]:-}" ] || continue
 		for w in "${WORKLOADS[@]}"; do
 			echo "$t pg-$w $(fmt "${MT[$t:$w]}" 1) $(ratio "${MT[$t:$w]}" "${MT[direct:$w]}") ${MC[$t:$w]}"

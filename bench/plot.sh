@@ -19,7 +19,7 @@ command -v gnuplot >/dev/null || die "gnuplot not found (run scripts/install-dep
 OUT=$BENCH_OUT
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sy-plot.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
-TARGETS="direct switchyard pgbouncer haproxy nutcracker"
+TARGETS="direct switchyard pgbouncer haproxy nutcracker floor"
 
 # "run of DATE" from the first data file's first comment, and the machine.
 stamp() {
