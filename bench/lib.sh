@@ -116,6 +116,27 @@ cpu_ticks() {
 	awk '{print $12 + $13}' <<<"$s"
 }
 
+# perf_start NAME PID TAG / perf_stop: with BENCH_PERF="NAME ..." (targets by name), record
+# NAME's process with `perf record -g` while a workload runs, into $BENCH_DIR/perf-TAG.data
+# (BENCH_KEEP is then implied, so the files stay). The target's CPU figures then include
+# what sampling costs it; compare profiles, not the CPU column, of such a run.
+PERF_PID=
+perf_start() {
+	PERF_PID=
+	[[ " ${BENCH_PERF:-} " == *" $1 "* ]] || return 0
+	command -v perf >/dev/null || { log "BENCH_PERF: perf not found"; return 0; }
+	BENCH_KEEP=1
+	perf record -q -g -F 1999 -p "$2" -o "$BENCH_DIR/perf-$3.data" >"$BENCH_DIR/perf-$3.log" 2>&1 &
+	PERF_PID=$!
+	sleep 0.2   # attached before the workload starts
+}
+perf_stop() {
+	[ -n "$PERF_PID" ] || return 0
+	kill -INT "$PERF_PID" 2>/dev/null || true
+	wait "$PERF_PID" 2>/dev/null || true
+	PERF_PID=
+}
+
 # tree_ticks PID: utime + stime of the process and of its children it has reaped (cutime +
 # cstime): for a postmaster, its backends' CPU once they exited.
 tree_ticks() {

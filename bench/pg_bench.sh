@@ -9,7 +9,8 @@
 # default when unset), BENCH_KEEP=1 to keep the temp dir with every log, BENCH_RATE=N to run
 # workload A at a fixed N tps (pgbench -R) instead of flat out: every target then carries the
 # same load, so CPU/100k compares work per transaction, not how well each batches when busy;
-# BENCH_WORKLOADS ("A B", or one of them); BENCH_FLOOR=0 leaves out the floor rows.
+# BENCH_WORKLOADS ("A B", or one of them); BENCH_FLOOR=0 leaves out the floor rows;
+# BENCH_PERF="switchyard sy-base ..." records those targets with perf (bench/lib.sh, perf_start).
 #
 # One throwaway cluster on a free 127.0.0.1 port (run as the postgres user when we are root),
 # and in front of it, each on its own free port:
@@ -161,14 +162,17 @@ declare -A TPS=() CPU=()   # key "target:workload" -> space-separated per-round 
 run_one() {
 	local t=$1 w=$2 r=$3 out tps tx c0=0 c1=0 cpu=n/a
 	out=$BENCH_DIR/run-$t-$w-$r.log
+	[ -n "${PID[$t]:-}" ] && perf_start "$t" "${PID[$t]}" "$t-$w-$r"
 	if [ -n "${PID[$t]:-}" ]; then c0=$(cpu_ticks "${PID[$t]}"); else c0=$(tree_ticks "$PG_PID"); fi
 	# shellcheck disable=SC2086
 	if "$PGBENCH" -n ${WL_ARGS[$w]} -T "$BENCH_SECONDS" -h 127.0.0.1 -p "${PORT[$t]}" -U postgres "$DB" >"$out" 2>&1; then
+		perf_stop
 		if [ -n "${PID[$t]:-}" ]; then c1=$(cpu_ticks "${PID[$t]}"); else c1=$(reaped_ticks "$PG_PID"); fi
 		tx=$(awk -F': *' '/^number of transactions actually processed/ { split($2, a, "/"); print a[1] }' "$out")
 		tps=$(awk '/^tps = / { print $3; exit }' "$out")
 		cpu=$(per100k $((c1 - c0)) "$tx")   # direct: Postgres's own
 	else
+		perf_stop
 		tps=n/a; tx=0
 		log "pgbench failed on $t: $(grep -m 2 -iE 'error|fatal|abort' "$out" | tr '\n' ' ')"
 	fi

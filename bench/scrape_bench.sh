@@ -24,6 +24,8 @@
 # runs it includes serving the scraper). Scraper requests and failures are summed over the
 # scraped runs. The scraper, redis-benchmark, redis-server and switchyard share the host's
 # cores: the ratio also contains the scraper's own CPU, compare CPU/100k for the proxy's.
+# "scraper CPU" is the scraper process's utime + stime over the workload, as a share of one
+# CPU (median over the scraped runs): what it takes from the cores the others share.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -75,6 +77,7 @@ fi
 log "switchyard pid $SY_PID, redis on :$SY_PORT, metrics :$METRICS_PORT, console :$CONSOLE_PORT; $N requests per test"
 
 declare -A GET=() SET=() COMB=() CPU=()
+SCPU=        # the scraper's share of one CPU in each scraped run
 SCRAPES=()   # one scraper summary line per scraped run
 
 # scraper_field LINE KEY: the value of KEY=... in a scraper summary line.
@@ -83,6 +86,7 @@ scraper_field() { sed -n "s/.*\\b$2=\\([^ ]*\\).*/\\1/p" <<<"$1"; }
 # run_one MODE ROUND: MODE is plain or scraped.
 run_one() {
 	local mode=$1 r=$2 out=$BENCH_DIR/run-$1-$2.csv spid= line= c0 c1 g s comb=n/a cpu=n/a
+	local sc0=0 sc1=0 t0 t1
 	if [ "$mode" = scraped ]; then
 		/usr/bin/python3 "$REPO/bench/scraper.py" "127.0.0.1:$METRICS_PORT" "127.0.0.1:$CONSOLE_PORT" "$SCRAPE_RATE" \
 			>"$BENCH_DIR/scraper-$r.out" 2>&1 &
@@ -90,10 +94,16 @@ run_one() {
 		bench_track scraper "$spid"
 		sleep 0.5   # connected and at its rate before the workload starts
 	fi
+	[ -n "$spid" ] && sc0=$(cpu_ticks "$spid")
 	c0=$(cpu_ticks "$SY_PID")
+	t0=$(date +%s.%N)
 	redis-benchmark -h 127.0.0.1 -p "$SY_PORT" -c 50 -n "$N" -t get,set --csv >"$out" 2>&1 || true
 	c1=$(cpu_ticks "$SY_PID")
+	t1=$(date +%s.%N)
 	if [ -n "$spid" ]; then
+		sc1=$(cpu_ticks "$spid")
+		SCPU+="$(awk -v t=$((sc1 - sc0)) -v hz="$CLK_TCK" -v a="$t0" -v b="$t1" \
+			'BEGIN { if (b > a) printf "%.1f", 100 * t / hz / (b - a); else print "n/a" }') "
 		kill -TERM "$spid"
 		wait "$spid" || true
 		unset 'BENCH_PIDS[scraper]'
@@ -149,7 +159,7 @@ for mode in plain scraped; do
 done
 echo
 per_s() { awk -v n="$1" -v s="$secs" 'BEGIN { if (s > 0) printf "%.1f", n / s; else print 0 }'; }
-printf 'scraper: metrics %d ok, %d failed; console %d ok, %d failed; over %.0f s (%s/s and %s/s)\n' \
-	"$m_ok" "$m_fail" "$c_ok" "$c_fail" "$secs" "$(per_s "$m_ok")" "$(per_s "$c_ok")"
+printf 'scraper: metrics %d ok, %d failed; console %d ok, %d failed; over %.0f s (%s/s and %s/s); scraper CPU %s%% of one CPU\n' \
+	"$m_ok" "$m_fail" "$c_ok" "$c_fail" "$secs" "$(per_s "$m_ok")" "$(per_s "$c_ok")" "$(m "$SCPU")"
 [ -n "$errs" ] && echo "scraper errors (first per run): $errs"
 exit 0
