@@ -83,7 +83,7 @@ histogram() {   # histogram MATRIX PNG TITLE YLABEL [EXTRA]
 		set grid ytics
 		set yrange [0:*]
 		$5
-		plot for [i=2:6] "$1" using i:xtic(1) title columnheader(i)
+		plot for [i=2:$(($(wc -w <<<"$TARGETS") + 1))] "$1" using i:xtic(1) title columnheader(i)
 	EOF
 	log "wrote $2"
 }
