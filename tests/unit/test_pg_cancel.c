@@ -4,8 +4,12 @@
  * that grew for a burst of sessions shrinks back once they end (it used to stay at the
  * peak's size: 256 KB for 5,000 sessions, every page touched).
  *
+ * Out of memory, a table that cannot grow takes keys until one slot is left, then hands
+ * out key 0 (never routed) instead of aborting the daemon, as it did before.
+ *
  * The rest of the proxy is stubbed: sessions are opaque pointers on a fake loop, and
- * sy_post records where a cancel request would go instead of posting it.
+ * sy_post records where a cancel request would go instead of posting it. calloc is
+ * wrapped (-Wl,--wrap=calloc, Makefile) so that the table's growth can be made to fail.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -21,6 +25,14 @@ static int posted_worker = -1;
 static unsigned rnd = 12345;
 
 void sy_log(int level, const char *fmt, ...) { (void)level; (void)fmt; }
+
+static int calloc_fails;   /* the table's calloc returns NULL while set */
+void *__real_calloc(size_t n, size_t size);
+void *__wrap_calloc(size_t n, size_t size);
+void *__wrap_calloc(size_t n, size_t size)
+{
+    return calloc_fails ? NULL : __real_calloc(n, size);
+}
 void sy_random(void *out, size_t len)
 {
     uint8_t *p = out;
@@ -54,13 +66,46 @@ int main(void)
     static char sessions[N];   /* distinct addresses to stand for sessions */
 
     CHECK(pg_cancel_slots() == 0);
+    /* Out of memory: with no table yet, key 0. A fresh 256-slot table that cannot grow
+     * past half load takes keys up to 255 (one slot stays empty, or a lookup of an absent
+     * key would never end), then hands out key 0; lookups of absent keys still end. */
+    static uint32_t oom[256];
+    int got = 0, zero = 0, found;
+    calloc_fails = 1;
+    CHECK(pg_cancel_register((pg_session_t *)&sessions[0]) == 0 && pg_cancel_slots() == 0);
+    calloc_fails = 0;
+    for (int i = 0; i < 128; i++)
+        oom[got++] = pg_cancel_register((pg_session_t *)&sessions[i]);
+    calloc_fails = 1;
+    for (int i = 128; i < 256; i++) {
+        uint32_t k = pg_cancel_register((pg_session_t *)&sessions[i]);
+        if (k == 0)
+            zero++;
+        else
+            oom[got++] = k;
+    }
+    CHECK_MSG(pg_cancel_slots() == 256, "%u slots with calloc failing", pg_cancel_slots());
+    CHECK_MSG(got == 255 && zero == 1, "%d keys and %d zero keys with calloc failing", got, zero);
+    calloc_fails = 0;   /* routing a request allocates its message */
+    found = 0;
+    for (int i = 0; i < got; i++)
+        found += routed(oom[i]);
+    CHECK_MSG(found == got, "%d of %d keys routed in a full table", found, got);
+    CHECK(!routed(0x5eed1234u));
+    uint32_t again = pg_cancel_register((pg_session_t *)&sessions[0]);
+    CHECK(again != 0 && routed(again) && pg_cancel_slots() > 256);
+    pg_cancel_unregister(again);
+    for (int i = 0; i < got; i++)
+        pg_cancel_unregister(oom[i]);
+    CHECK(pg_cancel_slots() == 256);
+
     for (int i = 0; i < N; i++) {
         keys[i] = pg_cancel_register((pg_session_t *)&sessions[i]);
         CHECK(keys[i] != 0);
     }
     uint32_t peak = pg_cancel_slots();
     CHECK_MSG(peak >= 2 * N, "%u slots for %d keys", peak, N);
-    int found = 0;
+    found = 0;
     for (int i = 0; i < N; i++)
         found += routed(keys[i]);
     CHECK_MSG(found == N, "%d of %d keys routed", found, N);
@@ -93,5 +138,6 @@ int main(void)
     for (int i = 0; i < N; i++)
         pg_cancel_unregister(keys[i]);
     CHECK(pg_cancel_slots() == 256);
+
     return unit_done("test_pg_cancel");
 }
