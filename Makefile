@@ -56,12 +56,11 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libsy.a tests/unit/unit.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(filter %.o,$^) $(BUILD)/libsy.a $(LDLIBS)
 
-# test_pg_cancel makes the cancel-key table's calloc fail (out of memory) through a wrapper.
-$(BUILD)/tests/test_pg_cancel: LDFLAGS += -Wl,--wrap=calloc
-
 # Unit tests of the pure parts of proxy/ link the one object they test.
 $(BUILD)/tests/test_pipe: $(BUILD)/proxy/core/pipe.o
 $(BUILD)/tests/test_pg_cancel: $(BUILD)/proxy/pg/pg_cancel.o
+# ... and makes the cancel-key table's calloc fail (out of memory) through a wrapper.
+$(BUILD)/tests/test_pg_cancel: LDFLAGS += -Wl,--wrap=calloc
 
 # LD_PRELOAD fault injection for the tests (tests/preload/): plain, no sanitizer.
 $(BUILD)/tools/fault_inject.so: tests/preload/fault_inject.c

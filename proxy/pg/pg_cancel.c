@@ -71,11 +71,12 @@ static slot_t *lookup(uint32_t key)
 uint32_t pg_cancel_register(pg_session_t *s)
 {
     pthread_mutex_lock(&sy_shared_mu);
-    if ((tused + tdead + 1) * 2 > tcap && rehash(tcap == 0 ? TABLE_MIN : (tused + 1) * 4 > tcap ? tcap * 2 : tcap) != 0 &&
-        tused + tdead + 1 >= tcap) {
-        /* Out of memory, and no room left that keeps a slot empty (lookup stops at one):
-         * this session gets key 0, which is never looked up, so its cancels are ignored
-         * and everyone else goes on. Short of full, the table takes it over half load. */
+    if ((tused + tdead + 1) * 2 > tcap)   /* out of memory the table goes on over half load */
+        (void)rehash(tcap == 0 ? TABLE_MIN : (tused + 1) * 4 > tcap ? tcap * 2 : tcap);
+    if (tused + tdead + 1 >= tcap) {
+        /* It could not grow, and one more key would leave no empty slot (lookup stops at
+         * one): this session gets key 0, which is never looked up, so its cancels are
+         * ignored and everyone else goes on. */
         pthread_mutex_unlock(&sy_shared_mu);
         sy_warn("event=cancel_key_unavailable reason=out_of_memory");
         return 0;
