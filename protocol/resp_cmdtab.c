@@ -2,8 +2,11 @@
  * resp_cmdtab.c - see resp_cmdtab.h. The two X-macro tables become two const arrays whose
  * index is the id minus one (the enum is generated from the same rows in the same order).
  * Lookup folds the name to upper case into a small stack buffer, after checking its
- * length, then binary-searches the rows: a name longer than any row never gets copied.
+ * length, and hashes it on the way: one probe of an open-addressed table, filled once from
+ * both arrays, finds the row (a name longer than any row never gets copied). It runs once
+ * per command on the Redis relay path, where a binary search's eight compares showed.
  */
+#include <pthread.h>
 #include <string.h>
 #include "protocol/resp_cmdtab.h"
 
@@ -46,82 +49,82 @@ RESP_SUBCOMMANDS(SUBCMD_FITS)
 #undef CMD_FITS
 #undef SUBCMD_FITS
 
-/* Upper-case name[0..len) into up. Returns 0, or -1 when it cannot be a listed name. */
-static int fold_name(const char *name, size_t len, char up[RESP_CMD_NAME_MAX])
+/* ---- lookup ---------------------------------------------------------------------------- */
+
+/* Slots of the table: a power of two, at least twice the rows, so probes stay short. */
+#define NSLOT 1024
+_Static_assert(NSLOT >= 2 * (NCMD + NSUBCMD) && (NSLOT & (NSLOT - 1)) == 0, "room in the hash table");
+
+/* 0: empty; 1..NCMD: command row - 1 (the id); NCMD + 1..: subcommand row - 1 (the id). */
+static uint16_t slots[NSLOT];
+static pthread_once_t slots_once = PTHREAD_ONCE_INIT;
+
+/* FNV-1a of parent's id and name[0..len), name already upper case. */
+static uint32_t name_hash(uint32_t parent, const char *name, size_t len)
 {
+    uint32_t h = 2166136261u ^ parent;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)name[i]) * 16777619u;
+    return h;
+}
+
+static void slot_put(uint32_t h, uint16_t v)
+{
+    uint32_t i = h & (NSLOT - 1);
+    while (slots[i] != 0)
+        i = (i + 1) & (NSLOT - 1);
+    slots[i] = v;
+}
+
+static void slots_fill(void)
+{
+    for (size_t i = 0; i < NCMD; i++)
+        slot_put(name_hash(0, cmd_rows[i].name, cmd_rows[i].len), (uint16_t)(i + 1));
+    for (size_t i = 0; i < NSUBCMD; i++)
+        slot_put(name_hash((uint32_t)subcmd_rows[i].parent, subcmd_rows[i].name, subcmd_rows[i].len),
+                 (uint16_t)(NCMD + i + 1));
+}
+
+/* The slot value for (parent, name[0..len)) in any letter case (parent 0: a command), or 0
+ * when no row has it: len 0, longer than any row, or any byte no name has. */
+static size_t slot_find(uint32_t parent, const char *name, size_t len)
+{
+    char up[RESP_CMD_NAME_MAX];
     if (name == NULL || len == 0 || len > RESP_CMD_NAME_MAX)
-        return -1;
+        return 0;
     for (size_t i = 0; i < len; i++) {
         char c = name[i];
         up[i] = (c >= 'a' && c <= 'z') ? (char)(c - ('a' - 'A')) : c;
     }
-    return 0;
-}
-
-/* Order of (a, alen) against a row name: bytes first, then the shorter is smaller. */
-static int name_cmp(const char *a, size_t alen, const char *b, size_t blen)
-{
-    int c = memcmp(a, b, alen < blen ? alen : blen);
-    if (c != 0)
-        return c;
-    return alen < blen ? -1 : alen > blen;
-}
-
-/* What a lookup searches for: a folded name, under a parent for subcommands. */
-typedef struct search_key_s {
-    resp_cmd_id_t parent;
-    const char   *up;
-    size_t        len;
-} search_key_t;
-
-static int cmd_row_cmp(const search_key_t *k, size_t i)
-{
-    return name_cmp(k->up, k->len, cmd_rows[i].name, cmd_rows[i].len);
-}
-
-static int subcmd_row_cmp(const search_key_t *k, size_t i)
-{
-    const subcmd_row_t *row = &subcmd_rows[i];
-    if (k->parent != row->parent)
-        return k->parent < row->parent ? -1 : 1;
-    return name_cmp(k->up, k->len, row->name, row->len);
-}
-
-/* Binary search of rows [0, n) ordered by cmp. Returns the row index + 1 (the id), or 0. */
-static size_t row_search(const search_key_t *k, size_t n, int (*cmp)(const search_key_t *, size_t))
-{
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = cmp(k, mid);
-        if (c == 0)
-            return mid + 1;
-        if (c < 0)
-            hi = mid;
-        else
-            lo = mid + 1;
+    pthread_once(&slots_once, slots_fill);
+    for (uint32_t i = name_hash(parent, up, len) & (NSLOT - 1); slots[i] != 0; i = (i + 1) & (NSLOT - 1)) {
+        size_t v = slots[i];
+        const char *rname;
+        size_t rlen;
+        uint32_t rparent;
+        if (v <= NCMD) {
+            rname = cmd_rows[v - 1].name, rlen = cmd_rows[v - 1].len, rparent = 0;
+        } else {
+            const subcmd_row_t *row = &subcmd_rows[v - NCMD - 1];
+            rname = row->name, rlen = row->len, rparent = (uint32_t)row->parent;
+        }
+        if (rparent == parent && rlen == len && memcmp(rname, up, len) == 0)
+            return v;
     }
     return 0;
 }
 
 resp_cmd_id_t resp_cmd_lookup(const char *name, size_t len)
 {
-    char up[RESP_CMD_NAME_MAX];
-    search_key_t k = { RESP_CMD_UNKNOWN, up, len };
-
-    if (fold_name(name, len, up) != 0)
-        return RESP_CMD_UNKNOWN;
-    return (resp_cmd_id_t)row_search(&k, NCMD, cmd_row_cmp);
+    return (resp_cmd_id_t)slot_find(0, name, len);
 }
 
 resp_subcmd_id_t resp_subcmd_lookup(resp_cmd_id_t parent, const char *name, size_t len)
 {
-    char up[RESP_CMD_NAME_MAX];
-    search_key_t k = { parent, up, len };
-
-    if (!(resp_cmd_flags(parent) & RESP_CF_SUBCMDS) || fold_name(name, len, up) != 0)
+    if (!(resp_cmd_flags(parent) & RESP_CF_SUBCMDS))
         return RESP_SUBCMD_NONE;
-    return (resp_subcmd_id_t)row_search(&k, NSUBCMD, subcmd_row_cmp);
+    size_t v = slot_find((uint32_t)parent, name, len);
+    return v > NCMD ? (resp_subcmd_id_t)(v - NCMD) : RESP_SUBCMD_NONE;
 }
 
 uint32_t resp_cmd_flags(resp_cmd_id_t id)
