@@ -198,6 +198,10 @@ static const req_case_t req_cases[] = {
     { "redis framing quirks", V("*1\rX$4\rYPING!!*1\r\n$4\r\nPING\r\n"), 0, 0,
       "1 \"PING\"\n1 \"PING\"\n", NULL },
     { "max count", V("*1048576\r\n"), 0, 0, "", NULL },
+    /* whole commands take a one-pass path; any line it does not expect goes byte-wise */
+    { "bulk line cr then x", V("*2\r\n$3\r\nGET\r\n$1\rXk\r\n"), 0, 0, "2 \"GET\" \"k\"\n", NULL },
+    { "count cr then x", V("*1\rX$4\r\nPING\r\n*1\r\n$4\r\nPING\r\n"), 0, 0,
+      "1 \"PING\"\n1 \"PING\"\n", NULL },
     /* empty commands: consumed, not reported */
     { "skipped", V("*0\r\n*-1\r\n*-10\r\n\r\n\n   \r\n\t\r\n*1\r\n$4\r\nPING\r\n"), 0, 1,
       "1 \"PING\"\n", NULL },
@@ -697,6 +701,8 @@ static const reply_case_t reply_cases[] = {
     { "empties inside", V("*3\r\n*0\r\n%0\r\n:6\r\n"), 0, "* n=3 t=6\n", NULL },
     { "exec results", V("*2\r\n-ERR x\r\n+OK\r\n"), 0, "* n=2 f=\"ERR x\"\n", NULL },
     { "bare cr in line", V("+a\rb\r\n"), 0, "+ f=\"a\\x0db\"\n", NULL },
+    { "cr cr lf in line", V("-\r\r\n+\r\n"), 0, "- f=\"\\x0d\"\n+\n", NULL },
+    { "integer then bulk", V(":-7\r\n$2\r\nab\r\n$-1\r\n"), 0, ": i=-7 f=\"-7\"\n$ f=\"ab\"\n$ null\n", NULL },
     { "several", V("+OK\r\n:1\r\n$-1\r\n*2\r\n$1\r\na\r\n$1\r\nb\r\n_\r\n"), 0,
       "+ f=\"OK\"\n: i=1 f=\"1\"\n$ null\n* n=2 f=\"a\"\n_ null\n", NULL },
     { "partial", V("*2\r\n:1\r\n"), 0, "", NULL },
