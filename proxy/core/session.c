@@ -239,10 +239,8 @@ void sy_servers_check_idle(int worker, const sy_route_t *r)
     check_idle(lists_of(worker, r), uv_now(sy_worker_loop(worker)));
 }
 
-void sy_sweep_cb(uv_timer_t *t)
+void sy_sweep(int worker, uint64_t now)
 {
-    int worker = (int)(intptr_t)t->data;
-    uint64_t now = uv_now(t->loop);
     /* A tick may close its session (it moves to CLOSING, a list not walked here) but no
      * other: the walk keeps the next one first. */
     for (size_t slot = 0; slot < per_worker; slot++) {

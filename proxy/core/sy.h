@@ -370,7 +370,7 @@ struct sy_server_link_s {
     sy_server_state_t  state;
     sy_session_link_t *client;      /* linked while in use; NULL when idle or orphaned */
     void             (*describe)(const sy_server_link_t *s, char cols[][128]);
-    /* An IDLE server (a pool's) checks itself once a second (sy_sweep_cb) and when a
+    /* An IDLE server (a pool's) checks itself once a second (sy_sweep) and when a
      * switch starts or ends (sy_servers_check_idle): its timeouts, and whether its target
      * is still the route's; it closes itself when one fails. NULL: nothing to check. */
     void             (*idle_check)(sy_server_link_t *s, uint64_t now);
@@ -443,8 +443,8 @@ sy_server_link_t  *sy_worker_servers_of(int worker, const sy_route_t *r, sy_serv
 uint32_t sy_worker_clients_in(int worker, const sy_route_t *r, sy_client_state_t st);
 uint32_t sy_worker_servers_in(int worker, const sy_route_t *r, sy_server_state_t st);
 /* A worker's once-a-second walk of its clients, calling their tick hooks, and of its IDLE
- * servers, calling their idle_check hooks (data: the worker index). */
-void sy_sweep_cb(uv_timer_t *t);
+ * servers, calling their idle_check hooks. On that worker only. */
+void sy_sweep(int worker, uint64_t now);
 /* Run the idle_check hook of every IDLE server of route r on this worker (a switch calls
  * it so the old target's idle servers close at once). On that worker only. */
 void sy_servers_check_idle(int worker, const sy_route_t *r);

@@ -29,10 +29,12 @@
  * them. Like haproxy's thread_isolate(), it is explicit, bounded by one callback of each
  * worker, and never used in the steady state.
  */
+#include <errno.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 #include "proxy/core/sy.h"
 
@@ -378,15 +380,68 @@ static void wake_cb(uv_async_t *a)
     }
 }
 
+/*
+ * The once-a-second sweep (session.c: the sessions' timeouts, idle servers, pipe memory) is
+ * driven by a periodic timerfd that the loop polls, not by a uv timer. While a uv timer is
+ * pending, every epoll_wait of the loop has a timeout, and the kernel arms and cancels an
+ * hrtimer around each sleep: a relaying worker sleeps about once per request, and at two
+ * loops that was 4% of switchyard's CPU per pgbench -S transaction (2026-12-07). The kernel
+ * re-arms the timerfd once a second instead. Without a timerfd (out of descriptors), the uv
+ * timer it replaces.
+ */
+typedef struct sweep_clock_s {
+    int        worker;
+    int        fd;
+    uv_poll_t  poll;
+    uv_timer_t timer;
+} sweep_clock_t;
+
+static void sweep_fd_cb(uv_poll_t *p, int status, int events)
+{
+    sweep_clock_t *c = p->data;
+    uint64_t expirations;
+    if (read(c->fd, &expirations, sizeof(expirations)) != (ssize_t)sizeof(expirations))
+        return;   /* EAGAIN: nothing expired after all */
+    sy_sweep(c->worker, uv_now(p->loop));
+}
+
+static void sweep_timer_cb(uv_timer_t *t)
+{
+    sweep_clock_t *c = t->data;
+    sy_sweep(c->worker, uv_now(t->loop));
+}
+
+static void sweep_clock_start(sweep_clock_t *c, uv_loop_t *loop, int worker)
+{
+    struct itimerspec every_second = { { 1, 0 }, { 1, 0 } };
+    c->worker = worker;
+    c->fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    int err = c->fd < 0 ? errno : 0;
+    if (c->fd >= 0 && timerfd_settime(c->fd, 0, &every_second, NULL) == 0 &&
+        uv_poll_init(loop, &c->poll, c->fd) == 0) {
+        c->poll.data = c;
+        if (uv_poll_start(&c->poll, UV_READABLE, sweep_fd_cb) == 0) {
+            uv_unref((uv_handle_t *)&c->poll);
+            return;
+        }
+        uv_close((uv_handle_t *)&c->poll, NULL);
+    }
+    if (c->fd >= 0)
+        close(c->fd);
+    sy_warn("event=sweep_timerfd_unavailable worker=%d error=\"%s\"", worker,
+            err ? strerror(err) : "cannot watch it");
+    uv_timer_init(loop, &c->timer);
+    c->timer.data = c;
+    uv_timer_start(&c->timer, sweep_timer_cb, 1000, 1000);
+    uv_unref((uv_handle_t *)&c->timer);
+}
+
 static void worker_main(void *arg)
 {
     sy_worker_t *w = arg;
     self = w;
-    uv_timer_t sweep;                   /* the sessions' timeouts (session.c) */
-    uv_timer_init(&w->loop, &sweep);
-    sweep.data = (void *)(intptr_t)w->id;
-    uv_timer_start(&sweep, sy_sweep_cb, 1000, 1000);
-    uv_unref((uv_handle_t *)&sweep);
+    sweep_clock_t sweep;
+    sweep_clock_start(&sweep, &w->loop, w->id);
     uv_run(&w->loop, UV_RUN_DEFAULT);   /* the wake handle keeps it alive for good */
 }
 

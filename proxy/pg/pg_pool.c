@@ -27,7 +27,7 @@
  * is built from.
  *
  * Bounds: pool_size idle servers per worker and key, server_idle_timeout,
- * server_lifetime (checked on release and once a second, sy_sweep_cb), and the route's
+ * server_lifetime (checked on release and once a second, sy_sweep), and the route's
  * target: a switch or a RELOAD that retargets closes the idle servers of the old target
  * (sy_servers_check_idle), and one found stale on reuse is closed. A server that dies
  * while IDLE is closed; no client sees it: one whose death the loop has not seen yet is

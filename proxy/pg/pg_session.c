@@ -771,7 +771,7 @@ static void pg_describe(const sy_session_link_t *l, char cols[][128])
 }
 
 /*
- * The session's timeouts, checked once a second (sy_sweep_cb), as Postgres words them:
+ * The session's timeouts, checked once a second (sy_sweep), as Postgres words them:
  *   client_login_timeout  from accept to relaying (authentication_timeout): before the
  *                         startup packet a silent close (the postmaster's startup packet
  *                         timeout), after it FATAL 57014 "canceling authentication due to

@@ -98,3 +98,33 @@ def test_redis_failed_watch_answers(ctx):
     sy.check_alive()
     sy.stop()
     check(not problems, "\n".join(problems))
+
+
+def _idle_session_times_out(port):
+    """A session idle outside a transaction gets FATAL 57P05 from the sweep (client_idle_timeout = 2)."""
+    idle = PgWire(port).startup(database="sourcegraph")
+    check(idle.query("SELECT 1") == [("1",)], "a session before its idle timeout")
+    data, closed = idle.read_until_close(timeout=20)
+    fields = harness.parse_error_fields(data[5:]) if data[:1] == b"E" else {}
+    check(closed and fields.get("C") == "57P05", "an idle session: %r closed=%s, want FATAL 57P05" % (data[:200], closed))
+
+
+def test_sweep_without_timerfd(ctx):
+    """The workers' once-a-second sweep (timeouts, idle servers) runs on a timerfd the loop
+    polls; when none can be had (fds run out) it falls back to a uv timer, says so, and the
+    timeouts still fire. With a timerfd, no such line."""
+    so = harness.require_file(harness.tool("fault_inject.so"), "the fault injection library (make asan builds it)")
+    port = harness.free_port()
+    sy = harness.Switchyard(harness.default_pg_conf(port, ctx.builtin, globals_extra="client_idle_timeout = 2\n"),
+                            env={"LD_PRELOAD": so, "SY_FAULT_TIMERFD": "1"}, asan_extra="verify_asan_link_order=0")
+    sy.wait_log(r'event=sweep_timerfd_unavailable worker=0 error="Too many open files"',
+                what="the fallback's warning")
+    _idle_session_times_out(port)
+    sy.check_alive()
+    sy.stop()
+
+    port = harness.free_port()
+    sy = harness.Switchyard(harness.default_pg_conf(port, ctx.builtin, globals_extra="client_idle_timeout = 2\n"))
+    _idle_session_times_out(port)
+    check("sweep_timerfd_unavailable" not in sy.log_text(), "a timerfd could be had: no fallback wanted")
+    sy.stop()

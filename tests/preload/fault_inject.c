@@ -7,6 +7,8 @@
  *                              handle fails to start, as when memory or fds run out; the
  *                              sockets switchyard and libpq create are non-blocking from
  *                              the start and are not touched.
+ *   SY_FAULT_TIMERFD=1         timerfd_create fails with EMFILE, as when fds run out: the
+ *                              workers' sweep must fall back to a uv timer.
  *
  * Built without sanitizers (make builds it beside the tools); an ASan daemon runs it with
  * ASAN_OPTIONS=verify_asan_link_order=0, and its ioctl interceptor is what RTLD_NEXT finds.
@@ -17,6 +19,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 typedef int (*ioctl_fn)(int, unsigned long, ...);
@@ -38,4 +41,19 @@ int ioctl(int fd, unsigned long req, ...)
         }
     }
     return real(fd, req, arg);
+}
+
+typedef int (*timerfd_create_fn)(int, int);
+
+int timerfd_create(int clockid, int flags)
+{
+    static timerfd_create_fn real;
+    if (real == NULL)
+        real = (timerfd_create_fn)dlsym(RTLD_NEXT, "timerfd_create");
+    const char *f = getenv("SY_FAULT_TIMERFD");
+    if (f != NULL && f[0] == '1') {
+        errno = EMFILE;
+        return -1;
+    }
+    return real(clockid, flags);
 }
