@@ -71,6 +71,7 @@ typedef struct pg_params_s {
     char alloptions[4096];
     char hostlist[4096], addrlist[4096], portlist[1024];
     char portbuf[1024];
+    char user_timeout[16];
 } pg_params_t;
 
 #define PG_MAX_HOSTS 64

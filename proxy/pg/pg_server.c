@@ -418,6 +418,14 @@ int pg_build_params(const pg_session_t *s, const pg_server_t *resolved, const co
         vals[n] = kv->vals[i];
         n++;
     }
+    /* The target's tcp_user_timeout, else ours: libpq sets it on its socket as we do
+     * (sy_sock_keepalive), and PQgetCancel copies it, so a cancel sent to a server the
+     * network cut off gives up after it, instead of holding a thread of the pool through
+     * the kernel's SYN retries (about two minutes). */
+    if (conf_kv_get(kv, "tcp_user_timeout") == NULL && sy_conf()->tcp_user_timeout > 0) {
+        snprintf(pp->user_timeout, sizeof(pp->user_timeout), "%d", sy_conf()->tcp_user_timeout * 1000);
+        keys[n] = "tcp_user_timeout", vals[n++] = pp->user_timeout;
+    }
     if (use_lists) {
         keys[n] = "host", vals[n++] = hostlist;
         keys[n] = "hostaddr", vals[n++] = addrlist;

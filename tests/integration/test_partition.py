@@ -49,24 +49,33 @@ def _state(cluster, pid):
     return cluster.sql("SELECT coalesce((SELECT state FROM pg_stat_activity WHERE pid = %d), 'gone')" % pid)
 
 
+def _behind_partition(builtin, names, net, tcp):
+    """switchyard in namespace A (names[0]) in front of a Postgres in B (names[1]), over a
+    veth on net (10.X.0.1 / 10.X.0.2): route pg to it, pg-codeintel to builtin (untouched
+    by a cut). Returns (a, b, remote, sy)."""
+    a, b = netns.Netns(names[0]), netns.Netns(names[1])
+    netns.veth(a, net % 1, b, net % 2)
+    remote = _remote_cluster(b, net % 2)
+    with a.entered():
+        port = harness.free_port()
+        conf = harness.pg_conf(port, [
+            harness.pg_route("pg", "sourcegraph", default=True, env_prefix="",
+                             builtin="host=%s port=%d sslmode=disable" % (net % 2, remote.port)),
+            harness.pg_route("pg-codeintel", "sourcegraph-codeintel", env_prefix="CODEINTEL_",
+                             builtin=builtin),
+        ], globals_extra=tcp)
+        sy = harness.Switchyard(conf)
+    return a, b, remote, sy
+
+
 def test_partition_to_upstream(ctx):
     """Mid-query, the upstream's link goes down. The client owed a reply gets 08006 naming the
     route and target within the keepalive bound; an idle session is closed without a word, as
     a direct one; a new session gets 08001 within connect_timeout; the bystander route is
     untouched; after the link heals, new sessions work."""
     builtin = _builtin_conninfo(ctx)   # before any namespace is entered
-    a, b = netns.Netns("sy-pa"), netns.Netns("sy-pb")
-    netns.veth(a, "10.77.0.1", b, "10.77.0.2")
-    remote = _remote_cluster(b, "10.77.0.2")
+    a, b, remote, sy = _behind_partition(builtin, ("sy-pa", "sy-pb"), "10.77.0.%d", TCP)
     with a.entered():
-        port = harness.free_port()
-        conf = harness.pg_conf(port, [
-            harness.pg_route("pg", "sourcegraph", default=True, env_prefix="",
-                             builtin="host=10.77.0.2 port=%d sslmode=disable" % remote.port),
-            harness.pg_route("pg-codeintel", "sourcegraph-codeintel", env_prefix="CODEINTEL_",
-                             builtin=builtin),
-        ], globals_extra=TCP)
-        sy = harness.Switchyard(conf)
         victim = PgWire(sy.port)
         victim.startup(database="sourcegraph")
         vpid = int(victim.query("SELECT pg_backend_pid()")[0][0])
@@ -171,3 +180,37 @@ def test_partition_from_client(ctx):
 
 
 test_partition_from_client.timeout = 120
+
+
+def test_cancel_across_partition_gives_up(ctx):
+    """A client cancels its query while the upstream's link is down. The cancel is a new
+    connection to the postmaster (PQcancel, on a thread of the pool), whose SYNs go
+    unanswered: it gives up after tcp_user_timeout, as a connection does, instead of
+    holding that thread through the kernel's SYN retries (about two minutes)."""
+    builtin = _builtin_conninfo(ctx)   # before any namespace is entered
+    # keepalive slow (the session must outlive the cut while the cancel runs), user timeout short
+    tcp = "tcp_keepidle = 60\ntcp_user_timeout = 2\nconnect_timeout = 2\nreconnect_window = 0\n"
+    a, b, remote, sy = _behind_partition(builtin, ("sy-ka", "sy-kb"), "10.79.0.%d", tcp)
+    with a.entered():
+        victim = PgWire(sy.port)
+        victim.startup(database="sourcegraph")
+    vpid = int(victim.query("SELECT pg_backend_pid()")[0][0])
+    victim.send_query("SELECT pg_sleep(60)")
+    harness.wait_until(lambda: _state(remote, vpid) == "active", timeout=10, what="query running upstream")
+    b.cut(silent=True)
+    mark = sy.log_size()
+    t0 = time.monotonic()
+    with a.entered():
+        harness.cancel_request(sy.port, victim.pid, victim.secret)
+    sy.wait_log(r'event=cancel_failed conn=\d+ error="PQcancel\(\) -- connect\(\) failed', since=mark, timeout=15,
+                what="the cancel giving up on the cut-off server")
+    secs = time.monotonic() - t0
+    check(secs < 10, "the cancel gave up after %.1f s, want about tcp_user_timeout (2 s)" % secs)
+    b.heal()
+    victim.close()
+    sy.check_alive()
+    sy.stop()
+    remote.stop()
+
+
+test_cancel_across_partition_gives_up.timeout = 120
