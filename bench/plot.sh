@@ -96,8 +96,12 @@ if [ ${#DATA[@]} -gt 0 ]; then
 	matrix 5 "${DATA[@]}" | label >"$TMP/cpu.dat"
 	# direct's CPU is its server's own (postgres, redis-server): for scale.
 	sed -i '1s/ direct / direct(server) /' "$TMP/cpu.dat"
+	# The axis starts a decade below the least value: gnuplot's own choice is the decade at or
+	# below it, and a bar exactly on a decade (0.10) would have no height.
+	low=$(awk 'NR > 1 { for (i = 2; i <= NF; i++) if ($i != "-" && $i > 0 && (m == "" || $i < m)) m = $i }
+		END { print m == "" ? 0.01 : 10 ^ (int(log(m) / log(10) + 10) - 11) }' "$TMP/cpu.dat")
 	histogram "$TMP/cpu.dat" "$OUT/cpu.png" "CPU seconds per 100k requests (direct: the server itself)" \
-		"CPU s / 100k requests (log scale)" "set logscale y; set yrange [*:*]"
+		"CPU s / 100k requests (log scale)" "set logscale y; set yrange [$low:*]"
 fi
 
 if [ -f "$OUT/idle_rss.dat" ]; then
