@@ -49,6 +49,18 @@ RESP_SUBCOMMANDS(SUBCMD_FITS)
 #undef CMD_FITS
 #undef SUBCMD_FITS
 
+/* Upper-case name[0..len) into up. Returns 0, or -1 when it cannot be a listed name. */
+static int fold_name(const char *name, size_t len, char up[RESP_CMD_NAME_MAX])
+{
+    if (name == NULL || len == 0 || len > RESP_CMD_NAME_MAX)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        up[i] = (c >= 'a' && c <= 'z') ? (char)(c - ('a' - 'A')) : c;
+    }
+    return 0;
+}
+
 /* ---- lookup ---------------------------------------------------------------------------- */
 
 /* Slots of the table: a power of two, at least twice the rows, so probes stay short. */
@@ -90,12 +102,8 @@ static void slots_fill(void)
 static size_t slot_find(uint32_t parent, const char *name, size_t len)
 {
     char up[RESP_CMD_NAME_MAX];
-    if (name == NULL || len == 0 || len > RESP_CMD_NAME_MAX)
+    if (fold_name(name, len, up) != 0)
         return 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = name[i];
-        up[i] = (c >= 'a' && c <= 'z') ? (char)(c - ('a' - 'A')) : c;
-    }
     pthread_once(&slots_once, slots_fill);
     for (uint32_t i = name_hash(parent, up, len) & (NSLOT - 1); slots[i] != 0; i = (i + 1) & (NSLOT - 1)) {
         size_t v = slots[i];

@@ -9,7 +9,7 @@
  * and switches on those instead of comparing strings.
  *
  *   captured arguments (resp_req_t) ──▶ resp_cmd_classify ──▶ { id, subcommand id, flags }
- *                                          │ name: binary search over RESP_COMMANDS
+ *                                          │ name: one hash probe over RESP_COMMANDS
  *                                          │ subcommand (CLIENT SETNAME, ...): RESP_SUBCOMMANDS
  *                                          └ per-command argument rules (XREAD ... BLOCK)
  *
@@ -18,11 +18,12 @@
  * expiry commands). A command not listed is unknown: forwarded as before, but never judged
  * shareable (a module or a newer server may give it any semantics).
  *
- * Rows are kept sorted by name (bytes, upper case; subcommands by parent, then name):
- * lookup is a binary search, and the unit test fails if a row is out of place. Lookup
- * is case-insensitive (ASCII, as Redis), allocates nothing, costs O(len + log rows).
+ * Rows are kept sorted by name (bytes, upper case; subcommands by parent, then name), so
+ * a reader finds them, and the unit test fails if a row is out of place. Lookup is
+ * case-insensitive (ASCII, as Redis), allocates nothing, and costs O(len): one probe of a
+ * hash table of both tables, filled once (pthread_once) on the first lookup.
  *
- * Pure: no allocation, no I/O, no mutable state.
+ * Pure apart from that table: no allocation, no I/O.
  */
 #ifndef SY_RESP_CMDTAB_H
 #define SY_RESP_CMDTAB_H
