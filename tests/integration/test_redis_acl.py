@@ -49,7 +49,7 @@ def _start(ctx, builtin, external, extra=""):
 def test_acl_user_identity_through_switchyard(ctx):
     builtin = harness.RedisServer(acl=USERS)
     external = harness.RedisServer(acl=USERS)
-    sy = _start(ctx, builtin, external)
+    sy = _start(ctx, builtin, external, extra="multiplex = on")   # it looks at shared and pinned
     steps = [
         ("ACL", "WHOAMI"),
         ("AUTH", "user1", "pw1"),
