@@ -14,7 +14,9 @@
  *           pool──▶ relay, the waiting commands go on
  *         ──failed: again after 100 ms, doubling to 1 s, while the window from the loss
  *           lasts; then FAILED: the next command gets "-ERR switchyard: route R: connection
- *           to T lost and not back within reconnect_window ..." and the close
+ *           to T lost and not back within reconnect_window ..." and the close; an attempt
+ *           refused for a cause waiting does not mend (NOAUTH, WRONGPASS, a certificate)
+ *           ends it at once, "... lost, and reconnecting failed: ..."
  *
  * Not rebuilt, so closed as before (rs_upstream_lost; -ERR for each command in flight):
  * MULTI (the queued commands are gone: carrying on would run the rest of the transaction
@@ -24,8 +26,10 @@
  *
  * A new session (or one being pinned) whose target cannot be reached for a transient cause
  * (refused, reset, timed out, LOADING: rs_transient) waits the same way
- * (rs_reconnect_connect_failed), then gets "cannot connect ... within reconnect_window";
- * a wrong password or certificate fails at once, as before.
+ * (rs_reconnect_connect_failed), then gets "cannot connect to T: ... (for reconnect_window,
+ * N s)", the words a multiplexed client gets;
+ * a wrong password or certificate, at the first attempt or a later one, fails at once
+ * with "cannot connect to T: ...", as without a window.
  *
  * The shared upstream of multiplexed clients (redis_mux.c) uses the back-off below: after
  * it dies it dials again at once; while dials fail its clients' commands wait in its queue
@@ -123,17 +127,24 @@ static void rc_work(uv_work_t *req)
     j->ok = 1;
 }
 
-/* The window ran out: the next command (buffered or still in the kernel) gets the error,
- * then the close, as a client whose upstream cannot be reached at all (FAILED). */
-static void rc_give_up(redis_session_t *s, const char *cause)
+/* The window ran out (window_out), or an attempt failed for a cause that waiting does not
+ * mend (a password, a certificate): the next command (buffered or still in the kernel)
+ * gets the error, then the close, as a client whose upstream cannot be reached at all
+ * (FAILED). Only the first names the window: the second came before its end. */
+static void rc_give_up(redis_session_t *s, const char *cause, int window_out)
 {
     char q[700];
-    if (s->rc_new)
-        rs_set_errmsg(s, "route %s: cannot connect to %s within reconnect_window (%d s): %s",
-                 s->link.route->conf->name, s->rc_target->hostport, sy_conf()->reconnect_window, cause);
-    else
+    const char *route = s->link.route->conf->name, *hp = s->rc_target->hostport;
+    int w = sy_conf()->reconnect_window;
+    if (s->rc_new && window_out)   /* as a shared upstream's clients are told (redis_mux.c) */
+        rs_set_errmsg(s, "route %s: cannot connect to %s: %s (for reconnect_window, %d s)", route, hp, cause, w);
+    else if (s->rc_new)
+        rs_set_errmsg(s, "route %s: cannot connect to %s: %s", route, hp, cause);
+    else if (window_out)
         rs_set_errmsg(s, "route %s: connection to %s lost and not back within reconnect_window (%d s): %s",
-                 s->link.route->conf->name, s->rc_target->hostport, sy_conf()->reconnect_window, cause);
+                      route, hp, w, cause);
+    else
+        rs_set_errmsg(s, "route %s: connection to %s lost, and reconnecting failed: %s", route, hp, cause);
     sy_info("event=reconnect_gave_up conn=%llu route=%s upstream=%s attempts=%u ms=%llu error=%s",
             (unsigned long long)s->id, s->link.route->conf->name, s->rc_target->hostport, s->rc.attempts,
             (unsigned long long)(uv_now(s->link.loop) - s->rc.lost_at), sy_logq(q, sizeof(q), cause));
@@ -197,12 +208,13 @@ static void rc_done(uv_work_t *req, int status)
         char q[700];
         sy_redis_hangup(j->fd, j->ssl);
         rs_server_close(sv, "reconnect_failed", 0);
-        int d = rs_transient(j->err) ? rs_backoff_next(&s->rc, uv_now(s->link.loop)) : -1;
+        int transient = rs_transient(j->err);
+        int d = transient ? rs_backoff_next(&s->rc, uv_now(s->link.loop)) : -1;
         sy_info("event=reconnect_failed conn=%llu route=%s upstream=%s attempt=%u next_ms=%d error=%s",
                 (unsigned long long)s->id, s->link.route->conf->name, s->rc_target->hostport, s->rc.attempts, d,
                 sy_logq(q, sizeof(q), j->err));
         if (d < 0)
-            rc_give_up(s, j->err);
+            rc_give_up(s, j->err, transient);
         else
             rs_timer_start(s, rc_timer_cb, (uint64_t)d);
     } else {
@@ -224,7 +236,7 @@ static void rc_attempt(redis_session_t *s)
         if (j != NULL)
             rs_acl_wipe_buf(j->replay, j->replay_len);   /* may hold the client's AUTH */
         free(j);
-        rc_give_up(s, "out of memory");
+        rc_give_up(s, "out of memory", 0);
         return;
     }
     s->rc.attempts++;
@@ -243,7 +255,7 @@ static void rc_attempt(redis_session_t *s)
         rs_server_close(sv, "no_thread_pool", 0);
         rs_acl_wipe_buf(j->replay, j->replay_len);   /* may hold the client's AUTH */
         free(j);
-        rc_give_up(s, "no thread pool");
+        rc_give_up(s, "no thread pool", 0);
     }
 }
 

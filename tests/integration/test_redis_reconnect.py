@@ -14,6 +14,8 @@ test_redis_reconnect.py - issue 10 part 2 for Redis: sessions outlive an upstrea
     sent while it is down gets switchyard's -ERR naming route and target after about the
     window: not at once, and not never; so does a new client that connects meanwhile. Both
     with multiplexing and without.
+  - a reconnect refused for a cause waiting does not mend (NOAUTH after the server's
+    password changed) ends at once, and the error names the cause, not the window.
   - a session in MULTI is not carried over (closed, as Redis closes it: the transaction is
     lost); a subscriber is subscribed again and gets what is published after the restart.
 """
@@ -163,12 +165,18 @@ def test_restart_pinned(ctx):
     check(not problems, "\n".join(problems))
 
 
-def _window_expiry(multiplex):
+def _proxied_client(multiplex, window, timeout=30):
+    """A redis-server, switchyard in front (multiplex, reconnect_window), and a client that
+    has SET k through it. Returns (server, sy, client, log mark after the SET)."""
     server = harness.RedisServer()
-    sy = rs.start_proxy(server, extra="multiplex = %s" % multiplex, globals_extra="reconnect_window = 2")
-    c = Resp(sy.port, timeout=30)
+    sy = rs.start_proxy(server, extra="multiplex = %s" % multiplex, globals_extra="reconnect_window = %d" % window)
+    c = Resp(sy.port, timeout=timeout)
     check(c.cmd("SET", "k", "v") == "OK", "SET")
-    mark = sy.log_size()
+    return server, sy, c, sy.log_size()
+
+
+def _window_expiry(multiplex):
+    server, sy, c, mark = _proxied_client(multiplex, 2)
     server.stop()
     sy.wait_log(r"event=upstream_lost", since=mark, timeout=10, what="switchyard to see the server go")
     lost_at = time.monotonic()
@@ -215,6 +223,52 @@ def test_window_expiry_multiplexed(ctx):
 
 def test_window_expiry_pinned(ctx):
     _window_expiry("off")
+
+
+def _refused(multiplex):
+    server, sy, c, mark = _proxied_client(multiplex, 30, timeout=40)
+    # The server now wants a password the endpoint does not have, and drops switchyard's
+    # connection: every attempt to reconnect is answered NOAUTH, which waiting does not mend.
+    r = server.cli("CONFIG", "SET", "requirepass", "newpw")
+    check(r.returncode == 0 and "OK" in r.stdout, "CONFIG SET requirepass: %r %r" % (r.stdout, r.stderr))
+    r = server.cli("CLIENT", "KILL", "TYPE", "normal", password="newpw")
+    check(r.returncode == 0, "CLIENT KILL: %r %r" % (r.stdout, r.stderr))
+    sy.wait_log(r"event=upstream_lost", since=mark, timeout=10, what="switchyard to see its upstream go")
+    t0 = time.monotonic()
+    try:
+        got = c.cmd("GET", "k")
+    except Exception as e:
+        got = e
+    waited = time.monotonic() - t0
+    c.close()
+    print("multiplex=%s: %r after %.2f s" % (multiplex, got, waited))
+    problems = []
+    if not isinstance(got, rs.Err) or "NOAUTH" not in got:
+        problems.append("GET after the refused reconnect got %r, want an error with the server's NOAUTH" % (got,))
+    elif "reconnect_window" in got:
+        problems.append("the error says the window ran out, %.2f s into a 30 s window: %r" % (waited, got))
+    elif multiplex == "off" and (ROUTE not in got or ("127.0.0.1:%d" % server.port) not in got):
+        problems.append("the reconnect's error %r does not name the route and the target" % (got,))
+    if waited > 10:
+        problems.append("GET answered after %.2f s: a refusal should end the wait at once" % waited)
+    sy.check_alive()
+    sy.stop()
+    check(not problems, "\n".join(problems))
+
+
+def test_refused_reconnect_pinned(ctx):
+    """A session with an upstream of its own whose reconnect the server refuses (NOAUTH: its
+    password changed) fails at once, and its error names the route, the target and the
+    refusal, not reconnect_window. Before, it said "not back within reconnect_window (30 s)"
+    a moment after the loss."""
+    _refused("off")
+
+
+def test_refused_reconnect_multiplexed(ctx):
+    """The same server through the shared upstream: it is dialled again for the next command,
+    which gets the server's own NOAUTH at once, as a client without the password would
+    directly (the redial of a shared upstream that died idle sends nothing first)."""
+    _refused("on")
 
 
 def test_transaction_is_not_carried_over(ctx):
