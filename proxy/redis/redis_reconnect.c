@@ -146,7 +146,7 @@ static void rc_give_up(redis_session_t *s, const char *cause, int window_out)
     else
         rs_set_errmsg(s, "route %s: connection to %s lost, and reconnecting failed: %s", route, hp, cause);
     sy_info("event=reconnect_gave_up conn=%llu route=%s upstream=%s attempts=%u ms=%llu error=%s",
-            (unsigned long long)s->id, s->link.route->conf->name, s->rc_target->hostport, s->rc.attempts,
+            (unsigned long long)s->id, route, hp, s->rc.attempts,
             (unsigned long long)(uv_now(s->link.loop) - s->rc.lost_at), sy_logq(q, sizeof(q), cause));
     SY_STAT_ADD(s->link.route->err_connect, 1);
     rs_enter_failed(s);
