@@ -157,7 +157,10 @@ int sy_route_should_hold(const sy_session_link_t *l)
     const sy_route_t *r = l->route;
     if (SY_LOAD(r->paused))
         return 1;
-    return sw_stops_at_boundary(route_mode(r), (sw_phase_t)SY_LOAD(r->sw_phase), must_move(l, r));
+    sw_phase_t phase = (sw_phase_t)SY_LOAD(r->sw_phase);
+    if (phase == SW_NONE)
+        return must_move(l, r);   /* the steady state: the rule of both modes, without the table */
+    return sw_stops_at_boundary(route_mode(r), phase, must_move(l, r));
 }
 
 int sy_switch_running(const sy_route_t *r)
@@ -393,8 +396,13 @@ static int post_op_then(sy_route_t *r, unsigned gen, int op, const char *why, co
 
 void sy_switch_poke(sy_route_t *r)
 {
+    /* No switch (the steady state, every transaction's end): nothing to look at. Between a
+     * switch's end and its release a worker is still active, but in SW_NONE its step does
+     * nothing (wsw_eval). */
+    if (r == NULL || SY_LOAD(r->sw_phase) == SW_NONE)
+        return;
     int worker = sy_worker_self();
-    if (r == NULL || worker < 0 || wsw_all == NULL)
+    if (worker < 0 || wsw_all == NULL)
         return;
     wsw_t *w = wsw_of(worker, r);
     if (w->active)

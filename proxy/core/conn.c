@@ -97,7 +97,7 @@ static void free_handle_cb(uv_handle_t *h)
     free(h);
 }
 
-int sy_conn_watch(sy_conn_t *c, int events, sy_conn_cb cb)
+int sy_conn_rewatch(sy_conn_t *c, int events, sy_conn_cb cb)
 {
     int r;
     c->cb = cb;
@@ -122,12 +122,9 @@ int sy_conn_watch(sy_conn_t *c, int events, sy_conn_cb cb)
     return uv_poll_start(c->poll, events, conn_poll_cb);
 }
 
-int sy_conn_watch_logged(sy_conn_t *c, int events, sy_conn_cb cb, uint64_t conn_id)
+void sy_conn_watch_failed(int rc, uint64_t conn_id)
 {
-    int rc = sy_conn_watch(c, events, cb);
-    if (rc != 0)
-        sy_err("event=watch_failed conn=%llu error=%s", (unsigned long long)conn_id, uv_strerror(rc));
-    return rc;
+    sy_err("event=watch_failed conn=%llu error=%s", (unsigned long long)conn_id, uv_strerror(rc));
 }
 
 void sy_conn_unwatch(sy_conn_t *c)

@@ -84,8 +84,17 @@ void sy_conn_init(sy_conn_t *c, uv_loop_t *loop, int fd, void *data);
  * peer is across a network (nothing for loopback or unix peers, or when known_local). */
 void sy_sock_keepalive(int fd, int known_local);
 /* (Re)start watching c->fd for events with cb; allocates the poll handle on first use.
- * Only calls into libuv when the event set changes. Returns 0 or a libuv error. */
-int  sy_conn_watch(sy_conn_t *c, int events, sy_conn_cb cb);
+ * Only calls into libuv when the event set changes (sy_conn_rewatch): a relay step that
+ * leaves the events as they were, which is most of them, costs a compare. Returns 0 or a
+ * libuv error. */
+int  sy_conn_rewatch(sy_conn_t *c, int events, sy_conn_cb cb);
+static inline int sy_conn_watch(sy_conn_t *c, int events, sy_conn_cb cb)
+{
+    if (c->poll == NULL || events != c->events)
+        return sy_conn_rewatch(c, events, cb);
+    c->cb = cb;
+    return 0;
+}
 /* A poll handle made ahead of time for fd (uv_poll_init: also makes fd non-blocking), so
  * a connection that adopts it later only starts it: a switch opens the new upstreams'
  * handles while preparing, not while sessions are held. NULL on failure. sy_poll_free
@@ -94,7 +103,14 @@ uv_poll_t *sy_poll_new(uv_loop_t *loop, int fd);
 void sy_poll_free(uv_poll_t *p);
 void sy_conn_adopt_poll(sy_conn_t *c, uv_poll_t *p);
 /* sy_conn_watch, logging a failure for session conn_id; the caller closes the session. */
-int  sy_conn_watch_logged(sy_conn_t *c, int events, sy_conn_cb cb, uint64_t conn_id);
+void sy_conn_watch_failed(int rc, uint64_t conn_id);
+static inline int sy_conn_watch_logged(sy_conn_t *c, int events, sy_conn_cb cb, uint64_t conn_id)
+{
+    int rc = sy_conn_watch(c, events, cb);
+    if (rc != 0)
+        sy_conn_watch_failed(rc, conn_id);
+    return rc;
+}
 /* Stop watching and release the poll handle (freed in its close callback). */
 void sy_conn_unwatch(sy_conn_t *c);
 /* Unwatch, free our SSL and close our fd (what we own). */
@@ -298,8 +314,14 @@ typedef struct sy_route_s sy_route_t;
 #define SY_MAX_WORKERS 64   /* `workers` is validated to 1..64 */
 
 struct sy_route_s {
+    /* What every session reads at each boundary (sy_route_should_hold), together on the
+     * first cache line, which nothing writes in the steady state: the counters below are
+     * written by every worker. */
     const conf_route_t *conf;
     conf_which_t        active;           /* written on the main loop, read anywhere: sy_route_active */
+    int                 paused;           /* atomic: sessions read it at their boundaries */
+    int                 sw_phase;         /* atomic: sw_phase_t of the switch (switch_rule.h) */
+    int                 sw_mode;          /* atomic: 1 GRADUAL */
     SSL_CTX            *tls_ctx[SY_MAX_WORKERS][2];   /* redis: per worker and target, lazily
                                                        * built by that worker only */
     uint64_t            clients, upstreams;
@@ -315,9 +337,6 @@ struct sy_route_s {
     double              last_hold_ms;     /* how long sessions were held in the last switch */
     uint64_t            closed_at_deadline;
     uint64_t            moved;            /* sessions moved by switchovers */
-    int                 paused;           /* atomic: sessions read it at their boundaries */
-    int                 sw_phase;         /* atomic: sw_phase_t of the switch (switch_rule.h) */
-    int                 sw_mode;          /* atomic: 1 GRADUAL */
     uint64_t            pinned;           /* sessions known to be unmovable (atomic) */
     void               *sw;               /* the switch in progress (main loop only) */
     uv_timer_t         *pause_timer;

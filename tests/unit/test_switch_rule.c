@@ -61,6 +61,11 @@ int main(void)
     CHECK(sw_stops_at_boundary(G, SW_GRADUAL, OLD));
     CHECK(!sw_stops_at_boundary(G, SW_GRADUAL, NEW));
     CHECK(!sw_stops_at_boundary(G, SW_PREPARING, NEW));
+    /* With no switch, in either mode, a session stops exactly when it stands on the old
+     * side: sy_route_should_hold's shortcut for SW_NONE reads the side alone. */
+    for (int m = 0; m < 2; m++)
+        for (int s = 0; s < 2; s++)
+            CHECK(sw_stops_at_boundary(m, SW_NONE, s) == s);
     /* Every cell of the table is one of the three steady actions (KICK only comes from
      * the deadline). */
     for (int m = 0; m < 2; m++)
