@@ -128,7 +128,7 @@ const conf_target_t *sy_route_target(const sy_route_t *r, conf_which_t which)
 /* A session that must move: on this route, not the console, on another target. A target
  * of a configuration RELOAD replaced counts as the same when it reaches the same place the
  * same way (a move that began before the reload lands on the old snapshot's copy). */
-static int must_move(const sy_session_link_t *l, const sy_route_t *r)
+static inline int must_move(const sy_session_link_t *l, const sy_route_t *r)
 {
     const sy_server_link_t *sv = l->server;
     if (l->route != r || l->console || sv == NULL || sv->target == NULL)

@@ -108,6 +108,7 @@ typedef struct pg_connect_s {
  */
 struct pg_server_s {
     sy_server_link_t link;            /* first member: the lists hold &link */
+    sy_conn_t      conn;              /* next to link: a relay step reads both (pg_session_s) */
     int            refs;
     int            job;               /* a thread-pool job uses pg: its close waits for the job */
     int            closed;            /* pg_server_close was called (the job finishes the close) */
@@ -115,7 +116,6 @@ struct pg_server_s {
     int            needs_password;    /* the last attempt failed for want of a password */
     const char    *reason;            /* ...with this reason */
     int            counted;           /* counted in its route's upstreams */
-    sy_conn_t      conn;
     PGconn        *pg;
     uint32_t       be_pid;            /* the upstream backend */
     int            adopted;           /* pg_server_adopt ran once (a pooled server is adopted again) */
@@ -151,25 +151,46 @@ struct pg_session_s {
     uint64_t       id;
     int            refs;
     pg_state_t     state;
-    sy_listener_t *listener;
-    /* route in link; target and which in the server's link */
-    int            trusted;
-    int            ssl_answered;      /* SSLRequest seen */
-    int            gss_answered;      /* GSSENCRequest seen (libpq may follow it with SSLRequest) */
+
+    /* What every relay step reads comes first, on a few adjacent cache lines: between
+     * two transactions the loop sleeps and the caches go cold, so each line a
+     * transaction touches is a miss (docs/performance.md, 2026-12-07 afternoon). */
+    pg_server_t   *srv;               /* the one it relays to (pg_server_attach), once routed */
+    pg_server_t   *pre;               /* switchover: the next one, opened ahead of the move */
+    uint64_t       active_at;         /* loop ms of the last traffic either way (client_idle_timeout) */
+    /* protocol state (the part switchover builds on) */
+    uint8_t        txn;               /* 'I', 'T', 'E' from the last ReadyForQuery */
+    uint32_t       inflight;          /* Query/Sync sent, ReadyForQuery not yet seen */
+    int            unsynced;          /* extended-protocol messages sent since the last Sync */
+    int            copy_in, copy_out;
     int            s2c_cut;           /* the server stream was cut at a message boundary */
     int            server_fatal;      /* the server sent a FATAL or PANIC ErrorResponse */
     int            fatal_dropped;     /* ...while the session was idle, not relayed: it reconnects,
                                        * and the client's next query waits for the new server */
     int            terminating;       /* client sent Terminate */
-    int            linger;            /* after our last error: read and drop until the client closes */
+    int            admin;             /* this is a console session */
+    /* reconnect_window (pg_reconnect.c) */
+    int            dirty;             /* the session state may have changed since it was saved */
+    int            ro_suspect;        /* its server may have turned read-only (25006, or
+                                       * in_hot_standby / default_transaction_read_only on):
+                                       * looked at when idle, moved if so (pg_reconnect.c) */
+    const char    *unsaved;           /* why the saved state cannot be replayed, or NULL */
+    /* Messages of our own for the client that must precede anything more from the
+     * server (what a move learned: ParameterStatus changes, notifications that arrived on
+     * the old upstream). Fed into s2c as it drains; the server is not read meanwhile. */
+    pgr_buf_t      s2c_extra;
+    size_t         s2c_extra_sent;
 
     sy_conn_t      client;
     sy_pipe_t      c2s, s2c;          /* their server side is srv->conn (NULL: no server) */
     pgw_scan_t     cscan, sscan;
 
-    /* the server connections */
-    pg_server_t   *srv;               /* the one it relays to (pg_server_attach), once routed */
-    pg_server_t   *pre;               /* switchover: the next one, opened ahead of the move */
+    sy_listener_t *listener;
+    /* route in link; target and which in the server's link */
+    int            trusted;
+    int            ssl_answered;      /* SSLRequest seen */
+    int            gss_answered;      /* GSSENCRequest seen (libpq may follow it with SSLRequest) */
+    int            linger;            /* after our last error: read and drop until the client closes */
 
     /* startup */
     uint8_t       *startup;           /* copy of the client's StartupMessage */
@@ -185,41 +206,23 @@ struct pg_session_s {
     uv_timer_t     timer;             /* the closing timer */
     int            timer_on;
     uint64_t       born_at;           /* loop ms of the accept (client_login_timeout) */
-    uint64_t       active_at;         /* ...of the last traffic either way (client_idle_timeout) */
 
-    /* protocol state (the part switchover builds on) */
-    uint8_t        txn;               /* 'I', 'T', 'E' from the last ReadyForQuery */
-    uint32_t       inflight;          /* Query/Sync sent, ReadyForQuery not yet seen */
-    int            unsynced;          /* extended-protocol messages sent since the last Sync */
-    int            copy_in, copy_out;
     /* ParameterStatus values the client has seen, to tell it what a move changes:
      * "name\0value\0" pairs, params_len bytes in one allocation (pg_param_seen) */
     char          *params;
     uint32_t       params_len;
 
-    /* Messages of our own for the client that must precede anything more from the
-     * server (what a move learned: ParameterStatus changes, notifications that arrived on
-     * the old upstream). Fed into s2c as it drains; the server is not read meanwhile. */
-    pgr_buf_t      s2c_extra;
-    size_t         s2c_extra_sent;
-
     /* admin console */
     pgr_buf_t      admin_out;
     size_t         admin_sent;
     int            admin_busy;        /* an asynchronous command is running */
-    int            admin;             /* this is a console session */
     int            cancels;           /* cancel jobs running for it: its server is not pooled */
     pg_server_t   *pool_wait;         /* the resetting server it waits for (pg_pool.c) */
     const char    *pin_why;           /* pinned to its server for life: why (pg_release.c) */
     pg_due_t       due;               /* waiting for a release check's turn (pg_release.c) */
     int            retake;            /* RECONNECTING is a released session's re-take */
 
-    /* reconnect_window (pg_reconnect.c) */
-    int            dirty;             /* the session state may have changed since it was saved */
-    int            ro_suspect;        /* its server may have turned read-only (25006, or
-                                       * in_hot_standby / default_transaction_read_only on):
-                                       * looked at when idle, moved if so (pg_reconnect.c) */
-    const char    *unsaved;           /* why the saved state cannot be replayed, or NULL */
+    /* the rest of reconnect_window's state */
     PGresult      *saved[3];          /* settings, prepared statements, LISTENs, as a move reads them */
     conf_which_t   rc_which;          /* reconnecting to this target */
     uint64_t       rc_since;          /* loop ms the upstream was lost (or the first connect failed) */
@@ -287,9 +290,51 @@ void pg_release(pg_session_t *s);
 
 /* pg_reconnect.c */
 void pg_saved_free(pg_session_t *s);
-void pg_dirty_header(pg_session_t *s, pgw_scan_t *sc);
-void pg_dirty_query(pg_session_t *s, const uint8_t *body, size_t len, int parse);
-void pg_dirty_tag(pg_session_t *s, const uint8_t *body, size_t len);
+
+/* ---- what may change session state (reconnect_window, pg_reconnect.c) ---------- */
+
+/*
+ * The header of a Query or Parse from the client, or of a CommandComplete from the
+ * server (sc: the scanner that reported it). Their bodies are read (pg_dirty_query,
+ * pg_dirty_tag, where they lie in the pipe: nothing is copied) only when that can tell
+ * something: not while the session is dirty anyway, and not with reconnect_window off,
+ * where nothing reads the answer. The session then counts as changed, so a RELOAD that
+ * turns the window on has its state read before it could be reconnected. A query too
+ * long to capture is assumed to change state.
+ *
+ * These run on every transaction while reconnect_window is on, so they are inline in the
+ * scanners (pg_session.c) rather than calls into this concern's own file.
+ */
+static inline void pg_dirty_header(pg_session_t *s, pgw_scan_t *sc)
+{
+    int query = sc->type != 'C';
+    if (s->dirty || sy_conf()->reconnect_window == 0) {
+        s->dirty = 1;
+        pgw_scan_skip_body(sc);
+    } else if (query && sc->len - 4 > PGW_CAPTURE_MAX) {
+        s->dirty = 1;   /* too long to look at */
+    }
+}
+
+/* A Query ('Q') or Parse ('P', parse = 1) body from the client, whole. A named Parse makes
+ * a prepared statement; a SELECT may take an advisory lock or call set_config (their tags
+ * say nothing). */
+static inline void pg_dirty_query(pg_session_t *s, const uint8_t *body, size_t len, int parse)
+{
+    if (s->dirty)
+        return;
+    if ((parse && len > 0 && body[0] != '\0') || pg_sql_calls_state_functions((const char *)body, len))
+        s->dirty = 1;
+}
+
+/* A CommandComplete from the server: the commands that change no session state are
+ * named (pg_sql_tag_keeps_state); anything else (SET, RESET, PREPARE, DEALLOCATE, LISTEN,
+ * UNLISTEN, DISCARD, DECLARE, CREATE ...) may. */
+static inline void pg_dirty_tag(pg_session_t *s, const uint8_t *body, size_t len)
+{
+    if (!s->dirty && !pg_sql_tag_keeps_state((const char *)body, len))
+        s->dirty = 1;
+}
 void pg_ro_seen_param(pg_session_t *s, const char *name, const char *value);
 void pg_ro_seen_error(pg_session_t *s, const char *sqlstate);
 void pg_save_maybe(pg_session_t *s);

@@ -66,48 +66,6 @@ void pg_saved_free(pg_session_t *s)
     }
 }
 
-/* ---- what may change session state ----------------------------------------------- */
-
-/*
- * The header of a Query or Parse from the client, or of a CommandComplete from the
- * server (sc: the scanner that reported it). Their bodies are read (pg_dirty_query,
- * pg_dirty_tag, where they lie in the pipe: nothing is copied) only when that can tell
- * something: not while the session is dirty anyway, and not with reconnect_window off,
- * where nothing reads the answer. The session then counts as changed, so a RELOAD that
- * turns the window on has its state read before it could be reconnected. A query too
- * long to capture is assumed to change state.
- */
-void pg_dirty_header(pg_session_t *s, pgw_scan_t *sc)
-{
-    int query = sc->type != 'C';
-    if (s->dirty || sy_conf()->reconnect_window == 0) {
-        s->dirty = 1;
-        pgw_scan_skip_body(sc);
-    } else if (query && sc->len - 4 > PGW_CAPTURE_MAX) {
-        s->dirty = 1;   /* too long to look at */
-    }
-}
-
-/* A Query ('Q') or Parse ('P', parse = 1) body from the client, whole. A named Parse makes
- * a prepared statement; a SELECT may take an advisory lock or call set_config (their tags
- * say nothing). */
-void pg_dirty_query(pg_session_t *s, const uint8_t *body, size_t len, int parse)
-{
-    if (s->dirty)
-        return;
-    if ((parse && len > 0 && body[0] != '\0') || pg_sql_calls_state_functions((const char *)body, len))
-        s->dirty = 1;
-}
-
-/* A CommandComplete from the server: the commands that change no session state are
- * named (pg_sql_tag_keeps_state); anything else (SET, RESET, PREPARE, DEALLOCATE, LISTEN,
- * UNLISTEN, DISCARD, DECLARE, CREATE ...) may. */
-void pg_dirty_tag(pg_session_t *s, const uint8_t *body, size_t len)
-{
-    if (!s->dirty && !pg_sql_tag_keeps_state((const char *)body, len))
-        s->dirty = 1;
-}
-
 /* ---- a server turned read-only ------------------------------------------------------ */
 
 /* The target asks libpq for a read-write server: only then can a reconnect find another. */
