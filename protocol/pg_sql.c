@@ -37,6 +37,54 @@ static size_t skip_space(const char *s, size_t len, size_t i)
     }
 }
 
+/* If s[i] opens a literal or a quoted name ('...', E'...', "...", $tag$...$tag$), the
+ * index just past it (len when it is not closed); otherwise i itself. */
+static size_t skip_literal(const char *s, size_t len, size_t i)
+{
+    char c = s[i];
+    if (c == '\'') {
+        /* E'...' allows backslash escapes; '' is a quote in both kinds. */
+        int esc = i > 0 && (s[i - 1] == 'E' || s[i - 1] == 'e') &&
+                  (i < 2 || !(isalnum((unsigned char)s[i - 2]) || s[i - 2] == '_'));
+        for (i++; i < len; i++) {
+            if (esc && s[i] == '\\' && i + 1 < len) {
+                i++;
+            } else if (s[i] == '\'') {
+                if (i + 1 < len && s[i + 1] == '\'')
+                    i++;
+                else
+                    break;
+            }
+        }
+        return i < len ? i + 1 : len;
+    }
+    if (c == '"') {
+        for (i++; i < len; i++) {
+            if (s[i] == '"') {
+                if (i + 1 < len && s[i + 1] == '"')
+                    i++;
+                else
+                    break;
+            }
+        }
+        return i < len ? i + 1 : len;
+    }
+    if (c == '$' && (i == 0 || !(isalnum((unsigned char)s[i - 1]) || s[i - 1] == '_'))) {
+        /* $tag$ ... $tag$ (tag may be empty; a $1 parameter is not a dollar quote) */
+        size_t t = i + 1;
+        while (t < len && (isalpha((unsigned char)s[t]) || s[t] == '_' || (t > i + 1 && isdigit((unsigned char)s[t]))))
+            t++;
+        if (t < len && s[t] == '$') {
+            size_t taglen = t - i + 1;
+            size_t j = t + 1;
+            while (j + taglen <= len && memcmp(s + j, s + i, taglen) != 0)
+                j++;
+            return j + taglen <= len ? j + taglen : len;
+        }
+    }
+    return i;
+}
+
 /* Index just past the statement starting at i (at its ';' or at len). */
 static size_t statement_end(const char *s, size_t len, size_t i)
 {
@@ -44,52 +92,12 @@ static size_t statement_end(const char *s, size_t len, size_t i)
         char c = s[i];
         if (c == ';')
             return i;
-        if (c == '-' && i + 1 < len && s[i + 1] == '-') {
+        if ((c == '-' && i + 1 < len && s[i + 1] == '-') || (c == '/' && i + 1 < len && s[i + 1] == '*')) {
             i = skip_space(s, len, i);
-        } else if (c == '/' && i + 1 < len && s[i + 1] == '*') {
-            i = skip_space(s, len, i);
-        } else if (c == '\'') {
-            /* E'...' allows backslash escapes; '' is a quote in both kinds. */
-            int esc = i > 0 && (s[i - 1] == 'E' || s[i - 1] == 'e') &&
-                      (i < 2 || !(isalnum((unsigned char)s[i - 2]) || s[i - 2] == '_'));
-            for (i++; i < len; i++) {
-                if (esc && s[i] == '\\' && i + 1 < len) {
-                    i++;
-                } else if (s[i] == '\'') {
-                    if (i + 1 < len && s[i + 1] == '\'')
-                        i++;
-                    else
-                        break;
-                }
-            }
-            i++;
-        } else if (c == '"') {
-            for (i++; i < len; i++) {
-                if (s[i] == '"') {
-                    if (i + 1 < len && s[i + 1] == '"')
-                        i++;
-                    else
-                        break;
-                }
-            }
-            i++;
-        } else if (c == '$' && (i == 0 || !(isalnum((unsigned char)s[i - 1]) || s[i - 1] == '_'))) {
-            /* $tag$ ... $tag$ (tag may be empty; a $1 parameter is not a dollar quote) */
-            size_t t = i + 1;
-            while (t < len && (isalpha((unsigned char)s[t]) || s[t] == '_' || (t > i + 1 && isdigit((unsigned char)s[t]))))
-                t++;
-            if (t < len && s[t] == '$') {
-                size_t taglen = t - i + 1;
-                size_t j = t + 1;
-                while (j + taglen <= len && memcmp(s + j, s + i, taglen) != 0)
-                    j++;
-                i = j + taglen <= len ? j + taglen : len;
-            } else {
-                i++;
-            }
-        } else {
-            i++;
+            continue;
         }
+        size_t past = skip_literal(s, len, i);
+        i = past > i ? past : i + 1;
     }
     return len;
 }
@@ -169,6 +177,57 @@ int pg_sql_tag_keeps_state(const char *tag, size_t len)
     return 0;
 }
 
+/* Is [a, b) (blanks and comments around it allowed) the literal true: true, or 'true',
+ * 't', 'on', 'yes', '1' (how Postgres reads a boolean), in any case? */
+static int is_true_literal(const char *s, size_t a, size_t b)
+{
+    static const char *const words[] = { "true", "'true'", "'t'", "'on'", "'yes'", "'1'" };
+    a = skip_space(s, b, a);
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
+        size_t n = strlen(words[i]);
+        if (n <= b - a && strncasecmp(s + a, words[i], n) == 0 && skip_space(s, b, a + n) == b)
+            return 1;
+    }
+    return 0;
+}
+
+/* A call set_config(name, value, is_local) whose name ends at s[i]: 1 when its third
+ * argument is the literal true, so that it changes the setting for the current transaction
+ * only and leaves the session as it was (PostgREST's per-request claims and role, row
+ * security's request settings). Anything else, a $n parameter or an expression among them,
+ * counts as a change. */
+static int set_config_is_local(const char *s, size_t len, size_t i)
+{
+    i = skip_space(s, len, i);
+    if (i >= len || s[i] != '(')
+        return 0;
+    size_t commas = 0, third = 0;
+    int depth = 0;
+    for (i++; i < len; i++) {
+        size_t past = skip_literal(s, len, i);
+        if (past > i) {
+            i = past - 1;
+            continue;
+        }
+        if ((s[i] == '-' && i + 1 < len && s[i + 1] == '-') || (s[i] == '/' && i + 1 < len && s[i + 1] == '*')) {
+            i = skip_space(s, len, i) - 1;
+            continue;
+        }
+        if (s[i] == '(' || s[i] == '[') {
+            depth++;
+        } else if ((s[i] == ')' || s[i] == ']') && depth > 0) {
+            depth--;
+        } else if (s[i] == ')') {
+            return commas == 2 && is_true_literal(s, third, i);
+        } else if (s[i] == ',' && depth == 0 && ++commas == 2) {
+            third = i + 1;
+        } else if (s[i] == ';') {
+            return 0;
+        }
+    }
+    return 0;
+}
+
 /* Only the underscores of the text are candidates, found with memchr, and only those
  * followed by the 'l' of advisory_lock or the 'c' of set_config are compared: a query
  * without one costs one memchr, and a table name such as pgbench_accounts a byte test
@@ -182,7 +241,8 @@ int pg_sql_calls_state_functions(const char *sql, size_t len)
         size_t before = (size_t)(p - sql), after = (size_t)(end - p);
         int next = after >= 2 ? p[1] | 0x20 : 0;   /* lower case, for letters */
         if ((next == 'l' && before >= 8 && after >= 5 && strncasecmp(p - 8, "advisory_lock", 13) == 0) ||
-            (next == 'c' && before >= 3 && after >= 7 && strncasecmp(p - 3, "set_config", 10) == 0))
+            (next == 'c' && before >= 3 && after >= 7 && strncasecmp(p - 3, "set_config", 10) == 0 &&
+             !set_config_is_local(sql, len, before + 7)))
             return 1;
         p++;
     }

@@ -35,7 +35,9 @@ int pg_sql_find_prepare(const char *sql, size_t len, const char *name, size_t *s
  *
  * pg_sql_calls_state_functions: a query text whose tag says nothing may still take a
  * session-level advisory lock (pg_advisory_lock, pg_try_advisory_lock..._shared) or call
- * set_config: 1 when either name occurs anywhere in sql[0..len), case-insensitively.
+ * set_config: 1 when either name occurs anywhere in sql[0..len), case-insensitively, but
+ * for a set_config(name, value, true) call, which changes the setting for the current
+ * transaction only (its third argument the literal true: not a $n parameter).
  */
 int pg_sql_tag_keeps_state(const char *tag, size_t len);
 int pg_sql_calls_state_functions(const char *sql, size_t len);

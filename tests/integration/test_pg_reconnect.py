@@ -449,6 +449,47 @@ def test_new_connection_waits_for_restart(ctx):
     check(result.get("value") == 42, "a new session during the restart: %s" % result)
 
 
+def test_local_set_config_is_not_a_change(ctx):
+    """set_config(name, value, true) in every transaction (PostgREST's claims and role, row
+    security's request settings) lasts until the transaction's end, so it does not change
+    the session: no state save after each transaction (a round trip on the thread pool
+    while the client waits). A set_config(..., false) does, is saved, and is there after a
+    restart of the server; the transaction-local value is not."""
+    pg = _cluster("reconnect-local")
+    sy = _start(ctx, pg, args_extra=("switchyard.log_level=debug",))
+    console = harness.Console(sy.port)
+    c = _connect(sy, autocommit=False)
+    since = len(sy.log_text())
+    seen = []
+    for i in range(20):
+        with c.cursor() as cur:
+            cur.execute("SELECT set_config('request.jwt.claims', %s, true)", ('{"sub":"u%d"}' % i,))
+            cur.execute("SELECT current_setting('request.jwt.claims')")
+            seen.append(cur.fetchone()[0])
+        c.commit()
+    c.autocommit = True
+    _one(c, "SELECT set_config('statement_timeout', '4321', false)")
+    sy.wait_log(r"event=session_saved ", since=since, what="the session-level set_config saved")
+    saves = [l for l in sy.log_text()[since:].splitlines() if "event=session_saved " in l]
+    _saved(console, 1)
+
+    restart_since = len(sy.log_text())
+    pg.restart()
+    _after_restart(sy, console, restart_since, 1)
+    mode = _one(c, "SHOW statement_timeout")
+    claims = _one(c, "SELECT current_setting('request.jwt.claims', true)")
+    c.close()
+    console.close()
+    sy.check_alive()
+    sy.stop()
+    pg.cleanup()
+    check(seen == ['{"sub":"u%d"}' % i for i in range(20)], "the local setting inside each transaction: %s" % seen)
+    check(len(saves) == 1, "state saves: %d, expected only the session-level set_config's:\n%s"
+          % (len(saves), "\n".join(saves[:5])))
+    check(mode == "4321ms", "the session-level setting after the restart: %r" % mode)
+    check(claims in ("", None), "a transaction-local setting outlived its transaction: %r" % claims)
+
+
 def test_window_off_closes_as_before(ctx):
     """reconnect_window = 0: the old contract - the idle session gets the server's 57P01 and
     the close, and a new connection 08001 at once."""

@@ -85,6 +85,26 @@ int main(void)
         { "SELECT abalance FROM pgbench_accounts WHERE aid = 1;", 0 }, { "SELECT 1", 0 },
         { "SELECT a_b, c_d, set_e, f_config FROM advisory_x_lock", 0 },
         { "SELECT pg_catalog.PG_ADVISORY_LOCK_SHARED(1)", 1 }, { "select SET_CONFIG", 1 },
+        /* set_config(..., true) lasts until the transaction's end: no change to the session */
+        { "SELECT set_config('request.jwt.claims', '{\"sub\":\"u1\"}', true)", 0 },
+        { "select set_config('search_path', $1, true), set_config('role', $2, true)", 0 },
+        { "SELECT pg_catalog.set_config('a.b', 'c', TRUE)", 0 },
+        { "SELECT set_config ( 'a.b' , 'c' , /* local */ true ) ", 0 },
+        { "SELECT set_config('a', 'x,y)', true)", 0 }, { "SELECT set_config('a', 'it''s, (ok', true)", 0 },
+        { "SELECT set_config('a', $$x, y)$$, true)", 0 }, { "SELECT set_config('a', f(1, 2), true)", 0 },
+        { "SELECT set_config('a', (ARRAY['x', 'y'])[1], true)", 0 }, { "SELECT set_config(\"n\"(1, 2), 'b', true)", 0 },
+        { "SELECT set_config('a', 'b', 'on')", 0 }, { "SELECT set_config('a', 'b', 't')", 0 },
+        { "SELECT set_config('a', E'x\\', y', true)", 0 },
+        /* ...and everything else still counts as one */
+        { "SELECT set_config('a', 'b', $3)", 1 }, { "SELECT set_config('a', 'b', truex)", 1 },
+        { "SELECT set_config('a', 'b', not true)", 1 }, { "SELECT set_config('a', 'b', true, 1)", 1 },
+        { "SELECT set_config('a', 'b', true", 1 }, { "SELECT set_config('a', 'b')", 1 },
+        { "SELECT set_config('a', 'b', true), set_config('c', 'd', false)", 1 },
+        { "SELECT set_config('a', 'b', true), pg_advisory_lock(1)", 1 },
+        { "SELECT set_config('a', 'b', 'true; x')", 1 }, { "SELECT set_config('a', ')', false)", 1 },
+        { "SELECT set_config('a', 'b', true -- )\n)", 0 }, { "SELECT set_config('a', 'b', (true))", 1 },
+        { "SELECT set_config", 1 }, { "SELECT set_config('a', 'b', 'false')", 1 }, { "set_config(", 1 },
+        { "SELECT set_config('a', 'b'; true)", 1 },
     };
     for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
         size_t n = strlen(fns[i].sql);
