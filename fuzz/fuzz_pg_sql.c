@@ -7,8 +7,9 @@
  *      is appended, whatever came before: the advisory lock is looked for in the whole
  *      text, quotes or not, and nothing in front (an unclosed set_config call, quote or
  *      comment) hides it;
- *   2. pg_sql_tag_keeps_state: 0 or 1, the same with or without a NUL behind the input;
- *   3. pg_sql_find_prepare for the name "q": a statement found lies inside the input.
+ *   2. pg_sql_is_transaction_set and pg_sql_sets_custom: 0 or 1;
+ *   3. pg_sql_tag_keeps_state: 0 or 1, the same with or without a NUL behind the input;
+ *   4. pg_sql_find_prepare for the name "q": a statement found lies inside the input.
  * Any inconsistency aborts, so the fuzzer reports it like a crash.
  */
 #include "protocol/pg_sql.h"
@@ -36,6 +37,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(more + size, tail, sizeof tail - 1);
     int calls_more = pg_sql_calls_state_functions(more, size + sizeof tail - 1);
     REQUIRE(calls_more == 1);
+
+    int set = pg_sql_is_transaction_set(b, size), custom = pg_sql_sets_custom(b, size);
+    REQUIRE(set == 0 || set == 1);
+    REQUIRE(custom == 0 || custom == 1);
 
     int keeps = pg_sql_tag_keeps_state(b, size);
     REQUIRE(keeps == 0 || keeps == 1);

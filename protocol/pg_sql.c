@@ -6,11 +6,17 @@
 #include <string.h>
 #include "protocol/pg_sql.h"
 
+/* What the server's scanner takes for blanks (isspace in the C locale, without a call). */
+static inline int is_blank(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
 /* Skip blanks and comments from i; returns the new index. */
 static size_t skip_space(const char *s, size_t len, size_t i)
 {
     for (;;) {
-        while (i < len && isspace((unsigned char)s[i]))
+        while (i < len && is_blank(s[i]))
             i++;
         if (i + 1 < len && s[i] == '-' && s[i + 1] == '-') {
             while (i < len && s[i] != '\n')
@@ -105,7 +111,7 @@ static size_t statement_end(const char *s, size_t len, size_t i)
 /* Does the statement at s[i..end) read PREPARE <name>? */
 static int is_prepare_of(const char *s, size_t i, size_t end, const char *name)
 {
-    if (end - i < 8 || strncasecmp(s + i, "prepare", 7) != 0 || !isspace((unsigned char)s[i + 7]))
+    if (end - i < 8 || strncasecmp(s + i, "prepare", 7) != 0 || !is_blank(s[i + 7]))
         return 0;
     i = skip_space(s, end, i + 7);
     size_t nlen = strlen(name), k = 0;
@@ -141,7 +147,7 @@ int pg_sql_find_prepare(const char *sql, size_t len, const char *name, size_t *s
         size_t end = statement_end(sql, len, i);
         if (is_prepare_of(sql, i, end, name)) {
             size_t e = end;
-            while (e > i && isspace((unsigned char)sql[e - 1]))
+            while (e > i && is_blank(sql[e - 1]))
                 e--;
             *start = i;
             *stmt_len = e - i;
@@ -177,6 +183,28 @@ int pg_sql_tag_keeps_state(const char *tag, size_t len)
     return 0;
 }
 
+/* Can the text start with SET (at most blanks or a comment before it)? A byte test, for
+ * the texts of every query, nearly none of which do. */
+static int may_start_with_set(const char *s, size_t len)
+{
+    if (len == 0)
+        return 0;
+    char c = s[0];
+    if (c == '-' || c == '/' || is_blank(c))
+        return 1;
+    return len >= 3 && (c | 0x20) == 's' && (s[1] | 0x20) == 'e' && (s[2] | 0x20) == 't';
+}
+
+/* Does s[i..len) start with the keyword kw (lower case), not followed by more of a name? */
+static int keyword_at(const char *s, size_t len, size_t i, const char *kw)
+{
+    size_t n = 0;
+    for (; kw[n] != '\0'; n++)   /* kw is letters: c | 0x20 is a lower-case letter only for that letter */
+        if (i + n >= len || (s[i + n] | 0x20) != kw[n])
+            return 0;
+    return i + n == len || !(isalnum((unsigned char)s[i + n]) || s[i + n] == '_' || s[i + n] == '$');
+}
+
 /* Is [a, b) (blanks and comments around it allowed) the literal true: true, or 'true',
  * 't', 'on', 'yes', '1' (how Postgres reads a boolean), in any case? */
 static int is_true_literal(const char *s, size_t a, size_t b)
@@ -191,16 +219,19 @@ static int is_true_literal(const char *s, size_t a, size_t b)
     return 0;
 }
 
-/* A call set_config(name, value, is_local) whose name ends at s[i]: 1 when its third
- * argument is the literal true, so that it changes the setting for the current transaction
- * only and leaves the session as it was (PostgREST's per-request claims and role, row
- * security's request settings). Anything else, a $n parameter or an expression among them,
- * counts as a change. */
-static int set_config_is_local(const char *s, size_t len, size_t i)
+/* A call set_config(name, value, is_local) whose function name ends at s[i]: 1 when its
+ * third argument is the literal true, so that it changes the setting for the current
+ * transaction only and leaves the session as it was (PostgREST's per-request claims and
+ * role, row security's request settings); 0 for any other call of three arguments, a $n
+ * parameter or an expression among them; -1 when this is no call of three arguments that
+ * can be read. [*name_a, *name_b) is the first argument's text. */
+static int set_config_call(const char *s, size_t len, size_t i, size_t *name_a, size_t *name_b)
 {
     i = skip_space(s, len, i);
     if (i >= len || s[i] != '(')
-        return 0;
+        return -1;
+    *name_a = i + 1;
+    *name_b = len;
     size_t commas = 0, third = 0;
     int depth = 0;
     for (i++; i < len; i++) {
@@ -218,33 +249,135 @@ static int set_config_is_local(const char *s, size_t len, size_t i)
         } else if ((s[i] == ')' || s[i] == ']') && depth > 0) {
             depth--;
         } else if (s[i] == ')') {
-            return commas == 2 && is_true_literal(s, third, i);
-        } else if (s[i] == ',' && depth == 0 && ++commas == 2) {
-            third = i + 1;
+            return commas == 2 ? is_true_literal(s, third, i) : -1;
+        } else if (s[i] == ',' && depth == 0) {
+            if (++commas == 1)
+                *name_b = i;
+            if (commas == 2)
+                third = i + 1;
         } else if (s[i] == ';') {
-            return 0;
+            return -1;
         }
     }
-    return 0;
+    return -1;
 }
 
-/* Only the underscores of the text are candidates, found with memchr, and only those
- * followed by the 'l' of advisory_lock or the 'c' of set_config are compared: a query
- * without one costs one memchr, and a table name such as pgbench_accounts a byte test
- * (this runs on every simple query while reconnect_window is on). */
-int pg_sql_calls_state_functions(const char *sql, size_t len)
+
+/* Is the statement at s[i..end) SET [SESSION] of a name with a dot in it (a custom
+ * setting: app.tenant, "app"."tenant")? */
+static int sets_dotted_name(const char *s, size_t end, size_t i)
 {
-    const char *p = sql, *end = sql + len;
-    if (len == 0)
+    if (!keyword_at(s, end, i, "set"))
         return 0;
-    while ((p = memchr(p, '_', (size_t)(end - p))) != NULL) {
+    i = skip_space(s, end, i + 3);
+    if (keyword_at(s, end, i, "session")) {
+        size_t j = skip_space(s, end, i + 7);
+        if (keyword_at(s, end, j, "characteristics") || keyword_at(s, end, j, "authorization"))
+            return 0;
+        i = j;
+    }
+    if (keyword_at(s, end, i, "local") || keyword_at(s, end, i, "transaction") || keyword_at(s, end, i, "constraints"))
+        return 0;
+    int parts = 0;
+    for (; i < end; parts++) {
+        size_t past = s[i] == '"' ? skip_literal(s, end, i) : i;
+        if (past > i && memchr(s + i, '.', past - i) != NULL)
+            return 1;   /* "app.tenant": one quoted name, with its dot */
+        while (past < end && (isalnum((unsigned char)s[past]) || s[past] == '_' || s[past] == '$' ||
+                              (unsigned char)s[past] >= 0x80))
+            past++;
+        if (past == i || past >= end || s[past] != '.')
+            return parts > 0;
+        i = past + 1;
+    }
+    return parts > 0;   /* a dot with nothing after it ("SET app.", a syntax error): say may */
+}
+
+/* Is the statement at s[i] (its SET keyword) SET LOCAL, TRANSACTION or CONSTRAINTS, and
+ * the only one of the text (a trailing ';' allowed)? */
+static int transaction_set_at(const char *s, size_t len, size_t i)
+{
+    i = skip_space(s, len, i + 3);
+    if (!keyword_at(s, len, i, "local") && !keyword_at(s, len, i, "transaction") && !keyword_at(s, len, i, "constraints"))
+        return 0;
+    size_t end = statement_end(s, len, i);
+    return end == len || skip_space(s, len, end + 1) == len;
+}
+
+/* What the set_config call whose function name ends at sql[at] does past its transaction:
+ * nothing (is_local the literal true), or it changes a setting, perhaps a custom one (named
+ * by a literal with a dot in it, or by anything but a literal: a parameter cannot be told). */
+static unsigned set_config_effects(const char *sql, size_t len, size_t at)
+{
+    size_t a, b;
+    int local = set_config_call(sql, len, at, &a, &b);
+    if (local == 1)
+        return 0;
+    if (local < 0)
+        return PG_SQL_STATE_FN | PG_SQL_CUSTOM;
+    a = skip_space(sql, b, a);
+    size_t lit = a < b && sql[a] == '\'' ? skip_literal(sql, b, a) : a;
+    if (lit == a || skip_space(sql, b, lit) != b || memchr(sql + a, '.', lit - a) != NULL)
+        return PG_SQL_STATE_FN | PG_SQL_CUSTOM;
+    return PG_SQL_STATE_FN;
+}
+
+/*
+ * One pass for every query while its session is watched: a byte test for a leading SET
+ * (nearly no query has one), a memchr for a second statement, and memchr over the
+ * underscores, of which only those followed by the 'l' of advisory_lock or the 'c' of
+ * set_config are compared (a table name such as pgbench_accounts costs a byte test).
+ */
+unsigned pg_sql_query_effects(const char *sql, size_t len)
+{
+    unsigned fx = 0;
+    /* SET statements: the first one (its name ends before any ';', so the text's end bounds
+     * it), and the others when there is a ';' with more than blanks after it */
+    int first = may_start_with_set(sql, len);
+    size_t i = first ? skip_space(sql, len, 0) : 0;
+    if (first && keyword_at(sql, len, i, "set")) {
+        if (sets_dotted_name(sql, len, i))
+            fx |= PG_SQL_CUSTOM;
+        else if (transaction_set_at(sql, len, i))
+            fx |= PG_SQL_TXN_SET;
+    }
+    const char *semi = memchr(sql, ';', len);
+    if (semi != NULL && semi + 1 < sql + len && !(fx & PG_SQL_CUSTOM) &&
+        skip_space(sql, len, (size_t)(semi - sql) + 1) < len) {
+        while (i < len) {
+            size_t end = statement_end(sql, len, i);
+            if (sets_dotted_name(sql, end, i)) {
+                fx |= PG_SQL_CUSTOM;
+                break;
+            }
+            i = skip_space(sql, len, end + 1);
+        }
+    }
+    const char *p = sql, *end = sql + len;
+    while (len > 0 && (fx & (PG_SQL_STATE_FN | PG_SQL_CUSTOM)) != (PG_SQL_STATE_FN | PG_SQL_CUSTOM) &&
+           (p = memchr(p, '_', (size_t)(end - p))) != NULL) {
         size_t before = (size_t)(p - sql), after = (size_t)(end - p);
         int next = after >= 2 ? p[1] | 0x20 : 0;   /* lower case, for letters */
-        if ((next == 'l' && before >= 8 && after >= 5 && strncasecmp(p - 8, "advisory_lock", 13) == 0) ||
-            (next == 'c' && before >= 3 && after >= 7 && strncasecmp(p - 3, "set_config", 10) == 0 &&
-             !set_config_is_local(sql, len, before + 7)))
-            return 1;
+        if (next == 'l' && before >= 8 && after >= 5 && strncasecmp(p - 8, "advisory_lock", 13) == 0)
+            fx |= PG_SQL_STATE_FN;
+        else if (next == 'c' && before >= 3 && after >= 7 && strncasecmp(p - 3, "set_config", 10) == 0)
+            fx |= set_config_effects(sql, len, before + 7);
         p++;
     }
-    return 0;
+    return fx;
+}
+
+int pg_sql_calls_state_functions(const char *sql, size_t len)
+{
+    return (pg_sql_query_effects(sql, len) & PG_SQL_STATE_FN) != 0;
+}
+
+int pg_sql_sets_custom(const char *sql, size_t len)
+{
+    return (pg_sql_query_effects(sql, len) & PG_SQL_CUSTOM) != 0;
+}
+
+int pg_sql_is_transaction_set(const char *sql, size_t len)
+{
+    return (pg_sql_query_effects(sql, len) & PG_SQL_TXN_SET) != 0;
 }

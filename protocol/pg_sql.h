@@ -38,8 +38,28 @@ int pg_sql_find_prepare(const char *sql, size_t len, const char *name, size_t *s
  * set_config: 1 when either name occurs anywhere in sql[0..len), case-insensitively, but
  * for a set_config(name, value, true) call, which changes the setting for the current
  * transaction only (its third argument the literal true: not a $n parameter).
+ *
+ * pg_sql_is_transaction_set: 1 when sql[0..len) is one statement (a trailing ';' allowed)
+ * SET LOCAL, SET TRANSACTION or SET CONSTRAINTS, whose "SET" tag changes nothing past the
+ * transaction.
+ *
+ * pg_sql_sets_custom: 1 when sql[0..len) may set a custom setting at session level, one
+ * no module need define and that Postgres then leaves out of pg_settings (so a move, a
+ * reconnect or a release cannot see it): SET [SESSION] of a name with a dot in it, or a
+ * set_config that lasts past the transaction whose name is a literal with a dot in it or
+ * anything but a literal.
  */
 int pg_sql_tag_keeps_state(const char *tag, size_t len);
 int pg_sql_calls_state_functions(const char *sql, size_t len);
+int pg_sql_is_transaction_set(const char *sql, size_t len);
+int pg_sql_sets_custom(const char *sql, size_t len);
+
+/* The three above in one pass (what the proxy calls on every query): PG_SQL_STATE_FN for
+ * pg_sql_calls_state_functions, PG_SQL_CUSTOM for pg_sql_sets_custom, PG_SQL_TXN_SET for
+ * pg_sql_is_transaction_set. */
+#define PG_SQL_STATE_FN 1u
+#define PG_SQL_CUSTOM   2u
+#define PG_SQL_TXN_SET  4u
+unsigned pg_sql_query_effects(const char *sql, size_t len);
 
 #endif

@@ -171,6 +171,11 @@ struct pg_session_s {
     int            admin;             /* this is a console session */
     /* reconnect_window (pg_reconnect.c) */
     int            dirty;             /* the session state may have changed since it was saved */
+    int            custom_set;        /* it may have set a custom setting (pg_sql_sets_custom),
+                                       * which Postgres does not report: not released, moved
+                                       * or reconnected (PG_CUSTOM_WHY) */
+    int            set_local;         /* the one Query in flight is a SET LOCAL (or TRANSACTION,
+                                       * CONSTRAINTS): its "SET" tag changes nothing */
     int            ro_suspect;        /* its server may have turned read-only (25006, or
                                        * in_hot_standby / default_transaction_read_only on):
                                        * looked at when idle, moved if so (pg_reconnect.c) */
@@ -300,7 +305,9 @@ void pg_saved_free(pg_session_t *s);
  * something: not while the session is dirty anyway, and not with reconnect_window off,
  * where nothing reads the answer. The session then counts as changed, so a RELOAD that
  * turns the window on has its state read before it could be reconnected. A query too
- * long to capture is assumed to change state.
+ * long to capture is assumed to change state. A query's body is read whatever the window,
+ * until the session may have set a custom setting (pg_sql_sets_custom): a switch's move and
+ * a release need to know that too.
  *
  * These run on every transaction while reconnect_window is on, so they are inline in the
  * scanners (pg_session.c) rather than calls into this concern's own file.
@@ -308,30 +315,53 @@ void pg_saved_free(pg_session_t *s);
 static inline void pg_dirty_header(pg_session_t *s, pgw_scan_t *sc)
 {
     int query = sc->type != 'C';
-    if (s->dirty || sy_conf()->reconnect_window == 0) {
-        s->dirty = 1;
-        pgw_scan_skip_body(sc);
-    } else if (query && sc->len - 4 > PGW_CAPTURE_MAX) {
+    if (query && sc->len - 4 > PGW_CAPTURE_MAX) {
         s->dirty = 1;   /* too long to look at */
+    } else if (s->dirty || sy_conf()->reconnect_window == 0) {
+        s->dirty = 1;
+        if (!query || s->custom_set)
+            pgw_scan_skip_body(sc);   /* a query is read for a custom setting (pg_dirty_query) */
     }
 }
+
+/* Why a session that may have set a custom setting is not released, moved or reconnected. */
+#define PG_CUSTOM_WHY "it set a custom setting (such as SET app.x), which Postgres does not report"
 
 /* A Query ('Q') or Parse ('P', parse = 1) body from the client, whole. A named Parse makes
  * a prepared statement; a SELECT may take an advisory lock or call set_config (their tags
  * say nothing). */
 static inline void pg_dirty_query(pg_session_t *s, const uint8_t *body, size_t len, int parse)
 {
+    if (s->custom_set && s->dirty)
+        return;
+    /* the text: a Query's body up to its NUL; a Parse's after the statement's name */
+    const uint8_t *sql = body, *nul = memchr(body, '\0', len);
+    if (parse && nul != NULL) {
+        sql = nul + 1;
+        nul = memchr(sql, '\0', len - (size_t)(sql - body));
+    }
+    unsigned fx = pg_sql_query_effects((const char *)sql, nul != NULL ? (size_t)(nul - sql) : len - (size_t)(sql - body));
+    if (fx & PG_SQL_CUSTOM)
+        s->custom_set = 1;
     if (s->dirty)
         return;
-    if ((parse && len > 0 && body[0] != '\0') || pg_sql_calls_state_functions((const char *)body, len))
+    if (!parse && (fx & PG_SQL_TXN_SET) && s->inflight == 1) {
+        s->set_local = 1;   /* nothing else in flight: the next tag is its own */
+        return;
+    }
+    if ((parse && len > 0 && body[0] != '\0') || (fx & PG_SQL_STATE_FN))
         s->dirty = 1;
 }
 
 /* A CommandComplete from the server: the commands that change no session state are
  * named (pg_sql_tag_keeps_state); anything else (SET, RESET, PREPARE, DEALLOCATE, LISTEN,
- * UNLISTEN, DISCARD, DECLARE, CREATE ...) may. */
+ * UNLISTEN, DISCARD, DECLARE, CREATE ...) may, but for the "SET" of a SET LOCAL. */
 static inline void pg_dirty_tag(pg_session_t *s, const uint8_t *body, size_t len)
 {
+    if (s->set_local && len >= 3 && memcmp(body, "SET", 3) == 0 && (len == 3 || body[3] == '\0')) {
+        s->set_local = 0;
+        return;
+    }
     if (!s->dirty && !pg_sql_tag_keeps_state((const char *)body, len))
         s->dirty = 1;
 }

@@ -461,9 +461,9 @@ void pg_link_move(sy_session_link_t *l)
     pg_session_t *s = (pg_session_t *)l;
     sy_route_t *r = s->link.route;
     conf_which_t which = sy_route_active(r);
-    pg_move_t *m = calloc(1, sizeof(*m));
+    pg_move_t *m = s->custom_set ? NULL : calloc(1, sizeof(*m));
     pg_server_t *to = m ? move_target(s, which) : NULL;
-    const char *why = "out of memory";
+    const char *why = s->custom_set ? PG_CUSTOM_WHY : "out of memory";
     if (to == NULL || pg_build_params(s, NULL, to->link.target, &m->pp, &why) != 0) {
         free(m);
         pg_close(s, "57P01", "route %s switched; reconnect (%s)", r->conf->name, why);

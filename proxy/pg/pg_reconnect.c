@@ -151,7 +151,7 @@ static void save_done(uv_work_t *req, int status)
     if (w->ok) {
         pg_saved_free(s);
         memcpy(s->saved, w->st, sizeof(s->saved));
-        s->unsaved = NULL;
+        s->unsaved = s->custom_set ? PG_CUSTOM_WHY : NULL;   /* not in what was read */
         s->dirty = 0;
     } else {
         pg_saved_free(s);

@@ -139,6 +139,10 @@ void pg_release_maybe(pg_session_t *s, uint64_t now)
         pin(s, "parameter");
         return;
     }
+    if (s->custom_set) {
+        pin(s, "custom_setting");   /* PG_CUSTOM_WHY: the check below cannot see it */
+        return;
+    }
     if (!pg_pool_pin_room(s->link.loop)) {
         due_add(s);
         return;

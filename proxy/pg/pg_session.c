@@ -350,6 +350,7 @@ static int c2s_scan(void *arg, sy_pipe_t *p)
         switch (s->cscan.type) {
         case 'Q':
             s->inflight++;
+            s->set_local = 0;   /* another query may be in flight now (pg_dirty_query) */
             pg_dirty_header(s, &s->cscan);
             break;
         case 'S':
@@ -529,6 +530,7 @@ static int s2c_scan(void *arg, sy_pipe_t *p)
             break;
         case 'Z':
             s->txn = s->sscan.status;
+            s->set_local = 0;
             if (s->inflight > 0)
                 s->inflight--;
             s->copy_in = s->copy_out = 0;

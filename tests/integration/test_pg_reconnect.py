@@ -450,9 +450,9 @@ def test_new_connection_waits_for_restart(ctx):
 
 
 def test_local_set_config_is_not_a_change(ctx):
-    """set_config(name, value, true) in every transaction (PostgREST's claims and role, row
-    security's request settings) lasts until the transaction's end, so it does not change
-    the session: no state save after each transaction (a round trip on the thread pool
+    """set_config(name, value, true) or SET LOCAL in every transaction (PostgREST's claims
+    and role, row security's request settings) lasts until the transaction's end, so it
+    does not change the session: no state save after each transaction (a round trip on the thread pool
     while the client waits). A set_config(..., false) does, is saved, and is there after a
     restart of the server; the transaction-local value is not."""
     pg = _cluster("reconnect-local")
@@ -463,7 +463,10 @@ def test_local_set_config_is_not_a_change(ctx):
     seen = []
     for i in range(20):
         with c.cursor() as cur:
-            cur.execute("SELECT set_config('request.jwt.claims', %s, true)", ('{"sub":"u%d"}' % i,))
+            if i % 2:
+                cur.execute("SELECT set_config('request.jwt.claims', %s, true)", ('{"sub":"u%d"}' % i,))
+            else:
+                cur.execute("SET LOCAL request.jwt.claims = %s", ('{"sub":"u%d"}' % i,))
             cur.execute("SELECT current_setting('request.jwt.claims')")
             seen.append(cur.fetchone()[0])
         c.commit()
@@ -488,6 +491,34 @@ def test_local_set_config_is_not_a_change(ctx):
           % (len(saves), "\n".join(saves[:5])))
     check(mode == "4321ms", "the session-level setting after the restart: %r" % mode)
     check(claims in ("", None), "a transaction-local setting outlived its transaction: %r" % claims)
+
+
+def test_custom_setting_not_reconnected(ctx):
+    """A session that set a custom setting (SET app.tenant), which Postgres leaves out of
+    pg_settings and so out of what a reconnect replays, is not reconnected without it: it
+    is closed as it would be without the window (the server's FATAL, then the close), and
+    SHOW CLIENTS said beforehand that its state cannot be replayed."""
+    pg = _cluster("reconnect-custom")
+    sy = _start(ctx, pg)
+    console = harness.Console(sy.port)
+    c = _connect(sy)
+    _one(c, "SET app.tenant = '42'")
+    check(_one(c, "SELECT current_setting('app.tenant')") == "42", "the setting before the restart")
+    harness.wait_clients(console, lambda rows: any("replay=no" in r["detail"] for r in rows),
+                         "the session marked as not replayable", route="pg")
+    pg.restart()
+    err = None
+    try:
+        got = _one(c, "SELECT coalesce(current_setting('app.tenant', true), '<none>')")
+    except psycopg2.Error as e:
+        err, got = e, None
+    c.close()
+    console.close()
+    sy.check_alive()
+    sy.stop()
+    pg.cleanup()
+    check(isinstance(err, psycopg2.OperationalError),
+          "after the restart the session went on with app.tenant = %r (error %r); want it closed" % (got, err))
 
 
 def test_window_off_closes_as_before(ctx):

@@ -177,6 +177,37 @@ def test_state_pins_client(ctx):
         sy.check_alive()
 
 
+def test_custom_setting_pins_client(ctx):
+    """A custom setting (SET app.tenant, set_config('app.region', ..., false)) is not in
+    pg_settings, so the release check cannot see it: the client is pinned for having set
+    it, and keeps it on the same backend; one that set it with SET LOCAL is released."""
+    with _start(ctx) as sy:
+        con = harness.Console(sy.port)
+        tenant = ss.Session(sy.port)
+        tenant.query("SET app.tenant = '42'")
+        region = ss.Session(sy.port)
+        region.query("SELECT set_config('app.region', 'eu', false)")
+        local = ss.Session(sy.port)
+        local.query("BEGIN")
+        local.query("SET LOCAL app.tenant = '7'")
+        local.query("COMMIT")
+        pids = [int(x.one("SELECT pg_backend_pid()")) for x in (tenant, region)]
+        _wait_pools(con, lambda p: int(p["pins"]) >= 2 and int(p["releases"]) >= 1,
+                    "two pins and the SET LOCAL client released")
+        rows = [r for r in con.rows("SHOW CLIENTS") if r["route"] == "pg"]
+        pinned = [r for r in rows if "pin=custom_setting" in r["detail"]]
+        check(len(pinned) == 2, "SHOW CLIENTS: %r" % rows)
+        check(tenant.one("SELECT current_setting('app.tenant', true)") == "42", "SET app.tenant lost")
+        check(region.one("SELECT current_setting('app.region', true)") == "eu", "set_config of app.region lost")
+        check([int(x.one("SELECT pg_backend_pid()")) for x in (tenant, region)] == pids, "another backend")
+        check(local.one("SELECT coalesce(current_setting('app.tenant', true), '')") == "",
+              "a SET LOCAL outlived its transaction")
+        for x in (tenant, region, local):
+            x.terminate()
+        con.close()
+        sy.check_alive()
+
+
 def test_cancel_after_retake(ctx):
     """A CancelRequest with a released client's key, after it took another backend, cancels
     that client's query and not the one now running on its first backend; released with no

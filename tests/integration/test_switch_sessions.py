@@ -148,6 +148,30 @@ def test_switch_cancel_after_move(ctx):
     sy.stop()
 
 
+def test_switch_custom_setting_session_closed(ctx):
+    """A session that set a custom setting (SET app.tenant), which Postgres leaves out of
+    pg_settings, cannot be moved with it: it is closed with 57P01 and says why, rather than
+    going on without its tenant; one that set it per transaction (SET LOCAL) moves."""
+    sy = ss.start_pg(ctx)
+    con = ss.Console(sy)
+    tenant = ss.Session(sy.port)
+    tenant.query("SET app.tenant = '42'")
+    check(tenant.one("SELECT current_setting('app.tenant')") == "42", "the setting before the switch")
+    local = ss.Session(sy.port)
+    local.query("BEGIN")
+    local.query("SET LOCAL app.tenant = '7'")
+    local.query("COMMIT")
+    sw = ss.SwitchThread(sy, "pg", "external")
+    fields, _secs = tenant.close_error(timeout=DRAIN + 15)
+    row, _a, _b = sw.join_result(timeout=DRAIN + 20)
+    check(fields is not None and fields.get("C") == "57P01" and "custom setting" in fields.get("M", ""),
+          "the session with a custom setting got %r, want 57P01 naming the custom setting" % (fields,))
+    check(row["moved"] == "1" and row["closed"] == "1", "SWITCH with a custom setting: %r" % row)
+    _where_is(local, ctx, "external", "the session that used SET LOCAL")
+    con.close()
+    sy.stop()
+
+
 def test_switch_advisory_lock_session_closed(ctx):
     sy = ss.start_pg(ctx)
     con = ss.Console(sy)

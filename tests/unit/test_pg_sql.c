@@ -6,6 +6,21 @@
 #include "protocol/pg_sql.h"
 #include "tests/unit/unit.h"
 
+/* One text case: the answer want of a scanner. */
+typedef struct { const char *sql; int want; } sql_case_t;
+
+/* Each case's text at the end of an exact-size heap buffer, through fn. */
+static void check_cases(const char *what, int (*fn)(const char *, size_t), const sql_case_t *c, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(c[i].sql);
+        char *b = malloc(len ? len : 1);
+        memcpy(b, c[i].sql, len);
+        CHECK_MSG(fn(b, len) == c[i].want, "%s: sql %s", what, c[i].sql);
+        free(b);
+    }
+}
+
 static const char *find(const char *sql, const char *name)
 {
     static char out[512];
@@ -72,7 +87,7 @@ int main(void)
             free(b);
         }
     }
-    static const struct { const char *sql; int calls; } fns[] = {
+    static const sql_case_t fns[] = {
         { "SELECT pg_advisory_lock(1)", 1 }, { "select PG_TRY_ADVISORY_LOCK(1, 2)", 1 },
         { "SELECT pg_advisory_lock_shared(7)", 1 }, { "SELECT set_config('a.b', 'c', false)", 1 },
         { "SELECT pg_advisory_xact_lock(1)", 0 }, { "SELECT 1", 0 }, { "", 0 }, { "advisory_loc", 0 },
@@ -105,13 +120,34 @@ int main(void)
         { "SELECT set_config('a', 'b', true -- )\n)", 0 }, { "SELECT set_config('a', 'b', (true))", 1 },
         { "SELECT set_config", 1 }, { "SELECT set_config('a', 'b', 'false')", 1 }, { "set_config(", 1 },
         { "SELECT set_config('a', 'b'; true)", 1 },
+        /* found by fuzz_pg_sql: an unclosed quote after SET LOCAL does not hide what follows */
+        { "SET LOCAL x = '\n; SELECT pg_advisory_lock(1)", 1 },
     };
-    for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
-        size_t n = strlen(fns[i].sql);
-        char *b = malloc(n ? n : 1);
-        memcpy(b, fns[i].sql, n);
-        CHECK_MSG(pg_sql_calls_state_functions(b, n) == fns[i].calls, "sql %s", fns[i].sql);
-        free(b);
-    }
+    check_cases("pg_sql_calls_state_functions", pg_sql_calls_state_functions, fns, sizeof fns / sizeof fns[0]);
+    static const sql_case_t sets[] = {
+        { "SET LOCAL app.tenant = '42'", 1 }, { "set local statement_timeout to 5", 1 },
+        { "  SET /* c */ LOCAL role x;", 1 }, { "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", 1 },
+        { "SET CONSTRAINTS ALL DEFERRED ; ", 1 }, { "SET LOCAL x = 'a;b'", 1 }, { "-- c\nSET LOCAL x = 1", 1 },
+        { "SET x = 1", 0 }, { "SET SESSION x = 1", 0 }, { "SET localx = 1", 0 }, { "SET local_x = 1", 0 },
+        { "SET LOCAL x = 1; SET y = 2", 0 }, { "SET LOCAL x = 1; SELECT 1", 0 }, { "SELECT 1", 0 },
+        { "SET", 0 }, { "SET LOCAL", 1 }, { "", 0 }, { "SETLOCAL x = 1", 0 }, { "RESET x", 0 },
+        { "SET TRANSACTION_x = 1", 0 },
+    };
+    check_cases("pg_sql_is_transaction_set", pg_sql_is_transaction_set, sets, sizeof sets / sizeof sets[0]);
+    static const sql_case_t customs[] = {
+        { "SET app.tenant = '42'", 1 }, { "set SESSION app.tenant TO 42", 1 }, { "SET \"app\".\"tenant\" = 1", 1 },
+        { "  /* x */ SET a.b.c = 1;", 1 }, { "SELECT 1; SET app.t = 1", 1 }, { "SELECT ';'; SET app.t = 1", 1 },
+        { "SELECT set_config('app.tenant', '42', false)", 1 }, { "SELECT set_config($1, $2, false)", 1 },
+        { "SELECT set_config('app.' || 'x', '1', false)", 1 }, { "SELECT set_config('App.T', $2, $3)", 1 },
+        { "SELECT set_config('a.b', 'c'", 1 }, { "SELECT pg_catalog.set_config('x.y', 'z', false)", 1 },
+        { "SET search_path = a.b", 0 }, { "SET search_path TO public", 0 }, { "SET LOCAL app.tenant = 1", 0 },
+        { "SET SESSION AUTHORIZATION bob", 0 }, { "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", 0 },
+        { "SELECT set_config('app.tenant', '42', true)", 0 }, { "SELECT set_config('statement_timeout', '5', false)", 0 },
+        { "SELECT set_config('search_path', 'a.b', false)", 0 }, { "SELECT 'SET app.t = 1'", 0 },
+        { "SELECT a.b FROM t", 0 }, { "", 0 }, { "SET", 0 }, { "SET app", 0 }, { "SET .x = 1", 0 },
+        { "UPDATE t SET a.b = 1", 0 }, { "SELECT 1; SELECT 2;", 0 }, { "RESET app.tenant", 0 },
+        { "SET app.", 1 }, { "SET \"app.tenant\" = 1", 1 },
+    };
+    check_cases("pg_sql_sets_custom", pg_sql_sets_custom, customs, sizeof customs / sizeof customs[0]);
     return unit_done("pg_sql");
 }
