@@ -3,13 +3,11 @@
  * on every Query and CommandComplete while reconnect_window is on (build: make -C fuzz).
  *
  * The input, in an exact-size heap buffer (so ASan sees any read past it), is fed to
- *   1. pg_sql_calls_state_functions: 0 or 1, and 1 once "; SELECT pg_advisory_lock(1)"
- *      is appended, whatever came before: the advisory lock is looked for in the whole
- *      text, quotes or not, and nothing in front (an unclosed set_config call, quote or
- *      comment) hides it;
- *   2. pg_sql_is_transaction_set and pg_sql_sets_custom: 0 or 1;
- *   3. pg_sql_tag_keeps_state: 0 or 1, the same with or without a NUL behind the input;
- *   4. pg_sql_find_prepare for the name "q": a statement found lies inside the input.
+ *   1. pg_sql_query_effects: only its three bits, the same twice, and STATE_FN once "; SELECT pg_advisory_lock(1)" is appended, whatever came
+ *      before: the advisory lock is looked for in the whole text, quotes or not, and
+ *      nothing in front (an unclosed set_config call, quote or comment) hides it;
+ *   2. pg_sql_tag_keeps_state: 0 or 1, the same with or without a NUL behind the input;
+ *   3. pg_sql_find_prepare for the name "q": a statement found lies inside the input.
  * Any inconsistency aborts, so the fuzzer reports it like a crash.
  */
 #include "protocol/pg_sql.h"
@@ -30,17 +28,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     REQUIRE(b != NULL && more != NULL && nul != NULL);
     memcpy(b, data, size);
-    int calls = pg_sql_calls_state_functions(b, size);
-    REQUIRE(calls == 0 || calls == 1);
-    REQUIRE(pg_sql_calls_state_functions(b, size) == calls);
+    unsigned fx = pg_sql_query_effects(b, size);
+    REQUIRE((fx & ~(PG_SQL_STATE_FN | PG_SQL_CUSTOM | PG_SQL_TXN_SET)) == 0);
+    REQUIRE(pg_sql_query_effects(b, size) == fx);
     memcpy(more, data, size);
     memcpy(more + size, tail, sizeof tail - 1);
-    int calls_more = pg_sql_calls_state_functions(more, size + sizeof tail - 1);
-    REQUIRE(calls_more == 1);
+    REQUIRE(pg_sql_query_effects(more, size + sizeof tail - 1) & PG_SQL_STATE_FN);
 
-    int set = pg_sql_is_transaction_set(b, size), custom = pg_sql_sets_custom(b, size);
-    REQUIRE(set == 0 || set == 1);
-    REQUIRE(custom == 0 || custom == 1);
 
     int keeps = pg_sql_tag_keeps_state(b, size);
     REQUIRE(keeps == 0 || keeps == 1);

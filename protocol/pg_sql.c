@@ -12,6 +12,12 @@ static inline int is_blank(char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
 
+/* Does a comment ("--" or a slash-star) open at s[i]? */
+static inline int comment_at(const char *s, size_t len, size_t i)
+{
+    return i + 1 < len && ((s[i] == '-' && s[i + 1] == '-') || (s[i] == '/' && s[i + 1] == '*'));
+}
+
 /* Skip blanks and comments from i; returns the new index. */
 static size_t skip_space(const char *s, size_t len, size_t i)
 {
@@ -98,7 +104,7 @@ static size_t statement_end(const char *s, size_t len, size_t i)
         char c = s[i];
         if (c == ';')
             return i;
-        if ((c == '-' && i + 1 < len && s[i + 1] == '-') || (c == '/' && i + 1 < len && s[i + 1] == '*')) {
+        if (comment_at(s, len, i)) {
             i = skip_space(s, len, i);
             continue;
         }
@@ -240,7 +246,7 @@ static int set_config_call(const char *s, size_t len, size_t i, size_t *name_a, 
             i = past - 1;
             continue;
         }
-        if ((s[i] == '-' && i + 1 < len && s[i + 1] == '-') || (s[i] == '/' && i + 1 < len && s[i + 1] == '*')) {
+        if (comment_at(s, len, i)) {
             i = skip_space(s, len, i) - 1;
             continue;
         }
@@ -262,6 +268,12 @@ static int set_config_call(const char *s, size_t len, size_t i, size_t *name_a, 
     return -1;
 }
 
+/* SET LOCAL, SET TRANSACTION, SET CONSTRAINTS: at s[i], the word after SET, one of those
+ * that last until the transaction's end? */
+static int transaction_scope_at(const char *s, size_t len, size_t i)
+{
+    return keyword_at(s, len, i, "local") || keyword_at(s, len, i, "transaction") || keyword_at(s, len, i, "constraints");
+}
 
 /* Is the statement at s[i..end) SET [SESSION] of a name with a dot in it (a custom
  * setting: app.tenant, "app"."tenant")? */
@@ -276,7 +288,7 @@ static int sets_dotted_name(const char *s, size_t end, size_t i)
             return 0;
         i = j;
     }
-    if (keyword_at(s, end, i, "local") || keyword_at(s, end, i, "transaction") || keyword_at(s, end, i, "constraints"))
+    if (transaction_scope_at(s, end, i))
         return 0;
     int parts = 0;
     for (; i < end; parts++) {
@@ -298,7 +310,7 @@ static int sets_dotted_name(const char *s, size_t end, size_t i)
 static int transaction_set_at(const char *s, size_t len, size_t i)
 {
     i = skip_space(s, len, i + 3);
-    if (!keyword_at(s, len, i, "local") && !keyword_at(s, len, i, "transaction") && !keyword_at(s, len, i, "constraints"))
+    if (!transaction_scope_at(s, len, i))
         return 0;
     size_t end = statement_end(s, len, i);
     return end == len || skip_space(s, len, end + 1) == len;
@@ -365,19 +377,4 @@ unsigned pg_sql_query_effects(const char *sql, size_t len)
         p++;
     }
     return fx;
-}
-
-int pg_sql_calls_state_functions(const char *sql, size_t len)
-{
-    return (pg_sql_query_effects(sql, len) & PG_SQL_STATE_FN) != 0;
-}
-
-int pg_sql_sets_custom(const char *sql, size_t len)
-{
-    return (pg_sql_query_effects(sql, len) & PG_SQL_CUSTOM) != 0;
-}
-
-int pg_sql_is_transaction_set(const char *sql, size_t len)
-{
-    return (pg_sql_query_effects(sql, len) & PG_SQL_TXN_SET) != 0;
 }

@@ -33,30 +33,24 @@ int pg_sql_find_prepare(const char *sql, size_t len, const char *name, size_t *s
  * NOTIFY, VACUUM, ANALYZE, LOCK. 1 for those, 0 for anything else (SET, PREPARE, LISTEN,
  * DISCARD, DECLARE CURSOR, CREATE ..., an empty tag).
  *
- * pg_sql_calls_state_functions: a query text whose tag says nothing may still take a
- * session-level advisory lock (pg_advisory_lock, pg_try_advisory_lock..._shared) or call
- * set_config: 1 when either name occurs anywhere in sql[0..len), case-insensitively, but
- * for a set_config(name, value, true) call, which changes the setting for the current
- * transaction only (its third argument the literal true: not a $n parameter).
- *
- * pg_sql_is_transaction_set: 1 when sql[0..len) is one statement (a trailing ';' allowed)
- * SET LOCAL, SET TRANSACTION or SET CONSTRAINTS, whose "SET" tag changes nothing past the
- * transaction.
- *
- * pg_sql_sets_custom: 1 when sql[0..len) may set a custom setting at session level, one
- * no module need define and that Postgres then leaves out of pg_settings (so a move, a
- * reconnect or a release cannot see it): SET [SESSION] of a name with a dot in it, or a
- * set_config that lasts past the transaction whose name is a literal with a dot in it or
- * anything but a literal.
+ * pg_sql_query_effects: what the query text sql[0..len) may do to the session, in one
+ * pass (the proxy calls it on every query), as bits:
+ *   PG_SQL_STATE_FN  its tag says nothing, but it may take a session-level advisory lock
+ *                    (pg_advisory_lock, pg_try_advisory_lock..._shared) or call
+ *                    set_config: either name anywhere, case-insensitively, but for a
+ *                    set_config(name, value, true) call, which changes the setting for the
+ *                    current transaction only (the literal true: not a $n parameter);
+ *   PG_SQL_CUSTOM    it may set a custom setting at session level, one no module need
+ *                    define and that Postgres then leaves out of pg_settings (so a move, a
+ *                    reconnect or a release cannot see it): SET [SESSION] of a name with a
+ *                    dot in it, or a set_config that lasts past the transaction whose name
+ *                    is a literal with a dot in it or anything but a literal;
+ *   PG_SQL_TXN_SET   it is one statement (a trailing ';' allowed) SET LOCAL, SET
+ *                    TRANSACTION or SET CONSTRAINTS, whose "SET" tag changes nothing past
+ *                    the transaction.
  */
 int pg_sql_tag_keeps_state(const char *tag, size_t len);
-int pg_sql_calls_state_functions(const char *sql, size_t len);
-int pg_sql_is_transaction_set(const char *sql, size_t len);
-int pg_sql_sets_custom(const char *sql, size_t len);
 
-/* The three above in one pass (what the proxy calls on every query): PG_SQL_STATE_FN for
- * pg_sql_calls_state_functions, PG_SQL_CUSTOM for pg_sql_sets_custom, PG_SQL_TXN_SET for
- * pg_sql_is_transaction_set. */
 #define PG_SQL_STATE_FN 1u
 #define PG_SQL_CUSTOM   2u
 #define PG_SQL_TXN_SET  4u

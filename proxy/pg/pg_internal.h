@@ -171,7 +171,7 @@ struct pg_session_s {
     int            admin;             /* this is a console session */
     /* reconnect_window (pg_reconnect.c) */
     int            dirty;             /* the session state may have changed since it was saved */
-    int            custom_set;        /* it may have set a custom setting (pg_sql_sets_custom),
+    int            custom_set;        /* it may have set a custom setting (PG_SQL_CUSTOM),
                                        * which Postgres does not report: not released, moved
                                        * or reconnected (PG_CUSTOM_WHY) */
     int            set_local;         /* the one Query in flight is a SET LOCAL (or TRANSACTION,
@@ -306,7 +306,7 @@ void pg_saved_free(pg_session_t *s);
  * where nothing reads the answer. The session then counts as changed, so a RELOAD that
  * turns the window on has its state read before it could be reconnected. A query too
  * long to capture is assumed to change state. A query's body is read whatever the window,
- * until the session may have set a custom setting (pg_sql_sets_custom): a switch's move and
+ * until the session may have set a custom setting (PG_SQL_CUSTOM): a switch's move and
  * a release need to know that too.
  *
  * These run on every transaction while reconnect_window is on, so they are inline in the
