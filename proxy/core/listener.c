@@ -97,6 +97,7 @@ static int listen_tcp(const char *host, int port, char *err, size_t errlen)
     }
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));   /* accepted sockets inherit it */
     if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
         snprintf(err, errlen, "cannot listen on %s:%d: %s", host, port, strerror(errno));
         close(fd);
@@ -152,14 +153,19 @@ int sy_is_loopback_peer(int fd)
     socklen_t len = sizeof(ss);
     if (getpeername(fd, (struct sockaddr *)&ss, &len) != 0)
         return 0;
-    if (ss.ss_family == AF_UNIX)
+    return sy_is_loopback_addr(&ss);
+}
+
+int sy_is_loopback_addr(const struct sockaddr_storage *a)
+{
+    if (a->ss_family == AF_UNIX)
         return 1;
-    if (ss.ss_family == AF_INET) {
-        const struct sockaddr_in *s4 = (const struct sockaddr_in *)&ss;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)a;
         return (ntohl(s4->sin_addr.s_addr) >> 24) == 127;
     }
-    if (ss.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&ss;
+    if (a->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)a;
         if (IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr))
             return 1;
         if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr))
@@ -280,6 +286,22 @@ void sy_listener_refused(sy_listener_t *l)
     pthread_mutex_unlock(&mu);
 }
 
+/* Linux gives an accepted socket the listening socket's TCP_NODELAY (listen_tcp sets it):
+ * the first accepted socket of each listener is asked, and only if the kernel did not
+ * pass it on is it set on each one, a system call per connection. */
+static void nodelay(sy_listener_t *l, int fd)
+{
+    int on = 0;
+    socklen_t len = sizeof(on);
+    if (l->nodelay == SY_NODELAY_UNKNOWN)
+        l->nodelay = getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, &len) == 0 && on ? SY_NODELAY_INHERITED
+                                                                                   : SY_NODELAY_SET;
+    if (l->nodelay == SY_NODELAY_SET) {
+        on = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+    }
+}
+
 static void accept_cb(uv_poll_t *h, int status, int events)
 {
     sy_listener_t *l = h->data;
@@ -290,7 +312,9 @@ static void accept_cb(uv_poll_t *h, int status, int events)
     if (status < 0 || lfd < 0)
         return;
     for (int n = 0; n < 64; n++) {
-        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof(peer);
+        int fd = accept4(lfd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
@@ -309,10 +333,11 @@ static void accept_cb(uv_poll_t *h, int status, int events)
             sy_listener_refused(l);
             continue;
         }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        int trusted = sy_is_loopback_peer(fd);
-        sy_sock_keepalive(fd, trusted);
+        if (peer.ss_family != AF_UNIX)
+            nodelay(l, fd);
+        int trusted = sy_is_loopback_addr(&peer);
+        if (!trusted)
+            sy_sock_keepalive(fd, 0);
         sy_dispatch(l, fd, trusted);
     }
 }

@@ -503,6 +503,7 @@ struct sy_listener_s {
     int        nfd;
     SSL_CTX   *tls_ctx;            /* client-side TLS termination, if configured */
     uint64_t   nclients;           /* sessions open (atomic): max_clients is checked at accept */
+    enum { SY_NODELAY_UNKNOWN, SY_NODELAY_INHERITED, SY_NODELAY_SET } nodelay;   /* listener.c */
 };
 
 typedef struct sy_server_s {
@@ -538,6 +539,7 @@ void sy_server_client_gone(void);
 int  sy_listeners_start(char *err, size_t errlen);
 void sy_listeners_stop(void);
 int  sy_is_loopback_peer(int fd);
+int  sy_is_loopback_addr(const struct sockaddr_storage *a);   /* a unix, 127/8 or ::1 address */
 /* The local uid at the other end of an accepted socket (SO_PEERCRED; for loopback TCP the
  * owner of the client's socket in /proc/net/tcp), or -1 (peer.c); and whether it is root or
  * switchyard's own user. */

@@ -6,10 +6,12 @@ external cluster over TLS (verify-full against CA A) as scram_user, the way an o
 set PG*; clients connect as "postgres" with no password and are mapped.
 """
 
+import ctypes
 import hashlib
 import os
 import re
 import signal
+import socket
 import struct
 import subprocess
 import time
@@ -81,6 +83,61 @@ def test_psql_c(ctx):
     r = psql(sy.port, "SELECT 1", env={"PGSSLMODE": "require"})
     check(r.returncode != 0 and "server does not support SSL" in r.stderr,
           "sslmode=require towards switchyard without a listener certificate: %r %r" % (r.stdout, r.stderr))
+    sy.stop()
+
+
+def _proxy_socket(pid, local_port, remote_port):
+    """A duplicate, in this process, of the TCP socket that process pid holds for the
+    connection local_port <-> remote_port (pidfd_getfd), as a socket object."""
+    inode = None
+    for table in ("/proc/%d/net/tcp" % pid, "/proc/%d/net/tcp6" % pid):
+        with open(table) as f:
+            for line in f.read().splitlines()[1:]:
+                col = line.split()
+                if int(col[1].rsplit(":", 1)[1], 16) == local_port and int(col[2].rsplit(":", 1)[1], 16) == remote_port:
+                    inode = col[9]
+    check(inode is not None, "no socket %d <-> %d in switchyard's tcp tables" % (local_port, remote_port))
+    fd = None
+    for n in os.listdir("/proc/%d/fd" % pid):
+        try:
+            if os.readlink("/proc/%d/fd/%s" % (pid, n)) == "socket:[%s]" % inode:
+                fd = int(n)
+        except OSError:
+            pass
+    check(fd is not None, "switchyard holds no fd for socket inode %s" % inode)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    pidfd = os.pidfd_open(pid)
+    try:
+        dup = libc.syscall(438, pidfd, fd, 0)   # SYS_pidfd_getfd
+    finally:
+        os.close(pidfd)
+    check(dup >= 0, "pidfd_getfd of switchyard's fd %d: %s" % (fd, os.strerror(ctypes.get_errno())))
+    return socket.socket(fileno=dup)
+
+
+def test_client_sockets_have_nodelay(ctx):
+    """Every accepted client socket has TCP_NODELAY: small replies must not wait for the
+    client's delayed ACK (Nagle). switchyard sets it on the listening socket, which the
+    kernel passes on, and per socket only where it does not; look at the sockets
+    themselves, for several clients once they are ready."""
+    sy = _sy(ctx)
+    conns = []
+    try:
+        for _ in range(3):
+            w = PgWire(sy.port)
+            conns.append(w)
+            w.startup(user="postgres")
+        for w in conns:
+            s = _proxy_socket(sy.pid, sy.port, w.sock.getsockname()[1])
+            try:
+                on = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            finally:
+                s.close()
+            check(on != 0, "switchyard's socket for client port %d has TCP_NODELAY off" % w.sock.getsockname()[1])
+    finally:
+        for w in conns:
+            w.close()
     sy.stop()
 
 
