@@ -46,7 +46,7 @@ static void sy_exit(int code)
 }
 static uv_timer_t drain_timer;
 
-void sy_random(void *out, size_t len)
+static void random_fill(void *out, size_t len)
 {
     uint8_t *p = out;
     while (len > 0) {
@@ -59,6 +59,27 @@ void sy_random(void *out, size_t len)
         p += n;
         len -= (size_t)n;
     }
+}
+
+/* Small draws (a cancel key per Postgres client) come from a block of the kernel's random
+ * bytes kept per thread, one getrandom per 64 keys instead of one per connection; each
+ * byte is handed out once and wiped as it goes. */
+void sy_random(void *out, size_t len)
+{
+    static __thread uint8_t pool[256];
+    static __thread size_t left;
+    if (len > sizeof(pool) / 4) {
+        random_fill(out, len);
+        return;
+    }
+    if (left < len) {
+        random_fill(pool, sizeof(pool));
+        left = sizeof(pool);
+    }
+    uint8_t *from = pool + sizeof(pool) - left;
+    memcpy(out, from, len);
+    memset(from, 0, len);
+    left -= len;
 }
 
 sy_route_t *sy_route_find(const char *name)

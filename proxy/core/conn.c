@@ -131,7 +131,8 @@ void sy_conn_unwatch(sy_conn_t *c)
 {
     if (c->poll == NULL)
         return;
-    uv_poll_stop(c->poll);
+    /* uv_close stops the handle, and takes the fd out of epoll, at once: a uv_poll_stop
+     * first would make that an epoll_ctl that fails, per connection. */
     c->poll->data = NULL;
     uv_close((uv_handle_t *)c->poll, free_handle_cb);
     c->poll = NULL;

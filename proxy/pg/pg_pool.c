@@ -43,7 +43,7 @@
 #include <poll.h>
 #include "proxy/pg/pg_internal.h"
 
-static void pool_io(pg_server_t *sv);
+static void pool_io(pg_server_t *sv, int sent);
 static void pool_hand(pg_session_t *s, pg_server_t *sv, int check);
 
 /* Per worker, the servers being reset: a client that finds no idle server waits for one
@@ -275,7 +275,7 @@ static void pool_timeout_cb(uv_timer_t *t)
     sy_info("event=server_pool_timeout upstream=%s backend_pid=%u op=%s", sv->link.target->hostport, sv->be_pid,
             op_name(sv->pool_op));
     sv->pool_failed = 1;
-    pool_io(sv);
+    pool_io(sv, 0);
 }
 
 /* Start one of our own queries on sv (its replies go to libpq, not to a client), bounded
@@ -300,7 +300,7 @@ static int pool_send(pg_server_t *sv, int op, const char *sql)
     if (sv->timeout_ms == 0)
         sv->timeout_ms = (uint64_t)sy_conf()->connect_timeout * 1000;
     uv_timer_start(&sv->timer, pool_timeout_cb, sv->timeout_ms, 0);
-    pool_io(sv);
+    pool_io(sv, 1);
     return 0;
 }
 
@@ -364,7 +364,7 @@ static void pool_cb(sy_conn_t *c, int status, int events)
 {
     (void)status;
     (void)events;
-    pool_io(c->data);
+    pool_io(c->data, 0);
 }
 
 static void notifies_drop(pg_server_t *sv)
@@ -459,14 +459,16 @@ static void check_done(pg_server_t *sv)
     hand_over(s);
 }
 
-/* One step of our own query: flush, read, take every result; done at the last. */
-static void pool_io(pg_server_t *sv)
+/* One step of our own query: flush, read, take every result; done at the last. Just
+ * after the query is sent (sent) the answer cannot be there yet: no read, which would
+ * be a recv that finds nothing, per client that leaves. */
+static void pool_io(pg_server_t *sv, int sent)
 {
     int flushed = 0;
     if (sv->pool_failed)
         goto done;   /* timed out: nothing more to wait for */
     flushed = PQflush(sv->pg);
-    if (flushed < 0 || !PQconsumeInput(sv->pg)) {
+    if (flushed < 0 || (!sent && !PQconsumeInput(sv->pg))) {
         sv->pool_failed = 1;
         goto done;
     }

@@ -743,13 +743,16 @@ void pg_relay_begin(pg_session_t *s)
             PQsslInUse(sv->pg) ? "on" : "off");
     if (c2s_scan(s, &s->c2s) != 0)
         return;
-    /* Start both directions: TLS may already hold decrypted bytes. */
+    /* Start both directions: TLS may already hold decrypted bytes, and what the client
+     * pipelined after its startup goes upstream. A plain server's socket needs no look
+     * (a recv that finds nothing, per client): its poll reports what is there. */
     int r = sy_pipe_flush(&s->s2c);
     if (r < 0) {
         pg_close(s, NULL, NULL);
         return;
     }
-    pg_relay_drive(s, &sv->conn, 0);
+    if (sv->conn.ssl != NULL || sy_pipe_pending(&s->c2s))
+        pg_relay_drive(s, &sv->conn, 0);
     if (s->state == PGS_RELAY)
         pg_relay_drive(s, &s->client, 0);
 }
@@ -871,6 +874,10 @@ static void pg_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *l
         return;
     }
     sy_debug("event=accept conn=%llu listener=%s", (unsigned long long)s->id, l->conf->name);
+    /* The client speaks first, at once: its SSLRequest or StartupMessage is usually here
+     * by the time its connection is taken from the backlog. Read it now rather than after
+     * a turn of the loop (a recv that finds nothing costs what that turn's epoll_wait would). */
+    pg_client_cb(&s->client, 0, UV_READABLE);
 }
 
 const sy_proto_t pg_proto = { "postgres", pg_session_start };
