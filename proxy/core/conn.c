@@ -97,11 +97,59 @@ static void free_handle_cb(uv_handle_t *h)
     free(h);
 }
 
+/*
+ * Spare poll handles. A client that leaves takes its poll handle with it, and the next
+ * accept nearly always returns the fd number just closed; uv_poll_init costs three system
+ * calls (an epoll_ctl ADD and DEL to check the fd, and FIONBIO again). So a handle whose fd
+ * we close right after stopping it (sy_conn_close of our own plain socket) is kept, stopped,
+ * by fd number, on its loop's thread, and the next connection with that number on that
+ * loop starts it instead of making one. Once stopped, a handle is only a number to libuv:
+ * it is not among the loop's watchers, so it stands in no other handle's way on that fd.
+ * At most SPARE_FDS of them per worker (fd numbers below that), about 150 KB.
+ */
+#define SPARE_FDS 1024
+static __thread uv_poll_t **spare;   /* [SPARE_FDS], made on first use */
+
+/* For c, accepted non-blocking (uv_poll_init would make it so; a spare does not): the
+ * spare handle of its fd number, if this loop keeps one. */
+static uv_poll_t *spare_take(sy_conn_t *c)
+{
+    int fd = c->fd;
+    uv_loop_t *loop = c->loop;
+    if (!c->accepted || fd < 0)
+        return NULL;
+    if (spare == NULL || fd >= SPARE_FDS || spare[fd] == NULL || spare[fd]->loop != loop)
+        return NULL;
+    uv_poll_t *h = spare[fd];
+    spare[fd] = NULL;
+    return h;
+}
+
+/* Keep c's handle for the next connection with its fd number: 1, or 0 when it cannot. */
+static int spare_keep(sy_conn_t *c)
+{
+    if (c->fd < 0 || c->fd >= SPARE_FDS || !c->own_fd || c->ssl != NULL)
+        return 0;
+    if (spare == NULL && (spare = calloc(SPARE_FDS, sizeof(*spare))) == NULL)
+        return 0;
+    if (spare[c->fd] != NULL)
+        return 0;
+    uv_poll_stop(c->poll);   /* and out of epoll, before the close below */
+    c->poll->data = NULL;
+    spare[c->fd] = c->poll;
+    c->poll = NULL;
+    c->events = 0;
+    return 1;
+}
+
 int sy_conn_rewatch(sy_conn_t *c, int events, sy_conn_cb cb)
 {
     int r;
     c->cb = cb;
-    if (c->poll == NULL) {
+    if (c->poll == NULL && (c->poll = spare_take(c)) != NULL) {
+        c->poll->data = c;
+        c->events = 0;
+    } else if (c->poll == NULL) {
         c->poll = malloc(sizeof(*c->poll));
         if (c->poll == NULL)
             return UV_ENOMEM;
@@ -141,7 +189,8 @@ void sy_conn_unwatch(sy_conn_t *c)
 
 void sy_conn_close(sy_conn_t *c)
 {
-    sy_conn_unwatch(c);
+    if (c->poll == NULL || !spare_keep(c))
+        sy_conn_unwatch(c);
     if (c->ssl != NULL && c->ssl_owned) {
         SSL_free(c->ssl);
     }

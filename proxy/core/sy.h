@@ -67,6 +67,7 @@ struct sy_conn_s {
     int         fd;
     uv_poll_t  *poll;       /* NULL until sy_conn_watch; freed in its close callback */
     int         events;     /* events the poll handle is started with */
+    int         accepted;   /* fd from accept4(SOCK_NONBLOCK): a spare poll handle may take it */
     const sy_transport_t *tp;
     SSL        *ssl;        /* with sy_tls_transport */
     int         ssl_owned;  /* 1: we SSL_free it; 0: libpq does (PQfinish) */
