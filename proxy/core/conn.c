@@ -53,11 +53,9 @@ const sy_transport_t sy_plain_transport = { plain_read, plain_write, "plain", NU
  * silent, TCP_USER_TIMEOUT when data we sent stays unacknowledged (PgBouncer's tcp_keepalive
  * and tcp_user_timeout). Best effort, and only where a network lies between us: a loopback
  * or unix peer is the same kernel, which answers for it. */
-void sy_sock_keepalive(int fd, int known_local)
+void sy_sock_keepalive_remote(int fd)
 {
     const conf_t *c = sy_conf();
-    if (known_local || sy_is_loopback_peer(fd))
-        return;
     if (c->tcp_keepidle > 0) {
         int on = 1;
         setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
@@ -71,6 +69,12 @@ void sy_sock_keepalive(int fd, int known_local)
     }
 }
 
+void sy_sock_keepalive(int fd)
+{
+    if (!sy_is_loopback_peer(fd))
+        sy_sock_keepalive_remote(fd);
+}
+
 void sy_conn_init(sy_conn_t *c, uv_loop_t *loop, int fd, void *data)
 {
     memset(c, 0, sizeof(*c));
@@ -81,6 +85,12 @@ void sy_conn_init(sy_conn_t *c, uv_loop_t *loop, int fd, void *data)
     c->rd_wait = UV_READABLE;
     c->wr_wait = UV_WRITABLE;
     c->data = data;
+}
+
+void sy_conn_init_accepted(sy_conn_t *c, uv_loop_t *loop, int fd, void *data)
+{
+    sy_conn_init(c, loop, fd, data);
+    c->accepted = 1;
 }
 
 static void conn_poll_cb(uv_poll_t *h, int status, int events)
@@ -115,10 +125,8 @@ static __thread uv_poll_t **spare;   /* [SPARE_FDS], made on first use */
 static uv_poll_t *spare_take(sy_conn_t *c)
 {
     int fd = c->fd;
-    uv_loop_t *loop = c->loop;
-    if (!c->accepted || fd < 0)
-        return NULL;
-    if (spare == NULL || fd >= SPARE_FDS || spare[fd] == NULL || spare[fd]->loop != loop)
+    if (!c->accepted || spare == NULL || fd < 0 || fd >= SPARE_FDS || spare[fd] == NULL ||
+        spare[fd]->loop != c->loop)
         return NULL;
     uv_poll_t *h = spare[fd];
     spare[fd] = NULL;

@@ -337,7 +337,7 @@ static void accept_cb(uv_poll_t *h, int status, int events)
             nodelay(l, fd);
         int trusted = sy_is_loopback_addr(&peer);
         if (!trusted)
-            sy_sock_keepalive(fd, 0);
+            sy_sock_keepalive_remote(fd);
         sy_dispatch(l, fd, trusted);
     }
 }

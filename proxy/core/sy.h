@@ -81,9 +81,13 @@ struct sy_conn_s {
 };
 
 void sy_conn_init(sy_conn_t *c, uv_loop_t *loop, int fd, void *data);
+/* The same for a client's socket from the listener (accept4, non-blocking). */
+void sy_conn_init_accepted(sy_conn_t *c, uv_loop_t *loop, int fd, void *data);
 /* TCP keepalive and TCP_USER_TIMEOUT from [switchyard] tcp_* on a connected socket whose
- * peer is across a network (nothing for loopback or unix peers, or when known_local). */
-void sy_sock_keepalive(int fd, int known_local);
+ * peer is across a network (nothing for loopback or unix peers); _remote when the caller
+ * already knows it is. */
+void sy_sock_keepalive(int fd);
+void sy_sock_keepalive_remote(int fd);
 /* (Re)start watching c->fd for events with cb; allocates the poll handle on first use.
  * Only calls into libuv when the event set changes (sy_conn_rewatch): a relay step that
  * leaves the events as they were, which is most of them, costs a compare. Returns 0 or a

@@ -199,7 +199,7 @@ int pg_server_adopt(pg_server_t *sv)
     /* Socket options stay with the socket: a server taken from the pool has them (a
      * getpeername per reuse less, pgbench -C, 2026-12-03). */
     if (!sv->adopted)
-        sy_sock_keepalive(fd, 0);
+        sy_sock_keepalive(fd);
     sv->adopted = 1;
     /* The attempts are over: their state (21 KB with the parameters) is not kept for the
      * session's life. */

@@ -853,8 +853,7 @@ static void pg_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *l
     s->born_at = s->active_at = uv_now(loop);
     sy_session_link(&s->link);
     SY_STAT_ADD(sy_server.nclients, 1);
-    sy_conn_init(&s->client, s->link.loop, fd, s);
-    s->client.accepted = 1;
+    sy_conn_init_accepted(&s->client, s->link.loop, fd, s);
     /* The pipes' server side is set when a server is attached (pg_server_attach). */
     sy_pipe_setup(&s->c2s, &s->client, NULL, c2s_scan, 1);
     sy_pipe_setup(&s->s2c, NULL, &s->client, s2c_scan, 1);

@@ -152,7 +152,7 @@ void rs_conn_take(sy_conn_t *c, uv_loop_t *loop, void *data, int fd, SSL *ssl, u
 {
     int one = 1;
     sy_conn_init(c, loop, fd, data);
-    sy_sock_keepalive(fd, 0);
+    sy_sock_keepalive(fd);
     if (poll != NULL)
         sy_conn_adopt_poll(c, poll);
     else
@@ -375,7 +375,7 @@ static void rs_connected(rs_server_t *sv)
 {
     int one = 1;
     setsockopt(sv->conn.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    sy_sock_keepalive(sv->conn.fd, 0);
+    sy_sock_keepalive(sv->conn.fd);
     if (sv->link.target->redis.tls) {
         char err[300];
         SSL_CTX *ctx = rs_tls_ctx(sv, err, sizeof(err));

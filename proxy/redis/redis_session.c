@@ -507,8 +507,7 @@ static void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t
     s->active_at = uv_now(loop);
     sy_session_link(&s->link);
     SY_STAT_ADD(sy_server.nclients, 1);
-    sy_conn_init(&s->client, s->link.loop, fd, s);
-    s->client.accepted = 1;
+    sy_conn_init_accepted(&s->client, s->link.loop, fd, s);
     sy_conn_init(&s->noserver, s->link.loop, -1, s);
     sy_pipe_setup(&s->c2s, &s->client, &s->noserver, rs_c2s_scan, 0);
     sy_pipe_setup(&s->s2c, &s->noserver, &s->client, rs_s2c_scan, 0);
