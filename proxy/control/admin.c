@@ -133,7 +133,7 @@ static void show_stats(pgr_buf_t *out)
         char f[12][32];
         snprintf(f[0], 32, "%llu", (unsigned long long)SY_LOAD(r->clients));
         snprintf(f[1], 32, "%llu", (unsigned long long)SY_LOAD(r->upstreams));
-        snprintf(f[2], 32, "%llu", (unsigned long long)SY_LOAD(r->transactions));
+        snprintf(f[2], 32, "%llu", (unsigned long long)sy_route_transactions(r));
         snprintf(f[3], 32, "%llu", (unsigned long long)SY_LOAD(r->bytes_in));
         snprintf(f[4], 32, "%llu", (unsigned long long)SY_LOAD(r->bytes_out));
         snprintf(f[5], 32, "%llu", (unsigned long long)SY_LOAD(r->nerrors));

@@ -351,7 +351,14 @@ int main(int argc, char **argv)
         setenv("UV_THREADPOOL_SIZE", "64", 1);
     sy_server.loop = uv_default_loop();
     sy_server.nroutes = sy_conf()->nroutes;
-    sy_server.routes = calloc(sy_server.nroutes ? sy_server.nroutes : 1, sizeof(sy_route_t));
+    /* Aligned to a cache line, as the struct's layout expects (sy_worker_count_t). */
+    size_t nr = sy_server.nroutes ? sy_server.nroutes : 1;
+    sy_server.routes = aligned_alloc(_Alignof(sy_route_t), nr * sizeof(sy_route_t));
+    if (sy_server.routes == NULL) {
+        fprintf(stderr, "switchyard: out of memory for %zu routes\n", nr);
+        return 1;
+    }
+    memset(sy_server.routes, 0, nr * sizeof(sy_route_t));
     for (size_t i = 0; i < sy_server.nroutes; i++) {
         sy_route_t *r = &sy_server.routes[i];
         r->conf = &sy_conf()->routes[i];

@@ -180,7 +180,7 @@ typedef struct route_family_s {
 
 static uint64_t get_clients(const sy_route_t *r) { return SY_LOAD(r->clients); }
 static uint64_t get_upstreams(const sy_route_t *r) { return SY_LOAD(r->upstreams); }
-static uint64_t get_transactions(const sy_route_t *r) { return SY_LOAD(r->transactions); }
+static uint64_t get_transactions(const sy_route_t *r) { return sy_route_transactions(r); }
 static uint64_t get_switches(const sy_route_t *r) { return r->switches; }
 static uint64_t get_deadline(const sy_route_t *r) { return SY_LOAD(r->closed_at_deadline); }
 static uint64_t get_moved(const sy_route_t *r) { return SY_LOAD(r->moved); }

@@ -318,11 +318,19 @@ extern pthread_mutex_t sy_shared_mu;
 typedef struct sy_route_s sy_route_t;
 #define SY_MAX_WORKERS 64   /* `workers` is validated to 1..64 */
 
+/* A counter that every worker adds to on every request, kept per worker, each on its own
+ * cache line: one shared counter would move its line between the cores at each add
+ * (envoy's per-thread stats, haproxy's per-thread counters). Readers sum them. */
+typedef struct {
+    _Alignas(64) uint64_t n;
+} sy_worker_count_t;
+
 struct sy_route_s {
     /* What every session reads at each boundary (sy_route_should_hold), together on the
      * first cache line, which nothing writes in the steady state: the counters below are
-     * written by every worker. */
-    const conf_route_t *conf;
+     * written by every worker. The struct is aligned to a line (sy_server.routes is
+     * allocated so). */
+    _Alignas(64) const conf_route_t *conf;
     conf_which_t        active;           /* written on the main loop, read anywhere: sy_route_active */
     int                 paused;           /* atomic: sessions read it at their boundaries */
     int                 sw_phase;         /* atomic: sw_phase_t of the switch (switch_rule.h) */
@@ -334,7 +342,6 @@ struct sy_route_s {
     uint64_t            err_connect;      /* upstream could not be reached or rejected us */
     uint64_t            err_lost;         /* upstream died under a session */
     uint64_t            err_protocol;     /* malformed bytes from a client or server */
-    uint64_t            transactions;     /* pg: ReadyForQuery relayed; redis: replies relayed */
     uint64_t            bytes_in;         /* client -> upstream, counted when sessions end */
     uint64_t            bytes_out;        /* upstream -> client */
     uint64_t            switches;
@@ -353,7 +360,24 @@ struct sy_route_s {
     uint64_t            pool_retakes;     /* pg: released clients that took a server again (atomic) */
     uint64_t            pool_pins;        /* pg: clients pinned to their server by session state (atomic) */
     uint64_t            reconnects;       /* sessions (pg, redis) or shared upstreams reconnected (atomic) */
+    /* pg: ReadyForQuery relayed; redis: replies relayed. Per worker: sy_route_count_transactions,
+     * sy_route_transactions. */
+    sy_worker_count_t   transactions[SY_MAX_WORKERS];
 };
+
+/* n more transactions on r, by the worker whose loop this is. */
+static inline void sy_route_count_transactions(sy_route_t *r, const uv_loop_t *loop, uint64_t n)
+{
+    SY_STAT_ADD(r->transactions[sy_loop_index(loop)].n, n);
+}
+
+static inline uint64_t sy_route_transactions(const sy_route_t *r)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < SY_MAX_WORKERS; i++)
+        n += SY_LOAD(r->transactions[i].n);
+    return n;
+}
 
 /*
  * Client and server connections (session.c). A session is a client connection, and while
