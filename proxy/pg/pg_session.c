@@ -535,7 +535,7 @@ static int s2c_scan(void *arg, sy_pipe_t *p)
                 s->inflight--;
             s->copy_in = s->copy_out = 0;
             if (s->link.route)
-                SY_STAT_ADD(s->link.route->transactions, 1);
+                sy_route_count_transactions(s->link.route, s->link.loop, 1);
             break;
         case 'G':
             s->copy_in = 1;
@@ -744,17 +744,24 @@ void pg_relay_begin(pg_session_t *s)
     if (c2s_scan(s, &s->c2s) != 0)
         return;
     /* Start both directions: TLS may already hold decrypted bytes, and what the client
-     * pipelined after its startup goes upstream. A plain server's socket needs no look
-     * (a recv that finds nothing, per client): its poll reports what is there. */
+     * pipelined after its startup goes upstream. A plain socket needs no look (a recv
+     * that finds nothing, per client): its poll reports what is there. The client has
+     * its greeting only now, so it has sent nothing since its startup unless it
+     * pipelined. */
     int r = sy_pipe_flush(&s->s2c);
     if (r < 0) {
         pg_close(s, NULL, NULL);
         return;
     }
-    if (sv->conn.ssl != NULL || sy_pipe_pending(&s->c2s))
+    int pipelined = sy_pipe_pending(&s->c2s);
+    if (sv->conn.ssl != NULL || pipelined)
         pg_relay_drive(s, &sv->conn, 0);
-    if (s->state == PGS_RELAY)
+    if (s->state != PGS_RELAY)
+        return;
+    if (s->client.ssl != NULL || pipelined)
         pg_relay_drive(s, &s->client, 0);
+    else
+        pg_update_polls(s);
 }
 
 static void pg_describe(const sy_session_link_t *l, char cols[][128])

@@ -337,6 +337,9 @@ static void client_startup_read(pg_session_t *s)
                     continue;   /* e.g. nothing, but keep parsing what is buffered */
                 if (s->state != PGS_STARTUP)
                     break;
+                if (st.kind == PGW_STARTUP_SSL || st.kind == PGW_STARTUP_GSSENC)
+                    break;   /* answered: the client reads it before it sends more (a read
+                              * now finds nothing, once per pgbench -C connection) */
             }
         }
         if (s->state == PGS_AUTH) {
