@@ -241,6 +241,30 @@ sy_relay_t sy_relay_step(void *sess, sy_pipe_t *c2s, sy_pipe_t *s2c, sy_conn_t *
  * and sent nothing since active_at, while the pipe would read it: not held by the session,
  * not stopped by a full buffer. */
 int  sy_client_stalled(const sy_pipe_t *c2s, int mid_message, uint64_t active_at, uint64_t now);
+
+/* When a session last had traffic, for its timeouts (client_idle_timeout and the like,
+ * counted in seconds): an event only marks it (a clock read per event was 1% of the CPU
+ * of a pgbench transaction), and the once-a-second tick dates the mark. The session so
+ * counts as active until that tick, and a timeout fires at most a tick later. */
+typedef struct {
+    uint64_t at;     /* loop ms: the tick that saw the last mark, or the session's start */
+    int      seen;   /* traffic since that tick */
+} sy_activity_t;
+
+static inline void sy_activity_mark(sy_activity_t *a)
+{
+    a->seen = 1;
+}
+
+/* At a tick (now: its loop ms): when the last traffic was. */
+static inline uint64_t sy_activity_at(sy_activity_t *a, uint64_t now)
+{
+    if (a->seen) {
+        a->seen = 0;
+        a->at = now;
+    }
+    return a->at;
+}
 /* Poll events src and dst need for this pipe. */
 int  sy_pipe_src_events(const sy_pipe_t *p);
 int  sy_pipe_dst_events(const sy_pipe_t *p);
@@ -365,10 +389,12 @@ struct sy_route_s {
     sy_worker_count_t   transactions[SY_MAX_WORKERS];
 };
 
-/* n more transactions on r, by the worker whose loop this is. */
-static inline void sy_route_count_transactions(sy_route_t *r, const uv_loop_t *loop, uint64_t n)
+/* n more transactions on r, by this thread's worker (the main thread counts as the first:
+ * it relays nothing, but a count from it must land somewhere). */
+extern __thread int sy_worker_index;
+static inline void sy_route_count_transactions(sy_route_t *r, uint64_t n)
 {
-    SY_STAT_ADD(r->transactions[sy_loop_index(loop)].n, n);
+    SY_STAT_ADD(r->transactions[sy_worker_index].n, n);
 }
 
 static inline uint64_t sy_route_transactions(const sy_route_t *r)

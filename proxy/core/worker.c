@@ -65,6 +65,7 @@ static int nworkers;
 static unsigned next_worker;
 static __thread int on_main;
 static __thread sy_worker_t *self;
+__thread int sy_worker_index;   /* self's id, for the per-worker counters (sy.h) */
 
 /* Isolation (see sy_isolate). */
 static int iso_want;          /* the main thread wants every worker parked */
@@ -440,6 +441,7 @@ static void worker_main(void *arg)
 {
     sy_worker_t *w = arg;
     self = w;
+    sy_worker_index = w->id;
     sweep_clock_t sweep;
     sweep_clock_start(&sweep, &w->loop, w->id);
     uv_run(&w->loop, UV_RUN_DEFAULT);   /* the wake handle keeps it alive for good */

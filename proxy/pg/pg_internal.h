@@ -157,7 +157,7 @@ struct pg_session_s {
      * transaction touches is a miss (docs/performance.md, 2026-12-07 afternoon). */
     pg_server_t   *srv;               /* the one it relays to (pg_server_attach), once routed */
     pg_server_t   *pre;               /* switchover: the next one, opened ahead of the move */
-    uint64_t       active_at;         /* loop ms of the last traffic either way (client_idle_timeout) */
+    sy_activity_t  activity;          /* the last traffic either way (client_idle_timeout) */
     /* protocol state (the part switchover builds on) */
     uint8_t        txn;               /* 'I', 'T', 'E' from the last ReadyForQuery */
     uint32_t       inflight;          /* Query/Sync sent, ReadyForQuery not yet seen */

@@ -129,7 +129,7 @@ void pg_release_maybe(pg_session_t *s, uint64_t now)
 {
     uint64_t delay = (uint64_t)sy_conf()->server_release_delay * 1000;
     if (delay == 0 || s->pin_why != NULL || s->admin || s->link.route == NULL || !s->link.route->conf->pool ||
-        s->terminating || s->fatal_dropped || s->server_fatal || s->srv == NULL || now - s->active_at < delay ||
+        s->terminating || s->fatal_dropped || s->server_fatal || s->srv == NULL || now - sy_activity_at(&s->activity, now) < delay ||
         s->c2s.end != s->c2s.start || s->s2c.end != s->s2c.start || s->s2c_extra.len > 0 ||
         s->link.state != SY_CLIENT_ACTIVE || sy_route_should_hold(&s->link))
         return;
@@ -213,7 +213,7 @@ static void checked(pg_server_t *sv)
         if (cancelled) {
             /* We cancelled it (pool_timeout_cb): the server is slow, not the session
              * stateful. The relay goes on; it is asked again after another delay. */
-            s->active_at = uv_now(s->link.loop);
+            sy_activity_mark(&s->activity);
             sy_info("event=release_check_cancelled conn=%llu route=%s backend_pid=%u", (unsigned long long)s->id,
                     s->link.route->conf->name, sv->be_pid);
             pg_release(s);

@@ -535,7 +535,7 @@ static int s2c_scan(void *arg, sy_pipe_t *p)
                 s->inflight--;
             s->copy_in = s->copy_out = 0;
             if (s->link.route)
-                sy_route_count_transactions(s->link.route, s->link.loop, 1);
+                sy_route_count_transactions(s->link.route, 1);
             break;
         case 'G':
             s->copy_in = 1;
@@ -644,7 +644,7 @@ int pg_extra_drain(pg_session_t *s)
 void pg_relay_drive(pg_session_t *s, sy_conn_t *c, int events)
 {
     int err;
-    s->active_at = uv_now(s->link.loop);
+    sy_activity_mark(&s->activity);
     if (s->s2c_extra.len > 0 && pg_extra_drain(s) < 0) {
         pg_close(s, NULL, NULL);
         return;
@@ -797,6 +797,7 @@ static void pg_tick(sy_session_link_t *l, uint64_t now)
     pg_session_t *s = (pg_session_t *)l;
     uint64_t login = (uint64_t)sy_conf()->client_login_timeout * 1000;
     uint64_t idle = (uint64_t)sy_conf()->client_idle_timeout * 1000;
+    uint64_t active_at = sy_activity_at(&s->activity, now);
     switch (s->state) {
     case PGS_STARTUP:
     case PGS_CLIENT_TLS:
@@ -813,21 +814,21 @@ static void pg_tick(sy_session_link_t *l, uint64_t now)
             pg_close(s, "57014", "canceling authentication due to timeout");
         return;
     case PGS_RELAY:
-        if (sy_client_stalled(&s->c2s, !pgw_scan_at_boundary(&s->cscan), s->active_at, now)) {
+        if (sy_client_stalled(&s->c2s, !pgw_scan_at_boundary(&s->cscan), active_at, now)) {
             sy_info("event=client_stalled conn=%llu route=%s idle_ms=%llu", (unsigned long long)s->id,
-                    s->link.route ? s->link.route->conf->name : "-", (unsigned long long)(now - s->active_at));
+                    s->link.route ? s->link.route->conf->name : "-", (unsigned long long)(now - active_at));
             pg_close(s, "08P01", "client stalled mid-message for %d s", sy_conf()->client_stall_timeout);
             return;
         }
         /* fall through */
     case PGS_RELEASED:
-        if (idle == 0 || !pg_idle(s) || s->txn != 'I' || now - s->active_at < idle) {
+        if (idle == 0 || !pg_idle(s) || s->txn != 'I' || now - active_at < idle) {
             if (s->state == PGS_RELAY)
                 pg_release_maybe(s, now);
             return;
         }
         sy_info("event=idle_timeout conn=%llu route=%s idle_ms=%llu", (unsigned long long)s->id,
-                s->link.route ? s->link.route->conf->name : "-", (unsigned long long)(now - s->active_at));
+                s->link.route ? s->link.route->conf->name : "-", (unsigned long long)(now - active_at));
         pg_close(s, "57P05", "terminating connection due to idle-session timeout");
         return;
     default:
@@ -857,7 +858,7 @@ static void pg_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t *l
     s->link.kick = pg_link_kick;
     s->link.release = pg_link_release;
     s->link.tick = pg_tick;
-    s->born_at = s->active_at = uv_now(loop);
+    s->born_at = s->activity.at = uv_now(loop);
     sy_session_link(&s->link);
     SY_STAT_ADD(sy_server.nclients, 1);
     sy_conn_init_accepted(&s->client, s->link.loop, fd, s);

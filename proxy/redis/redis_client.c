@@ -600,7 +600,7 @@ int rs_s2c_scan(void *arg, sy_pipe_t *p)
         ssize_t n = resp_reply_scan(&s->rp, p->buf + p->scanned, p->end - p->scanned, &done);
         if (n < 0) {
             p->fwd = p->scanned;
-            sy_route_count_transactions(s->link.route, s->link.loop, replies);
+            sy_route_count_transactions(s->link.route, replies);
             SY_STAT_ADD(s->link.route->err_protocol, 1);
             rs_close(s, "route %s: protocol error from %s: %s", s->link.route->conf->name,
                      rs_upstream_name(s), s->rp.err);
@@ -645,7 +645,7 @@ int rs_s2c_scan(void *arg, sy_pipe_t *p)
     }
     p->fwd = p->scanned;
     if (replies > 0)
-        sy_route_count_transactions(s->link.route, s->link.loop, replies);
+        sy_route_count_transactions(s->link.route, replies);
     if (rs_guard_hold(s, p) != 0)
         return -1;
     /* Owed replies have passed: a held command can be answered now. */

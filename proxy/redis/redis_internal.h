@@ -145,7 +145,7 @@ typedef struct redis_session_s {
     char          *errmsg;          /* what FAILED answers the first command with (malloc'd,
                                      * NULL: none, or out of memory: rs_errmsg) */
 
-    uint64_t       active_at;       /* loop ms of the last traffic either way (client_idle_timeout) */
+    sy_activity_t  activity;        /* the last traffic either way (client_idle_timeout) */
     /* protocol state */
     uint64_t       pending;         /* replies the server still owes the client */
     uint64_t       sub_count;       /* channels + patterns + shard channels subscribed */

@@ -125,7 +125,7 @@ int rs_repl_s2c_scan(redis_session_t *s, sy_pipe_t *p)
         if (ev == RESP_SYNC_EV_REPLY && s->pending > 0) {
             s->pending--;
             rs_reply_seen(s, r->sync.state != RESP_SYNC_REFUSED);
-            sy_route_count_transactions(s->link.route, s->link.loop, 1);
+            sy_route_count_transactions(s->link.route, 1);
         }
         if (r->sync.state == RESP_SYNC_REFUSED) {
             /* An ordinary error reply: the client is an ordinary client again. */

@@ -369,7 +369,7 @@ void rs_relay_drive(redis_session_t *s, sy_conn_t *c, int events)
     int err;
     if ((events & UV_DISCONNECT) && c == &s->client && rs_large_client_left(s))
         return;
-    s->active_at = uv_now(s->link.loop);
+    sy_activity_mark(&s->activity);
     switch (sy_relay_step(s, &s->c2s, &s->s2c, c, events, &err)) {
     case SY_RELAY_OK:
         rs_update_polls(s);
@@ -462,9 +462,10 @@ static void rs_tick(sy_session_link_t *l, uint64_t now)
 {
     redis_session_t *s = (redis_session_t *)l;
     uint64_t idle = (uint64_t)sy_conf()->client_idle_timeout * 1000;
-    if (s->state == RS_RELAY && sy_client_stalled(&s->c2s, !resp_req_at_boundary(&s->rq), s->active_at, now)) {
+    uint64_t active_at = sy_activity_at(&s->activity, now);
+    if (s->state == RS_RELAY && sy_client_stalled(&s->c2s, !resp_req_at_boundary(&s->rq), active_at, now)) {
         sy_info("event=client_stalled conn=%llu route=%s idle_ms=%llu", (unsigned long long)s->id,
-                s->link.route ? s->link.route->conf->name : "-", (unsigned long long)(now - s->active_at));
+                s->link.route ? s->link.route->conf->name : "-", (unsigned long long)(now - active_at));
         rs_close(s, "client stalled mid-command for %d s", sy_conf()->client_stall_timeout);
         return;
     }
@@ -475,10 +476,10 @@ static void rs_tick(sy_session_link_t *l, uint64_t now)
         return;
     }
     if (idle == 0 || s->state != RS_RELAY || s->blocking || s->sub_count > 0 || s->monitoring || s->repl != NULL ||
-        now - s->active_at < idle)
+        now - active_at < idle)
         return;
     sy_info("event=idle_timeout conn=%llu route=%s idle_ms=%llu", (unsigned long long)s->id,
-            s->link.route ? s->link.route->conf->name : "-", (unsigned long long)(now - s->active_at));
+            s->link.route ? s->link.route->conf->name : "-", (unsigned long long)(now - active_at));
     rs_close(s, NULL);
 }
 
@@ -504,7 +505,7 @@ static void redis_session_start(sy_listener_t *l, int fd, int trusted, uv_loop_t
     s->link.kick = rs_link_kick;
     s->link.release = rs_link_release;
     s->link.tick = rs_tick;
-    s->active_at = uv_now(loop);
+    s->activity.at = uv_now(loop);
     sy_session_link(&s->link);
     SY_STAT_ADD(sy_server.nclients, 1);
     sy_conn_init_accepted(&s->client, s->link.loop, fd, s);
