@@ -243,9 +243,10 @@ sy_relay_t sy_relay_step(void *sess, sy_pipe_t *c2s, sy_pipe_t *s2c, sy_conn_t *
 int  sy_client_stalled(const sy_pipe_t *c2s, int mid_message, uint64_t active_at, uint64_t now);
 
 /* When a session last had traffic, for its timeouts (client_idle_timeout and the like,
- * counted in seconds): an event only marks it (a clock read per event was 1% of the CPU
- * of a pgbench transaction), and the once-a-second tick dates the mark. The session so
- * counts as active until that tick, and a timeout fires at most a tick later. */
+ * counted in seconds): an event only marks it (a clock read per event was 1% of
+ * switchyard's user-space CPU per pgbench transaction), and the once-a-second tick dates
+ * the mark. The session so counts as active until that tick, and a timeout fires at
+ * most a tick later. */
 typedef struct {
     uint64_t at;     /* loop ms: the tick that saw the last mark, or the session's start */
     int      seen;   /* traffic since that tick */

@@ -129,7 +129,8 @@ void pg_release_maybe(pg_session_t *s, uint64_t now)
 {
     uint64_t delay = (uint64_t)sy_conf()->server_release_delay * 1000;
     if (delay == 0 || s->pin_why != NULL || s->admin || s->link.route == NULL || !s->link.route->conf->pool ||
-        s->terminating || s->fatal_dropped || s->server_fatal || s->srv == NULL || now - sy_activity_at(&s->activity, now) < delay ||
+        s->terminating || s->fatal_dropped || s->server_fatal || s->srv == NULL ||
+        now - sy_activity_at(&s->activity, now) < delay ||
         s->c2s.end != s->c2s.start || s->s2c.end != s->s2c.start || s->s2c_extra.len > 0 ||
         s->link.state != SY_CLIENT_ACTIVE || sy_route_should_hold(&s->link))
         return;
