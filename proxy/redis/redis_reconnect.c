@@ -30,6 +30,9 @@
  * N s)", the words a multiplexed client gets;
  * a wrong password or certificate, at the first attempt or a later one, fails at once
  * with "cannot connect to T: ...", as without a window.
+ * So does a failure of this process's own (memory, a poll handle, a socket that cannot be
+ * made non-blocking): waiting for the target would not mend it, and the client would be
+ * left with no answer.
  *
  * The shared upstream of multiplexed clients (redis_mux.c) uses the back-off below: after
  * it dies it dials again at once; while dials fail its clients' commands wait in its queue
@@ -162,7 +165,6 @@ static void rc_timer_cb(uv_timer_t *t)
 /* Back, its state replayed: relay again; what the client sent meanwhile goes on. */
 static void rc_resume(redis_session_t *s, rs_server_t *sv, rc_job_t *j)
 {
-    rs_server_take(sv, j->fd, j->ssl, NULL);
     rs_set_state(s, RS_RELAY);
     rs_attach(s, sv);
     sv->counted = 1;
@@ -200,15 +202,18 @@ static void rc_done(uv_work_t *req, int status)
     rc_job_t *j = req->data;
     redis_session_t *s = j->s;
     rs_server_t *sv = j->sv;
+    int took = 0;
     (void)status;
     if (s->state != RS_CONNECTING || s->srv != NULL || sv->closed) {
         sy_redis_hangup(j->fd, j->ssl);
         rs_server_close(sv, "client_gone", 0);
-    } else if (!j->ok) {
+    } else if (!j->ok || (took = rs_server_take(sv, j->fd, j->ssl, NULL)) != 0) {
         char q[700];
+        if (took != 0)   /* ours, not the target's: waiting would not mend it */
+            snprintf(j->err, sizeof(j->err), "cannot make the socket non-blocking: %s", uv_strerror(took));
         sy_redis_hangup(j->fd, j->ssl);
         rs_server_close(sv, "reconnect_failed", 0);
-        int transient = rs_transient(j->err);
+        int transient = took == 0 && rs_transient(j->err);
         int d = transient ? rs_backoff_next(&s->rc, uv_now(s->link.loop)) : -1;
         sy_info("event=reconnect_failed conn=%llu route=%s upstream=%s attempt=%u next_ms=%d error=%s",
                 (unsigned long long)s->id, s->link.route->conf->name, s->rc_target->hostport, s->rc.attempts, d,

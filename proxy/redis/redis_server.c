@@ -143,26 +143,28 @@ void rs_server_close(rs_server_t *sv, const char *reason, int later)
 
 /* Give sv a socket dialed (blocking) on the thread pool; poll, when made ahead, is its
  * handle and has made it non-blocking already. */
-void rs_server_take(rs_server_t *sv, int fd, SSL *ssl, uv_poll_t *poll)
+int rs_server_take(rs_server_t *sv, int fd, SSL *ssl, uv_poll_t *poll)
 {
-    rs_conn_take(&sv->conn, sv->link.loop, sv, fd, ssl, poll);
+    return rs_conn_take(&sv->conn, sv->link.loop, sv, fd, ssl, poll);
 }
 
-void rs_conn_take(sy_conn_t *c, uv_loop_t *loop, void *data, int fd, SSL *ssl, uv_poll_t *poll)
+int rs_conn_take(sy_conn_t *c, uv_loop_t *loop, void *data, int fd, SSL *ssl, uv_poll_t *poll)
 {
     int one = 1;
+    /* A blocking socket would stall the whole loop at its first read. */
+    if (poll == NULL && ioctl(fd, FIONBIO, &one) != 0)
+        return -errno;
     sy_conn_init(c, loop, fd, data);
     sy_sock_keepalive(fd);
     if (poll != NULL)
         sy_conn_adopt_poll(c, poll);
-    else
-        ioctl(fd, FIONBIO, &one);
     if (ssl != NULL) {
         c->ssl = ssl;
         c->ssl_owned = 1;
         c->tp = &sy_tls_transport;
         SSL_set_mode(ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_ENABLE_PARTIAL_WRITE);
     }
+    return 0;
 }
 
 /* The reverse, for a replay on the thread pool: the socket is the caller's, blocking. */
@@ -181,13 +183,15 @@ void rs_server_lend(rs_server_t *sv, int *fd, SSL **ssl)
 
 /* ---- connect ------------------------------------------------------------------------- */
 
-/* sv, its client's server, cannot connect: the client answers its first command with why. */
-static void rs_connect_failed(rs_server_t *sv, const char *cause)
+/* sv, its client's server, cannot connect: the client answers its first command with why.
+ * ours: the cause is this process's (memory, a poll handle), not the target's; waiting out
+ * reconnect_window for it would leave the client with no answer, so it gets one at once. */
+static void rs_connect_end(rs_server_t *sv, const char *cause, int ours)
 {
     redis_session_t *s = rs_client(sv);
     if (sv->closed || s == NULL || s->srv != sv || s->state != RS_CONNECTING)
         return;
-    if (rs_reconnect_connect_failed(s, sv, cause))
+    if (!ours && rs_reconnect_connect_failed(s, sv, cause))
         return;   /* reconnect_window: it waits for the target */
     rs_set_errmsg(s, "route %s: cannot connect to %s: %s", s->link.route->conf->name, sv->link.target->hostport,
                   cause);
@@ -201,6 +205,11 @@ static void rs_connect_failed(rs_server_t *sv, const char *cause)
     resp_reply_init(&s->rp, 0);
     rs_server_close(sv, "connect_failed", 0);
     rs_enter_failed(s);
+}
+
+static void rs_connect_failed(rs_server_t *sv, const char *cause)
+{
+    rs_connect_end(sv, cause, 0);
 }
 
 /* FAILED: the client's next command gets s->errmsg, then the close (rs_c2s_scan); a client
@@ -254,7 +263,7 @@ static void rs_setup_read(rs_server_t *sv)
     redis_session_t *s = rs_client(sv);
     sy_pipe_t *p = &s->s2c;
     if (sy_pipe_ensure(p) != 0) {
-        rs_connect_failed(sv, "out of memory");
+        rs_connect_end(sv, "out of memory", 1);
         return;
     }
     for (;;) {
@@ -426,6 +435,7 @@ void rs_server_cb(sy_conn_t *c, int status, int events)
 
 static void rs_connect_next(rs_server_t *sv)
 {
+    char cause[600];
     while (sv->next_addr != NULL) {
         struct addrinfo *a = sv->next_addr;
         sv->next_addr = a->ai_next;
@@ -445,13 +455,13 @@ static void rs_connect_next(rs_server_t *sv)
         SY_STAT_ADD(sv->link.route->upstreams, 1);
         sv->counted = 1;
         sv->setup_left = -3;
-        if (sy_conn_watch(&sv->conn, UV_WRITABLE, rs_server_cb) != 0) {
-            rs_connect_failed(sv, "cannot watch the socket");
-            return;
+        int rc = sy_conn_watch(&sv->conn, UV_WRITABLE, rs_server_cb);
+        if (rc != 0) {
+            snprintf(cause, sizeof(cause), "cannot watch the socket: %s", uv_strerror(rc));
+            rs_connect_end(sv, cause, 1);
         }
         return;
     }
-    char cause[600];
     snprintf(cause, sizeof(cause), "%s", sv->errmsg[0] ? sv->errmsg : "no address");
     sv->errmsg[0] = '\0';
     rs_connect_failed(sv, cause);
