@@ -70,10 +70,13 @@ def test_pg_failed_watch_answers(ctx):
     check(not problems, "\n".join(problems))
 
 
-def test_redis_failed_watch_answers(ctx):
+def _redis_failed_watch(extra):
+    """A Redis client accepted while no poll handle can be had: -ERR and the close, at once
+    (the fault is this process's, so reconnect_window does not wait it out); the running
+    session and later clients are untouched."""
     server = harness.RedisServer()
     trigger = os.path.join(harness.tmpdir("fault"), "armed")
-    sy = rs.start_proxy(server, env=_fault_env(trigger), asan_extra="verify_asan_link_order=0")
+    sy = rs.start_proxy(server, env=_fault_env(trigger), asan_extra="verify_asan_link_order=0", extra=extra)
     running = Resp(sy.port)
     check(running.cmd("SET", "k", "v") == "OK", "SET before the fault")
     open(trigger, "w").close()
@@ -83,6 +86,8 @@ def test_redis_failed_watch_answers(ctx):
     problems = []
     if not got.startswith(b"-ERR"):
         problems.append("new client during the fault got %r, want -ERR then the close" % got)
+    if "event=reconnect_failed" in sy.log_text():
+        problems.append("a failure of the proxy's own was retried as the target's:\n%s" % harness.log_tail(sy.logfile, 10))
     try:
         got = running.cmd("GET", "k")
         if got != b"v":
@@ -98,6 +103,18 @@ def test_redis_failed_watch_answers(ctx):
     sy.check_alive()
     sy.stop()
     check(not problems, "\n".join(problems))
+
+
+def test_redis_failed_watch_answers(ctx):
+    """Multiplexed (the default): the client shares the route's upstream."""
+    _redis_failed_watch("")
+
+
+def test_redis_failed_watch_answers_dedicated(ctx):
+    """multiplex = off: the client's own upstream is dialed, and cannot be watched. Its
+    retry's socket once stayed blocking, so the worker stalled on its first read and the
+    client waited until shutdown."""
+    _redis_failed_watch("multiplex = off")
 
 
 def _idle_session_times_out(port):
