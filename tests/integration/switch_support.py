@@ -69,10 +69,10 @@ def start_pg(ctx, dead_route=False, extra_env=None, route_extra="", globals_extr
     return sy
 
 
-def start_redis(ctx, builtin, external, globals_extra="", route_extra=""):
+def start_redis(ctx, builtin, external, globals_extra="", route_extra="", env=None, **kw):
     """switchyard with route redis-store (builtin and external RedisServers, plain, starting on
     builtin) and a postgres listener for the console (route pg on ctx.builtin). sy.redis_port
-    is the redis listener."""
+    is the redis listener. env adds to the daemon's environment; kw goes to Switchyard."""
     import redis_support as rs
     port = harness.free_port()
     conf = rs.redis_conf([rs.Route("redis-store", port, rs.endpoint(builtin), "REDIS_STORE_ENDPOINT",
@@ -84,7 +84,8 @@ def start_redis(ctx, builtin, external, globals_extra="", route_extra=""):
         conf = conf.replace("metrics_listen = off\n", "", 1)
     conf += ("\n[listener pg]\nprotocol = postgres\nlisten = 127.0.0.1:%d\n\n" % harness.free_port()
              + harness.pg_route("pg", "sourcegraph", default=True, env_prefix="", builtin=ctx.builtin.conninfo()))
-    sy = harness.Switchyard(conf, env={"REDIS_STORE_ENDPOINT": "redis://127.0.0.1:%d" % external.port})
+    sy = harness.Switchyard(conf, env=dict(env or {}, REDIS_STORE_ENDPOINT="redis://127.0.0.1:%d" % external.port),
+                            **kw)
     sy.redis_port = port
     return sy
 

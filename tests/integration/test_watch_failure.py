@@ -117,6 +117,40 @@ def test_redis_failed_watch_answers_dedicated(ctx):
     _redis_failed_watch("multiplex = off")
 
 
+def test_redis_switch_without_poll_handles(ctx):
+    """A switch of a multiplex = off route while no poll handle can be had: the move's new
+    socket (dialed on the thread pool) cannot be made non-blocking. The moving client gets
+    -ERR naming the cause and the close, the switch completes, and once the fault clears a
+    new client reaches the new target: the worker was never left on a blocking socket."""
+    import switch_support as ss
+    builtin, external = harness.RedisServer(), harness.RedisServer()
+    trigger = os.path.join(harness.tmpdir("fault"), "armed")
+    sy = ss.start_redis(ctx, builtin, external, route_extra="multiplex = off\n", env=_fault_env(trigger),
+                        asan_extra="verify_asan_link_order=0")
+    con = ss.Console(sy)
+    moving = Resp(sy.redis_port)
+    check(moving.cmd("SET", "k", "before") == "OK", "SET before the fault")
+    open(trigger, "w").close()
+    row, _t0, _t1 = con.switch("redis-store", "external")
+    problems = []
+    if row["moved"] != "0" or row["closed"] != "1":
+        problems.append("SWITCH with no poll handle to be had: %r, want moved 0, closed 1" % row)
+    moving.send(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")
+    got = moving.expect_close(10)
+    if not got.startswith(b"-ERR") or b"non-blocking" not in got:
+        problems.append("the moving client got %r, want -ERR naming the socket, then the close" % got)
+    os.unlink(trigger)
+    again = Resp(sy.redis_port)
+    if again.cmd("SET", "k", "after") != "OK" or external.cli("GET", "k").stdout.strip() != "after":
+        problems.append("after the fault: a new client did not reach the new target")
+    for x in (moving, again):
+        x.close()
+    con.close()
+    sy.check_alive()
+    sy.stop()
+    check(not problems, "\n".join(problems) + "\n" + harness.log_tail(sy.logfile, 15))
+
+
 def _idle_session_times_out(port):
     """A session idle outside a transaction gets FATAL 57P05 from the sweep (client_idle_timeout = 2)."""
     idle = PgWire(port).startup(database="sourcegraph")
