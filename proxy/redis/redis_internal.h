@@ -246,15 +246,16 @@ rs_server_t *rs_server_new(redis_session_t *s, conf_which_t which, const conf_ta
 void rs_server_close(rs_server_t *sv, const char *reason, int later);
 void rs_enter_failed(redis_session_t *s);   /* the next command gets s->errmsg, then the close */
 void rs_server_unref(rs_server_t *sv);
-int  rs_server_take(rs_server_t *sv, int fd, SSL *ssl, uv_poll_t *poll);   /* rs_conn_take's result */
+int  rs_server_take(rs_server_t *sv, int fd, SSL *ssl, uv_poll_t *poll, char *err, size_t errlen);
 void rs_server_lend(rs_server_t *sv, int *fd, SSL **ssl);
 void rs_server_cb(sy_conn_t *c, int status, int events);
 /* Make sv the server s relays to (NULL: none); returns the one it relayed to before. */
 rs_server_t *rs_attach(redis_session_t *s, rs_server_t *sv);
 /* A socket dialed on the thread pool becomes c (made non-blocking; TLS when ssl). Returns 0,
- * or a libuv error when it cannot be made non-blocking: then c is untouched and the socket
- * is still the caller's to hang up. */
-int  rs_conn_take(sy_conn_t *c, uv_loop_t *loop, void *data, int fd, SSL *ssl, uv_poll_t *poll);
+ * or -1 with why in err when it cannot be made non-blocking: then c is untouched and the
+ * socket is still the caller's to hang up. A failure of this process's, not the target's. */
+int  rs_conn_take(sy_conn_t *c, uv_loop_t *loop, void *data, int fd, SSL *ssl, uv_poll_t *poll, char *err,
+                  size_t errlen);
 /* The commands that set an upstream of ep up (AUTH, SELECT) into out; *replies they owe.
  * Returns the bytes written (0: none needed). out holds the password: wipe it. */
 size_t rs_setup_cmds(const sy_endpoint_t *ep, uint8_t *out, size_t cap, int *replies);

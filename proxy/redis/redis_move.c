@@ -216,11 +216,8 @@ static void rs_move_done(uv_work_t *req, int status)
         sy_switch_moved(&s->link, 0);   /* closed while it moved */
         goto out;
     }
-    int took = m->ok ? rs_server_take(m->sv, m->fd, m->ssl, NULL) : 0;
-    if (took != 0) {
+    if (m->ok && rs_server_take(m->sv, m->fd, m->ssl, NULL, m->err, sizeof(m->err)) != 0)
         m->ok = 0;
-        snprintf(m->err, sizeof(m->err), "cannot make the socket non-blocking: %s", uv_strerror(took));
-    }
     if (!m->ok) {
         sy_redis_hangup(m->fd, m->ssl);
         rs_server_close(m->sv, "move_failed", 0);
@@ -397,14 +394,13 @@ static void rs_prep_done(uv_work_t *req, int status)
     rs_prep_t *w = req->data;
     redis_session_t *s = w->s;
     rs_server_t *sv = w->sv;
-    int took = 0;
-    if (w->fd < 0 || sv->closed || s->pre != sv || s->state == RS_CLOSING || s->state == RS_CLOSED ||
-        (took = rs_server_take(sv, w->fd, w->ssl, sy_poll_new(s->link.loop, w->fd))) != 0) {
-        /* The poll handle is made now, outside any hold (it also makes the socket
-         * non-blocking); without one, the socket is made non-blocking by hand. */
-        if (took != 0)
-            snprintf(w->err, sizeof(w->err), "cannot make the socket non-blocking: %s", uv_strerror(took));
-        if ((w->fd < 0 || took != 0) && s->link.route) {
+    int wanted = !sv->closed && s->pre == sv && s->state != RS_CLOSING && s->state != RS_CLOSED;
+    /* The poll handle is made now, outside any hold (it also makes the socket non-blocking;
+     * without one, the take does that by hand). */
+    int failed = w->fd < 0 || (wanted && rs_server_take(sv, w->fd, w->ssl, sy_poll_new(s->link.loop, w->fd), w->err,
+                                                        sizeof(w->err)) != 0);
+    if (failed || !wanted) {
+        if (failed && s->link.route) {
             char q[600];
             sy_warn("event=preconnect_failed conn=%llu route=%s error=%s", (unsigned long long)s->id,
                     s->link.route->conf->name, sy_logq(q, sizeof(q), w->err));

@@ -282,7 +282,6 @@ static void mux_dial_done(uv_work_t *req, int status)
 {
     mux_dial_t *d = req->data;
     rs_mux_t *m = d->m;
-    int took;
     if (m->closed) {
         sy_redis_hangup(d->fd, d->ssl);
     } else if (d->fd < 0) {
@@ -292,10 +291,9 @@ static void mux_dial_done(uv_work_t *req, int status)
         m->st = MUX_DOWN;
         if (!mux_retry(m, why, sizeof(why), d->err))
             mux_lost(m, why, 1);
-    } else if ((took = rs_conn_take(&m->conn, m->link.loop, m, d->fd, d->ssl, NULL)) != 0) {
+    } else if (rs_conn_take(&m->conn, m->link.loop, m, d->fd, d->ssl, NULL, d->err, sizeof(d->err)) != 0) {
         char why[600];
-        snprintf(why, sizeof(why), "cannot make the socket to %s non-blocking: %s", m->link.target->hostport,
-                 uv_strerror(took));
+        snprintf(why, sizeof(why), "cannot connect to %s: %s", m->link.target->hostport, d->err);
         sy_redis_hangup(d->fd, d->ssl);
         m->st = MUX_DOWN;
         mux_lost(m, why, 1);   /* ours, not the target's: no reconnect_window for it */

@@ -202,18 +202,17 @@ static void rc_done(uv_work_t *req, int status)
     rc_job_t *j = req->data;
     redis_session_t *s = j->s;
     rs_server_t *sv = j->sv;
-    int took = 0;
     (void)status;
     if (s->state != RS_CONNECTING || s->srv != NULL || sv->closed) {
         sy_redis_hangup(j->fd, j->ssl);
         rs_server_close(sv, "client_gone", 0);
-    } else if (!j->ok || (took = rs_server_take(sv, j->fd, j->ssl, NULL)) != 0) {
+    } else if (!j->ok || rs_server_take(sv, j->fd, j->ssl, NULL, j->err, sizeof(j->err)) != 0) {
         char q[700];
-        if (took != 0)   /* ours, not the target's: waiting would not mend it */
-            snprintf(j->err, sizeof(j->err), "cannot make the socket non-blocking: %s", uv_strerror(took));
+        /* with j->ok it was the take that failed: ours, not the target's, and waiting
+         * would not mend it */
+        int transient = !j->ok && rs_transient(j->err);
         sy_redis_hangup(j->fd, j->ssl);
         rs_server_close(sv, "reconnect_failed", 0);
-        int transient = took == 0 && rs_transient(j->err);
         int d = transient ? rs_backoff_next(&s->rc, uv_now(s->link.loop)) : -1;
         sy_info("event=reconnect_failed conn=%llu route=%s upstream=%s attempt=%u next_ms=%d error=%s",
                 (unsigned long long)s->id, s->link.route->conf->name, s->rc_target->hostport, s->rc.attempts, d,

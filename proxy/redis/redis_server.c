@@ -143,17 +143,20 @@ void rs_server_close(rs_server_t *sv, const char *reason, int later)
 
 /* Give sv a socket dialed (blocking) on the thread pool; poll, when made ahead, is its
  * handle and has made it non-blocking already. */
-int rs_server_take(rs_server_t *sv, int fd, SSL *ssl, uv_poll_t *poll)
+int rs_server_take(rs_server_t *sv, int fd, SSL *ssl, uv_poll_t *poll, char *err, size_t errlen)
 {
-    return rs_conn_take(&sv->conn, sv->link.loop, sv, fd, ssl, poll);
+    return rs_conn_take(&sv->conn, sv->link.loop, sv, fd, ssl, poll, err, errlen);
 }
 
-int rs_conn_take(sy_conn_t *c, uv_loop_t *loop, void *data, int fd, SSL *ssl, uv_poll_t *poll)
+int rs_conn_take(sy_conn_t *c, uv_loop_t *loop, void *data, int fd, SSL *ssl, uv_poll_t *poll, char *err,
+                 size_t errlen)
 {
     int one = 1;
     /* A blocking socket would stall the whole loop at its first read. */
-    if (poll == NULL && ioctl(fd, FIONBIO, &one) != 0)
-        return -errno;
+    if (poll == NULL && ioctl(fd, FIONBIO, &one) != 0) {
+        snprintf(err, errlen, "cannot make the socket non-blocking: %s", strerror(errno));
+        return -1;
+    }
     sy_conn_init(c, loop, fd, data);
     sy_sock_keepalive(fd);
     if (poll != NULL)
