@@ -454,11 +454,12 @@ void rs_link_prepare(sy_session_link_t *l)
         sy_switch_prepared(l);
     }
 }
+/* A session that is moving is closed too (SIGTERM's deadline): its move job keeps the new
+ * socket, and rs_move_done drops it when the job returns. A switch's own deadline never
+ * kicks one (must_move passes over it). */
 void rs_link_kick(sy_session_link_t *l, const char *why)
 {
     redis_session_t *s = (redis_session_t *)l;
-    if (s->state == RS_MOVING)
-        return;
     int switching = SY_LOAD(s->link.route->sw_phase) != 0;   /* a switch's deadline, not a shutdown */
     rs_close(s, "%s%s", why, s->repl != NULL && switching ? " (a replication stream cannot move)" : "");
 }

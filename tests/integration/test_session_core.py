@@ -11,6 +11,11 @@ review and each with a test that failed before its fix:
      the client, however many: before, whatever did not fit the pipe's free space was
      silently dropped.
 
+The Redis cases follow the Postgres ones: a client that leaves, a new target that dies,
+and SIGTERM's deadline, each while its session's move job waits for the new target. The
+last failed before its fix: the kick passed over a moving Redis session, so its client got
+no answer, only the close when the process exited.
+
 The moves are made slow on purpose, without sleeping: the session's upstream backend is
 stopped with SIGSTOP while the move job queries it, and continued with SIGCONT once SHOW
 CLIENTS says the session is moving.
@@ -330,3 +335,125 @@ def test_cancel_in_flight_while_session_moves(ctx):
     con.switch("pg", "builtin")
     con.close()
     sy.stop()
+
+
+def _redis_moving_session(ctx, **kw):
+    """A Redis client with state to replay (SELECT 3) whose move to external is under way
+    and stuck, with no sleep: the client waits in BLPOP on builtin when the switch begins,
+    so the switch checks external and dials the client's new upstream ahead, then waits for
+    the client's boundary. external is stopped (SIGSTOP) once that dial is done, and an
+    RPUSH ends the BLPOP: the move job's replay of the SELECT then waits for the stopped
+    server (connect_timeout = 5 bounds it), and SHOW CLIENTS says "moving". Returns
+    (builtin, external, sy, con, client, client id, SwitchThread, {server: its
+    connected_clients before the client came}); the caller continues external."""
+    builtin, external = harness.RedisServer(), harness.RedisServer()
+    sy = ss.start_redis(ctx, builtin, external, **kw)
+    con = ss.Console(sy)
+    base = {x: int(rs.info(x, "clients")["connected_clients"]) for x in (builtin, external)}
+    c = rs.Resp(sy.redis_port)
+    check(c.cmd("SELECT", "3") == "OK" and c.cmd("SET", "mv:k", "before") == "OK", "SELECT 3 / SET before the switch")
+    rows = [r for r in con.rows("SHOW CLIENTS") if r["route"] == "redis-store"]
+    check(len(rows) == 1, "want one client on route redis-store, SHOW CLIENTS has %r" % rows)
+    cid = rows[0]["id"]
+    c.send_cmds([("BLPOP", "mv:list", "0")])
+    harness.wait_until(lambda: int(rs.info(builtin, "clients")["blocked_clients"]) == 1, 10,
+                       "the client's BLPOP to block on builtin")
+    mark = sy.log_size()
+    sw = ss.SwitchThread(sy, "redis-store", "external")
+    ss.wait_prepared(sy, "redis-store", since=mark)
+    os.kill(external.proc.pid, signal.SIGSTOP)
+    try:
+        check(builtin.cli("RPUSH", "mv:list", "x", db=3).stdout.strip() == "1", "RPUSH to end the BLPOP")
+        check(c.read(timeout=10) == [b"mv:list", b"x"], "the BLPOP's reply")
+        _wait_state(con, cid, "moving")
+    except BaseException:
+        os.kill(external.proc.pid, signal.SIGCONT)
+        raise
+    return builtin, external, sy, con, c, cid, sw, base
+
+
+def _redis_settles(con, cid, servers):
+    """The client cid has left SHOW CLIENTS, and each (server, want) has exactly `want`
+    connected clients: no upstream of the session's is left open on either target."""
+    harness.wait_until(lambda: not any(r["id"] == cid for r in con.rows("SHOW CLIENTS")), 20,
+                       "client %s to leave SHOW CLIENTS" % cid)
+    for server, want, name in servers:
+        harness.wait_until(lambda: int(rs.info(server, "clients")["connected_clients"]) == want, 20,
+                           lambda: "%s to have %d connected clients again (has %s)"
+                           % (name, want, rs.info(server, "clients")["connected_clients"]))
+
+
+def test_redis_client_leaves_while_moving(ctx):
+    """A Redis client that goes away while its move job replays its state on the new target
+    (the target is stopped): the switch finishes with the session accounted for (moved or
+    closed), the session leaves SHOW CLIENTS, neither target keeps a connection of it, and a
+    new client lands on the new target. sy.stop fails on a sanitizer report."""
+    builtin, external, sy, con, c, cid, sw, base = _redis_moving_session(ctx)
+    try:
+        c.close()
+    finally:
+        os.kill(external.proc.pid, signal.SIGCONT)
+    row, _t0, _t1 = sw.join_result(timeout=30)
+    check(int(row["moved"]) + int(row["closed"]) == 1, "SWITCH with its client gone mid-move: %r" % row)
+    _redis_settles(con, cid, [(external, base[external], "external"), (builtin, base[builtin], "builtin")])
+    again = rs.Resp(sy.redis_port)
+    check(again.cmd("SET", "mv:k", "after") == "OK" and external.cli("GET", "mv:k").stdout.strip() == "after",
+          "a new client after the switch did not reach external")
+    again.close()
+    con.close()
+    sy.stop()
+
+
+def test_redis_new_target_dies_while_moving(ctx):
+    """The new target dies (SIGKILL while stopped) while the move job waits for its answer to
+    the replayed SELECT: the move fails, the client gets -ERR naming the switch and the
+    cause, then the close (never a reply that could look like its command ran), the switch
+    counts it closed, nothing of the session stays open on the old target, and once the
+    new target is back a new client reaches it."""
+    builtin, external, sy, con, c, cid, sw, base = _redis_moving_session(ctx)
+    try:
+        external.kill()
+    finally:
+        if external.proc.poll() is None:
+            os.kill(external.proc.pid, signal.SIGCONT)
+    row, _t0, _t1 = sw.join_result(timeout=30)
+    check(row["moved"] == "0" and row["closed"] == "1", "SWITCH with the new target killed mid-move: %r" % row)
+    c.send(b"*2\r\n$3\r\nGET\r\n$4\r\nmv:k\r\n")
+    got = c.expect_close(10)
+    check(got.startswith(b"-ERR") and b"switched to external; reconnect" in got,
+          "the client of a failed move got %r, want -ERR 'switched to external; reconnect (...)', then the close" % got)
+    _redis_settles(con, cid, [(builtin, base[builtin], "builtin")])
+    external.start()
+    again = rs.Resp(sy.redis_port)
+    check(again.cmd("SET", "mv:k", "after") == "OK" and external.cli("GET", "mv:k").stdout.strip() == "after",
+          "a new client after the switch did not reach external once it was back")
+    for x in (c, again):
+        x.close()
+    con.close()
+    sy.stop()
+
+
+def test_redis_shutdown_kicks_a_moving_session(ctx):
+    """SIGTERM's deadline comes while a Redis session's move job waits for the new target
+    (stopped; connect_timeout = 20 here, so the move outlasts the deadline). The kick used to
+    pass over a moving session, and mark it kicked: its client got no answer, only the
+    close when the process exited. Now it is closed like any other: its next command gets
+    -ERR naming the shutdown, then the close; the move job's socket is dropped when the job
+    returns, and the process exits with no sanitizer report."""
+    builtin, external, sy, con, c, cid, sw, base = _redis_moving_session(
+        ctx, args=["switchyard.connect_timeout=20"])
+    try:
+        con.close()
+        sy.proc.send_signal(signal.SIGTERM)
+        _wait_log(sy, "event=shutdown_deadline", timeout=ss.DRAIN_TIMEOUT + 10)
+        c.send(b"*2\r\n$3\r\nGET\r\n$4\r\nmv:k\r\n")
+        got = c.expect_close(10)
+        check(got.startswith(b"-ERR") and b"shutting down" in got,
+              "the moving session's client got %r, want -ERR 'shutting down', then the close" % got)
+    finally:
+        os.kill(external.proc.pid, signal.SIGCONT)
+    sy.proc.wait(timeout=20)
+    sw.join(10)
+    c.close()
+    problems = sy.exited_problems()
+    check(not problems, "switchyard's exit: %r" % problems)
