@@ -179,3 +179,38 @@ def test_sweep_without_timerfd(ctx):
     _idle_session_times_out(port)
     check("sweep_timerfd_unavailable" not in sy.log_text(), "a timerfd could be had: no fallback wanted")
     sy.stop()
+
+
+def test_redis_shared_upstream_redial_without_poll_handles(ctx):
+    """The shared upstream (multiplex, the default) is lost while its client stays: the
+    server restarts while no poll handle can be had, so the redial's socket cannot be made
+    non-blocking. The client's command gets -ERR naming that cause, then the close, as for
+    any upstream that cannot be had; at once (the fault is the proxy's: reconnect_window
+    waits out only the target's refusals), never a worker stalled on a blocking socket.
+    Once the fault clears, a new client is served."""
+    server = harness.RedisServer()
+    trigger = os.path.join(harness.tmpdir("fault"), "armed")
+    sy = rs.start_proxy(server, env=_fault_env(trigger), asan_extra="verify_asan_link_order=0")
+    c = Resp(sy.port, timeout=10)
+    check(c.cmd("SET", "k", "v") == "OK", "SET before the fault")
+    open(trigger, "w").close()
+    server.kill()
+    server.start()
+    problems = []
+    t0 = time.monotonic()
+    c.send(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")
+    got = c.expect_close(10)
+    secs = time.monotonic() - t0
+    if not got.startswith(b"-ERR") or b"cannot make the socket non-blocking" not in got:
+        problems.append("GET while the redial cannot be watched: %r, want -ERR naming the socket, then the close" % got)
+    elif secs > 5:
+        problems.append("the -ERR took %.1f s: the proxy's own failure was waited out" % secs)
+    os.unlink(trigger)
+    again = Resp(sy.port)
+    if again.cmd("SET", "k", "after") != "OK" or server.cli("GET", "k").stdout.strip() != "after":
+        problems.append("after the fault: a new client was not served\n%s" % harness.log_tail(sy.logfile, 10))
+    for x in (c, again):
+        x.close()
+    sy.check_alive()
+    sy.stop()
+    check(not problems, "\n".join(problems))
