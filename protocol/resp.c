@@ -122,9 +122,25 @@ static int resp_num_get(uint64_t mag, int digits, int neg, int bad, int64_t *out
 /* A whole "<integer>\r\n" line at buf[*i..len): '-' and at most 18 digits, no leading zero,
  * no "-0" (so within int64, and what resp_num_feed accepts): its value in *v and *i past
  * the "\r\n"; -1 for anything else, longer numbers included. */
-static int fast_int_line(const uint8_t *buf, size_t len, size_t *i, int64_t *v)
+static inline __attribute__((always_inline)) int fast_int_line(const uint8_t *buf, size_t len, size_t *i,
+                                                                 int64_t *v)
 {
     size_t k = *i, d0;
+
+    /* Most lines are one or two digits ("*3", "$16"): those first, without the loop. */
+    if (len - k >= 4 && (unsigned)(buf[k] - '0') <= 9) {
+        unsigned a = (unsigned)(buf[k] - '0'), b = (unsigned)(buf[k + 1] - '0');
+        if (buf[k + 1] == '\r' && buf[k + 2] == '\n') {
+            *v = a;
+            *i = k + 3;
+            return 0;
+        }
+        if (a != 0 && b <= 9 && buf[k + 2] == '\r' && buf[k + 3] == '\n') {
+            *v = a * 10 + b;
+            *i = k + 4;
+            return 0;
+        }
+    }
     int neg = k < len && buf[k] == '-';
     uint64_t mag = 0;
 

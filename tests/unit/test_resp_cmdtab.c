@@ -527,9 +527,29 @@ static void test_pins(void)
     }
 }
 
+/* resp_cmd_lookup remembers the last name it was given, byte for byte: a repeat, a name
+ * of the same length that differs in one byte or in case, and one too long to remember
+ * must each get their own answer. */
+static void test_repeats(void)
+{
+    static const struct { const char *name; resp_cmd_id_t id; } seq[] = {
+        { "GET", RESP_CMD_GET },   { "GET", RESP_CMD_GET },     { "SET", RESP_CMD_SET },
+        { "GET", RESP_CMD_GET },   { "GEX", RESP_CMD_UNKNOWN }, { "GEX", RESP_CMD_UNKNOWN },
+        { "get", RESP_CMD_GET },   { "gEt", RESP_CMD_GET },     { "GETDEL", RESP_CMD_GETDEL },
+        { "GETDE", RESP_CMD_UNKNOWN }, { "GET", RESP_CMD_GET },
+        { "GEORADIUSBYMEMBER_RO_AND_THEN_SOME", RESP_CMD_UNKNOWN }, { "GET", RESP_CMD_GET },
+        { "SUBSCRIBE", RESP_CMD_SUBSCRIBE }, { "SUBSCRIBX", RESP_CMD_UNKNOWN }, { "SUBSCRIBE", RESP_CMD_SUBSCRIBE },
+    };
+    for (size_t i = 0; i < sizeof(seq) / sizeof(seq[0]); i++)
+        CHECK_MSG(lookup(seq[i].name, strlen(seq[i].name)) == seq[i].id, "lookup %zu: %s", i, seq[i].name);
+    CHECK(lookup("GET", 3) == RESP_CMD_GET && lookup("", 0) == RESP_CMD_UNKNOWN && lookup("GET", 0) == RESP_CMD_UNKNOWN);
+    CHECK(lookup("GET", 3) == RESP_CMD_GET && lookup("GET\0", 4) == RESP_CMD_UNKNOWN && lookup("GET", 3) == RESP_CMD_GET);
+}
+
 int main(void)
 {
     test_rows();
+    test_repeats();
     test_odd_names();
     test_flag_sets();
     test_classify();
