@@ -174,6 +174,9 @@ int pg_sql_tag_keeps_state(const char *tag, size_t len)
         W("SHOW"), W("EXPLAIN"), W("TRUNCATE"), W("NOTIFY"), W("VACUUM"), W("ANALYZE"), W("LOCK"),
     };
 #undef W
+    /* "SELECT <n>", the tag of nearly every transaction, before anything else */
+    if (len >= 7 && memcmp(tag, "SELECT ", 7) == 0)
+        return 1;
     size_t wl = 0;
     while (wl < len && wl < 10 && tag[wl] != ' ' && tag[wl] != '\0')
         wl++;
@@ -334,6 +337,37 @@ static unsigned set_config_effects(const char *sql, size_t len, size_t at)
     return PG_SQL_STATE_FN;
 }
 
+static inline int is_ident(char c)
+{
+    unsigned char u = (unsigned char)c;
+    return u >= 0x80 || isalnum(u) || c == '_' || c == '$';
+}
+
+/* Does the text name a temporary table's keyword or schema: TEMP, TEMPORARY or pg_temp
+ * (pg_temp_3 too), as a word in any case? A table made so has a tag that says nothing:
+ * CREATE TEMP TABLE ... AS and SELECT ... INTO TEMP answer "SELECT n", an EXPLAIN ANALYZE
+ * of one "EXPLAIN". Looked for around each 'm' (memchr), so a query costs a few compares
+ * ("temperature" and "attempt" are not words of it). */
+static int names_temp(const char *s, size_t len)
+{
+    const char *end = s + len;
+    for (int k = 0; k < 2; k++) {
+        for (const char *p = s; (p = memchr(p, k ? 'M' : 'm', (size_t)(end - p))) != NULL; p++) {
+            const char *w = p - 2, *q = p + 2;   /* "temp" is w[0..4), q its end */
+            if (p - s < 2 || end - p < 2 || (w[0] | 0x20) != 't' || (w[1] | 0x20) != 'e' || (p[1] | 0x20) != 'p')
+                continue;   /* "temp" in any case: the letters' 0x20 bit, and no other byte has them so */
+            int pg = w - s >= 3 && strncasecmp(w - 3, "pg_", 3) == 0 && (w - s == 3 || !is_ident(w[-4]));
+            if (!pg && w > s && is_ident(w[-1]))
+                continue;
+            if (q == end || !is_ident(*q) || (pg && *q == '_'))
+                return 1;
+            if (!pg && end - q >= 5 && strncasecmp(q, "orary", 5) == 0 && (q + 5 == end || !is_ident(q[5])))
+                return 1;
+        }
+    }
+    return 0;
+}
+
 /*
  * One pass for every query while its session is watched: a byte test for a leading SET
  * (nearly no query has one), a memchr for a second statement, and memchr over the
@@ -376,5 +410,7 @@ unsigned pg_sql_query_effects(const char *sql, size_t len)
             fx |= set_config_effects(sql, len, before + 7);
         p++;
     }
+    if (!(fx & PG_SQL_STATE_FN) && names_temp(sql, len))
+        fx |= PG_SQL_STATE_FN;
     return fx;
 }

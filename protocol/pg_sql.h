@@ -40,6 +40,9 @@ int pg_sql_find_prepare(const char *sql, size_t len, const char *name, size_t *s
  *                    set_config: either name anywhere, case-insensitively, but for a
  *                    set_config(name, value, true) call, which changes the setting for the
  *                    current transaction only (the literal true: not a $n parameter);
+ *                    or it may make a temporary table that its tag does not name
+ *                    (CREATE TEMP TABLE ... AS and SELECT ... INTO TEMP answer "SELECT n"):
+ *                    TEMP, TEMPORARY or pg_temp as a word, in any case;
  *   PG_SQL_CUSTOM    it may set a custom setting at session level, one no module need
  *                    define and that Postgres then leaves out of pg_settings (so a move, a
  *                    reconnect or a release cannot see it): SET [SESSION] of a name with a

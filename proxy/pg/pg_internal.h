@@ -334,8 +334,12 @@ static inline void pg_dirty_query(pg_session_t *s, const uint8_t *body, size_t l
 {
     if (s->custom_set && s->dirty)
         return;
-    /* the text: a Query's body up to its NUL; a Parse's after the statement's name */
-    const uint8_t *sql = body, *nul = memchr(body, '\0', len);
+    /* the text: a Query's body up to its NUL; a Parse's after the statement's name. A
+     * Query's NUL is its last byte, taken as is: one that has another before it is refused
+     * by the server ("invalid message format"), and reading on past that one only makes
+     * the answer more often "may". */
+    const uint8_t *sql = body, *nul = !parse && len > 0 && body[len - 1] == '\0' ? body + len - 1
+                                                                               : memchr(body, '\0', len);
     if (parse && nul != NULL) {
         sql = nul + 1;
         nul = memchr(sql, '\0', len - (size_t)(sql - body));

@@ -521,6 +521,48 @@ def test_custom_setting_not_reconnected(ctx):
           "after the restart the session went on with app.tenant = %r (error %r); want it closed" % (got, err))
 
 
+def test_temp_table_without_its_tag_not_reconnected(ctx):
+    """A temporary table made by a statement whose tag does not say so: CREATE TEMP TABLE
+    ... AS and SELECT ... INTO TEMP answer "SELECT n", EXPLAIN ANALYZE of one "EXPLAIN". Each
+    shadows a permanent table of the same name. A reconnect cannot bring a temporary table
+    back, so each session must be closed at the restart, never carried on, where its next
+    query would read the permanent table instead. Before, each was reconnected as clean and
+    its SELECT answered 'permanent'."""
+    pg = _cluster("reconnect-temp")
+    pg.sql("CREATE TABLE shadow (v text); INSERT INTO shadow VALUES ('permanent'); GRANT ALL ON shadow TO PUBLIC",
+           db="sourcegraph")
+    sy = _start(ctx, pg)
+    console = harness.Console(sy.port)
+    ways = ["CREATE TEMP TABLE shadow AS SELECT 'temporary'::text AS v",
+            "SELECT 'temporary'::text AS v INTO TEMP shadow",
+            "EXPLAIN ANALYZE CREATE TEMPORARY TABLE shadow AS SELECT 'temporary'::text AS v"]
+    cs = []
+    for sql in ways:
+        c = _connect(sy)
+        with c.cursor() as cur:
+            cur.execute(sql)
+        check(_one(c, "SELECT v FROM shadow") == "temporary", "the temporary table after %r" % sql)
+        cs.append(c)
+    harness.wait_clients(console, lambda rows: sum(1 for r in rows if "replay=no" in r["detail"]) >= len(ways),
+                         "the %d sessions marked as not replayable" % len(ways), route="pg")
+    pg.restart()
+    problems = []
+    for sql, c in zip(ways, cs):
+        try:
+            got = _one(c, "SELECT v FROM shadow")
+            problems.append("after %r the session was carried on past the restart and read %r" % (sql, got))
+        except psycopg2.OperationalError:
+            pass
+        except psycopg2.Error as e:
+            problems.append("after %r: %r, want the session closed" % (sql, e))
+        c.close()
+    console.close()
+    sy.check_alive()
+    sy.stop()
+    pg.cleanup()
+    check(not problems, "\n".join(problems))
+
+
 def test_window_off_closes_as_before(ctx):
     """reconnect_window = 0: the old contract - the idle session gets the server's 57P01 and
     the close, and a new connection 08001 at once."""

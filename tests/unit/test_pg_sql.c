@@ -121,6 +121,15 @@ int main(void)
         { "SELECT set_config('a', 'b', true -- )\n)", 0 }, { "SELECT set_config('a', 'b', (true))", 1 },
         { "SELECT set_config", 1 }, { "SELECT set_config('a', 'b', 'false')", 1 }, { "set_config(", 1 },
         { "SELECT set_config('a', 'b'; true)", 1 },
+        /* a temporary table whose tag says "SELECT n" (CREATE TABLE AS, SELECT INTO) or "EXPLAIN" */
+        { "CREATE TEMP TABLE t AS SELECT 1", 1 }, { "create temporary table t as select 1", 1 },
+        { "SELECT 2 INTO TEMP t2", 1 }, { "select 2 into Temporary t2", 1 }, { "SELECT 1 INTO pg_temp.x", 1 },
+        { "CREATE TABLE pg_temp.t AS SELECT 1", 1 }, { "create table PG_TEMP_3.t as select 1", 1 },
+        { "EXPLAIN ANALYZE CREATE TEMP TABLE t4 AS SELECT 1", 1 }, { "CREATE tEmP TABLE t AS SELECT 1", 1 },
+        { "temp", 1 }, { "TEMP", 1 }, { "(temp)", 1 }, { "x temporary", 1 }, { "pg_temp", 1 }, { "\"pg_temp\".t", 1 },
+        { "SELECT temperature FROM readings", 0 }, { "SELECT attempt, tempo FROM x", 0 }, { "INSERT INTO t VALUES ('contemporary')", 0 },
+        { "SELECT temp_c FROM x", 0 }, { "SELECT xpg_temp FROM x", 0 }, { "temporaryx", 0 }, { "tem", 0 }, { "emp", 0 },
+        { "m", 0 }, { "Mm", 0 }, { "SELECT 1 FROM items", 0 }, { "SELECT $temp", 0 }, { "SELECT temp$", 0 },
         /* found by fuzz_pg_sql: an unclosed quote after SET LOCAL does not hide what follows */
         { "SET LOCAL x = '\n; SELECT pg_advisory_lock(1)", 1 },
     };
