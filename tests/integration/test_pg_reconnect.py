@@ -66,6 +66,16 @@ def _after_restart(sy, console, since, n):
                        timeout=30, what="%d sessions reconnected (or closed)" % n)
 
 
+def _finish(sy, pg, console, problems):
+    """Close the console, check switchyard lived and stop it, drop the cluster, then fail
+    with every problem found."""
+    console.close()
+    sy.check_alive()
+    sy.stop()
+    pg.cleanup()
+    check(not problems, "\n".join(problems))
+
+
 # ---- protocol-level prepared statements on a raw socket -----------------------------------
 
 def _msg(typ, body):
@@ -180,11 +190,7 @@ def test_restart_keeps_idle_sessions(ctx):
     for c in conns:
         c.close()
     raw.close()
-    console.close()
-    sy.check_alive()
-    sy.stop()
-    pg.cleanup()
-    check(not problems, "\n".join(problems))
+    _finish(sy, pg, console, problems)
 
 
 def test_restart_in_transaction_never_commits(ctx):
@@ -556,11 +562,7 @@ def test_temp_table_without_its_tag_not_reconnected(ctx):
         except psycopg2.Error as e:
             problems.append("after %r: %r, want the session closed" % (sql, e))
         c.close()
-    console.close()
-    sy.check_alive()
-    sy.stop()
-    pg.cleanup()
-    check(not problems, "\n".join(problems))
+    _finish(sy, pg, console, problems)
 
 
 def test_window_off_closes_as_before(ctx):
@@ -614,11 +616,7 @@ def test_crash_keeps_idle_session(ctx):
     if not line or not line[0].rstrip().endswith(" 1"):
         problems.append("switchyard_route_reconnects_total for pg: %s" % line)
     c.close()
-    console.close()
-    sy.check_alive()
-    sy.stop()
-    pg.cleanup()
-    check(not problems, "\n".join(problems))
+    _finish(sy, pg, console, problems)
 
 
 def test_idle_stream_not_held(ctx):
