@@ -125,6 +125,18 @@ static void oneline(char *e)
         e[--el] = '\0';
 }
 
+/* A search_path of the session's own that names pg_temp: an unqualified CREATE TABLE AS
+ * or SELECT INTO then may make a temporary table, whose tag ("SELECT n") and text say
+ * nothing of it (pg_sql_query_effects sees only the word). */
+#define PG_TEMP_PATH_WHY "its search_path names pg_temp, so a table it creates may be temporary"
+static int saved_path_names_temp(const PGresult *settings)
+{
+    for (int i = 0; settings != NULL && i < PQntuples(settings); i++)
+        if (strcmp(PQgetvalue(settings, i, 0), "search_path") == 0 && strcasestr(PQgetvalue(settings, i, 1), "pg_temp"))
+            return 1;
+    return 0;
+}
+
 static void save_work(uv_work_t *req)
 {
     pg_save_t *w = req->data;
@@ -151,7 +163,9 @@ static void save_done(uv_work_t *req, int status)
     if (w->ok) {
         pg_saved_free(s);
         memcpy(s->saved, w->st, sizeof(s->saved));
-        s->unsaved = s->custom_set ? PG_CUSTOM_WHY : NULL;   /* not in what was read */
+        s->unsaved = s->custom_set                        ? PG_CUSTOM_WHY   /* not in what was read */
+                     : saved_path_names_temp(s->saved[0]) ? PG_TEMP_PATH_WHY
+                                                          : NULL;
         s->dirty = 0;
     } else {
         pg_saved_free(s);

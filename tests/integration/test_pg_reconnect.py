@@ -530,7 +530,9 @@ def test_custom_setting_not_reconnected(ctx):
 def test_temp_table_without_its_tag_not_reconnected(ctx):
     """A temporary table made by a statement whose tag does not say so: CREATE TEMP TABLE
     ... AS and SELECT ... INTO TEMP answer "SELECT n", EXPLAIN ANALYZE of one "EXPLAIN". Each
-    shadows a permanent table of the same name. A reconnect cannot bring a temporary table
+    shadows a permanent table of the same name; so does one made by a plain CREATE TABLE
+    AS while the session's search_path puts pg_temp first, which only the state read
+    when the session is idle can tell. A reconnect cannot bring a temporary table
     back, so each session must be closed at the restart, never carried on, where its next
     query would read the permanent table instead. Before, each was reconnected as clean and
     its SELECT answered 'permanent'."""
@@ -539,15 +541,22 @@ def test_temp_table_without_its_tag_not_reconnected(ctx):
            db="sourcegraph")
     sy = _start(ctx, pg)
     console = harness.Console(sy.port)
-    ways = ["CREATE TEMP TABLE shadow AS SELECT 'temporary'::text AS v",
-            "SELECT 'temporary'::text AS v INTO TEMP shadow",
-            "EXPLAIN ANALYZE CREATE TEMPORARY TABLE shadow AS SELECT 'temporary'::text AS v"]
+    ways = [# the path first, and its state read once the session is idle (no longer
+            # "pending"), then a table whose text names no temp schema: it lands in pg_temp
+            ("SET search_path = pg_temp, public", "CREATE TABLE shadow AS SELECT 'scratch'::text AS v"),
+            ("CREATE TEMP TABLE shadow AS SELECT 'scratch'::text AS v",),
+            ("SELECT 'scratch'::text AS v INTO TEMP shadow",),
+            ("EXPLAIN ANALYZE CREATE TEMPORARY TABLE shadow AS SELECT 'scratch'::text AS v",)]
     cs = []
-    for sql in ways:
+    for sqls in ways:
         c = _connect(sy)
-        with c.cursor() as cur:
-            cur.execute(sql)
-        check(_one(c, "SELECT v FROM shadow") == "temporary", "the temporary table after %r" % sql)
+        for sql in sqls:
+            if sql is not sqls[0]:
+                harness.wait_clients(console, lambda rows: rows and not any("replay=pending" in r["detail"] for r in rows),
+                                     "the session's state read after %r" % sqls[0], route="pg")
+            with c.cursor() as cur:
+                cur.execute(sql)
+        check(_one(c, "SELECT v FROM shadow") == "scratch", "the temporary table after %r" % (sqls,))
         cs.append(c)
     harness.wait_clients(console, lambda rows: sum(1 for r in rows if "replay=no" in r["detail"]) >= len(ways),
                          "the %d sessions marked as not replayable" % len(ways), route="pg")
