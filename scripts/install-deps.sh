@@ -21,7 +21,7 @@ set -euo pipefail
 PACKAGES=(
 	build-essential pkg-config libuv1-dev libpq-dev libssl-dev libhiredis-dev
 	postgresql postgresql-contrib redis-server redis-tools openssl
-	pgbouncer haproxy nutcracker liburing-dev
+	pgbouncer haproxy nutcracker liburing-dev valgrind
 	python3 python3-redis python3-psycopg2 procps iproute2 file curl
 	groff-base man-db dpkg-dev adduser
 	clang libclang-rt-dev
