@@ -12,6 +12,14 @@ static inline int is_blank(char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
 
+/* A byte of an unquoted name: a letter, a digit, '_', '$', or any byte of a multi-byte
+ * character. */
+static inline int is_ident(char c)
+{
+    unsigned char u = (unsigned char)c;
+    return u >= 0x80 || isalnum(u) || c == '_' || c == '$';
+}
+
 /* Does a comment ("--" or a slash-star) open at s[i]? */
 static inline int comment_at(const char *s, size_t len, size_t i)
 {
@@ -134,7 +142,7 @@ static int is_prepare_of(const char *s, size_t i, size_t end, const char *name)
         }
         return i < end && k == nlen;
     }
-    while (i < end && (isalnum((unsigned char)s[i]) || s[i] == '_' || s[i] == '$' || (unsigned char)s[i] >= 0x80)) {
+    while (i < end && is_ident(s[i])) {
         char c = (char)tolower((unsigned char)s[i]);
         if (k >= nlen || name[k++] != c)
             return 0;
@@ -298,8 +306,7 @@ static int sets_dotted_name(const char *s, size_t end, size_t i)
         size_t past = s[i] == '"' ? skip_literal(s, end, i) : i;
         if (past > i && memchr(s + i, '.', past - i) != NULL)
             return 1;   /* "app.tenant": one quoted name, with its dot */
-        while (past < end && (isalnum((unsigned char)s[past]) || s[past] == '_' || s[past] == '$' ||
-                              (unsigned char)s[past] >= 0x80))
+        while (past < end && is_ident(s[past]))
             past++;
         if (past == i || past >= end || s[past] != '.')
             return parts > 0;
@@ -337,12 +344,6 @@ static unsigned set_config_effects(const char *sql, size_t len, size_t at)
     return PG_SQL_STATE_FN;
 }
 
-static inline int is_ident(char c)
-{
-    unsigned char u = (unsigned char)c;
-    return u >= 0x80 || isalnum(u) || c == '_' || c == '$';
-}
-
 /* Does the text name a temporary table's keyword or schema: TEMP, TEMPORARY or pg_temp
  * (pg_temp_3 too), as a word in any case? A table made so has a tag that says nothing:
  * CREATE TEMP TABLE ... AS and SELECT ... INTO TEMP answer "SELECT n", an EXPLAIN ANALYZE
@@ -353,15 +354,18 @@ static int names_temp(const char *s, size_t len)
     const char *end = s + len;
     for (int k = 0; k < 2; k++) {
         for (const char *p = s; (p = memchr(p, k ? 'M' : 'm', (size_t)(end - p))) != NULL; p++) {
-            const char *w = p - 2, *q = p + 2;   /* "temp" is w[0..4), q its end */
-            if (p - s < 2 || end - p < 2 || (w[0] | 0x20) != 't' || (w[1] | 0x20) != 'e' || (p[1] | 0x20) != 'p')
+            size_t w = (size_t)(p - s) - 2;   /* where "temp" would begin */
+            if (p - s < 2 || end - p < 2 || (s[w] | 0x20) != 't' || (s[w + 1] | 0x20) != 'e' || (p[1] | 0x20) != 'p')
                 continue;   /* "temp" in any case: the letters' 0x20 bit, and no other byte has them so */
-            int pg = w - s >= 3 && strncasecmp(w - 3, "pg_", 3) == 0 && (w - s == 3 || !is_ident(w[-4]));
-            if (!pg && w > s && is_ident(w[-1]))
+            size_t q = w + 4;   /* past "temp" */
+            if (w >= 3 && strncasecmp(s + w - 3, "pg_", 3) == 0 && (w == 3 || !is_ident(s[w - 4]))) {
+                if (q == len || !is_ident(s[q]) || s[q] == '_')
+                    return 1;   /* pg_temp, pg_temp_3 */
                 continue;
-            if (q == end || !is_ident(*q) || (pg && *q == '_'))
-                return 1;
-            if (!pg && end - q >= 5 && strncasecmp(q, "orary", 5) == 0 && (q + 5 == end || !is_ident(q[5])))
+            }
+            if ((w == 0 || !is_ident(s[w - 1])) &&
+                (q == len || !is_ident(s[q]) ||
+                 (len - q >= 5 && strncasecmp(s + q, "orary", 5) == 0 && (q + 5 == len || !is_ident(s[q + 5])))))
                 return 1;
         }
     }
